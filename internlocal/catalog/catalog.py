@@ -1,0 +1,212 @@
+"""The catalog: the single source of truth for models, their lineage, chats and jobs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy.exc
+from sqlalchemy import event
+from sqlmodel import Session, create_engine, select
+
+from internlocal.catalog import db
+from internlocal.catalog.schema import ChatMessage, ChatSession, Job, Lineage, Model, utcnow
+from internlocal.errors import CatalogError, NotFound, UserError
+
+Artefact = tuple[str, int]  # ("model", 3)
+
+
+class Catalog:
+    """Typed access to one catalog file. Safe to share between threads; each call is its own transaction."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.previous_version = db.migrate(self.path)
+        self.engine = create_engine(
+            f"sqlite:///{self.path}",
+            connect_args={"timeout": db.BUSY_TIMEOUT_S, "check_same_thread": False},
+        )
+        event.listen(self.engine, "connect", _on_connect)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        try:
+            with Session(self.engine, expire_on_commit=False) as session:
+                yield session
+                session.commit()
+        except sqlalchemy.exc.IntegrityError:
+            raise
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.DatabaseError) as exc:
+            raise db._explain(self.path, exc.orig if exc.orig is not None else exc) from None  # type: ignore[arg-type]
+
+    # -- models -----------------------------------------------------------------------------------
+
+    def add_model(self, model: Model) -> Model:
+        try:
+            with self.session() as s:
+                s.add(model)
+        except sqlalchemy.exc.IntegrityError:
+            raise UserError(f"A model named {model.name!r} is already in the catalog; choose another name.") from None
+        return model
+
+    def find_model(self, ref: str | int) -> Model | None:
+        """A model by id, exact name, or unambiguous name prefix."""
+        with self.session() as s:
+            if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+                found = s.get(Model, int(ref))
+                if found:
+                    return found
+            ref = str(ref)
+            found = s.exec(select(Model).where(Model.name == ref)).first()
+            if found:
+                return found
+            matches = s.exec(select(Model).where(Model.name.startswith(ref))).all()  # type: ignore[attr-defined]
+            return matches[0] if len(matches) == 1 else None
+
+    def get_model(self, ref: str | int) -> Model:
+        found = self.find_model(ref)
+        if found is None:
+            raise NotFound(f"No model {ref!r} in the catalog; `internlocal models list` shows the ones there are.")
+        return found
+
+    def list_models(self, kind: str | None = None) -> list[Model]:
+        with self.session() as s:
+            query = select(Model).order_by(Model.id)
+            if kind:
+                query = query.where(Model.kind == kind)
+            return list(s.exec(query).all())
+
+    def update_model(self, model_id: int, **fields: Any) -> Model:
+        with self.session() as s:
+            model = s.get(Model, model_id)
+            if model is None:
+                raise NotFound(f"No model with id {model_id} in the catalog.")
+            for key, value in fields.items():
+                setattr(model, key, value)
+            s.add(model)
+            return model
+
+    # -- lineage ----------------------------------------------------------------------------------
+
+    def add_lineage(self, parent: Artefact, child: Artefact, operation: str, params: dict | None = None) -> Lineage:
+        edge = Lineage(
+            parent_type=parent[0],
+            parent_id=parent[1],
+            child_type=child[0],
+            child_id=child[1],
+            operation=operation,
+            params_json=json.dumps(params or {}, sort_keys=True),
+        )
+        with self.session() as s:
+            s.add(edge)
+        return edge
+
+    def parents(self, child: Artefact) -> list[Lineage]:
+        with self.session() as s:
+            query = select(Lineage).where(Lineage.child_type == child[0], Lineage.child_id == child[1])
+            return list(s.exec(query.order_by(Lineage.id)).all())
+
+    def children(self, parent: Artefact) -> list[Lineage]:
+        with self.session() as s:
+            query = select(Lineage).where(Lineage.parent_type == parent[0], Lineage.parent_id == parent[1])
+            return list(s.exec(query.order_by(Lineage.id)).all())
+
+    # -- chats ------------------------------------------------------------------------------------
+
+    def create_chat(self, title: str, system_prompt: str, model_name: str | None, params: dict | None = None) -> ChatSession:
+        chat = ChatSession(title=title, system_prompt=system_prompt, model_name=model_name, params_json=json.dumps(params or {}))
+        with self.session() as s:
+            s.add(chat)
+        return chat
+
+    def list_chats(self) -> list[ChatSession]:
+        with self.session() as s:
+            return list(s.exec(select(ChatSession).order_by(ChatSession.updated_at.desc(), ChatSession.id.desc())).all())  # type: ignore[attr-defined]
+
+    def get_chat(self, chat_id: int) -> ChatSession:
+        with self.session() as s:
+            chat = s.get(ChatSession, chat_id)
+        if chat is None:
+            raise NotFound(f"No chat with id {chat_id}.")
+        return chat
+
+    def update_chat(self, chat_id: int, **fields: Any) -> ChatSession:
+        with self.session() as s:
+            chat = s.get(ChatSession, chat_id)
+            if chat is None:
+                raise NotFound(f"No chat with id {chat_id}.")
+            for key, value in fields.items():
+                setattr(chat, key, value)
+            chat.updated_at = utcnow()
+            s.add(chat)
+            return chat
+
+    def delete_chat(self, chat_id: int) -> None:
+        with self.session() as s:
+            chat = s.get(ChatSession, chat_id)
+            if chat is None:
+                raise NotFound(f"No chat with id {chat_id}.")
+            for message in s.exec(select(ChatMessage).where(ChatMessage.session_id == chat_id)).all():
+                s.delete(message)
+            s.delete(chat)
+
+    def add_message(self, session_id: int, role: str, content: str, **stats: Any) -> ChatMessage:
+        """Append one complete message; the chat's ``updated_at`` moves with it (same transaction)."""
+        message = ChatMessage(session_id=session_id, role=role, content=content, **stats)
+        with self.session() as s:
+            chat = s.get(ChatSession, session_id)
+            if chat is None:
+                raise NotFound(f"No chat with id {session_id}.")
+            chat.updated_at = utcnow()
+            s.add(chat)
+            s.add(message)
+        return message
+
+    def messages(self, session_id: int) -> list[ChatMessage]:
+        with self.session() as s:
+            query = select(ChatMessage).where(ChatMessage.session_id == session_id).order_by(ChatMessage.id)
+            return list(s.exec(query).all())
+
+    # -- jobs -------------------------------------------------------------------------------------
+
+    def add_job(self, job: Job) -> Job:
+        with self.session() as s:
+            s.add(job)
+        return job
+
+    def get_job(self, job_id: int) -> Job:
+        with self.session() as s:
+            job = s.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"No job with id {job_id}; `internlocal jobs list` shows the ones there are.")
+        return job
+
+    def update_job(self, job_id: int, **fields: Any) -> Job:
+        with self.session() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise NotFound(f"No job with id {job_id}.")
+            for key, value in fields.items():
+                setattr(job, key, value)
+            s.add(job)
+            return job
+
+    def list_jobs(self, status: tuple[str, ...] | None = None, limit: int = 200) -> list[Job]:
+        with self.session() as s:
+            query = select(Job).order_by(Job.id.desc()).limit(limit)  # type: ignore[union-attr]
+            if status:
+                query = query.where(Job.status.in_(status))  # type: ignore[attr-defined]
+            return list(s.exec(query).all())
+
+
+def _on_connect(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.execute(f"PRAGMA busy_timeout = {int(db.BUSY_TIMEOUT_S * 1000)}")
+    cursor.close()

@@ -1,0 +1,100 @@
+"""Numbered schema migrations, keyed on SQLite's ``PRAGMA user_version``.
+
+Migration N moves a catalog from version N-1 to N. A released migration is never edited:
+change the schema by appending a new one (and mirror it in ``schema.py``). Each migration runs
+in one transaction together with the ``user_version`` bump, so a crash leaves the old version.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[list[str]] = [
+    # 1: models, lineage, chats
+    [
+        """
+        CREATE TABLE model (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            family TEXT,
+            kind TEXT NOT NULL DEFAULT 'chat',          -- chat | base | embedding
+            format TEXT NOT NULL,                       -- gguf | hf
+            architecture TEXT,
+            quantization TEXT,
+            parameters INTEGER,
+            context_length INTEGER,
+            path TEXT NOT NULL,
+            storage TEXT NOT NULL DEFAULT 'reference',  -- reference (left where it is) | store (ours)
+            size_bytes INTEGER,
+            sha256 TEXT,
+            source TEXT,                                -- embedded:<dist> | hf:<repo> | import | derived
+            chat_template TEXT,
+            metadata_json TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE lineage (
+            id INTEGER PRIMARY KEY,
+            parent_type TEXT NOT NULL,
+            parent_id INTEGER NOT NULL,
+            child_type TEXT NOT NULL,
+            child_id INTEGER NOT NULL,
+            operation TEXT NOT NULL,
+            params_json TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX ix_lineage_parent ON lineage (parent_type, parent_id)",
+        "CREATE INDEX ix_lineage_child ON lineage (child_type, child_id)",
+        """
+        CREATE TABLE chat_session (
+            id INTEGER PRIMARY KEY,
+            title TEXT NOT NULL,
+            model_name TEXT,
+            system_prompt TEXT NOT NULL,
+            params_json TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE chat_message (
+            id INTEGER PRIMARY KEY,
+            session_id INTEGER NOT NULL REFERENCES chat_session (id) ON DELETE CASCADE,
+            role TEXT NOT NULL,
+            content TEXT NOT NULL,
+            model_name TEXT,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            ttft_ms REAL,
+            tokens_per_s REAL,
+            finish_reason TEXT,
+            created_at TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX ix_chat_message_session ON chat_message (session_id, id)",
+    ],
+    # 2: jobs (long work in the background, progress in a JSONL file per job)
+    [
+        """
+        CREATE TABLE job (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            target TEXT NOT NULL,                       -- module:function the worker runs
+            title TEXT NOT NULL,
+            status TEXT NOT NULL,                       -- queued | running | succeeded | failed | cancelled | interrupted
+            params_json TEXT NOT NULL DEFAULT '{}',
+            result_json TEXT,
+            error TEXT,
+            pid INTEGER,
+            events_path TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            started_at TEXT,
+            finished_at TEXT
+        )
+        """,
+        "CREATE INDEX ix_job_status ON job (status)",
+    ],
+]
+
+LATEST_VERSION = len(MIGRATIONS)

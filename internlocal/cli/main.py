@@ -1,0 +1,27 @@
+"""The typer CLI: ``internlocal COMMAND``. Commands are thin: they call services and print."""
+
+from __future__ import annotations
+
+import typer
+
+from internlocal.cli import chat, doctor, jobs, models
+
+app = typer.Typer(
+    name="internlocal",
+    help="The InternLM full chain, local-first. Run without a command to open the terminal UI.",
+    no_args_is_help=False,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("chat")(chat.chat)
+app.command("doctor")(doctor.doctor)
+app.add_typer(models.app, name="models")
+app.add_typer(jobs.app, name="jobs")
+
+
+@app.command("tui")
+def tui() -> None:
+    """Open the terminal UI (same as running with no command)."""
+    from internlocal.tui.app import run
+
+    raise typer.Exit(run())

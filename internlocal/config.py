@@ -1,0 +1,89 @@
+"""Settings and paths: the one configuration model of the application.
+
+Values come from ``INTERNLOCAL_*`` environment variables, then ``config.toml`` in the data
+directory, then the defaults below. The data directory itself comes from ``INTERNLOCAL_HOME``
+or the platform's user data directory.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from internlocal.errors import DataDirError
+
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+
+
+def default_home() -> Path:
+    env = os.environ.get("INTERNLOCAL_HOME")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("internlocal", appauthor=False))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INTERNLOCAL_", extra="ignore")
+
+    home: Path = Field(default_factory=default_home, description="Data directory: catalog, store, jobs.")
+    default_model: str | None = Field(None, description="Catalog model opened by chat when none is chosen.")
+    system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="System prompt of new chats.")
+    threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp; default: physical cores.")
+    context_length: int = Field(4096, ge=256, description="Context window for chat, capped by the model's own.")
+    gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU (-1: all) when llama.cpp has GPU support.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = default_home() / "config.toml"
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+
+    @cached_property
+    def catalog_path(self) -> Path:
+        return self.home / "catalog.sqlite"
+
+    @cached_property
+    def store_dir(self) -> Path:
+        """Content-addressed blobs (``blobs/sha256-…``) and per-model manifests."""
+        return self.home / "store"
+
+    @cached_property
+    def jobs_dir(self) -> Path:
+        """One JSONL event file (and state file) per job."""
+        return self.home / "jobs"
+
+    def ensure_dirs(self) -> None:
+        """Create the data directories, or fail with one sentence that says what to do."""
+        for path in (self.home, self.store_dir, self.jobs_dir):
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DataDirError(
+                    f"Cannot create the data directory {path} ({exc.strerror}); "
+                    "set INTERNLOCAL_HOME to a folder you can write to."
+                ) from None
+        probe = self.home / ".write-test"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise DataDirError(
+                f"Cannot write to the data directory {self.home} ({exc.strerror}); "
+                "set INTERNLOCAL_HOME to a folder you can write to."
+            ) from None
+
+
+def load_settings(**overrides) -> Settings:
+    return Settings(**overrides)

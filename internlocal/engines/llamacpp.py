@@ -1,0 +1,352 @@
+"""llama.cpp engine (llama-cpp-python): GGUF models on the CPU, or offloaded to a GPU build.
+
+Generation drives ``Llama.generate`` token by token (not ``create_completion``) so that the
+engine knows exact token counts and timings, can stop between any two tokens, and keeps
+llama-cpp-python's KV-cache prefix reuse across turns of a chat.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import json
+import os
+import random
+import threading
+from collections.abc import Generator, Sequence
+from pathlib import Path
+from typing import Any
+
+from internlocal.engines.base import (
+    Capability,
+    EngineBase,
+    Generation,
+    GenerationParams,
+    GenerationResult,
+    LogLikelihood,
+    Message,
+    StreamTimer,
+)
+from internlocal.errors import ModelFileError, NotEnoughMemory, UserError
+from internlocal.hub.inspect import read_gguf
+
+# Bytes of memory per KV-cache element (f16) and a margin for compute buffers, for the fit check.
+_KV_BYTES = 2
+_OVERHEAD_BYTES = 256 << 20
+
+
+def default_threads() -> int:
+    import psutil
+
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+class LlamaCppEngine(EngineBase):
+    engine_name = "llama.cpp"
+    capabilities = frozenset(
+        {Capability.CHAT, Capability.COMPLETION, Capability.TOKENIZE, Capability.LOGLIKELIHOOD, Capability.CONSTRAINED}
+    )
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        model_name: str | None = None,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        n_gpu_layers: int = 0,
+        chat_template: str | None = None,
+        check_memory: bool = True,
+    ):
+        path = Path(path)
+        info = read_gguf(path)  # clear errors for missing / foreign / truncated files before llama.cpp sees them
+        self.model_name = model_name or path.stem
+        self.info = info
+        n_ctx = min(n_ctx, info.context_length or n_ctx)
+        if check_memory and n_gpu_layers == 0:
+            _check_fits(path, info, n_ctx)
+
+        import llama_cpp
+
+        try:
+            self._llm = llama_cpp.Llama(
+                str(path),
+                n_ctx=n_ctx,
+                n_threads=n_threads or default_threads(),
+                n_gpu_layers=n_gpu_layers,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise ModelFileError(f"llama.cpp could not load {path} ({exc}); the file may be corrupt, download it again.") from None
+        self.context_length = self._llm.n_ctx()
+        self._lock = threading.Lock()  # one generation at a time per loaded model
+        self._formatter = None
+        template = chat_template or info.chat_template
+        if template:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            model = self._llm._model
+            eos, bos = self._llm.token_eos(), self._llm.token_bos()
+            self._formatter = Jinja2ChatFormatter(
+                template=template,
+                eos_token=model.token_get_text(eos) if eos != -1 else "",
+                bos_token=model.token_get_text(bos) if bos != -1 else "",
+            )
+
+    # -- text --------------------------------------------------------------------------------------
+
+    def render_chat(self, messages: Sequence[Message]) -> str:
+        """The prompt the model sees: its own chat template applied, generation prompt added."""
+        if self._formatter is None:
+            raise UserError(f"{self.model_name} has no chat template; use completion, or import it with a template.")
+        try:
+            return self._formatter(messages=list(messages)).prompt
+        except Exception as exc:  # jinja2 raise_exception() from the template (e.g. roles out of order)
+            raise UserError(f"The chat template of {self.model_name} rejected the conversation: {exc}.") from None
+
+    def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=True)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self._llm.detokenize(list(tokens)).decode("utf-8", errors="replace")
+
+    # -- generation --------------------------------------------------------------------------------
+
+    def chat(self, messages, params=None, *, response_format=None, tools=None, tool_choice=None) -> Generation:
+        if tools:
+            self.require(Capability.TOOLS)
+        params = params or GenerationParams()
+        messages = list(messages)
+        prompt_tokens = self._fit_chat(messages, params.max_tokens)
+        return self._generation(prompt_tokens, params, response_format)
+
+    def complete(self, prompt, params=None, *, response_format=None) -> Generation:
+        params = params or GenerationParams()
+        tokens = self.tokenize(prompt, add_special=True)
+        if len(tokens) >= self.context_length:
+            raise UserError(
+                f"The prompt has {len(tokens)} tokens but the context holds {self.context_length}; shorten it."
+            )
+        return self._generation(tokens, params, response_format)
+
+    def _fit_chat(self, messages: list[Message], max_tokens: int) -> list[int]:
+        """Tokenized prompt; the oldest turns after the system prompt are dropped until it fits."""
+        budget = self.context_length - min(max_tokens, self.context_length // 4)
+        while True:
+            tokens = self.tokenize(self.render_chat(messages), add_special=False)
+            if len(tokens) <= budget:
+                return tokens
+            first = 1 if messages and messages[0].get("role") == "system" else 0
+            if len(messages) - first <= 1:
+                raise UserError(
+                    f"The message is {len(tokens)} tokens but {self.model_name}'s context holds {self.context_length}; "
+                    "shorten it or raise the context length."
+                )
+            del messages[first]
+
+    def _generation(self, prompt_tokens: list[int], params: GenerationParams, response_format) -> Generation:
+        grammar = _grammar(response_format) if response_format else None
+        cancel = threading.Event()
+        return Generation(self._stream(prompt_tokens, params, grammar, cancel), cancel)
+
+    def _stream(self, prompt_tokens, params: GenerationParams, grammar, cancel: threading.Event) -> Generator[str, None, GenerationResult]:
+        import llama_cpp
+
+        llm = self._llm
+        result = GenerationResult(prompt_tokens=len(prompt_tokens))
+        timer = StreamTimer()
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = [s for s in params.stop if s]
+        hold = max((len(s) for s in stops), default=1) - 1  # text held back while it may start a stop string
+        pending, text = "", []
+        vocab = llm._model.vocab
+        with self._lock:
+            llm.set_seed(params.seed if params.seed is not None else random.getrandbits(31))
+            tokens = llm.generate(
+                prompt_tokens,
+                temp=params.temperature,
+                top_k=params.top_k,
+                top_p=params.top_p,
+                min_p=0.0,
+                repeat_penalty=params.repeat_penalty,
+                grammar=grammar,
+            )
+            result.finish_reason = "length"
+            try:
+                for token in tokens:
+                    if cancel.is_set():
+                        result.finish_reason = "cancelled"
+                        break
+                    if llama_cpp.llama_vocab_is_eog(vocab, token):
+                        result.finish_reason = "stop"
+                        break
+                    timer.token()
+                    pending += decoder.decode(_piece(vocab, token))
+                    cut = _find_stop(pending, stops)
+                    if cut is not None:
+                        pending = pending[:cut]
+                        result.finish_reason = "stop"
+                        break
+                    emit = pending[: len(pending) - hold] if hold else pending
+                    if emit:
+                        text.append(emit)
+                        pending = pending[len(emit):]
+                        yield emit
+                    if timer.tokens >= params.max_tokens or llm.n_tokens >= self.context_length - 1:
+                        break
+                    if cancel.is_set():
+                        result.finish_reason = "cancelled"
+                        break
+            finally:
+                tokens.close()
+            pending += decoder.decode(b"", final=True)
+            if pending:
+                text.append(pending)
+                yield pending
+        result.text = "".join(text)
+        return timer.fill(result)
+
+    # -- scoring -----------------------------------------------------------------------------------
+
+    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[LogLikelihood]:
+        """log P(continuation | context) for each pair, from the model's logits (not by generating).
+
+        The context is tokenized with BOS, the continuation without, and the two are joined as
+        token lists (lm-evaluation-harness convention). Contexts too long for the window are cut
+        from the left. Consecutive requests with a shared context reuse its KV cache.
+        """
+        out = []
+        with self._lock:
+            for context, continuation in requests:
+                ctx_tokens = self.tokenize(context, add_special=True)
+                cont_tokens = self.tokenize(continuation, add_special=False)
+                if not cont_tokens:
+                    raise UserError("A log-likelihood request has an empty continuation; give it some text.")
+                out.append(self._score(ctx_tokens, cont_tokens))
+        return out
+
+    def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]:
+        """Total log-likelihood of each whole text (for perplexity), in disjoint context-sized windows."""
+        totals = []
+        with self._lock:
+            for text in texts:
+                tokens = self.tokenize(text, add_special=False)
+                bos = self._llm.token_bos()
+                window = self.context_length - 1
+                total = 0.0
+                for start in range(0, len(tokens), window):
+                    chunk = tokens[start : start + window]
+                    # the first window is predicted from BOS; later ones from the tokens just before them
+                    prefix = [bos] if start == 0 else tokens[max(0, start - 1) : start]
+                    total += self._score(prefix, chunk).logprob
+                totals.append(total)
+        return totals
+
+    def _score(self, context: list[int], continuation: list[int]) -> LogLikelihood:
+        import llama_cpp
+        import numpy as np
+
+        llm = self._llm
+        n_ctx = self.context_length
+        tokens = (context + continuation)[-n_ctx:]
+        n_cont = min(len(continuation), len(tokens) - 1)
+        first_scored = len(tokens) - n_cont  # logits at positions first_scored-1 … len-2 predict the continuation
+        # reuse the KV cache for the longest prefix already evaluated (shared contexts of multiple choice)
+        prefix = 0
+        cached = llm.input_ids[: llm.n_tokens]
+        limit = min(len(cached), first_scored - 1)
+        while prefix < limit and cached[prefix] == tokens[prefix]:
+            prefix += 1
+        llm._ctx.kv_cache_seq_rm(-1, prefix, -1)
+        llm.n_tokens = prefix
+        to_eval = tokens[prefix:-1] if len(tokens) > 1 else tokens
+        rows: list[np.ndarray] = []
+        batch = llm._batch
+        pos = prefix
+        for start in range(0, len(to_eval), llm.n_batch):
+            chunk = to_eval[start : start + llm.n_batch]
+            batch.set_batch(batch=chunk, n_past=pos, logits_all=False)
+            wanted = [i for i in range(len(chunk)) if pos + i >= first_scored - 1]
+            for i in range(len(chunk)):
+                batch.batch.logits[i] = i in wanted
+            llm._ctx.decode(batch)
+            n_vocab = llm.n_vocab()
+            for i in wanted:
+                ptr = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, i)
+                rows.append(np.ctypeslib.as_array(ptr, shape=(n_vocab,)).copy())
+            llm.input_ids[pos : pos + len(chunk)] = chunk
+            pos += len(chunk)
+            llm.n_tokens = pos
+        llm._requires_eval = True  # the last logits are a scoring batch's, not a sampling state
+        logits = np.stack(rows).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        logprobs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        targets = np.array(tokens[first_scored:])
+        picked = logprobs[np.arange(len(targets)), targets]
+        greedy = bool((logprobs.argmax(axis=1) == targets).all())
+        return LogLikelihood(logprob=float(picked.sum()), is_greedy=greedy, n_tokens=len(targets))
+
+    def close(self) -> None:
+        llm = getattr(self, "_llm", None)
+        if llm is not None:
+            with self._lock:
+                llm.close()
+            self._llm = None
+
+
+def _piece(vocab, token: int) -> bytes:
+    """The bytes of one token (llama-cpp-python's own helper returns its whole zero-padded buffer)."""
+    import llama_cpp
+
+    buf = ctypes.create_string_buffer(64)
+    n = llama_cpp.llama_token_to_piece(vocab, token, buf, len(buf), 0, False)
+    if n < 0:
+        buf = ctypes.create_string_buffer(-n)
+        n = llama_cpp.llama_token_to_piece(vocab, token, buf, len(buf), 0, False)
+    return buf.raw[:n]
+
+
+def _find_stop(text: str, stops: list[str]) -> int | None:
+    cuts = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(cuts) if cuts else None
+
+
+def _grammar(response_format: dict[str, Any]):
+    """A GBNF grammar for an OpenAI ``response_format``: json_object, or json_schema with its schema."""
+    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+    kind = response_format.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+    if kind == "json_schema":
+        spec = response_format.get("json_schema") or {}
+        schema = spec.get("schema", spec)
+        try:
+            return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        except Exception as exc:
+            raise UserError(f"The JSON schema cannot be turned into a grammar ({exc}); simplify it.") from None
+    if kind == "grammar":
+        return LlamaGrammar.from_string(response_format["grammar"], verbose=False)
+    raise UserError(f"Unknown response_format type {kind!r}; use text, json_object or json_schema.")
+
+
+def _check_fits(path: Path, info, n_ctx: int) -> None:
+    """Refuse to load a model whose weights plus KV cache exceed the memory that is free."""
+    import psutil
+
+    meta = info.metadata
+    arch = info.architecture or ""
+    layers = int(meta.get(f"{arch}.block_count", 0) or 0)
+    heads = int(meta.get(f"{arch}.attention.head_count", 1) or 1)
+    kv_heads = int(meta.get(f"{arch}.attention.head_count_kv", heads) or heads)
+    embd = int(meta.get(f"{arch}.embedding_length", 0) or 0)
+    kv = 2 * n_ctx * layers * (embd // heads * kv_heads if heads else 0) * _KV_BYTES
+    need = info.size_bytes + kv + _OVERHEAD_BYTES
+    free = psutil.virtual_memory().available
+    if need > free:
+        raise NotEnoughMemory(
+            f"{path.name} needs about {need / 2**30:.1f} GiB of memory but {free / 2**30:.1f} GiB is free; "
+            "choose a smaller quantization, lower the context length, or close other programs."
+        )

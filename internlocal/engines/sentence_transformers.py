@@ -1,0 +1,21 @@
+"""Embedder on sentence-transformers (CPU, or CUDA when torch has it). Imports cost ~8 s: load lazily."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class SentenceTransformerEmbedder:
+    def __init__(self, path: str | Path, *, model_name: str | None = None, device: str | None = None):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local directory: never ask a hub
+        from sentence_transformers import SentenceTransformer
+
+        self.model_name = model_name or Path(path).name
+        self._model = SentenceTransformer(str(path), device=device or "cpu")
+        self.dimension = int(self._model.get_embedding_dimension() if hasattr(self._model, "get_embedding_dimension") else self._model.get_sentence_embedding_dimension())
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        vectors = self._model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True)
+        return vectors.tolist()

@@ -1,0 +1,101 @@
+"""The Textual application: screens as modes, a command palette, start-up off the paint path.
+
+Only Textual and our light modules are imported before the first paint; the catalog
+(sqlmodel, ~0.6 s), settings (pydantic) and the model engine load in a worker thread after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from internlocal.errors import UserError
+from internlocal.tui.screens.chat import ChatScreen, ServicesReady
+from internlocal.tui.screens.help import HelpScreen
+from internlocal.tui.screens.jobs import JobsScreen
+
+if TYPE_CHECKING:
+    from internlocal.bootstrap import Services
+    from internlocal.config import Settings
+
+
+class InternLocalApp(App):
+    TITLE = "internlocal"
+    MODES = {"chat": ChatScreen, "jobs": JobsScreen}  # later: models, train, eval, serve, knowledge
+    DEFAULT_MODE = "chat"
+    BINDINGS = [
+        Binding("f1", "help", "Help"),
+        Binding("f5", "switch_mode('chat')", "Chat"),
+        Binding("f6", "switch_mode('jobs')", "Jobs"),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    def __init__(self, settings: "Settings | None" = None) -> None:
+        super().__init__()
+        self._settings = settings
+        self.services: Services | None = None
+        self.startup_error: str | None = None
+
+    def on_mount(self) -> None:
+        self.open_services()
+
+    @work(thread=True, group="startup")
+    def open_services(self) -> None:
+        from internlocal.bootstrap import bootstrap
+
+        try:
+            services = bootstrap(self._settings)
+        except UserError as exc:
+            self.call_from_thread(self._startup_failed, str(exc))
+            return
+        self.call_from_thread(self._services_ready, services)
+
+    def _services_ready(self, services: "Services") -> None:
+        self.services = services
+        self.screen.post_message(ServicesReady())
+
+    def _startup_failed(self, error: str) -> None:
+        self.startup_error = error
+        self.notify(error, title="Cannot start", severity="error", timeout=60)
+        screen = self.screen
+        if isinstance(screen, ChatScreen):
+            screen.show_startup_error(error)
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Chat", "Go to the chat screen (F5)", lambda: self.switch_mode("chat"))
+        yield SystemCommand("Jobs", "Go to background jobs (F6)", lambda: self.switch_mode("jobs"))
+        yield SystemCommand("Help", "Key bindings and screens (F1)", self.action_help)
+        if isinstance(screen, ChatScreen):
+            yield SystemCommand("New chat", "Start a new conversation (Ctrl+N)", screen.action_new_chat)
+            yield SystemCommand("Rename chat", "Rename this conversation (F2)", screen.action_rename_chat)
+            yield SystemCommand("Delete chat", "Delete this conversation (Ctrl+D)", screen.action_delete_chat)
+            yield SystemCommand("Choose model", "Pick the model for this chat (F3)", screen.action_pick_model)
+            yield SystemCommand("Chat settings", "System prompt and parameters (F4)", screen.action_chat_settings)
+        if isinstance(screen, JobsScreen):
+            yield SystemCommand("Verify models", "Re-hash every model file as a job", screen.action_verify_models)
+
+    async def action_quit(self) -> None:
+        # a reply being written is stopped (and saved) before the app goes
+        for screen in self.screen_stack:
+            if isinstance(screen, ChatScreen):
+                screen.action_stop_reply()
+        self.exit()
+
+    def on_unmount(self) -> None:
+        if self.services is not None:
+            self.services.close()
+
+
+def run(settings: "Settings | None" = None) -> int:
+    InternLocalApp(settings).run()
+    return 0

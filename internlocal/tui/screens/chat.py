@@ -1,0 +1,337 @@
+"""Chat screen: session list, streamed Markdown replies, per-chat model, system prompt and parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Label, ListItem, ListView, Static
+
+from internlocal.errors import UserError
+from internlocal.tui.screens.dialogs import ChatSettingsDialog, ConfirmDialog, ModelPickerDialog, TextPromptDialog
+from internlocal.tui.widgets.messages import ChatLog, MessageView, message_stats
+from internlocal.tui.widgets.status import StatusLine
+
+
+class ServicesReady(Message):
+    """The catalog is open and the embedded models registered (sent once, after the first paint)."""
+
+
+@dataclass
+class ReplyPiece(Message):
+    text: str
+
+
+@dataclass
+class ReplyDone(Message):
+    message: object | None  # the saved ChatMessage, None if nothing was saved
+    prompt_tokens: int
+    completion_tokens: int
+    context_length: int
+    tokens_per_s: float | None
+
+
+@dataclass
+class ReplyFailed(Message):
+    error: str
+
+
+class SessionItem(ListItem):
+    def __init__(self, chat_id: int, title: str) -> None:
+        super().__init__(Label(title))
+        self.chat_id = chat_id
+
+
+class ChatScreen(Screen):
+    DEFAULT_CSS = """
+    ChatScreen #sidebar { width: 32; border-right: solid $panel-lighten-1; }
+    ChatScreen #sidebar .heading { text-style: bold; padding: 0 1; background: $panel; }
+    ChatScreen #sessions { height: 1fr; }
+    ChatScreen #prompt { margin: 0 1; }
+    """
+
+    BINDINGS = [
+        Binding("ctrl+n", "new_chat", "New chat"),
+        Binding("f2", "rename_chat", "Rename"),
+        Binding("ctrl+d", "delete_chat", "Delete chat"),
+        Binding("f3", "pick_model", "Model"),
+        Binding("f4", "chat_settings", "Settings"),
+        Binding("escape", "stop_reply", "Stop reply"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chat_id: int | None = None
+        self.reply = None
+        self.generating = False
+        self._stop_requested = False
+        self._stream = None
+        self._reply_view: MessageView | None = None
+        self._ready = False
+
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            with Vertical(id="sidebar"):
+                yield Static("Chats  (ctrl+n new)", classes="heading")
+                yield ListView(id="sessions")
+            with Vertical(id="main"):
+                yield ChatLog(id="log")
+                yield Input(placeholder="Ask anything — Enter sends, Esc stops the reply", id="prompt", disabled=True)
+        yield StatusLine(id="status")
+        yield Footer()
+
+    @property
+    def services(self):
+        return self.app.services  # type: ignore[attr-defined]
+
+    @property
+    def status(self) -> StatusLine:
+        return self.query_one(StatusLine)
+
+    # -- start-up ----------------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        self.query_one(ChatLog).mount(Static("Opening the catalog…", classes="empty"))
+        if self.services is not None:
+            self.post_message(ServicesReady())
+
+    def on_screen_resume(self) -> None:
+        if self.services is not None and not self._ready:
+            self.post_message(ServicesReady())
+
+    async def on_services_ready(self, _: ServicesReady) -> None:
+        if self._ready:
+            return
+        self._ready = True
+        chats = self.services.catalog.list_chats()
+        chat_id = chats[0].id if chats else self.services.chats.new_chat().id
+        await self.refresh_sessions()
+        await self.open_chat(chat_id)
+        prompt = self.query_one("#prompt", Input)
+        prompt.disabled = False
+        prompt.focus()
+        self.preload_model()
+
+    def show_startup_error(self, error: str) -> None:
+        log = self.query_one(ChatLog)
+        log.remove_children()
+        log.mount(MessageView("error", error))
+        self.status.state = "cannot start"
+
+    @work(thread=True, group="preload")
+    def preload_model(self) -> None:
+        """Load the chat's model in the background so the first reply starts at once."""
+        try:
+            chat = self.services.catalog.get_chat(self.chat_id)
+            self.services.chats.engines.get(self.services.chats.model_for(chat))
+        except UserError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=10)
+
+    # -- sessions ----------------------------------------------------------------------------------
+
+    async def refresh_sessions(self) -> None:
+        sessions = self.query_one("#sessions", ListView)
+        await sessions.clear()
+        chats = self.services.catalog.list_chats()
+        await sessions.extend([SessionItem(c.id, c.title) for c in chats])
+        for index, chat in enumerate(chats):
+            if chat.id == self.chat_id:
+                sessions.index = index
+
+    async def open_chat(self, chat_id: int) -> None:
+        self.chat_id = chat_id
+        chat = self.services.catalog.get_chat(chat_id)
+        views = []
+        for m in self.services.catalog.messages(chat_id):
+            views.append(MessageView(m.role, m.content, message_stats(m) if m.role == "assistant" else ""))
+        log = self.query_one(ChatLog)
+        if not views:
+            views_or_hint = [Static("Type a question below and press Enter.", classes="empty")]
+            await log.remove_children()
+            await log.mount_all(views_or_hint)
+        else:
+            await log.show(views)
+        self.status.model = chat.model_name or ""
+        self.status.context_used = 0
+        self.status.state = "ready"
+        sessions = self.query_one("#sessions", ListView)
+        for index, item in enumerate(sessions.children):
+            if isinstance(item, SessionItem) and item.chat_id == chat_id:
+                sessions.index = index
+
+    @on(ListView.Selected, "#sessions")
+    async def session_selected(self, event: ListView.Selected) -> None:
+        if self.generating:
+            self.notify("A reply is still being written; press Esc to stop it first.", severity="warning")
+            return
+        if isinstance(event.item, SessionItem) and event.item.chat_id != self.chat_id:
+            await self.open_chat(event.item.chat_id)
+            self.query_one("#prompt", Input).focus()
+
+    async def action_new_chat(self) -> None:
+        if not self._ready or self.generating:
+            return
+        model = None
+        if self.chat_id is not None:
+            model = self.services.catalog.get_chat(self.chat_id).model_name
+        chat = self.services.chats.new_chat(model_name=model)
+        self.chat_id = chat.id
+        await self.refresh_sessions()
+        await self.open_chat(chat.id)
+        self.query_one("#prompt", Input).focus()
+
+    def action_rename_chat(self) -> None:
+        if not self._ready or self.chat_id is None:
+            return
+        chat = self.services.catalog.get_chat(self.chat_id)
+
+        async def done(title: str | None) -> None:
+            if title:
+                self.services.catalog.update_chat(chat.id, title=title)
+                await self.refresh_sessions()
+
+        self.app.push_screen(TextPromptDialog("Rename chat", chat.title), done)
+
+    def action_delete_chat(self) -> None:
+        if not self._ready or self.chat_id is None or self.generating:
+            return
+        chat = self.services.catalog.get_chat(self.chat_id)
+
+        async def done(confirmed: bool | None) -> None:
+            if not confirmed:
+                return
+            self.services.catalog.delete_chat(chat.id)
+            remaining = self.services.catalog.list_chats()
+            self.chat_id = remaining[0].id if remaining else self.services.chats.new_chat().id
+            await self.refresh_sessions()
+            await self.open_chat(self.chat_id)
+
+        self.app.push_screen(ConfirmDialog(f"Delete the chat “{chat.title}” and its messages?"), done)
+
+    def action_pick_model(self) -> None:
+        if not self._ready or self.chat_id is None or self.generating:
+            return
+        from internlocal.cli.common import human_bytes
+
+        chat = self.services.catalog.get_chat(self.chat_id)
+        models = [
+            (m.name, f"{m.name}  ({m.quantization or m.format}, {human_bytes(m.size_bytes)})")
+            for m in self.services.catalog.list_models(kind="chat")
+        ]
+
+        def done(name: str | None) -> None:
+            if name and name != chat.model_name:
+                self.services.catalog.update_chat(chat.id, model_name=name)
+                self.status.model = name
+                self.preload_model()
+
+        self.app.push_screen(ModelPickerDialog(models, chat.model_name), done)
+
+    def action_chat_settings(self) -> None:
+        if not self._ready or self.chat_id is None:
+            return
+        from internlocal.chat.service import chat_params
+
+        chat = self.services.catalog.get_chat(self.chat_id)
+
+        def done(result: dict | None) -> None:
+            if result:
+                self.services.catalog.update_chat(chat.id, system_prompt=result["system_prompt"])
+                self.services.chats.set_params(chat.id, result["params"])
+                self.notify("Chat settings saved.")
+
+        self.app.push_screen(ChatSettingsDialog(chat.system_prompt, chat_params(chat).model_dump()), done)
+
+    # -- replies -----------------------------------------------------------------------------------
+
+    @on(Input.Submitted, "#prompt")
+    async def send(self, event: Input.Submitted) -> None:
+        text = event.value.strip()
+        if not text or self.chat_id is None:
+            return
+        if self.generating:
+            self.notify("Wait for the reply to finish, or press Esc to stop it.", severity="warning")
+            return
+        event.input.value = ""
+        log = self.query_one(ChatLog)
+        for hint in log.query(".empty"):
+            await hint.remove()
+        await log.add(MessageView("user", text))
+        self._reply_view = await log.add(MessageView("assistant", "", "…"))
+        log.anchor()
+        self._stream = self._reply_view.markdown.get_stream(self._reply_view.markdown)
+        self.generating, self._stop_requested = True, False
+        self.status.state = "thinking…"
+        self.generate(self.chat_id, text)
+
+    @work(thread=True, exclusive=True, group="reply")
+    def generate(self, chat_id: int, text: str) -> None:
+        try:
+            reply = self.services.chats.send(chat_id, text)
+        except UserError as exc:
+            self.post_message(ReplyFailed(str(exc)))
+            return
+        self.reply = reply
+        if self._stop_requested:
+            reply.cancel()
+        try:
+            for piece in reply:
+                self.post_message(ReplyPiece(piece))
+        except Exception as exc:  # an engine failure must not leave the screen stuck in "generating"
+            self.post_message(ReplyFailed(f"{type(exc).__name__}: {exc}"))
+            return
+        result = reply.result
+        self.post_message(ReplyDone(
+            message=reply.message,
+            prompt_tokens=result.prompt_tokens if result else 0,
+            completion_tokens=result.completion_tokens if result else 0,
+            context_length=reply.context_length,
+            tokens_per_s=result.decode_tokens_per_s if result else None,
+        ))
+
+    async def on_reply_piece(self, message: ReplyPiece) -> None:
+        if self._stream is not None:
+            if self.status.state != "writing…":
+                self.status.state = "writing…"
+            await self._stream.write(message.text)
+
+    async def on_reply_done(self, message: ReplyDone) -> None:
+        await self._finish_stream()
+        if self._reply_view is not None and message.message is not None:
+            self._reply_view.set_stats(message_stats(message.message))
+        self.status.context_used = message.prompt_tokens + message.completion_tokens
+        self.status.context_size = message.context_length
+        self.status.tokens_per_s = message.tokens_per_s
+        self.status.state = "ready"
+        await self.refresh_sessions()
+
+    async def on_reply_failed(self, message: ReplyFailed) -> None:
+        await self._finish_stream()
+        if self._reply_view is not None:
+            self._reply_view.add_class("-error")
+            await self._reply_view.markdown.update(message.error)
+            self._reply_view.set_stats("")
+        self.status.state = "ready"
+        self.notify(message.error, severity="error", timeout=10)
+
+    async def _finish_stream(self) -> None:
+        if self._stream is not None:
+            await self._stream.stop()
+            self._stream = None
+        self.generating = False
+        self.reply = None
+
+    def action_stop_reply(self) -> None:
+        if self.generating:
+            self._stop_requested = True
+            if self.reply is not None:
+                self.reply.cancel()
+            self.status.state = "stopping…"
+
+    def on_unmount(self) -> None:
+        self.action_stop_reply()

