@@ -158,16 +158,26 @@ def test_tools_are_unsupported_with_one_clear_sentence(engine):
         engine.chat(ask("weather?"), tools=[tool])
 
 
-def test_long_history_is_trimmed_oldest_first(engine):
-    filler = "word " * 300
+def test_long_history_is_trimmed_oldest_first(gguf_path):
+    from internlocal.engines.llamacpp import LlamaCppEngine
+
+    small = LlamaCppEngine(gguf_path, n_ctx=512)  # a small window keeps the prompt (and the test) short
+    filler = "word " * 60
     messages = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}]
     for i in range(12):
         messages += [{"role": "user", "content": f"{i} {filler}"}, {"role": "assistant", "content": "ok"}]
     messages.append({"role": "user", "content": QUESTION})
-    result = engine.chat(messages, GenerationParams.greedy(max_tokens=16)).collect()
-    assert result.prompt_tokens <= engine.context_length
+    prompt = small._fit_chat(list(messages), max_tokens=16)
+    text = small.detokenize(prompt)
+    assert len(prompt) <= 512 - 16
+    # (detokenize leaves out the <|im_start|>/<|im_end|> special tokens)
+    assert text.startswith("system\nYou are a helpful assistant.\nuser\n")  # system prompt kept, then a user turn
+    assert QUESTION in text and "11 word" in text and "\n0 word" not in text  # newest kept, oldest gone
+    result = small.chat(messages, GenerationParams.greedy(max_tokens=16)).collect()
+    assert result.prompt_tokens == len(prompt)
     with pytest.raises(UserError, match="shorten it"):
-        engine.chat([{"role": "user", "content": "word " * 5000}])
+        small.chat([{"role": "user", "content": "word " * 1000}])
+    small.close()
 
 
 def test_bad_files_give_one_clear_sentence(tmp_path, gguf_path):

@@ -16,17 +16,18 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
 
     settings = load_settings()
     info = report(settings)
-    catalog_status = "ok"
+    from internlocal.errors import UserError
+
     try:
         from internlocal.bootstrap import bootstrap
+        from internlocal.catalog.migrations import LATEST_VERSION
 
         svc = bootstrap(settings)
-        info["catalog"] = {"status": "ok", "schema": svc.catalog.previous_version and "upgraded" or "current",
-                           "models": len(svc.catalog.list_models())}
+        info["catalog"] = {"status": "ok", "schema_version": LATEST_VERSION, "models": len(svc.catalog.list_models()),
+                           "chats": len(svc.catalog.list_chats())}
         svc.close()
-    except Exception as exc:  # doctor reports a broken catalog instead of failing on it
-        catalog_status = str(exc)
-        info["catalog"] = {"status": catalog_status}
+    except UserError as exc:  # doctor reports a broken catalog or data directory instead of failing on it
+        info["catalog"] = {"status": str(exc)}
     if as_json:
         print_json(info)
         return
@@ -35,7 +36,11 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
     out("paths:")
     for key, value in info["paths"].items():
         out(f"  {key:14} {value}")
-    out(f"catalog:         {info['catalog']}")
+    cat = info["catalog"]
+    if cat["status"] == "ok":
+        out(f"catalog:         ok (schema {cat['schema_version']}, {cat['models']} models, {cat['chats']} chats)")
+    else:
+        out(f"catalog:         {cat['status']}")
     cpu = info["cpu"]
     out(f"cpu:             {cpu['model']} ({cpu['physical_cores']} cores, {cpu['logical_cores']} threads)")
     mem = info["memory"]

@@ -21,11 +21,16 @@ def list_models(as_json: Annotated[bool, typer.Option("--json", help="Machine-re
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("name", "kind", "format", "arch", "quant", "params", "ctx", "size", "where", box=None)
+    table = Table(box=None)
+    table.add_column("name", no_wrap=True)
+    for column in ("kind", "format", "arch", "quant", "params", "ctx", "size", "where"):
+        table.add_column(column, no_wrap=True)
     for m in models:
         table.add_row(m.name, m.kind, m.format, m.architecture or "-", m.quantization or "-", human_count(m.parameters),
                       str(m.context_length or "-"), human_bytes(m.size_bytes), m.storage)
-    Console().print(table)
+    import sys
+
+    Console(width=None if sys.stdout.isatty() else 160).print(table)  # pipes get whole names, not "…"
 
 
 @app.command("verify")

@@ -130,19 +130,26 @@ class LlamaCppEngine(EngineBase):
         return self._generation(tokens, params, response_format)
 
     def _fit_chat(self, messages: list[Message], max_tokens: int) -> list[int]:
-        """Tokenized prompt; the oldest turns after the system prompt are dropped until it fits."""
+        """Tokenized prompt; the oldest turns after the system prompt are dropped until it fits.
+
+        Turns go whole (from the oldest user message up to the next one) so that templates which
+        insist on user/assistant alternation still accept the rest.
+        """
         budget = self.context_length - min(max_tokens, self.context_length // 4)
+        first = 1 if messages and messages[0].get("role") == "system" else 0
         while True:
             tokens = self.tokenize(self.render_chat(messages), add_special=False)
             if len(tokens) <= budget:
                 return tokens
-            first = 1 if messages and messages[0].get("role") == "system" else 0
             if len(messages) - first <= 1:
                 raise UserError(
                     f"The message is {len(tokens)} tokens but {self.model_name}'s context holds {self.context_length}; "
                     "shorten it or raise the context length."
                 )
-            del messages[first]
+            excess, dropped = len(tokens) - budget, 0
+            while len(messages) - first > 1 and (dropped < excess or messages[first].get("role") != "user"):
+                dropped += len(self.tokenize(str(messages[first].get("content") or ""))) + 4
+                del messages[first]
 
     def _generation(self, prompt_tokens: list[int], params: GenerationParams, response_format) -> Generation:
         grammar = _grammar(response_format) if response_format else None

@@ -58,7 +58,7 @@ class ChatScreen(Screen):
     BINDINGS = [
         Binding("ctrl+n", "new_chat", "New chat"),
         Binding("f2", "rename_chat", "Rename"),
-        Binding("ctrl+d", "delete_chat", "Delete chat"),
+        Binding("ctrl+d", "delete_chat", "Delete chat", priority=True),  # the prompt Input binds ctrl+d too
         Binding("f3", "pick_model", "Model"),
         Binding("f4", "chat_settings", "Settings"),
         Binding("escape", "stop_reply", "Stop reply"),
@@ -136,6 +136,8 @@ class ChatScreen(Screen):
 
     async def refresh_sessions(self) -> None:
         sessions = self.query_one("#sessions", ListView)
+        if not sessions.is_attached:  # the app is closing (a reply ended while it quit)
+            return
         await sessions.clear()
         chats = self.services.catalog.list_chats()
         await sessions.extend([SessionItem(c.id, c.title) for c in chats])

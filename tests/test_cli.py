@@ -1,0 +1,104 @@
+"""The `internlocal` console script, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from tests.conftest import QUESTION
+
+
+def run(bin_, env, *args, input_=None, timeout=120):
+    return subprocess.run([bin_, *args], env=env, capture_output=True, text=True, input=input_, timeout=timeout)
+
+
+def test_chat_answers_on_stdout(internlocal_bin, cli_env):
+    out = run(internlocal_bin, cli_env, "chat", QUESTION, "--temperature", "0")
+    assert out.returncode == 0, out.stderr
+    assert "Paris" in out.stdout
+
+
+def test_chat_json_and_stdin(internlocal_bin, cli_env):
+    out = run(internlocal_bin, cli_env, "chat", "--json", "--temperature", "0", "--max-tokens", "24", input_=QUESTION)
+    assert out.returncode == 0, out.stderr
+    answer = json.loads(out.stdout)
+    assert "Paris" in answer["text"]
+    assert answer["model"] == "smollm2-135m-instruct-q4_1"
+    assert answer["completion_tokens"] > 0 and answer["prompt_tokens"] > 10
+
+
+def test_chat_session_is_saved(internlocal_bin, cli_env, home):
+    from internlocal.catalog.catalog import Catalog
+
+    cat = Catalog(home / "catalog.sqlite")
+    chat = cat.create_chat("cli", "You are a helpful assistant.", "smollm2-135m-instruct-q4_1", {"temperature": 0})
+    out = run(internlocal_bin, cli_env, "chat", QUESTION, "--session", str(chat.id), "--max-tokens", "24")
+    assert out.returncode == 0, out.stderr
+    messages = cat.messages(chat.id)
+    assert [m.role for m in messages] == ["user", "assistant"] and "Paris" in messages[1].content
+
+
+def test_models_list_json(internlocal_bin, cli_env):
+    out = run(internlocal_bin, cli_env, "models", "list", "--json")
+    assert out.returncode == 0, out.stderr
+    models = {m["name"]: m for m in json.loads(out.stdout)}
+    chat = models["smollm2-135m-instruct-q4_1"]
+    assert (chat["format"], chat["quantization"], chat["context_length"], chat["storage"]) == ("gguf", "Q4_1", 8192, "reference")
+    assert len(chat["sha256"]) == 64
+    assert models["all-minilm-l6-v2"]["kind"] == "embedding"
+    table = run(internlocal_bin, cli_env, "models", "list")
+    assert "smollm2-135m-instruct-q4_1" in table.stdout
+
+
+def test_doctor_json(internlocal_bin, cli_env, home):
+    out = run(internlocal_bin, cli_env, "doctor", "--json")
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert info["paths"]["home"] == str(home)
+    assert info["catalog"]["status"] == "ok" and info["catalog"]["models"] == 2
+    assert info["cpu"]["logical_cores"] >= 1 and info["memory"]["total_bytes"] > 0
+    assert isinstance(info["gpus"], list)
+    assert info["packages"]["llama-cpp-python"]
+    assert all(info["embedded_models"].values())
+
+
+def test_verify_job_from_the_cli_streams_ndjson(internlocal_bin, cli_env):
+    out = run(internlocal_bin, cli_env, "models", "verify", "--json")
+    assert out.returncode == 0, out.stderr
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    assert any(e["type"] == "progress" for e in events)
+    assert events[-1] == {**events[-1], "type": "status", "status": "succeeded"}
+    listed = json.loads(run(internlocal_bin, cli_env, "jobs", "list", "--json").stdout)
+    assert listed[0]["kind"] == "models.verify" and listed[0]["status"] == "succeeded"
+
+
+def test_user_errors_are_one_line_without_traceback(internlocal_bin, cli_env, home):
+    out = run(internlocal_bin, cli_env, "chat", "hi", "--model", "no-such-model")
+    assert out.returncode == 1
+    assert out.stderr.strip() == "error: No model 'no-such-model' in the catalog; `internlocal models list` shows the ones there are."
+
+    out = run(internlocal_bin, cli_env, "chat", "hi", "--temperature", "9")
+    assert out.returncode == 1 and "Traceback" not in out.stderr and "temperature" in out.stderr
+
+    out = run(internlocal_bin, cli_env, "jobs", "resume", "424242")
+    assert out.returncode == 1 and out.stderr.startswith("error: No job with id 424242")
+
+
+def test_corrupt_catalog_is_reported_not_replaced(internlocal_bin, cli_env, home):
+    catalog = home / "catalog.sqlite"
+    for suffix in ("-wal", "-shm"):
+        (home / f"catalog.sqlite{suffix}").unlink(missing_ok=True)
+    catalog.write_bytes(b"garbage" * 1000)
+    out = run(internlocal_bin, cli_env, "models", "list")
+    assert out.returncode == 1
+    assert "corrupt" in out.stderr and "Traceback" not in out.stderr
+    assert catalog.read_bytes() == b"garbage" * 1000
+
+
+def test_unwritable_home(internlocal_bin, cli_env, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    env = dict(cli_env, INTERNLOCAL_HOME=str(blocker / "home"))
+    out = run(internlocal_bin, env, "models", "list")
+    assert out.returncode == 1
+    assert out.stderr.startswith("error: Cannot create the data directory") and "INTERNLOCAL_HOME" in out.stderr

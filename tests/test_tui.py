@@ -1,0 +1,220 @@
+"""The Textual app driven by its pilot: chat with streaming, persistence across restarts, editing chats."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from textual.widgets import Input, ListView, Markdown
+
+from internlocal.config import Settings
+from internlocal.tui.app import InternLocalApp
+from internlocal.tui.screens.chat import ChatScreen, SessionItem
+from internlocal.tui.screens.dialogs import ChatSettingsDialog, ConfirmDialog, TextPromptDialog
+from internlocal.tui.widgets.messages import MessageView
+from tests.conftest import QUESTION
+
+SIZE = (120, 40)
+
+
+async def until(pilot, predicate, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("the UI did not get there in time")
+
+
+def chat_screen(app) -> ChatScreen:
+    screen = app.screen
+    assert isinstance(screen, ChatScreen)
+    return screen
+
+
+def messages(app) -> list[tuple[str, str]]:
+    return [(v.role, v.markdown.source) for v in chat_screen(app).query(MessageView)]
+
+
+def greedy_settings(home) -> Settings:
+    return Settings(home=home, context_length=2048)
+
+
+async def ready(pilot) -> ChatScreen:
+    await until(pilot, lambda: pilot.app.services is not None and chat_screen(pilot.app)._ready)
+    return chat_screen(pilot.app)
+
+
+async def make_greedy(pilot, screen: ChatScreen) -> None:
+    from internlocal.engines.base import GenerationParams
+
+    screen.services.chats.set_params(screen.chat_id, GenerationParams.greedy(max_tokens=32))
+
+
+async def test_send_stream_and_find_it_after_restart(home):
+    app = InternLocalApp(greedy_settings(home))
+    streamed_sizes = []
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot)
+        await make_greedy(pilot, screen)
+        prompt = screen.query_one("#prompt", Input)
+        assert prompt.has_focus
+        await pilot.press(*QUESTION)
+        pieces_seen = []
+        chats = screen.services.chats
+        real_send = chats.send
+
+        def slowed_send(chat_id, text):
+            """The real reply, paced so the test can watch the view grow between pieces."""
+            reply = real_send(chat_id, text)
+            real = reply.generation
+
+            class Paced:
+                result = property(lambda self: real.result)
+                cancel = real.cancel
+
+                def __iter__(self):
+                    for piece in real:
+                        pieces_seen.append(piece)
+                        yield piece
+                        time.sleep(0.05)
+
+            reply.generation = Paced()
+            return reply
+
+        chats.send = slowed_send
+        await pilot.press("enter")
+
+        def observe():
+            views = list(screen.query(MessageView))
+            if len(views) == 2:
+                streamed_sizes.append(len(views[1].markdown.source))
+            return len(views) == 2 and not screen.generating and screen.status.state == "ready"
+
+        await until(pilot, observe)
+        assert messages(app)[0] == ("user", QUESTION)
+        role, answer = messages(app)[1]
+        assert role == "assistant" and "Paris" in answer
+        assert len(pieces_seen) > 1 and "".join(pieces_seen) == answer
+        assert len(set(streamed_sizes)) > 1  # the reply grew in steps while streaming
+        assert "tok/s" in str(screen.status.render())
+        title = screen.query_one("#sessions", ListView).children[0]
+        assert isinstance(title, SessionItem)
+
+    restarted = InternLocalApp(greedy_settings(home))
+    async with restarted.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot)
+        await until(pilot, lambda: len(messages(restarted)) == 2)
+        assert messages(restarted)[0] == ("user", QUESTION)
+        assert "Paris" in messages(restarted)[1][1]
+        items = screen.query_one("#sessions", ListView).children
+        assert [i.chat_id for i in items] == [screen.chat_id]
+
+
+async def test_escape_stops_the_reply_and_keeps_it(home):
+    app = InternLocalApp(greedy_settings(home))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot)
+        from internlocal.engines.base import GenerationParams
+
+        screen.services.chats.set_params(screen.chat_id, GenerationParams(max_tokens=1500, seed=1))
+        screen.query_one("#prompt", Input).value = "Write a very long story about a dragon and a baker."
+        await pilot.press("enter")
+        await until(pilot, lambda: len(messages(app)) == 2 and len(messages(app)[1][1]) > 20)
+        await pilot.press("escape")
+        await until(pilot, lambda: not screen.generating)
+        stored = screen.services.catalog.messages(screen.chat_id)
+        assert stored[-1].finish_reason == "cancelled"
+        assert stored[-1].completion_tokens < 1500
+        assert "stopped" in str(screen.query(MessageView).last().query_one(".stats").render())
+
+
+async def test_new_rename_delete_and_settings(home):
+    app = InternLocalApp(greedy_settings(home))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot)
+        first = screen.chat_id
+        await pilot.press("ctrl+n")
+        await until(pilot, lambda: screen.chat_id != first)
+        second = screen.chat_id
+        assert len(screen.query_one("#sessions", ListView).children) == 2
+
+        await pilot.press("f2")
+        await until(pilot, lambda: isinstance(app.screen, TextPromptDialog))
+        app.screen.query_one(Input).value = "物理笔记"
+        await pilot.press("enter")
+        await until(pilot, lambda: screen.services.catalog.get_chat(second).title == "物理笔记")
+
+        await pilot.press("f4")
+        await until(pilot, lambda: isinstance(app.screen, ChatSettingsDialog))
+        dialog = app.screen
+        dialog.query_one("#temperature", Input).value = "7"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, ChatSettingsDialog)  # refused: stays open with the reason
+        assert "temperature" in str(dialog.query_one("#error").render())
+        dialog.query_one("#temperature", Input).value = "0.3"
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: isinstance(app.screen, ChatScreen))
+        from internlocal.chat.service import chat_params
+
+        assert chat_params(screen.services.catalog.get_chat(second)).temperature == 0.3
+
+        await pilot.press("ctrl+d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.click("#yes")
+        await until(pilot, lambda: screen.chat_id == first)
+        assert [c.id for c in screen.services.catalog.list_chats()] == [first]
+
+
+async def test_help_palette_and_jobs_screen(home):
+    app = InternLocalApp(greedy_settings(home))
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("f1")
+        await until(pilot, lambda: type(app.screen).__name__ == "HelpScreen")
+        assert "Ctrl+N" in app.screen.query_one(Markdown).source
+        await pilot.press("escape")
+        await pilot.press("f6")
+        await until(pilot, lambda: type(app.screen).__name__ == "JobsScreen")
+        await pilot.press("v")  # start the built-in verify job from the TUI
+        from textual.widgets import DataTable
+
+        table = app.screen.query_one(DataTable)
+        await until(pilot, lambda: table.row_count == 1 and "succeeded" in str(table.get_row_at(0)), timeout=120)
+        assert "100" in str(table.get_row_at(0))
+        await pilot.press("f5")
+        await until(pilot, lambda: isinstance(app.screen, ChatScreen))
+
+
+async def test_corrupt_catalog_shows_the_reason_instead_of_crashing(home):
+    for suffix in ("-wal", "-shm"):
+        (home / f"catalog.sqlite{suffix}").unlink(missing_ok=True)
+    (home / "catalog.sqlite").write_bytes(b"garbage" * 100)
+    app = InternLocalApp(greedy_settings(home))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.startup_error is not None)
+        assert "corrupt" in app.startup_error
+        await until(pilot, lambda: any(v.role == "error" for v in chat_screen(app).query(MessageView)))
+        assert chat_screen(app).query_one("#prompt", Input).disabled
+    assert (home / "catalog.sqlite").read_bytes() == b"garbage" * 100
+
+
+async def test_quit_mid_reply_keeps_the_conversation(home):
+    app = InternLocalApp(greedy_settings(home))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot)
+        from internlocal.engines.base import GenerationParams
+
+        screen.services.chats.set_params(screen.chat_id, GenerationParams(max_tokens=1500, seed=2))
+        screen.query_one("#prompt", Input).value = "Tell me a long story."
+        await pilot.press("enter")
+        await until(pilot, lambda: len(messages(app)) == 2 and len(messages(app)[1][1]) > 10)
+        chat_id = screen.chat_id
+        await pilot.press("ctrl+q")
+    await asyncio.sleep(0.5)
+    from internlocal.catalog.catalog import Catalog
+
+    stored = Catalog(home / "catalog.sqlite").messages(chat_id)
+    assert stored[0].content == "Tell me a long story."
+    assert stored[-1].role == "assistant" and stored[-1].finish_reason == "cancelled" and stored[-1].content
