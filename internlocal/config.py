@@ -86,4 +86,20 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides) -> Settings:
-    return Settings(**overrides)
+    """Settings, or one sentence naming the bad value and where it came from."""
+    import tomllib
+
+    from pydantic import ValidationError
+
+    from internlocal.errors import UserError
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = ".".join(str(p) for p in err["loc"])
+        raise UserError(
+            f"Invalid setting {name}: {err['msg'].lower()}; fix INTERNLOCAL_{name.upper()} or {default_home() / 'config.toml'}."
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{default_home() / 'config.toml'} is not valid TOML ({exc}); fix or remove it.") from None

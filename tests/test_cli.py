@@ -102,3 +102,36 @@ def test_unwritable_home(internlocal_bin, cli_env, tmp_path):
     out = run(internlocal_bin, env, "models", "list")
     assert out.returncode == 1
     assert out.stderr.startswith("error: Cannot create the data directory") and "INTERNLOCAL_HOME" in out.stderr
+
+
+def test_killed_mid_reply_keeps_everything_before(internlocal_bin, cli_env, home):
+    """kill -9 while a reply streams: earlier messages and the question survive, the catalog is intact."""
+    import signal
+    import time
+
+    from internlocal.catalog.catalog import Catalog
+
+    cat = Catalog(home / "catalog.sqlite")
+    chat = cat.create_chat("kept", "You are a helpful assistant.", "smollm2-135m-instruct-q4_1", {"max_tokens": 2000})
+    cat.add_message(chat.id, "user", "earlier question")
+    cat.add_message(chat.id, "assistant", "earlier answer", finish_reason="stop")
+    proc = subprocess.Popen([internlocal_bin, "chat", "Write a very long story about a dragon.", "--session", str(chat.id)],
+                            env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    streamed = b""
+    deadline = time.monotonic() + 60
+    while len(streamed) < 40 and time.monotonic() < deadline:
+        streamed += proc.stdout.read1(64)
+    assert len(streamed) >= 40, proc.stderr.read()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    messages = Catalog(home / "catalog.sqlite").messages(chat.id)
+    assert [(m.role, m.content) for m in messages] == [
+        ("user", "earlier question"), ("assistant", "earlier answer"), ("user", "Write a very long story about a dragon."),
+    ]
+    assert sqlite3_ok(home / "catalog.sqlite")
+
+
+def sqlite3_ok(path) -> bool:
+    import sqlite3
+
+    return sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"

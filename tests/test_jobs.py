@@ -63,28 +63,28 @@ def test_verify_job_finds_changed_and_missing_files(services, tmp_path, gguf_pat
 
 def test_cancel_then_resume_continues_from_saved_state(services):
     runner = services.jobs
-    job = runner.submit(jobs_for_tests.count, {"n": 400, "delay": 0.02}, kind="test.count", title="count")
+    job = runner.submit(jobs_for_tests.count, {"n": 150, "delay": 0.02}, kind="test.count", title="count")
     wait_for(lambda: json.loads(runner.state_path(job.id).read_text() or "{}").get("i", 0) >= 5
              if runner.state_path(job.id).exists() else False)
     runner.cancel(job.id)
     job = runner.wait(job.id, timeout=30)
     assert job.status == "cancelled"
     done_before = json.loads(runner.state_path(job.id).read_text())["i"]
-    assert 5 <= done_before < 400
+    assert 5 <= done_before < 150
 
     runner.resume(job.id)
     job = runner.wait(job.id, timeout=60)
     assert job.status == "succeeded" and job.attempts == 2
-    assert job.result == {"counted": 400, "resumed_from": done_before}
+    assert job.result == {"counted": 150, "resumed_from": done_before}
     tracker = ProgressTracker()
     tracker.feed(runner.read_events(job.id)[0])
-    assert tracker.progress.done == 400 and tracker.status == "succeeded"
-    assert tracker.last_metric["value"] == 400**2
+    assert tracker.progress.done == 150 and tracker.status == "succeeded"
+    assert tracker.last_metric["value"] == 150**2
 
 
 def test_killed_worker_is_found_interrupted_and_resumes(services):
     runner = services.jobs
-    job = runner.submit(jobs_for_tests.count, {"n": 300, "delay": 0.02}, kind="test.count", title="count")
+    job = runner.submit(jobs_for_tests.count, {"n": 150, "delay": 0.02}, kind="test.count", title="count")
     wait_for(lambda: runner.state_path(job.id).exists())
     os.kill(job.pid, signal.SIGKILL)
     wait_for(lambda: runner.refresh_one(services.catalog.get_job(job.id)).status == "interrupted")
@@ -96,7 +96,7 @@ def test_killed_worker_is_found_interrupted_and_resumes(services):
     runner.resume(job.id)
     job = runner.wait(job.id, timeout=60)
     assert job.status == "succeeded"
-    assert 0 < job.result["resumed_from"] < 300
+    assert 0 < job.result["resumed_from"] < 150
 
 
 def test_thread_jobs_and_failures(services):

@@ -40,6 +40,32 @@ def greedy_settings(home) -> Settings:
     return Settings(home=home, context_length=2048)
 
 
+def pace_replies(chats, delay: float = 0.05) -> list[str]:
+    """Make the chat service's real replies pause between pieces, so a test can watch the view grow."""
+    pieces_seen: list[str] = []
+    real_send = chats.send
+
+    def paced_send(chat_id, text):
+        reply = real_send(chat_id, text)
+        real = reply.generation
+
+        class Paced:
+            result = property(lambda self: real.result)
+            cancel = real.cancel
+
+            def __iter__(self):
+                for piece in real:
+                    pieces_seen.append(piece)
+                    yield piece
+                    time.sleep(delay)
+
+        reply.generation = Paced()
+        return reply
+
+    chats.send = paced_send
+    return pieces_seen
+
+
 async def ready(pilot) -> ChatScreen:
     await until(pilot, lambda: pilot.app.services is not None and chat_screen(pilot.app)._ready)
     return chat_screen(pilot.app)
@@ -60,29 +86,7 @@ async def test_send_stream_and_find_it_after_restart(home):
         prompt = screen.query_one("#prompt", Input)
         assert prompt.has_focus
         await pilot.press(*QUESTION)
-        pieces_seen = []
-        chats = screen.services.chats
-        real_send = chats.send
-
-        def slowed_send(chat_id, text):
-            """The real reply, paced so the test can watch the view grow between pieces."""
-            reply = real_send(chat_id, text)
-            real = reply.generation
-
-            class Paced:
-                result = property(lambda self: real.result)
-                cancel = real.cancel
-
-                def __iter__(self):
-                    for piece in real:
-                        pieces_seen.append(piece)
-                        yield piece
-                        time.sleep(0.05)
-
-            reply.generation = Paced()
-            return reply
-
-        chats.send = slowed_send
+        pieces_seen = pace_replies(screen.services.chats)
         await pilot.press("enter")
 
         def observe():
@@ -218,3 +222,55 @@ async def test_quit_mid_reply_keeps_the_conversation(home):
     stored = Catalog(home / "catalog.sqlite").messages(chat_id)
     assert stored[0].content == "Tell me a long story."
     assert stored[-1].role == "assistant" and stored[-1].finish_reason == "cancelled" and stored[-1].content
+
+
+async def test_no_chat_model_at_all_is_explained(tmp_path, monkeypatch):
+    """An installation without the embedded chat model: the reason is shown, nothing crashes."""
+    from internlocal.hub import embedded
+
+    monkeypatch.setattr(embedded.EmbeddedModel, "locate", lambda self: None)
+    app = InternLocalApp(Settings(home=tmp_path / "empty-home"))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: any(v.role == "error" for v in chat_screen(app).query(MessageView)))
+        error = next(v for v in chat_screen(app).query(MessageView) if v.role == "error")
+        assert "No chat model" in error.markdown.source
+        assert chat_screen(app).query_one("#prompt", Input).disabled
+
+
+async def test_view_follows_the_reply_only_while_at_the_bottom(home):
+    from internlocal.catalog.catalog import Catalog
+    from internlocal.engines.base import GenerationParams
+    from internlocal.tui.widgets.messages import ChatLog
+
+    cat = Catalog(home / "catalog.sqlite")
+    chat = cat.create_chat("long", "You are a helpful assistant.", "smollm2-135m-instruct-q4_1")
+    for i in range(15):
+        cat.add_message(chat.id, "user", f"question {i}")
+        cat.add_message(chat.id, "assistant", f"answer {i}\n\nwith a second paragraph", finish_reason="stop")
+    app = InternLocalApp(greedy_settings(home))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot)
+        assert screen.chat_id == chat.id
+        log = screen.query_one(ChatLog)
+        await until(pilot, lambda: log.max_scroll_y > 0 and log.scroll_y == log.max_scroll_y)
+        screen.services.chats.set_params(chat.id, GenerationParams(max_tokens=60, seed=7))
+        pace_replies(screen.services.chats, delay=0.02)
+
+        # at the bottom: the view follows the reply
+        screen.query_one("#prompt", Input).value = "Tell me a story about a cat."
+        await pilot.press("enter")
+        await until(pilot, lambda: not screen.generating and screen.status.state == "ready")
+        await pilot.pause(0.2)
+        assert log.scroll_y == log.max_scroll_y
+
+        # scrolled up to read: the view stays put while the reply grows
+        screen.query_one("#prompt", Input).value = "Tell me another story."
+        await pilot.press("enter")
+        await until(pilot, lambda: screen.generating and len(messages(app)[-1][1]) > 0)
+        log.scroll_home(animate=False)
+        await pilot.pause(0.1)
+        grown_from = log.max_scroll_y
+        await until(pilot, lambda: not screen.generating and screen.status.state == "ready")
+        await pilot.pause(0.2)
+        assert log.max_scroll_y > grown_from
+        assert log.scroll_y == 0

@@ -22,6 +22,10 @@ class ServicesReady(Message):
     """The catalog is open and the embedded models registered (sent once, after the first paint)."""
 
 
+class ReplyStarted(Message):
+    """The question is saved and the model loaded; the chat may have a new title."""
+
+
 @dataclass
 class ReplyPiece(Message):
     text: str
@@ -72,7 +76,8 @@ class ChatScreen(Screen):
         self._stop_requested = False
         self._stream = None
         self._reply_view: MessageView | None = None
-        self._ready = False
+        self._ready = False  # sessions listed, a chat open, the prompt enabled
+        self._starting = False
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -105,16 +110,21 @@ class ChatScreen(Screen):
             self.post_message(ServicesReady())
 
     async def on_services_ready(self, _: ServicesReady) -> None:
-        if self._ready:
+        if self._ready or self._starting:
             return
-        self._ready = True
-        chats = self.services.catalog.list_chats()
-        chat_id = chats[0].id if chats else self.services.chats.new_chat().id
+        self._starting = True
+        try:
+            chats = self.services.catalog.list_chats()
+            chat_id = chats[0].id if chats else self.services.chats.new_chat().id
+        except UserError as exc:  # e.g. no chat model in the catalog at all
+            self.show_startup_error(str(exc))
+            return
         await self.refresh_sessions()
         await self.open_chat(chat_id)
         prompt = self.query_one("#prompt", Input)
         prompt.disabled = False
         prompt.focus()
+        self._ready = True
         self.preload_model()
 
     def show_startup_error(self, error: str) -> None:
@@ -218,7 +228,7 @@ class ChatScreen(Screen):
     def action_pick_model(self) -> None:
         if not self._ready or self.chat_id is None or self.generating:
             return
-        from internlocal.cli.common import human_bytes
+        from internlocal.formatting import human_bytes
 
         chat = self.services.catalog.get_chat(self.chat_id)
         models = [
@@ -281,6 +291,7 @@ class ChatScreen(Screen):
         self.reply = reply
         if self._stop_requested:
             reply.cancel()
+        self.post_message(ReplyStarted())
         try:
             for piece in reply:
                 self.post_message(ReplyPiece(piece))
@@ -295,6 +306,9 @@ class ChatScreen(Screen):
             context_length=reply.context_length,
             tokens_per_s=result.decode_tokens_per_s if result else None,
         ))
+
+    async def on_reply_started(self, _: ReplyStarted) -> None:
+        await self.refresh_sessions()
 
     async def on_reply_piece(self, message: ReplyPiece) -> None:
         if self._stream is not None:

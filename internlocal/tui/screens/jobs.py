@@ -7,6 +7,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from internlocal.formatting import human_bytes, human_duration
 from internlocal.jobs.events import ProgressTracker
 
 
@@ -15,13 +16,6 @@ def _bar(fraction: float | None, width: int = 20) -> str:
         return "·" * width
     filled = int(round(fraction * width))
     return "█" * filled + "░" * (width - filled)
-
-
-def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
 
 
 class JobsScreen(Screen):
@@ -39,6 +33,7 @@ class JobsScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self._trackers: dict[int, tuple[ProgressTracker, int]] = {}
+        self._final: set[int] = set()  # finished jobs whose last events have been read
 
     def compose(self) -> ComposeResult:
         yield Static("Jobs  (downloads, training, evaluation, indexing run here in the background)", classes="heading")
@@ -62,16 +57,20 @@ class JobsScreen(Screen):
         table = self.query_one(DataTable)
         runner = self.services.jobs
         for job in runner.refresh():
+            if job.id in self._final:
+                continue
             tracker, offset = self._trackers.get(job.id, (ProgressTracker(), 0))
             events, offset = runner.read_events(job.id, offset)
             tracker.feed(events)
             self._trackers[job.id] = (tracker, offset)
+            if job.status not in ("queued", "running"):
+                self._final.add(job.id)
             p = tracker.progress
             fraction = 1.0 if job.status == "succeeded" else p.fraction
-            rate = f"{p.rate / 2**20:.1f} MiB/s" if p.rate and p.unit == "bytes" else (f"{p.rate:.1f}/s" if p.rate else "-")
+            rate = f"{human_bytes(p.rate)}/s" if p.rate and p.unit == "bytes" else (f"{p.rate:.1f}/s" if p.rate else "-")
             row = (str(job.id), job.kind, job.title, job.status, _bar(fraction),
                    f"{fraction * 100:.0f}" if fraction is not None else "-",
-                   rate if job.status == "running" else "-", _eta(p.eta_s) if job.status == "running" else "-",
+                   rate if job.status == "running" else "-", human_duration(p.eta_s) if job.status == "running" else "-",
                    job.error or p.message)
             key = str(job.id)
             if key in table.rows:
@@ -90,6 +89,7 @@ class JobsScreen(Screen):
         job_id = self._selected_job()
         if job_id is not None:
             job = self.services.jobs.cancel(job_id)
+            self._final.discard(job_id)
             self.notify(f"Job {job_id}: {job.status}")
 
     def action_resume_job(self) -> None:
@@ -100,6 +100,7 @@ class JobsScreen(Screen):
             return
         try:
             self.services.jobs.resume(job_id)
+            self._final.discard(job_id)
         except UserError as exc:
             self.notify(str(exc), severity="warning")
 
