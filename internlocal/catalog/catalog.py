@@ -69,6 +69,18 @@ class Catalog:
             matches = s.exec(select(Model).where(Model.name.startswith(ref))).all()  # type: ignore[attr-defined]
             return matches[0] if len(matches) == 1 else None
 
+    def has_model(self, name: str) -> bool:
+        with self.session() as s:
+            return s.exec(select(Model.id).where(Model.name == name)).first() is not None
+
+    def delete_model(self, model_id: int) -> None:
+        """Remove the row; lineage edges stay as history of what was derived from what."""
+        with self.session() as s:
+            model = s.get(Model, model_id)
+            if model is None:
+                raise NotFound(f"No model with id {model_id} in the catalog.")
+            s.delete(model)
+
     def get_model(self, ref: str | int) -> Model:
         found = self.find_model(ref)
         if found is None:

@@ -1,43 +1,242 @@
-"""``internlocal models …``: the catalog's models."""
+"""``internlocal models …``: the registry, the catalog's models and the store."""
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+import sys
+from typing import Annotated, Any, Optional
 
 import typer
 
 from internlocal.cli.common import human_bytes, human_count, print_json, services
 
-app = typer.Typer(help="Models in the catalog.", no_args_is_help=True)
+app = typer.Typer(help="Models: browse the registry, pull, import, convert, quantize, remove.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output (NDJSON events for jobs).")]
+DetachOpt = Annotated[bool, typer.Option("--detach", "-d", help="Start the job and return its id at once.")]
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 160)  # pipes get whole names, not "…"
+
+
+def _table(*columns: str):
+    from rich.table import Table
+
+    table = Table(box=None)
+    for column in columns:
+        table.add_column(column, no_wrap=True)
+    return table
+
+
+def _run_job(target, params: dict[str, Any], *, kind: str, title: str, detach: bool, as_json: bool) -> None:
+    """Start a job and follow it to the end (progress bar, or NDJSON with --json)."""
+    from internlocal.cli.progress import follow
+
+    svc = services()
+    job = svc.jobs.submit(target, params, kind=kind, title=title)
+    if detach:
+        print_json({"job": job.id}) if as_json else typer.echo(f"job {job.id} started; `internlocal jobs watch {job.id}`")
+        return
+    try:
+        job = follow(svc.jobs, job.id, as_json=as_json)
+    except KeyboardInterrupt:
+        svc.jobs.cancel(job.id)
+        typer.echo(f"\ncancelled; `internlocal jobs resume {job.id}` continues where it stopped", err=True)
+        raise typer.Exit(130) from None
+    if job.status != "succeeded":
+        if not as_json:
+            typer.echo(f"error: {job.error or job.status}", err=True)
+        raise typer.Exit(1)
+    if not as_json:
+        result = job.result or {}
+        typer.echo(f"{result.get('model', '')}: {result.get('status', 'done')}" + (f" ({result['path']})" if result.get("path") else ""))
+        if result.get("warning"):
+            typer.echo(f"note: {result['warning']}")
 
 
 @app.command("list")
-def list_models(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
-    """List catalog models."""
+def list_models(as_json: JsonOpt = False) -> None:
+    """Models in the catalog."""
     models = services().catalog.list_models()
     if as_json:
         print_json([m.summary() for m in models])
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(box=None)
-    table.add_column("name", no_wrap=True)
-    for column in ("kind", "format", "arch", "quant", "params", "ctx", "size", "where"):
-        table.add_column(column, no_wrap=True)
+    table = _table("name", "kind", "format", "arch", "quant", "params", "ctx", "size", "where")
     for m in models:
         table.add_row(m.name, m.kind, m.format, m.architecture or "-", m.quantization or "-", human_count(m.parameters),
                       str(m.context_length or "-"), human_bytes(m.size_bytes), m.storage)
-    import sys
+    _console().print(table)
 
-    Console(width=None if sys.stdout.isatty() else 160).print(table)  # pipes get whole names, not "…"
+
+@app.command("show")
+def show(name: str, as_json: JsonOpt = False) -> None:
+    """One model: its fields, where its files are, and its lineage."""
+    svc = services()
+    model = svc.catalog.get_model(name)
+    parents = [(e.operation, e.parent_type, e.parent_id, e.params_json) for e in svc.catalog.parents(("model", model.id))]
+    children = [(e.operation, e.child_type, e.child_id) for e in svc.catalog.children(("model", model.id))]
+
+    def label(kind: str, ident: int) -> str:
+        if kind == "model":
+            found = svc.catalog.find_model(ident)
+            return found.name if found else f"model {ident} (removed)"
+        return f"{kind} {ident}"
+
+    info = {**model.summary(), "metadata": model.metadata_dict, "chat_template": model.chat_template,
+            "parents": [{"operation": op, "from": label(t, i), "params": p} for op, t, i, p in parents],
+            "children": [{"operation": op, "to": label(t, i)} for op, t, i in children]}
+    if as_json:
+        print_json(info)
+        return
+    for key in ("name", "kind", "format", "architecture", "quantization", "parameters", "context_length", "size_bytes",
+                "sha256", "path", "storage", "source", "created_at"):
+        typer.echo(f"{key:15} {info[key]}")
+    for p in info["parents"]:
+        typer.echo(f"{'made from':15} {p['from']} by {p['operation']} {p['params']}")
+    for c in info["children"]:
+        typer.echo(f"{'used for':15} {c['to']} ({c['operation']})")
+
+
+@app.command("search")
+def search(text: Annotated[str, typer.Argument(help="Words to look for (name, family, description, licence).")] = "",
+           as_json: JsonOpt = False) -> None:
+    """Browse the curated registry (models/*.yaml)."""
+    from internlocal.hub.registry import load_registry
+
+    hits = load_registry().search(text)
+    if as_json:
+        print_json([{"name": m.name, "family": f.family, "description": m.description, "parameters_b": m.parameters_b,
+                     "context_length": m.context_length, "license": m.license, "gated": m.gated, "tags": m.tags,
+                     "default_tag": m.default, "hf": m.hf, "modelscope": m.modelscope,
+                     "size_gb": {t: m.size_gb(t) for t in m.tags}, "memory_gb": {t: m.memory_gb(t) for t in m.tags}}
+                    for f, m in hits])
+        return
+    table = _table("name", "params", "ctx", "default", "size", "memory", "licence", "tags")
+    for _, m in hits:
+        tag = m.default
+        table.add_row(m.name, f"{m.parameters_b:g}B", str(m.context_length), tag, f"{m.size_gb(tag) or '-'} GB",
+                      f"{m.memory_gb(tag) or '-'} GB", m.license.split(" ")[0] + (" (gated)" if m.gated else ""), " ".join(m.tags))
+    _console().print(table)
+    typer.echo("pull one with: internlocal models pull NAME[:TAG]")
+
+
+@app.command("pull")
+def pull(
+    spec: Annotated[str, typer.Argument(help="NAME[:TAG] from the registry, hf:org/repo[:FILE][@REV], modelscope:org/repo[:FILE], or a URL")],
+    name: Annotated[Optional[str], typer.Option("--name", help="Catalog name for the model.")] = None,
+    hub: Annotated[Optional[str], typer.Option("--hub", help="hf or modelscope, for registry names.")] = None,
+    parts: Annotated[int, typer.Option(help="Parallel ranged connections for big files.")] = 4,
+    detach: DetachOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Download a model (resumable, verified) into the store and the catalog."""
+    from internlocal.hub.pull import pull_model
+
+    _run_job(pull_model, {"spec": spec, "name": name, "hub": hub, "parts": parts}, kind="models.pull",
+             title=f"Pull {spec}", detach=detach, as_json=as_json)
+
+
+@app.command("import")
+def import_(
+    path: Annotated[str, typer.Argument(help="A .gguf file or a Hugging Face model folder.")],
+    name: Annotated[Optional[str], typer.Option("--name", help="Catalog name (default: from the file name).")] = None,
+    copy: Annotated[bool, typer.Option("--copy", help="Copy into the store instead of referencing the file where it is.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a model file you already have to the catalog."""
+    from pathlib import Path
+
+    from internlocal.hub.library import import_model
+    from internlocal.hub.store import Store
+
+    svc = services()
+    model = import_model(svc.catalog, Store(svc.settings.store_dir), Path(path), name=name, copy=copy)
+    print_json(model.summary()) if as_json else typer.echo(f"{model.name}: imported ({model.storage}, {model.path})")
+
+
+@app.command("rm")
+def rm(names: Annotated[list[str], typer.Argument(help="Models to remove.")], as_json: JsonOpt = False) -> None:
+    """Remove models; store files go when no other model uses them, your own files are kept."""
+    from internlocal.hub.library import remove_model
+    from internlocal.hub.store import Store
+
+    svc = services()
+    store = Store(svc.settings.store_dir)
+    results = [remove_model(svc.catalog, store, name) for name in names]
+    if as_json:
+        print_json(results)
+        return
+    for r in results:
+        extra = f", kept your file {r['kept_file']}" if r["kept_file"] else f", {len(r['blobs_removed'])} file(s) deleted"
+        typer.echo(f"{r['model']}: removed{extra}")
+
+
+@app.command("du")
+def du(as_json: JsonOpt = False) -> None:
+    """Disk usage of the store and of each model."""
+    from internlocal.hub.library import disk_usage
+    from internlocal.hub.store import Store
+
+    svc = services()
+    usage = disk_usage(svc.catalog, Store(svc.settings.store_dir))
+    if as_json:
+        print_json(usage)
+        return
+    table = _table("name", "storage", "size", "in store")
+    for m in usage["models"]:
+        table.add_row(m["name"], m["storage"], human_bytes(m["size_bytes"]), human_bytes(m["in_store_bytes"]) if m["in_store_bytes"] else "-")
+    _console().print(table)
+    typer.echo(f"store {usage['store']}: {human_bytes(usage['store_bytes'])} (shared files counted once), "
+               f"partial downloads {human_bytes(usage['partial_bytes'])}, free {human_bytes(usage['free_bytes'])}")
+
+
+@app.command("convert")
+def convert(
+    name: Annotated[str, typer.Argument(help="Catalog model to convert.")],
+    to: Annotated[str, typer.Option("--to", help="hf (safetensors folder, for finetuning) or gguf.")],
+    outtype: Annotated[str, typer.Option("--outtype", help="GGUF: f16, bf16, q8_0, f32. HF: bfloat16, float16, float32.")] = "",
+    out: Annotated[Optional[str], typer.Option("--name", help="Name of the new model.")] = None,
+    detach: DetachOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Convert between GGUF and Hugging Face formats (a new model, linked to its parent)."""
+    from internlocal.errors import UserError
+    from internlocal.hub.convert import gguf_to_hf, hf_to_gguf
+
+    services().catalog.get_model(name)
+    if to == "hf":
+        params = {"model": name, "name": out, "dtype": outtype or "bfloat16"}
+        _run_job(gguf_to_hf, params, kind="models.convert", title=f"Convert {name} to HF", detach=detach, as_json=as_json)
+    elif to == "gguf":
+        params = {"model": name, "name": out, "outtype": outtype or "f16"}
+        _run_job(hf_to_gguf, params, kind="models.convert", title=f"Convert {name} to GGUF", detach=detach, as_json=as_json)
+    else:
+        raise UserError(f"--to {to!r}: convert to hf or gguf.")
+
+
+@app.command("quantize")
+def quantize(
+    name: Annotated[str, typer.Argument(help="Catalog GGUF model to quantize.")],
+    qtype: Annotated[str, typer.Option("--type", "-t", help="Q4_K_M, Q5_K_M, Q8_0, Q4_0, Q6_K, …")] = "Q4_K_M",
+    out: Annotated[Optional[str], typer.Option("--name", help="Name of the new model.")] = None,
+    detach: DetachOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Quantize a GGUF model with llama.cpp (a new model, linked to its parent)."""
+    from internlocal.hub.convert import quantize_gguf
+
+    services().catalog.get_model(name)
+    _run_job(quantize_gguf, {"model": name, "qtype": qtype, "name": out}, kind="models.quantize",
+             title=f"Quantize {name} to {qtype.upper()}", detach=detach, as_json=as_json)
 
 
 @app.command("verify")
 def verify(
     names: Annotated[Optional[list[str]], typer.Argument(help="Models to check (default: all).")] = None,
-    detach: Annotated[bool, typer.Option("--detach", "-d", help="Start the job and return its id.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="NDJSON progress events, then the result.")] = False,
+    detach: DetachOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Re-hash model files (a background job) and report any that changed or went missing."""
     from internlocal.cli.progress import follow

@@ -11,35 +11,58 @@ from internlocal.jobs.events import ProgressTracker
 from internlocal.jobs.runner import JobRunner
 
 
+class _Bar:
+    """A rich progress bar made on the first progress event, with columns that suit its unit."""
+
+    def __init__(self, title: str):
+        self.title = title
+        self.progress = None
+        self.task = None
+
+    def update(self, done: float, total: float | None, unit: str, message: str) -> None:
+        from rich import progress as rp
+
+        if self.progress is None:
+            columns = [rp.TextColumn("{task.description}"), rp.BarColumn(), rp.TaskProgressColumn()]
+            if unit == "bytes":
+                columns += [rp.DownloadColumn(), rp.TransferSpeedColumn()]
+            else:
+                columns += [rp.MofNCompleteColumn()]
+            columns += [rp.TimeRemainingColumn(), rp.TextColumn("{task.fields[message]}")]
+            self.progress = rp.Progress(*columns, console=rp.Console(stderr=True))
+            self.progress.start()
+            self.task = self.progress.add_task(self.title, total=total, message="")
+        self.progress.update(self.task, completed=done, total=total, message=message[:40])
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
 def follow(runner: JobRunner, job_id: int, *, as_json: bool, poll_s: float = 0.1) -> Job:
-    """Tail the job's events until it ends; Ctrl-C stops watching, not the job."""
+    """Tail the job's events until it ends (the bar goes to stderr, results to stdout)."""
     tracker = ProgressTracker()
     offset = 0
-    bar = None
-    if not as_json:
-        from rich.progress import BarColumn, DownloadColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+    bar = None if as_json else _Bar(runner.catalog.get_job(job_id).title)
 
-        bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), DownloadColumn(),
-                       TransferSpeedColumn(), TimeRemainingColumn(), transient=False)
-        bar.start()
-        task = bar.add_task(runner.catalog.get_job(job_id).title, total=None)
+    def consume() -> None:
+        nonlocal offset
+        events, offset = runner.read_events(job_id, offset)
+        tracker.feed(events)
+        if as_json:
+            for event in events:
+                sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+        elif bar is not None and any(e.get("type") == "progress" for e in events):
+            p = tracker.progress
+            bar.update(p.done, p.total, p.unit, p.message)
+
     try:
         while True:
-            events, offset = runner.read_events(job_id, offset)
-            tracker.feed(events)
-            if as_json:
-                for event in events:
-                    sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
-                sys.stdout.flush()
-            elif bar is not None and tracker.progress.total:
-                bar.update(task, completed=tracker.progress.done, total=tracker.progress.total)
+            consume()
             job = runner.refresh_one(runner.catalog.get_job(job_id))
             if job.status not in ("queued", "running"):
-                events, offset = runner.read_events(job_id, offset)
-                tracker.feed(events)
-                if as_json:
-                    for event in events:
-                        sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
+                consume()
                 return job
             time.sleep(poll_s)
     finally:

@@ -27,11 +27,11 @@ def sha256_dir(path: Path, on_bytes: Callable[[int], None] | None = None) -> str
     """
     lines = []
     root = Path(path)
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = file.relative_to(root).as_posix()
+    files = {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file()}
+    for rel in sorted(files):  # sorted as strings, like store.Manifest.model_sha256
         if any(part.startswith(".") for part in rel.split("/")):
             continue
-        lines.append(f"{rel}\0{sha256_file(file, on_bytes)}\n")
+        lines.append(f"{rel}\0{sha256_file(files[rel], on_bytes)}\n")
     return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 

@@ -18,6 +18,7 @@ Chat with local models, run long work as background jobs, and keep everything in
 |---|---|
 | F5 | **Chat** — conversations with catalog models |
 | F6 | **Jobs** — downloads, training, evaluation and indexing, with progress |
+| F7 | **Models** — the catalog's models, the registry, pulls, conversions |
 | Ctrl+P | **Command palette** — every command by name |
 | F1 | this help |
 | Ctrl+Q | quit |
@@ -36,6 +37,16 @@ Chat with local models, run long work as background jobs, and keep everything in
 Replies stream as Markdown. The view follows new text while you are at the bottom; scroll
 up to read and it stays put. Chats are saved as you go: every completed message is in the
 catalog, also if the app is killed mid-reply.
+
+## Models
+| key | action |
+|---|---|
+| Enter (pull box) | pull: a registry name[:tag], `hf:org/repo[:file]`, `modelscope:org/repo[:file]` or a URL |
+| Enter (registry row) | pull that model's default tag |
+| x / r | cancel / resume the pull (a resumed pull continues from the bytes it has) |
+| Ctrl+D | remove the selected model (your own files are kept) |
+| k | quantize the selected GGUF model |
+| t | convert the selected model (GGUF → HF folder, or HF → GGUF f16) |
 
 ## Jobs
 | key | action |

@@ -1,0 +1,310 @@
+"""Resumable, verified HTTP downloads into the store.
+
+- Parallel ranged parts for big files when the server accepts ranges; one stream otherwise.
+- The partial file is preallocated (sparse) in ``store/partial/`` with a JSON sidecar listing each
+  part's range and how much of it is on disk (written after an fsync), so a download resumes
+  from where it was after a cancel, a ``kill -9`` or a reboot.
+- Retries with exponential back-off on dropped connections, 5xx and stalls (no byte for
+  ``stall_timeout`` seconds); 401/403/404 end at once with a sentence that says what to do.
+- sha256 (or the git blob sha1 the Hugging Face Hub publishes for small files) is checked before
+  the file is renamed into the blob store; a mismatch discards the download.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from internlocal.errors import UserError
+from internlocal.hub.store import Store
+
+CHUNK = 1 << 20
+MIN_PART = 32 << 20
+SAVE_EVERY_S = 1.0
+
+
+class DownloadError(UserError):
+    """A download that cannot succeed as asked (auth, missing file, checksum, disk)."""
+
+
+@dataclass
+class RemoteFile:
+    url: str
+    path: str  # relative path inside the model
+    size: int | None = None
+    sha256: str | None = None
+    git_sha1: str | None = None  # the Hub's blob id for small (non-LFS) files
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.sha256 or hashlib.sha256(self.url.encode()).hexdigest()
+
+
+def _session():
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    session = requests.Session()
+    session.mount("http://", HTTPAdapter(pool_connections=8, pool_maxsize=16, max_retries=0))
+    session.mount("https://", HTTPAdapter(pool_connections=8, pool_maxsize=16, max_retries=0))
+    return session
+
+
+def _raise_for_status(status: int, remote: RemoteFile) -> None:
+    if status in (401, 403):
+        raise DownloadError(
+            f"Access to {remote.url} was refused ({status}); for a gated or private Hugging Face repository accept its "
+            "licence on the model page and set HF_TOKEN to a token with read access."
+        )
+    if status == 404:
+        raise DownloadError(f"{remote.url} was not found (404); check the repository, file name and revision.")
+    if status == 416:
+        raise _Retry("range not satisfiable")
+    if status >= 500 or status == 429:
+        raise _Retry(f"server answered {status}")
+    if status >= 400:
+        raise DownloadError(f"{remote.url} answered {status}; the download cannot continue.")
+
+
+class _Retry(Exception):
+    """A transient failure: try again from the bytes already on disk."""
+
+
+class Downloader:
+    """Downloads one file at a time into the store; cheap to create, holds one HTTP session."""
+
+    def __init__(self, store: Store, *, parts: int = 4, stall_timeout: float = 30.0, retries: int = 6,
+                 backoff_s: float = 0.5):
+        self.store = store
+        self.parts = max(1, parts)
+        self.stall_timeout = stall_timeout
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.session = _session()
+
+    # -- public ------------------------------------------------------------------------------------
+
+    def fetch(self, remote: RemoteFile, on_bytes: Callable[[int], None] = lambda n: None,
+              check_cancelled: Callable[[], None] = lambda: None) -> tuple[Path, str]:
+        """Download (or resume) ``remote`` and return its blob path and sha256."""
+        partial = self.store.partial / f"{remote.key}.partial"
+        sidecar = partial.with_suffix(".json")
+        state = self._load_state(sidecar, remote)
+        if state is None:
+            size, ranges_ok = self._probe(remote)
+            state = self._new_state(remote, size, ranges_ok)
+            partial.unlink(missing_ok=True)
+            with partial.open("wb") as fh:
+                if size:
+                    fh.truncate(size)  # sparse preallocation: parts write at their offsets
+            self._save_state(sidecar, state, None)
+        already = sum(p["done"] for p in state["parts"])
+        if already:
+            on_bytes(already)
+        self._run_parts(remote, partial, sidecar, state, on_bytes, check_cancelled)
+        digest = self._verify(remote, partial, check_cancelled)
+        blob = self.store.add_blob(partial, digest, move=True)
+        sidecar.unlink(missing_ok=True)
+        return blob, digest
+
+    def discard(self, remote: RemoteFile) -> None:
+        partial = self.store.partial / f"{remote.key}.partial"
+        partial.unlink(missing_ok=True)
+        partial.with_suffix(".json").unlink(missing_ok=True)
+
+    # -- state -------------------------------------------------------------------------------------
+
+    def _load_state(self, sidecar: Path, remote: RemoteFile) -> dict | None:
+        try:
+            state = json.loads(sidecar.read_text())
+        except (OSError, ValueError):
+            return None
+        if state.get("url") != remote.url or (remote.size is not None and state.get("size") != remote.size):
+            return None  # a different file now: start over
+        if not (self.store.partial / f"{remote.key}.partial").exists():
+            return None
+        return state
+
+    def _new_state(self, remote: RemoteFile, size: int | None, ranges_ok: bool) -> dict:
+        if size and ranges_ok and size >= 2 * MIN_PART and self.parts > 1:
+            n = min(self.parts, size // MIN_PART)
+            step = -(-size // n)
+            bounds = [(i * step, min(size, (i + 1) * step)) for i in range(n)]
+        else:
+            bounds = [(0, size)]
+        return {"url": remote.url, "size": size, "ranges": ranges_ok,
+                "parts": [{"start": s, "end": e, "done": 0} for s, e in bounds]}
+
+    def _save_state(self, sidecar: Path, state: dict, fd: int | None) -> None:
+        if fd is not None:
+            os.fsync(fd)  # bytes counted as done must be on disk before the record says so
+        tmp = sidecar.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, sidecar)
+
+    # -- transfer ----------------------------------------------------------------------------------
+
+    def _probe(self, remote: RemoteFile) -> tuple[int | None, bool]:
+        import requests
+
+        error: Exception | None = None
+        for attempt in range(self.retries):
+            try:
+                resp = self.session.head(remote.url, headers=remote.headers, allow_redirects=True,
+                                         timeout=(10, self.stall_timeout))
+                if resp.status_code == 405:  # HEAD not allowed: ask for one byte instead
+                    resp = self.session.get(remote.url, headers={**remote.headers, "Range": "bytes=0-0"},
+                                            stream=True, timeout=(10, self.stall_timeout))
+                    resp.close()
+                    if resp.status_code == 206:
+                        total = resp.headers.get("Content-Range", "").rpartition("/")[2]
+                        return (int(total) if total.isdigit() else remote.size), True
+                _raise_for_status(resp.status_code, remote)
+                length = resp.headers.get("Content-Length")
+                size = int(length) if length and length.isdigit() else remote.size
+                if remote.size is not None and size is not None and size != remote.size:
+                    raise DownloadError(
+                        f"{remote.url} is {size} bytes but the source lists {remote.size}; the remote file changed, pull again."
+                    )
+                return size, resp.headers.get("Accept-Ranges", "").lower() == "bytes"
+            except (requests.ConnectionError, requests.Timeout, _Retry) as exc:
+                error = exc
+                self._backoff(attempt)
+        raise DownloadError(f"{remote.url} could not be reached ({error}); check the connection and pull again.")
+
+    def _run_parts(self, remote, partial: Path, sidecar: Path, state: dict, on_bytes, check_cancelled) -> None:
+        lock = threading.Lock()
+        stop = threading.Event()
+        last_save = [time.monotonic()]
+        fd = os.open(partial, os.O_RDWR)
+
+        def progress(n: int) -> None:
+            on_bytes(n)
+            with lock:
+                if time.monotonic() - last_save[0] >= SAVE_EVERY_S:
+                    last_save[0] = time.monotonic()
+                    self._save_state(sidecar, state, fd)
+
+        def guarded_cancel() -> None:
+            if stop.is_set():
+                raise _Stopped()
+            check_cancelled()
+
+        try:
+            pending = [p for p in state["parts"] if p["end"] is None or p["done"] < p["end"] - p["start"]]
+            if len(pending) <= 1:
+                for part in pending:
+                    self._run_part(remote, fd, part, state, progress, guarded_cancel)
+            else:
+                with ThreadPoolExecutor(max_workers=len(pending), thread_name_prefix="download") as pool:
+                    futures = [pool.submit(self._run_part, remote, fd, p, state, progress, guarded_cancel) for p in pending]
+                    error = None
+                    for future in futures:
+                        try:
+                            future.result()
+                        except _Stopped:
+                            pass
+                        except BaseException as exc:  # first real failure stops the other parts
+                            stop.set()
+                            error = error or exc
+                    if error is not None:
+                        raise error
+        finally:
+            with lock:
+                self._save_state(sidecar, state, fd)
+            os.close(fd)
+
+    def _run_part(self, remote: RemoteFile, fd: int, part: dict, state: dict, progress, check_cancelled) -> None:
+        import requests
+        import urllib3
+
+        attempt = 0
+        while True:
+            start = part["start"] + part["done"]
+            end = part["end"]
+            if end is not None and start >= end:
+                return
+            headers = dict(remote.headers)
+            if start > 0 or (end is not None and state["ranges"] and len(state["parts"]) > 1):
+                headers["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+            try:
+                check_cancelled()
+                with self.session.get(remote.url, headers=headers, stream=True, allow_redirects=True,
+                                      timeout=(10, self.stall_timeout)) as resp:
+                    _raise_for_status(resp.status_code, remote)
+                    if "Range" in headers and resp.status_code != 206:
+                        if len(state["parts"]) > 1:
+                            raise DownloadError(f"{remote.url} stopped honouring byte ranges; pull again.")
+                        part["done"] = 0  # the server sent the whole file again: start over
+                        start = part["start"]
+                    offset = start
+                    while True:
+                        chunk = resp.raw.read(CHUNK, decode_content=True)
+                        if not chunk:
+                            break
+                        if end is not None and offset + len(chunk) > end:
+                            chunk = chunk[: end - offset]
+                        os.pwrite(fd, chunk, offset)
+                        offset += len(chunk)
+                        part["done"] = offset - part["start"]
+                        progress(len(chunk))
+                        check_cancelled()
+                        if end is not None and offset >= end:
+                            break
+                if end is None:
+                    part["end"] = offset  # the size was unknown: what arrived is the file
+                    return
+                if offset < end:
+                    raise _Retry(f"connection closed at byte {offset} of {end}")
+                return
+            except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError, _Retry) as exc:
+                # a retry asks for the remaining range; a server without ranges answers 200 and we start over
+                attempt += 1
+                if attempt >= self.retries:
+                    raise DownloadError(
+                        f"Downloading {remote.path} failed after {attempt} tries ({exc}); run the pull again to resume."
+                    ) from None
+                self._backoff(attempt - 1)
+
+    def _backoff(self, attempt: int) -> None:
+        time.sleep(min(30.0, self.backoff_s * 2**attempt))
+
+    # -- verification ------------------------------------------------------------------------------
+
+    def _verify(self, remote: RemoteFile, partial: Path, check_cancelled) -> str:
+        sha256 = hashlib.sha256()
+        sha1 = hashlib.sha1()
+        size = partial.stat().st_size
+        if remote.git_sha1:
+            sha1.update(f"blob {size}\0".encode())
+        with partial.open("rb") as fh:
+            while chunk := fh.read(8 << 20):
+                sha256.update(chunk)
+                if remote.git_sha1:
+                    sha1.update(chunk)
+                check_cancelled()
+        digest = sha256.hexdigest()
+        expected_size = remote.size
+        bad = (
+            (remote.sha256 and digest != remote.sha256)
+            or (remote.git_sha1 and sha1.hexdigest() != remote.git_sha1)
+            or (expected_size is not None and size != expected_size)
+        )
+        if bad:
+            self.discard(remote)
+            raise DownloadError(
+                f"{remote.path} does not match the checksum its source publishes; the download was discarded, pull again."
+            )
+        return digest
+
+
+class _Stopped(Exception):
+    """Another part failed; this one stops quietly."""

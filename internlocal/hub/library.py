@@ -1,0 +1,138 @@
+"""The user's model library: store and catalog kept in step (register, import, remove, disk usage)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from internlocal.catalog.catalog import Catalog
+from internlocal.catalog.schema import Model
+from internlocal.errors import ModelFileError, UserError
+from internlocal.hub.files import path_size, sha256_file, sha256_path
+from internlocal.hub.inspect import ModelFileInfo, read_gguf, read_hf_dir
+from internlocal.hub.store import Manifest, ManifestFile, Store, check_model_name
+
+# how a model's family is guessed from its architecture or name when nothing says otherwise
+_FAMILIES = (("internlm3", "internlm3"), ("internlm2", "internlm2_5"), ("internlm", "internlm"), ("qwen2", "qwen2.5"),
+             ("qwen", "qwen"), ("smollm", "smollm2"), ("llama", "llama"), ("mistral", "mistral"), ("bert", "bert"))
+
+
+def guess_family(*hints: str | None) -> str | None:
+    text = " ".join(h for h in hints if h).lower()
+    return next((family for key, family in _FAMILIES if key in text), None)
+
+
+def inspect_path(path: Path) -> ModelFileInfo:
+    path = Path(path)
+    if path.is_dir():
+        return read_hf_dir(path)
+    if path.suffix.lower() != ".gguf":
+        with path.open("rb") as fh:
+            if fh.read(4) != b"GGUF":
+                raise ModelFileError(f"{path} is neither a GGUF file nor a Hugging Face model folder.")
+    return read_gguf(path)
+
+
+def register(catalog: Catalog, *, name: str, path: Path, storage: str, source: str, sha256: str | None,
+             info: ModelFileInfo | None = None, extra: dict[str, Any] | None = None,
+             parent: Model | None = None, operation: str | None = None, params: dict | None = None) -> Model:
+    """Add a model to the catalog from what its file says about itself (and link it to its parent)."""
+    info = info or inspect_path(path)
+    kind = "embedding" if (info.architecture or "").lower().startswith(("bert", "xlmroberta")) else "chat"
+    if kind == "chat" and not info.chat_template and parent is None:
+        kind = "base" if info.format == "gguf" else "chat"
+    metadata = dict(info.metadata)
+    metadata.update(extra or {})
+    model = catalog.add_model(Model(
+        name=name,
+        family=(extra or {}).get("family") or guess_family(info.architecture, info.name, name),
+        kind=kind,
+        format=info.format,
+        architecture=info.architecture,
+        quantization=info.quantization,
+        parameters=info.parameters,
+        context_length=info.context_length,
+        path=str(path),
+        storage=storage,
+        size_bytes=path_size(path),
+        sha256=sha256,
+        source=source,
+        chat_template=info.chat_template or (parent.chat_template if parent else None),
+        metadata_json=json.dumps(metadata, ensure_ascii=False, sort_keys=True, default=str),
+    ))
+    if parent is not None and operation:
+        catalog.add_lineage(("model", parent.id), ("model", model.id), operation, params or {})  # type: ignore[arg-type]
+    return model
+
+
+def unique_name(catalog: Catalog, wanted: str) -> str:
+    base = re.sub(r"[^A-Za-z0-9._:+-]+", "-", wanted).strip("-.").lower()[:120] or "model"
+    name, n = base, 2
+    while catalog.has_model(name):
+        name, n = f"{base}-{n}", n + 1
+    return check_model_name(name)
+
+
+def add_to_store(store: Store, name: str, source: str, files: list[tuple[Path, str]], *, move: bool,
+                 metadata: dict | None = None) -> tuple[Manifest, Path]:
+    """Put files (``(local file, path inside the model)``) into the store under ``name``."""
+    entries = []
+    for local, rel in files:
+        digest = sha256_file(local)
+        store.add_blob(local, digest, move=move)
+        entries.append(ManifestFile(path=rel, digest=f"sha256-{digest}", size=store.blob_path(digest).stat().st_size))
+    manifest = Manifest(name=name, source=source, files=entries, metadata=metadata or {})
+    store.write_manifest(manifest)
+    return manifest, store.model_path(manifest)
+
+
+def import_model(catalog: Catalog, store: Store, path: Path, *, name: str | None = None, copy: bool = False) -> Model:
+    """Register a GGUF file or HF folder the user has: by reference (default) or copied into the store."""
+    path = Path(path).expanduser().resolve()
+    if not path.exists():
+        raise UserError(f"{path} does not exist; give the path of a .gguf file or a model folder.")
+    info = inspect_path(path)  # refuses non-models before anything is written
+    name = check_model_name(name) if name else unique_name(catalog, path.stem if path.is_file() else path.name)
+    if catalog.has_model(name):
+        raise UserError(f"A model named {name!r} is already in the catalog; choose another with --name.")
+    if not copy:
+        return register(catalog, name=name, path=path, storage="reference", source=f"import:{path}",
+                        sha256=sha256_path(path), info=info)
+    if path.is_dir():
+        files = [(f, f.relative_to(path).as_posix()) for f in sorted(path.rglob("*")) if f.is_file()
+                 and not any(part.startswith(".") for part in f.relative_to(path).parts)]
+    else:
+        files = [(path, path.name)]
+    manifest, model_path = add_to_store(store, name, f"import:{path}", files, move=False)
+    digest = manifest.files[0].digest.removeprefix("sha256-") if path.is_file() else sha256_path(model_path)
+    return register(catalog, name=name, path=model_path, storage="store", source=f"import:{path}", sha256=digest, info=info)
+
+
+def remove_model(catalog: Catalog, store: Store, ref: str) -> dict[str, Any]:
+    """Remove a model from the catalog and, if the store owns it, its manifest and unshared blobs.
+
+    A user's own files (imported by reference) are never deleted; embedded models cannot be
+    removed (they come back on the next start).
+    """
+    model = catalog.get_model(ref)
+    if (model.source or "").startswith("embedded:"):
+        raise UserError(f"{model.name} is built into the installation and cannot be removed.")
+    removed: list[str] = []
+    if model.storage == "store":
+        removed = store.remove_manifest(model.name)
+    catalog.delete_model(model.id)  # type: ignore[arg-type]
+    return {"model": model.name, "storage": model.storage, "blobs_removed": removed,
+            "kept_file": model.path if model.storage == "reference" else None}
+
+
+def disk_usage(catalog: Catalog, store: Store) -> dict[str, Any]:
+    usage = store.usage()
+    models = []
+    for m in catalog.list_models():
+        models.append({"name": m.name, "storage": m.storage, "size_bytes": m.size_bytes,
+                       "in_store_bytes": usage["models"].get(m.name, 0)})
+    return {"models": models, "store_bytes": usage["blobs_bytes"], "partial_bytes": usage["partial_bytes"],
+            "free_bytes": usage["free_bytes"], "store": str(store.root)}
+

@@ -1,0 +1,170 @@
+"""The curated model registry: ``models/<family>.yaml`` manifests, validated by a schema.
+
+A registry name pulls a GGUF quantization (``internlm2_5-7b-chat:q4_k_m``; the entry's default
+tag when none is given) or the Hugging Face weights folder (``:hf``), from the Hugging Face Hub
+or, with ``--hub modelscope`` / ``INTERNLOCAL_HUB=modelscope``, from ModelScope.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from internlocal.errors import UserError
+
+def _registry_dir() -> Path:
+    """``models/`` of the repository (editable install), else the copy installed under ``share/``."""
+    import sys
+
+    repo = Path(__file__).resolve().parents[2] / "models"
+    return repo if repo.is_dir() else Path(sys.prefix) / "share" / "internlocal" / "models"
+
+
+REGISTRY_DIR = _registry_dir()
+
+
+class QuantFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    file: str = Field(description="file name (or glob for a split GGUF) in the GGUF repository")
+    size_gb: float = Field(gt=0)
+    ram_gb: float | None = Field(None, gt=0, description="memory to run it at 4k context; default size + 15% + 0.5")
+
+    @property
+    def memory_gb(self) -> float:
+        return self.ram_gb or round(self.size_gb * 1.15 + 0.5, 1)
+
+
+class GgufRepos(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hf: str | None = None
+    modelscope: str | None = None
+    files: dict[str, QuantFile]
+
+    @field_validator("files")
+    @classmethod
+    def _lower_tags(cls, files: dict[str, QuantFile]) -> dict[str, QuantFile]:
+        return {tag.lower(): f for tag, f in files.items()}
+
+
+class RegistryModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]+$")
+    description: str
+    parameters_b: float = Field(gt=0, description="parameters, billions")
+    context_length: int = Field(gt=0)
+    license: str
+    gated: bool = False
+    hf: str | None = Field(None, description="Hugging Face repository of the weights (safetensors)")
+    modelscope: str | None = Field(None, description="ModelScope id of the same weights")
+    hf_size_gb: float | None = Field(None, gt=0)
+    gguf: GgufRepos | None = None
+    default_tag: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "RegistryModel":
+        if not (self.hf or self.modelscope or self.gguf):
+            raise ValueError(f"{self.name}: give at least one of hf, modelscope, gguf")
+        if self.default_tag and self.default_tag != "hf" and (not self.gguf or self.default_tag not in self.gguf.files):
+            raise ValueError(f"{self.name}: default_tag {self.default_tag!r} is not one of its gguf files")
+        return self
+
+    @property
+    def tags(self) -> list[str]:
+        tags = list(self.gguf.files) if self.gguf else []
+        if self.hf or self.modelscope:
+            tags.append("hf")
+        return tags
+
+    @property
+    def default(self) -> str:
+        return self.default_tag or (next(iter(self.gguf.files)) if self.gguf else "hf")
+
+    def size_gb(self, tag: str) -> float | None:
+        if tag == "hf":
+            return self.hf_size_gb
+        return self.gguf.files[tag].size_gb if self.gguf and tag in self.gguf.files else None
+
+    def memory_gb(self, tag: str) -> float | None:
+        if tag == "hf":
+            return round(self.hf_size_gb * 1.2 + 1, 1) if self.hf_size_gb else None
+        return self.gguf.files[tag].memory_gb if self.gguf and tag in self.gguf.files else None
+
+
+class Family(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    family: str
+    description: str
+    homepage: str | None = None
+    models: list[RegistryModel]
+
+
+class Registry:
+    def __init__(self, families: list[Family]):
+        self.families = families
+        self.models = {m.name: (f, m) for f in families for m in f.models}
+
+    def get(self, name: str) -> RegistryModel:
+        if name not in self.models:
+            close = [n for n in self.models if name.lower() in n]
+            hint = f" Did you mean {', '.join(close[:3])}?" if close else " `internlocal models search` lists them."
+            raise UserError(f"{name!r} is not in the model registry.{hint}")
+        return self.models[name][1]
+
+    def search(self, text: str = "") -> list[tuple[Family, RegistryModel]]:
+        words = text.lower().split()
+        out = []
+        for family, model in self.models.values():
+            hay = " ".join([family.family, model.name, model.description, model.license]).lower()
+            if all(w in hay for w in words):
+                out.append((family, model))
+        return out
+
+    def resolve(self, spec: str, hub: str = "hf"):
+        """``name[:tag]`` → the files to fetch, from the Hub or ModelScope."""
+        from internlocal.hub import sources
+
+        name, _, tag = spec.partition(":")
+        model = self.get(name)
+        tag = (tag or model.default).lower()
+        if tag not in model.tags:
+            raise UserError(f"{name} has no tag {tag!r}; choose one of {', '.join(model.tags)}.")
+        if hub not in ("hf", "modelscope"):
+            raise UserError(f"Unknown hub {hub!r}; use hf or modelscope.")
+        if tag == "hf":
+            repo = model.hf if hub == "hf" else model.modelscope
+            pattern = None
+        else:
+            repo = model.gguf.hf if hub == "hf" else model.gguf.modelscope  # type: ignore[union-attr]
+            pattern = model.gguf.files[tag].file  # type: ignore[union-attr]
+        if not repo:
+            raise UserError(f"{name}:{tag} is not published on {hub}; try the other hub (--hub).")
+        resolved = (sources.resolve_hf if hub == "hf" else sources.resolve_modelscope)(repo, pattern, None)
+        resolved.default_name = f"{name}-{tag}" if tag != "hf" else name
+        resolved.metadata.update(registry=name, tag=tag, license=model.license, context_length=model.context_length)
+        return resolved
+
+
+def load_registry(directory: Path = REGISTRY_DIR) -> Registry:
+    return _load(str(directory))
+
+
+@lru_cache(maxsize=4)
+def _load(directory: str) -> Registry:
+    families = []
+    for path in sorted(Path(directory).glob("*.yaml")):
+        try:
+            families.append(Family.model_validate(yaml.safe_load(path.read_text(encoding="utf-8"))))
+        except (ValidationError, yaml.YAMLError) as exc:
+            raise UserError(f"The registry file {path} is invalid: {exc}".replace("\n", " ")) from None
+    names = [m.name for f in families for m in f.models]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise UserError(f"The registry lists {', '.join(sorted(dupes))} more than once; fix models/*.yaml.")
+    return Registry(families)

@@ -1,0 +1,224 @@
+"""Turning what a user asks to pull into a list of remote files.
+
+Accepted forms:
+
+    internlm2_5-7b-chat[:q4_k_m|:q8_0|:hf]    a registry name and tag (models/*.yaml)
+    hf:org/repo[:file-or-glob][@revision]      Hugging Face Hub (HF_ENDPOINT, HF_TOKEN honoured)
+    modelscope:org/repo[:file-or-glob][@rev]   ModelScope (MODELSCOPE_DOMAIN honoured)
+    https://host/path/file.gguf[#sha256=HEX]   any URL
+
+Whole repositories are fetched as Hugging Face directories (weights as safetensors plus
+config and tokenizer files); a file or glob picks GGUF files (all parts of a split GGUF).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlparse
+
+from internlocal.errors import UserError
+from internlocal.hub.download import DownloadError, RemoteFile
+from internlocal.hub.store import safe_relative_path
+
+# files of a Hugging Face model directory worth fetching; other formats (.bin, .pt, onnx, gguf) are skipped
+_HF_DIR_PATTERNS = ("*.json", "*.safetensors", "*.model", "*.tiktoken", "*.txt", "*.py", "*.jinja", "tokenizer*")
+_SPLIT_GGUF = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
+
+
+@dataclass
+class Resolved:
+    source: str  # canonical spec recorded in the catalog (e.g. "hf:org/repo:file@rev")
+    default_name: str
+    format: str  # gguf | hf
+    files: list[RemoteFile]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    hf_repo: tuple[str, str] | None = None  # (repo_id, revision) for Hugging Face cache reuse
+
+
+def parse_repo_spec(rest: str) -> tuple[str, str | None, str | None]:
+    """``org/repo[:pattern][@revision]`` → (repo, pattern, revision)."""
+    revision = None
+    if "@" in rest:
+        rest, revision = rest.rsplit("@", 1)
+    repo, _, pattern = rest.partition(":")
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise UserError(f"{repo!r} is not a repository id; write it as org/name, e.g. hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF.")
+    return repo, pattern or None, revision
+
+
+def resolve(spec: str, hub: str = "hf") -> Resolved:
+    spec = spec.strip()
+    if spec.startswith("hf:"):
+        return resolve_hf(*parse_repo_spec(spec[3:]))
+    if spec.startswith("modelscope:") or spec.startswith("ms:"):
+        return resolve_modelscope(*parse_repo_spec(spec.split(":", 1)[1]))
+    if spec.startswith(("http://", "https://")):
+        return resolve_url(spec)
+    from internlocal.hub.registry import load_registry
+
+    return load_registry().resolve(spec, hub)
+
+
+# -- plain URLs ------------------------------------------------------------------------------------
+
+
+def resolve_url(url: str) -> Resolved:
+    url, _, fragment = url.partition("#")
+    sha256 = None
+    if fragment.startswith("sha256="):
+        sha256 = fragment.split("=", 1)[1].lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            raise UserError("The #sha256= part of the URL is not a 64-character hex digest.")
+    name = os.path.basename(urlparse(url).path)
+    if not name:
+        raise UserError(f"{url} does not end in a file name; give the URL of the file itself.")
+    path = safe_relative_path(name)
+    stem = re.sub(r"\.gguf$", "", path, flags=re.I)
+    return Resolved(source=url, default_name=stem.lower(), format="gguf" if path.lower().endswith(".gguf") else "file",
+                    files=[RemoteFile(url=url, path=path, sha256=sha256)])
+
+
+# -- Hugging Face Hub ------------------------------------------------------------------------------
+
+
+def hf_endpoint() -> str:
+    from huggingface_hub import constants
+
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+def resolve_hf(repo: str, pattern: str | None, revision: str | None) -> Resolved:
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.utils import build_hf_headers
+
+    endpoint = hf_endpoint()
+    token = os.environ.get("HF_TOKEN") or None
+    api = HfApi(endpoint=endpoint, token=token)
+    try:
+        info = api.model_info(repo, revision=revision, files_metadata=True)
+    except GatedRepoError:
+        raise UserError(f"{repo} is gated: accept its licence on the model page, then set HF_TOKEN to a token with read access.") from None
+    except RepositoryNotFoundError:
+        raise UserError(f"Hugging Face repository {repo} was not found (or is private: set HF_TOKEN).") from None
+    except RevisionNotFoundError:
+        raise UserError(f"{repo} has no revision {revision!r}.") from None
+    except HfHubHTTPError as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status == 404:
+            raise UserError(f"Hugging Face repository {repo} was not found (or is private: set HF_TOKEN).") from None
+        if status in (401, 403):
+            raise UserError(f"The Hugging Face Hub refused access to {repo} ({status}); set HF_TOKEN to a token that can read it.") from None
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"The Hugging Face Hub at {endpoint} answered an error for {repo} ({first_line}).") from None
+    except OSError as exc:
+        raise UserError(f"Cannot reach the Hugging Face Hub at {endpoint} ({exc}); check the connection or HF_ENDPOINT.") from None
+    commit = info.sha or revision or "main"
+    siblings = info.siblings or []
+    names = [s.rfilename for s in siblings]
+    chosen = _choose_files(names, pattern, repo)
+    headers = build_hf_headers(token=token)
+    files = []
+    for sibling in siblings:
+        if sibling.rfilename not in chosen:
+            continue
+        lfs = sibling.lfs
+        files.append(RemoteFile(
+            url=f"{endpoint}/{repo}/resolve/{commit}/{quote(sibling.rfilename)}",
+            path=safe_relative_path(sibling.rfilename),
+            size=sibling.size if sibling.size is not None else (lfs.size if lfs else None),
+            sha256=lfs.sha256 if lfs else None,
+            git_sha1=None if lfs else sibling.blob_id,
+            headers=dict(headers),
+        ))
+    fmt = "gguf" if all(f.path.endswith(".gguf") for f in files) else "hf"
+    return Resolved(source=f"hf:{repo}" + (f":{pattern}" if pattern else "") + f"@{commit}",
+                    default_name=_default_name(repo, files, fmt), format=fmt, files=files,
+                    metadata={"repo": repo, "revision": commit}, hf_repo=(repo, commit))
+
+
+def _choose_files(names: list[str], pattern: str | None, repo: str) -> set[str]:
+    if pattern:
+        chosen = {n for n in names if n == pattern or fnmatch.fnmatch(n, pattern) or fnmatch.fnmatch(n.lower(), pattern.lower())}
+        if not chosen:
+            ggufs = ", ".join(n for n in names if n.endswith(".gguf")) or "none"
+            raise UserError(f"No file in {repo} matches {pattern!r}; its GGUF files: {ggufs}.")
+        # one part of a split GGUF brings the others
+        for name in list(chosen):
+            match = _SPLIT_GGUF.search(name)
+            if match:
+                prefix = name[: match.start()]
+                chosen |= {n for n in names if n.startswith(prefix) and _SPLIT_GGUF.search(n)}
+        return chosen
+    wanted = {n for n in names if any(fnmatch.fnmatch(os.path.basename(n), p) for p in _HF_DIR_PATTERNS)}
+    if not any(n.endswith(".safetensors") for n in wanted):
+        ggufs = [n for n in names if n.endswith(".gguf")]
+        hint = f" It has GGUF files: pick one with :FILE, e.g. hf:{repo}:{ggufs[0]}." if ggufs else ""
+        raise UserError(f"{repo} has no safetensors weights to download as a model folder.{hint}")
+    return wanted
+
+
+def _default_name(repo: str, files: list[RemoteFile], fmt: str) -> str:
+    if fmt == "gguf" and files:
+        first = sorted(f.path for f in files)[0]
+        stem = _SPLIT_GGUF.sub("", os.path.basename(first))
+        return re.sub(r"\.gguf$", "", stem, flags=re.I).lower()
+    return repo.split("/")[1].lower()
+
+
+# -- ModelScope ------------------------------------------------------------------------------------
+
+
+def modelscope_endpoint() -> str:
+    domain = os.environ.get("MODELSCOPE_DOMAIN", "www.modelscope.cn").rstrip("/")
+    return domain if domain.startswith(("http://", "https://")) else f"https://{domain}"
+
+
+def resolve_modelscope(repo: str, pattern: str | None, revision: str | None) -> Resolved:
+    import requests
+
+    endpoint = modelscope_endpoint()
+    revision = revision or "master"
+    headers = {"User-Agent": "internlocal"}
+    token = os.environ.get("MODELSCOPE_API_TOKEN")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    url = f"{endpoint}/api/v1/models/{repo}/repo/files"
+    try:
+        resp = requests.get(url, params={"Revision": revision, "Recursive": "True"}, headers=headers, timeout=30)
+    except requests.RequestException as exc:
+        raise UserError(f"Cannot reach ModelScope at {endpoint} ({exc}); check the connection or MODELSCOPE_DOMAIN.") from None
+    if resp.status_code in (401, 403):
+        raise UserError(f"ModelScope refused access to {repo}; set MODELSCOPE_API_TOKEN for private or gated models.")
+    if resp.status_code == 404:
+        raise UserError(f"ModelScope model {repo} was not found.")
+    try:
+        body = resp.json()
+    except ValueError:
+        body = {}
+    if resp.status_code >= 400 or not body.get("Data"):
+        raise UserError(f"ModelScope answered {resp.status_code} for {repo}: {body.get('Message') or resp.text[:200]}.")
+    entries = [f for f in body["Data"].get("Files", []) if f.get("Type", "blob") == "blob"]
+    by_path = {f["Path"]: f for f in entries}
+    chosen = _choose_files(list(by_path), pattern, repo)
+    files = [
+        RemoteFile(
+            url=f"{endpoint}/api/v1/models/{repo}/repo?Revision={quote(revision)}&FilePath={quote(path)}",
+            path=safe_relative_path(path),
+            size=by_path[path].get("Size"),
+            sha256=(by_path[path].get("Sha256") or None),
+            headers=dict(headers),
+        )
+        for path in sorted(chosen)
+    ]
+    fmt = "gguf" if all(f.path.endswith(".gguf") for f in files) else "hf"
+    return Resolved(source=f"modelscope:{repo}" + (f":{pattern}" if pattern else "") + f"@{revision}",
+                    default_name=_default_name(repo, files, fmt), format=fmt, files=files,
+                    metadata={"repo": repo, "revision": revision})
+
+
+__all__ = ["Resolved", "resolve", "resolve_hf", "resolve_modelscope", "resolve_url", "DownloadError"]
