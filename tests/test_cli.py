@@ -135,3 +135,48 @@ def sqlite3_ok(path) -> bool:
     import sqlite3
 
     return sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_models_pull_show_du_rm_from_the_command_line(internlocal_bin, cli_env, tmp_path, gguf_path):
+    from tests.hubserver import HubServer
+
+    server = HubServer(tmp_path / "srv")
+    try:
+        server.add_repo_file("acme/tiny-GGUF", "tiny-q4_1.gguf", gguf_path)
+        env = dict(cli_env, HF_ENDPOINT=server.url, HF_HUB_CACHE=str(tmp_path / "hf-cache"))
+        out = run(internlocal_bin, env, "models", "pull", "hf:acme/tiny-GGUF:*.gguf", "--json")
+        assert out.returncode == 0, out.stderr
+        events = [json.loads(line) for line in out.stdout.splitlines()]
+        progress = [e for e in events if e["type"] == "progress"]
+        assert progress and progress[-1]["done"] == progress[-1]["total"] == gguf_path.stat().st_size
+        result = next(e for e in events if e["type"] == "result")["result"]
+        assert result["model"] == "tiny-q4_1" and result["status"] == "pulled"
+
+        shown = json.loads(run(internlocal_bin, env, "models", "show", "tiny-q4_1", "--json").stdout)
+        assert shown["storage"] == "store" and shown["quantization"] == "Q4_1"
+        usage = json.loads(run(internlocal_bin, env, "models", "du", "--json").stdout)
+        assert usage["store_bytes"] == gguf_path.stat().st_size
+
+        out = run(internlocal_bin, env, "chat", QUESTION, "--model", "tiny-q4_1", "--temperature", "0")
+        assert "Paris" in out.stdout
+
+        out = run(internlocal_bin, env, "models", "pull", "hf:acme/nothing-here")
+        assert out.returncode == 1 and "was not found" in out.stderr and "Traceback" not in out.stderr
+
+        removed = json.loads(run(internlocal_bin, env, "models", "rm", "tiny-q4_1", "--json").stdout)
+        assert removed[0]["blobs_removed"]
+        assert json.loads(run(internlocal_bin, env, "models", "du", "--json").stdout)["store_bytes"] == 0
+    finally:
+        server.close()
+
+
+def test_models_search_and_import(internlocal_bin, cli_env, gguf_path):
+    found = json.loads(run(internlocal_bin, cli_env, "models", "search", "internlm", "--json").stdout)
+    assert {m["name"] for m in found} >= {"internlm2_5-7b-chat", "internlm3-8b-instruct"}
+    assert all(m["hf"] and m["license"] for m in found)
+    table = run(internlocal_bin, cli_env, "models", "search", "qwen")
+    assert "qwen2.5-7b-instruct" in table.stdout
+    imported = json.loads(run(internlocal_bin, cli_env, "models", "import", str(gguf_path), "--name", "mine", "--json").stdout)
+    assert imported["storage"] == "reference" and imported["path"] == str(gguf_path)
+    out = run(internlocal_bin, cli_env, "models", "import", "/etc/hostname")
+    assert out.returncode == 1 and "neither a GGUF file" in out.stderr

@@ -274,3 +274,53 @@ async def test_view_follows_the_reply_only_while_at_the_bottom(home):
         await pilot.pause(0.2)
         assert log.max_scroll_y > grown_from
         assert log.scroll_y == 0
+
+
+async def test_models_screen_pull_cancel_resume_delete(home, tmp_path, monkeypatch, gguf_path):
+    from textual.widgets import DataTable, ProgressBar
+
+    from tests.hubserver import HubServer
+
+    server = HubServer(tmp_path / "srv")
+    server.add_repo_file("acme/tiny-GGUF", "tiny-q4_1.gguf", gguf_path)
+    server.faults["delay_s"] = 0.004  # slow enough to cancel mid-file
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    size = gguf_path.stat().st_size
+    app = InternLocalApp(greedy_settings(home))
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await ready(pilot)
+            await pilot.press("f7")
+            await until(pilot, lambda: type(app.screen).__name__ == "ModelsScreen")
+            screen = app.screen
+            registry = screen.query_one("#registry", DataTable)
+            assert registry.row_count >= 15
+            screen.query_one("#search", Input).value = "internlm3"
+            await until(pilot, lambda: registry.row_count == 1)
+
+            screen.query_one("#pull", Input).value = "hf:acme/tiny-GGUF:*.gguf"
+            screen.query_one("#pull", Input).focus()
+            await pilot.press("enter")
+            bar = screen.query_one("#pull-bar", ProgressBar)
+            await until(pilot, lambda: bar.total == size and 0 < bar.progress < size / 2)
+            first_progress = bar.progress
+            await until(pilot, lambda: bar.progress > first_progress)  # it moves
+            await pilot.press("x")
+            await until(pilot, lambda: "cancelled" in str(screen.query_one("#pull-info").render()))
+            sent_at_cancel = server.total_sent()
+            server.faults.pop("delay_s")
+            await pilot.press("r")
+            local = screen.query_one("#local", DataTable)
+            await until(pilot, lambda: "tiny-q4_1" in local.rows, timeout=60)
+            assert server.total_sent() - sent_at_cancel < size  # resumed, not restarted
+            assert "succeeded" in str(screen.query_one("#pull-info").render())
+
+            local.move_cursor(row=local.get_row_index("tiny-q4_1"))
+            local.focus()
+            await pilot.press("ctrl+d")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+            await pilot.click("#yes")
+            await until(pilot, lambda: "tiny-q4_1" not in local.rows)
+            assert not app.services.catalog.has_model("tiny-q4_1")
+    finally:
+        server.close()

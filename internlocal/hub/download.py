@@ -25,7 +25,7 @@ from pathlib import Path
 from internlocal.errors import UserError
 from internlocal.hub.store import Store
 
-CHUNK = 1 << 20
+CHUNK = 4 << 20
 MIN_PART = 32 << 20
 SAVE_EVERY_S = 1.0
 
@@ -78,6 +78,60 @@ class _Retry(Exception):
     """A transient failure: try again from the bytes already on disk."""
 
 
+class _Hasher:
+    """sha256 (and the git blob sha1 when the source publishes one) of a file's bytes in order.
+
+    ``update`` hands the bytes to a thread (hashlib releases the GIL), so hashing a single stream
+    overlaps with receiving it instead of adding a second pass over the file.
+    """
+
+    def __init__(self, remote: RemoteFile, size: int | None):
+        import queue
+
+        self.remote, self.size = remote, size
+        self._queue: queue.Queue = queue.Queue(maxsize=16)
+        self._thread: threading.Thread | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        self.finish()
+        self.sha256 = hashlib.sha256()
+        self.sha1 = hashlib.sha1() if self.remote.git_sha1 and self.size is not None else None
+        if self.sha1 is not None:
+            self.sha1.update(f"blob {self.size}\0".encode())
+        self.length = 0
+
+    def _consume(self) -> None:
+        while (data := self._queue.get()) is not None:
+            self.sha256.update(data)
+            if self.sha1 is not None:
+                self.sha1.update(data)
+
+    def update(self, data) -> None:
+        """``data`` must not be modified afterwards (it is hashed later, on another thread)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._consume, name="hash", daemon=True)
+            self._thread.start()
+        self._queue.put(data)
+        self.length += len(data)
+
+    def finish(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def feed_file(self, path: Path, length: int, check_cancelled) -> None:
+        with path.open("rb") as fh:
+            while self.length < length:
+                chunk = fh.read(min(8 << 20, length - self.length))
+                if not chunk:
+                    break
+                self.update(chunk)
+                check_cancelled()
+        self.finish()
+
+
 class Downloader:
     """Downloads one file at a time into the store; cheap to create, holds one HTTP session."""
 
@@ -109,8 +163,17 @@ class Downloader:
         already = sum(p["done"] for p in state["parts"])
         if already:
             on_bytes(already)
-        self._run_parts(remote, partial, sidecar, state, on_bytes, check_cancelled)
-        digest = self._verify(remote, partial, check_cancelled)
+        hasher = _Hasher(remote, state["size"])
+        inline = len(state["parts"]) == 1  # one stream: hash on the way in, no second pass over the file
+        try:
+            if inline and already:
+                hasher.feed_file(partial, already, check_cancelled)
+            self._run_parts(remote, partial, sidecar, state, on_bytes, check_cancelled, hasher if inline else None)
+            if not inline:
+                hasher.feed_file(partial, partial.stat().st_size, check_cancelled)
+        finally:
+            hasher.finish()
+        digest = self._verify(remote, partial, hasher)
         blob = self.store.add_blob(partial, digest, move=True)
         sidecar.unlink(missing_ok=True)
         return blob, digest
@@ -180,7 +243,8 @@ class Downloader:
                 self._backoff(attempt)
         raise DownloadError(f"{remote.url} could not be reached ({error}); check the connection and pull again.")
 
-    def _run_parts(self, remote, partial: Path, sidecar: Path, state: dict, on_bytes, check_cancelled) -> None:
+    def _run_parts(self, remote, partial: Path, sidecar: Path, state: dict, on_bytes, check_cancelled,
+                   hasher: "_Hasher | None") -> None:
         lock = threading.Lock()
         stop = threading.Event()
         last_save = [time.monotonic()]
@@ -202,10 +266,10 @@ class Downloader:
             pending = [p for p in state["parts"] if p["end"] is None or p["done"] < p["end"] - p["start"]]
             if len(pending) <= 1:
                 for part in pending:
-                    self._run_part(remote, fd, part, state, progress, guarded_cancel)
+                    self._run_part(remote, fd, part, state, progress, guarded_cancel, hasher)
             else:
                 with ThreadPoolExecutor(max_workers=len(pending), thread_name_prefix="download") as pool:
-                    futures = [pool.submit(self._run_part, remote, fd, p, state, progress, guarded_cancel) for p in pending]
+                    futures = [pool.submit(self._run_part, remote, fd, p, state, progress, guarded_cancel, None) for p in pending]
                     error = None
                     for future in futures:
                         try:
@@ -222,7 +286,8 @@ class Downloader:
                 self._save_state(sidecar, state, fd)
             os.close(fd)
 
-    def _run_part(self, remote: RemoteFile, fd: int, part: dict, state: dict, progress, check_cancelled) -> None:
+    def _run_part(self, remote: RemoteFile, fd: int, part: dict, state: dict, progress, check_cancelled,
+                  hasher: "_Hasher | None") -> None:
         import requests
         import urllib3
 
@@ -245,17 +310,27 @@ class Downloader:
                             raise DownloadError(f"{remote.url} stopped honouring byte ranges; pull again.")
                         part["done"] = 0  # the server sent the whole file again: start over
                         start = part["start"]
+                        if hasher is not None:
+                            hasher.reset()
                     offset = start
+                    raw = resp.raw
+                    decode = resp.headers.get("Content-Encoding", "identity") not in ("identity", "")
                     while True:
-                        chunk = resp.raw.read(CHUNK, decode_content=True)
-                        if not chunk:
+                        # read1: whatever has arrived (up to CHUNK). A read that waits to fill a buffer
+                        # would lose what it got when a stalled connection times out.
+                        data = raw.read1(CHUNK, decode_content=decode)
+                        n = len(data)
+                        if not n:
                             break
-                        if end is not None and offset + len(chunk) > end:
-                            chunk = chunk[: end - offset]
+                        chunk = memoryview(data)
+                        if end is not None and offset + n > end:
+                            chunk, n = chunk[: end - offset], end - offset
                         os.pwrite(fd, chunk, offset)
-                        offset += len(chunk)
+                        if hasher is not None:
+                            hasher.update(chunk)
+                        offset += n
                         part["done"] = offset - part["start"]
-                        progress(len(chunk))
+                        progress(n)
                         check_cancelled()
                         if end is not None and offset >= end:
                             break
@@ -279,24 +354,14 @@ class Downloader:
 
     # -- verification ------------------------------------------------------------------------------
 
-    def _verify(self, remote: RemoteFile, partial: Path, check_cancelled) -> str:
-        sha256 = hashlib.sha256()
-        sha1 = hashlib.sha1()
+    def _verify(self, remote: RemoteFile, partial: Path, hasher: _Hasher) -> str:
         size = partial.stat().st_size
-        if remote.git_sha1:
-            sha1.update(f"blob {size}\0".encode())
-        with partial.open("rb") as fh:
-            while chunk := fh.read(8 << 20):
-                sha256.update(chunk)
-                if remote.git_sha1:
-                    sha1.update(chunk)
-                check_cancelled()
-        digest = sha256.hexdigest()
-        expected_size = remote.size
+        digest = hasher.sha256.hexdigest()
         bad = (
-            (remote.sha256 and digest != remote.sha256)
-            or (remote.git_sha1 and sha1.hexdigest() != remote.git_sha1)
-            or (expected_size is not None and size != expected_size)
+            hasher.length != size
+            or (remote.sha256 and digest != remote.sha256)
+            or (hasher.sha1 is not None and hasher.sha1.hexdigest() != remote.git_sha1)
+            or (remote.size is not None and size != remote.size)
         )
         if bad:
             self.discard(remote)

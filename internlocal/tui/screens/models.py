@@ -137,7 +137,8 @@ class ModelsScreen(Screen):
             return
         job = self.services.jobs.submit(pull_model, {"spec": spec}, kind="models.pull", title=f"Pull {spec}")
         self._watch(job.id)
-        self.notify(f"Pulling {spec} (job {job.id})")
+        self.query_one("#local", DataTable).focus()  # so x / r act on the pull at once
+        self.notify(f"Pulling {spec} (job {job.id}); x cancels, r resumes")
 
     def _watch(self, job_id: int) -> None:
         self.job_id, self._tracker, self._offset, self._finished_shown = job_id, ProgressTracker(), 0, None
