@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 
 class SentenceTransformerEmbedder:
     def __init__(self, path: str | Path, *, model_name: str | None = None, device: str | None = None):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local directory: never ask a hub
         from sentence_transformers import SentenceTransformer
 
         self.model_name = model_name or Path(path).name
-        self._model = SentenceTransformer(str(path), device=device or "cpu")
+        # a local directory: never ask a hub (and do not set HF_HUB_OFFLINE for the whole process)
+        self._model = SentenceTransformer(str(path), device=device or "cpu", local_files_only=True)
         self.dimension = int(self._model.get_embedding_dimension() if hasattr(self._model, "get_embedding_dimension") else self._model.get_sentence_embedding_dimension())
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:

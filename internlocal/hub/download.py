@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -325,7 +326,15 @@ class Downloader:
                         chunk = memoryview(data)
                         if end is not None and offset + n > end:
                             chunk, n = chunk[: end - offset], end - offset
-                        os.pwrite(fd, chunk, offset)
+                        try:
+                            os.pwrite(fd, chunk, offset)
+                        except OSError as exc:
+                            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                                raise DownloadError(
+                                    f"The disk filled up while downloading {remote.path}; free some space and pull "
+                                    "again: the bytes already downloaded are kept and the download resumes."
+                                ) from None
+                            raise
                         if hasher is not None:
                             hasher.update(chunk)
                         offset += n
