@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from internlocal.cli import chat, doctor, jobs, models
+from internlocal.cli import chat, doctor, jobs, models, serve
 
 app = typer.Typer(
     name="internlocal",
@@ -15,6 +15,7 @@ app = typer.Typer(
 )
 app.command("chat")(chat.chat)
 app.command("doctor")(doctor.doctor)
+app.command("serve")(serve.serve)
 app.add_typer(models.app, name="models")
 app.add_typer(jobs.app, name="jobs")
 

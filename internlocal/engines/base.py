@@ -140,6 +140,49 @@ class StreamTimer:
         return result
 
 
+class TextAssembler:
+    """Token bytes → text pieces: UTF-8 split across tokens, and stop strings cut before they show.
+
+    Text that could be the start of a stop string is held back until it cannot be.
+    """
+
+    def __init__(self, stop: Sequence[str]):
+        import codecs
+
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._stops = [s for s in stop if s]
+        self._hold = max((len(s) for s in self._stops), default=1) - 1
+        self._pending = ""
+        self.pieces: list[str] = []
+        self.stopped = False
+
+    def feed(self, data: bytes) -> str:
+        """Add one token's bytes; returns the text that can be shown now (may be empty)."""
+        self._pending += self._decoder.decode(data)
+        cuts = [i for i in (self._pending.find(s) for s in self._stops) if i >= 0]
+        if cuts:
+            self._pending = self._pending[: min(cuts)]
+            self.stopped = True
+            return ""
+        emit = self._pending[: len(self._pending) - self._hold] if self._hold else self._pending
+        self._pending = self._pending[len(emit):]
+        if emit:
+            self.pieces.append(emit)
+        return emit
+
+    def flush(self) -> str:
+        """What is left at the end (held-back text and an unfinished UTF-8 sequence)."""
+        rest = self._pending + self._decoder.decode(b"", final=True)
+        self._pending = ""
+        if rest:
+            self.pieces.append(rest)
+        return rest
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+
 @runtime_checkable
 class Engine(Protocol):
     """A loaded model that can generate (and, per its capabilities, score, constrain, call tools)."""

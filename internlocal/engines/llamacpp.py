@@ -7,7 +7,6 @@ llama-cpp-python's KV-cache prefix reuse across turns of a chat.
 
 from __future__ import annotations
 
-import codecs
 import ctypes
 import json
 import os
@@ -26,6 +25,7 @@ from internlocal.engines.base import (
     LogLikelihood,
     Message,
     StreamTimer,
+    TextAssembler,
 )
 from internlocal.errors import ModelFileError, NotEnoughMemory, UserError
 from internlocal.hub.inspect import read_gguf
@@ -162,10 +162,7 @@ class LlamaCppEngine(EngineBase):
         llm = self._llm
         result = GenerationResult(prompt_tokens=len(prompt_tokens))
         timer = StreamTimer()
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stops = [s for s in params.stop if s]
-        hold = max((len(s) for s in stops), default=1) - 1  # text held back while it may start a stop string
-        pending, text = "", []
+        text = TextAssembler(params.stop)
         vocab = llm._model.vocab
         with self._lock:
             llm.set_seed(params.seed if params.seed is not None else random.getrandbits(31))
@@ -188,17 +185,12 @@ class LlamaCppEngine(EngineBase):
                         result.finish_reason = "stop"
                         break
                     timer.token()
-                    pending += decoder.decode(_piece(vocab, token))
-                    cut = _find_stop(pending, stops)
-                    if cut is not None:
-                        pending = pending[:cut]
+                    piece = text.feed(token_bytes(vocab, token))
+                    if text.stopped:
                         result.finish_reason = "stop"
                         break
-                    emit = pending[: len(pending) - hold] if hold else pending
-                    if emit:
-                        text.append(emit)
-                        pending = pending[len(emit):]
-                        yield emit
+                    if piece:
+                        yield piece
                     if timer.tokens >= params.max_tokens or llm.n_tokens >= self.context_length - 1:
                         break
                     if cancel.is_set():
@@ -206,11 +198,10 @@ class LlamaCppEngine(EngineBase):
                         break
             finally:
                 tokens.close()
-            pending += decoder.decode(b"", final=True)
-            if pending:
-                text.append(pending)
-                yield pending
-        result.text = "".join(text)
+            rest = text.flush()
+            if rest:
+                yield rest
+        result.text = text.text
         return timer.fill(result)
 
     # -- scoring -----------------------------------------------------------------------------------
@@ -301,7 +292,7 @@ class LlamaCppEngine(EngineBase):
             self._llm = None
 
 
-def _piece(vocab, token: int) -> bytes:
+def token_bytes(vocab, token: int) -> bytes:
     """The bytes of one token (llama-cpp-python's own helper returns its whole zero-padded buffer)."""
     import llama_cpp
 
@@ -311,11 +302,6 @@ def _piece(vocab, token: int) -> bytes:
         buf = ctypes.create_string_buffer(-n)
         n = llama_cpp.llama_token_to_piece(vocab, token, buf, len(buf), 0, False)
     return buf.raw[:n]
-
-
-def _find_stop(text: str, stops: list[str]) -> int | None:
-    cuts = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return min(cuts) if cuts else None
 
 
 def _grammar(response_format: dict[str, Any]):

@@ -1,0 +1,340 @@
+"""llama.cpp with continuous batching: several requests decode together, one sequence per slot.
+
+``BatchedLlamaCpp`` wraps a loaded ``LlamaCppEngine``: it creates a second llama.cpp context on
+the same model weights with one KV sequence per slot, and a scheduler thread that, at every
+step, puts one token from each generating slot and a chunk of each new prompt into a single
+``llama_decode`` call, then samples every slot with its own sampler chain (grammar, penalties,
+top-k/top-p/temperature, seed). Aggregate throughput therefore grows with concurrency, as in
+llama-server. Everything else (tokenize, log-likelihood, templates) is the wrapped engine's.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import random
+import threading
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+from internlocal.engines.base import (
+    Capability,
+    EngineBase,
+    Generation,
+    GenerationParams,
+    GenerationResult,
+    StreamTimer,
+    TextAssembler,
+)
+from internlocal.engines.llamacpp import LlamaCppEngine, token_bytes
+from internlocal.errors import UserError
+
+
+@dataclass
+class _Request:
+    prompt: list[int]
+    params: GenerationParams
+    grammar: str | None
+    out: queue.Queue = field(default_factory=queue.Queue)  # ("piece", str) … then ("done", GenerationResult)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class _Slot:
+    seq: int
+    request: _Request | None = None
+    sampler: Any = None
+    pending: list[int] = field(default_factory=list)  # prompt tokens not yet decoded
+    position: int = 0
+    last_token: int | None = None
+    text: TextAssembler | None = None
+    timer: StreamTimer | None = None
+    batch_index: int = -1  # where this slot's logits are in the current batch
+
+
+class BatchedLlamaCpp(EngineBase):
+    engine_name = "llama.cpp (batched)"
+    capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.TOKENIZE, Capability.LOGLIKELIHOOD,
+                              Capability.CONSTRAINED})
+
+    def __init__(self, engine: LlamaCppEngine, *, slots: int = 4, ctx_per_slot: int | None = None,
+                 n_batch: int = 512, n_threads: int | None = None):
+        import llama_cpp
+
+        from internlocal.engines.llamacpp import default_threads
+
+        self.engine = engine
+        self.model_name = engine.model_name
+        self.slots_n = max(1, slots)
+        self.context_length = ctx_per_slot or engine.context_length
+        self.n_batch = n_batch
+        model = engine._llm._model
+        self._vocab = model.vocab
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = self.context_length * self.slots_n
+        params.n_batch = n_batch
+        params.n_ubatch = n_batch
+        params.n_seq_max = self.slots_n
+        params.kv_unified = False  # each sequence gets its own n_ctx / n_seq_max window
+        threads = n_threads or default_threads()
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        params.no_perf = True
+        self._ctx = llama_cpp.llama_init_from_model(model.model, params)
+        if not self._ctx:
+            raise UserError(f"llama.cpp could not create a {self.slots_n}-slot context for {self.model_name}; "
+                            "lower --slots or the context length.")
+        self._mem = llama_cpp.llama_get_memory(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(n_batch + self.slots_n, 0, self.slots_n)
+        self._slots = [_Slot(seq=i) for i in range(self.slots_n)]
+        self._waiting: queue.Queue[_Request] = queue.Queue()
+        self._wake = threading.Event()
+        self._closing = False
+        self.active = 0
+        self._thread = threading.Thread(target=self._loop, name="llama-batch", daemon=True)
+        self._thread.start()
+
+    # -- the Engine protocol -----------------------------------------------------------------------
+
+    def render_chat(self, messages):
+        return self.engine.render_chat(messages)
+
+    def tokenize(self, text, *, add_special=False):
+        return self.engine.tokenize(text, add_special=add_special)
+
+    def detokenize(self, tokens):
+        return self.engine.detokenize(tokens)
+
+    def loglikelihood(self, requests):
+        return self.engine.loglikelihood(requests)
+
+    def loglikelihood_rolling(self, texts):
+        return self.engine.loglikelihood_rolling(texts)
+
+    def chat(self, messages, params=None, *, response_format=None, tools=None, tool_choice=None) -> Generation:
+        if tools:
+            self.require(Capability.TOOLS)
+        params = params or GenerationParams()
+        prompt = self.engine._fit_chat(list(messages), params.max_tokens)
+        return self._submit(prompt, params, response_format)
+
+    def complete(self, prompt, params=None, *, response_format=None) -> Generation:
+        params = params or GenerationParams()
+        tokens = self.tokenize(prompt, add_special=True)
+        if len(tokens) >= self.context_length:
+            raise UserError(f"The prompt has {len(tokens)} tokens but the context holds {self.context_length}; shorten it.")
+        return self._submit(tokens, params, response_format)
+
+    @property
+    def queue_depth(self) -> int:
+        return self._waiting.qsize()
+
+    def _submit(self, prompt: list[int], params: GenerationParams, response_format) -> Generation:
+        grammar = grammar_for(response_format) if response_format else None
+        request = _Request(prompt=prompt, params=params, grammar=grammar)
+        self._waiting.put(request)
+        self._wake.set()
+        return Generation(self._receive(request), request.cancel)
+
+    @staticmethod
+    def _receive(request: _Request) -> Generator[str, None, GenerationResult]:
+        while True:
+            kind, value = request.out.get()
+            if kind == "piece":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return value
+
+    def close(self) -> None:
+        import llama_cpp
+
+        if self._closing:
+            return
+        self._closing = True
+        self._wake.set()
+        self._thread.join(timeout=30)
+        llama_cpp.llama_batch_free(self._batch)
+        for slot in self._slots:
+            if slot.sampler:
+                llama_cpp.llama_sampler_free(slot.sampler)
+        llama_cpp.llama_free(self._ctx)
+
+    # -- the scheduler -----------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        import llama_cpp
+
+        while not self._closing:
+            self._admit()
+            busy = [s for s in self._slots if s.request is not None]
+            self.active = len(busy)
+            if not busy:
+                self._wake.wait(0.5)
+                self._wake.clear()
+                continue
+            for slot in busy:
+                if slot.request.cancel.is_set():  # type: ignore[union-attr]
+                    self._finish(slot, "cancelled")
+            busy = [s for s in self._slots if s.request is not None]
+            if not busy:
+                continue
+            self._fill_batch(busy)
+            code = llama_cpp.llama_decode(self._ctx, self._batch)
+            if code != 0:
+                error = UserError(f"llama.cpp could not decode (code {code}); the context may be full.")
+                for slot in busy:
+                    slot.request.out.put(("error", error))  # type: ignore[union-attr]
+                    self._free(slot)
+                continue
+            for slot in busy:
+                if slot.batch_index >= 0:
+                    self._sample(slot)
+
+    def _admit(self) -> None:
+        import llama_cpp
+
+        for slot in self._slots:
+            if slot.request is not None:
+                continue
+            try:
+                request = self._waiting.get_nowait()
+            except queue.Empty:
+                return
+            if request.cancel.is_set():
+                request.out.put(("done", GenerationResult(finish_reason="cancelled", prompt_tokens=len(request.prompt))))
+                continue
+            llama_cpp.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
+            slot.request = request
+            slot.pending = list(request.prompt)
+            slot.position = 0
+            slot.last_token = None
+            slot.text = TextAssembler(request.params.stop)
+            slot.timer = StreamTimer(started=request.enqueued)
+            slot.sampler = self._make_sampler(request)
+
+    def _make_sampler(self, request: _Request):
+        import llama_cpp
+
+        p = request.params
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        if request.grammar:
+            grammar = llama_cpp.llama_sampler_init_grammar(self._vocab, request.grammar.encode(), b"root")
+            if not grammar:
+                raise UserError("The output grammar could not be compiled; simplify the JSON schema.")
+            llama_cpp.llama_sampler_chain_add(chain, grammar)
+        if p.repeat_penalty != 1.0:
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_penalties(64, p.repeat_penalty, 0.0, 0.0))
+        if p.temperature <= 0:
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+        else:
+            if p.top_k > 0:
+                llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_k(p.top_k))
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(p.top_p, 1))
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(p.temperature))
+            seed = p.seed if p.seed is not None else random.getrandbits(31)
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed))
+        return chain
+
+    def _fill_batch(self, busy: list[_Slot]) -> None:
+        """One token per generating slot, then prompt chunks for new ones, within n_batch."""
+        batch = self._batch
+        n = 0
+        budget = self.n_batch
+        generating = [s for s in busy if not s.pending]
+        prefilling = [s for s in busy if s.pending]
+        for slot in generating:
+            self._add(slot, slot.last_token, logits=True, index=n)  # type: ignore[arg-type]
+            slot.batch_index = n
+            n += 1
+        budget -= len(generating)
+        for slot in prefilling:
+            slot.batch_index = -1
+            take = slot.pending[:max(0, budget)]
+            if not take:
+                continue
+            for i, token in enumerate(take):
+                last = i == len(take) - 1 and len(take) == len(slot.pending)
+                self._add(slot, token, logits=last, index=n)
+                if last:
+                    slot.batch_index = n
+                n += 1
+            slot.pending = slot.pending[len(take):]
+            budget -= len(take)
+        batch.n_tokens = n
+
+    def _add(self, slot: _Slot, token: int, *, logits: bool, index: int) -> None:
+        batch = self._batch
+        batch.token[index] = token
+        batch.pos[index] = slot.position
+        batch.n_seq_id[index] = 1
+        batch.seq_id[index][0] = slot.seq
+        batch.logits[index] = logits
+        slot.position += 1
+
+    def _sample(self, slot: _Slot) -> None:
+        import llama_cpp
+
+        request = slot.request
+        assert request is not None and slot.text is not None and slot.timer is not None
+        token = llama_cpp.llama_sampler_sample(slot.sampler, self._ctx, slot.batch_index)
+        slot.batch_index = -1
+        if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+            return self._finish(slot, "stop")
+        slot.timer.token()
+        piece = slot.text.feed(token_bytes(self._vocab, token))
+        if slot.text.stopped:
+            return self._finish(slot, "stop")
+        if piece:
+            request.out.put(("piece", piece))
+        slot.last_token = token
+        if slot.timer.tokens >= request.params.max_tokens or slot.position >= self.context_length - 1:
+            return self._finish(slot, "length")
+        if request.cancel.is_set():
+            return self._finish(slot, "cancelled")
+
+    def _finish(self, slot: _Slot, reason: str) -> None:
+        request = slot.request
+        assert request is not None and slot.text is not None and slot.timer is not None
+        rest = slot.text.flush()
+        if rest:
+            request.out.put(("piece", rest))
+        result = GenerationResult(text=slot.text.text, finish_reason=reason, prompt_tokens=len(request.prompt))
+        request.out.put(("done", slot.timer.fill(result)))
+        self._free(slot)
+
+    def _free(self, slot: _Slot) -> None:
+        import llama_cpp
+
+        if slot.sampler:
+            llama_cpp.llama_sampler_free(slot.sampler)
+        slot.sampler = None
+        slot.request = None
+        slot.pending = []
+        llama_cpp.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
+
+
+def grammar_for(response_format: dict[str, Any]) -> str | None:
+    """GBNF text for an OpenAI ``response_format`` (json_object, json_schema) or a raw grammar."""
+    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+
+    kind = response_format.get("type")
+    if kind in (None, "text"):
+        return None
+    if kind == "json_object":
+        return JSON_GBNF
+    if kind == "json_schema":
+        spec = response_format.get("json_schema") or {}
+        schema = spec.get("schema", spec)
+        try:
+            return json_schema_to_gbnf(json.dumps(schema))
+        except Exception as exc:
+            raise UserError(f"The JSON schema cannot be turned into a grammar ({exc}); simplify it.") from None
+    if kind == "grammar":
+        return str(response_format["grammar"])
+    raise UserError(f"Unknown response_format type {kind!r}; use text, json_object or json_schema.")
+

@@ -1,0 +1,42 @@
+"""Prometheus metrics of the server (prometheus-client, one registry per server)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class ServerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("internlocal_requests", "HTTP requests", ["path", "status"], registry=r)
+        self.latency = Histogram("internlocal_request_seconds", "Request duration (to the last byte for streams)",
+                                 ["path"], registry=r)
+        self.prompt_tokens = Counter("internlocal_prompt_tokens", "Prompt tokens processed", registry=r)
+        self.completion_tokens = Counter("internlocal_completion_tokens", "Tokens generated", registry=r)
+        self.ttft = Histogram("internlocal_time_to_first_token_seconds", "Time to first token",
+                              buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30), registry=r)
+        self.tokens_per_s = Gauge("internlocal_decode_tokens_per_second", "Decode speed of the last finished request",
+                                  registry=r)
+        self.queue_depth = Gauge("internlocal_queue_depth", "Requests waiting for a slot", registry=r)
+        self.in_flight = Gauge("internlocal_requests_in_flight", "Requests admitted and not finished", registry=r)
+        self.disconnects = Counter("internlocal_client_disconnects", "Generations cancelled because the client left",
+                                   registry=r)
+
+    def request(self, path: str, status: int, seconds: float | None = None) -> None:
+        if not path.startswith("/v1/"):
+            path = "other" if path not in ("/health", "/metrics") else path
+        self.requests.labels(path=path, status=str(status)).inc()
+        if seconds is not None:
+            self.latency.labels(path=path).observe(seconds)
+
+    def generation(self, prompt: int, completion: int, ttft_s: float | None, tokens_per_s: float | None) -> None:
+        self.prompt_tokens.inc(prompt)
+        self.completion_tokens.inc(completion)
+        if ttft_s is not None:
+            self.ttft.observe(ttft_s)
+        if tokens_per_s:
+            self.tokens_per_s.set(tokens_per_s)
+
+    def render(self) -> str:
+        return generate_latest(self.registry).decode()
