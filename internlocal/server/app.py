@@ -167,23 +167,26 @@ def create_app(engine: Engine, config: ServerConfig, embedder_factory: Callable[
             loop.call_soon_threadsafe(out.put_nowait, done)
 
         threading.Thread(target=pump, daemon=True, name="stream").start()
+        finished = False
         try:
             while True:
                 try:
                     item = await asyncio.wait_for(out.get(), timeout=0.5)
                 except asyncio.TimeoutError:
                     if await request.is_disconnected():
-                        generation.cancel()
-                        metrics.disconnects.inc()
                         return
                     continue
                 if item is done:
+                    finished = True
                     return
                 if isinstance(item, BaseException):
+                    finished = True
                     raise item
                 yield item
         finally:
-            generation.cancel()  # a no-op after a normal end; stops decoding when the client left
+            if not finished:  # the client went away (or the response was cancelled): stop decoding for it
+                generation.cancel()
+                metrics.disconnects.inc()
 
     def usage(generation: Generation) -> dict[str, int]:
         r = generation.result
@@ -344,8 +347,16 @@ def create_app(engine: Engine, config: ServerConfig, embedder_factory: Callable[
                 return embedder_holder["e"].embed(texts)
 
         vectors = await asyncio.to_thread(run)
+        if body.encoding_format == "base64":
+            import base64
+
+            import numpy as np
+
+            encoded: list[Any] = [base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode() for v in vectors]
+        else:
+            encoded = vectors
         return {"object": "list", "model": model,
-                "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+                "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(encoded)],
                 "usage": {"prompt_tokens": sum(len(t.split()) for t in texts), "total_tokens": sum(len(t.split()) for t in texts)}}
 
     async def collect(generation: Generation, request: Request) -> str:

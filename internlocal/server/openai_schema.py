@@ -89,4 +89,4 @@ class CompletionRequest(SamplingFields):
 class EmbeddingRequest(_Lenient):
     model: str | None = None
     input: str | list[str]
-    encoding_format: Literal["float"] = "float"
+    encoding_format: Literal["float", "base64"] = "float"  # the openai client asks for base64 float32

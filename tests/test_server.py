@@ -1,0 +1,274 @@
+"""The OpenAI-compatible server on 127.0.0.1, driven by the official `openai` client."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import openai
+import requests
+import pytest
+
+from internlocal.config import Settings
+from tests.conftest import QUESTION
+
+CAPITALS = {"France": "Paris", "Japan": "Tokyo", "Italy": "Rome", "Germany": "Berlin", "Spain": "Madrid",
+            "England": "London", "Russia": "Moscow", "China": "Beijing"}
+SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Running:
+    def __init__(self, app, engine, base, port):
+        import uvicorn
+
+        self.engine, self.base, self.port = engine, base, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def client(self, **kw) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=kw.pop("api_key", "unused"), max_retries=0, **kw)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.engine.close()
+        self.base.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, template_home):
+    import shutil
+
+    from internlocal.bootstrap import bootstrap
+    from internlocal.server.serve import ServeOptions, build
+
+    home = tmp_path_factory.mktemp("serve-home")
+    shutil.copytree(template_home, home, dirs_exist_ok=True)
+    services = bootstrap(Settings(home=home, context_length=1024))
+    engine, base, app = build(ServeOptions(slots=8, max_queue=4), services)
+    running = Running(app, engine, base, free_port())
+    yield running
+    running.stop()
+    services.close()
+
+
+def test_models_health_and_chat(server):
+    client = server.client()
+    ids = [m.id for m in client.models.list().data]
+    assert ids == ["smollm2-135m-instruct-q4_1", "all-minilm-l6-v2"]
+    reply = client.chat.completions.create(model=ids[0], messages=[SYSTEM, {"role": "user", "content": QUESTION}],
+                                           temperature=0)
+    assert "Paris" in reply.choices[0].message.content
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.usage.prompt_tokens > 10 and reply.usage.completion_tokens > 0
+    assert requests.get(f"{server.url}/health").json()["status"] == "ok"
+
+
+def test_single_slot_output_matches_the_engine(server):
+    from internlocal.engines.base import GenerationParams
+
+    messages = [SYSTEM, {"role": "user", "content": "Name three colours."}]
+    direct = server.base.chat(messages, GenerationParams.greedy(max_tokens=40)).collect().text
+    served = server.client().chat.completions.create(model="default", messages=messages, temperature=0, max_tokens=40)
+    assert served.choices[0].message.content == direct
+
+
+def test_streaming_with_usage(server):
+    stream = server.client().chat.completions.create(
+        model="smollm2-135m-instruct-q4_1", messages=[SYSTEM, {"role": "user", "content": QUESTION}], temperature=0,
+        stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "Paris" in text
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) > 1
+    assert chunks[-1].usage.completion_tokens > 0 and not chunks[-1].choices
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+
+
+def test_stop_and_max_tokens(server):
+    client = server.client()
+    cut = client.chat.completions.create(model="default", messages=[SYSTEM, {"role": "user", "content": QUESTION}],
+                                         temperature=0, stop=["Paris"])
+    assert "Paris" not in cut.choices[0].message.content
+    short = client.chat.completions.create(model="default", messages=[{"role": "user", "content": "Tell a story."}],
+                                           max_tokens=3, seed=1)
+    assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 3
+
+
+def test_json_schema_output_parses(server):
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+              "required": ["city", "country"]}
+    reply = server.client().chat.completions.create(
+        model="default", messages=[SYSTEM, {"role": "user", "content": QUESTION}], temperature=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "place", "schema": schema}})
+    data = json.loads(reply.choices[0].message.content)
+    assert set(data) == {"city", "country"}
+
+
+def test_tool_call_round_trip(server):
+    client = server.client()
+    tools = [{"type": "function", "function": {
+        "name": "get_weather", "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    messages = [SYSTEM, {"role": "user", "content": "What is the weather in Paris?"}]
+    first = client.chat.completions.create(model="default", messages=messages, tools=tools, tool_choice="required",
+                                           temperature=0)
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "get_weather"
+    arguments = json.loads(call.function.arguments)
+    assert isinstance(arguments["city"], str)  # the grammar guarantees the schema
+    messages += [choice.message.model_dump(exclude_none=True),
+                 {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21 degrees."}]
+    second = client.chat.completions.create(model="default", messages=messages, tools=tools, temperature=0)
+    final = second.choices[0]
+    assert final.finish_reason in ("stop", "tool_calls")
+    if final.finish_reason == "stop":
+        assert final.message.content and not final.message.tool_calls
+
+
+def test_completions_and_embeddings(server):
+    client = server.client()
+    done = client.completions.create(model="default", prompt="The capital of France is", max_tokens=4, temperature=0)
+    assert "Paris" in done.choices[0].text
+    vectors = client.embeddings.create(model="all-minilm-l6-v2", input=["Paris is in France.", "巴黎在法国。"])
+    assert len(vectors.data) == 2 and len(vectors.data[0].embedding) == 384
+
+
+def test_eight_concurrent_clients_each_get_their_own_answer(server):
+    client = server.client()
+
+    def ask(country: str) -> tuple[str, str]:
+        reply = client.chat.completions.create(
+            model="default", temperature=0,
+            messages=[SYSTEM, {"role": "user", "content": f"What is the capital of {country}? Answer in one word."}])
+        return country, reply.choices[0].message.content
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = dict(pool.map(ask, CAPITALS))
+    for country, capital in CAPITALS.items():
+        assert capital in answers[country], (country, answers[country])
+        others = [c for k, c in CAPITALS.items() if k != country]
+        assert not any(o in answers[country] for o in others), (country, answers[country])
+
+
+def test_bad_requests_get_openai_style_errors(server):
+    client = server.client()
+    with pytest.raises(openai.NotFoundError) as e:
+        client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hi"}])
+    assert "does not exist here" in e.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="default", messages=[{"role": "user", "content": "word " * 2000}])
+    assert "maximum context length is 1024" in e.value.body["message"]
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="default", messages=[{"role": "user", "content": "hi"}], temperature=7)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="default", messages=[{"role": "wizard", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="default", messages=[{"role": "user", "content": "hi"}], max_tokens=100000)
+    assert "limit" in e.value.body["message"]
+    raw = requests.post(f"{server.url}/v1/chat/completions", data=b"{not json", headers={"content-type": "application/json"})
+    assert raw.status_code == 400 and raw.json()["error"]["message"] == "The request body is not valid JSON."
+    raw = requests.post(f"{server.url}/v1/chat/completions", json={"messages": "hello"})
+    assert raw.status_code == 400 and raw.json()["error"]["param"] == "messages"
+    raw = requests.post(f"{server.url}/v1/chat/completions", data=b"x" * (5 << 20), headers={"content-type": "application/json"})
+    assert raw.status_code == 413
+
+
+def test_client_disconnect_cancels_generation(server):
+    before = server.engine.active
+    with requests.post(f"{server.url}/v1/chat/completions", stream=True, timeout=30, json={
+            "model": "default", "stream": True, "max_tokens": 800, "seed": 3,
+            "messages": [{"role": "user", "content": "Write a very long story about a dragon."}]}) as response:
+        for line in response.iter_lines(decode_unicode=True):
+            if line.startswith("data:") and '"content"' in line and '""' not in line:
+                break  # one real token arrived; leave
+    deadline = time.monotonic() + 10
+    while server.engine.active > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.engine.active == before
+    metrics = requests.get(f"{server.url}/metrics").text
+    assert "internlocal_client_disconnects_total 1.0" in metrics
+
+
+def test_full_queue_answers_503_with_retry_after(server):
+    app = server.server.config.app
+    gate = app.state.admission
+    saved = gate.in_flight
+    gate.in_flight = gate.limit  # every slot and the queue taken
+    try:
+        raw = requests.post(f"{server.url}/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+    finally:
+        gate.in_flight = saved
+    assert raw.status_code == 503 and raw.headers["retry-after"] == "1"
+    assert raw.json()["error"]["code"] == "queue_full"
+
+
+def test_metrics_are_prometheus_text(server):
+    text = requests.get(f"{server.url}/metrics").text
+    for name in ("internlocal_requests_total", "internlocal_completion_tokens_total", "internlocal_queue_depth",
+                 "internlocal_time_to_first_token_seconds_count", "internlocal_decode_tokens_per_second"):
+        assert name in text
+
+
+def test_network_bind_needs_an_api_key_and_port_in_use_is_clear(services, internlocal_bin, cli_env):
+    from internlocal.errors import UserError
+    from internlocal.server.serve import ServeOptions, build, check_port
+
+    with pytest.raises(UserError, match="--api-key"):
+        build(ServeOptions(host="0.0.0.0"), services)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(UserError, match="choose another port"):
+            check_port("127.0.0.1", port)
+        out = subprocess.run([internlocal_bin, "serve", "--port", str(port)], env=cli_env, capture_output=True, text=True,
+                             timeout=60)
+    assert out.returncode == 1 and "choose another port" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_api_key_is_enforced_and_ctrl_c_stops_cleanly(internlocal_bin, cli_env):
+    import signal
+
+    port = free_port()
+    proc = subprocess.Popen([internlocal_bin, "serve", "--port", str(port), "--api-key", "s3cret", "--slots", "2"],
+                            env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.1)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="wrong", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            client.models.list()
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="s3cret", max_retries=0)
+        reply = client.chat.completions.create(model="default", temperature=0,
+                                               messages=[SYSTEM, {"role": "user", "content": QUESTION}])
+        assert "Paris" in reply.choices[0].message.content
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(30)
+    assert code in (0, 130)  # 130: uvicorn re-raises SIGINT after its graceful shutdown, the usual Ctrl-C status
+    assert "Traceback" not in proc.stderr.read()
+    with pytest.raises(requests.RequestException):
+        requests.get(f"http://127.0.0.1:{port}/health", timeout=1)
