@@ -93,7 +93,8 @@ async def test_send_stream_and_find_it_after_restart(home):
             views = list(screen.query(MessageView))
             if len(views) == 2:
                 streamed_sizes.append(len(views[1].markdown.source))
-            return len(views) == 2 and not screen.generating and screen.status.state == "ready"
+            return (len(views) == 2 and not screen.generating and screen.status.state == "ready"
+                    and all(v.markdown.source for v in views))
 
         await until(pilot, observe)
         assert messages(app)[0] == ("user", QUESTION)
@@ -108,7 +109,7 @@ async def test_send_stream_and_find_it_after_restart(home):
     restarted = InternLocalApp(greedy_settings(home))
     async with restarted.run_test(size=SIZE) as pilot:
         screen = await ready(pilot)
-        await until(pilot, lambda: len(messages(restarted)) == 2)
+        await until(pilot, lambda: len(messages(restarted)) == 2 and all(text for _, text in messages(restarted)))
         assert messages(restarted)[0] == ("user", QUESTION)
         assert "Paris" in messages(restarted)[1][1]
         items = screen.query_one("#sessions", ListView).children
@@ -199,7 +200,8 @@ async def test_corrupt_catalog_shows_the_reason_instead_of_crashing(home):
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.startup_error is not None)
         assert "corrupt" in app.startup_error
-        await until(pilot, lambda: any(v.role == "error" for v in chat_screen(app).query(MessageView)))
+        await until(pilot, lambda: any(v.role == "error" and "corrupt" in v.markdown.source
+                                       for v in chat_screen(app).query(MessageView)))
         assert chat_screen(app).query_one("#prompt", Input).disabled
     assert (home / "catalog.sqlite").read_bytes() == b"garbage" * 100
 
@@ -231,7 +233,7 @@ async def test_no_chat_model_at_all_is_explained(tmp_path, monkeypatch):
     monkeypatch.setattr(embedded.EmbeddedModel, "locate", lambda self: None)
     app = InternLocalApp(Settings(home=tmp_path / "empty-home"))
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: any(v.role == "error" for v in chat_screen(app).query(MessageView)))
+        await until(pilot, lambda: any(v.role == "error" and v.markdown.source for v in chat_screen(app).query(MessageView)))
         error = next(v for v in chat_screen(app).query(MessageView) if v.role == "error")
         assert "No chat model" in error.markdown.source
         assert chat_screen(app).query_one("#prompt", Input).disabled

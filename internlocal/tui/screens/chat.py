@@ -102,7 +102,9 @@ class ChatScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one(ChatLog).mount(Static("Opening the catalog…", classes="empty"))
-        if self.services is not None:
+        if self.app.startup_error:  # start-up failed before this screen existed
+            self.show_startup_error(self.app.startup_error)
+        elif self.services is not None:
             self.post_message(ServicesReady())
 
     def on_screen_resume(self) -> None:
