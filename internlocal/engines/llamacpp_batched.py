@@ -53,6 +53,7 @@ class _Slot:
     text: TextAssembler | None = None
     timer: StreamTimer | None = None
     batch_index: int = -1  # where this slot's logits are in the current batch
+    cached: list[int] = field(default_factory=list)  # tokens whose KV this slot holds (kept after a request)
 
 
 class BatchedLlamaCpp(EngineBase):
@@ -94,6 +95,7 @@ class BatchedLlamaCpp(EngineBase):
         self._wake = threading.Event()
         self._closing = False
         self.active = 0
+        self.reused_tokens = 0  # prompt tokens not decoded again thanks to the slots' caches
         self._thread = threading.Thread(target=self._loop, name="llama-batch", daemon=True)
         self._thread.start()
 
@@ -189,18 +191,21 @@ class BatchedLlamaCpp(EngineBase):
                 error = UserError(f"llama.cpp could not decode (code {code}); the context may be full.")
                 for slot in busy:
                     slot.request.out.put(("error", error))  # type: ignore[union-attr]
-                    self._free(slot)
+                    self._free(slot, keep_cache=False)
                 continue
             for slot in busy:
                 if slot.batch_index >= 0:
                     self._sample(slot)
 
     def _admit(self) -> None:
+        """Give waiting requests free slots, preferring the slot that already holds the longest prefix
+        of the prompt in its KV cache (a shared system prompt, or the earlier turns of a chat)."""
         import llama_cpp
 
-        for slot in self._slots:
-            if slot.request is not None:
-                continue
+        while True:
+            free = [s for s in self._slots if s.request is None]
+            if not free:
+                return
             try:
                 request = self._waiting.get_nowait()
             except queue.Empty:
@@ -208,14 +213,18 @@ class BatchedLlamaCpp(EngineBase):
             if request.cancel.is_set():
                 request.out.put(("done", GenerationResult(finish_reason="cancelled", prompt_tokens=len(request.prompt))))
                 continue
-            llama_cpp.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
+            slot, prefix = max(((s, _common_prefix(s.cached, request.prompt)) for s in free), key=lambda sp: sp[1])
+            prefix = min(prefix, len(request.prompt) - 1)  # the last prompt token is decoded again for its logits
+            llama_cpp.llama_memory_seq_rm(self._mem, slot.seq, prefix, -1)
             slot.request = request
-            slot.pending = list(request.prompt)
-            slot.position = 0
+            slot.cached = list(request.prompt[:prefix])
+            slot.pending = list(request.prompt[prefix:])
+            slot.position = prefix
             slot.last_token = None
             slot.text = TextAssembler(request.params.stop)
             slot.timer = StreamTimer(started=request.enqueued)
             slot.sampler = self._make_sampler(request)
+            self.reused_tokens += prefix
 
     def _make_sampler(self, request: _Request):
         import llama_cpp
@@ -269,6 +278,7 @@ class BatchedLlamaCpp(EngineBase):
 
     def _add(self, slot: _Slot, token: int, *, logits: bool, index: int) -> None:
         batch = self._batch
+        slot.cached.append(token)
         batch.token[index] = token
         batch.pos[index] = slot.position
         batch.n_seq_id[index] = 1
@@ -307,7 +317,8 @@ class BatchedLlamaCpp(EngineBase):
         request.out.put(("done", slot.timer.fill(result)))
         self._free(slot)
 
-    def _free(self, slot: _Slot) -> None:
+    def _free(self, slot: _Slot, *, keep_cache: bool = True) -> None:
+        """Release the slot; its KV cache stays for a later request that starts the same way."""
         import llama_cpp
 
         if slot.sampler:
@@ -315,7 +326,17 @@ class BatchedLlamaCpp(EngineBase):
         slot.sampler = None
         slot.request = None
         slot.pending = []
-        llama_cpp.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
+        if not keep_cache:
+            slot.cached = []
+            llama_cpp.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 def grammar_for(response_format: dict[str, Any]) -> str | None:
