@@ -272,3 +272,23 @@ def test_api_key_is_enforced_and_ctrl_c_stops_cleanly(internlocal_bin, cli_env):
     assert "Traceback" not in proc.stderr.read()
     with pytest.raises(requests.RequestException):
         requests.get(f"http://127.0.0.1:{port}/health", timeout=1)
+
+
+def test_a_remote_endpoint_chats_like_a_local_model(server, services):
+    """The server registered as a remote model; the chat service streams from it (Chat screen path)."""
+    from internlocal.engines.base import GenerationParams
+    from internlocal.errors import UserError
+    from internlocal.hub.library import add_remote
+
+    model = add_remote(services.catalog, "remote-smol", server.url)
+    assert (model.format, model.path, model.metadata_dict["remote_model"]) == ("remote", f"{server.url}/v1",
+                                                                             "smollm2-135m-instruct-q4_1")
+    chat = services.chats.new_chat(model_name="remote-smol", params=GenerationParams.greedy(max_tokens=32))
+    reply = services.chats.send(chat.id, QUESTION)
+    pieces = list(reply)
+    assert len(pieces) > 1 and "Paris" in "".join(pieces)
+    assert reply.message.completion_tokens > 0 and reply.message.model_name == "remote-smol"
+    with pytest.raises(UserError, match="does not serve"):
+        add_remote(services.catalog, "wrong", server.url, model="gpt-4")
+    with pytest.raises(UserError, match="Cannot reach"):
+        add_remote(services.catalog, "down", f"http://127.0.0.1:{free_port()}")

@@ -156,6 +156,21 @@ def import_(
     print_json(model.summary()) if as_json else typer.echo(f"{model.name}: imported ({model.storage}, {model.path})")
 
 
+@app.command("add-remote")
+def add_remote(
+    name: Annotated[str, typer.Argument(help="Catalog name for the endpoint.")],
+    url: Annotated[str, typer.Argument(help="Base URL of an OpenAI-compatible server, e.g. http://host:11434/v1")],
+    model: Annotated[Optional[str], typer.Option("--model", help="Model id on that server (default: its first).")] = None,
+    api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help="Environment variable holding its API key.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Chat with a model on another server (Ollama, vLLM, LMDeploy, internlocal) as if it were local."""
+    from internlocal.hub.library import add_remote as add
+
+    entry = add(services().catalog, name, url, model=model, api_key_env=api_key_env)
+    print_json(entry.summary()) if as_json else typer.echo(f"{entry.name}: {entry.path} ({entry.metadata_dict['remote_model']})")
+
+
 @app.command("rm")
 def rm(names: Annotated[list[str], typer.Argument(help="Models to remove.")], as_json: JsonOpt = False) -> None:
     """Remove models; store files go when no other model uses them, your own files are kept."""

@@ -15,6 +15,12 @@ def load_engine(model: Model, settings: Settings) -> Engine:
     """The engine for ``model`` by its format (GGUF → llama.cpp)."""
     if model.kind == "embedding":
         raise UserError(f"{model.name} is an embedding model and cannot chat; pick a chat model.")
+    if model.format == "remote":
+        from internlocal.engines.remote import RemoteEngine
+
+        meta = model.metadata_dict
+        return RemoteEngine(model.path, meta.get("remote_model") or model.name, api_key_env=meta.get("api_key_env"),
+                            model_name=model.name, context_length=model.context_length or 0)
     if not Path(model.path).exists():
         raise ModelFileError(f"The file of {model.name} is gone ({model.path}); import or download it again.")
     if model.format == "gguf":

@@ -124,7 +124,7 @@ def remove_model(catalog: Catalog, store: Store, ref: str) -> dict[str, Any]:
         removed = store.remove_manifest(model.name)
     catalog.delete_model(model.id)  # type: ignore[arg-type]
     return {"model": model.name, "storage": model.storage, "blobs_removed": removed,
-            "kept_file": model.path if model.storage == "reference" else None}
+            "kept_file": model.path if model.storage == "reference" and model.format != "remote" else None}
 
 
 def disk_usage(catalog: Catalog, store: Store) -> dict[str, Any]:
@@ -136,3 +136,38 @@ def disk_usage(catalog: Catalog, store: Store) -> dict[str, Any]:
     return {"models": models, "store_bytes": usage["blobs_bytes"], "partial_bytes": usage["partial_bytes"],
             "free_bytes": usage["free_bytes"], "store": str(store.root)}
 
+
+
+def add_remote(catalog: Catalog, name: str, url: str, *, model: str | None = None, api_key_env: str | None = None) -> Model:
+    """Register an OpenAI-compatible endpoint as a chat model (the key stays in the environment)."""
+    import os
+
+    import requests
+
+    check_model_name(name)
+    if catalog.has_model(name):
+        raise UserError(f"A model named {name!r} is already in the catalog; choose another name.")
+    base = url.rstrip("/")
+    if not base.endswith("/v1"):
+        base += "/v1"
+    key = os.environ.get(api_key_env) if api_key_env else None
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        response = requests.get(f"{base}/models", headers=headers, timeout=10)
+    except requests.RequestException as exc:
+        raise UserError(f"Cannot reach {base} ({exc}); check the URL and that the server runs.") from None
+    if response.status_code in (401, 403):
+        raise UserError(f"{base} refused the request ({response.status_code}); pass --api-key-env with the key's variable.")
+    if response.status_code >= 400:
+        raise UserError(f"{base}/models answered {response.status_code}; is this an OpenAI-compatible server?")
+    served = [m.get("id") for m in response.json().get("data", [])]
+    if model is None:
+        if not served:
+            raise UserError(f"{base} lists no models; give one with --model.")
+        model = served[0]
+    elif served and model not in served:
+        raise UserError(f"{base} does not serve {model!r}; it serves {', '.join(served)}.")
+    return catalog.add_model(Model(
+        name=name, family=guess_family(model), kind="chat", format="remote", path=base, storage="reference",
+        source=f"remote:{base}", metadata_json=json.dumps({"remote_model": model, "api_key_env": api_key_env}),
+    ))

@@ -21,6 +21,7 @@ def verify_models(ctx: JobContext, names: list[str] | None = None) -> dict[str, 
         models = [catalog.get_model(n) for n in names] if names else catalog.list_models()
     finally:
         catalog.close()
+    models = [m for m in models if m.format != "remote"]  # an endpoint has no file to hash
     results: dict[str, str] = ctx.state.setdefault("results", {})
     sizes = {m.name: path_size(Path(m.path)) if Path(m.path).exists() else 0 for m in models}
     total = sum(sizes.values())
