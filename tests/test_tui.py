@@ -326,3 +326,37 @@ async def test_models_screen_pull_cancel_resume_delete(home, tmp_path, monkeypat
             assert not app.services.catalog.has_model("tiny-q4_1")
     finally:
         server.close()
+
+
+async def test_serve_screen_starts_serves_logs_and_stops(home):
+    import socket
+
+    import openai
+    from textual.widgets import DataTable
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = InternLocalApp(greedy_settings(home))
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("f8")
+        await until(pilot, lambda: type(app.screen).__name__ == "ServeScreen")
+        screen = app.screen
+        screen.query_one("#port", Input).value = str(port)
+        screen.query_one("#slots", Input).value = "2"
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: "serving" in str(screen.query_one("#state").render()), timeout=90)
+        assert f"127.0.0.1:{port}/v1" in str(screen.query_one("#state").render())
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+        reply = client.chat.completions.create(model="default", temperature=0,
+                                               messages=[{"role": "system", "content": "You are a helpful assistant."},
+                                                         {"role": "user", "content": QUESTION}])
+        assert "Paris" in reply.choices[0].message.content
+        log = screen.query_one("#log", DataTable)
+        await until(pilot, lambda: log.row_count >= 1, timeout=30)
+        assert "/v1/chat/completions" in str(log.get_row_at(log.row_count - 1))
+        process = screen.process
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: "stopped" in str(screen.query_one("#state").render()), timeout=30)
+        assert process.poll() is not None

@@ -107,7 +107,7 @@ def create_app(engine: Engine, config: ServerConfig, embedder_factory: Callable[
             return JSONResponse(APIError(413, f"The request body is larger than {config.max_body_bytes} bytes.").body(),
                                 status_code=413)
         response = await call_next(request)
-        metrics.request(path, response.status_code, time.perf_counter() - started)
+        metrics.request(path, response.status_code, time.perf_counter() - started, request.method)
         return response
 
     # -- helpers -----------------------------------------------------------------------------------
@@ -211,6 +211,12 @@ def create_app(engine: Engine, config: ServerConfig, embedder_factory: Callable[
         metrics.queue_depth.set(getattr(engine, "queue_depth", 0))
         metrics.in_flight.set(admission.in_flight)
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/internlocal/log")
+    async def request_log() -> dict[str, Any]:
+        """Recent requests and totals, for the TUI's Serve screen."""
+        return {"model": config.model_name, "in_flight": admission.in_flight, "queue_depth": getattr(engine, "queue_depth", 0),
+                "totals": metrics.totals, "recent": list(metrics.recent)[-50:]}
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections import deque
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
@@ -22,8 +25,15 @@ class ServerMetrics:
         self.in_flight = Gauge("internlocal_requests_in_flight", "Requests admitted and not finished", registry=r)
         self.disconnects = Counter("internlocal_client_disconnects", "Generations cancelled because the client left",
                                    registry=r)
+        # plain copies for the TUI's Serve screen (GET /internlocal/log)
+        self.recent: deque[dict] = deque(maxlen=200)
+        self.totals = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "last_tokens_per_s": None}
 
-    def request(self, path: str, status: int, seconds: float | None = None) -> None:
+    def request(self, path: str, status: int, seconds: float | None = None, method: str = "") -> None:
+        if path.startswith("/v1/"):
+            self.totals["requests"] += 1
+            self.recent.append({"t": time.time(), "method": method, "path": path, "status": status,
+                                "ms": round(seconds * 1000, 1) if seconds is not None else None})
         if not path.startswith("/v1/"):
             path = "other" if path not in ("/health", "/metrics") else path
         self.requests.labels(path=path, status=str(status)).inc()
@@ -33,6 +43,10 @@ class ServerMetrics:
     def generation(self, prompt: int, completion: int, ttft_s: float | None, tokens_per_s: float | None) -> None:
         self.prompt_tokens.inc(prompt)
         self.completion_tokens.inc(completion)
+        self.totals["prompt_tokens"] += prompt
+        self.totals["completion_tokens"] += completion
+        if tokens_per_s:
+            self.totals["last_tokens_per_s"] = round(tokens_per_s, 1)
         if ttft_s is not None:
             self.ttft.observe(ttft_s)
         if tokens_per_s:

@@ -19,6 +19,7 @@ from internlocal.tui.screens.chat import ChatScreen, ServicesReady
 from internlocal.tui.screens.help import HelpScreen
 from internlocal.tui.screens.jobs import JobsScreen
 from internlocal.tui.screens.models import ModelsScreen
+from internlocal.tui.screens.serve import ServeScreen
 
 if TYPE_CHECKING:
     from internlocal.bootstrap import Services
@@ -27,13 +28,14 @@ if TYPE_CHECKING:
 
 class InternLocalApp(App):
     TITLE = "internlocal"
-    MODES = {"chat": ChatScreen, "models": ModelsScreen, "jobs": JobsScreen}  # later: train, eval, serve, knowledge
+    MODES = {"chat": ChatScreen, "models": ModelsScreen, "jobs": JobsScreen, "serve": ServeScreen}  # later: train, eval, knowledge
     DEFAULT_MODE = "chat"
     BINDINGS = [
         Binding("f1", "help", "Help"),
         Binding("f5", "switch_mode('chat')", "Chat"),
         Binding("f6", "switch_mode('jobs')", "Jobs"),
         Binding("f7", "switch_mode('models')", "Models"),
+        Binding("f8", "switch_mode('serve')", "Serve"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -77,6 +79,7 @@ class InternLocalApp(App):
         yield SystemCommand("Chat", "Go to the chat screen (F5)", lambda: self.switch_mode("chat"))
         yield SystemCommand("Jobs", "Go to background jobs (F6)", lambda: self.switch_mode("jobs"))
         yield SystemCommand("Models", "Pull, import, convert, quantize and delete models (F7)", lambda: self.switch_mode("models"))
+        yield SystemCommand("Serve", "Run the OpenAI-compatible server (F8)", lambda: self.switch_mode("serve"))
         yield SystemCommand("Help", "Key bindings and screens (F1)", self.action_help)
         if isinstance(screen, ChatScreen):
             yield SystemCommand("New chat", "Start a new conversation (Ctrl+N)", screen.action_new_chat)

@@ -19,6 +19,7 @@ Chat with local models, run long work as background jobs, and keep everything in
 | F5 | **Chat** — conversations with catalog models |
 | F6 | **Jobs** — downloads, training, evaluation and indexing, with progress |
 | F7 | **Models** — the catalog's models, the registry, pulls, conversions |
+| F8 | **Serve** — the OpenAI-compatible API: start/stop, URL, request log |
 | Ctrl+P | **Command palette** — every command by name |
 | F1 | this help |
 | Ctrl+Q | quit |
@@ -47,6 +48,13 @@ catalog, also if the app is killed mid-reply.
 | Ctrl+D | remove the selected model (your own files are kept) |
 | k | quantize the selected GGUF model |
 | t | convert the selected model (GGUF → HF folder, or HF → GGUF f16) |
+
+## Serve
+| key | action |
+|---|---|
+| Ctrl+S | start or stop the server (model, port and slots from the form) |
+
+Chat with a model on another server: `internlocal models add-remote NAME URL`, then pick it with F3.
 
 ## Jobs
 | key | action |

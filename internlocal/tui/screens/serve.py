@@ -1,0 +1,155 @@
+"""Serve screen: start and stop `internlocal serve` (a subprocess: the UI never owns the server), its
+URL and an example request, live totals and a log of recent requests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Button, DataTable, Footer, Input, Label, Static
+
+
+class ServeScreen(Screen):
+    DEFAULT_CSS = """
+    ServeScreen .heading { text-style: bold; padding: 0 1; background: $panel; }
+    ServeScreen #form { height: 3; }
+    ServeScreen #form Label { padding: 1 1 0 1; }
+    ServeScreen #model { width: 1fr; }
+    ServeScreen #port { width: 10; }
+    ServeScreen #slots { width: 8; }
+    ServeScreen #state { padding: 0 1; height: auto; }
+    ServeScreen #totals { padding: 0 1; height: 1; color: $text-muted; }
+    ServeScreen DataTable { height: 1fr; }
+    """
+    BINDINGS = [Binding("ctrl+s", "toggle", "Start/stop server", priority=True)]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.process: subprocess.Popen | None = None
+        self.url: str | None = None
+        self._seen = 0.0
+
+    def compose(self) -> ComposeResult:
+        yield Static("Serve  —  an OpenAI-compatible API on this machine (chat, completions, embeddings, tools)", classes="heading")
+        with Horizontal(id="form"):
+            yield Label("model")
+            yield Input(placeholder="catalog GGUF model (empty: the default)", id="model")
+            yield Label("port")
+            yield Input("8000", id="port", restrict=r"[0-9]*")
+            yield Label("slots")
+            yield Input("4", id="slots", restrict=r"[0-9]*")
+            yield Button("Start", id="toggle", variant="success")
+        yield Static("stopped", id="state")
+        yield Static("", id="totals")
+        yield DataTable(id="log", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#log", DataTable)
+        for column in ("time", "method", "path", "status", "ms"):
+            table.add_column(column, key=column)
+        self.set_interval(1.0, self.poll)
+
+    @property
+    def services(self):
+        return self.app.services  # type: ignore[attr-defined]
+
+    @on(Button.Pressed, "#toggle")
+    def pressed(self) -> None:
+        self.action_toggle()
+
+    def action_toggle(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.stop()
+        else:
+            self.start()
+
+    def start(self) -> None:
+        if self.services is None:
+            return
+        model = self.query_one("#model", Input).value.strip()
+        port = self.query_one("#port", Input).value.strip() or "8000"
+        slots = self.query_one("#slots", Input).value.strip() or "4"
+        log = self.services.settings.jobs_dir / "serve.log"
+        command = [sys.executable, "-m", "internlocal.cli.entry", "serve", "--port", port, "--slots", slots]
+        if model:
+            command.insert(4, model)
+        env = dict(os.environ, INTERNLOCAL_HOME=str(self.services.settings.home))
+        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=Path(log).open("w"), env=env, start_new_session=True)
+        self.url = f"http://127.0.0.1:{port}"
+        self.query_one("#toggle", Button).label = "Stop"
+        self.query_one("#state", Static).update(f"starting on {self.url} … (log: {log})")
+
+    def stop(self) -> None:
+        self._stop_process()
+        self.query_one("#toggle", Button).label = "Start"
+        self.query_one("#state", Static).update("stopped")
+
+    def _stop_process(self) -> None:
+        import signal
+
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # uvicorn's graceful shutdown
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def on_unmount(self) -> None:
+        self._stop_process()  # leaving the app stops the server it started
+
+    @work(thread=True, exclusive=True, group="serve-poll")
+    def poll(self) -> None:
+        import requests
+
+        if self.process is None or self.url is None:
+            return
+        if self.process.poll() is not None:
+            code = self.process.returncode
+            self.app.call_from_thread(self._exited, code)
+            return
+        try:
+            data = requests.get(f"{self.url}/internlocal/log", timeout=1).json()
+        except (requests.RequestException, ValueError):
+            return  # still loading the model
+        self.app.call_from_thread(self._show, data)
+
+    def _exited(self, code: int) -> None:
+        if self.process is not None:
+            log = self.services.settings.jobs_dir / "serve.log" if self.services else None
+            last = ""
+            if log and Path(log).exists():
+                lines = [line for line in Path(log).read_text(errors="replace").splitlines() if line.strip()]
+                last = lines[-1] if lines else ""
+            self.query_one("#state", Static).update(f"the server stopped (exit {code}) {last}")
+            self.query_one("#toggle", Button).label = "Start"
+            self.process = None
+
+    def _show(self, data: dict) -> None:
+        model = data["model"]
+        self.query_one("#state", Static).update(
+            f"serving [b]{model}[/b] at {self.url}/v1\n"
+            f"curl {self.url}/v1/chat/completions -H 'Content-Type: application/json' "
+            f"-d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}]}}'")
+        t = data["totals"]
+        speed = f" · last {t['last_tokens_per_s']} tok/s" if t.get("last_tokens_per_s") else ""
+        self.query_one("#totals", Static).update(
+            f"{t['requests']} requests · {t['prompt_tokens']} prompt + {t['completion_tokens']} generated tokens · "
+            f"{data['in_flight']} in flight · {data['queue_depth']} queued{speed}")
+        table = self.query_one("#log", DataTable)
+        for entry in data["recent"]:
+            if entry["t"] <= self._seen:
+                continue
+            self._seen = entry["t"]
+            table.add_row(datetime.fromtimestamp(entry["t"]).strftime("%H:%M:%S"), entry["method"], entry["path"],
+                          str(entry["status"]), str(entry["ms"]))
+            table.scroll_end(animate=False)
