@@ -85,3 +85,19 @@ def internlocal_bin() -> str:
     exe = Path(sys.executable).with_name("internlocal")
     assert exe.exists(), f"console script missing at {exe}; run `make install`"
     return str(exe)
+
+
+@pytest.fixture(scope="session")
+def hf_model_dir(tmp_path_factory, gguf_path) -> Path:
+    """The embedded model as a Hugging Face folder (transformers' GGUF loader, ~20 s once per session)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("smollm2-hf")
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    model.hf_quantizer = None
+    del model.config.quantization_config
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

@@ -34,7 +34,14 @@ def load_engine(model: Model, settings: Settings) -> Engine:
             n_gpu_layers=settings.gpu_layers,
             chat_template=model.chat_template,
         )
-    raise Unsupported(f"No engine here runs {model.format} models like {model.name} yet; convert it to GGUF.")
+    if model.format == "hf":
+        from internlocal.engines.transformers_engine import TransformersEngine
+
+        meta = model.metadata_dict
+        return TransformersEngine(model.path, model_name=model.name, adapter=meta.get("adapter"),
+                                  quantization=meta.get("load_in"), chat_template=model.chat_template,
+                                  n_ctx=settings.context_length, threads=settings.threads)
+    raise Unsupported(f"No engine here runs {model.format} models like {model.name}; convert it to GGUF.")
 
 
 def load_embedder(model: Model) -> Embedder:

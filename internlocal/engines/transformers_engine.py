@@ -1,0 +1,283 @@
+"""transformers engine: Hugging Face model folders, optionally with a peft adapter (applied or merged),
+in bitsandbytes 4/8-bit, on CUDA when present and the CPU otherwise.
+
+Generation is an explicit token loop over the model's forward pass with a KV cache (no
+``generate`` thread): that gives exact counts and timings, cancellation between tokens, the same
+stop-string and UTF-8 handling as llama.cpp (``TextAssembler``), and grammar-free sampling with
+temperature / top-k / top-p / repeat penalty. Log-likelihoods are batched, longest first.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Generator, Sequence
+from pathlib import Path
+from typing import Any
+
+from internlocal.engines.base import (
+    Capability,
+    EngineBase,
+    Generation,
+    GenerationParams,
+    GenerationResult,
+    LogLikelihood,
+    StreamTimer,
+    TextAssembler,
+)
+from internlocal.errors import ModelFileError, UserError
+
+
+class TransformersEngine(EngineBase):
+    engine_name = "transformers"
+    capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.TOKENIZE, Capability.LOGLIKELIHOOD})
+
+    def __init__(self, path: str | Path, *, model_name: str | None = None, adapter: str | Path | None = None,
+                 merge_adapter: bool = False, quantization: str | None = None, device: str | None = None,
+                 dtype: str | None = None, chat_template: str | None = None, n_ctx: int | None = None,
+                 threads: int | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise ModelFileError(f"{path} is not a Hugging Face model folder (no config.json).")
+        self.model_name = model_name or path.name
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if threads and self.device == "cpu":
+            torch.set_num_threads(threads)
+        kwargs: dict[str, Any] = {}
+        if quantization in ("4bit", "8bit"):
+            try:
+                from transformers import BitsAndBytesConfig
+            except ImportError:  # pragma: no cover - transformers always has it
+                raise UserError("This transformers has no bitsandbytes support.") from None
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=quantization == "4bit", load_in_8bit=quantization == "8bit",
+                bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.bfloat16 if self.device == "cuda" else torch.float32)
+            kwargs["device_map"] = {"": 0} if self.device == "cuda" else "cpu"
+        elif quantization not in (None, "", "none"):
+            raise UserError(f"Quantization {quantization!r} is not one of 4bit, 8bit.")
+        torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device == "cuda" else torch.float32)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(path))
+            self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise ModelFileError(f"transformers could not load {path}: {exc}") from None
+        if adapter:
+            from peft import PeftModel
+
+            self.model = PeftModel.from_pretrained(self.model, str(adapter))
+            if merge_adapter:
+                self.model = self.model.merge_and_unload()
+        if "device_map" not in kwargs:
+            self.model.to(self.device)
+        self.model.eval()
+        if chat_template and not self.tokenizer.chat_template:
+            self.tokenizer.chat_template = chat_template
+        limit = getattr(self.model.config, "max_position_embeddings", None) or 4096
+        self.context_length = min(n_ctx or limit, limit)
+        configured = getattr(self.model.generation_config, "eos_token_id", None)
+        configured = configured if isinstance(configured, list) else [configured]
+        self._eos = {t for t in [self.tokenizer.eos_token_id, *configured] if t is not None}
+        self._lock = threading.Lock()
+        import inspect
+
+        forward = inspect.signature(self.model.forward).parameters
+        # transformers renamed past_key_values to cache (5.2x); logits_to_keep skips unused logits
+        self._cache_arg = "cache" if "cache" in forward else "past_key_values"
+        self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in forward else {}
+
+    # -- text --------------------------------------------------------------------------------------
+
+    def render_chat(self, messages) -> str:
+        if not self.tokenizer.chat_template:
+            raise UserError(f"{self.model_name} has no chat template; use completion.")
+        return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+
+    def tokenize(self, text, *, add_special=False) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=add_special)["input_ids"]
+
+    def detokenize(self, tokens) -> str:
+        return self.tokenizer.decode(list(tokens), skip_special_tokens=True)
+
+    # -- generation --------------------------------------------------------------------------------
+
+    def chat(self, messages, params=None, *, response_format=None, tools=None, tool_choice=None) -> Generation:
+        if tools:
+            self.require(Capability.TOOLS)
+        if response_format and response_format.get("type") not in (None, "text"):
+            self.require(Capability.CONSTRAINED)
+        params = params or GenerationParams()
+        prompt = self.tokenize(self.render_chat(messages), add_special=False)
+        return self._generation(prompt, params)
+
+    def complete(self, prompt, params=None, *, response_format=None) -> Generation:
+        if response_format and response_format.get("type") not in (None, "text"):
+            self.require(Capability.CONSTRAINED)
+        return self._generation(self.tokenize(prompt, add_special=True), params or GenerationParams())
+
+    def _generation(self, prompt: list[int], params: GenerationParams) -> Generation:
+        if len(prompt) + 1 >= self.context_length:
+            raise UserError(f"The prompt has {len(prompt)} tokens but {self.model_name}'s context holds "
+                            f"{self.context_length}; shorten it.")
+        cancel = threading.Event()
+        return Generation(self._stream(prompt, params, cancel), cancel)
+
+    def _stream(self, prompt: list[int], params: GenerationParams, cancel: threading.Event) -> Generator[str, None, GenerationResult]:
+        import torch
+
+        result = GenerationResult(prompt_tokens=len(prompt), finish_reason="length")
+        timer = StreamTimer()
+        text = TextAssembler(params.stop)
+        generator = torch.Generator(device="cpu")
+        generator.manual_seed(params.seed if params.seed is not None else int(time.time_ns() % (2**31)))
+        with self._lock, torch.inference_mode():
+            ids = torch.tensor([prompt], device=self.device)
+            past = None
+            seen = list(prompt)
+            while True:
+                if cancel.is_set():
+                    result.finish_reason = "cancelled"
+                    break
+                out = self.model(input_ids=ids, use_cache=True, **{self._cache_arg: past}, **self._last_logits_only)
+                past = getattr(out, "cache", None) or out.past_key_values
+                logits = out.logits[0, -1].float().cpu()
+                token = _sample(logits, params, seen, generator)
+                if token in self._eos:
+                    result.finish_reason = "stop"
+                    break
+                timer.token()
+                seen.append(token)
+                piece = text.feed(_token_bytes(self.tokenizer, token))
+                if text.stopped:
+                    result.finish_reason = "stop"
+                    break
+                if piece:
+                    yield piece
+                if timer.tokens >= params.max_tokens or len(seen) >= self.context_length:
+                    break
+                ids = torch.tensor([[token]], device=self.device)
+            rest = text.flush()
+            if rest:
+                yield rest
+        result.text = text.text
+        return timer.fill(result)
+
+    # -- scoring -----------------------------------------------------------------------------------
+
+    def loglikelihood(self, requests: Sequence[tuple[str, str]], batch_size: int = 8) -> list[LogLikelihood]:
+        """log P(continuation | context), batched with right padding, longest requests first."""
+        import torch
+
+        encoded = []
+        for context, continuation in requests:
+            ctx = self.tokenize(context, add_special=True)
+            cont = self.tokenize(continuation, add_special=False)
+            if not cont:
+                raise UserError("A log-likelihood request has an empty continuation; give it some text.")
+            tokens = (ctx + cont)[-self.context_length:]
+            encoded.append((tokens, min(len(cont), len(tokens) - 1)))
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
+        results: list[LogLikelihood | None] = [None] * len(encoded)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                chunk = order[start:start + batch_size]
+                width = max(len(encoded[i][0]) for i in chunk)
+                ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(chunk), width), dtype=torch.long)
+                for row, i in enumerate(chunk):
+                    tokens = encoded[i][0]
+                    ids[row, :len(tokens)] = torch.tensor(tokens)
+                    mask[row, :len(tokens)] = 1
+                logprobs = torch.log_softmax(self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits.float(), -1).cpu()
+                for row, i in enumerate(chunk):
+                    tokens, n_cont = encoded[i]
+                    positions = range(len(tokens) - n_cont - 1, len(tokens) - 1)
+                    targets = tokens[len(tokens) - n_cont:]
+                    picked = [float(logprobs[row, p, t]) for p, t in zip(positions, targets)]
+                    greedy = all(int(logprobs[row, p].argmax()) == t for p, t in zip(positions, targets))
+                    results[i] = LogLikelihood(logprob=sum(picked), is_greedy=greedy, n_tokens=n_cont)
+        return results  # type: ignore[return-value]
+
+    def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]:
+        totals = []
+        bos = self.tokenizer.bos_token_id
+        for text in texts:
+            tokens = self.tokenize(text, add_special=False)
+            window = self.context_length - 1
+            total = 0.0
+            for start in range(0, len(tokens), window):
+                chunk = tokens[start:start + window]
+                prefix = ([bos] if bos is not None else chunk[:1]) if start == 0 else tokens[start - 1:start]
+                if start == 0 and bos is None:
+                    chunk = chunk[1:]
+                    if not chunk:
+                        continue
+                total += self._score(prefix, chunk)
+            totals.append(total)
+        return totals
+
+    def _score(self, prefix: list[int], chunk: list[int]) -> float:
+        import torch
+
+        with self._lock, torch.inference_mode():
+            ids = torch.tensor([prefix + chunk], device=self.device)
+            logprobs = torch.log_softmax(self.model(input_ids=ids).logits.float(), -1)[0].cpu()
+        start = len(prefix) - 1
+        return float(sum(logprobs[start + i, t] for i, t in enumerate(chunk)))
+
+    def close(self) -> None:
+        self.model = None
+        import gc
+
+        gc.collect()
+
+
+def _token_bytes(tokenizer, token: int) -> bytes:
+    """One token's bytes; byte-level BPE tokens map back to raw bytes (so split UTF-8 reassembles)."""
+    piece = tokenizer.convert_ids_to_tokens(token)
+    try:
+        from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
+    except ImportError:  # pragma: no cover
+        return tokenizer.decode([token]).encode()
+    table = _byte_decoder(bytes_to_unicode)
+    if piece is not None and all(ch in table for ch in piece):
+        return bytes(table[ch] for ch in piece)
+    return tokenizer.decode([token], skip_special_tokens=True).encode()
+
+
+_BYTE_DECODER: dict[str, int] | None = None
+
+
+def _byte_decoder(bytes_to_unicode) -> dict[str, int]:
+    global _BYTE_DECODER
+    if _BYTE_DECODER is None:
+        _BYTE_DECODER = {v: k for k, v in bytes_to_unicode().items()}
+    return _BYTE_DECODER
+
+
+def _sample(logits, params: GenerationParams, seen: list[int], generator) -> int:
+    import torch
+
+    if params.repeat_penalty != 1.0 and seen:
+        recent = torch.tensor(sorted(set(seen[-64:])))
+        values = logits[recent]
+        logits[recent] = torch.where(values > 0, values / params.repeat_penalty, values * params.repeat_penalty)
+    if params.temperature <= 0:
+        return int(logits.argmax())
+    logits = logits / params.temperature
+    if params.top_k > 0:
+        kth = torch.topk(logits, min(params.top_k, logits.numel())).values[-1]
+        logits[logits < kth] = float("-inf")
+    probs = torch.softmax(logits, -1)
+    if params.top_p < 1.0:
+        sorted_probs, indices = torch.sort(probs, descending=True)
+        cumulative = sorted_probs.cumsum(-1)
+        drop = cumulative - sorted_probs > params.top_p
+        sorted_probs[drop] = 0
+        probs = torch.zeros_like(probs).scatter(0, indices, sorted_probs)
+        probs /= probs.sum()
+    return int(torch.multinomial(probs, 1, generator=generator))
