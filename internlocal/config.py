@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     context_length: int = Field(4096, ge=256, description="Context window for chat, capped by the model's own.")
     gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU (-1: all) when llama.cpp has GPU support.")
     hub: Literal["hf", "modelscope"] = Field("hf", description="Where registry names are pulled from (modelscope: mirror for China).")
+    engine: Literal["auto", "llama.cpp", "transformers", "lmdeploy"] = Field(
+        "auto", description="Runtime for models: auto picks by format (GGUF → llama.cpp, HF → LMDeploy on an NVIDIA GPU "
+        "when installed, else transformers; AWQ → LMDeploy).")
 
     @classmethod
     def settings_customise_sources(

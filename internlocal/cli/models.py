@@ -235,16 +235,24 @@ def convert(
 def quantize(
     name: Annotated[str, typer.Argument(help="Catalog GGUF model to quantize.")],
     qtype: Annotated[str, typer.Option("--type", "-t", help="Q4_K_M, Q5_K_M, Q8_0, Q4_0, Q6_K, …")] = "Q4_K_M",
+    method: Annotated[str, typer.Option("--method", help="gguf (llama.cpp) or awq (LMDeploy W4A16, NVIDIA).")] = "gguf",
     out: Annotated[Optional[str], typer.Option("--name", help="Name of the new model.")] = None,
     detach: DetachOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Quantize a GGUF model with llama.cpp (a new model, linked to its parent)."""
-    from internlocal.hub.convert import quantize_gguf
+    """Quantize a model: GGUF types with llama.cpp, or AWQ W4A16 with LMDeploy (a new model, linked to its parent)."""
+    from internlocal.errors import UserError
+    from internlocal.hub.convert import quantize_awq, quantize_gguf
 
     services().catalog.get_model(name)
-    _run_job(quantize_gguf, {"model": name, "qtype": qtype, "name": out}, kind="models.quantize",
-             title=f"Quantize {name} to {qtype.upper()}", detach=detach, as_json=as_json)
+    if method == "awq":
+        _run_job(quantize_awq, {"model": name, "name": out}, kind="models.quantize", title=f"AWQ {name}",
+                 detach=detach, as_json=as_json)
+    elif method == "gguf":
+        _run_job(quantize_gguf, {"model": name, "qtype": qtype, "name": out}, kind="models.quantize",
+                 title=f"Quantize {name} to {qtype.upper()}", detach=detach, as_json=as_json)
+    else:
+        raise UserError(f"--method {method!r}: use gguf or awq.")
 
 
 @app.command("verify")

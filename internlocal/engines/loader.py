@@ -11,37 +11,68 @@ from internlocal.engines.base import Embedder, Engine
 from internlocal.errors import ModelFileError, Unsupported, UserError
 
 
+def choose_engine(model: Model, settings: Settings) -> str:
+    """The runtime for ``model``: the setting when it names one, else by format and hardware."""
+    if model.format == "remote":
+        return "remote"
+    meta = model.metadata_dict
+    if settings.engine != "auto":
+        wanted = settings.engine
+    elif model.format == "gguf":
+        wanted = "llama.cpp"
+    elif meta.get("engine") == "lmdeploy" or meta.get("model_format") == "awq":
+        wanted = "lmdeploy"
+    else:
+        from internlocal.engines.lmdeploy_engine import executable
+
+        wanted = "lmdeploy" if executable(settings.home) is not None and _has_cuda() else "transformers"
+    if wanted == "llama.cpp" and model.format != "gguf":
+        raise UserError(f"llama.cpp runs GGUF files; {model.name} is {model.format} (convert it, or choose another engine).")
+    if wanted == "transformers" and model.format != "hf":
+        raise UserError(f"transformers runs Hugging Face folders; {model.name} is {model.format}.")
+    return wanted
+
+
+def _has_cuda() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 def load_engine(model: Model, settings: Settings) -> Engine:
-    """The engine for ``model`` by its format (GGUF → llama.cpp)."""
+    """The engine for ``model`` (see ``choose_engine``)."""
     if model.kind == "embedding":
         raise UserError(f"{model.name} is an embedding model and cannot chat; pick a chat model.")
-    if model.format == "remote":
+    name = choose_engine(model, settings)
+    meta = model.metadata_dict
+    if name == "remote":
         from internlocal.engines.remote import RemoteEngine
 
-        meta = model.metadata_dict
         return RemoteEngine(model.path, meta.get("remote_model") or model.name, api_key_env=meta.get("api_key_env"),
                             model_name=model.name, context_length=model.context_length or 0)
     if not Path(model.path).exists():
         raise ModelFileError(f"The file of {model.name} is gone ({model.path}); import or download it again.")
-    if model.format == "gguf":
+    if name == "llama.cpp":
         from internlocal.engines.llamacpp import LlamaCppEngine
 
-        return LlamaCppEngine(
-            model.path,
-            model_name=model.name,
-            n_ctx=settings.context_length,
-            n_threads=settings.threads,
-            n_gpu_layers=settings.gpu_layers,
-            chat_template=model.chat_template,
-        )
-    if model.format == "hf":
+        return LlamaCppEngine(model.path, model_name=model.name, n_ctx=settings.context_length, n_threads=settings.threads,
+                              n_gpu_layers=settings.gpu_layers, chat_template=model.chat_template)
+    if name == "transformers":
         from internlocal.engines.transformers_engine import TransformersEngine
 
-        meta = model.metadata_dict
         return TransformersEngine(model.path, model_name=model.name, adapter=meta.get("adapter"),
                                   quantization=meta.get("load_in"), chat_template=model.chat_template,
                                   n_ctx=settings.context_length, threads=settings.threads)
-    raise Unsupported(f"No engine here runs {model.format} models like {model.name}; convert it to GGUF.")
+    if name == "lmdeploy":
+        from internlocal.engines.lmdeploy_engine import LMDeployEngine, LMDeployOptions
+
+        options = LMDeployOptions(session_len=settings.context_length, model_format=meta.get("model_format"))
+        return LMDeployEngine(model.path, home=settings.home, model_name=model.name, options=options)
+    raise Unsupported(f"No engine here runs {model.format} models like {model.name}.")
 
 
 def load_embedder(model: Model) -> Embedder:

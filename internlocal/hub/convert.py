@@ -205,3 +205,45 @@ def quantize_gguf(ctx: JobContext, model: str, qtype: str = "Q4_K_M", name: str 
                 "warning": f"requantized from {source.quantization}: quality is bounded by the source" if requantized else None}
     finally:
         catalog.close()
+
+
+# -- AWQ (LMDeploy) --------------------------------------------------------------------------------
+
+
+def quantize_awq(ctx: JobContext, model: str, name: str | None = None, w_bits: int = 4, group_size: int = 128) -> dict[str, Any]:
+    """W4A16 AWQ through ``lmdeploy lite auto_awq`` in LMDeploy's environment (NVIDIA only)."""
+    from internlocal.engines.lmdeploy_engine import awq_command, executable
+
+    settings = load_settings()
+    catalog, store = _open()
+    try:
+        source = catalog.get_model(model)
+        if source.format != "hf":
+            raise UserError(f"AWQ quantizes Hugging Face folders; {source.name} is {source.format}.")
+        lmdeploy = executable(settings.home)
+        if lmdeploy is None:
+            raise UserError("AWQ needs LMDeploy: run `internlocal engines install lmdeploy` on a machine with an NVIDIA GPU.")
+        out_name = _output_name(catalog, name, f"{source.name.removesuffix('-hf')}-awq")
+        work = store.partial / f"awq-{ctx.job_id}"
+        shutil.rmtree(work, ignore_errors=True)
+        ctx.progress(0, 2, unit="steps", message="lmdeploy lite auto_awq")
+        proc = subprocess.run(awq_command(lmdeploy, str(Path(source.path).resolve()), str(work), w_bits=w_bits,
+                                          group_size=group_size), capture_output=True, text=True, errors="replace")
+        ctx.check_cancelled()
+        if proc.returncode != 0 or not (work / "config.json").exists():
+            shutil.rmtree(work, ignore_errors=True)
+            tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+            raise UserError(f"lmdeploy lite auto_awq failed for {source.name}: {tail}")
+        ctx.progress(1, 2, unit="steps", message="adding to the store")
+        files = [(f, f.relative_to(work).as_posix()) for f in sorted(work.rglob("*")) if f.is_file()]
+        manifest, model_path = add_to_store(store, out_name, f"awq:{source.name}", files, move=True)
+        shutil.rmtree(work, ignore_errors=True)
+        result = register(catalog, name=out_name, path=model_path, storage="store", source=f"derived:{source.name}",
+                          sha256=manifest.model_sha256(), parent=source, operation="quantize.awq",
+                          params={"w_bits": w_bits, "group_size": group_size},
+                          extra={"family": source.family, "model_format": "awq", "engine": "lmdeploy"})
+        catalog.update_model(result.id, quantization="AWQ-W4A16")  # type: ignore[arg-type]
+        ctx.progress(2, 2, unit="steps", message="done")
+        return {"model": result.name, "path": result.path, "parent": source.name}
+    finally:
+        catalog.close()
