@@ -205,3 +205,15 @@ def test_model_bigger_than_free_memory_is_refused(tmp_path, gguf_path):
     os.truncate(huge, 4 << 40)  # 4 TiB, sparse: costs no disk
     with pytest.raises(NotEnoughMemory, match="GiB of memory"):
         LlamaCppEngine(huge)
+
+
+def test_quantized_kv_cache_still_answers(gguf_path):
+    from internlocal.engines.llamacpp import LlamaCppEngine
+
+    for kv in ("q8_0", "q4_0"):
+        with LlamaCppEngine(gguf_path, n_ctx=512, kv_cache=kv) as small:
+            assert "Paris" in small.chat([{"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
+                                          {"role": "user", "content": QUESTION}],
+                                         GenerationParams.greedy(max_tokens=16)).collect().text, kv
+    with pytest.raises(UserError, match="KV cache type"):
+        LlamaCppEngine(gguf_path, n_ctx=512, kv_cache="int2")

@@ -57,6 +57,8 @@ class LlamaCppEngine(EngineBase):
         n_gpu_layers: int = 0,
         chat_template: str | None = None,
         check_memory: bool = True,
+        kv_cache: str = "f16",
+        lora_path: str | Path | None = None,
     ):
         path = Path(path)
         info = read_gguf(path)  # clear errors for missing / foreign / truncated files before llama.cpp sees them
@@ -68,6 +70,14 @@ class LlamaCppEngine(EngineBase):
 
         import llama_cpp
 
+        kv_types = {"f16": None, "q8_0": llama_cpp.GGML_TYPE_Q8_0, "q4_0": llama_cpp.GGML_TYPE_Q4_0}
+        if kv_cache not in kv_types:
+            raise UserError(f"KV cache type {kv_cache!r} is not one of {', '.join(kv_types)}.")
+        extra = {}
+        if kv_types[kv_cache] is not None:  # a quantized V cache needs flash attention in llama.cpp
+            extra = {"type_k": kv_types[kv_cache], "type_v": kv_types[kv_cache], "flash_attn": True}
+        if lora_path is not None:
+            extra["lora_path"] = str(lora_path)
         try:
             self._llm = llama_cpp.Llama(
                 str(path),
@@ -75,6 +85,7 @@ class LlamaCppEngine(EngineBase):
                 n_threads=n_threads or default_threads(),
                 n_gpu_layers=n_gpu_layers,
                 verbose=False,
+                **extra,
             )
         except (ValueError, RuntimeError) as exc:
             raise ModelFileError(f"llama.cpp could not load {path} ({exc}); the file may be corrupt, download it again.") from None

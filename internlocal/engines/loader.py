@@ -60,7 +60,8 @@ def load_engine(model: Model, settings: Settings) -> Engine:
         from internlocal.engines.llamacpp import LlamaCppEngine
 
         return LlamaCppEngine(model.path, model_name=model.name, n_ctx=settings.context_length, n_threads=settings.threads,
-                              n_gpu_layers=settings.gpu_layers, chat_template=model.chat_template)
+                              n_gpu_layers=settings.gpu_layers, chat_template=model.chat_template,
+                              kv_cache=settings.kv_cache, lora_path=meta.get("gguf_lora"))
     if name == "transformers":
         from internlocal.engines.transformers_engine import TransformersEngine
 
