@@ -25,7 +25,7 @@ def ask(question: str) -> list[dict]:
 def test_engine_satisfies_protocol_and_declares_capabilities(engine):
     assert isinstance(engine, Engine)
     assert {Capability.CHAT, Capability.COMPLETION, Capability.TOKENIZE, Capability.LOGLIKELIHOOD} <= engine.capabilities
-    assert Capability.TOOLS not in engine.capabilities
+    assert Capability.TOOLS in engine.capabilities and Capability.CONSTRAINED in engine.capabilities
     assert engine.context_length == 2048
 
 
@@ -152,10 +152,11 @@ def test_json_schema_output_is_valid_json(engine):
     assert isinstance(json.loads(result.text)["capital"], str)
 
 
-def test_tools_are_unsupported_with_one_clear_sentence(engine):
-    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
-    with pytest.raises(Unsupported, match="cannot do tools"):
-        engine.chat(ask("weather?"), tools=[tool])
+def test_remote_engines_cannot_tokenize_and_say_so():
+    from internlocal.engines.remote import RemoteEngine
+
+    with pytest.raises(Unsupported, match="cannot do tokenize"):
+        RemoteEngine("http://127.0.0.1:9/v1", "m").tokenize("hello")
 
 
 def test_long_history_is_trimmed_oldest_first(gguf_path):

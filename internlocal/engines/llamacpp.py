@@ -44,7 +44,8 @@ def default_threads() -> int:
 class LlamaCppEngine(EngineBase):
     engine_name = "llama.cpp"
     capabilities = frozenset(
-        {Capability.CHAT, Capability.COMPLETION, Capability.TOKENIZE, Capability.LOGLIKELIHOOD, Capability.CONSTRAINED}
+        {Capability.CHAT, Capability.COMPLETION, Capability.TOKENIZE, Capability.LOGLIKELIHOOD, Capability.CONSTRAINED,
+         Capability.TOOLS}
     )
 
     def __init__(
@@ -93,6 +94,7 @@ class LlamaCppEngine(EngineBase):
         self._lock = threading.Lock()  # one generation at a time per loaded model
         self._formatter = None
         template = chat_template or info.chat_template
+        self.chat_template = template
         if template:
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -106,12 +108,12 @@ class LlamaCppEngine(EngineBase):
 
     # -- text --------------------------------------------------------------------------------------
 
-    def render_chat(self, messages: Sequence[Message]) -> str:
+    def render_chat(self, messages: Sequence[Message], tools: list[dict] | None = None) -> str:
         """The prompt the model sees: its own chat template applied, generation prompt added."""
         if self._formatter is None:
             raise UserError(f"{self.model_name} has no chat template; use completion, or import it with a template.")
         try:
-            return self._formatter(messages=list(messages)).prompt
+            return self._formatter(messages=list(messages), tools=tools).prompt
         except Exception as exc:  # jinja2 raise_exception() from the template (e.g. roles out of order)
             raise UserError(f"The chat template of {self.model_name} rejected the conversation: {exc}.") from None
 
@@ -124,11 +126,15 @@ class LlamaCppEngine(EngineBase):
     # -- generation --------------------------------------------------------------------------------
 
     def chat(self, messages, params=None, *, response_format=None, tools=None, tool_choice=None) -> Generation:
-        if tools:
-            self.require(Capability.TOOLS)
         params = params or GenerationParams()
-        messages = list(messages)
-        prompt_tokens = self._fit_chat(messages, params.max_tokens)
+        if tools:
+            from internlocal.engines.tool_calls import plan_tools
+
+            plan = plan_tools(messages, tools, tool_choice, self.chat_template)
+            prompt_tokens = self._fit_chat(plan.messages, params.max_tokens, tools=plan.template_tools)
+            grammar_format = {"type": "grammar", "grammar": plan.grammar} if plan.grammar else None
+            return plan.wrap(self._generation(prompt_tokens, params, grammar_format))
+        prompt_tokens = self._fit_chat(list(messages), params.max_tokens)
         return self._generation(prompt_tokens, params, response_format)
 
     def complete(self, prompt, params=None, *, response_format=None) -> Generation:
@@ -140,7 +146,7 @@ class LlamaCppEngine(EngineBase):
             )
         return self._generation(tokens, params, response_format)
 
-    def _fit_chat(self, messages: list[Message], max_tokens: int) -> list[int]:
+    def _fit_chat(self, messages: list[Message], max_tokens: int, tools: list[dict] | None = None) -> list[int]:
         """Tokenized prompt; the oldest turns after the system prompt are dropped until it fits.
 
         Turns go whole (from the oldest user message up to the next one) so that templates which
@@ -149,7 +155,7 @@ class LlamaCppEngine(EngineBase):
         budget = self.context_length - min(max_tokens, self.context_length // 4)
         first = 1 if messages and messages[0].get("role") == "system" else 0
         while True:
-            tokens = self.tokenize(self.render_chat(messages), add_special=False)
+            tokens = self.tokenize(self.render_chat(messages, tools), add_special=False)
             if len(tokens) <= budget:
                 return tokens
             if len(messages) - first <= 1:

@@ -59,7 +59,7 @@ class _Slot:
 class BatchedLlamaCpp(EngineBase):
     engine_name = "llama.cpp (batched)"
     capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.TOKENIZE, Capability.LOGLIKELIHOOD,
-                              Capability.CONSTRAINED})
+                              Capability.CONSTRAINED, Capability.TOOLS})
 
     def __init__(self, engine: LlamaCppEngine, *, slots: int = 4, ctx_per_slot: int | None = None,
                  n_batch: int = 512, n_threads: int | None = None):
@@ -101,8 +101,8 @@ class BatchedLlamaCpp(EngineBase):
 
     # -- the Engine protocol -----------------------------------------------------------------------
 
-    def render_chat(self, messages):
-        return self.engine.render_chat(messages)
+    def render_chat(self, messages, tools=None):
+        return self.engine.render_chat(messages, tools)
 
     def tokenize(self, text, *, add_special=False):
         return self.engine.tokenize(text, add_special=add_special)
@@ -117,9 +117,13 @@ class BatchedLlamaCpp(EngineBase):
         return self.engine.loglikelihood_rolling(texts)
 
     def chat(self, messages, params=None, *, response_format=None, tools=None, tool_choice=None) -> Generation:
-        if tools:
-            self.require(Capability.TOOLS)
         params = params or GenerationParams()
+        if tools:
+            from internlocal.engines.tool_calls import plan_tools
+
+            plan = plan_tools(messages, tools, tool_choice, self.engine.chat_template)
+            prompt = self.engine._fit_chat(plan.messages, params.max_tokens, tools=plan.template_tools)
+            return plan.wrap(self._submit(prompt, params, {"type": "grammar", "grammar": plan.grammar} if plan.grammar else None))
         prompt = self.engine._fit_chat(list(messages), params.max_tokens)
         return self._submit(prompt, params, response_format)
 

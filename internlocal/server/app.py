@@ -23,7 +23,6 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from internlocal.engines.base import Embedder, Engine, Generation, GenerationParams
 from internlocal.errors import UserError
-from internlocal.server import tools as toolcalls
 from internlocal.server.metrics import ServerMetrics
 from internlocal.server.openai_schema import (
     APIError,
@@ -229,31 +228,26 @@ def create_app(engine: Engine, config: ServerConfig, embedder_factory: Callable[
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         model = check_model(body.model)
         params = sampling(body)
-        messages = toolcalls.flatten_history(body)
-        callable_tools, may_answer = toolcalls.allowed_tools(body)
-        response_format = body.response_format
-        if callable_tools:
-            instructions = toolcalls.tool_system_prompt(callable_tools, may_answer)
-            if messages and messages[0]["role"] == "system":
-                messages[0] = {"role": "system", "content": messages[0]["content"] + "\n\n" + instructions}
-            else:
-                messages.insert(0, {"role": "system", "content": instructions})
-            response_format = toolcalls.tool_response_format(callable_tools, may_answer)
-        generation = await start(lambda: engine.chat(messages, params, response_format=response_format))
+        messages = [m.model_dump(exclude_none=True) | {"content": m.text()} for m in body.messages]
+        tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
+        wants_tools = bool(tools) and body.tool_choice != "none"
+        generation = await start(lambda: engine.chat(messages, params, response_format=body.response_format,
+                                                     tools=tools if wants_tools else None, tool_choice=body.tool_choice))
         ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
 
         if not body.stream:
             try:
-                text = await collect(generation, request)
+                await collect(generation, request)
             finally:
                 admission.leave()
             record(generation)
-            content, calls = (toolcalls.parse_tool_reply(text) if callable_tools else (text, None))
-            finish = "tool_calls" if calls else _finish(generation)
-            message: dict[str, Any] = {"role": "assistant", "content": content}
-            if calls:
-                message["tool_calls"] = calls
+            result = generation.result
+            message: dict[str, Any] = {"role": "assistant", "content": result.text if result else ""}
+            if result and result.tool_calls:
+                message["tool_calls"] = result.tool_calls
+                message["content"] = result.text or None
+            finish = "tool_calls" if result and result.tool_calls else _finish(generation)
             return {"id": ident, "object": "chat.completion", "created": created, "model": model,
                     "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
                     "usage": usage(generation)}
@@ -270,23 +264,20 @@ def create_app(engine: Engine, config: ServerConfig, embedder_factory: Callable[
 
             try:
                 yield chunk({"role": "assistant", "content": ""}, None)
-                text = []
                 async for piece in pieces(generation, request):
-                    text.append(piece)
-                    if not callable_tools:  # a tool reply is JSON: sent whole, parsed, at the end
+                    if not wants_tools:  # a tool reply is parsed at the end, then sent whole
                         yield chunk({"content": piece}, None)
-                if generation.result is None:
+                result = generation.result
+                if result is None:
                     return  # the client went away
                 record(generation)
                 finish = _finish(generation)
-                if callable_tools:
-                    content, calls = toolcalls.parse_tool_reply("".join(text))
-                    if calls:
-                        delta = {"tool_calls": [{"index": i, **c} for i, c in enumerate(calls)]}
+                if wants_tools:
+                    if result.tool_calls:
+                        yield chunk({"tool_calls": [{"index": i, **c} for i, c in enumerate(result.tool_calls)]}, None)
                         finish = "tool_calls"
-                    else:
-                        delta = {"content": content}
-                    yield chunk(delta, None)
+                    elif result.text:
+                        yield chunk({"content": result.text}, None)
                 yield chunk({}, finish)
                 if include_usage:
                     yield f"data: {json.dumps({'id': ident, 'object': 'chat.completion.chunk', 'created': created, 'model': model, 'choices': [], 'usage': usage(generation)})}\n\n"
