@@ -218,3 +218,17 @@ def test_quantized_kv_cache_still_answers(gguf_path):
                                          GenerationParams.greedy(max_tokens=16)).collect().text, kv
     with pytest.raises(UserError, match="KV cache type"):
         LlamaCppEngine(gguf_path, n_ctx=512, kv_cache="int2")
+
+
+def test_batched_slots_with_a_quantized_kv_cache(gguf_path):
+    from internlocal.engines.llamacpp import LlamaCppEngine
+    from internlocal.engines.llamacpp_batched import BatchedLlamaCpp
+
+    with LlamaCppEngine(gguf_path, n_ctx=512) as base:
+        batched = BatchedLlamaCpp(base, slots=2, kv_cache="q8_0")
+        try:
+            answer = batched.chat([{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": QUESTION}],
+                                  GenerationParams.greedy(max_tokens=16)).collect()
+            assert "Paris" in answer.text
+        finally:
+            batched.close()

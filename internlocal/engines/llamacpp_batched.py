@@ -62,7 +62,7 @@ class BatchedLlamaCpp(EngineBase):
                               Capability.CONSTRAINED, Capability.TOOLS})
 
     def __init__(self, engine: LlamaCppEngine, *, slots: int = 4, ctx_per_slot: int | None = None,
-                 n_batch: int = 512, n_threads: int | None = None):
+                 n_batch: int = 512, n_threads: int | None = None, kv_cache: str = "f16"):
         import llama_cpp
 
         from internlocal.engines.llamacpp import default_threads
@@ -84,6 +84,12 @@ class BatchedLlamaCpp(EngineBase):
         params.n_threads = threads
         params.n_threads_batch = threads
         params.no_perf = True
+        kv_types = {"f16": None, "q8_0": llama_cpp.GGML_TYPE_Q8_0, "q4_0": llama_cpp.GGML_TYPE_Q4_0}
+        if kv_cache not in kv_types:
+            raise UserError(f"KV cache type {kv_cache!r} is not one of {', '.join(kv_types)}.")
+        if kv_types[kv_cache] is not None:  # slots' KV in 8 or 4 bits: 2-4x more slots in the same memory
+            params.type_k = params.type_v = kv_types[kv_cache]
+            params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
         self._ctx = llama_cpp.llama_init_from_model(model.model, params)
         if not self._ctx:
             raise UserError(f"llama.cpp could not create a {self.slots_n}-slot context for {self.model_name}; "

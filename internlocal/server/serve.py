@@ -55,7 +55,7 @@ def build(options: ServeOptions, services):
     ctx = options.context_length or services.settings.context_length
     base = LlamaCppEngine(model.path, model_name=model.name, n_ctx=ctx, n_threads=services.settings.threads,
                           n_gpu_layers=services.settings.gpu_layers, chat_template=model.chat_template)
-    engine = BatchedLlamaCpp(base, slots=options.slots)
+    engine = BatchedLlamaCpp(base, slots=options.slots, kv_cache=services.settings.kv_cache)
     embedding = catalog.find_model(EMBEDDING_MODEL.name)
     config = ServerConfig(model_name=model.name, slots=options.slots, max_queue=options.max_queue,
                           max_tokens_limit=engine.context_length, api_key=options.api_key,
