@@ -131,7 +131,7 @@ class TransformersEngine(EngineBase):
         result = GenerationResult(prompt_tokens=len(prompt), finish_reason="length")
         timer = StreamTimer()
         text = TextAssembler(params.stop)
-        generator = torch.Generator(device="cpu")
+        generator = torch.Generator(device=self.device)  # sampling stays on the device: no logits copy per token
         generator.manual_seed(params.seed if params.seed is not None else int(time.time_ns() % (2**31)))
         with self._lock, torch.inference_mode():
             ids = torch.tensor([prompt], device=self.device)
@@ -143,7 +143,7 @@ class TransformersEngine(EngineBase):
                     break
                 out = self.model(input_ids=ids, use_cache=True, **{self._cache_arg: past}, **self._last_logits_only)
                 past = getattr(out, "cache", None) or out.past_key_values
-                logits = out.logits[0, -1].float().cpu()
+                logits = out.logits[0, -1].float()
                 token = _sample(logits, params, seen, generator)
                 if token in self._eos:
                     result.finish_reason = "stop"
@@ -192,14 +192,16 @@ class TransformersEngine(EngineBase):
                     tokens = encoded[i][0]
                     ids[row, :len(tokens)] = torch.tensor(tokens)
                     mask[row, :len(tokens)] = 1
-                logprobs = torch.log_softmax(self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits.float(), -1).cpu()
+                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
                 for row, i in enumerate(chunk):
                     tokens, n_cont = encoded[i]
-                    positions = range(len(tokens) - n_cont - 1, len(tokens) - 1)
-                    targets = tokens[len(tokens) - n_cont:]
-                    picked = [float(logprobs[row, p, t]) for p, t in zip(positions, targets)]
-                    greedy = all(int(logprobs[row, p].argmax()) == t for p, t in zip(positions, targets))
-                    results[i] = LogLikelihood(logprob=sum(picked), is_greedy=greedy, n_tokens=n_cont)
+                    first = len(tokens) - n_cont - 1
+                    # log-softmax over only the continuation's positions, not the whole padded batch
+                    rows = torch.log_softmax(logits[row, first:first + n_cont].float(), -1)
+                    targets = torch.tensor(tokens[len(tokens) - n_cont:], device=rows.device)
+                    picked = rows.gather(1, targets[:, None]).squeeze(1)
+                    greedy = bool((rows.argmax(-1) == targets).all())
+                    results[i] = LogLikelihood(logprob=float(picked.sum()), is_greedy=greedy, n_tokens=n_cont)
         return results  # type: ignore[return-value]
 
     def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]:
@@ -263,7 +265,7 @@ def _sample(logits, params: GenerationParams, seen: list[int], generator) -> int
     import torch
 
     if params.repeat_penalty != 1.0 and seen:
-        recent = torch.tensor(sorted(set(seen[-64:])))
+        recent = torch.tensor(sorted(set(seen[-64:])), device=logits.device)
         values = logits[recent]
         logits[recent] = torch.where(values > 0, values / params.repeat_penalty, values * params.repeat_penalty)
     if params.temperature <= 0:
