@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,23 +62,11 @@ def register_embedded(catalog: Catalog) -> list[Model]:
         if existing and existing.path == str(path) and existing.size_bytes == size:
             registered.append(existing)
             continue
+        from internlocal.hub.library import model_fields
+
         info = read_gguf(path) if path.is_file() else read_hf_dir(path)
-        fields = dict(
-            family=embedded.family,
-            kind=embedded.kind,
-            format=info.format,
-            architecture=info.architecture,
-            quantization=info.quantization,
-            parameters=info.parameters,
-            context_length=info.context_length,
-            path=str(path),
-            storage="reference",
-            size_bytes=size,
-            sha256=sha256_path(path),
-            source=f"embedded:{embedded.distribution}",
-            chat_template=info.chat_template,
-            metadata_json=json.dumps(info.metadata, ensure_ascii=False, sort_keys=True, default=str),
-        )
+        fields = model_fields(info, path=path, storage="reference", source=f"embedded:{embedded.distribution}",
+                              sha256=sha256_path(path), family=embedded.family, kind=embedded.kind)
         if existing:
             registered.append(catalog.update_model(existing.id, **fields))
         else:

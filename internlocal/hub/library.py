@@ -35,19 +35,18 @@ def inspect_path(path: Path) -> ModelFileInfo:
     return read_gguf(path)
 
 
-def register(catalog: Catalog, *, name: str, path: Path, storage: str, source: str, sha256: str | None,
-             info: ModelFileInfo | None = None, extra: dict[str, Any] | None = None,
-             parent: Model | None = None, operation: str | None = None, params: dict | None = None) -> Model:
-    """Add a model to the catalog from what its file says about itself (and link it to its parent)."""
-    info = info or inspect_path(path)
-    kind = "embedding" if (info.architecture or "").lower().startswith(("bert", "xlmroberta")) else "chat"
-    if kind == "chat" and not info.chat_template and parent is None:
-        kind = "base" if info.format == "gguf" else "chat"
+def model_fields(info: ModelFileInfo, *, path: Path, storage: str, source: str, sha256: str | None,
+                 family: str | None = None, kind: str | None = None, chat_template: str | None = None,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Catalog columns for a model file, from what the file says about itself."""
+    if kind is None:
+        kind = "embedding" if (info.architecture or "").lower().startswith(("bert", "xlmroberta")) else "chat"
+        if kind == "chat" and not (info.chat_template or chat_template) and info.format == "gguf":
+            kind = "base"
     metadata = dict(info.metadata)
     metadata.update(extra or {})
-    model = catalog.add_model(Model(
-        name=name,
-        family=(extra or {}).get("family") or guess_family(info.architecture, info.name, name),
+    return dict(
+        family=family or guess_family(info.architecture, info.name, path.name),
         kind=kind,
         format=info.format,
         architecture=info.architecture,
@@ -59,9 +58,20 @@ def register(catalog: Catalog, *, name: str, path: Path, storage: str, source: s
         size_bytes=path_size(path),
         sha256=sha256,
         source=source,
-        chat_template=info.chat_template or (parent.chat_template if parent else None),
+        chat_template=info.chat_template or chat_template,
         metadata_json=json.dumps(metadata, ensure_ascii=False, sort_keys=True, default=str),
-    ))
+    )
+
+
+def register(catalog: Catalog, *, name: str, path: Path, storage: str, source: str, sha256: str | None,
+             info: ModelFileInfo | None = None, extra: dict[str, Any] | None = None,
+             parent: Model | None = None, operation: str | None = None, params: dict | None = None) -> Model:
+    """Add a model to the catalog from what its file says about itself (and link it to its parent)."""
+    info = info or inspect_path(path)
+    fields = model_fields(info, path=Path(path), storage=storage, source=source, sha256=sha256,
+                          family=(extra or {}).get("family") or guess_family(info.architecture, info.name, name),
+                          chat_template=parent.chat_template if parent else None, extra=extra)
+    model = catalog.add_model(Model(name=name, **fields))
     if parent is not None and operation:
         catalog.add_lineage(("model", parent.id), ("model", model.id), operation, params or {})  # type: ignore[arg-type]
     return model
