@@ -13,7 +13,17 @@ from sqlalchemy import event
 from sqlmodel import Session, create_engine, select
 
 from internlocal.catalog import db
-from internlocal.catalog.schema import ChatMessage, ChatSession, Job, Lineage, Model, utcnow
+from internlocal.catalog.schema import (
+    ChatMessage,
+    ChatSession,
+    EvalCache,
+    EvalItem,
+    EvalRun,
+    Job,
+    Lineage,
+    Model,
+    utcnow,
+)
 from internlocal.errors import CatalogError, NotFound, UserError
 
 Artefact = tuple[str, int]  # ("model", 3)
@@ -217,8 +227,49 @@ class Catalog:
             return list(s.exec(query).all())
 
 
+    # -- evaluation -------------------------------------------------------------------------------
+
+    def add_eval_run(self, run: EvalRun, items: list[EvalItem]) -> EvalRun:
+        """A finished run and its items, in one transaction (a half-written run never shows)."""
+        with self.session() as s:
+            s.add(run)
+            s.flush()
+            for item in items:
+                item.run_id = run.id  # type: ignore[assignment]
+                s.add(item)
+        return run
+
+    def eval_runs(self, task: str | None = None, model: str | None = None) -> list[EvalRun]:
+        with self.session() as s:
+            query = select(EvalRun).order_by(EvalRun.id)
+            if task:
+                query = query.where(EvalRun.task == task)
+            if model:
+                query = query.where(EvalRun.model_name == model)
+            return list(s.exec(query).all())
+
+    def eval_items(self, run_id: int) -> list[EvalItem]:
+        with self.session() as s:
+            return list(s.exec(select(EvalItem).where(EvalItem.run_id == run_id).order_by(EvalItem.idx)).all())
+
+    def cache_get(self, keys: list[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        with self.session() as s:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start:start + 500]
+                for row in s.exec(select(EvalCache).where(EvalCache.key.in_(chunk))).all():  # type: ignore[attr-defined]
+                    found[row.key] = json.loads(row.value_json)
+        return found
+
+    def cache_put(self, values: dict[str, Any]) -> None:
+        with self.session() as s:
+            for key, value in values.items():
+                s.merge(EvalCache(key=key, value_json=json.dumps(value)))
+
+
 def _on_connect(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys = ON")
     cursor.execute(f"PRAGMA busy_timeout = {int(db.BUSY_TIMEOUT_S * 1000)}")
     cursor.close()
+

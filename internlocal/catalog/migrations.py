@@ -95,6 +95,49 @@ MIGRATIONS: list[list[str]] = [
         """,
         "CREATE INDEX ix_job_status ON job (status)",
     ],
+    # 3: evaluation runs, per-item results, and the request cache (re-runs and crash recovery skip answered requests)
+    [
+        """
+        CREATE TABLE eval_run (
+            id INTEGER PRIMARY KEY,
+            model_name TEXT NOT NULL,
+            model_sha256 TEXT,
+            quantization TEXT,
+            engine TEXT,
+            task TEXT NOT NULL,
+            task_version TEXT NOT NULL,
+            prompt_hash TEXT NOT NULL,
+            chat_template_hash TEXT,
+            n_items INTEGER NOT NULL,
+            n_skipped INTEGER NOT NULL DEFAULT 0,
+            metrics_json TEXT NOT NULL DEFAULT '{}',
+            stderr_json TEXT NOT NULL DEFAULT '{}',
+            config_json TEXT NOT NULL DEFAULT '{}',
+            job_id INTEGER,
+            created_at TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX ix_eval_run_task ON eval_run (task, model_name)",
+        """
+        CREATE TABLE eval_item (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES eval_run (id) ON DELETE CASCADE,
+            idx INTEGER NOT NULL,
+            prompt TEXT NOT NULL,
+            target TEXT,
+            response TEXT,
+            scores_json TEXT NOT NULL DEFAULT '{}'
+        )
+        """,
+        "CREATE INDEX ix_eval_item_run ON eval_item (run_id, idx)",
+        """
+        CREATE TABLE eval_cache (
+            key TEXT PRIMARY KEY,
+            value_json TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )
+        """,
+    ],
 ]
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -136,5 +136,54 @@ class Job(SQLModel, table=True):
         return json.loads(self.result_json) if self.result_json else None
 
 
+class EvalRun(SQLModel, table=True):
+    __tablename__ = "eval_run"
+
+    id: int | None = Field(default=None, primary_key=True)
+    model_name: str
+    model_sha256: str | None = None
+    quantization: str | None = None
+    engine: str | None = None
+    task: str
+    task_version: str
+    prompt_hash: str
+    chat_template_hash: str | None = None
+    n_items: int
+    n_skipped: int = 0
+    metrics_json: str = "{}"
+    stderr_json: str = "{}"
+    config_json: str = "{}"
+    job_id: int | None = None
+    created_at: str = Field(default_factory=utcnow)
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return json.loads(self.metrics_json or "{}")
+
+    @property
+    def stderr(self) -> dict[str, float]:
+        return json.loads(self.stderr_json or "{}")
+
+
+class EvalItem(SQLModel, table=True):
+    __tablename__ = "eval_item"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="eval_run.id")
+    idx: int
+    prompt: str
+    target: str | None = None
+    response: str | None = None
+    scores_json: str = "{}"
+
+
+class EvalCache(SQLModel, table=True):
+    __tablename__ = "eval_cache"
+
+    key: str = Field(primary_key=True)
+    value_json: str
+    created_at: str = Field(default_factory=utcnow)
+
+
 JOB_ACTIVE = ("queued", "running")
 JOB_FINISHED = ("succeeded", "failed", "cancelled")

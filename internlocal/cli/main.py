@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from internlocal.cli import chat, doctor, engines, jobs, models, serve
+from internlocal.cli import chat, doctor, engines, evaluate, jobs, models, serve
 
 app = typer.Typer(
     name="internlocal",
@@ -19,6 +19,7 @@ app.command("serve")(serve.serve)
 app.add_typer(models.app, name="models")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(engines.app, name="engines")
+app.add_typer(evaluate.app, name="eval")
 
 
 @app.command("tui")

@@ -1,0 +1,123 @@
+"""``internlocal eval …``: tasks, runs (as jobs), the leaderboard, per-item drill-down."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+
+from internlocal.cli.common import print_json, services
+
+app = typer.Typer(help="Evaluate models on benchmark and custom tasks; compare them in a leaderboard.", no_args_is_help=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+@app.command("tasks")
+def tasks(as_json: JsonOpt = False) -> None:
+    """Tasks available: the built-in samples and your own (INTERNLOCAL_HOME/tasks)."""
+    from internlocal.evals.tasks import all_tasks
+
+    found = all_tasks(services().settings.home)
+    rows = [{"name": t.name, "version": t.version, "type": t.output_type, "group": t.group, "items": len(t.docs),
+             "description": t.description} for t in found.values()]
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        typer.echo(f"{r['name']:22} v{r['version']:4} {r['type']:16} {r['items']:>5} items  {r['description']}")
+
+
+@app.command("add")
+def add(name: str, data_file: str,
+        kind: Annotated[str, typer.Option("--type", help="mcq (question,A,B,C,D,answer) or qa (question,answer)")] = "mcq") -> None:
+    """Turn a JSONL/CSV file into a task."""
+    from pathlib import Path
+
+    from internlocal.evals.tasks import add_custom_task
+
+    path = add_custom_task(services().settings.home, name, Path(data_file), kind)
+    typer.echo(f"task {name}: {path}")
+
+
+@app.command("run")
+def run(
+    model: str,
+    task_names: Annotated[list[str], typer.Argument(help="Task names or task YAML files.")],
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N items (smoke runs).")] = None,
+    detach: Annotated[bool, typer.Option("--detach", "-d")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate MODEL on tasks (a resumable job; answers are cached)."""
+    from internlocal.cli.progress import follow
+    from internlocal.evals.job import run_eval
+    from internlocal.evals.tasks import get_task
+
+    svc = services()
+    svc.catalog.get_model(model)
+    for name in task_names:
+        get_task(name, svc.settings.home)
+    job = svc.jobs.submit(run_eval, {"model": model, "tasks": task_names, "limit": limit}, kind="eval.run",
+                          title=f"Eval {model} on {', '.join(task_names)}")
+    if detach:
+        print_json({"job": job.id}) if as_json else typer.echo(f"job {job.id} started")
+        return
+    job = follow(svc.jobs, job.id, as_json=as_json)
+    if job.status != "succeeded":
+        if not as_json:
+            typer.echo(f"error: {job.error or job.status}", err=True)
+        raise typer.Exit(1)
+    if not as_json:
+        for task, result in (job.result or {}).get("tasks", {}).items():
+            metrics = ", ".join(f"{k} {v:.4g}" for k, v in result.items() if k not in ("run", "skipped"))
+            typer.echo(f"{task:22} {metrics}" + (f"  ({result['skipped']} skipped)" if result["skipped"] else ""))
+
+
+@app.command("results")
+def results(task: Annotated[Optional[str], typer.Option("--task")] = None, as_json: JsonOpt = False) -> None:
+    """Leaderboard: tasks as rows, models as columns (latest run of each; like-for-like prompts only)."""
+    runs = services().catalog.eval_runs(task=task)
+    latest = {}
+    for r in runs:
+        latest[(r.task, r.model_name)] = r
+    table: dict[str, dict[str, dict]] = {}
+    for (t, m), r in latest.items():
+        metric = next(iter(r.metrics), None)
+        table.setdefault(t, {})[m] = {"run": r.id, "metric": metric, "value": r.metrics.get(metric) if metric else None,
+                                       "stderr": r.stderr.get(metric) if metric else None, "version": r.task_version,
+                                       "prompt_hash": r.prompt_hash}
+    for t, row in table.items():  # mark scores made with a different task version or prompt than the first column
+        reference = next(iter(row.values()))
+        for cell in row.values():
+            cell["comparable"] = (cell["version"], cell["prompt_hash"]) == (reference["version"], reference["prompt_hash"])
+    if as_json:
+        print_json(table)
+        return
+    models = sorted({m for row in table.values() for m in row})
+    typer.echo("task".ljust(22) + "".join(m[:26].ljust(28) for m in models))
+    for t, row in sorted(table.items()):
+        cells = []
+        for m in models:
+            c = row.get(m)
+            if not c or c["value"] is None:
+                cells.append("-".ljust(28))
+            else:
+                err = f"±{c['stderr']:.3f}" if c["stderr"] and c["stderr"] == c["stderr"] else ""
+                mark = "" if c["comparable"] else " ≠"
+                cells.append(f"{c['metric']} {c['value']:.3f}{err}{mark}".ljust(28))
+        typer.echo(t.ljust(22) + "".join(cells))
+
+
+@app.command("show")
+def show(run_id: int, as_json: JsonOpt = False, wrong: Annotated[bool, typer.Option("--wrong", help="Only items scored wrong.")] = False) -> None:
+    """Per-item answers of one run."""
+    items = services().catalog.eval_items(run_id)
+    rows = [{"idx": i.idx, "prompt": i.prompt, "target": i.target, "response": i.response, "scores": json.loads(i.scores_json)}
+            for i in items]
+    if wrong:
+        rows = [r for r in rows if r["scores"].get("acc", r["scores"].get("exact_match", 1)) == 0]
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        typer.echo(f"#{r['idx']}: target {r['target']!r}, answered {r['response']!r}")
