@@ -40,6 +40,21 @@ def add(name: str, data_file: str,
     typer.echo(f"task {name}: {path}")
 
 
+@app.command("import")
+def import_(benchmark: Annotated[str, typer.Argument(help="mmlu, ceval, cmmlu, arc, hellaswag, truthfulqa_mc1, gsm8k, wikitext")],
+            folder: Annotated[str, typer.Argument(help="Folder with the benchmark's files as published.")],
+            name: Annotated[Optional[str], typer.Option("--name")] = None) -> None:
+    """Turn a standard benchmark's published files (downloaded, or copied offline) into a task."""
+    from pathlib import Path
+
+    from internlocal.evals.benchmarks import import_benchmark
+    from internlocal.evals.tasks import load_task
+
+    path = import_benchmark(services().settings.home, benchmark, Path(folder), name)
+    task = load_task(path)
+    typer.echo(f"task {task.name}: {len(task.docs)} items ({path})")
+
+
 @app.command("run")
 def run(
     model: str,

@@ -1,0 +1,205 @@
+"""Standard benchmarks from their published formats, in a local folder, turned into tasks.
+
+Each loader reads the files as their authors publish them (a download from the Hugging Face Hub or
+ModelScope, or a copy made offline) and writes one JSONL plus a task YAML under
+``<home>/tasks/``, with the prompt conventions lm-evaluation-harness uses for that benchmark.
+
+| benchmark | files read | task type |
+|---|---|---|
+| mmlu | `*_test.csv` (hendrycks: question,A,B,C,D,answer, no header) or JSONL (cais/mmlu: question, subject, choices, answer) | multiple_choice |
+| ceval | `*_val.csv` / `*_test.csv` (id,question,A,B,C,D,answer[,explanation]) | multiple_choice |
+| cmmlu | `*.csv` (,Question,A,B,C,D,Answer) | multiple_choice |
+| arc | JSONL (id, question, choices {text, label}, answerKey) | multiple_choice |
+| hellaswag | JSONL (activity_label, ctx_a, ctx_b, endings, label) | multiple_choice |
+| truthfulqa_mc1 | JSONL (question, mc1_targets {choices, labels}) | multiple_choice |
+| gsm8k | JSONL (question, answer ending in "#### N") | generate_until |
+| wikitext | JSONL or text (lines of an article; "= Heading =" lines start documents) | perplexity |
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from internlocal.errors import UserError
+
+LETTERS = "ABCDEFGHIJ"
+
+
+def _files(folder: Path, patterns: tuple[str, ...]) -> list[Path]:
+    found = sorted({p for pattern in patterns for p in Path(folder).rglob(pattern)})
+    if not found:
+        raise UserError(f"No {' or '.join(patterns)} files under {folder}; point at the benchmark's data folder.")
+    return found
+
+
+def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, start=1):
+            if line.strip():
+                try:
+                    yield n, json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise UserError(f"{path} line {n}: not valid JSON ({exc.msg}).") from None
+
+
+def _csv(path: Path, header: bool) -> Iterator[tuple[int, list[str] | dict[str, str]]]:
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader: Any = csv.DictReader(fh) if header else csv.reader(fh)
+        for n, row in enumerate(reader, start=2 if header else 1):
+            yield n, row
+
+
+def _subject(path: Path, suffixes: tuple[str, ...] = ("_test", "_val", "_dev")) -> str:
+    stem = path.stem
+    for suffix in suffixes:
+        stem = stem.removesuffix(suffix)
+    return stem.replace("_", " ")
+
+
+def mmlu(folder: Path) -> tuple[list[dict], dict]:
+    rows = []
+    for path in _files(folder, ("*_test.csv", "*.jsonl")):
+        if path.suffix == ".csv":
+            for n, row in _csv(path, header=False):
+                if len(row) != 6 or row[5].strip() not in "ABCD" or not row[5].strip():
+                    raise UserError(f"{path} line {n}: expected question,A,B,C,D,answer (A-D).")
+                rows.append({"subject": _subject(path), "question": row[0], "choices": row[1:5], "answer": "ABCD".index(row[5].strip())})
+        else:
+            for n, row in _jsonl(path):
+                if not isinstance(row.get("choices"), list) or not isinstance(row.get("answer"), int):
+                    raise UserError(f"{path} line {n}: expected question, subject, choices (list) and answer (index).")
+                rows.append({"subject": str(row.get("subject", "")).replace("_", " "), "question": row["question"],
+                             "choices": row["choices"], "answer": row["answer"]})
+    spec = {"output_type": "multiple_choice", "doc_to_choice": ["A", "B", "C", "D"], "doc_to_target": "{answer}",
+            "doc_to_text": "The following are multiple choice questions (with answers) about {subject}.\n\n{question}\n"
+                           "A. {c0}\nB. {c1}\nC. {c2}\nD. {c3}\nAnswer:"}
+    return [{**r, **{f"c{i}": c for i, c in enumerate(r["choices"])}} for r in rows], spec
+
+
+def _chinese_mcq(folder: Path, patterns: tuple[str, ...], q: str, answer: str, intro: str) -> tuple[list[dict], dict]:
+    rows = []
+    for path in _files(folder, patterns):
+        for n, row in _csv(path, header=True):
+            if answer not in row or row[answer] not in ("A", "B", "C", "D"):
+                raise UserError(f"{path} line {n}: the answer must be one of A, B, C, D.")
+            rows.append({"subject": _subject(path), "question": row[q], "c0": row["A"], "c1": row["B"], "c2": row["C"],
+                         "c3": row["D"], "answer": "ABCD".index(row[answer])})
+    spec = {"output_type": "multiple_choice", "doc_to_choice": ["A", "B", "C", "D"], "doc_to_target": "{answer}",
+            "target_delimiter": " ", "doc_to_text": intro + "{question}\nA. {c0}\nB. {c1}\nC. {c2}\nD. {c3}\n答案："}
+    return rows, spec
+
+
+def ceval(folder: Path) -> tuple[list[dict], dict]:
+    return _chinese_mcq(folder, ("*_val.csv", "*_test.csv", "*_dev.csv"), "question", "answer", "以下是中国关于{subject}考试的单项选择题，请选出其中的正确答案。\n\n")
+
+
+def cmmlu(folder: Path) -> tuple[list[dict], dict]:
+    return _chinese_mcq(folder, ("*.csv",), "Question", "Answer", "以下是关于{subject}的单项选择题，请直接给出正确答案的选项。\n\n")
+
+
+def arc(folder: Path) -> tuple[list[dict], dict]:
+    rows = []
+    for path in _files(folder, ("*.jsonl",)):
+        for n, row in _jsonl(path):
+            choices = row.get("choices") or {}
+            labels, texts = choices.get("label", []), choices.get("text", [])
+            if row.get("answerKey") not in labels:
+                raise UserError(f"{path} line {n}: answerKey {row.get('answerKey')!r} is not one of the labels {labels}.")
+            rows.append({"question": row["question"], "choices": texts, "answer": labels.index(row["answerKey"])})
+    return rows, {"output_type": "multiple_choice", "doc_to_text": "Question: {question}\nAnswer:",
+                  "doc_to_choice": "{choices}", "doc_to_target": "{answer}"}
+
+
+def _hellaswag_clean(text: str) -> str:
+    text = text.strip().replace(" [title]", ". ")
+    text = re.sub(r"\[.*?\]", "", text)
+    return text.replace("  ", " ")
+
+
+def hellaswag(folder: Path) -> tuple[list[dict], dict]:
+    rows = []
+    for path in _files(folder, ("*.jsonl",)):
+        for n, row in _jsonl(path):
+            try:
+                ctx = row["ctx_a"] + " " + row["ctx_b"].capitalize()
+                label = int(row["label"])
+            except (KeyError, ValueError):
+                raise UserError(f"{path} line {n}: expected ctx_a, ctx_b, endings and a numeric label.") from None
+            rows.append({"query": _hellaswag_clean(row["activity_label"] + ": " + ctx),
+                         "choices": [_hellaswag_clean(e) for e in row["endings"]], "answer": label})
+    return rows, {"output_type": "multiple_choice", "doc_to_text": "{query}", "doc_to_choice": "{choices}",
+                  "doc_to_target": "{answer}"}
+
+
+def truthfulqa_mc1(folder: Path) -> tuple[list[dict], dict]:
+    rows = []
+    for path in _files(folder, ("*.jsonl",)):
+        for n, row in _jsonl(path):
+            targets = row.get("mc1_targets") or {}
+            labels = targets.get("labels", [])
+            if labels.count(1) != 1:
+                raise UserError(f"{path} line {n}: mc1_targets must have exactly one correct label.")
+            rows.append({"question": row["question"], "choices": targets["choices"], "answer": labels.index(1)})
+    return rows, {"output_type": "multiple_choice", "doc_to_text": "Q: {question}\nA:", "doc_to_choice": "{choices}",
+                  "doc_to_target": "{answer}"}
+
+
+def gsm8k(folder: Path) -> tuple[list[dict], dict]:
+    rows = []
+    for path in _files(folder, ("*.jsonl",)):
+        for n, row in _jsonl(path):
+            match = re.search(r"####\s*(-?[\d,\.]+)", row.get("answer", ""))
+            if not match:
+                raise UserError(f"{path} line {n}: the answer has no final '#### N' line.")
+            rows.append({"question": row["question"], "target": match.group(1).replace(",", "")})
+    return rows, {"output_type": "generate_until", "doc_to_text": "Question: {question}\nAnswer:", "doc_to_target": "{target}",
+                  "until": ["Question:", "\n\n"], "max_tokens": 256,
+                  "filter": {"regex": r"(-?[\d,]*\.?\d+)\s*$", "group": 1}}
+
+
+def wikitext(folder: Path) -> tuple[list[dict], dict]:
+    lines: list[str] = []
+    for path in _files(folder, ("*.jsonl", "*.txt", "*.raw")):
+        if path.suffix == ".jsonl":
+            lines += [row.get("text", "") for _, row in _jsonl(path)]
+        else:
+            lines += path.read_text(encoding="utf-8").splitlines(keepends=True)
+    documents, current = [], []
+    for line in lines:
+        if re.match(r"^ = [^=].* = \n?$", line) and current:  # a top-level heading starts the next article
+            documents.append("".join(current).strip())
+            current = []
+        current.append(line)
+    if current and "".join(current).strip():
+        documents.append("".join(current).strip())
+    return [{"text": d} for d in documents if d], {"output_type": "perplexity", "doc_to_text": "{text}"}
+
+
+LOADERS = {"mmlu": mmlu, "ceval": ceval, "cmmlu": cmmlu, "arc": arc, "hellaswag": hellaswag,
+           "truthfulqa_mc1": truthfulqa_mc1, "gsm8k": gsm8k, "wikitext": wikitext}
+
+
+def import_benchmark(home: Path, benchmark: str, folder: Path, name: str | None = None) -> Path:
+    """Convert a benchmark's published files into a task; returns the task YAML path."""
+    if benchmark not in LOADERS:
+        raise UserError(f"Unknown benchmark {benchmark!r}; choose one of {', '.join(LOADERS)}.")
+    rows, spec = LOADERS[benchmark](Path(folder))
+    if not rows:
+        raise UserError(f"{folder} holds no {benchmark} items.")
+    name = name or benchmark
+    out = Path(home) / "tasks"
+    out.mkdir(parents=True, exist_ok=True)
+    data = out / f"{name}.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    task = {"name": name, "version": f"{benchmark}-1", "group": "benchmarks", "description": f"{benchmark} ({len(rows)} items)",
+            "dataset": data.name, **spec}
+    path = out / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(task, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
