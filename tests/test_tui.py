@@ -360,3 +360,26 @@ async def test_serve_screen_starts_serves_logs_and_stops(home):
         await pilot.press("ctrl+s")
         await until(pilot, lambda: "stopped" in str(screen.query_one("#state").render()), timeout=30)
         assert process.poll() is not None
+
+
+async def test_eval_screen_runs_and_shows_the_leaderboard(home):
+    from textual.widgets import DataTable
+
+    app = InternLocalApp(greedy_settings(home))
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("f9")
+        await until(pilot, lambda: type(app.screen).__name__ == "EvalScreen")
+        screen = app.screen
+        screen.query_one("#tasks", Input).value = "capitals_en"
+        screen.query_one("#limit", Input).value = "4"
+        await pilot.press("ctrl+r")
+        board = screen.query_one("#board", DataTable)
+        await until(pilot, lambda: board.row_count == 1, timeout=120)
+        assert "acc" in str(board.get_row_at(0)[1])
+        board.focus()
+        board.move_cursor(row=0, column=1)
+        await pilot.press("enter")
+        items = screen.query_one("#items", DataTable)
+        await until(pilot, lambda: items.row_count == 4)
+        assert [items.get_row_at(i)[1] for i in range(4)] == ["Paris", "Tokyo", "Rome", "Berlin"]

@@ -16,6 +16,7 @@ from textual.screen import Screen
 
 from internlocal.errors import UserError
 from internlocal.tui.screens.chat import ChatScreen, ServicesReady
+from internlocal.tui.screens.evaluate import EvalScreen
 from internlocal.tui.screens.help import HelpScreen
 from internlocal.tui.screens.jobs import JobsScreen
 from internlocal.tui.screens.models import ModelsScreen
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
 
 class InternLocalApp(App):
     TITLE = "internlocal"
-    MODES = {"chat": ChatScreen, "models": ModelsScreen, "jobs": JobsScreen, "serve": ServeScreen}  # later: train, eval, knowledge
+    MODES = {"chat": ChatScreen, "models": ModelsScreen, "jobs": JobsScreen, "serve": ServeScreen, "eval": EvalScreen}
+    # later: train, knowledge
     DEFAULT_MODE = "chat"
     BINDINGS = [
         Binding("f1", "help", "Help"),
@@ -36,6 +38,7 @@ class InternLocalApp(App):
         Binding("f6", "switch_mode('jobs')", "Jobs"),
         Binding("f7", "switch_mode('models')", "Models"),
         Binding("f8", "switch_mode('serve')", "Serve"),
+        Binding("f9", "switch_mode('eval')", "Eval"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -80,6 +83,7 @@ class InternLocalApp(App):
         yield SystemCommand("Jobs", "Go to background jobs (F6)", lambda: self.switch_mode("jobs"))
         yield SystemCommand("Models", "Pull, import, convert, quantize and delete models (F7)", lambda: self.switch_mode("models"))
         yield SystemCommand("Serve", "Run the OpenAI-compatible server (F8)", lambda: self.switch_mode("serve"))
+        yield SystemCommand("Eval", "Evaluate models and compare them (F9)", lambda: self.switch_mode("eval"))
         yield SystemCommand("Help", "Key bindings and screens (F1)", self.action_help)
         if isinstance(screen, ChatScreen):
             yield SystemCommand("New chat", "Start a new conversation (Ctrl+N)", screen.action_new_chat)

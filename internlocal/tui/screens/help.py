@@ -20,6 +20,7 @@ Chat with local models, run long work as background jobs, and keep everything in
 | F6 | **Jobs** — downloads, training, evaluation and indexing, with progress |
 | F7 | **Models** — the catalog's models, the registry, pulls, conversions |
 | F8 | **Serve** — the OpenAI-compatible API: start/stop, URL, request log |
+| F9 | **Eval** — run tasks on a model, leaderboard, per-item answers |
 | Ctrl+P | **Command palette** — every command by name |
 | F1 | this help |
 | Ctrl+Q | quit |
@@ -55,6 +56,14 @@ catalog, also if the app is killed mid-reply.
 | Ctrl+S | start or stop the server (model, port and slots from the form) |
 
 Chat with a model on another server: `internlocal models add-remote NAME URL`, then pick it with F3.
+
+## Eval
+| key | action |
+|---|---|
+| Ctrl+R | run the tasks in the form on the model (a job; answers are cached) |
+| Enter on a score | that run's items: target, the model's answer, score |
+
+Scores marked ≠ were made with a different task version or prompt than the first column's.
 
 ## Jobs
 | key | action |
