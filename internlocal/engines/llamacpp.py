@@ -92,6 +92,7 @@ class LlamaCppEngine(EngineBase):
             raise ModelFileError(f"llama.cpp could not load {path} ({exc}); the file may be corrupt, download it again.") from None
         self.context_length = self._llm.n_ctx()
         self._lock = threading.Lock()  # one generation at a time per loaded model
+        self._context_logits = None  # (context tokens, logits at its last position) of the last scoring request
         self._formatter = None
         template = chat_template or info.chat_template
         self.chat_template = template
@@ -182,6 +183,7 @@ class LlamaCppEngine(EngineBase):
         text = TextAssembler(params.stop)
         vocab = llm._model.vocab
         with self._lock:
+            self._context_logits = None  # generation moves the KV cache on
             llm.set_seed(params.seed if params.seed is not None else random.getrandbits(31))
             tokens = llm.generate(
                 prompt_tokens,
@@ -266,29 +268,42 @@ class LlamaCppEngine(EngineBase):
         tokens = (context + continuation)[-n_ctx:]
         n_cont = min(len(continuation), len(tokens) - 1)
         first_scored = len(tokens) - n_cont  # logits at positions first_scored-1 … len-2 predict the continuation
-        # reuse the KV cache for the longest prefix already evaluated (shared contexts of multiple choice)
-        prefix = 0
-        cached = llm.input_ids[: llm.n_tokens]
-        limit = min(len(cached), first_scored - 1)
-        while prefix < limit and cached[prefix] == tokens[prefix]:
-            prefix += 1
+        rows: list[np.ndarray] = []
+        key = tuple(tokens[:first_scored])
+        cached_row = self._context_logits
+        if (cached_row is not None and cached_row[0] == key and llm.n_tokens >= first_scored
+                and list(llm.input_ids[:first_scored]) == list(key)):
+            # the same context as the previous request (the options of one multiple-choice item): its
+            # last position's logits are known, so only the continuation's own tokens are decoded
+            prefix, want_from = first_scored, first_scored
+            rows.append(cached_row[1])
+        else:
+            # reuse the KV cache for the longest prefix already evaluated
+            prefix = 0
+            cached = llm.input_ids[: llm.n_tokens]
+            limit = min(len(cached), first_scored - 1)
+            while prefix < limit and cached[prefix] == tokens[prefix]:
+                prefix += 1
+            want_from = first_scored - 1
         llm._ctx.kv_cache_seq_rm(-1, prefix, -1)
         llm.n_tokens = prefix
         to_eval = tokens[prefix:-1] if len(tokens) > 1 else tokens
-        rows: list[np.ndarray] = []
         batch = llm._batch
         pos = prefix
+        n_vocab = llm.n_vocab()
         for start in range(0, len(to_eval), llm.n_batch):
             chunk = to_eval[start : start + llm.n_batch]
             batch.set_batch(batch=chunk, n_past=pos, logits_all=False)
-            wanted = [i for i in range(len(chunk)) if pos + i >= first_scored - 1]
+            wanted = [i for i in range(len(chunk)) if pos + i >= want_from]
             for i in range(len(chunk)):
                 batch.batch.logits[i] = i in wanted
             llm._ctx.decode(batch)
-            n_vocab = llm.n_vocab()
             for i in wanted:
                 ptr = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, i)
-                rows.append(np.ctypeslib.as_array(ptr, shape=(n_vocab,)).copy())
+                row = np.ctypeslib.as_array(ptr, shape=(n_vocab,)).copy()
+                if pos + i == first_scored - 1:
+                    self._context_logits = (key, row)
+                rows.append(row)
             llm.input_ids[pos : pos + len(chunk)] = chunk
             pos += len(chunk)
             llm.n_tokens = pos

@@ -168,7 +168,11 @@ class TransformersEngine(EngineBase):
     # -- scoring -----------------------------------------------------------------------------------
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]], batch_size: int = 8) -> list[LogLikelihood]:
-        """log P(continuation | context), batched with right padding, longest requests first."""
+        """log P(continuation | context), batched with right padding, longest sequences first.
+
+        Requests that share a context and whose continuations are one token each (the options of
+        most multiple-choice items) are scored from a single forward pass over that context.
+        """
         import torch
 
         encoded = []
@@ -179,29 +183,44 @@ class TransformersEngine(EngineBase):
                 raise UserError("A log-likelihood request has an empty continuation; give it some text.")
             tokens = (ctx + cont)[-self.context_length:]
             encoded.append((tokens, min(len(cont), len(tokens) - 1)))
-        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
+        # one sequence per shared context of single-token continuations, one per other request
+        sequences: list[list[int]] = []
+        owners: list[list[tuple[int, int]]] = []  # per sequence: (request index, continuation length)
+        shared: dict[tuple[int, ...], int] = {}
+        for i, (tokens, n_cont) in enumerate(encoded):
+            if n_cont == 1:
+                key = tuple(tokens[:-1])
+                if key not in shared:
+                    shared[key] = len(sequences)
+                    sequences.append(list(key) + [tokens[-1]])
+                    owners.append([])
+                owners[shared[key]].append((i, 1))
+            else:
+                sequences.append(tokens)
+                owners.append([(i, n_cont)])
+        order = sorted(range(len(sequences)), key=lambda k: -len(sequences[k]))
         results: list[LogLikelihood | None] = [None] * len(encoded)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         with self._lock, torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 chunk = order[start:start + batch_size]
-                width = max(len(encoded[i][0]) for i in chunk)
+                width = max(len(sequences[k]) for k in chunk)
                 ids = torch.full((len(chunk), width), pad, dtype=torch.long)
                 mask = torch.zeros((len(chunk), width), dtype=torch.long)
-                for row, i in enumerate(chunk):
-                    tokens = encoded[i][0]
-                    ids[row, :len(tokens)] = torch.tensor(tokens)
-                    mask[row, :len(tokens)] = 1
+                for row, k in enumerate(chunk):
+                    ids[row, :len(sequences[k])] = torch.tensor(sequences[k])
+                    mask[row, :len(sequences[k])] = 1
                 logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-                for row, i in enumerate(chunk):
-                    tokens, n_cont = encoded[i]
-                    first = len(tokens) - n_cont - 1
-                    # log-softmax over only the continuation's positions, not the whole padded batch
-                    rows = torch.log_softmax(logits[row, first:first + n_cont].float(), -1)
-                    targets = torch.tensor(tokens[len(tokens) - n_cont:], device=rows.device)
-                    picked = rows.gather(1, targets[:, None]).squeeze(1)
-                    greedy = bool((rows.argmax(-1) == targets).all())
-                    results[i] = LogLikelihood(logprob=float(picked.sum()), is_greedy=greedy, n_tokens=n_cont)
+                for row, k in enumerate(chunk):
+                    for i, n_cont in owners[k]:
+                        tokens = encoded[i][0]
+                        first = len(tokens) - n_cont - 1
+                        # log-softmax over only the continuation's positions, not the whole padded batch
+                        rows = torch.log_softmax(logits[row, first:first + n_cont].float(), -1)
+                        targets = torch.tensor(tokens[len(tokens) - n_cont:], device=rows.device)
+                        picked = rows.gather(1, targets[:, None]).squeeze(1)
+                        greedy = bool((rows.argmax(-1) == targets).all())
+                        results[i] = LogLikelihood(logprob=float(picked.sum()), is_greedy=greedy, n_tokens=n_cont)
         return results  # type: ignore[return-value]
 
     def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]:
