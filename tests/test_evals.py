@@ -163,3 +163,7 @@ def test_cli_run_and_leaderboard(internlocal_bin, cli_env):
     cell = board["capitals_en"]["smollm2-135m-instruct-q4_1"]
     assert cell["metric"] == "acc" and 0 <= cell["value"] <= 1 and cell["comparable"]
     assert board["sample_text"]["smollm2-135m-instruct-q4_1"]["metric"] == "token_perplexity"
+    md = subprocess.run([internlocal_bin, "eval", "results", "--format", "md"], env=cli_env, capture_output=True, text=True).stdout
+    assert md.splitlines()[0] == "| task | smollm2-135m-instruct-q4_1 |" and "| capitals_en | acc " in md
+    rows = subprocess.run([internlocal_bin, "eval", "results", "--format", "csv"], env=cli_env, capture_output=True, text=True).stdout
+    assert rows.splitlines()[0].startswith("task,model,metric,value,stderr")

@@ -89,7 +89,8 @@ def run(
 
 
 @app.command("results")
-def results(task: Annotated[Optional[str], typer.Option("--task")] = None, as_json: JsonOpt = False) -> None:
+def results(task: Annotated[Optional[str], typer.Option("--task")] = None, as_json: JsonOpt = False,
+            export: Annotated[Optional[str], typer.Option("--format", help="md or csv (json: --json).")] = None) -> None:
     """Leaderboard: tasks as rows, models as columns (latest run of each; like-for-like prompts only)."""
     runs = services().catalog.eval_runs(task=task)
     latest = {}
@@ -109,6 +110,32 @@ def results(task: Annotated[Optional[str], typer.Option("--task")] = None, as_js
         print_json(table)
         return
     models = sorted({m for row in table.values() for m in row})
+    if export in ("md", "csv"):
+        def cell(c: dict | None) -> str:
+            if not c or c["value"] is None:
+                return ""
+            err = f" ± {c['stderr']:.3f}" if c["stderr"] and c["stderr"] == c["stderr"] else ""
+            return f"{c['metric']} {c['value']:.4f}{err}" + ("" if c["comparable"] else " (different prompt)")
+
+        if export == "md":
+            typer.echo("| task | " + " | ".join(models) + " |")
+            typer.echo("|---|" + "---|" * len(models))
+            for t, row in sorted(table.items()):
+                typer.echo(f"| {t} | " + " | ".join(cell(row.get(m)) for m in models) + " |")
+        else:
+            import csv
+            import sys
+
+            writer = csv.writer(sys.stdout)
+            writer.writerow(["task", "model", "metric", "value", "stderr", "task_version", "prompt_hash", "run"])
+            for t, row in sorted(table.items()):
+                for m, c in sorted(row.items()):
+                    writer.writerow([t, m, c["metric"], c["value"], c["stderr"], c["version"], c["prompt_hash"], c["run"]])
+        return
+    elif export is not None:
+        from internlocal.errors import UserError
+
+        raise UserError(f"--format {export!r}: use md or csv (or --json).")
     typer.echo("task".ljust(22) + "".join(m[:26].ljust(28) for m in models))
     for t, row in sorted(table.items()):
         cells = []
