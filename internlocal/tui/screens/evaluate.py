@@ -12,7 +12,7 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, ProgressBar, Static
 
 from internlocal.errors import UserError
-from internlocal.jobs.events import ProgressTracker
+from internlocal.tui.widgets.job_watch import JobWatcher
 
 
 class EvalScreen(Screen):
@@ -31,10 +31,7 @@ class EvalScreen(Screen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.job_id: int | None = None
-        self._tracker = ProgressTracker()
-        self._offset = 0
-        self._shown_done: int | None = None
+        self.watcher = JobWatcher()
 
     def compose(self) -> ComposeResult:
         yield Static("Evaluate  —  benchmarks and your own tasks; Enter on a score shows the model's answers", classes="heading")
@@ -134,22 +131,18 @@ class EvalScreen(Screen):
             return
         job = self.services.jobs.submit(run_eval, {"model": model, "tasks": tasks, "limit": int(limit) if limit else None},
                                         kind="eval.run", title=f"Eval {model}")
-        self.job_id, self._tracker, self._offset, self._shown_done = job.id, ProgressTracker(), 0, None
+        self.watcher.watch(job.id)
         self.query_one("#bar", ProgressBar).display = True
         self.notify(f"Evaluating {model} on {len(tasks)} task(s) (job {job.id})")
 
     def poll(self) -> None:
-        if self.job_id is None or self.services is None:
+        state = self.watcher.update(self.services)
+        if state is None:
             return
-        runner = self.services.jobs
-        job = runner.refresh_one(self.services.catalog.get_job(self.job_id))
-        events, self._offset = runner.read_events(self.job_id, self._offset)
-        self._tracker.feed(events)
-        p = self._tracker.progress
+        job, p, ended = state
         if p.total:
             self.query_one("#bar", ProgressBar).update(total=p.total, progress=p.done)
-        if job.status not in ("queued", "running") and self._shown_done != self.job_id:
-            self._shown_done = self.job_id
+        if ended:
             self.refresh_board()
             if job.status == "succeeded":
                 self.notify("Evaluation finished")

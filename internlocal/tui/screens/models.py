@@ -11,8 +11,8 @@ from textual.widgets import DataTable, Footer, Input, ProgressBar, Static
 
 from internlocal.errors import UserError
 from internlocal.formatting import human_bytes, human_count, human_duration
-from internlocal.jobs.events import ProgressTracker
 from internlocal.tui.screens.dialogs import ConfirmDialog, TextPromptDialog
+from internlocal.tui.widgets.job_watch import JobWatcher
 
 
 class ModelsScreen(Screen):
@@ -36,10 +36,11 @@ class ModelsScreen(Screen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.job_id: int | None = None
-        self._tracker = ProgressTracker()
-        self._offset = 0
-        self._finished_shown: int | None = None
+        self.watcher = JobWatcher()
+
+    @property
+    def job_id(self) -> int | None:
+        return self.watcher.job_id
 
     def compose(self) -> ComposeResult:
         yield Static("Models  —  pull from the registry, Hugging Face (hf:org/repo[:file]), ModelScope or a URL", classes="heading")
@@ -141,19 +142,16 @@ class ModelsScreen(Screen):
         self.notify(f"Pulling {spec} (job {job.id}); x cancels, r resumes")
 
     def _watch(self, job_id: int) -> None:
-        self.job_id, self._tracker, self._offset, self._finished_shown = job_id, ProgressTracker(), 0, None
+        self.watcher.watch(job_id)
         bar = self.query_one("#pull-bar", ProgressBar)
         bar.display = True
         bar.update(total=None, progress=0)
 
     def poll_job(self) -> None:
-        if self.job_id is None or self.services is None:
+        state = self.watcher.update(self.services)
+        if state is None:
             return
-        runner = self.services.jobs
-        job = runner.refresh_one(self.services.catalog.get_job(self.job_id))
-        events, self._offset = runner.read_events(self.job_id, self._offset)
-        self._tracker.feed(events)
-        p = self._tracker.progress
+        job, p, ended = state
         bar = self.query_one("#pull-bar", ProgressBar)
         if p.total:
             bar.update(total=p.total, progress=p.done)
@@ -167,8 +165,7 @@ class ModelsScreen(Screen):
         if job.error:
             parts.append(job.error)
         self.query_one("#pull-info", Static).update("  ·  ".join(parts))
-        if job.status not in ("queued", "running") and self._finished_shown != self.job_id:
-            self._finished_shown = self.job_id
+        if ended:
             self.refresh_local()
             if job.status == "succeeded":
                 self.notify(f"{(job.result or {}).get('model')}: {(job.result or {}).get('status')}")
@@ -188,7 +185,7 @@ class ModelsScreen(Screen):
         except UserError as exc:
             self.notify(str(exc), severity="warning")
             return
-        self._finished_shown = None
+        self.watcher.resumed()
 
     # -- model actions -----------------------------------------------------------------------------
 
