@@ -84,7 +84,8 @@ class TransformersEngine(EngineBase):
         self._lock = threading.Lock()
         import inspect
 
-        forward = inspect.signature(self.model.forward).parameters
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model  # under peft
+        forward = inspect.signature(base.forward).parameters
         # transformers renamed past_key_values to cache (5.2x); logits_to_keep skips unused logits
         self._cache_arg = "cache" if "cache" in forward else "past_key_values"
         self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in forward else {}
