@@ -32,8 +32,18 @@ def chat_screen(app) -> ChatScreen:
     return screen
 
 
+def text_of(view: MessageView) -> str:
+    """The view's Markdown source, or "" while it is not composed yet (queries would find nothing)."""
+    from textual.css.query import NoMatches
+
+    try:
+        return view.markdown.source
+    except NoMatches:
+        return ""
+
+
 def messages(app) -> list[tuple[str, str]]:
-    return [(v.role, v.markdown.source) for v in chat_screen(app).query(MessageView)]
+    return [(v.role, text_of(v)) for v in chat_screen(app).query(MessageView)]
 
 
 def greedy_settings(home) -> Settings:
@@ -92,9 +102,9 @@ async def test_send_stream_and_find_it_after_restart(home):
         def observe():
             views = list(screen.query(MessageView))
             if len(views) == 2:
-                streamed_sizes.append(len(views[1].markdown.source))
+                streamed_sizes.append(len(text_of(views[1])))
             return (len(views) == 2 and not screen.generating and screen.status.state == "ready"
-                    and all(v.markdown.source for v in views))
+                    and all(text_of(v) for v in views))
 
         await until(pilot, observe)
         assert messages(app)[0] == ("user", QUESTION)
@@ -200,7 +210,7 @@ async def test_corrupt_catalog_shows_the_reason_instead_of_crashing(home):
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.startup_error is not None)
         assert "corrupt" in app.startup_error
-        await until(pilot, lambda: any(v.role == "error" and "corrupt" in v.markdown.source
+        await until(pilot, lambda: any(v.role == "error" and "corrupt" in text_of(v)
                                        for v in chat_screen(app).query(MessageView)))
         assert chat_screen(app).query_one("#prompt", Input).disabled
     assert (home / "catalog.sqlite").read_bytes() == b"garbage" * 100
@@ -233,7 +243,7 @@ async def test_no_chat_model_at_all_is_explained(tmp_path, monkeypatch):
     monkeypatch.setattr(embedded.EmbeddedModel, "locate", lambda self: None)
     app = InternLocalApp(Settings(home=tmp_path / "empty-home"))
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: any(v.role == "error" and v.markdown.source for v in chat_screen(app).query(MessageView)))
+        await until(pilot, lambda: any(v.role == "error" and text_of(v) for v in chat_screen(app).query(MessageView)))
         error = next(v for v in chat_screen(app).query(MessageView) if v.role == "error")
         assert "No chat model" in error.markdown.source
         assert chat_screen(app).query_one("#prompt", Input).disabled
