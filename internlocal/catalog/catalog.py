@@ -24,7 +24,7 @@ from internlocal.catalog.schema import (
     Model,
     utcnow,
 )
-from internlocal.errors import CatalogError, NotFound, UserError
+from internlocal.errors import NotFound, UserError
 
 Artefact = tuple[str, int]  # ("model", 3)
 

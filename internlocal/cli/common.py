@@ -8,7 +8,6 @@ from functools import lru_cache
 from typing import Any
 
 from internlocal.bootstrap import Services, bootstrap
-from internlocal.formatting import human_bytes, human_count  # noqa: F401  (re-exported for commands)
 
 
 @lru_cache(maxsize=1)

@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from internlocal.cli.common import human_bytes, print_json
+from internlocal.cli.common import print_json
+from internlocal.formatting import human_bytes
 
 
 def doctor(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:

@@ -7,7 +7,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from internlocal.cli.common import human_bytes, human_count, print_json, services
+from internlocal.cli.common import print_json, services
+from internlocal.formatting import human_bytes, human_count
 
 app = typer.Typer(help="Models: browse the registry, pull, import, convert, quantize, remove.", no_args_is_help=True)
 

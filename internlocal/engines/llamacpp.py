@@ -71,12 +71,10 @@ class LlamaCppEngine(EngineBase):
 
         import llama_cpp
 
-        kv_types = {"f16": None, "q8_0": llama_cpp.GGML_TYPE_Q8_0, "q4_0": llama_cpp.GGML_TYPE_Q4_0}
-        if kv_cache not in kv_types:
-            raise UserError(f"KV cache type {kv_cache!r} is not one of {', '.join(kv_types)}.")
-        extra = {}
-        if kv_types[kv_cache] is not None:  # a quantized V cache needs flash attention in llama.cpp
-            extra = {"type_k": kv_types[kv_cache], "type_v": kv_types[kv_cache], "flash_attn": True}
+        extra: dict[str, Any] = {}
+        kv_type = kv_cache_type(kv_cache)
+        if kv_type is not None:
+            extra = {"type_k": kv_type, "type_v": kv_type, "flash_attn": True}
         if lora_path is not None:
             extra["lora_path"] = str(lora_path)
         try:
@@ -336,25 +334,43 @@ def token_bytes(vocab, token: int) -> bytes:
     return buf.raw[:n]
 
 
-def _grammar(response_format: dict[str, Any]):
-    """A GBNF grammar for an OpenAI ``response_format``: json_object, or json_schema with its schema."""
-    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+def grammar_for(response_format: dict[str, Any]) -> str | None:
+    """GBNF text for an OpenAI ``response_format`` (json_object, json_schema) or a raw grammar."""
+    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
     kind = response_format.get("type")
-    if kind == "text":
+    if kind in (None, "text"):
         return None
     if kind == "json_object":
-        return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+        return JSON_GBNF
     if kind == "json_schema":
         spec = response_format.get("json_schema") or {}
         schema = spec.get("schema", spec)
         try:
-            return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+            return json_schema_to_gbnf(json.dumps(schema))
         except Exception as exc:
             raise UserError(f"The JSON schema cannot be turned into a grammar ({exc}); simplify it.") from None
     if kind == "grammar":
-        return LlamaGrammar.from_string(response_format["grammar"], verbose=False)
+        return str(response_format["grammar"])
     raise UserError(f"Unknown response_format type {kind!r}; use text, json_object or json_schema.")
+
+
+def _grammar(response_format: dict[str, Any]):
+    """The compiled grammar ``Llama.generate`` takes, or None for plain text."""
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    text = grammar_for(response_format)
+    return LlamaGrammar.from_string(text, verbose=False) if text else None
+
+
+def kv_cache_type(name: str) -> int | None:
+    """The ggml type of a quantized KV cache (None for the default f16); a quantized V cache needs flash attention."""
+    import llama_cpp
+
+    types = {"f16": None, "q8_0": llama_cpp.GGML_TYPE_Q8_0, "q4_0": llama_cpp.GGML_TYPE_Q4_0}
+    if name not in types:
+        raise UserError(f"KV cache type {name!r} is not one of {', '.join(types)}.")
+    return types[name]
 
 
 def _check_fits(path: Path, info, n_ctx: int) -> None:

@@ -10,7 +10,6 @@ llama-server. Everything else (tokenize, log-likelihood, templates) is the wrapp
 
 from __future__ import annotations
 
-import json
 import queue
 import random
 import threading
@@ -28,7 +27,7 @@ from internlocal.engines.base import (
     StreamTimer,
     TextAssembler,
 )
-from internlocal.engines.llamacpp import LlamaCppEngine, token_bytes
+from internlocal.engines.llamacpp import LlamaCppEngine, grammar_for, kv_cache_type, token_bytes
 from internlocal.errors import UserError
 
 
@@ -84,11 +83,9 @@ class BatchedLlamaCpp(EngineBase):
         params.n_threads = threads
         params.n_threads_batch = threads
         params.no_perf = True
-        kv_types = {"f16": None, "q8_0": llama_cpp.GGML_TYPE_Q8_0, "q4_0": llama_cpp.GGML_TYPE_Q4_0}
-        if kv_cache not in kv_types:
-            raise UserError(f"KV cache type {kv_cache!r} is not one of {', '.join(kv_types)}.")
-        if kv_types[kv_cache] is not None:  # slots' KV in 8 or 4 bits: 2-4x more slots in the same memory
-            params.type_k = params.type_v = kv_types[kv_cache]
+        kv_type = kv_cache_type(kv_cache)
+        if kv_type is not None:  # slots' KV in 8 or 4 bits: 2-4x more slots in the same memory
+            params.type_k = params.type_v = kv_type
             params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
         self._ctx = llama_cpp.llama_init_from_model(model.model, params)
         if not self._ctx:
@@ -347,25 +344,3 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     while i < n and a[i] == b[i]:
         i += 1
     return i
-
-
-def grammar_for(response_format: dict[str, Any]) -> str | None:
-    """GBNF text for an OpenAI ``response_format`` (json_object, json_schema) or a raw grammar."""
-    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
-
-    kind = response_format.get("type")
-    if kind in (None, "text"):
-        return None
-    if kind == "json_object":
-        return JSON_GBNF
-    if kind == "json_schema":
-        spec = response_format.get("json_schema") or {}
-        schema = spec.get("schema", spec)
-        try:
-            return json_schema_to_gbnf(json.dumps(schema))
-        except Exception as exc:
-            raise UserError(f"The JSON schema cannot be turned into a grammar ({exc}); simplify it.") from None
-    if kind == "grammar":
-        return str(response_format["grammar"])
-    raise UserError(f"Unknown response_format type {kind!r}; use text, json_object or json_schema.")
-
