@@ -83,6 +83,16 @@ class LogLikelihood:
     n_tokens: int
 
 
+@dataclass
+class TokenLogprob:
+    """One token of a scored prompt, as an OpenAI ``logprobs`` entry carries it."""
+
+    token: str
+    logprob: float | None  # None for a first token nothing predicts
+    top: dict[str, float]  # the most likely tokens at this position
+    offset: int  # character offset of the token in the text
+
+
 class Generation:
     """A streamed generation: iterate for text pieces; ``result`` is set when iteration ends.
 

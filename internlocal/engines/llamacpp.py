@@ -23,6 +23,7 @@ from internlocal.engines.base import (
     GenerationParams,
     GenerationResult,
     LogLikelihood,
+    TokenLogprob,
     Message,
     StreamTimer,
     TextAssembler,
@@ -257,7 +258,65 @@ class LlamaCppEngine(EngineBase):
                 totals.append(total)
         return totals
 
+    def prompt_logprobs(self, text: str, top: int = 0, *, next_token: bool = False) -> list[TokenLogprob]:
+        """Log-probability of each token of ``text`` given the ones before it (OpenAI ``echo`` + ``logprobs``).
+
+        The first token has none unless the model adds BOS (which is not listed). ``next_token``
+        appends the greedy next token with its log-probability (a server's ``max_tokens=1``).
+        """
+        import numpy as np
+
+        with self._lock:
+            tokens = self.tokenize(text, add_special=True)
+            if not tokens:
+                raise UserError("The prompt is empty; give it some text.")
+            if len(tokens) + int(next_token) > self.context_length:
+                raise UserError(f"The prompt is {len(tokens)} tokens; the context holds {self.context_length}.")
+            # row i predicts tokens[i + 1]; a placeholder target makes the last row the next-token one
+            rows = self._logprob_rows(tokens[:1], tokens[1:] + [0])
+        vocab = self._llm._model.vocab
+        has_bos = len(tokens) > 1 and tokens[0] == self._llm.token_bos()
+        out: list[TokenLogprob] = []
+        raw = b""
+        for i in range(1 if has_bos else 0, len(tokens)):
+            piece = token_bytes(vocab, tokens[i])
+            offset = len(raw.decode("utf-8", errors="ignore"))
+            raw += piece
+            if i == 0:
+                out.append(TokenLogprob(piece.decode("utf-8", errors="replace"), None, {}, offset))
+            else:
+                row = rows[i - 1]
+                out.append(TokenLogprob(piece.decode("utf-8", errors="replace"), float(row[tokens[i]]),
+                                        self._top(row, top, vocab), offset))
+        if next_token:
+            row = rows[-1]
+            best = int(np.argmax(row))
+            out.append(TokenLogprob(token_bytes(vocab, best).decode("utf-8", errors="replace"), float(row[best]),
+                                    self._top(row, top, vocab), len(raw.decode("utf-8", errors="ignore"))))
+        return out
+
+    @staticmethod
+    def _top(row, n: int, vocab) -> dict[str, float]:
+        import numpy as np
+
+        if n <= 0:
+            return {}
+        best = np.argpartition(-row, n)[:n]
+        return {token_bytes(vocab, int(t)).decode("utf-8", errors="replace"): float(row[t])
+                for t in best[np.argsort(-row[best])]}
+
     def _score(self, context: list[int], continuation: list[int]) -> LogLikelihood:
+        import numpy as np
+
+        logprobs = self._logprob_rows(context, continuation)
+        n = len(logprobs)
+        targets = np.array(continuation[-n:])
+        picked = logprobs[np.arange(n), targets]
+        greedy = bool((logprobs.argmax(axis=1) == targets).all())
+        return LogLikelihood(logprob=float(picked.sum()), is_greedy=greedy, n_tokens=n)
+
+    def _logprob_rows(self, context: list[int], continuation: list[int]):
+        """Log-softmax rows predicting each continuation token (all but those cut by the window)."""
         import llama_cpp
         import numpy as np
 
@@ -308,11 +367,7 @@ class LlamaCppEngine(EngineBase):
         llm._requires_eval = True  # the last logits are a scoring batch's, not a sampling state
         logits = np.stack(rows).astype(np.float64)
         logits -= logits.max(axis=1, keepdims=True)
-        logprobs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-        targets = np.array(tokens[first_scored:])
-        picked = logprobs[np.arange(len(targets)), targets]
-        greedy = bool((logprobs.argmax(axis=1) == targets).all())
-        return LogLikelihood(logprob=float(picked.sum()), is_greedy=greedy, n_tokens=len(targets))
+        return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
 
     def close(self) -> None:
         llm = getattr(self, "_llm", None)

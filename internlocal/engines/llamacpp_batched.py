@@ -119,6 +119,9 @@ class BatchedLlamaCpp(EngineBase):
     def loglikelihood_rolling(self, texts):
         return self.engine.loglikelihood_rolling(texts)
 
+    def prompt_logprobs(self, text, top=0, *, next_token=False):
+        return self.engine.prompt_logprobs(text, top, next_token=next_token)
+
     def chat(self, messages, params=None, *, response_format=None, tools=None, tool_choice=None) -> Generation:
         params = params or GenerationParams()
         if tools:

@@ -1,8 +1,9 @@
 """Any OpenAI-compatible endpoint as an engine: an existing Ollama, vLLM, LMDeploy or internlocal server.
 
 Chat and completion stream over SSE; JSON output and tools are passed through to the server.
-Tokenization and log-likelihoods stay with the server's own API, which the OpenAI protocol does
-not expose, so they raise ``Unsupported``.
+Log-likelihoods come from the legacy completions API's ``echo`` + ``logprobs`` (prompt token
+log-probabilities: vLLM, internlocal serve); a server without them raises ``Unsupported``.
+Tokenization stays with the server, which the OpenAI protocol does not expose.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import Any
 
 from internlocal.engines.base import (
@@ -19,14 +20,16 @@ from internlocal.engines.base import (
     Generation,
     GenerationParams,
     GenerationResult,
+    LogLikelihood,
     StreamTimer,
 )
-from internlocal.errors import UserError
+from internlocal.errors import Unsupported, UserError
 
 
 class RemoteEngine(EngineBase):
     engine_name = "remote OpenAI endpoint"
-    capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.CONSTRAINED, Capability.TOOLS})
+    capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.CONSTRAINED, Capability.TOOLS,
+                              Capability.LOGLIKELIHOOD})
 
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None, api_key_env: str | None = None,
                  model_name: str | None = None, context_length: int = 0, timeout: float = 600):
@@ -118,6 +121,64 @@ class RemoteEngine(EngineBase):
         if calls:
             result.tool_calls = [calls[i] for i in sorted(calls)]
         return result
+
+    # -- scoring through prompt logprobs ----------------------------------------------------------
+
+    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[LogLikelihood]:
+        """log P(continuation | context): the server scores context + continuation as one prompt.
+
+        The continuation's tokens are those starting at or after the context's end (a token that
+        straddles the boundary counts as continuation), found from the returned ``text_offset``.
+        """
+        out = []
+        for context, continuation in requests:
+            if not continuation:
+                raise UserError("A log-likelihood request has an empty continuation; give it some text.")
+            entries = self._prompt_logprobs(context + continuation)
+            boundary = len(context)
+            first = next((i for i, e in enumerate(entries) if e["end"] > boundary), len(entries))
+            scored = entries[first:]
+            if not scored or any(e["logprob"] is None for e in scored):
+                raise Unsupported(f"{self.base_url} gave no log-probability for the continuation {continuation!r}.")
+            greedy = all(e["logprob"] >= max(e["top"].values(), default=e["logprob"]) - 1e-6 for e in scored)
+            out.append(LogLikelihood(logprob=sum(e["logprob"] for e in scored), is_greedy=greedy, n_tokens=len(scored)))
+        return out
+
+    def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]:
+        """Total log-likelihood of each text; a first token the server cannot predict (no BOS) adds nothing."""
+        return [sum(e["logprob"] for e in self._prompt_logprobs(text) if e["logprob"] is not None) for text in texts]
+
+    def _prompt_logprobs(self, prompt: str) -> list[dict[str, Any]]:
+        import requests
+
+        body = {"model": self.remote_model, "prompt": prompt, "echo": True, "logprobs": 1, "max_tokens": 1, "temperature": 0}
+        try:
+            response = self._session.post(f"{self.base_url}/completions", headers=self._headers, data=json.dumps(body),
+                                          timeout=(10, self._timeout))
+        except requests.RequestException as exc:
+            raise UserError(f"Cannot reach {self.base_url} ({exc}); is the server running?") from None
+        unsupported = Unsupported(f"{self.base_url} does not return prompt log-probabilities (completions with echo and "
+                                  "logprobs), so it cannot score multiple-choice or perplexity tasks; run generation "
+                                  "tasks against it, or serve the model with internlocal or vLLM.")
+        if response.status_code in (400, 404, 422, 501):
+            message = response.text[:300]
+            if "context" in message.lower():
+                raise UserError(f"{self.base_url}: {message}")
+            raise Unsupported(f"{unsupported} ({response.status_code}: {message})")
+        if response.status_code >= 400:
+            raise UserError(f"{self.base_url} answered {response.status_code}: {response.text[:200]}")
+        try:
+            logprobs = response.json()["choices"][0]["logprobs"]
+            tokens, values, offsets = logprobs["tokens"], logprobs["token_logprobs"], logprobs["text_offset"]
+            tops = logprobs.get("top_logprobs") or [None] * len(tokens)
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise unsupported from None
+        entries = []
+        for token, value, offset, top in zip(tokens, values, offsets, tops):
+            if offset >= len(prompt):
+                break  # the generated token (max_tokens=1), not part of the prompt
+            entries.append({"logprob": value, "top": top or {}, "end": offset + len(token)})
+        return entries
 
     def close(self) -> None:
         self._session.close()

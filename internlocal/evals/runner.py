@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from internlocal.engines.base import Engine, GenerationParams
+from internlocal.engines.base import Capability, Engine, GenerationParams
 from internlocal.evals.tasks import Task
 
 BATCH = 32
@@ -64,6 +64,8 @@ def evaluate(engine: Engine, task: Task, cache: RequestCache, *, limit: int | No
 
 
 def _fits(engine: Engine, text: str) -> bool:
+    if Capability.TOKENIZE not in engine.capabilities or not engine.context_length:
+        return True  # a remote endpoint: it reports an over-long prompt itself
     return len(engine.tokenize(text, add_special=True)) < engine.context_length
 
 
@@ -163,13 +165,14 @@ def _perplexity(engine, task, docs, cache, progress, check_cancelled) -> Outcome
     items = []
     total_ll = total_tokens = total_words = total_bytes = 0.0
     cached = sum(1 for k in keys if k in known)
+    can_tokenize = Capability.TOKENIZE in engine.capabilities  # a remote endpoint cannot: no token perplexity
     for i, (text, key) in enumerate(zip(texts, keys)):
         check_cancelled()
         if key not in known:
             known[key] = engine.loglikelihood_rolling([text])[0]
             cache.put({key: known[key]})
         ll = known[key]
-        tokens = len(engine.tokenize(text))
+        tokens = len(engine.tokenize(text)) if can_tokenize else 0
         words, nbytes = len(text.split()), len(text.encode("utf-8"))
         total_ll += ll
         total_tokens += tokens
@@ -179,7 +182,7 @@ def _perplexity(engine, task, docs, cache, progress, check_cancelled) -> Outcome
                       "scores": {"loglikelihood": ll, "tokens": tokens, "words": words, "bytes": nbytes}})
         progress(i + 1, len(texts))
     metrics = {
-        "token_perplexity": math.exp(-total_ll / max(1, total_tokens)),
+        **({"token_perplexity": math.exp(-total_ll / max(1, total_tokens))} if can_tokenize else {}),
         "word_perplexity": math.exp(-total_ll / max(1, total_words)),
         "byte_perplexity": math.exp(-total_ll / max(1, total_bytes)),
         "bits_per_byte": -total_ll / max(1, total_bytes) / math.log(2),

@@ -290,11 +290,15 @@ def create_app(engine: Engine, config: ServerConfig, embedder_factory: Callable[
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
         model = check_model(body.model)
+        if body.max_tokens == 0 and body.logprobs is None:
+            raise APIError(400, "max_tokens 0 only makes sense with echo and logprobs (scoring the prompt).", param="max_tokens")
         params = sampling(body)
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if len(prompts) != 1:
             raise APIError(400, "Send one prompt per request.", param="prompt")
         prompt = prompts[0]
+        if body.logprobs is not None:
+            return await scored_prompt(body, prompt, model)
         generation = await start(lambda: engine.complete(prompt, params, response_format=body.response_format))
         ident = f"cmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
@@ -355,6 +359,34 @@ def create_app(engine: Engine, config: ServerConfig, embedder_factory: Callable[
         return {"object": "list", "model": model,
                 "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(encoded)],
                 "usage": {"prompt_tokens": sum(len(t.split()) for t in texts), "total_tokens": sum(len(t.split()) for t in texts)}}
+
+    async def scored_prompt(body: CompletionRequest, prompt: str, model: str) -> dict[str, Any]:
+        """``echo`` + ``logprobs``: the prompt's token log-probabilities, as evaluation harnesses ask for them.
+
+        Generated tokens carry no log-probabilities here, so this answers for at most one token,
+        the greedy one (``max_tokens`` 0 or 1), as lm-evaluation-harness's completions backend asks.
+        """
+        if not body.echo or (body.max_tokens or 0) > 1 or body.stream:
+            raise APIError(400, "logprobs are returned for the prompt only: send echo=true, max_tokens 0 or 1 and no stream.",
+                           param="logprobs")
+        if not hasattr(engine, "prompt_logprobs"):
+            raise APIError(400, f"The {engine.engine_name} engine cannot score prompts.", param="logprobs")
+        admission.enter()
+        try:
+            entries = await asyncio.to_thread(engine.prompt_logprobs, prompt, body.logprobs, next_token=body.max_tokens == 1)
+        except UserError as exc:
+            raise context_error(exc) from None
+        finally:
+            admission.leave()
+        generated = entries[-1].token if body.max_tokens == 1 else ""
+        n_prompt = len(entries) - (body.max_tokens == 1)
+        return {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion", "created": int(time.time()), "model": model,
+                "choices": [{"index": 0, "text": prompt + generated, "finish_reason": "length",
+                             "logprobs": {"tokens": [e.token for e in entries],
+                                          "token_logprobs": [e.logprob for e in entries],
+                                          "top_logprobs": [e.top if e.logprob is not None else None for e in entries],
+                                          "text_offset": [e.offset for e in entries]}}],
+                "usage": {"prompt_tokens": n_prompt, "completion_tokens": len(entries) - n_prompt, "total_tokens": len(entries)}}
 
     async def collect(generation: Generation, request: Request) -> str:
         return "".join([piece async for piece in pieces(generation, request)])

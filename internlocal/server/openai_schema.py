@@ -84,6 +84,8 @@ class ChatCompletionRequest(SamplingFields):
 class CompletionRequest(SamplingFields):
     prompt: str | list[str]
     echo: bool = False
+    logprobs: int | None = Field(None, ge=0, le=20)  # with echo: the prompt's own token log-probabilities
+    max_tokens: int | None = Field(None, ge=0)  # 0 is allowed with echo + logprobs (score the prompt only)
 
 
 class EmbeddingRequest(_Lenient):
