@@ -7,6 +7,8 @@ It serves files the tests made, with HEAD, byte ranges and fault injection:
 - ``/<org>/<repo>/resolve/<rev>/<path>``          Hub downloads
 - ``/api/v1/models/<org>/<repo>/repo/files``      ModelScope file list
 - ``/api/v1/models/<org>/<repo>/repo?FilePath=``  ModelScope downloads
+- ``/api/datasets/…``, ``/datasets/<org>/<repo>/resolve/…``, ``/api/v1/datasets/<org>/<repo>/repo/tree?Root=``
+  and ``/api/v1/datasets/<org>/<repo>/repo?FilePath=``: the same for dataset repositories
 
 Faults (set on ``server.faults``): ``drop_after`` bytes (close the connection mid-body, once per
 path unless ``drop_always``), ``status`` per path, ``no_ranges``, ``wrong_sha256`` per path,
@@ -36,6 +38,7 @@ class HubServer:
         self.root = Path(root)  # files/<name>, repos/<org>/<repo>/<path>
         (self.root / "files").mkdir(parents=True, exist_ok=True)
         (self.root / "repos").mkdir(parents=True, exist_ok=True)
+        (self.root / "datasets").mkdir(parents=True, exist_ok=True)
         self.faults: dict = {}
         self.bytes_sent: dict[str, int] = {}
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
@@ -73,16 +76,19 @@ class HubServer:
         path.write_bytes(data)
         return f"{self.url}/files/{name}"
 
-    def add_repo_file(self, repo: str, rel: str, data: bytes | Path) -> None:
-        path = self.root / "repos" / repo / rel
+    def add_dataset_file(self, repo: str, rel: str, data: bytes) -> None:
+        self.add_repo_file(repo, rel, data, kind="datasets")
+
+    def add_repo_file(self, repo: str, rel: str, data: bytes | Path, kind: str = "repos") -> None:
+        path = self.root / kind / repo / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(data, Path):
             path.symlink_to(data)
         else:
             path.write_bytes(data)
 
-    def _repo_files(self, repo: str) -> list[Path]:
-        base = self.root / "repos" / repo
+    def _repo_files(self, repo: str, kind: str = "repos") -> list[Path]:
+        base = self.root / kind / repo
         return sorted(p for p in base.rglob("*") if p.is_file()) if base.is_dir() else []
 
     # -- request handling --------------------------------------------------------------------------
@@ -98,6 +104,15 @@ class HubServer:
             return self._send_json(h, {"error": "fault"}, status, head)
         if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?", path):
             return self._hf_info(h, m.group(1), m.group(2) or "main", head)
+        if m := re.fullmatch(r"/api/datasets/([^/]+/[^/]+)(?:/revision/([^/]+))?", path):
+            return self._hf_info(h, m.group(1), m.group(2) or "main", head, kind="datasets")
+        if m := re.fullmatch(r"/datasets/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path):
+            return self._serve(h, self.root / "datasets" / m.group(1) / m.group(3), path, head)
+        if m := re.fullmatch(r"/api/v1/datasets/([^/]+/[^/]+)/repo/tree", path):
+            return self._ms_tree(h, m.group(1), query.get("Root", [""])[0], head)
+        if m := re.fullmatch(r"/api/v1/datasets/([^/]+/[^/]+)/repo", path):
+            rel = query.get("FilePath", [""])[0]
+            return self._serve(h, self.root / "datasets" / m.group(1) / rel, h.path, head)
         if m := re.fullmatch(r"/api/v1/models/([^/]+/[^/]+)/repo/files", path):
             return self._ms_files(h, m.group(1), head)
         if m := re.fullmatch(r"/api/v1/models/([^/]+/[^/]+)/repo", path):
@@ -118,8 +133,8 @@ class HubServer:
         if not head:
             h.wfile.write(data)
 
-    def _sibling(self, repo: str, file: Path) -> dict:
-        rel = file.relative_to(self.root / "repos" / repo).as_posix()
+    def _sibling(self, repo: str, file: Path, kind: str = "repos") -> dict:
+        rel = file.relative_to(self.root / kind / repo).as_posix()
         data = file.read_bytes()
         entry = {"rfilename": rel, "size": len(data), "blobId": git_blob_sha1(data)}
         if rel.endswith(LFS_SUFFIXES):
@@ -133,13 +148,30 @@ class HubServer:
                 entry["lfs"]["size"] = entry["size"]
         return entry
 
-    def _hf_info(self, h, repo: str, revision: str, head: bool) -> None:
-        files = self._repo_files(repo)
+    def _hf_info(self, h, repo: str, revision: str, head: bool, kind: str = "repos") -> None:
+        files = self._repo_files(repo, kind)
         if not files:
             return self._send_json(h, {"error": "Repository not found"}, 404, head)
         body = {"id": repo, "modelId": repo, "sha": "0123456789abcdef0123456789abcdef01234567", "private": False,
-                "siblings": [self._sibling(repo, f) for f in files] + self.faults.get("extra_siblings", [])}
+                "siblings": [self._sibling(repo, f, kind) for f in files] + self.faults.get("extra_siblings", [])}
         self._send_json(h, body, 200, head)
+
+    def _ms_tree(self, h, repo: str, root: str, head: bool) -> None:
+        """ModelScope's dataset tree: one folder per call, sub-folders as ``tree`` entries."""
+        base = self.root / "datasets" / repo
+        folder = base / root.strip("/")
+        if not base.is_dir() or not folder.is_dir():
+            return self._send_json(h, {"Code": 10010205001, "Message": "dataset not found", "Data": None}, 404, head)
+        entries = []
+        for f in sorted(folder.iterdir()):
+            rel = f.relative_to(base).as_posix()
+            if f.is_dir():
+                entries.append({"Name": f.name, "Path": rel, "Type": "tree", "Size": 0})
+            else:
+                data = f.read_bytes()
+                entries.append({"Name": f.name, "Path": rel, "Type": "blob", "Size": len(data),
+                                "Sha256": hashlib.sha256(data).hexdigest()})
+        self._send_json(h, {"Code": 200, "Data": {"Files": entries}, "Success": True}, 200, head)
 
     def _ms_files(self, h, repo: str, head: bool) -> None:
         files = self._repo_files(repo)

@@ -94,5 +94,96 @@ def test_gsm8k_and_wikitext(tmp_path, engine):
 def test_unknown_benchmark_or_empty_folder(tmp_path):
     with pytest.raises(UserError, match="Unknown benchmark"):
         import_benchmark(tmp_path, "superglue", tmp_path)
-    with pytest.raises(UserError, match="No \\*_test.csv or \\*.jsonl files"):
+    with pytest.raises(UserError, match="No \\*_test.csv or \\*.jsonl or \\*.parquet files"):
         import_benchmark(tmp_path, "mmlu", tmp_path)
+
+
+def parquet(rows: list[dict]) -> bytes:
+    """A Parquet file as the Hub's datasets publish them (columns typed from the rows)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), buffer)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    from tests.hubserver import HubServer
+
+    server = HubServer(tmp_path / "hub")
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.setenv("MODELSCOPE_DOMAIN", server.url)
+    yield server
+    server.close()
+
+
+def test_benchmarks_download_from_the_hub_and_modelscope(hub, tmp_path, cli_env, internlocal_bin, engine):
+    import io
+    import subprocess
+    import zipfile
+
+    from internlocal.evals.benchmarks import fetch_benchmark
+
+    mmlu_rows = [{"question": "What is the capital of France?", "subject": "geography",
+                  "choices": ["Berlin", "Paris", "Rome", "Madrid"], "answer": 1},
+                 {"question": "What is 2 + 2?", "subject": "elementary_mathematics", "choices": ["3", "4", "5", "6"], "answer": 1}]
+    hub.add_dataset_file("cais/mmlu", "all/test-00000-of-00001.parquet", parquet(mmlu_rows))
+    hub.add_dataset_file("cais/mmlu", "all/dev-00000-of-00001.parquet", parquet(mmlu_rows[:1]))  # not the scored split
+    hub.add_dataset_file("cais/mmlu", "README.md", b"# MMLU\n")
+    # the real console script, default source (HF_ENDPOINT points at the loopback hub)
+    env = dict(cli_env, HF_ENDPOINT=hub.url)
+    out = subprocess.run([internlocal_bin, "eval", "import", "mmlu"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "task mmlu: 2 items" in out.stdout and "hf:cais/mmlu:all/test-*.parquet@" in out.stderr
+    task = load_task(Path(cli_env["INTERNLOCAL_HOME"]) / "tasks" / "mmlu.yaml")
+    assert "about geography." in task.text(task.docs[0]) and task.gold_index(task.docs[0], 0) == 1
+    assert "from hf:cais/mmlu" in task.description
+    outcome = evaluate(engine, task, RequestCache(None, "mmlu-hub"))
+    assert len(outcome.items) == 2
+
+    home = tmp_path / "home"
+    # C-Eval as the Hub has it: <subject>/{dev,val,test}-*.parquet; the val split is the scored one
+    row = {"id": 0, "question": "TCP 属于哪一层？", "A": "应用层", "B": "传输层", "C": "网络层", "D": "链路层",
+           "answer": "B", "explanation": ""}
+    hub.add_dataset_file("ceval/ceval-exam", "computer_network/val-00000-of-00001.parquet", parquet([row]))
+    hub.add_dataset_file("ceval/ceval-exam", "computer_network/test-00000-of-00001.parquet", parquet([{**row, "answer": ""}]))
+    folder, source = fetch_benchmark(home, tmp_path / "store", "ceval")
+    task = load_task(import_benchmark(home, "ceval", folder, source=source))
+    assert len(task.docs) == 1 and "computer network" in task.text(task.docs[0]) and task.gold_index(task.docs[0], 0) == 1
+
+    # CMMLU is published as a zip of CSV folders; ARC with a struct column
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("test/agronomy.csv", ",Question,A,B,C,D,Answer\n0,水稻属于哪一科？,禾本科,豆科,茄科,十字花科,A\n")
+        zf.writestr("dev/agronomy.csv", ",Question,A,B,C,D,Answer\n0,问？,a,b,c,d,B\n")
+    hub.add_dataset_file("haonan-li/cmmlu", "cmmlu_v1_0_1.zip", archive.getvalue())
+    folder, source = fetch_benchmark(home, tmp_path / "store", "cmmlu")
+    task = load_task(import_benchmark(home, "cmmlu", folder, source=source))
+    assert len(task.docs) == 1 and task.gold_index(task.docs[0], 0) == 0
+    hub.add_dataset_file("allenai/ai2_arc", "ARC-Challenge/test-00000-of-00001.parquet", parquet([
+        {"id": "x", "question": "Which is a mammal?", "choices": {"text": ["shark", "whale"], "label": ["A", "B"]}, "answerKey": "B"}]))
+    folder, source = fetch_benchmark(home, tmp_path / "store", "arc")
+    task = load_task(import_benchmark(home, "arc", folder, source=source))
+    assert task.choices(task.docs[0]) == ["shark", "whale"] and task.gold_index(task.docs[0], 0) == 1
+
+    # ModelScope's dataset tree API (one folder per call), chosen with --from
+    hub.add_dataset_file("modelscope/gsm8k", "main/test-00000-of-00001.parquet", parquet([
+        {"question": "Tom has 2 apples and buys 3 more. How many apples?", "answer": "2 + 3 = 5\n#### 5"}]))
+    folder, source = fetch_benchmark(home, tmp_path / "store", "gsm8k", "modelscope:modelscope/gsm8k:main/test-*.parquet")
+    assert source == "modelscope:modelscope/gsm8k:main/test-*.parquet@master"
+    task = load_task(import_benchmark(home, "gsm8k", folder, source=source))
+    assert task.target(task.docs[0]) == "5"
+
+    # faults: a repository that is not there, a glob that matches nothing, a damaged Parquet file
+    with pytest.raises(UserError, match="was not found"):
+        fetch_benchmark(home, tmp_path / "store", "arc", "hf:nobody/nothing")
+    with pytest.raises(UserError, match="No file in allenai/ai2_arc matches 'ARC-Easy/\\*'; it has: ARC-Challenge/test"):
+        fetch_benchmark(home, tmp_path / "store", "arc", "hf:allenai/ai2_arc:ARC-Easy/*")
+    hub.add_dataset_file("broken/arc", "test.parquet", b"PAR1 not really")
+    folder, source = fetch_benchmark(home, tmp_path / "store", "arc", "hf:broken/arc")
+    with pytest.raises(UserError, match="test.parquet: not a readable Parquet file"):
+        import_benchmark(home, "arc", folder)

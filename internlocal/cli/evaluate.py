@@ -42,15 +42,33 @@ def add(name: str, data_file: str,
 
 @app.command("import")
 def import_(benchmark: Annotated[str, typer.Argument(help="mmlu, ceval, cmmlu, arc, hellaswag, truthfulqa_mc1, gsm8k, wikitext")],
-            folder: Annotated[str, typer.Argument(help="Folder with the benchmark's files as published.")],
+            folder: Annotated[Optional[str], typer.Argument(help="Folder with the benchmark's files as published; "
+                                                            "leave out to download them.")] = None,
+            source: Annotated[Optional[str], typer.Option("--from", help="hf:org/name[:glob][@rev] or "
+                                                          "modelscope:org/name[:glob][@rev]; default: the benchmark's "
+                                                          "Hugging Face repository.")] = None,
             name: Annotated[Optional[str], typer.Option("--name")] = None) -> None:
-    """Turn a standard benchmark's published files (downloaded, or copied offline) into a task."""
+    """Turn a standard benchmark into a task: from its published files in a folder, or downloaded from a hub."""
     from pathlib import Path
 
-    from internlocal.evals.benchmarks import import_benchmark
+    from internlocal.evals.benchmarks import fetch_benchmark, import_benchmark
     from internlocal.evals.tasks import load_task
 
-    path = import_benchmark(services().settings.home, benchmark, Path(folder), name)
+    settings = services().settings
+    if folder and source:
+        raise typer.BadParameter("give a folder or --from, not both")
+    if folder is None:
+        received = [0]
+
+        def on_bytes(n: int) -> None:
+            received[0] += n
+
+        typer.echo(f"downloading {benchmark} from {source or 'the Hugging Face Hub'} …", err=True)
+        where, source = fetch_benchmark(settings.home, settings.store_dir, benchmark, source, on_bytes)
+        typer.echo(f"{received[0] / 2**20:.1f} MiB from {source} into {where}", err=True)
+    else:
+        where = Path(folder)
+    path = import_benchmark(settings.home, benchmark, where, name, source=source)
     task = load_task(path)
     typer.echo(f"task {task.name}: {len(task.docs)} items ({path})")
 

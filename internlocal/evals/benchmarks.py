@@ -1,19 +1,20 @@
 """Standard benchmarks from their published formats, in a local folder, turned into tasks.
 
-Each loader reads the files as their authors publish them (a download from the Hugging Face Hub or
-ModelScope, or a copy made offline) and writes one JSONL plus a task YAML under
-``<home>/tasks/``, with the prompt conventions lm-evaluation-harness uses for that benchmark.
+Each loader reads the files as their authors publish them (downloaded from the Hugging Face Hub
+or ModelScope by ``fetch_benchmark``, or a copy made offline) and writes one JSONL plus a task
+YAML under ``<home>/tasks/``, with the prompt conventions lm-evaluation-harness uses for that
+benchmark. JSONL and the Hub's Parquet files carry the same columns; zip archives are unpacked.
 
 | benchmark | files read | task type |
 |---|---|---|
-| mmlu | `*_test.csv` (hendrycks: question,A,B,C,D,answer, no header) or JSONL (cais/mmlu: question, subject, choices, answer) | multiple_choice |
-| ceval | `*_val.csv` / `*_test.csv` (id,question,A,B,C,D,answer[,explanation]) | multiple_choice |
-| cmmlu | `*.csv` (,Question,A,B,C,D,Answer) | multiple_choice |
-| arc | JSONL (id, question, choices {text, label}, answerKey) | multiple_choice |
-| hellaswag | JSONL (activity_label, ctx_a, ctx_b, endings, label) | multiple_choice |
-| truthfulqa_mc1 | JSONL (question, mc1_targets {choices, labels}) | multiple_choice |
-| gsm8k | JSONL (question, answer ending in "#### N") | generate_until |
-| wikitext | JSONL or text (lines of an article; "= Heading =" lines start documents) | perplexity |
+| mmlu | `*_test.csv` (hendrycks: question,A,B,C,D,answer, no header) or JSONL/Parquet (cais/mmlu: question, subject, choices, answer) | multiple_choice |
+| ceval | the val split: `*_val.csv` or `<subject>/val-*.parquet` (id,question,A,B,C,D,answer[,explanation]) | multiple_choice |
+| cmmlu | `test/*.csv` (,Question,A,B,C,D,Answer), e.g. from cmmlu_v1_0_1.zip | multiple_choice |
+| arc | JSONL/Parquet (id, question, choices {text, label}, answerKey) | multiple_choice |
+| hellaswag | JSONL/Parquet (activity_label, ctx_a, ctx_b, endings, label) | multiple_choice |
+| truthfulqa_mc1 | JSONL/Parquet (question, mc1_targets {choices, labels}) | multiple_choice |
+| gsm8k | JSONL/Parquet (question, answer ending in "#### N") | generate_until |
+| wikitext | JSONL/Parquet/text (lines of an article; "= Heading =" lines start documents) | perplexity |
 """
 
 from __future__ import annotations
@@ -32,31 +33,54 @@ from internlocal.errors import UserError
 LETTERS = "ABCDEFGHIJ"
 
 
-def _files(folder: Path, patterns: tuple[str, ...]) -> list[Path]:
-    found = sorted({p for pattern in patterns for p in Path(folder).rglob(pattern)})
-    if not found:
-        raise UserError(f"No {' or '.join(patterns)} files under {folder}; point at the benchmark's data folder.")
-    return found
+def _files(folder: Path, *groups: tuple[str, ...]) -> list[Path]:
+    """Files matching the first group of patterns that matches any (a benchmark's preferred split first)."""
+    for patterns in groups:
+        found = sorted({p for pattern in patterns for p in Path(folder).rglob(pattern)})
+        if found:
+            return found
+    wanted = " or ".join(p for patterns in groups for p in patterns)
+    raise UserError(f"No {wanted} files under {folder}; point at the benchmark's data folder.")
 
 
-def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, row) for each row of a JSONL or Parquet file; ``where`` names the line or row for errors."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            raise UserError(f"{path}: not a readable Parquet file ({exc}).") from None
+        for n, row in enumerate(table.to_pylist(), start=1):
+            yield f"row {n}", row
+        return
     with path.open(encoding="utf-8") as fh:
         for n, line in enumerate(fh, start=1):
             if line.strip():
                 try:
-                    yield n, json.loads(line)
+                    yield f"line {n}", json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise UserError(f"{path} line {n}: not valid JSON ({exc.msg}).") from None
+                    raise UserError(f"{path} {n}: not valid JSON ({exc.msg}).") from None
 
 
-def _csv(path: Path, header: bool) -> Iterator[tuple[int, list[str] | dict[str, str]]]:
+def _csv(path: Path, header: bool) -> Iterator[tuple[str, list[str] | dict[str, str]]]:
     with path.open(encoding="utf-8", newline="") as fh:
         reader: Any = csv.DictReader(fh) if header else csv.reader(fh)
         for n, row in enumerate(reader, start=2 if header else 1):
-            yield n, row
+            yield f"line {n}", row
+
+
+def _rows(path: Path, header: bool = True) -> Iterator[tuple[str, Any]]:
+    return _csv(path, header) if path.suffix == ".csv" else _records(path)
+
+
+ROWS = ("*.jsonl", "*.parquet")
 
 
 def _subject(path: Path, suffixes: tuple[str, ...] = ("_test", "_val", "_dev")) -> str:
+    if path.suffix == ".parquet":  # the Hub's layout: <subject>/<split>-00000-of-00001.parquet
+        return path.parent.name.replace("_", " ")
     stem = path.stem
     for suffix in suffixes:
         stem = stem.removesuffix(suffix)
@@ -65,16 +89,16 @@ def _subject(path: Path, suffixes: tuple[str, ...] = ("_test", "_val", "_dev")) 
 
 def mmlu(folder: Path) -> tuple[list[dict], dict]:
     rows = []
-    for path in _files(folder, ("*_test.csv", "*.jsonl")):
+    for path in _files(folder, ("*_test.csv", *ROWS)):
         if path.suffix == ".csv":
             for n, row in _csv(path, header=False):
                 if len(row) != 6 or row[5].strip() not in "ABCD" or not row[5].strip():
-                    raise UserError(f"{path} line {n}: expected question,A,B,C,D,answer (A-D).")
+                    raise UserError(f"{path} {n}: expected question,A,B,C,D,answer (A-D).")
                 rows.append({"subject": _subject(path), "question": row[0], "choices": row[1:5], "answer": "ABCD".index(row[5].strip())})
         else:
-            for n, row in _jsonl(path):
+            for n, row in _records(path):
                 if not isinstance(row.get("choices"), list) or not isinstance(row.get("answer"), int):
-                    raise UserError(f"{path} line {n}: expected question, subject, choices (list) and answer (index).")
+                    raise UserError(f"{path} {n}: expected question, subject, choices (list) and answer (index).")
                 rows.append({"subject": str(row.get("subject", "")).replace("_", " "), "question": row["question"],
                              "choices": row["choices"], "answer": row["answer"]})
     spec = {"output_type": "multiple_choice", "doc_to_choice": ["A", "B", "C", "D"], "doc_to_target": "{answer}",
@@ -83,12 +107,12 @@ def mmlu(folder: Path) -> tuple[list[dict], dict]:
     return [{**r, **{f"c{i}": c for i, c in enumerate(r["choices"])}} for r in rows], spec
 
 
-def _chinese_mcq(folder: Path, patterns: tuple[str, ...], q: str, answer: str, intro: str) -> tuple[list[dict], dict]:
+def _chinese_mcq(folder: Path, groups: list[tuple[str, ...]], q: str, answer: str, intro: str) -> tuple[list[dict], dict]:
     rows = []
-    for path in _files(folder, patterns):
-        for n, row in _csv(path, header=True):
+    for path in _files(folder, *groups):
+        for n, row in _rows(path):
             if answer not in row or row[answer] not in ("A", "B", "C", "D"):
-                raise UserError(f"{path} line {n}: the answer must be one of A, B, C, D.")
+                raise UserError(f"{path} {n}: the answer must be one of A, B, C, D.")
             rows.append({"subject": _subject(path), "question": row[q], "c0": row["A"], "c1": row["B"], "c2": row["C"],
                          "c3": row["D"], "answer": "ABCD".index(row[answer])})
     spec = {"output_type": "multiple_choice", "doc_to_choice": ["A", "B", "C", "D"], "doc_to_target": "{answer}",
@@ -97,21 +121,24 @@ def _chinese_mcq(folder: Path, patterns: tuple[str, ...], q: str, answer: str, i
 
 
 def ceval(folder: Path) -> tuple[list[dict], dict]:
-    return _chinese_mcq(folder, ("*_val.csv", "*_test.csv", "*_dev.csv"), "question", "answer", "以下是中国关于{subject}考试的单项选择题，请选出其中的正确答案。\n\n")
+    # the val split: test answers are not published, dev is the 5 few-shot examples per subject
+    groups = [("*_val.csv", "val-*.parquet"), ("*_test.csv", "test-*.parquet"), ("*_dev.csv", "dev-*.parquet")]
+    return _chinese_mcq(folder, groups, "question", "answer", "以下是中国关于{subject}考试的单项选择题，请选出其中的正确答案。\n\n")
 
 
 def cmmlu(folder: Path) -> tuple[list[dict], dict]:
-    return _chinese_mcq(folder, ("*.csv",), "Question", "Answer", "以下是关于{subject}的单项选择题，请直接给出正确答案的选项。\n\n")
+    groups = [("test/*.csv", "test-*.parquet"), ("*.csv",)]  # the test split (dev is for few-shot)
+    return _chinese_mcq(folder, groups, "Question", "Answer", "以下是关于{subject}的单项选择题，请直接给出正确答案的选项。\n\n")
 
 
 def arc(folder: Path) -> tuple[list[dict], dict]:
     rows = []
-    for path in _files(folder, ("*.jsonl",)):
-        for n, row in _jsonl(path):
+    for path in _files(folder, ROWS):
+        for n, row in _records(path):
             choices = row.get("choices") or {}
             labels, texts = choices.get("label", []), choices.get("text", [])
             if row.get("answerKey") not in labels:
-                raise UserError(f"{path} line {n}: answerKey {row.get('answerKey')!r} is not one of the labels {labels}.")
+                raise UserError(f"{path} {n}: answerKey {row.get('answerKey')!r} is not one of the labels {labels}.")
             rows.append({"question": row["question"], "choices": texts, "answer": labels.index(row["answerKey"])})
     return rows, {"output_type": "multiple_choice", "doc_to_text": "Question: {question}\nAnswer:",
                   "doc_to_choice": "{choices}", "doc_to_target": "{answer}"}
@@ -125,13 +152,13 @@ def _hellaswag_clean(text: str) -> str:
 
 def hellaswag(folder: Path) -> tuple[list[dict], dict]:
     rows = []
-    for path in _files(folder, ("*.jsonl",)):
-        for n, row in _jsonl(path):
+    for path in _files(folder, ROWS):
+        for n, row in _records(path):
             try:
                 ctx = row["ctx_a"] + " " + row["ctx_b"].capitalize()
                 label = int(row["label"])
             except (KeyError, ValueError):
-                raise UserError(f"{path} line {n}: expected ctx_a, ctx_b, endings and a numeric label.") from None
+                raise UserError(f"{path} {n}: expected ctx_a, ctx_b, endings and a numeric label.") from None
             rows.append({"query": _hellaswag_clean(row["activity_label"] + ": " + ctx),
                          "choices": [_hellaswag_clean(e) for e in row["endings"]], "answer": label})
     return rows, {"output_type": "multiple_choice", "doc_to_text": "{query}", "doc_to_choice": "{choices}",
@@ -140,12 +167,12 @@ def hellaswag(folder: Path) -> tuple[list[dict], dict]:
 
 def truthfulqa_mc1(folder: Path) -> tuple[list[dict], dict]:
     rows = []
-    for path in _files(folder, ("*.jsonl",)):
-        for n, row in _jsonl(path):
+    for path in _files(folder, ROWS):
+        for n, row in _records(path):
             targets = row.get("mc1_targets") or {}
             labels = targets.get("labels", [])
             if labels.count(1) != 1:
-                raise UserError(f"{path} line {n}: mc1_targets must have exactly one correct label.")
+                raise UserError(f"{path} {n}: mc1_targets must have exactly one correct label.")
             rows.append({"question": row["question"], "choices": targets["choices"], "answer": labels.index(1)})
     return rows, {"output_type": "multiple_choice", "doc_to_text": "Q: {question}\nA:", "doc_to_choice": "{choices}",
                   "doc_to_target": "{answer}"}
@@ -153,11 +180,11 @@ def truthfulqa_mc1(folder: Path) -> tuple[list[dict], dict]:
 
 def gsm8k(folder: Path) -> tuple[list[dict], dict]:
     rows = []
-    for path in _files(folder, ("*.jsonl",)):
-        for n, row in _jsonl(path):
+    for path in _files(folder, ROWS):
+        for n, row in _records(path):
             match = re.search(r"####\s*(-?[\d,\.]+)", row.get("answer", ""))
             if not match:
-                raise UserError(f"{path} line {n}: the answer has no final '#### N' line.")
+                raise UserError(f"{path} {n}: the answer has no final '#### N' line.")
             rows.append({"question": row["question"], "target": match.group(1).replace(",", "")})
     return rows, {"output_type": "generate_until", "doc_to_text": "Question: {question}\nAnswer:", "doc_to_target": "{target}",
                   "until": ["Question:", "\n\n"], "max_tokens": 256,
@@ -166,9 +193,9 @@ def gsm8k(folder: Path) -> tuple[list[dict], dict]:
 
 def wikitext(folder: Path) -> tuple[list[dict], dict]:
     lines: list[str] = []
-    for path in _files(folder, ("*.jsonl", "*.txt", "*.raw")):
-        if path.suffix == ".jsonl":
-            lines += [row.get("text", "") for _, row in _jsonl(path)]
+    for path in _files(folder, (*ROWS, "*.txt", "*.raw")):
+        if path.suffix in (".jsonl", ".parquet"):
+            lines += [row.get("text", "") for _, row in _records(path)]
         else:
             lines += path.read_text(encoding="utf-8").splitlines(keepends=True)
     documents, current = [], []
@@ -182,11 +209,75 @@ def wikitext(folder: Path) -> tuple[list[dict], dict]:
     return [{"text": d} for d in documents if d], {"output_type": "perplexity", "doc_to_text": "{text}"}
 
 
+# where each benchmark is published on the Hugging Face Hub, and which of its files are the split scored
+HUB_SOURCES = {
+    "mmlu": "hf:cais/mmlu:all/test-*.parquet",
+    "ceval": "hf:ceval/ceval-exam:*/val-*.parquet",
+    "cmmlu": "hf:haonan-li/cmmlu:cmmlu_v1_0_1.zip",
+    "arc": "hf:allenai/ai2_arc:ARC-Challenge/test-*.parquet",
+    "hellaswag": "hf:Rowan/hellaswag:*validation*.parquet",
+    "truthfulqa_mc1": "hf:truthfulqa/truthful_qa:multiple_choice/validation-*.parquet",
+    "gsm8k": "hf:openai/gsm8k:main/test-*.parquet",
+    "wikitext": "hf:Salesforce/wikitext:wikitext-2-raw-v1/test-*.parquet",
+}
+
+
+def fetch_benchmark(home: Path, store_dir: Path, benchmark: str, spec: str | None = None,
+                    on_bytes=lambda n: None, check_cancelled=lambda: None) -> tuple[Path, str]:
+    """Download a benchmark's published files into ``<home>/benchmarks/<benchmark>/``; returns (folder, source).
+
+    ``spec`` is ``hf:org/name[:glob][@rev]`` or ``modelscope:org/name[:glob][@rev]``; by default the
+    Hub repository in ``HUB_SOURCES``. Files go through the store's downloader (resumable, sha256
+    checked) and are linked into the folder; zip archives are unpacked next to themselves.
+    """
+    import os
+    import shutil
+    import zipfile
+
+    from internlocal.hub.download import Downloader
+    from internlocal.hub.sources import resolve_dataset
+    from internlocal.hub.store import Store
+
+    if benchmark not in LOADERS:
+        raise UserError(f"Unknown benchmark {benchmark!r}; choose one of {', '.join(LOADERS)}.")
+    source, files = resolve_dataset(spec or HUB_SOURCES[benchmark])
+    if not files:
+        raise UserError(f"{source} lists no files.")
+    folder = Path(home) / "benchmarks" / benchmark
+    shutil.rmtree(folder, ignore_errors=True)  # a fresh copy: files of another source must not mix in
+    folder.mkdir(parents=True)
+    downloader = Downloader(Store(store_dir))
+    for remote in files:
+        check_cancelled()
+        blob, _ = downloader.fetch(remote, on_bytes, check_cancelled)
+        target = folder / remote.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(blob, target)
+        except OSError:  # another disk, or links not allowed
+            shutil.copyfile(blob, target)
+        if target.suffix == ".zip":
+            _unzip(target, target.with_suffix(""), zipfile)
+    return folder, source
+
+
+def _unzip(archive: Path, into: Path, zipfile) -> None:
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for member in zf.infolist():
+                path = (into / member.filename).resolve()
+                if not path.is_relative_to(into.resolve()):
+                    raise UserError(f"{archive} holds a path outside itself ({member.filename}); not unpacked.")
+            zf.extractall(into)
+    except zipfile.BadZipFile:
+        raise UserError(f"{archive} is not a valid zip archive.") from None
+
+
 LOADERS = {"mmlu": mmlu, "ceval": ceval, "cmmlu": cmmlu, "arc": arc, "hellaswag": hellaswag,
            "truthfulqa_mc1": truthfulqa_mc1, "gsm8k": gsm8k, "wikitext": wikitext}
 
 
-def import_benchmark(home: Path, benchmark: str, folder: Path, name: str | None = None) -> Path:
+def import_benchmark(home: Path, benchmark: str, folder: Path, name: str | None = None, source: str | None = None) -> Path:
     """Convert a benchmark's published files into a task; returns the task YAML path."""
     if benchmark not in LOADERS:
         raise UserError(f"Unknown benchmark {benchmark!r}; choose one of {', '.join(LOADERS)}.")
@@ -198,7 +289,7 @@ def import_benchmark(home: Path, benchmark: str, folder: Path, name: str | None 
     out.mkdir(parents=True, exist_ok=True)
     data = out / f"{name}.jsonl"
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    task = {"name": name, "version": f"{benchmark}-1", "group": "benchmarks", "description": f"{benchmark} ({len(rows)} items)",
+    task = {"name": name, "version": f"{benchmark}-1", "group": "benchmarks", "description": f"{benchmark} ({len(rows)} items{', from ' + source if source else ''})",
             "dataset": data.name, **spec}
     path = out / f"{name}.yaml"
     path.write_text(yaml.safe_dump(task, allow_unicode=True, sort_keys=False), encoding="utf-8")

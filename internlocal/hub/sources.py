@@ -93,14 +93,29 @@ def hf_endpoint() -> str:
 
 def resolve_hf(repo: str, pattern: str | None, revision: str | None) -> Resolved:
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
     from huggingface_hub.utils import build_hf_headers
 
     endpoint = hf_endpoint()
     token = os.environ.get("HF_TOKEN") or None
     api = HfApi(endpoint=endpoint, token=token)
+    info = _hf_info(lambda: api.model_info(repo, revision=revision, files_metadata=True), repo, revision, endpoint)
+    commit = info.sha or revision or "main"
+    siblings = info.siblings or []
+    names = [s.rfilename for s in siblings]
+    chosen = _choose_files(names, pattern, repo)
+    files = _hf_files(siblings, chosen, f"{endpoint}/{repo}/resolve/{commit}", build_hf_headers(token=token))
+    fmt = "gguf" if all(f.path.endswith(".gguf") for f in files) else "hf"
+    return Resolved(source=f"hf:{repo}" + (f":{pattern}" if pattern else "") + f"@{commit}",
+                    default_name=_default_name(repo, files, fmt), format=fmt, files=files,
+                    metadata={"repo": repo, "revision": commit}, hf_repo=(repo, commit))
+
+
+def _hf_info(call, repo: str, revision: str | None, endpoint: str):
+    """The repository's info from the Hub, with every failure turned into one sentence."""
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
     try:
-        info = api.model_info(repo, revision=revision, files_metadata=True)
+        return call()
     except GatedRepoError:
         raise UserError(f"{repo} is gated: accept its licence on the model page, then set HF_TOKEN to a token with read access.") from None
     except RepositoryNotFoundError:
@@ -117,28 +132,23 @@ def resolve_hf(repo: str, pattern: str | None, revision: str | None) -> Resolved
         raise UserError(f"The Hugging Face Hub at {endpoint} answered an error for {repo} ({first_line}).") from None
     except OSError as exc:
         raise UserError(f"Cannot reach the Hugging Face Hub at {endpoint} ({exc}); check the connection or HF_ENDPOINT.") from None
-    commit = info.sha or revision or "main"
-    siblings = info.siblings or []
-    names = [s.rfilename for s in siblings]
-    chosen = _choose_files(names, pattern, repo)
-    headers = build_hf_headers(token=token)
+
+
+def _hf_files(siblings, chosen: set[str], base_url: str, headers: dict[str, str]) -> list[RemoteFile]:
     files = []
     for sibling in siblings:
         if sibling.rfilename not in chosen:
             continue
         lfs = sibling.lfs
         files.append(RemoteFile(
-            url=f"{endpoint}/{repo}/resolve/{commit}/{quote(sibling.rfilename)}",
+            url=f"{base_url}/{quote(sibling.rfilename)}",
             path=safe_relative_path(sibling.rfilename),
             size=sibling.size if sibling.size is not None else (lfs.size if lfs else None),
             sha256=lfs.sha256 if lfs else None,
             git_sha1=None if lfs else sibling.blob_id,
             headers=dict(headers),
         ))
-    fmt = "gguf" if all(f.path.endswith(".gguf") for f in files) else "hf"
-    return Resolved(source=f"hf:{repo}" + (f":{pattern}" if pattern else "") + f"@{commit}",
-                    default_name=_default_name(repo, files, fmt), format=fmt, files=files,
-                    metadata={"repo": repo, "revision": commit}, hf_repo=(repo, commit))
+    return files
 
 
 def _choose_files(names: list[str], pattern: str | None, repo: str) -> set[str]:
@@ -178,30 +188,40 @@ def modelscope_endpoint() -> str:
     return domain if domain.startswith(("http://", "https://")) else f"https://{domain}"
 
 
-def resolve_modelscope(repo: str, pattern: str | None, revision: str | None) -> Resolved:
-    import requests
-
-    endpoint = modelscope_endpoint()
-    revision = revision or "master"
+def _modelscope_headers() -> dict[str, str]:
     headers = {"User-Agent": "internlocal"}
     token = os.environ.get("MODELSCOPE_API_TOKEN")
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    url = f"{endpoint}/api/v1/models/{repo}/repo/files"
+    return headers
+
+
+def _modelscope_get(url: str, params: dict[str, str], headers: dict[str, str], what: str) -> dict[str, Any]:
+    import requests
+
     try:
-        resp = requests.get(url, params={"Revision": revision, "Recursive": "True"}, headers=headers, timeout=30)
+        resp = requests.get(url, params=params, headers=headers, timeout=30)
     except requests.RequestException as exc:
-        raise UserError(f"Cannot reach ModelScope at {endpoint} ({exc}); check the connection or MODELSCOPE_DOMAIN.") from None
+        raise UserError(f"Cannot reach ModelScope at {modelscope_endpoint()} ({exc}); check the connection or MODELSCOPE_DOMAIN.") from None
     if resp.status_code in (401, 403):
-        raise UserError(f"ModelScope refused access to {repo}; set MODELSCOPE_API_TOKEN for private or gated models.")
+        raise UserError(f"ModelScope refused access to {what}; set MODELSCOPE_API_TOKEN for private or gated repositories.")
     if resp.status_code == 404:
-        raise UserError(f"ModelScope model {repo} was not found.")
+        raise UserError(f"ModelScope {what} was not found.")
     try:
         body = resp.json()
     except ValueError:
         body = {}
     if resp.status_code >= 400 or not body.get("Data"):
-        raise UserError(f"ModelScope answered {resp.status_code} for {repo}: {body.get('Message') or resp.text[:200]}.")
+        raise UserError(f"ModelScope answered {resp.status_code} for {what}: {body.get('Message') or resp.text[:200]}.")
+    return body
+
+
+def resolve_modelscope(repo: str, pattern: str | None, revision: str | None) -> Resolved:
+    endpoint = modelscope_endpoint()
+    revision = revision or "master"
+    headers = _modelscope_headers()
+    body = _modelscope_get(f"{endpoint}/api/v1/models/{repo}/repo/files", {"Revision": revision, "Recursive": "True"},
+                           headers, f"model {repo}")
     entries = [f for f in body["Data"].get("Files", []) if f.get("Type", "blob") == "blob"]
     by_path = {f["Path"]: f for f in entries}
     chosen = _choose_files(list(by_path), pattern, repo)
@@ -221,4 +241,77 @@ def resolve_modelscope(repo: str, pattern: str | None, revision: str | None) -> 
                     metadata={"repo": repo, "revision": revision})
 
 
-__all__ = ["Resolved", "resolve", "resolve_hf", "resolve_modelscope", "resolve_url", "DownloadError"]
+# -- dataset repositories (benchmarks, training data) -------------------------------------------------
+
+
+def resolve_dataset(spec: str, default_pattern: str | None = None) -> tuple[str, list[RemoteFile]]:
+    """``hf:org/name[:glob][@rev]`` or ``modelscope:org/name[:glob][@rev]`` → (canonical source, files).
+
+    The glob picks files of the dataset repository (``*`` crosses folders); without one,
+    ``default_pattern`` does, or every file.
+    """
+    spec = spec.strip()
+    if spec.startswith("hf:"):
+        kind, rest = "hf", spec[3:]
+    elif spec.startswith(("modelscope:", "ms:")):
+        kind, rest = "modelscope", spec.split(":", 1)[1]
+    else:
+        raise UserError(f"{spec!r} is not a dataset repository; write hf:org/name[:glob] or modelscope:org/name[:glob].")
+    repo, pattern, revision = parse_repo_spec(rest)
+    pattern = pattern or default_pattern
+    if kind == "hf":
+        from huggingface_hub import HfApi
+        from huggingface_hub.utils import build_hf_headers
+
+        endpoint = hf_endpoint()
+        token = os.environ.get("HF_TOKEN") or None
+        api = HfApi(endpoint=endpoint, token=token)
+        info = _hf_info(lambda: api.dataset_info(repo, revision=revision, files_metadata=True), repo, revision, endpoint)
+        revision = info.sha or revision or "main"
+        siblings = info.siblings or []
+        chosen = _pick(sorted(s.rfilename for s in siblings), pattern, repo)
+        files = _hf_files(siblings, chosen, f"{endpoint}/datasets/{repo}/resolve/{revision}", build_hf_headers(token=token))
+    else:
+        endpoint = modelscope_endpoint()
+        revision = revision or "master"
+        headers = _modelscope_headers()
+        entries = _modelscope_dataset_tree(endpoint, repo, revision, headers)
+        chosen = _pick(sorted(entries), pattern, repo)
+        files = [RemoteFile(url=f"{endpoint}/api/v1/datasets/{repo}/repo?Revision={quote(revision)}&FilePath={quote(path)}",
+                            path=safe_relative_path(path), size=entries[path].get("Size"),
+                            sha256=entries[path].get("Sha256") or None, headers=dict(headers))
+                 for path in sorted(chosen)]
+    return f"{kind}:{repo}" + (f":{pattern}" if pattern else "") + f"@{revision}", files
+
+
+def _pick(names: list[str], pattern: str | None, repo: str) -> set[str]:
+    if not pattern:
+        return {n for n in names if not n.startswith(".")}
+    chosen = {n for n in names if n == pattern or fnmatch.fnmatch(n, pattern)}
+    if not chosen:
+        shown = ", ".join(names[:12]) + (" …" if len(names) > 12 else "")
+        raise UserError(f"No file in {repo} matches {pattern!r}; it has: {shown or 'no files'}.")
+    return chosen
+
+
+def _modelscope_dataset_tree(endpoint: str, repo: str, revision: str, headers: dict[str, str]) -> dict[str, dict]:
+    """Every file of a ModelScope dataset repository: its tree API lists one folder per call."""
+    files: dict[str, dict] = {}
+    folders, seen = [""], set()
+    while folders:
+        root = folders.pop()
+        if root in seen or len(seen) > 2000:
+            continue
+        seen.add(root)
+        body = _modelscope_get(f"{endpoint}/api/v1/datasets/{repo}/repo/tree",
+                               {"Revision": revision, "Root": root, "PageSize": "10000"}, headers, f"dataset {repo}")
+        for entry in body["Data"].get("Files") or []:
+            path = entry.get("Path") or entry.get("Name")
+            if entry.get("Type") == "tree":
+                folders.append(path)
+            elif path:
+                files[path] = entry
+    return files
+
+
+__all__ = ["Resolved", "resolve", "resolve_dataset", "resolve_hf", "resolve_modelscope", "resolve_url", "DownloadError"]
