@@ -89,6 +89,9 @@ class TransformersEngine(EngineBase):
         # transformers renamed past_key_values to cache (5.2x); logits_to_keep skips unused logits
         self._cache_arg = "cache" if "cache" in forward else "past_key_values"
         self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in forward else {}
+        self._keep_logits = "logits_to_keep" in forward
+        # packing options needs position_ids and a custom 4-D mask, which remote-code models may ignore
+        self._packing = "position_ids" in forward and not getattr(self.model.config, "auto_map", None)
 
     # -- text --------------------------------------------------------------------------------------
 
@@ -171,8 +174,11 @@ class TransformersEngine(EngineBase):
     def loglikelihood(self, requests: Sequence[tuple[str, str]], batch_size: int = 8) -> list[LogLikelihood]:
         """log P(continuation | context), batched with right padding, longest sequences first.
 
-        Requests that share a context and whose continuations are one token each (the options of
-        most multiple-choice items) are scored from a single forward pass over that context.
+        Requests that share a context (the options of a multiple-choice item) are packed into one
+        sequence: the context once, then each continuation, with positions restarting after the
+        context and a mask that lets every continuation see only the context and itself. The
+        options' log-likelihoods equal separate passes (float rounding aside) at a fraction of the
+        tokens; logits are computed only where a continuation token is predicted.
         """
         import torch
 
@@ -183,46 +189,54 @@ class TransformersEngine(EngineBase):
             if not cont:
                 raise UserError("A log-likelihood request has an empty continuation; give it some text.")
             tokens = (ctx + cont)[-self.context_length:]
-            encoded.append((tokens, min(len(cont), len(tokens) - 1)))
-        # one sequence per shared context of single-token continuations, one per other request
-        sequences: list[list[int]] = []
-        owners: list[list[tuple[int, int]]] = []  # per sequence: (request index, continuation length)
-        shared: dict[tuple[int, ...], int] = {}
-        for i, (tokens, n_cont) in enumerate(encoded):
-            if n_cont == 1:
-                key = tuple(tokens[:-1])
-                if key not in shared:
-                    shared[key] = len(sequences)
-                    sequences.append(list(key) + [tokens[-1]])
-                    owners.append([])
-                owners[shared[key]].append((i, 1))
-            else:
-                sequences.append(tokens)
-                owners.append([(i, n_cont)])
-        order = sorted(range(len(sequences)), key=lambda k: -len(sequences[k]))
+            n_cont = min(len(cont), len(tokens) - 1)
+            encoded.append((tokens[:-n_cont], tokens[-n_cont:]))
+        packs = self._packs(encoded)
+        order = sorted(range(len(packs)), key=lambda k: -len(packs[k].ids))
         results: list[LogLikelihood | None] = [None] * len(encoded)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         with self._lock, torch.inference_mode():
             for start in range(0, len(order), batch_size):
-                chunk = order[start:start + batch_size]
-                width = max(len(sequences[k]) for k in chunk)
+                chunk = [packs[k] for k in order[start:start + batch_size]]
+                width = max(len(pack.ids) for pack in chunk)
                 ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(chunk), width), dtype=torch.long)
-                for row, k in enumerate(chunk):
-                    ids[row, :len(sequences[k])] = torch.tensor(sequences[k])
-                    mask[row, :len(sequences[k])] = 1
-                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-                for row, k in enumerate(chunk):
-                    for i, n_cont in owners[k]:
-                        tokens = encoded[i][0]
-                        first = len(tokens) - n_cont - 1
+                positions = torch.zeros((len(chunk), width), dtype=torch.long)
+                mask = torch.eye(width, dtype=torch.bool).repeat(len(chunk), 1, 1)  # padding sees itself (no NaN rows)
+                for row, pack in enumerate(chunk):
+                    n = len(pack.ids)
+                    ids[row, :n] = torch.tensor(pack.ids)
+                    positions[row, :n] = torch.tensor(pack.positions)
+                    mask[row, :n, :n] = pack.mask()
+                needed = sorted({i for pack in chunk for i in pack.scored_rows()})
+                kwargs: dict[str, Any] = {"position_ids": positions.to(self.device)}
+                if self._keep_logits:
+                    kwargs["logits_to_keep"] = torch.tensor(needed, device=self.device)
+                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask[:, None].to(self.device),
+                                    **kwargs).logits
+                column = {i: c for c, i in enumerate(needed)} if self._keep_logits else {i: i for i in range(width)}
+                for row, pack in enumerate(chunk):
+                    for request, predictors, targets in pack.scoring():
                         # log-softmax over only the continuation's positions, not the whole padded batch
-                        rows = torch.log_softmax(logits[row, first:first + n_cont].float(), -1)
-                        targets = torch.tensor(tokens[len(tokens) - n_cont:], device=rows.device)
-                        picked = rows.gather(1, targets[:, None]).squeeze(1)
-                        greedy = bool((rows.argmax(-1) == targets).all())
-                        results[i] = LogLikelihood(logprob=float(picked.sum()), is_greedy=greedy, n_tokens=n_cont)
+                        rows = torch.log_softmax(logits[row, [column[i] for i in predictors]].float(), -1)
+                        wanted = torch.tensor(targets, device=rows.device)
+                        picked = rows.gather(1, wanted[:, None]).squeeze(1)
+                        greedy = bool((rows.argmax(-1) == wanted).all())
+                        results[request] = LogLikelihood(logprob=float(picked.sum()), is_greedy=greedy, n_tokens=len(targets))
         return results  # type: ignore[return-value]
+
+    def _packs(self, encoded: list[tuple[list[int], list[int]]]) -> list[_Pack]:
+        """Requests grouped by identical context tokens, each group split to stay within the context window."""
+        packs: list[_Pack] = []
+        open_pack: dict[tuple[int, ...], _Pack] = {}
+        for i, (ctx, cont) in enumerate(encoded):
+            key = tuple(ctx)
+            pack = open_pack.get(key) if self._packing else None
+            if pack is None or len(pack.ids) + len(cont) > self.context_length:
+                pack = _Pack(list(ctx))
+                packs.append(pack)
+                open_pack[key] = pack
+            pack.add(i, cont)
+        return packs
 
     def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]:
         totals = []
@@ -303,3 +317,37 @@ def _sample(logits, params: GenerationParams, seen: list[int], generator) -> int
         probs = torch.zeros_like(probs).scatter(0, indices, sorted_probs)
         probs /= probs.sum()
     return int(torch.multinomial(probs, 1, generator=generator))
+
+
+class _Pack:
+    """One context followed by several continuations, each attending to the context and itself only."""
+
+    def __init__(self, context: list[int]):
+        self.context_len = len(context)
+        self.ids = list(context)
+        self.positions = list(range(len(context)))
+        self.segments = [-1] * len(context)
+        self.members: list[tuple[int, int, int]] = []  # (request index, start in ids, length)
+
+    def add(self, request: int, continuation: list[int]) -> None:
+        self.members.append((request, len(self.ids), len(continuation)))
+        self.segments += [len(self.members)] * len(continuation)
+        self.positions += range(self.context_len, self.context_len + len(continuation))
+        self.ids += continuation
+
+    def mask(self):
+        import torch
+
+        seg = torch.tensor(self.segments)
+        n = len(self.ids)
+        causal = torch.ones(n, n, dtype=torch.bool).tril()
+        return causal & ((seg[None, :] == -1) | (seg[None, :] == seg[:, None]))
+
+    def scoring(self):
+        """(request, rows whose logits predict its tokens, its tokens) for each continuation."""
+        for request, start, length in self.members:
+            predictors = [self.context_len - 1] + list(range(start, start + length - 1))
+            yield request, predictors, self.ids[start:start + length]
+
+    def scored_rows(self) -> set[int]:
+        return {i for _, predictors, _ in self.scoring() for i in predictors}
