@@ -46,7 +46,7 @@ def report(settings: Settings) -> dict[str, Any]:
         },
         "memory": {"total_bytes": mem.total, "available_bytes": mem.available},
         "disk_free_bytes": psutil.disk_usage(str(settings.home if settings.home.exists() else settings.home.parent)).free,
-        "gpus": _gpus(),
+        "gpus": gpus(),
         "llama_cpp_gpu_offload": _llama_gpu_offload(),
         "packages": versions,
         "embedded_models": {m.name: (str(p) if (p := m.locate()) else None) for m in EMBEDDED_MODELS},
@@ -64,7 +64,7 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _gpus() -> list[dict[str, Any]]:
+def gpus() -> list[dict[str, Any]]:
     """CUDA/ROCm devices as torch sees them; torch is imported here only (never at TUI start-up)."""
     if importlib.util.find_spec("torch") is None:
         return []

@@ -16,12 +16,14 @@ from internlocal.catalog import db
 from internlocal.catalog.schema import (
     ChatMessage,
     ChatSession,
+    Dataset,
     EvalCache,
     EvalItem,
     EvalRun,
     Job,
     Lineage,
     Model,
+    TrainRun,
     utcnow,
 )
 from internlocal.errors import NotFound, UserError
@@ -265,6 +267,71 @@ class Catalog:
         with self.session() as s:
             for key, value in values.items():
                 s.merge(EvalCache(key=key, value_json=json.dumps(value)))
+
+    # -- datasets ---------------------------------------------------------------------------------
+
+    def add_dataset(self, dataset: Dataset) -> Dataset:
+        try:
+            with self.session() as s:
+                s.add(dataset)
+        except sqlalchemy.exc.IntegrityError:
+            raise UserError(f"A dataset named {dataset.name!r} is already in the catalog; choose another name.") from None
+        return dataset
+
+    def find_dataset(self, name: str) -> Dataset | None:
+        with self.session() as s:
+            return s.exec(select(Dataset).where(Dataset.name == name)).first()
+
+    def get_dataset(self, name: str) -> Dataset:
+        found = self.find_dataset(name)
+        if found is None:
+            raise NotFound(f"No dataset {name!r} in the catalog; `internlocal data list` shows the ones there are.")
+        return found
+
+    def list_datasets(self) -> list[Dataset]:
+        with self.session() as s:
+            return list(s.exec(select(Dataset).order_by(Dataset.id)).all())
+
+    def delete_dataset(self, name: str) -> Dataset:
+        with self.session() as s:
+            found = s.exec(select(Dataset).where(Dataset.name == name)).first()
+            if found is None:
+                raise NotFound(f"No dataset {name!r} in the catalog.")
+            s.delete(found)
+            return found
+
+    # -- training runs ----------------------------------------------------------------------------
+
+    def add_train_run(self, run: TrainRun) -> TrainRun:
+        try:
+            with self.session() as s:
+                s.add(run)
+        except sqlalchemy.exc.IntegrityError:
+            raise UserError(f"A training run named {run.name!r} exists already; choose another name.") from None
+        return run
+
+    def get_train_run(self, ref: str | int) -> TrainRun:
+        with self.session() as s:
+            found = s.get(TrainRun, int(ref)) if str(ref).isdigit() else None
+            found = found or s.exec(select(TrainRun).where(TrainRun.name == str(ref))).first()
+            if found is None:
+                raise NotFound(f"No training run {ref!r}; `internlocal train runs` lists them.")
+            return found
+
+    def list_train_runs(self) -> list[TrainRun]:
+        with self.session() as s:
+            return list(s.exec(select(TrainRun).order_by(TrainRun.id)).all())
+
+    def update_train_run(self, run_id: int, **fields: Any) -> TrainRun:
+        with self.session() as s:
+            run = s.get(TrainRun, run_id)
+            if run is None:
+                raise NotFound(f"No training run with id {run_id}.")
+            for key, value in fields.items():
+                setattr(run, key, value)
+            run.updated_at = utcnow()
+            s.add(run)
+            return run
 
 
 def _on_connect(dbapi_connection, _record) -> None:

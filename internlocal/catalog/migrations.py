@@ -138,6 +138,40 @@ MIGRATIONS: list[list[str]] = [
         )
         """,
     ],
+    # 4: training datasets and finetuning runs
+    [
+        """
+        CREATE TABLE dataset (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            form TEXT NOT NULL,                         -- messages | sharegpt | alpaca | text (as imported)
+            path TEXT NOT NULL,                         -- folder with train.jsonl / validation.jsonl (normalized)
+            source TEXT,                                -- the file it came from
+            sha256 TEXT,                                -- of the source file
+            train_rows INTEGER NOT NULL,
+            validation_rows INTEGER NOT NULL,
+            stats_json TEXT NOT NULL DEFAULT '{}',      -- token-length statistics (with which tokenizer)
+            created_at TEXT NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE train_run (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            recipe TEXT NOT NULL,
+            config_json TEXT NOT NULL DEFAULT '{}',     -- the resolved recipe
+            base_model TEXT NOT NULL,
+            dataset TEXT,
+            run_dir TEXT NOT NULL,
+            job_id INTEGER,
+            status TEXT NOT NULL,                       -- created | running | stopped | failed | finished
+            estimate_json TEXT NOT NULL DEFAULT '{}',   -- memory estimate
+            summary_json TEXT NOT NULL DEFAULT '{}',    -- final loss, measured peak, outputs
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )
+        """,
+    ],
 ]
 
 LATEST_VERSION = len(MIGRATIONS)

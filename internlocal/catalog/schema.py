@@ -187,3 +187,52 @@ class EvalCache(SQLModel, table=True):
 
 JOB_ACTIVE = ("queued", "running")
 JOB_FINISHED = ("succeeded", "failed", "cancelled")
+
+
+class Dataset(SQLModel, table=True):
+    __tablename__ = "dataset"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True)
+    form: str
+    path: str
+    source: str | None = None
+    sha256: str | None = None
+    train_rows: int
+    validation_rows: int
+    stats_json: str = "{}"
+    created_at: str = Field(default_factory=utcnow)
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return json.loads(self.stats_json or "{}")
+
+
+class TrainRun(SQLModel, table=True):
+    __tablename__ = "train_run"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True)
+    recipe: str
+    config_json: str = "{}"
+    base_model: str
+    dataset: str | None = None
+    run_dir: str
+    job_id: int | None = None
+    status: str = "created"
+    estimate_json: str = "{}"
+    summary_json: str = "{}"
+    created_at: str = Field(default_factory=utcnow)
+    updated_at: str = Field(default_factory=utcnow)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return json.loads(self.config_json or "{}")
+
+    @property
+    def estimate(self) -> dict[str, Any]:
+        return json.loads(self.estimate_json or "{}")
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return json.loads(self.summary_json or "{}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from internlocal.cli import chat, doctor, engines, evaluate, jobs, models, serve
+from internlocal.cli import chat, data, doctor, engines, evaluate, jobs, models, serve, train
 
 app = typer.Typer(
     name="internlocal",
@@ -20,6 +20,8 @@ app.add_typer(models.app, name="models")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(engines.app, name="engines")
 app.add_typer(evaluate.app, name="eval")
+app.add_typer(data.app, name="data")
+app.add_typer(train.app, name="train")
 
 
 @app.command("tui")

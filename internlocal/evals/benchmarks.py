@@ -227,50 +227,16 @@ def fetch_benchmark(home: Path, store_dir: Path, benchmark: str, spec: str | Non
     """Download a benchmark's published files into ``<home>/benchmarks/<benchmark>/``; returns (folder, source).
 
     ``spec`` is ``hf:org/name[:glob][@rev]`` or ``modelscope:org/name[:glob][@rev]``; by default the
-    Hub repository in ``HUB_SOURCES``. Files go through the store's downloader (resumable, sha256
-    checked) and are linked into the folder; zip archives are unpacked next to themselves.
+    Hub repository in ``HUB_SOURCES``.
     """
-    import os
-    import shutil
-    import zipfile
-
-    from internlocal.hub.download import Downloader
-    from internlocal.hub.sources import resolve_dataset
-    from internlocal.hub.store import Store
+    from internlocal.hub.fetch import fetch_dataset
 
     if benchmark not in LOADERS:
         raise UserError(f"Unknown benchmark {benchmark!r}; choose one of {', '.join(LOADERS)}.")
-    source, files = resolve_dataset(spec or HUB_SOURCES[benchmark])
-    if not files:
-        raise UserError(f"{source} lists no files.")
     folder = Path(home) / "benchmarks" / benchmark
-    shutil.rmtree(folder, ignore_errors=True)  # a fresh copy: files of another source must not mix in
-    folder.mkdir(parents=True)
-    downloader = Downloader(Store(store_dir))
-    for remote in files:
-        check_cancelled()
-        blob, _ = downloader.fetch(remote, on_bytes, check_cancelled)
-        target = folder / remote.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(blob, target)
-        except OSError:  # another disk, or links not allowed
-            shutil.copyfile(blob, target)
-        if target.suffix == ".zip":
-            _unzip(target, target.with_suffix(""), zipfile)
+    source, _ = fetch_dataset(store_dir, folder, spec or HUB_SOURCES[benchmark], on_bytes=on_bytes,
+                              check_cancelled=check_cancelled)
     return folder, source
-
-
-def _unzip(archive: Path, into: Path, zipfile) -> None:
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            for member in zf.infolist():
-                path = (into / member.filename).resolve()
-                if not path.is_relative_to(into.resolve()):
-                    raise UserError(f"{archive} holds a path outside itself ({member.filename}); not unpacked.")
-            zf.extractall(into)
-    except zipfile.BadZipFile:
-        raise UserError(f"{archive} is not a valid zip archive.") from None
 
 
 LOADERS = {"mmlu": mmlu, "ceval": ceval, "cmmlu": cmmlu, "arc": arc, "hellaswag": hellaswag,

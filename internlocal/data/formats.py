@@ -1,0 +1,174 @@
+"""Dataset files → normalized examples.
+
+Files: JSONL, JSON (a list of objects), CSV (with a header) and Parquet. Row forms, detected from
+the first row's keys unless given:
+
+| form | keys | becomes |
+|---|---|---|
+| ``messages`` (OpenAI) | ``messages: [{role, content}]`` | the conversation |
+| ``sharegpt`` | ``conversations: [{from, value}]`` (+ ``system``) | the conversation |
+| ``alpaca`` | ``instruction``, ``input``, ``output`` (+ ``system``, ``history``) | user → assistant |
+| ``text`` | ``text`` | raw text (pretraining style: every token trained) |
+
+A normalized example is ``{"messages": [...]}`` or ``{"text": "..."}``. Every row is checked; errors
+name the file and the line (or row) and say what is wrong.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from internlocal.errors import UserError
+
+FORMATS = ("messages", "sharegpt", "alpaca", "text")
+ROLES = ("system", "user", "assistant", "tool")
+_SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                   "chatgpt": "assistant", "bing": "assistant", "bard": "assistant", "function_call": "assistant",
+                   "observation": "tool", "tool": "tool"}
+MAX_ERRORS_SHOWN = 5
+
+
+def read_rows(path: Path) -> Iterator[tuple[str, Any]]:
+    """(where, row) for each row of the file; ``where`` is "line N" or "row N" for messages."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist or is not a file.")
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        with path.open(encoding="utf-8") as fh:
+            for n, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield f"line {n}", json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise UserError(f"{path} line {n}: not valid JSON ({exc.msg}).") from None
+    elif suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path} line {exc.lineno}: not valid JSON ({exc.msg}).") from None
+        if isinstance(data, dict) and isinstance(data.get("data"), list):
+            data = data["data"]
+        if not isinstance(data, list):
+            raise UserError(f"{path}: expected a JSON list of examples.")
+        for n, row in enumerate(data, start=1):
+            yield f"item {n}", row
+    elif suffix == ".csv":
+        with path.open(encoding="utf-8", newline="") as fh:
+            for n, row in enumerate(csv.DictReader(fh), start=2):
+                yield f"line {n}", row
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            raise UserError(f"{path}: not a readable Parquet file ({exc}).") from None
+        for n, row in enumerate(table.to_pylist(), start=1):
+            yield f"row {n}", row
+    else:
+        raise UserError(f"{path}: unknown file type {suffix or '(none)'}; use .jsonl, .json, .csv or .parquet.")
+
+
+def detect_format(row: Any) -> str | None:
+    if not isinstance(row, dict):
+        return None
+    if "messages" in row:
+        return "messages"
+    if "conversations" in row:
+        return "sharegpt"
+    if "instruction" in row and "output" in row:
+        return "alpaca"
+    if "text" in row:
+        return "text"
+    return None
+
+
+def normalize(row: Any, form: str) -> dict[str, Any]:
+    """One row in ``form`` → a normalized example; ``ValueError`` says what is wrong."""
+    if not isinstance(row, dict):
+        raise ValueError(f"expected an object, found {type(row).__name__}")
+    if form == "text":
+        text = row.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("'text' is missing or empty")
+        return {"text": text}
+    if form == "alpaca":
+        instruction, output = row.get("instruction"), row.get("output")
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise ValueError("'instruction' is missing or empty")
+        if not isinstance(output, str) or not output.strip():
+            raise ValueError("'output' is missing or empty")
+        messages = [{"role": "system", "content": row["system"]}] if row.get("system") else []
+        for turn in row.get("history") or []:
+            if not (isinstance(turn, (list, tuple)) and len(turn) == 2):
+                raise ValueError("'history' must be a list of [question, answer] pairs")
+            messages += [{"role": "user", "content": str(turn[0])}, {"role": "assistant", "content": str(turn[1])}]
+        user = instruction if not row.get("input") else f"{instruction}\n\n{row['input']}"
+        return {"messages": messages + [{"role": "user", "content": user}, {"role": "assistant", "content": output}]}
+    if form == "sharegpt":
+        turns = row.get("conversations")
+        if not isinstance(turns, list) or not turns:
+            raise ValueError("'conversations' must be a non-empty list")
+        messages = [{"role": "system", "content": row["system"]}] if row.get("system") else []
+        for i, turn in enumerate(turns, start=1):
+            if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
+                raise ValueError(f"turn {i} needs 'from' and 'value'")
+            role = _SHAREGPT_ROLES.get(str(turn["from"]).lower())
+            if role is None:
+                raise ValueError(f"turn {i} has an unknown speaker {turn['from']!r} (human, gpt, system, observation)")
+            messages.append({"role": role, "content": str(turn["value"])})
+        return {"messages": _check_messages(messages)}
+    if form == "messages":
+        messages = row.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise ValueError("'messages' must be a non-empty list")
+        clean = []
+        for i, message in enumerate(messages, start=1):
+            if not isinstance(message, dict) or message.get("role") not in ROLES:
+                raise ValueError(f"message {i} needs a role of {', '.join(ROLES)}")
+            content = message.get("content")
+            if isinstance(content, list):  # content parts: keep the text ones
+                content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+            if not isinstance(content, str):
+                raise ValueError(f"message {i} has no text content")
+            clean.append({"role": message["role"], "content": content})
+        return {"messages": _check_messages(clean)}
+    raise ValueError(f"unknown form {form!r}")
+
+
+def _check_messages(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
+        raise ValueError("no assistant message with text: nothing to train on")
+    return messages
+
+
+def load_examples(path: Path, form: str = "auto") -> tuple[str, list[dict[str, Any]]]:
+    """All rows of a file, normalized; returns (form used, examples). Every bad row is reported."""
+    if form not in ("auto", *FORMATS):
+        raise UserError(f"Dataset form {form!r} is not one of auto, {', '.join(FORMATS)}.")
+    examples: list[dict[str, Any]] = []
+    errors: list[str] = []
+    used = None if form == "auto" else form
+    for where, row in read_rows(Path(path)):
+        if used is None:
+            used = detect_format(row)
+            if used is None:
+                keys = ", ".join(row) if isinstance(row, dict) else type(row).__name__
+                raise UserError(f"{path} {where}: cannot tell the dataset form from its keys ({keys}); expected messages, "
+                                "conversations (ShareGPT), instruction/output (Alpaca) or text, or pass --format.")
+        try:
+            examples.append(normalize(row, used))
+        except ValueError as exc:
+            errors.append(f"{where}: {exc}")
+    if errors:
+        shown = "; ".join(errors[:MAX_ERRORS_SHOWN]) + (f"; and {len(errors) - MAX_ERRORS_SHOWN} more" if len(errors) > MAX_ERRORS_SHOWN else "")
+        raise UserError(f"{path}: {len(errors)} bad row(s) as {used}: {shown}.")
+    if not examples:
+        raise UserError(f"{path} holds no examples.")
+    return used or "messages", examples

@@ -1,0 +1,697 @@
+"""The training loop: one explicit loop for full, LoRA and QLoRA finetuning (setup / train / save / cleanup).
+
+Run as ``python -m internlocal.train.loop RUN_DIR`` (or under ``torchrun`` for several processes);
+``RUN_DIR/config.json`` holds the resolved recipe and the paths. Nothing here imports the catalog
+or the UI, so the same file runs on a bare GPU server.
+
+What it writes to ``RUN_DIR`` (rank 0 only):
+
+- ``metrics.jsonl``: one JSON line per optimizer step (``type: step``: step, epoch, loss, lr,
+  grad_norm, tokens/s, peak memory, elapsed, ETA), per evaluation (``type: eval``: validation loss
+  and sample generations), and events (``checkpoint``, ``warning``, ``done``, ``error``).
+- ``checkpoints/step-N/``: trainable weights, optimizer, scheduler, data position and RNG states,
+  written to ``step-N.tmp`` and renamed when complete (a full disk leaves the previous one intact).
+- ``adapter/`` (LoRA, QLoRA) or ``model/`` (full) at the end, and ``result.json``.
+
+Triggers: an empty ``SAVE_NOW`` file makes it checkpoint at the next step; ``STOP`` (or SIGTERM)
+makes it checkpoint and exit; ``--resume`` continues from the newest complete checkpoint.
+
+Speed: examples are packed into rows of ``seq_len`` with positions restarting per example
+(transformers builds a block-diagonal causal mask from them: no attention across examples and
+no padding), and logits are computed only where a trained token is predicted, in chunks that are
+recomputed in the backward pass, so the vocabulary-sized tensors never exist for a whole batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+IGNORE = -100
+LOGIT_CHUNK = 1024
+_NO_FAST_LOSS = {"gemma2", "gemma3", "gemma3_text", "cohere", "cohere2", "granite"}  # logits post-processed in forward
+
+
+class TrainingError(Exception):
+    """A problem the user can fix; the message is written to metrics.jsonl and stderr."""
+
+
+@dataclass
+class Batch:
+    input_ids: Any
+    labels: Any
+    position_ids: Any
+    attention_mask: Any | None
+    real_tokens: int
+    trained_tokens: int
+
+
+# -- data -------------------------------------------------------------------------------------------
+
+
+def render_examples(tokenizer, rows: list[dict[str, Any]], seq_len: int, train_on: str) -> tuple[list[tuple[list[int], list[int]]], int]:
+    """Token ids and labels of each example (truncated to seq_len); examples with nothing to train are dropped."""
+    from internlocal.data.rendering import render
+
+    out, dropped = [], 0
+    for row in rows:
+        rendered = render(tokenizer, row, max_len=seq_len, train_on=train_on)
+        # the first token is never predicted: an example needs a trained token after it
+        if not any(label != IGNORE for label in rendered.labels[1:]):
+            dropped += 1
+            continue
+        out.append((rendered.input_ids, rendered.labels))
+    return out, dropped
+
+
+def epoch_rows(examples: list[tuple[list[int], list[int]]], seq_len: int, packing: bool, seed: int, epoch: int) -> list[list[int]]:
+    """Rows of example indices for one epoch: a seeded shuffle, then packed greedily into seq_len rows."""
+    order = list(range(len(examples)))
+    random.Random(seed * 1000 + epoch).shuffle(order)
+    if not packing:
+        return [[i] for i in order]
+    rows: list[list[int]] = []
+    current: list[int] = []
+    used = 0
+    for i in order:
+        n = len(examples[i][0])
+        if current and used + n > seq_len:
+            rows.append(current)
+            current, used = [], 0
+        current.append(i)
+        used += n
+    if current:
+        rows.append(current)
+    return rows
+
+
+def make_batch(examples, rows: list[list[int]], pad_id: int, packing: bool) -> Batch:
+    import torch
+
+    seqs = []
+    for row in rows:
+        ids, labels, positions = [], [], []
+        for i in row:
+            e_ids, e_labels = examples[i]
+            ids += e_ids
+            labels += [IGNORE] + e_labels[1:]  # an example's first token is not predicted from the one before
+            positions += range(len(e_ids))
+        seqs.append((ids, labels, positions))
+    width = max(len(s[0]) for s in seqs)
+    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
+    position_ids = torch.zeros((len(seqs), width), dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, (ids, lab, pos) in enumerate(seqs):
+        n = len(ids)
+        input_ids[r, :n] = torch.tensor(ids)
+        labels[r, :n] = torch.tensor(lab)
+        position_ids[r, :n] = torch.tensor(pos)
+        position_ids[r, n:] = torch.arange(width - n)  # padding is its own "sequence": it attends to nothing real
+        mask[r, :n] = 1
+    real = sum(len(s[0]) for s in seqs)
+    trained = int((labels != IGNORE).sum())
+    # packed rows: positions restart per example and transformers derives a block-diagonal mask from them
+    return Batch(input_ids, labels, position_ids, None if packing else mask, real, trained)
+
+
+# -- the loss module (what DDP / FSDP wrap) ---------------------------------------------------------
+
+
+def _loss_module(model, fast: bool):
+    import torch
+    from torch.utils.checkpoint import checkpoint
+
+    class CausalLMLoss(torch.nn.Module):
+        """Sum of token cross-entropies over trained positions; logits only there, in recomputed chunks."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, labels, position_ids, attention_mask=None):
+            targets = labels[:, 1:]
+            keep = targets != IGNORE
+            if not fast:
+                logits = self.inner(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask).logits
+                picked = logits[:, :-1][keep].float()
+                return torch.nn.functional.cross_entropy(picked, targets[keep], reduction="sum")
+            base = self.inner.get_base_model() if hasattr(self.inner, "get_base_model") else self.inner
+            hidden = base.get_decoder()(input_ids=input_ids, position_ids=position_ids,
+                                        attention_mask=attention_mask).last_hidden_state
+            selected = hidden[:, :-1][keep]
+            wanted = targets[keep]
+            head = base.get_output_embeddings()
+            total = hidden.new_zeros((), dtype=torch.float32)
+            for start in range(0, selected.shape[0], LOGIT_CHUNK):
+                total = total + checkpoint(_chunk_ce, head, selected[start:start + LOGIT_CHUNK],
+                                           wanted[start:start + LOGIT_CHUNK], use_reentrant=False)
+            return total
+
+    return CausalLMLoss(model)
+
+
+def _chunk_ce(head, hidden, targets):
+    import torch
+
+    return torch.nn.functional.cross_entropy(head(hidden).float(), targets, reduction="sum")
+
+
+# -- the trainer ------------------------------------------------------------------------------------
+
+
+class Trainer:
+    def __init__(self, run_dir: Path, resume: bool = False):
+        self.run_dir = Path(run_dir)
+        self.config = json.loads((self.run_dir / "config.json").read_text())
+        self.recipe: dict[str, Any] = self.config["recipe"]
+        self.resume = resume
+        self.stop_requested = False
+        self.rank, self.world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.checkpoints = self.run_dir / "checkpoints"
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.elapsed_before = 0.0
+        self.tokens_seen = 0
+
+    # -- reporting --------------------------------------------------------------------------------
+
+    def emit(self, kind: str, **values: Any) -> None:
+        if self.rank != 0:
+            return
+        with self.metrics_path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"type": kind, "t": round(time.time(), 3), **values}, ensure_ascii=False) + "\n")
+
+    def peak_memory(self) -> int:
+        import torch
+
+        if self.device.type == "cuda":
+            return int(torch.cuda.max_memory_allocated(self.device))
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
+
+    # -- setup ------------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        import torch
+
+        r = self.recipe
+        if self.config.get("threads"):
+            torch.set_num_threads(int(self.config["threads"]))
+        if self.world > 1:
+            import torch.distributed as dist
+
+            backend = "nccl" if torch.cuda.is_available() and r["hardware"] != "cpu" else "gloo"
+            dist.init_process_group(backend)
+        wants_gpu = r["hardware"] in ("gpu", "multi-gpu")
+        if wants_gpu and not torch.cuda.is_available():
+            raise TrainingError(f"This recipe is for hardware: {r['hardware']}, but no CUDA GPU is visible; "
+                                "use a cpu recipe or hardware=cpu.")
+        self.device = torch.device(f"cuda:{self.local_rank}" if wants_gpu else "cpu")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        precision = r["precision"]
+        if precision == "auto":
+            precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if self.device.type == "cuda" else "fp32"
+        self.precision = precision
+        self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        random.seed(r["seed"])
+        torch.manual_seed(r["seed"])
+        self._load_model()
+        self._load_data()
+        self._make_optimizer()
+        if self.resume:
+            self._restore()
+        elif self.rank == 0:
+            self.metrics_path.unlink(missing_ok=True)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, *_: Any) -> None:
+        self.stop_requested = True
+
+    def _load_model(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        r = self.recipe
+        path = self.config["model_path"]
+        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=r["trust_remote_code"])
+        kwargs: dict[str, Any] = {"trust_remote_code": r["trust_remote_code"]}
+        # fp16 trains with fp32 master weights under autocast; bf16 and fp32 train in their own dtype
+        load_dtype = torch.float32 if self.precision == "fp16" else self.dtype
+        if r["method"] == "qlora":
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.float32 if self.precision == "fp16" else self.dtype)
+            kwargs["device_map"] = {"": self.device.index if self.device.type == "cuda" else "cpu"}
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=load_dtype, **kwargs)
+        if r["method"] == "qlora":
+            import bitsandbytes as bnb
+
+            for module in model.modules():
+                if isinstance(module, bnb.nn.Linear4bit):
+                    # bitsandbytes repacks NF4 weights for fast CPU inference on the first no-grad forward
+                    # (an evaluation); the repacked path has no backward, so gradients after it would be
+                    # wrong. Training keeps the trainable layout throughout.
+                    module.support_avx512bf16_for_cpu = False
+        else:
+            model.to(self.device)
+        if r["gradient_checkpointing"]:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.config.use_cache = False
+        if r["method"] in ("lora", "qlora"):
+            from peft import LoraConfig, get_peft_model
+
+            lora = r["lora"]
+            model = get_peft_model(model, LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                                                     target_modules=lora["targets"], task_type="CAUSAL_LM"))
+        model.train()
+        self.model = model
+        self.trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        fast = (base.config.model_type not in _NO_FAST_LOSS and callable(getattr(base, "get_decoder", None))
+                and base.get_output_embeddings() is not None)
+        self.loss_module = _loss_module(model, fast)
+        self.wrapped = self.loss_module
+        if self.world > 1:
+            if r["distributed"] == "fsdp":
+                from torch.distributed.fsdp import fully_shard
+
+                layers = [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")]
+                for layer in layers:
+                    fully_shard(layer)
+                fully_shard(self.loss_module)
+            else:
+                from torch.nn.parallel import DistributedDataParallel
+
+                self.wrapped = DistributedDataParallel(self.loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def _load_data(self) -> None:
+        r = self.recipe
+
+        def read(path: str | None) -> list[dict[str, Any]]:
+            if not path or not Path(path).exists():
+                return []
+            return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+        self.examples, dropped = render_examples(self.tokenizer, read(self.config["train_file"]), r["seq_len"], r["train_on"])
+        if not self.examples:
+            raise TrainingError("No training example has a token to train on (assistant answers empty or cut off by "
+                                f"seq_len={r['seq_len']}); check the dataset or raise seq_len.")
+        self.validation, _ = render_examples(self.tokenizer, read(self.config.get("validation_file")), r["seq_len"], r["train_on"])
+        if dropped:
+            self.emit("warning", message=f"{dropped} training examples had no trainable token and were skipped")
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        rows = epoch_rows(self.examples, r["seq_len"], r["packing"], r["seed"], 0)
+        per_rank = len(rows) // self.world
+        self.batches_per_epoch = max(1, math.ceil(per_rank / r["micro_batch"]))
+        steps_per_epoch = max(1, self.batches_per_epoch // r["grad_accum"])
+        self.total_steps = r["max_steps"] or max(1, math.ceil(steps_per_epoch * r["epochs"]))
+
+    def _make_optimizer(self) -> None:
+        import torch
+
+        r = self.recipe
+        params = [p for p in self.loss_module.parameters() if p.requires_grad]
+        if r["optimizer"] == "adamw":
+            self.optimizer = torch.optim.AdamW(params, lr=r["lr"], weight_decay=r["weight_decay"],
+                                               fused=self.device.type == "cuda" or None)
+        else:
+            import bitsandbytes as bnb
+
+            cls = bnb.optim.PagedAdamW8bit if r["optimizer"] == "paged_adamw_8bit" else bnb.optim.AdamW8bit
+            self.optimizer = cls(params, lr=r["lr"], weight_decay=r["weight_decay"])
+        warmup = int(r["warmup_ratio"] * self.total_steps)
+        total = self.total_steps
+        kind = r["lr_scheduler"]
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            progress = (step - warmup) / max(1, total - warmup)
+            if kind == "cosine":
+                return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+            if kind == "linear":
+                return max(0.0, 1 - progress)
+            return 1.0
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def _complete_checkpoints(self) -> list[Path]:
+        if not self.checkpoints.is_dir():
+            return []
+        found = [p for p in self.checkpoints.iterdir() if p.is_dir() and p.name.startswith("step-")
+                 and not p.name.endswith(".tmp") and (p / "state.json").exists()]
+        return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+    def _fsdp(self) -> bool:
+        return self.world > 1 and self.recipe["distributed"] == "fsdp"
+
+    def save_checkpoint(self, reason: str) -> Path | None:
+        """Write checkpoints/step-N atomically; on failure (a full disk) keep the previous one and go on."""
+        import numpy as np
+        import torch
+
+        final = self.checkpoints / f"step-{self.step}"
+        if final.exists():
+            return final
+        tmp = self.checkpoints / f"step-{self.step}.tmp"
+        ok = True
+        try:
+            if self.rank == 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+            self._barrier()
+            if self._fsdp():
+                import torch.distributed.checkpoint as dcp
+
+                dcp.save({"model": self._trainable_state(), "optimizer": self.optimizer.state_dict()},
+                         checkpoint_id=str(tmp / "sharded"))
+            elif self.rank == 0:
+                torch.save(self._trainable_state(), tmp / "trainable.pt")
+                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            if self.rank == 0:
+                torch.save({"scheduler": self.scheduler.state_dict(), "python": random.getstate(),
+                            "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+                            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                            "scaler": self.scaler.state_dict() if self.scaler else None}, tmp / "rng_scheduler.pt")
+                state = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                         "elapsed": self._elapsed(), "tokens_seen": self.tokens_seen, "reason": reason}
+                (tmp / "state.json").write_text(json.dumps(state))
+                for f in tmp.rglob("*"):
+                    if f.is_file():
+                        with f.open("rb") as fh:
+                            os.fsync(fh.fileno())
+        except OSError as exc:
+            ok = False
+            if self.rank == 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+                previous = self._complete_checkpoints()
+                self.emit("warning", message=f"checkpoint at step {self.step} failed ({exc.strerror or exc}); "
+                          f"kept {previous[-1].name if previous else 'no earlier checkpoint'}")
+        ok = self._all_agree(ok)
+        if not ok:
+            return None
+        if self.rank == 0:
+            tmp.rename(final)
+            for old in self._complete_checkpoints()[:-self.recipe["keep_checkpoints"]]:
+                shutil.rmtree(old, ignore_errors=True)
+            self.emit("checkpoint", step=self.step, path=str(final), reason=reason)
+        self._barrier()
+        return final
+
+    def _trainable_state(self) -> dict[str, Any]:
+        names = {n for n, _ in self.trainable}
+        if self._fsdp():
+            return {k: v for k, v in self.loss_module.state_dict().items() if k.removeprefix("inner.") in names}
+        return {n: p.detach().cpu().clone() for n, p in self.trainable}
+
+    def _restore(self) -> None:
+        import numpy as np
+        import torch
+
+        found = self._complete_checkpoints()
+        if not found:
+            if self.rank == 0:
+                self.metrics_path.unlink(missing_ok=True)
+            return  # nothing saved yet: a resume starts from the beginning
+        last = found[-1]
+        state = json.loads((last / "state.json").read_text())
+        if self._fsdp():
+            import torch.distributed.checkpoint as dcp
+
+            target = {"model": self._trainable_state(), "optimizer": self.optimizer.state_dict()}
+            dcp.load(target, checkpoint_id=str(last / "sharded"))
+            self.loss_module.load_state_dict(target["model"], strict=False)
+            self.optimizer.load_state_dict(target["optimizer"])
+        else:
+            saved = torch.load(last / "trainable.pt", map_location=self.device)
+            params = dict(self.trainable)
+            with torch.no_grad():
+                for name, tensor in saved.items():
+                    params[name].copy_(tensor)
+            self.optimizer.load_state_dict(torch.load(last / "optimizer.pt", map_location=self.device))
+        extra = torch.load(last / "rng_scheduler.pt", weights_only=False)
+        self.scheduler.load_state_dict(extra["scheduler"])
+        random.setstate(extra["python"])
+        np.random.set_state(extra["numpy"])
+        torch.set_rng_state(extra["torch"])
+        if extra.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(extra["cuda"])
+        if self.scaler and extra.get("scaler"):
+            self.scaler.load_state_dict(extra["scaler"])
+        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self.elapsed_before, self.tokens_seen = state["elapsed"], state["tokens_seen"]
+        if self.rank == 0 and self.metrics_path.exists():  # the curve continues from the checkpoint, not from the crash
+            kept = [line for line in self.metrics_path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= self.step
+                    and json.loads(line).get("type") in ("step", "eval", "checkpoint", "warning")]
+            self.metrics_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        self.emit("resumed", step=self.step, checkpoint=str(last))
+
+    # -- distributed helpers ----------------------------------------------------------------------
+
+    def _barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def _sum(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        import torch
+        import torch.distributed as dist
+
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(tensor)
+        return float(tensor.item())
+
+    def _all_agree(self, flag: bool) -> bool:
+        return self._sum(0.0 if flag else 1.0) == 0.0
+
+    def _any(self, flag: bool) -> bool:
+        return self._sum(1.0 if flag else 0.0) > 0
+
+    # -- training ---------------------------------------------------------------------------------
+
+    def _elapsed(self) -> float:
+        return self.elapsed_before + (time.monotonic() - self._started)
+
+    def _batches(self, epoch: int):
+        r = self.recipe
+        rows = epoch_rows(self.examples, r["seq_len"], r["packing"], r["seed"], epoch)
+        mine = rows[self.rank::self.world][: (len(rows) // self.world) or len(rows)]
+        return [mine[i:i + r["micro_batch"]] for i in range(0, len(mine), r["micro_batch"])]
+
+    def _forward(self, batch: Batch):
+        import torch
+
+        args = [t.to(self.device) for t in (batch.input_ids, batch.labels, batch.position_ids)]
+        mask = batch.attention_mask.to(self.device) if batch.attention_mask is not None else None
+        if self.precision == "fp16":
+            with torch.autocast("cuda", dtype=torch.float16):
+                return self.wrapped(*args, attention_mask=mask)
+        return self.wrapped(*args, attention_mask=mask)
+
+    def train(self) -> str:
+        import torch
+
+        r = self.recipe
+        self._started = time.monotonic()
+        accum = r["grad_accum"]
+        stop_file, save_file = self.run_dir / "STOP", self.run_dir / "SAVE_NOW"
+        self.emit("start", total_steps=self.total_steps, examples=len(self.examples), validation=len(self.validation),
+                  world_size=self.world, precision=self.precision, device=str(self.device),
+                  trainable_parameters=sum(p.numel() for _, p in self.trainable), resumed_from=self.step or None)
+        step_started = time.monotonic()
+        first_step = self.step
+        window_real = window_trained = 0
+        window_loss = 0.0
+        pending: list = []
+        while self.step < self.total_steps:
+            batches = self._batches(self.epoch)
+            while self.batch_in_epoch < len(batches) and self.step < self.total_steps:
+                pending.append(batches[self.batch_in_epoch])
+                self.batch_in_epoch += 1
+                if len(pending) < accum and self.batch_in_epoch < len(batches):
+                    continue
+                made = [make_batch(self.examples, rows, self.pad_id, r["packing"]) for rows in pending]
+                pending = []
+                # normalise by the trained tokens of the whole step on every rank, so accumulation and data
+                # parallelism give the same gradient as one big batch (DDP averages over ranks: scale back up)
+                step_tokens = self._sum(sum(b.trained_tokens for b in made))
+                loss_sum = 0.0
+                for batch in made:
+                    loss = self._forward(batch)
+                    scaled = loss * (self.world / max(step_tokens, 1.0))
+                    (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+                    loss_sum += float(loss.detach())
+                    window_real += batch.real_tokens
+                    window_trained += batch.trained_tokens
+                if self.scaler:
+                    self.scaler.unscale_(self.optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in self.trainable], r["max_grad_norm"] or float("inf"))
+                if self.scaler:
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                else:
+                    self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                lr = self.scheduler.get_last_lr()[0]
+                self.scheduler.step()
+                self.step += 1
+                window_loss = self._sum(loss_sum) / max(step_tokens, 1.0)
+                real_all = self._sum(window_real)
+                self.tokens_seen += int(real_all)
+                now = time.monotonic()
+                seconds = now - step_started
+                elapsed = self._elapsed()
+                per_step = (elapsed - self.elapsed_before) / max(1, self.step - first_step)
+                self.emit("step", step=self.step, total_steps=self.total_steps, epoch=self.epoch, loss=round(window_loss, 5),
+                          lr=lr, grad_norm=round(float(grad_norm), 5), tokens=int(real_all),
+                          trained_tokens=int(self._sum(window_trained)), tokens_per_s=round(real_all / max(seconds, 1e-9), 1),
+                          peak_memory=self.peak_memory(), elapsed=round(elapsed, 2),
+                          eta=round(per_step * (self.total_steps - self.step), 1))
+                window_real = window_trained = 0
+                if r["eval_every"] and self.step % r["eval_every"] == 0 and self.step < self.total_steps:
+                    self.evaluate()
+                want_save = self._any(save_file.exists()) or bool(r["save_every"] and self.step % r["save_every"] == 0)
+                want_stop = self._any(self.stop_requested or stop_file.exists())
+                if want_save or want_stop:
+                    self.save_checkpoint("stop" if want_stop else ("save now" if save_file.exists() else "periodic"))
+                    if self.rank == 0:
+                        save_file.unlink(missing_ok=True)
+                if want_stop:
+                    if self.rank == 0:
+                        stop_file.unlink(missing_ok=True)
+                    self.emit("stopped", step=self.step)
+                    return "stopped"
+                step_started = time.monotonic()
+            if self.batch_in_epoch >= len(batches):
+                self.epoch += 1
+                self.batch_in_epoch = 0
+        self.evaluate()
+        return "finished"
+
+    def evaluate(self) -> None:
+        """Validation loss over the held-out examples, and greedy answers to the sample prompts."""
+        import torch
+
+        r = self.recipe
+        self.loss_module.eval()
+        total = tokens = 0.0
+        with torch.no_grad():
+            mine = self.validation[self.rank::self.world]
+            for start in range(0, len(mine), r["micro_batch"]):
+                rows = [[i] for i in range(start, min(start + r["micro_batch"], len(mine)))]
+                batch = make_batch(mine, rows, self.pad_id, packing=False)
+                total += float(self._forward(batch))
+                tokens += batch.trained_tokens
+        total, tokens = self._sum(total), self._sum(tokens)
+        samples = []
+        if r["sample_prompts"] and not self._fsdp() and self.rank == 0:
+            samples = [{"prompt": p, "answer": self.generate(p)} for p in r["sample_prompts"]]
+        self.loss_module.train()
+        self.emit("eval", step=self.step, val_loss=round(total / tokens, 5) if tokens else None, val_tokens=int(tokens),
+                  samples=samples)
+
+    def generate(self, prompt: str, max_new_tokens: int = 48) -> str:
+        import torch
+
+        messages = [{"role": "user", "content": prompt}]
+        if getattr(self.tokenizer, "chat_template", None):
+            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                                     return_dict=True)["input_ids"]
+        else:
+            ids = self.tokenizer(prompt, return_tensors="pt")["input_ids"]
+        ids = ids.to(self.device)
+        with torch.no_grad():
+            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                      do_sample=False, pad_token_id=self.pad_id)
+        return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+
+    def save_final(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self._fsdp():
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        else:
+            full = None
+        if self.rank == 0:
+            target = self.run_dir / ("model" if self.recipe["method"] == "full" else "adapter")
+            tmp = target.with_name(target.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            if full is not None:
+                self.model.save_pretrained(tmp, state_dict=full)
+            else:
+                self.model.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.rename(target)
+            out[target.name] = str(target)
+        self._barrier()
+        return out
+
+    def cleanup(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="internlocal training loop")
+    parser.add_argument("run_dir")
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(argv)
+    trainer = Trainer(Path(args.run_dir), resume=args.resume)
+    try:
+        trainer.setup()
+        status = trainer.train()
+        outputs = trainer.save_final() if status == "finished" else {}
+        last_loss = None
+        if trainer.rank == 0 and trainer.metrics_path.exists():
+            for line in trainer.metrics_path.read_text(encoding="utf-8").splitlines():
+                event = json.loads(line)
+                if event.get("type") == "step":
+                    last_loss = event["loss"]
+        result = {"status": status, "step": trainer.step, "total_steps": trainer.total_steps, "final_loss": last_loss,
+                  "peak_memory": trainer.peak_memory(), "elapsed": round(trainer._elapsed(), 2),
+                  "tokens_seen": trainer.tokens_seen, **outputs}
+        if trainer.rank == 0:
+            (trainer.run_dir / "result.json").write_text(json.dumps(result, indent=1))
+            trainer.emit("done", **result)
+        return 0
+    except TrainingError as exc:
+        trainer.emit("error", message=str(exc))
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        trainer.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Recipes: flat YAML files in ``recipes/`` named ``<model>_<method>_<hardware>.yaml``, validated here.
+
+The first comment line of a recipe is the command that launches it. ``key=value`` overrides
+(dotted for nested keys: ``lora.r=8``) are applied before validation, so a bad override is
+reported like a bad file.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from internlocal.errors import UserError
+
+
+def recipes_dir() -> Path:
+    """``recipes/`` of the repository (editable install), else the copy installed under ``share/``."""
+    repo = Path(__file__).resolve().parents[2] / "recipes"
+    return repo if repo.is_dir() else Path(sys.prefix) / "share" / "internlocal" / "recipes"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoraSettings(_Strict):
+    r: int = Field(16, ge=1, le=1024)
+    alpha: float = Field(32, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    targets: str | list[str] = "all-linear"
+
+
+class ExportSettings(_Strict):
+    merge: bool = True  # merge the adapter into the base (LoRA/QLoRA); full finetunes are the model already
+    gguf: bool = True  # convert the merged model to GGUF
+    quantize: str | None = "Q8_0"  # then quantize it (None: keep the f16 GGUF)
+
+
+class ModelShape(_Strict):
+    """Dimensions for the memory estimate when the model is not on disk yet."""
+
+    parameters: int
+    hidden: int
+    layers: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    vocab: int
+    tied_embeddings: bool = False
+
+
+class Recipe(_Strict):
+    description: str = ""
+    model: str  # a catalog model (a GGUF is converted to a Hugging Face folder once) or a registry name to pull
+    method: Literal["full", "lora", "qlora"]
+    hardware: Literal["cpu", "gpu", "multi-gpu"] = "cpu"
+    dataset: str  # a catalog dataset, or a file (relative to the recipes folder) imported on first use
+    dataset_form: str = "auto"
+    validation: float = Field(0.05, ge=0)
+    train_on: Literal["assistant", "all"] = "assistant"
+    seq_len: int = Field(1024, ge=16)
+    packing: bool = True
+    micro_batch: int = Field(4, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    lr: float = Field(2e-4, gt=0)
+    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, ge=0)
+    optimizer: Literal["adamw", "adamw_8bit", "paged_adamw_8bit"] = "adamw"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    gradient_checkpointing: bool = False
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    eval_every: int = Field(0, ge=0)  # steps between validation passes (0: only at the end)
+    sample_prompts: list[str] = Field(default_factory=list)  # generated at each evaluation
+    save_every: int = Field(0, ge=0)  # steps between checkpoints (0: only on "save now", stop and the end)
+    keep_checkpoints: int = Field(2, ge=1)
+    seed: int = 42
+    gpus: int = Field(1, ge=1)
+    distributed: Literal["ddp", "fsdp"] = "ddp"
+    trust_remote_code: bool = False
+    probe: str | None = None  # the prompt the merge check compares on (default: the first sample prompt)
+    shape: ModelShape | None = None
+    export: ExportSettings = Field(default_factory=ExportSettings)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Recipe":
+        if self.optimizer != "adamw" and self.hardware == "cpu":
+            raise ValueError(f"optimizer {self.optimizer} needs a GPU (bitsandbytes' 8-bit optimizers are CUDA only); use adamw")
+        if self.precision == "fp16" and self.hardware == "cpu":
+            raise ValueError("precision fp16 needs a GPU; use fp32 or bf16 on the CPU")
+        if self.gpus > 1 and self.hardware != "multi-gpu":
+            raise ValueError("gpus > 1 needs hardware: multi-gpu")
+        return self
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["lr=1e-4", "lora.r=8"]`` → nested dict; values are read as YAML (numbers, booleans, lists)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"Override {pair!r} is not key=value.")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        target = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def recipe_path(name_or_path: str) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+        return candidate
+    path = recipes_dir() / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in recipes_dir().glob("*.yaml"))) or "none"
+        raise UserError(f"No recipe {name_or_path!r}; recipes: {known}.")
+    return path
+
+
+def load_recipe(name_or_path: str, overrides: dict[str, Any] | None = None) -> tuple[str, Recipe]:
+    """(recipe name, validated recipe with overrides applied)."""
+    path = recipe_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)}).") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a recipe is a mapping of settings.")
+    try:
+        recipe = Recipe.model_validate(_merge(raw, overrides or {}))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'recipe'}: {e['msg']}" for e in exc.errors())
+        raise UserError(f"{path.name}: {problems}.") from None
+    return path.stem, recipe
+
+
+def launch_command(path: Path) -> str:
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+        if line.strip():
+            break
+    return f"internlocal train run {path.stem}"
+
+
+def list_recipes() -> list[tuple[str, Recipe | None, str]]:
+    """(name, recipe or None when invalid, launch command or the validation error) for every recipe file."""
+    out = []
+    for path in sorted(recipes_dir().glob("*.yaml")):
+        try:
+            _, recipe = load_recipe(str(path))
+            out.append((path.stem, recipe, launch_command(path)))
+        except UserError as exc:
+            out.append((path.stem, None, str(exc)))
+    return out
+
+
+def dataset_file(recipe: Recipe) -> Path | None:
+    """The recipe's dataset as a file (relative to the recipes folder), or None when it names a catalog dataset."""
+    candidate = Path(recipe.dataset).expanduser()
+    if not candidate.is_absolute():
+        candidate = recipes_dir() / candidate
+    return candidate if candidate.suffix and candidate.is_file() else None
