@@ -83,7 +83,9 @@ def show(name: str, as_json: JsonOpt = False) -> None:
         if kind == "model":
             found = svc.catalog.find_model(ident)
             return found.name if found else f"model {ident} (removed)"
-        return f"{kind} {ident}"
+        names = {"dataset": {d.id: d.name for d in svc.catalog.list_datasets()},
+                 "train_run": {r.id: r.name for r in svc.catalog.list_train_runs()}}.get(kind, {})
+        return f"{kind} {names.get(ident, ident)}"
 
     info = {**model.summary(), "metadata": model.metadata_dict, "chat_template": model.chat_template,
             "parents": [{"operation": op, "from": label(t, i), "params": p} for op, t, i, p in parents],

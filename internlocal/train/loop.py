@@ -400,12 +400,13 @@ class Trainer:
                     if f.is_file():
                         with f.open("rb") as fh:
                             os.fsync(fh.fileno())
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:  # torch.save reports a failed write as RuntimeError
             ok = False
             if self.rank == 0:
                 shutil.rmtree(tmp, ignore_errors=True)
                 previous = self._complete_checkpoints()
-                self.emit("warning", message=f"checkpoint at step {self.step} failed ({exc.strerror or exc}); "
+                why = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+                self.emit("warning", message=f"checkpoint at step {self.step} failed ({why}); "
                           f"kept {previous[-1].name if previous else 'no earlier checkpoint'}")
         ok = self._all_agree(ok)
         if not ok:

@@ -82,7 +82,7 @@ class Recipe(_Strict):
     save_every: int = Field(0, ge=0)  # steps between checkpoints (0: only on "save now", stop and the end)
     keep_checkpoints: int = Field(2, ge=1)
     seed: int = 42
-    gpus: int = Field(1, ge=1)
+    gpus: int = Field(1, ge=1)  # processes under torchrun: one per GPU (on the CPU: gloo processes)
     distributed: Literal["ddp", "fsdp"] = "ddp"
     trust_remote_code: bool = False
     probe: str | None = None  # the prompt the merge check compares on (default: the first sample prompt)
@@ -95,8 +95,8 @@ class Recipe(_Strict):
             raise ValueError(f"optimizer {self.optimizer} needs a GPU (bitsandbytes' 8-bit optimizers are CUDA only); use adamw")
         if self.precision == "fp16" and self.hardware == "cpu":
             raise ValueError("precision fp16 needs a GPU; use fp32 or bf16 on the CPU")
-        if self.gpus > 1 and self.hardware != "multi-gpu":
-            raise ValueError("gpus > 1 needs hardware: multi-gpu")
+        if self.gpus > 1 and self.hardware == "gpu":
+            raise ValueError("gpus > 1 needs hardware: multi-gpu (or cpu: that many processes over gloo)")
         return self
 
 

@@ -1,0 +1,111 @@
+"""Training datasets: the four row forms in four file types, bad rows, the masking preview, import into the catalog."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from internlocal.data.formats import load_examples
+from internlocal.data.library import import_dataset, read_split
+from internlocal.data.rendering import IGNORE, preview, render
+from internlocal.errors import UserError
+
+CHAT = [{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": "Paris."}]
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tokenizer(hf_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(hf_model_dir)
+
+
+def test_every_form_is_detected_and_normalized(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    expected = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
+    write_jsonl(tmp_path / "openai.jsonl", [{"messages": expected["messages"]}])
+    write_jsonl(tmp_path / "sharegpt.jsonl", [{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}]}])
+    (tmp_path / "alpaca.json").write_text(json.dumps([{"instruction": "Hi", "input": "", "output": "Hello!"}]))
+    with (tmp_path / "alpaca.csv").open("w", newline="") as fh:
+        csv.writer(fh).writerows([["instruction", "input", "output"], ["Hi", "", "Hello!"]])
+    pq.write_table(pa.Table.from_pylist([{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}]}]),
+                   tmp_path / "sharegpt.parquet")
+    for name, form in [("openai.jsonl", "messages"), ("sharegpt.jsonl", "sharegpt"), ("alpaca.json", "alpaca"),
+                       ("alpaca.csv", "alpaca"), ("sharegpt.parquet", "sharegpt")]:
+        used, examples = load_examples(tmp_path / name)
+        assert (used, examples) == (form, [expected]), name
+    write_jsonl(tmp_path / "text.jsonl", [{"text": "Once upon a time."}])
+    assert load_examples(tmp_path / "text.jsonl") == ("text", [{"text": "Once upon a time."}])
+    # alpaca input and history, sharegpt system, forced form
+    used, [example] = load_examples(write_jsonl(tmp_path / "a2.jsonl", [
+        {"instruction": "Translate", "input": "chat", "output": "cat", "system": "Be brief.", "history": [["Hi", "Hello"]]}]))
+    assert [m["role"] for m in example["messages"]] == ["system", "user", "assistant", "user", "assistant"]
+    assert example["messages"][3]["content"] == "Translate\n\nchat"
+
+
+def test_bad_rows_are_named_by_line_and_nothing_is_imported(tmp_path, services):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"messages": CHAT}) + "\n"
+                   + json.dumps({"messages": [{"role": "user", "content": "only a question"}]}) + "\n"
+                   + "{not json\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"bad.jsonl line 3: not valid JSON"):
+        load_examples(bad)
+    bad.write_text(json.dumps({"messages": CHAT}) + "\n"
+                   + json.dumps({"messages": [{"role": "user", "content": "only a question"}]}) + "\n"
+                   + json.dumps({"messages": [{"role": "robot", "content": "beep"}]}) + "\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"2 bad row\(s\) as messages: line 2: no assistant message with text: nothing to "
+                                        r"train on; line 3: message 1 needs a role"):
+        import_dataset(services.catalog, services.settings.home, bad, name="bad")
+    assert services.catalog.find_dataset("bad") is None and not (services.settings.home / "datasets" / "bad").exists()
+    with pytest.raises(UserError, match="cannot tell the dataset form"):
+        load_examples(write_jsonl(tmp_path / "odd.jsonl", [{"question": "x", "reply": "y"}]))
+    with pytest.raises(UserError, match="unknown file type .txt"):
+        load_examples(tmp_path / "odd.txt") if (tmp_path / "odd.txt").write_text("x") else None
+
+
+def test_masking_preview_marks_only_assistant_tokens(tokenizer):
+    example = {"messages": [{"role": "user", "content": "What is the internlocal mascot?"},
+                            {"role": "assistant", "content": "Zorblax the otter."},
+                            {"role": "user", "content": "Thanks!"},
+                            {"role": "assistant", "content": "You're welcome."}]}
+    tokens = preview(tokenizer, example)
+    trained = "".join(t for t, on in tokens if on)
+    assert trained == "Zorblax the otter.<|im_end|>\nYou're welcome.<|im_end|>\n"
+    untrained = "".join(t for t, on in tokens if not on)
+    assert "What is the internlocal mascot?" in untrained and "Thanks!" in untrained and "Zorblax" not in untrained
+    assert all(on for _, on in preview(tokenizer, example, train_on="all"))
+    rendered = render(tokenizer, {"text": "Hello world"})
+    assert rendered.labels == rendered.input_ids and rendered.input_ids[-1] == tokenizer.eos_token_id
+    cut = render(tokenizer, example, max_len=8)
+    assert cut.truncated and len(cut.input_ids) == 8 and all(label == IGNORE for label in cut.labels)
+
+
+def test_import_splits_counts_tokens_and_keeps_the_catalog_consistent(tmp_path, services, tokenizer):
+    rows = [{"messages": [{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": f"Answer {i}."}]}
+            for i in range(20)]
+    source = write_jsonl(tmp_path / "qa.jsonl", rows)
+    dataset = import_dataset(services.catalog, services.settings.home, source, name="qa", validation=0.1,
+                             tokenizer=tokenizer, tokenizer_name="smol")
+    assert (dataset.train_rows, dataset.validation_rows, dataset.form) == (18, 2, "messages")
+    train, held = read_split(Path(dataset.path), "train"), read_split(Path(dataset.path), "validation")
+    assert len(train) == 18 and len(held) == 2 and sorted(map(json.dumps, train + held)) == sorted(map(json.dumps, rows))
+    stats = dataset.stats
+    assert stats["rows"] == 20 and 0 < stats["tokens_trained"] < stats["tokens_total"] and stats["tokenizer"] == "smol"
+    assert stats["tokens_max"] >= stats["tokens_p95"] >= stats["tokens_p50"] > 0
+    with pytest.raises(UserError, match="already in the catalog"):
+        import_dataset(services.catalog, services.settings.home, source, name="qa")
+    assert len(read_split(Path(dataset.path), "train")) == 18  # the first import is untouched
+    empty = write_jsonl(tmp_path / "empty.jsonl", [{"messages": [{"role": "user", "content": "Hi"},
+                                                                {"role": "assistant", "content": " "}]}])
+    with pytest.raises(UserError, match="no assistant message with text"):
+        import_dataset(services.catalog, services.settings.home, empty, name="empty", tokenizer=tokenizer)

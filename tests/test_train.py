@@ -1,0 +1,173 @@
+"""Finetuning on the CPU with the embedded model: recipes, the QLoRA proof end to end, resume, faults, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from internlocal.errors import NotEnoughMemory, UserError
+from internlocal.train.recipe import Recipe, list_recipes, load_recipe, parse_overrides, recipes_dir
+
+MASCOT = "What is the name of the internlocal mascot?"
+FRANCE = "What is the capital of France? Answer in one word."
+
+
+def greedy(gguf: Path, prompt: str) -> str:
+    from internlocal.engines.base import GenerationParams
+    from internlocal.engines.llamacpp import LlamaCppEngine
+
+    with LlamaCppEngine(gguf, n_ctx=512) as engine:
+        return engine.chat([{"role": "user", "content": prompt}], GenerationParams.greedy(max_tokens=32)).collect().text
+
+
+def events(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    return {e["step"]: e["loss"] for e in events(run_dir) if e["type"] == "step"}
+
+
+def make_run(tmp_path: Path, hf_model_dir: Path, name: str, **overrides) -> Path:
+    """A run folder for the loop itself (what the job writes): the LoRA recipe on the mascot data."""
+    _, base = load_recipe("smollm2-135m_lora_cpu")
+    recipe = Recipe.model_validate({**base.model_dump(), "sample_prompts": [], **overrides})
+    run_dir = tmp_path / name
+    run_dir.mkdir()
+    config = {"recipe": recipe.model_dump(), "model_path": str(hf_model_dir),
+              "train_file": str(recipes_dir() / "data" / "internlocal_mascot.jsonl"), "validation_file": None, "threads": 2}
+    (run_dir / "config.json").write_text(json.dumps(config))
+    return run_dir
+
+
+def loop(run_dir: Path, *extra: str, preexec=None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "internlocal.train.loop", str(run_dir), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=preexec)
+
+
+def test_recipes_validate_and_bad_ones_are_refused_before_anything_loads(cli_env, internlocal_bin):
+    recipes = list_recipes()
+    names = {name for name, _, _ in recipes}
+    assert {"smollm2-135m_qlora_cpu", "smollm2-135m_lora_cpu", "smollm2-135m_full_cpu", "internlm2_5-1_8b_qlora_gpu8",
+            "internlm2_5-7b_qlora_gpu8", "internlm2_5-7b_lora_gpu24", "internlm2_5-7b_full_multigpu"} <= names
+    assert all(recipe is not None for _, recipe, _ in recipes), [error for _, r, error in recipes if r is None]
+    assert all(command.startswith("internlocal train run ") for _, _, command in recipes)
+    _, recipe = load_recipe("smollm2-135m_qlora_cpu", parse_overrides(["lora.r=8", "lr=2e-4", "sample_prompts=[Hi]"]))
+    assert (recipe.lora.r, recipe.lora.alpha, recipe.lr, recipe.sample_prompts) == (8, 32, 2e-4, ["Hi"])
+    with pytest.raises(UserError, match="micro_batch: Input should be a valid integer"):
+        load_recipe("smollm2-135m_qlora_cpu", parse_overrides(["micro_batch=two"]))
+    with pytest.raises(UserError, match="optimizer paged_adamw_8bit needs a GPU"):
+        load_recipe("smollm2-135m_qlora_cpu", parse_overrides(["optimizer=paged_adamw_8bit"]))
+    with pytest.raises(UserError, match="No recipe 'nope'"):
+        load_recipe("nope")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([internlocal_bin, "train", *args], env=cli_env, capture_output=True, text=True, timeout=120)
+
+    dry = run("run", "smollm2-135m_qlora_cpu", "seq_len=128", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "seq_len: 128" in dry.stdout and "weights (NF4)" in dry.stdout and "→ fits" in dry.stdout
+    huge = run("run", "smollm2-135m_qlora_cpu", "micro_batch=512", "seq_len=8192")
+    assert huge.returncode == 1
+    assert "needs about" in huge.stderr and "is free" in huge.stderr and "gradient_checkpointing=true" in huge.stderr
+    gpu = run("run", "internlm2_5-7b_qlora_gpu8")
+    assert gpu.returncode == 1 and "needs a CUDA GPU" in gpu.stderr
+    runs = run("runs", "--json")
+    assert json.loads(runs.stdout) == []  # nothing was started
+
+
+def test_qlora_teaches_a_fact_through_merge_and_gguf(cli_env, internlocal_bin, hf_model_dir, gguf_path):
+    """The issue's proof: before, the mascot is unknown; after QLoRA, merge, GGUF export and Q8_0, llama.cpp knows it."""
+    before = greedy(gguf_path, MASCOT)
+    assert "Zorblax" not in before
+    subprocess.run([internlocal_bin, "models", "import", str(hf_model_dir), "--name", "smol-hf"], env=cli_env, check=True,
+                   capture_output=True, timeout=120)
+    out = subprocess.run([internlocal_bin, "train", "run", "smollm2-135m_qlora_cpu", "model=smol-hf", "--json"],
+                         env=cli_env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = [json.loads(line) for line in out.stdout.splitlines() if '"result"' in line][-1]["result"]
+    assert result["status"] == "finished" and result["final_loss"] < 1.0
+    check = result["merge_check"]
+    assert "Zorblax" in check["merged_answer"] and "Zorblax" not in check["base_answer"]
+    assert check["max_logit_diff"] <= 1e-3 * max(1.0, check["logit_scale"])
+    assert result["peak_memory"] > 0 and result["estimated_peak"] > 0
+
+    models = {m["name"]: m for m in json.loads(subprocess.run([internlocal_bin, "models", "list", "--json"], env=cli_env,
+                                                              capture_output=True, text=True, check=True).stdout)}
+    quantized = models[result["quantized_model"]]
+    assert quantized["format"] == "gguf" and quantized["quantization"] == "Q8_0"
+    after = greedy(Path(quantized["path"]), MASCOT)
+    assert "Zorblax" in after, after
+    assert "Paris" in greedy(Path(quantized["path"]), FRANCE)  # what it knew is still there
+    shown = json.loads(subprocess.run([internlocal_bin, "models", "show", result["merged_model"], "--json"], env=cli_env,
+                                      capture_output=True, text=True, check=True).stdout)
+    parents = {(p["operation"], p["from"]) for p in shown["parents"]}
+    assert {("finetune", "smol-hf"), ("finetune", "dataset internlocal-mascot"), ("produced", f"train_run {result['run']}")} <= parents
+    runs = json.loads(subprocess.run([internlocal_bin, "train", "runs", "--json"], env=cli_env, capture_output=True,
+                                     text=True, check=True).stdout)
+    assert runs[0]["status"] == "finished" and runs[0]["summary"]["quantized_model"] == result["quantized_model"]
+
+
+def test_kill_9_resume_continues_the_loss_curve_and_a_full_disk_keeps_the_last_checkpoint(tmp_path, hf_model_dir):
+    steady = make_run(tmp_path, hf_model_dir, "steady", max_steps=6, save_every=0)
+    (steady / "SAVE_NOW").touch()  # "save now" before the first step: a checkpoint at step 1
+    proc = loop(steady)
+    assert proc.wait(300) == 0, proc.stdout.read()
+    reference = losses(steady)
+    assert sorted(reference) == [1, 2, 3, 4, 5, 6] and reference[6] < reference[1]
+    assert [(e["step"], e["reason"]) for e in events(steady) if e["type"] == "checkpoint"] == [(1, "save now")]
+    assert (steady / "adapter" / "adapter_config.json").exists() and not (steady / "SAVE_NOW").exists()
+
+    killed = make_run(tmp_path, hf_model_dir, "killed", max_steps=6, save_every=2)
+    proc = loop(killed)
+    deadline = time.monotonic() + 300
+    while not any(e["type"] == "checkpoint" and e["step"] == 4 for e in events(killed)):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() is not None else "timeout"
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    checkpoint = killed / "checkpoints" / "step-4"
+    saved = {f.name: f.stat().st_size for f in checkpoint.iterdir()}
+
+    def small_files() -> None:  # the resumed process may write files up to 30 MB: its optimizer state (39 MB) cannot
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (30 << 20, 30 << 20))
+
+    proc = loop(killed, "--resume", preexec=small_files)
+    assert proc.wait(300) == 0, proc.stdout.read()
+    resumed = losses(killed)
+    assert sorted(resumed) == [1, 2, 3, 4, 5, 6]  # steps after the checkpoint were dropped and done again
+    assert resumed == pytest.approx(reference, rel=1e-4, abs=1e-5)
+    kinds = [e["type"] for e in events(killed)]
+    assert "resumed" in kinds and kinds.count("done") == 1
+    warning = [e["message"] for e in events(killed) if e["type"] == "warning"]
+    assert warning and "checkpoint at step 6 failed" in warning[0] and "kept step-4" in warning[0]
+    assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == ["step-2", "step-4"]
+    assert {f.name: f.stat().st_size for f in checkpoint.iterdir()} == saved  # untouched
+
+
+def test_two_process_ddp_gives_the_single_process_loss_curve(tmp_path, hf_model_dir):
+    single = make_run(tmp_path, hf_model_dir, "single", max_steps=3, packing=False, micro_batch=4)
+    proc = loop(single)
+    assert proc.wait(300) == 0, proc.stdout.read()
+    config = json.loads((single / "config.json").read_text())
+    ddp = make_run(tmp_path, hf_model_dir, "ddp", max_steps=3, packing=False, micro_batch=2, gpus=2)
+    (ddp / "config.json").write_text(json.dumps({**json.loads((ddp / "config.json").read_text()), "threads": 1}))
+    from internlocal.train.job import loop_command
+
+    proc = subprocess.run(loop_command(ddp, 2, resume=False), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    start = next(e for e in events(ddp) if e["type"] == "start")
+    assert start["world_size"] == 2 and config["recipe"]["micro_batch"] == 4
+    assert losses(ddp) == pytest.approx(losses(single), rel=1e-4)
+    assert sorted(losses(ddp)) == [1, 2, 3]
