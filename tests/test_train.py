@@ -171,3 +171,29 @@ def test_two_process_ddp_gives_the_single_process_loss_curve(tmp_path, hf_model_
     assert start["world_size"] == 2 and config["recipe"]["micro_batch"] == 4
     assert losses(ddp) == pytest.approx(losses(single), rel=1e-4)
     assert sorted(losses(ddp)) == [1, 2, 3]
+
+
+def test_fsdp_full_finetune_over_two_processes_stops_resumes_and_matches_one_process(tmp_path, hf_model_dir):
+    """FSDP2 (parameters, gradients and optimizer states sharded; gloo on the CPU), checkpointed with torch DCP."""
+    from internlocal.train.job import loop_command
+
+    common = {"method": "full", "max_steps": 3, "packing": False, "save_every": 0, "gradient_checkpointing": False, "lr": 5e-5}
+    single = make_run(tmp_path, hf_model_dir, "single", micro_batch=4, **common)
+    proc = loop(single)
+    assert proc.wait(300) == 0, proc.stdout.read()
+    fsdp = make_run(tmp_path, hf_model_dir, "fsdp", micro_batch=2, gpus=2, distributed="fsdp", **common)
+    (fsdp / "config.json").write_text(json.dumps({**json.loads((fsdp / "config.json").read_text()), "threads": 1}))
+    first = subprocess.Popen(loop_command(fsdp, 2, resume=False), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not losses(fsdp):
+        assert first.poll() is None and time.monotonic() < deadline, first.stdout.read() if first.poll() is not None else "timeout"
+        time.sleep(0.1)
+    (fsdp / "STOP").touch()  # checkpoint (every rank writes its shard) and exit
+    assert first.wait(300) == 0, first.stdout.read()
+    stopped = [e for e in events(fsdp) if e["type"] == "stopped"]
+    assert stopped and (fsdp / "checkpoints" / f"step-{stopped[0]['step']}" / "sharded").is_dir()
+    second = subprocess.run(loop_command(fsdp, 2, resume=True), capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+    assert losses(fsdp) == pytest.approx(losses(single), rel=1e-4) and sorted(losses(fsdp)) == [1, 2, 3]
+    assert all(e["grad_norm"] > 0 for e in events(fsdp) if e["type"] == "step")
+    assert (fsdp / "model" / "model.safetensors").exists()  # the full model, gathered on rank 0

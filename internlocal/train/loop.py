@@ -282,7 +282,6 @@ class Trainer:
                                                      target_modules=lora["targets"], task_type="CAUSAL_LM"))
         model.train()
         self.model = model
-        self.trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         fast = (base.config.model_type not in _NO_FAST_LOSS and callable(getattr(base, "get_decoder", None))
                 and base.get_output_embeddings() is not None)
@@ -300,6 +299,8 @@ class Trainer:
                 from torch.nn.parallel import DistributedDataParallel
 
                 self.wrapped = DistributedDataParallel(self.loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        # after sharding: FSDP replaces the parameters with sharded ones
+        self.trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
     def _load_data(self) -> None:
         r = self.recipe
@@ -551,6 +552,8 @@ class Trainer:
                 if self.scaler:
                     self.scaler.unscale_(self.optimizer)
                 grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in self.trainable], r["max_grad_norm"] or float("inf"))
+                if hasattr(grad_norm, "full_tensor"):  # FSDP: a sharded norm
+                    grad_norm = grad_norm.full_tensor()
                 if self.scaler:
                     self.scaler.step(self.optimizer)
                     self.scaler.update()
