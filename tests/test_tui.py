@@ -393,3 +393,55 @@ async def test_eval_screen_runs_and_shows_the_leaderboard(home):
         items = screen.query_one("#items", DataTable)
         await until(pilot, lambda: items.row_count == 4)
         assert [items.get_row_at(i)[1] for i in range(4)] == ["Paris", "Tokyo", "Rome", "Berlin"]
+
+
+async def test_train_screen_starts_a_recipe_draws_the_curve_stops_resumes_and_previews(home, hf_model_dir):
+    """One keystroke on a recipe starts the job; the curve follows metrics.jsonl; x stops, r resumes, p previews."""
+    from textual.widgets import DataTable
+
+    from internlocal.bootstrap import bootstrap
+    from internlocal.hub.library import import_model
+    from internlocal.hub.store import Store
+    from internlocal.tui.screens.train import MaskPreview
+
+    # the embedded GGUF's Hugging Face conversion, as `models convert` records it (spares the job 20 s)
+    services = bootstrap(greedy_settings(home))
+    gguf = services.catalog.get_model("smollm2-135m-instruct-q4_1")
+    converted = import_model(services.catalog, Store(services.settings.store_dir), hf_model_dir, name="smollm2-135m-instruct-hf")
+    services.catalog.add_lineage(("model", gguf.id), ("model", converted.id), "convert.gguf_to_hf", {})
+    services.close()
+
+    app = InternLocalApp(greedy_settings(home))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await ready(pilot)
+        await pilot.press("f10")
+        await until(pilot, lambda: type(app.screen).__name__ == "TrainScreen")
+        screen = app.screen
+        recipes = screen.query_one("#recipes", DataTable)
+        await until(pilot, lambda: recipes.row_count >= 7)
+        assert "✓ fits" in recipes.get_row("smollm2-135m_qlora_cpu")
+        assert recipes.get_row("internlm2_5-7b_qlora_gpu8")[4].startswith("?")  # no GPU here: no verdict
+
+        recipes.move_cursor(row=recipes.get_row_index("smollm2-135m_qlora_cpu"))
+        recipes.focus()
+        await pilot.press("p")
+        await until(pilot, lambda: isinstance(app.screen, MaskPreview), timeout=60)
+        assert any(t for _, t in app.screen.tokens) and not all(t for _, t in app.screen.tokens)
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is screen)
+
+        await pilot.press("enter")  # one keystroke: the run starts
+        await until(pilot, lambda: len(screen._steps) >= 2, timeout=180)
+        run = screen.watched
+        assert run is not None and screen.query_one("#bar").total == 24
+        assert "tok/s" in str(screen.query_one("#info").render()) and "estimated" in str(screen.query_one("#info").render())
+        await pilot.press("x")
+        await until(pilot, lambda: app.services.catalog.get_train_run(run.id).status == "stopped", timeout=120)
+        stopped_at = max(s for s, _ in screen._steps)
+        assert list((home / "runs" / run.name / "checkpoints").glob(f"step-{stopped_at}"))
+        await pilot.press("r")
+        await until(pilot, lambda: max(s for s, _ in screen._steps) > stopped_at, timeout=180)
+        steps = [s for s, _ in screen._steps]
+        assert steps == list(range(1, len(steps) + 1))  # one continuous curve across the stop
+        await pilot.press("x")
+        await until(pilot, lambda: app.services.catalog.get_train_run(run.id).status == "stopped", timeout=120)

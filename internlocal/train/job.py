@@ -282,17 +282,31 @@ def loop_command(run_dir: Path, gpus: int, resume: bool) -> list[str]:
     return command + (["--resume"] if resume else [])
 
 
-def read_metrics(run_dir: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-    """Complete lines of metrics.jsonl from ``offset`` on, and the offset after them."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return [], 0
-    with path.open("rb") as fh:
-        fh.seek(offset)
-        data = fh.read()
-    end = data.rfind(b"\n") + 1
-    events = [json.loads(line) for line in data[:end].decode("utf-8").splitlines() if line.strip()]
-    return events, offset + end
+class MetricsTail:
+    """Follows a run's metrics.jsonl: complete lines since the last read. A resumed run rewrites the file
+    (steps after its checkpoint are dropped), so a new file means reading again from the start."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.inode: int | None = None
+        self.offset = 0
+
+    def read(self) -> tuple[list[dict[str, Any]], bool]:
+        """(new events, restarted): ``restarted`` means the file was replaced and the events start over."""
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return [], False
+        restarted = self.inode is not None and (stat.st_ino != self.inode or stat.st_size < self.offset)
+        if restarted or self.inode is None:
+            self.inode, self.offset = stat.st_ino, 0
+        with self.path.open("rb") as fh:
+            fh.seek(self.offset)
+            data = fh.read()
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        events = [json.loads(line) for line in data[:end].decode("utf-8").splitlines() if line.strip()]
+        return events, restarted
 
 
 def _train_process(ctx: JobContext, catalog: Catalog, run: TrainRun, run_dir: Path, recipe: Recipe,
@@ -305,12 +319,12 @@ def _train_process(ctx: JobContext, catalog: Catalog, run: TrainRun, run_dir: Pa
                                 stdin=subprocess.DEVNULL)
     (run_dir / "pid").write_text(str(proc.pid))
     catalog.update_train_run(run.id, status="running")  # type: ignore[arg-type]
-    offset = 0
+    tail = MetricsTail(run_dir)
     stop_sent = None
     error = None
     while True:
         code = proc.poll()
-        events, offset = read_metrics(run_dir, offset)
+        events, _ = tail.read()
         for event in events:
             kind = event.get("type")
             if kind == "step":

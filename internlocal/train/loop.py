@@ -466,7 +466,9 @@ class Trainer:
             kept = [line for line in self.metrics_path.read_text(encoding="utf-8").splitlines()
                     if line.strip() and json.loads(line).get("step", 0) <= self.step
                     and json.loads(line).get("type") in ("step", "eval", "checkpoint", "warning")]
-            self.metrics_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            tmp = self.metrics_path.with_suffix(".tmp")
+            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            os.replace(tmp, self.metrics_path)  # a new file: readers following the old one start over
         self.emit("resumed", step=self.step, checkpoint=str(last))
 
     # -- distributed helpers ----------------------------------------------------------------------

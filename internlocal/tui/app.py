@@ -21,6 +21,7 @@ from internlocal.tui.screens.help import HelpScreen
 from internlocal.tui.screens.jobs import JobsScreen
 from internlocal.tui.screens.models import ModelsScreen
 from internlocal.tui.screens.serve import ServeScreen
+from internlocal.tui.screens.train import TrainScreen
 
 if TYPE_CHECKING:
     from internlocal.bootstrap import Services
@@ -29,8 +30,9 @@ if TYPE_CHECKING:
 
 class InternLocalApp(App):
     TITLE = "internlocal"
-    MODES = {"chat": ChatScreen, "models": ModelsScreen, "jobs": JobsScreen, "serve": ServeScreen, "eval": EvalScreen}
-    # later: train, knowledge
+    MODES = {"chat": ChatScreen, "models": ModelsScreen, "jobs": JobsScreen, "serve": ServeScreen, "eval": EvalScreen,
+             "train": TrainScreen}
+    # later: knowledge
     DEFAULT_MODE = "chat"
     BINDINGS = [
         Binding("f1", "help", "Help"),
@@ -39,6 +41,7 @@ class InternLocalApp(App):
         Binding("f7", "switch_mode('models')", "Models"),
         Binding("f8", "switch_mode('serve')", "Serve"),
         Binding("f9", "switch_mode('eval')", "Eval"),
+        Binding("f10", "switch_mode('train')", "Train"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -84,6 +87,7 @@ class InternLocalApp(App):
         yield SystemCommand("Models", "Pull, import, convert, quantize and delete models (F7)", lambda: self.switch_mode("models"))
         yield SystemCommand("Serve", "Run the OpenAI-compatible server (F8)", lambda: self.switch_mode("serve"))
         yield SystemCommand("Eval", "Evaluate models and compare them (F9)", lambda: self.switch_mode("eval"))
+        yield SystemCommand("Train", "Finetune from a recipe, watch the loss curve (F10)", lambda: self.switch_mode("train"))
         yield SystemCommand("Help", "Key bindings and screens (F1)", self.action_help)
         if isinstance(screen, ChatScreen):
             yield SystemCommand("New chat", "Start a new conversation (Ctrl+N)", screen.action_new_chat)

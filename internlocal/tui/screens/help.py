@@ -21,6 +21,7 @@ Chat with local models, run long work as background jobs, and keep everything in
 | F7 | **Models** — the catalog's models, the registry, pulls, conversions |
 | F8 | **Serve** — the OpenAI-compatible API: start/stop, URL, request log |
 | F9 | **Eval** — run tasks on a model, leaderboard, per-item answers |
+| F10 | **Train** — recipes with a memory fit, one key to start, live loss curve |
 | Ctrl+P | **Command palette** — every command by name |
 | F1 | this help |
 | Ctrl+Q | quit |
@@ -56,6 +57,18 @@ catalog, also if the app is killed mid-reply.
 | Ctrl+S | start or stop the server (model, port and slots from the form) |
 
 Chat with a model on another server: `internlocal models add-remote NAME URL`, then pick it with F3.
+
+## Train
+| key | action |
+|---|---|
+| Enter (recipe row) | start that recipe as a job (refused first when it will not fit in memory) |
+| s | save a checkpoint now |
+| x | checkpoint and stop the run |
+| r | resume the selected run from its newest checkpoint |
+| p | show the recipe's first example with the trained tokens highlighted |
+
+When a run finishes, its adapter is merged (and checked), exported to GGUF, quantized and
+registered: the new model is in the Chat model picker (F3).
 
 ## Eval
 | key | action |

@@ -1,0 +1,323 @@
+"""Train screen: recipes with a fit indicator, one keystroke to start, a live loss curve, save now / stop / resume.
+
+The screen never owns training: Enter submits the finetuning job (which runs the loop in its own
+process) and the screen tails the run's ``metrics.jsonl`` — the loss curve, step / ETA, tokens/s
+and peak memory come from there. ``p`` shows which tokens of the recipe's data are trained on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable, Footer, ProgressBar, Static
+
+from internlocal.errors import UserError
+from internlocal.formatting import human_bytes, human_duration
+
+
+class MaskPreview(ModalScreen[None]):
+    """One training example through the model's chat template; trained tokens highlighted."""
+
+    DEFAULT_CSS = """
+    MaskPreview { align: center middle; }
+    MaskPreview > VerticalScroll { width: 90%; height: 80%; border: thick $primary; background: $surface; padding: 1 2; }
+    """
+    BINDINGS = [Binding("escape", "dismiss", "Close")]
+
+    def __init__(self, title: str, tokens: list[tuple[str, bool]]) -> None:
+        super().__init__()
+        self.title_text, self.tokens = title, tokens
+
+    def compose(self) -> ComposeResult:
+        from rich.text import Text
+
+        text = Text()
+        for piece, trained in self.tokens:
+            text.append(piece, style="bold black on green" if trained else "dim")
+        trained = sum(1 for _, t in self.tokens if t)
+        with VerticalScroll():
+            yield Static(f"{self.title_text}  —  {trained} of {len(self.tokens)} tokens trained (green)  ·  Esc closes")
+            yield Static(text, id="preview-text")
+
+
+class TrainScreen(Screen):
+    DEFAULT_CSS = """
+    TrainScreen .heading { text-style: bold; padding: 0 1; background: $panel; }
+    TrainScreen #top { height: 1fr; }
+    TrainScreen #recipes { width: 3fr; }
+    TrainScreen #runs { width: 2fr; }
+    TrainScreen #status { height: 3; padding: 0 1; }
+    TrainScreen #status ProgressBar { width: 50; }
+    TrainScreen #curve { height: 2fr; }
+    TrainScreen #samples { height: 4; padding: 0 1; color: $text-muted; }
+    """
+    BINDINGS = [
+        Binding("s", "save_now", "Save now"),
+        Binding("x", "stop", "Stop"),
+        Binding("r", "resume", "Resume"),
+        Binding("p", "preview", "Preview data"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.plans: dict[str, Any] = {}
+        self.watched: Any = None  # the TrainRun whose curve is shown
+        self._tail: Any = None
+        self._steps: list[tuple[int, float]] = []
+        self._evals: list[tuple[int, float]] = []
+
+    def compose(self) -> ComposeResult:
+        from textual_plotext import PlotextPlot
+
+        yield Static("Train  —  Enter starts the highlighted recipe · s save now · x stop · r resume · p preview data",
+                     classes="heading")
+        with Horizontal(id="top"):
+            yield DataTable(id="recipes", cursor_type="row", zebra_stripes=True)
+            yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        with Vertical(id="status"):
+            yield ProgressBar(id="bar", show_eta=False)
+            yield Static("", id="info")
+        yield PlotextPlot(id="curve")
+        yield Static("", id="samples")
+        yield Footer()
+
+    @property
+    def services(self):
+        return self.app.services  # type: ignore[attr-defined]
+
+    def on_mount(self) -> None:
+        recipes = self.query_one("#recipes", DataTable)
+        for column in ("recipe", "method", "hardware", "memory", "fit"):
+            recipes.add_column(column, key=column)
+        runs = self.query_one("#runs", DataTable)
+        for column in ("run", "status", "loss"):
+            runs.add_column(column, key=column)
+        self.query_one("#bar", ProgressBar).display = False
+        self.draw_curve()
+        self.load_recipes()
+        self.set_interval(1.0, self.poll)
+
+    def on_screen_resume(self) -> None:
+        self.refresh_runs()
+
+    # -- recipes and their fit -----------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="plans")
+    def load_recipes(self) -> None:
+        """Plans (memory estimate vs free memory) off the UI thread: a GPU recipe may import torch."""
+        from internlocal.train.job import plan_run
+        from internlocal.train.recipe import list_recipes
+
+        services = self.services
+        rows = []
+        for name, recipe, error in list_recipes():
+            if recipe is None:
+                rows.append((name, "-", "-", "-", "invalid", None))
+                continue
+            plan = plan_run(services.settings, services.catalog, name, measure_free=True) if services else None
+            rows.append((name, recipe.method, recipe.hardware,
+                         human_bytes(plan.estimate.total) if plan and plan.estimate else "?",
+                         {True: "✓ fits", False: "✗ too big", None: "? no GPU" if recipe.hardware != "cpu" else "?"}[plan.fits if plan else None],
+                         plan))
+        self.app.call_from_thread(self._show_recipes, rows)
+
+    def _show_recipes(self, rows: list) -> None:
+        table = self.query_one("#recipes", DataTable)
+        table.clear()
+        for name, method, hardware, memory, fit, plan in rows:
+            self.plans[name] = plan
+            table.add_row(name, method, hardware, memory, fit, key=name)
+        self.refresh_runs()
+
+    def on_services_ready(self, _message=None) -> None:
+        self.load_recipes()
+
+    @on(DataTable.RowSelected, "#recipes")
+    def recipe_chosen(self) -> None:
+        self.action_start()
+
+    def selected_recipe(self) -> str | None:
+        table = self.query_one("#recipes", DataTable)
+        if table.row_count == 0:
+            return None
+        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+
+    # -- runs ------------------------------------------------------------------------------------------
+
+    def refresh_runs(self) -> None:
+        if self.services is None:
+            return
+        runs = self.services.catalog.list_train_runs()
+        table = self.query_one("#runs", DataTable)
+        table.clear()
+        for run in reversed(runs):
+            loss = run.summary.get("final_loss")
+            table.add_row(run.name, run.status, f"{loss:.4f}" if isinstance(loss, (int, float)) else "-", key=str(run.id))
+        if self.watched is None and runs:
+            self.watch_run(runs[-1])
+
+    @on(DataTable.RowHighlighted, "#runs")
+    def run_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if self.services is None or event.row_key is None:
+            return
+        run = self.services.catalog.get_train_run(str(event.row_key.value))
+        if self.watched is None or run.id != self.watched.id:
+            self.watch_run(run)
+
+    def watch_run(self, run) -> None:
+        from internlocal.train.job import MetricsTail
+
+        self.watched, self._tail, self._steps, self._evals = run, MetricsTail(Path(run.run_dir)), [], []
+        self.query_one("#samples", Static).update("")
+        self.poll()
+
+    def poll(self) -> None:
+        if self.services is None or self.watched is None:
+            return
+        run = self.services.catalog.get_train_run(self.watched.id)
+        if run.status != self.watched.status:
+            self.refresh_runs()
+        self.watched = run
+        events, restarted = self._tail.read()
+        if restarted:
+            self._steps, self._evals = [], []
+        last_step = None
+        for event in events:
+            kind = event.get("type")
+            if kind == "step":
+                self._steps = [s for s in self._steps if s[0] < event["step"]] + [(event["step"], event["loss"])]
+                last_step = event
+            elif kind == "eval" and event.get("val_loss") is not None:
+                self._evals.append((event["step"], event["val_loss"]))
+                samples = "  ".join(f"{s['prompt'][:40]} → {s['answer'][:60]}" for s in event.get("samples", []))
+                self.query_one("#samples", Static).update(samples)
+            elif kind == "resumed":
+                self._steps = [s for s in self._steps if s[0] <= event["step"]]
+        if events:
+            self.draw_curve()
+        if last_step is not None:
+            bar = self.query_one("#bar", ProgressBar)
+            bar.display = True
+            bar.update(total=last_step["total_steps"], progress=last_step["step"])
+            estimate = (run.estimate or {}).get("total_bytes")
+            self.query_one("#info", Static).update(
+                f"{run.name}  ·  {run.status}  ·  step {last_step['step']}/{last_step['total_steps']}  ·  "
+                f"loss {last_step['loss']:.4f}  ·  {last_step['tokens_per_s']:.0f} tok/s  ·  "
+                f"peak {human_bytes(last_step['peak_memory'])}"
+                + (f" (estimated {human_bytes(estimate)})" if estimate else "")
+                + f"  ·  ETA {human_duration(last_step['eta'])}")
+        elif not self._steps:
+            self.query_one("#info", Static).update(f"{run.name}  ·  {run.status}")
+
+    def draw_curve(self) -> None:
+        from textual_plotext import PlotextPlot
+
+        plot = self.query_one("#curve", PlotextPlot)
+        plt = plot.plt
+        plt.clear_data()
+        plt.title("loss")
+        if self._steps:
+            plt.plot([s for s, _ in self._steps], [v for _, v in self._steps], label="train", marker="braille")
+        if self._evals:
+            plt.scatter([s for s, _ in self._evals], [v for _, v in self._evals], label="validation")
+        plot.refresh()
+
+    # -- actions ---------------------------------------------------------------------------------------
+
+    def action_start(self) -> None:
+        from internlocal.train.job import refuse_if_too_big, train
+
+        name = self.selected_recipe()
+        if self.services is None or name is None:
+            return
+        plan = self.plans.get(name)
+        try:
+            if plan is None:
+                raise UserError(f"Recipe {name} is not valid; `internlocal train show {name}` says why.")
+            refuse_if_too_big(plan)
+        except UserError as exc:
+            self.notify(str(exc), severity="error", timeout=15)
+            return
+        job = self.services.jobs.submit(train, {"recipe": name, "overrides": {}, "name": None}, kind="train.run",
+                                        title=f"Train {name}")
+        self.notify(f"Training {name} (job {job.id}); the curve appears with the first step")
+        self.set_timer(1.0, lambda: self._follow_job(job.id))
+
+    def _follow_job(self, job_id: int, tries: int = 0) -> None:
+        run = next((r for r in self.services.catalog.list_train_runs() if r.job_id == job_id), None)
+        if run is None:
+            job = self.services.jobs.refresh_one(self.services.catalog.get_job(job_id))
+            if job.status in ("failed", "cancelled"):
+                self.notify(job.error or job.status, severity="error", timeout=15)
+            elif tries < 600:
+                self.set_timer(1.0, lambda: self._follow_job(job_id, tries + 1))
+            return
+        self.refresh_runs()
+        self.watch_run(run)
+
+    def _trigger(self, trigger: str, said: str) -> None:
+        from internlocal.train.job import touch_trigger
+
+        if self.watched is None:
+            return
+        try:
+            touch_trigger(self.services.catalog.get_train_run(self.watched.id), trigger)
+            self.notify(said)
+        except UserError as exc:
+            self.notify(str(exc), severity="warning")
+
+    def action_save_now(self) -> None:
+        self._trigger("SAVE_NOW", "A checkpoint is written after this step")
+
+    def action_stop(self) -> None:
+        self._trigger("STOP", "Stopping after this step (a checkpoint is written; r resumes)")
+
+    def action_resume(self) -> None:
+        if self.services is None or self.watched is None:
+            return
+        run = self.services.catalog.get_train_run(self.watched.id)
+        try:
+            if run.status in ("running", "finished") or run.job_id is None:
+                raise UserError(f"Run {run.name} is {run.status}; only a stopped or failed run resumes.")
+            self.services.jobs.resume(run.job_id)
+        except UserError as exc:
+            self.notify(str(exc), severity="warning")
+            return
+        self.notify(f"Resuming {run.name} from its newest checkpoint")
+
+    def action_preview(self) -> None:
+        name = self.selected_recipe()
+        if name is not None and self.services is not None:
+            self.notify(f"Rendering an example of {name}'s data …")
+            self._preview(name)
+
+    @work(thread=True, exclusive=True, group="preview")
+    def _preview(self, name: str) -> None:
+        from internlocal.data.formats import load_examples
+        from internlocal.data.library import load_tokenizer, read_split
+        from internlocal.data.rendering import preview
+        from internlocal.train.recipe import dataset_file, load_recipe
+
+        try:
+            _, recipe = load_recipe(name)
+            catalog = self.services.catalog
+            dataset = catalog.find_dataset(recipe.dataset)
+            if dataset is not None:
+                example = (read_split(Path(dataset.path), "train") or read_split(Path(dataset.path), "validation"))[0]
+            else:
+                file = dataset_file(recipe)
+                if file is None:
+                    raise UserError(f"{recipe.dataset} is not downloaded yet; it is fetched when the run starts.")
+                example = load_examples(file, recipe.dataset_form)[1][0]
+            tokenizer = load_tokenizer(catalog, catalog.get_model(recipe.model))
+            tokens = preview(tokenizer, example, train_on=recipe.train_on)
+        except UserError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error")
+            return
+        self.app.call_from_thread(self.app.push_screen, MaskPreview(f"{name}: first example", tokens))
