@@ -197,3 +197,23 @@ def test_fsdp_full_finetune_over_two_processes_stops_resumes_and_matches_one_pro
     assert losses(fsdp) == pytest.approx(losses(single), rel=1e-4) and sorted(losses(fsdp)) == [1, 2, 3]
     assert all(e["grad_norm"] > 0 for e in events(fsdp) if e["type"] == "step")
     assert (fsdp / "model" / "model.safetensors").exists()  # the full model, gathered on rank 0
+
+
+def test_packed_rows_keep_examples_apart(hf_model_dir):
+    """A packed row gives every example the logits it gets alone (transformers' own SDPA path did not: 26 apart)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from internlocal.train.attention import register
+    from internlocal.train.loop import make_batch
+
+    model = AutoModelForCausalLM.from_pretrained(hf_model_dir, dtype=torch.float32, attn_implementation=register()).eval()
+    generator = torch.Generator().manual_seed(0)
+    examples = [torch.randint(10, 40000, (n,), generator=generator).tolist() for n in (100, 37, 250, 64)]
+    batch = make_batch([(e, e) for e in examples], [[0, 1, 2], [3]], pad_id=2, packing=True)
+    with torch.no_grad():
+        packed = model(input_ids=batch.input_ids, position_ids=batch.position_ids).logits
+        alone = [model(input_ids=torch.tensor([e])).logits[0] for e in examples]
+    assert torch.allclose(packed[0, :387], torch.cat(alone[:3]), atol=1e-3)
+    assert torch.allclose(packed[1, :64], alone[3], atol=1e-3)
+    assert batch.attention_mask is None and batch.real_tokens == 451

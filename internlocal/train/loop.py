@@ -16,10 +16,10 @@ What it writes to ``RUN_DIR`` (rank 0 only):
 Triggers: an empty ``SAVE_NOW`` file makes it checkpoint at the next step; ``STOP`` (or SIGTERM)
 makes it checkpoint and exit; ``--resume`` continues from the newest complete checkpoint.
 
-Speed: examples are packed into rows of ``seq_len`` with positions restarting per example
-(transformers builds a block-diagonal causal mask from them: no attention across examples and
-no padding), and logits are computed only where a trained token is predicted, in chunks that are
-recomputed in the backward pass, so the vocabulary-sized tensors never exist for a whole batch.
+Speed: examples are packed into rows of ``seq_len`` with positions restarting per example and
+attended to one example at a time (``attention.py``: no attention across examples, no padding,
+no L×L masks), and logits are computed only where a trained token is predicted, in chunks that
+are recomputed in the backward pass, so vocabulary-sized tensors never exist for a whole batch.
 """
 
 from __future__ import annotations
@@ -60,11 +60,15 @@ class Batch:
 
 def render_examples(tokenizer, rows: list[dict[str, Any]], seq_len: int, train_on: str) -> tuple[list[tuple[list[int], list[int]]], int]:
     """Token ids and labels of each example (truncated to seq_len); examples with nothing to train are dropped."""
-    from internlocal.data.rendering import render
+    from internlocal.data.rendering import Rendered, render
 
     out, dropped = [], 0
     for row in rows:
-        rendered = render(tokenizer, row, max_len=seq_len, train_on=train_on)
+        if "input_ids" in row:  # already tokenized (pretraining data, benchmarks): labels default to every token
+            ids = list(row["input_ids"])[:seq_len]
+            rendered = Rendered(ids, list(row.get("labels") or ids)[:seq_len])
+        else:
+            rendered = render(tokenizer, row, max_len=seq_len, train_on=train_on)
         # the first token is never predicted: an example needs a trained token after it
         if not any(label != IGNORE for label in rendered.labels[1:]):
             dropped += 1
@@ -120,7 +124,7 @@ def make_batch(examples, rows: list[list[int]], pad_id: int, packing: bool) -> B
         mask[r, :n] = 1
     real = sum(len(s[0]) for s in seqs)
     trained = int((labels != IGNORE).sum())
-    # packed rows: positions restart per example and transformers derives a block-diagonal mask from them
+    # packed rows: positions restart per example and attention.packed_attention keeps examples apart by them
     return Batch(input_ids, labels, position_ids, None if packing else mask, real, trained)
 
 
@@ -209,6 +213,8 @@ class Trainer:
         import torch
 
         r = self.recipe
+        if not self.resume and self.rank == 0:
+            self.metrics_path.unlink(missing_ok=True)  # a fresh run: a fresh curve
         if self.config.get("threads"):
             torch.set_num_threads(int(self.config["threads"]))
         if self.world > 1:
@@ -235,8 +241,6 @@ class Trainer:
         self._make_optimizer()
         if self.resume:
             self._restore()
-        elif self.rank == 0:
-            self.metrics_path.unlink(missing_ok=True)
         signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def _on_sigterm(self, *_: Any) -> None:
@@ -248,7 +252,10 @@ class Trainer:
 
         r = self.recipe
         path = self.config["model_path"]
-        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=r["trust_remote_code"])
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=r["trust_remote_code"])
+        except (OSError, ValueError):  # a folder without tokenizer files: only pre-tokenized data can be used
+            self.tokenizer = None
         kwargs: dict[str, Any] = {"trust_remote_code": r["trust_remote_code"]}
         # fp16 trains with fp32 master weights under autocast; bf16 and fp32 train in their own dtype
         load_dtype = torch.float32 if self.precision == "fp16" else self.dtype
@@ -259,7 +266,18 @@ class Trainer:
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                 bnb_4bit_compute_dtype=torch.float32 if self.precision == "fp16" else self.dtype)
             kwargs["device_map"] = {"": self.device.index if self.device.type == "cuda" else "cpu"}
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=load_dtype, **kwargs)
+        from internlocal.train.attention import register
+
+        self.packing = bool(r["packing"])
+        try:
+            # examples in a packed row must not see each other: our attention splits rows at position resets
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=load_dtype, attn_implementation=register(), **kwargs)
+        except (ValueError, ImportError):  # remote-code models take no attention backend: pad instead of packing
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=load_dtype, **kwargs)
+            if self.packing:
+                self.packing = False
+                self.emit("warning", message="this model's code does not accept an attention backend, so examples are "
+                                             "padded instead of packed")
         if r["method"] == "qlora":
             import bitsandbytes as bnb
 
@@ -317,8 +335,9 @@ class Trainer:
         self.validation, _ = render_examples(self.tokenizer, read(self.config.get("validation_file")), r["seq_len"], r["train_on"])
         if dropped:
             self.emit("warning", message=f"{dropped} training examples had no trainable token and were skipped")
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        rows = epoch_rows(self.examples, r["seq_len"], r["packing"], r["seed"], 0)
+        pad = getattr(self.tokenizer, "pad_token_id", None)
+        self.pad_id = pad if pad is not None else 0
+        rows = epoch_rows(self.examples, r["seq_len"], self.packing, r["seed"], 0)
         per_rank = len(rows) // self.world
         self.batches_per_epoch = max(1, math.ceil(per_rank / r["micro_batch"]))
         steps_per_epoch = max(1, self.batches_per_epoch // r["grad_accum"])
@@ -502,7 +521,7 @@ class Trainer:
 
     def _batches(self, epoch: int):
         r = self.recipe
-        rows = epoch_rows(self.examples, r["seq_len"], r["packing"], r["seed"], epoch)
+        rows = epoch_rows(self.examples, r["seq_len"], self.packing, r["seed"], epoch)
         mine = rows[self.rank::self.world][: (len(rows) // self.world) or len(rows)]
         return [mine[i:i + r["micro_batch"]] for i in range(0, len(mine), r["micro_batch"])]
 
@@ -538,7 +557,7 @@ class Trainer:
                 self.batch_in_epoch += 1
                 if len(pending) < accum and self.batch_in_epoch < len(batches):
                     continue
-                made = [make_batch(self.examples, rows, self.pad_id, r["packing"]) for rows in pending]
+                made = [make_batch(self.examples, rows, self.pad_id, self.packing) for rows in pending]
                 pending = []
                 # normalise by the trained tokens of the whole step on every rank, so accumulation and data
                 # parallelism give the same gradient as one big batch (DDP averages over ranks: scale back up)
@@ -614,7 +633,7 @@ class Trainer:
                 tokens += batch.trained_tokens
         total, tokens = self._sum(total), self._sum(tokens)
         samples = []
-        if r["sample_prompts"] and not self._fsdp() and self.rank == 0:
+        if r["sample_prompts"] and self.tokenizer is not None and not self._fsdp() and self.rank == 0:
             samples = [{"prompt": p, "answer": self.generate(p)} for p in r["sample_prompts"]]
         self.loss_module.train()
         self.emit("eval", step=self.step, val_loss=round(total / tokens, 5) if tokens else None, val_tokens=int(tokens),
@@ -651,7 +670,8 @@ class Trainer:
                 self.model.save_pretrained(tmp, state_dict=full)
             else:
                 self.model.save_pretrained(tmp)
-            self.tokenizer.save_pretrained(tmp)
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(tmp)
             shutil.rmtree(target, ignore_errors=True)
             tmp.rename(target)
             out[target.name] = str(target)

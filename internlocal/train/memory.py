@@ -2,8 +2,8 @@
 
 Parts: weights (by quantization: NF4 with double quantization for QLoRA's linear layers,
 embeddings and norms in the compute dtype), LoRA parameters, gradients, optimizer states,
-activations (with or without gradient checkpointing; on the CPU the attention scores are
-materialized), logits (our loop computes them only for trained tokens, in chunks) and the
+activations (with or without gradient checkpointing; on the CPU a fitted attention term),
+logits (our loop computes them only for trained tokens, in chunks) and the
 runtime (Python + torch + libraries on the CPU, the allocator's slack on a GPU).
 The run records the measured peak next to the estimate, so the model can be checked.
 """
@@ -129,22 +129,19 @@ def estimate(shape: Shape, *, method: str, seq_len: int, micro_batch: int, gradi
     act_bytes = dtype_bytes
     h, i, kv = shape.hidden, shape.intermediate, shape.kv_dim
     # tensors one decoder layer keeps for the backward pass, per token: norms (with their fp32 internals),
-    # q/k/v before and after rotary, GQA-expanded k/v, the MLP's gate, up, activation and product
-    # (fitted to SmolLM2 QLoRA on the CPU: 16h + 4kv + 4i values)
+    # q/k/v before and after rotary, the MLP's gate, up, activation and product: 16h + 4kv + 4i values
     per_token_layer = (16 * h + 4 * kv + 4 * i) * act_bytes
     if method in ("lora", "qlora"):
         per_token_layer += 7 * lora_r * act_bytes
     if gradient_checkpointing:
-        activations = tokens * (shape.layers * h * act_bytes + per_token_layer)
+        est.parts["activations"] = tokens * (shape.layers * h * act_bytes + per_token_layer)
     else:
-        activations = tokens * shape.layers * per_token_layer
-    # the CPU allocator does not hand freed blocks back between steps of different shapes: +30% measured
-    est.parts["activations"] = int(activations * (1.3 if device == "cpu" else 1.0))
+        est.parts["activations"] = tokens * shape.layers * per_token_layer
     if device == "cpu":
-        # the CPU's math attention keeps every layer's attention weights (and their pre-softmax scores)
-        # for the backward pass; GPU kernels (flash / memory-efficient) keep none
+        # measured, not derived: on the CPU a training step also holds about 4.6 row-length² values per head
+        # and layer (attention and its backward); fitted on SmolLM2 runs with 256- and 512-token rows
         layers_kept = 1 if gradient_checkpointing else shape.layers
-        est.parts["attention scores"] = layers_kept * micro_batch * shape.heads * seq_len * seq_len * act_bytes
+        est.parts["attention"] = int(4.6 * layers_kept * micro_batch * shape.heads * seq_len * seq_len * act_bytes)
     trained = max(1, int(tokens * trained_fraction))
     scored = min(LOGIT_CHUNK, trained) if chunked_logits else tokens
     est.parts["logits"] = scored * shape.vocab * 4 * 3  # fp32 logits, log-softmax and their gradient
