@@ -82,6 +82,11 @@ def test_recipes_validate_and_bad_ones_are_refused_before_anything_loads(cli_env
     assert gpu.returncode == 1 and "needs a CUDA GPU" in gpu.stderr
     runs = run("runs", "--json")
     assert json.loads(runs.stdout) == []  # nothing was started
+    # the loop runs on a bare GPU server: it must not pull in the catalog or the UI
+    probe = subprocess.run([sys.executable, "-c", "import sys, internlocal.train.loop, internlocal.train.attention; "
+                            "print(sorted(m for m in sys.modules if m.startswith(('internlocal.catalog', 'internlocal.tui', "
+                            "'sqlmodel', 'textual'))))"], capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == "[]"
 
 
 def test_qlora_teaches_a_fact_through_merge_and_gguf(cli_env, internlocal_bin, hf_model_dir, gguf_path):
@@ -171,6 +176,10 @@ def test_two_process_ddp_gives_the_single_process_loss_curve(tmp_path, hf_model_
     assert start["world_size"] == 2 and config["recipe"]["micro_batch"] == 4
     assert losses(ddp) == pytest.approx(losses(single), rel=1e-4)
     assert sorted(losses(ddp)) == [1, 2, 3]
+    accumulated = make_run(tmp_path, hf_model_dir, "accumulated", max_steps=3, packing=False, micro_batch=2, grad_accum=2)
+    proc = loop(accumulated)
+    assert proc.wait(300) == 0, proc.stdout.read()
+    assert losses(accumulated) == pytest.approx(losses(single), rel=1e-4)  # 2 x 2 accumulated = one batch of 4
 
 
 def test_fsdp_full_finetune_over_two_processes_stops_resumes_and_matches_one_process(tmp_path, hf_model_dir):
@@ -217,3 +226,13 @@ def test_packed_rows_keep_examples_apart(hf_model_dir):
     assert torch.allclose(packed[0, :387], torch.cat(alone[:3]), atol=1e-3)
     assert torch.allclose(packed[1, :64], alone[3], atol=1e-3)
     assert batch.attention_mask is None and batch.real_tokens == 451
+
+
+def test_data_with_nothing_to_train_is_a_clear_error(tmp_path, hf_model_dir):
+    """seq_len 16 cuts every example before its answer: the loop says so instead of training on nothing."""
+    run_dir = make_run(tmp_path, hf_model_dir, "empty", seq_len=16)
+    proc = loop(run_dir)
+    assert proc.wait(300) == 2
+    errors = [e["message"] for e in events(run_dir) if e["type"] == "error"]
+    assert errors and "No training example has a token to train on" in errors[0] and "seq_len=16" in errors[0]
+    assert not (run_dir / "adapter").exists()
