@@ -25,29 +25,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from common import make_hf_dir  # noqa: E402
 BIN = Path(sys.executable).with_name("internlocal")
-
-
-def make_hf_dir(work: Path) -> Path:
-    from internlocal.hub.embedded import CHAT_MODEL
-
-    out = work / "smollm2-hf"
-    if out.exists():
-        return out
-    code = f"""
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-p = {str(CHAT_MODEL.locate())!r}
-from pathlib import Path
-p = Path(p)
-m = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, dtype=torch.float32)
-t = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
-m.hf_quantizer = None
-del m.config.quantization_config
-m.save_pretrained({str(out)!r}); t.save_pretrained({str(out)!r})
-"""
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
-    return out
 
 
 def make_task(work: Path, copies: int) -> tuple[Path, int]:

@@ -32,27 +32,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from common import make_hf_dir  # noqa: E402
 WORDS = ("the model learns from data and answers questions about science history cooking travel music code "
          "numbers rivers mountains cities languages planets animals weather sport art books games health").split()
-
-
-def make_hf_dir(work: Path) -> Path:
-    from internlocal.hub.embedded import CHAT_MODEL
-
-    out = work / "smollm2-hf"
-    code = f"""
-import torch
-from pathlib import Path
-from transformers import AutoModelForCausalLM, AutoTokenizer
-p = Path({str(CHAT_MODEL.locate())!r})
-m = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, dtype=torch.float32)
-t = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
-m.hf_quantizer = None
-del m.config.quantization_config
-m.save_pretrained({str(out)!r}); t.save_pretrained({str(out)!r})
-"""
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
-    return out
 
 
 def make_data(work: Path, n: int, seed: int = 0) -> Path:

@@ -192,15 +192,11 @@ def test_fsdp_full_finetune_over_two_processes_stops_resumes_and_matches_one_pro
     assert proc.wait(300) == 0, proc.stdout.read()
     fsdp = make_run(tmp_path, hf_model_dir, "fsdp", micro_batch=2, gpus=2, distributed="fsdp", **common)
     (fsdp / "config.json").write_text(json.dumps({**json.loads((fsdp / "config.json").read_text()), "threads": 1}))
-    first = subprocess.Popen(loop_command(fsdp, 2, resume=False), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 300
-    while not losses(fsdp):
-        assert first.poll() is None and time.monotonic() < deadline, first.stdout.read() if first.poll() is not None else "timeout"
-        time.sleep(0.1)
-    (fsdp / "STOP").touch()  # checkpoint (every rank writes its shard) and exit
-    assert first.wait(300) == 0, first.stdout.read()
-    stopped = [e for e in events(fsdp) if e["type"] == "stopped"]
-    assert stopped and (fsdp / "checkpoints" / f"step-{stopped[0]['step']}" / "sharded").is_dir()
+    (fsdp / "STOP").touch()  # seen after the first step: checkpoint (every rank writes its shards) and exit
+    first = subprocess.run(loop_command(fsdp, 2, resume=False), capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    stopped = [e["step"] for e in events(fsdp) if e["type"] == "stopped"]
+    assert stopped == [1] and (fsdp / "checkpoints" / "step-1" / "sharded").is_dir()
     second = subprocess.run(loop_command(fsdp, 2, resume=True), capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
     assert losses(fsdp) == pytest.approx(losses(single), rel=1e-4) and sorted(losses(fsdp)) == [1, 2, 3]

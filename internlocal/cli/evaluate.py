@@ -82,7 +82,7 @@ def run(
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate MODEL on tasks (a resumable job; answers are cached)."""
-    from internlocal.cli.progress import follow
+    from internlocal.cli.progress import follow_job
     from internlocal.evals.job import run_eval
     from internlocal.evals.tasks import get_task
 
@@ -90,17 +90,10 @@ def run(
     svc.catalog.get_model(model)
     for name in task_names:
         get_task(name, svc.settings.home)
-    job = svc.jobs.submit(run_eval, {"model": model, "tasks": task_names, "limit": limit}, kind="eval.run",
-                          title=f"Eval {model} on {', '.join(task_names)}")
-    if detach:
-        print_json({"job": job.id}) if as_json else typer.echo(f"job {job.id} started")
-        return
-    job = follow(svc.jobs, job.id, as_json=as_json)
-    if job.status != "succeeded":
-        if not as_json:
-            typer.echo(f"error: {job.error or job.status}", err=True)
-        raise typer.Exit(1)
-    if not as_json:
+    job = follow_job(svc.jobs, svc.jobs.submit(run_eval, {"model": model, "tasks": task_names, "limit": limit},
+                                               kind="eval.run", title=f"Eval {model} on {', '.join(task_names)}"),
+                     detach=detach, as_json=as_json)
+    if job is not None and not as_json:
         for task, result in (job.result or {}).get("tasks", {}).items():
             metrics = ", ".join(f"{k} {v:.4g}" for k, v in result.items() if k not in ("run", "skipped"))
             typer.echo(f"{task:22} {metrics}" + (f"  ({result['skipped']} skipped)" if result["skipped"] else ""))

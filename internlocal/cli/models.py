@@ -33,23 +33,12 @@ def _table(*columns: str):
 
 def _run_job(target, params: dict[str, Any], *, kind: str, title: str, detach: bool, as_json: bool) -> None:
     """Start a job and follow it to the end (progress bar, or NDJSON with --json)."""
-    from internlocal.cli.progress import follow
+    from internlocal.cli.progress import follow_job
 
     svc = services()
-    job = svc.jobs.submit(target, params, kind=kind, title=title)
-    if detach:
-        print_json({"job": job.id}) if as_json else typer.echo(f"job {job.id} started; `internlocal jobs watch {job.id}`")
+    job = follow_job(svc.jobs, svc.jobs.submit(target, params, kind=kind, title=title), detach=detach, as_json=as_json)
+    if job is None:
         return
-    try:
-        job = follow(svc.jobs, job.id, as_json=as_json)
-    except KeyboardInterrupt:
-        svc.jobs.cancel(job.id)
-        typer.echo(f"\ncancelled; `internlocal jobs resume {job.id}` continues where it stopped", err=True)
-        raise typer.Exit(130) from None
-    if job.status != "succeeded":
-        if not as_json:
-            typer.echo(f"error: {job.error or job.status}", err=True)
-        raise typer.Exit(1)
     if not as_json:
         result = job.result or {}
         typer.echo(f"{result.get('model', '')}: {result.get('status', 'done')}" + (f" ({result['path']})" if result.get("path") else ""))

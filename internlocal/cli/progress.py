@@ -68,3 +68,30 @@ def follow(runner: JobRunner, job_id: int, *, as_json: bool, poll_s: float = 0.1
     finally:
         if bar is not None:
             bar.stop()
+
+
+def follow_job(runner: JobRunner, job: Job, *, detach: bool, as_json: bool) -> Job | None:
+    """What every job-starting command does next: return at once (--detach), or follow the job to its end.
+
+    Returns the succeeded job, or None when detached; a failed job exits 1 with its error, and
+    Ctrl+C cancels it (resumable) and exits 130.
+    """
+    import typer
+
+    from internlocal.cli.common import print_json
+
+    assert job.id is not None
+    if detach:
+        print_json({"job": job.id}) if as_json else typer.echo(f"job {job.id} started; `internlocal jobs watch {job.id}`")
+        return None
+    try:
+        job = follow(runner, job.id, as_json=as_json)
+    except KeyboardInterrupt:
+        runner.cancel(job.id)  # type: ignore[arg-type]
+        typer.echo(f"\ncancelled; `internlocal jobs resume {job.id}` continues where it stopped", err=True)
+        raise typer.Exit(130) from None
+    if job.status != "succeeded":
+        if not as_json:
+            typer.echo(f"error: {job.error or job.status}", err=True)
+        raise typer.Exit(1)
+    return job

@@ -79,7 +79,7 @@ def run(recipe: str, overrides: Annotated[Optional[list[str]], typer.Argument(he
         name: Annotated[Optional[str], typer.Option("--name", help="Run name (default: recipe and time).")] = None,
         detach: Annotated[bool, typer.Option("--detach", "-d")] = False, as_json: JsonOpt = False) -> None:
     """Train from a recipe as a job: the model is merged, exported to GGUF, quantized and registered at the end."""
-    from internlocal.cli.progress import follow
+    from internlocal.cli.progress import follow_job
     from internlocal.train.job import plan_run, refuse_if_too_big, train
     from internlocal.train.recipe import parse_overrides
 
@@ -92,17 +92,9 @@ def run(recipe: str, overrides: Annotated[Optional[list[str]], typer.Argument(he
     svc = services()
     parsed = parse_overrides(items)
     refuse_if_too_big(plan_run(svc.settings, svc.catalog, recipe, parsed))  # refused before anything loads
-    job = svc.jobs.submit(train, {"recipe": recipe, "overrides": parsed, "name": name}, kind="train.run",
-                          title=f"Train {recipe}")
-    if detach:
-        print_json({"job": job.id}) if as_json else typer.echo(f"job {job.id} started")
-        return
-    job = follow(svc.jobs, job.id, as_json=as_json)
-    if job.status != "succeeded":
-        if not as_json:
-            typer.echo(f"error: {job.error or job.status}", err=True)
-        raise typer.Exit(1)
-    if not as_json:
+    job = follow_job(svc.jobs, svc.jobs.submit(train, {"recipe": recipe, "overrides": parsed, "name": name},
+                                               kind="train.run", title=f"Train {recipe}"), detach=detach, as_json=as_json)
+    if job is not None and not as_json:
         result = job.result or {}
         typer.echo(f"run {result.get('run')}: final loss {result.get('final_loss')}, peak {_gib(result.get('peak_memory'))} "
                    f"(estimated {_gib(result.get('estimated_peak'))})")
@@ -150,7 +142,7 @@ def save(run: str) -> None:
 @app.command("resume")
 def resume(run: str, detach: Annotated[bool, typer.Option("--detach", "-d")] = False, as_json: JsonOpt = False) -> None:
     """Continue a stopped, failed or killed run from its newest checkpoint."""
-    from internlocal.cli.progress import follow
+    from internlocal.cli.progress import follow_job
     from internlocal.errors import UserError
 
     svc = services()
@@ -159,14 +151,6 @@ def resume(run: str, detach: Annotated[bool, typer.Option("--detach", "-d")] = F
         raise UserError(f"Run {row.name} has no job to resume.")
     if row.status == "finished":
         raise UserError(f"Run {row.name} has finished; nothing to resume.")
-    job = svc.jobs.resume(row.job_id)
-    if detach:
-        print_json({"job": job.id}) if as_json else typer.echo(f"job {job.id} resumed")
-        return
-    job = follow(svc.jobs, job.id, as_json=as_json)
-    if job.status != "succeeded":
-        if not as_json:
-            typer.echo(f"error: {job.error or job.status}", err=True)
-        raise typer.Exit(1)
-    if not as_json:
+    job = follow_job(svc.jobs, svc.jobs.resume(row.job_id), detach=detach, as_json=as_json)
+    if job is not None and not as_json:
         typer.echo(f"run {row.name} finished: {job.result}")

@@ -403,8 +403,7 @@ class Trainer:
             if self._fsdp():
                 import torch.distributed.checkpoint as dcp
 
-                dcp.save({"model": self._trainable_state(), "optimizer": self.optimizer.state_dict()},
-                         checkpoint_id=str(tmp / "sharded"))
+                dcp.save(self._sharded_state(), checkpoint_id=str(tmp / "sharded"))
             elif self.rank == 0:
                 torch.save(self._trainable_state(), tmp / "trainable.pt")
                 torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
@@ -440,10 +439,14 @@ class Trainer:
         return final
 
     def _trainable_state(self) -> dict[str, Any]:
-        names = {n for n, _ in self.trainable}
-        if self._fsdp():
-            return {k: v for k, v in self.loss_module.state_dict().items() if k.removeprefix("inner.") in names}
         return {n: p.detach().cpu().clone() for n, p in self.trainable}
+
+    def _sharded_state(self) -> dict[str, Any]:
+        """FSDP: every rank's shards of the trainable weights and of the optimizer state (initialised if empty)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        model, optimizer = get_state_dict(self.loss_module, self.optimizer, options=StateDictOptions(ignore_frozen_params=True))
+        return {"model": model, "optimizer": optimizer}
 
     def _restore(self) -> None:
         import numpy as np
@@ -458,11 +461,13 @@ class Trainer:
         state = json.loads((last / "state.json").read_text())
         if self._fsdp():
             import torch.distributed.checkpoint as dcp
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
-            target = {"model": self._trainable_state(), "optimizer": self.optimizer.state_dict()}
+            target = self._sharded_state()
             dcp.load(target, checkpoint_id=str(last / "sharded"))
-            self.loss_module.load_state_dict(target["model"], strict=False)
-            self.optimizer.load_state_dict(target["optimizer"])
+            set_state_dict(self.loss_module, self.optimizer, model_state_dict=target["model"],
+                           optim_state_dict=target["optimizer"], options=StateDictOptions(ignore_frozen_params=True,
+                                                                                           strict=False))
         else:
             saved = torch.load(last / "trainable.pt", map_location=self.device)
             params = dict(self.trainable)
