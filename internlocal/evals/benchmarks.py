@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from internlocal.data.formats import read_rows
 from internlocal.errors import UserError
 
 LETTERS = "ABCDEFGHIJ"
@@ -43,27 +44,6 @@ def _files(folder: Path, *groups: tuple[str, ...]) -> list[Path]:
     raise UserError(f"No {wanted} files under {folder}; point at the benchmark's data folder.")
 
 
-def _records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(where, row) for each row of a JSONL or Parquet file; ``where`` names the line or row for errors."""
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            table = pq.read_table(path)
-        except Exception as exc:  # pyarrow raises several types for a damaged file
-            raise UserError(f"{path}: not a readable Parquet file ({exc}).") from None
-        for n, row in enumerate(table.to_pylist(), start=1):
-            yield f"row {n}", row
-        return
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if line.strip():
-                try:
-                    yield f"line {n}", json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"{path} {n}: not valid JSON ({exc.msg}).") from None
-
-
 def _csv(path: Path, header: bool) -> Iterator[tuple[str, list[str] | dict[str, str]]]:
     with path.open(encoding="utf-8", newline="") as fh:
         reader: Any = csv.DictReader(fh) if header else csv.reader(fh)
@@ -72,7 +52,7 @@ def _csv(path: Path, header: bool) -> Iterator[tuple[str, list[str] | dict[str, 
 
 
 def _rows(path: Path, header: bool = True) -> Iterator[tuple[str, Any]]:
-    return _csv(path, header) if path.suffix == ".csv" else _records(path)
+    return _csv(path, header) if path.suffix == ".csv" else read_rows(path)
 
 
 ROWS = ("*.jsonl", "*.parquet")
@@ -96,7 +76,7 @@ def mmlu(folder: Path) -> tuple[list[dict], dict]:
                     raise UserError(f"{path} {n}: expected question,A,B,C,D,answer (A-D).")
                 rows.append({"subject": _subject(path), "question": row[0], "choices": row[1:5], "answer": "ABCD".index(row[5].strip())})
         else:
-            for n, row in _records(path):
+            for n, row in read_rows(path):
                 if not isinstance(row.get("choices"), list) or not isinstance(row.get("answer"), int):
                     raise UserError(f"{path} {n}: expected question, subject, choices (list) and answer (index).")
                 rows.append({"subject": str(row.get("subject", "")).replace("_", " "), "question": row["question"],
@@ -134,7 +114,7 @@ def cmmlu(folder: Path) -> tuple[list[dict], dict]:
 def arc(folder: Path) -> tuple[list[dict], dict]:
     rows = []
     for path in _files(folder, ROWS):
-        for n, row in _records(path):
+        for n, row in read_rows(path):
             choices = row.get("choices") or {}
             labels, texts = choices.get("label", []), choices.get("text", [])
             if row.get("answerKey") not in labels:
@@ -153,7 +133,7 @@ def _hellaswag_clean(text: str) -> str:
 def hellaswag(folder: Path) -> tuple[list[dict], dict]:
     rows = []
     for path in _files(folder, ROWS):
-        for n, row in _records(path):
+        for n, row in read_rows(path):
             try:
                 ctx = row["ctx_a"] + " " + row["ctx_b"].capitalize()
                 label = int(row["label"])
@@ -168,7 +148,7 @@ def hellaswag(folder: Path) -> tuple[list[dict], dict]:
 def truthfulqa_mc1(folder: Path) -> tuple[list[dict], dict]:
     rows = []
     for path in _files(folder, ROWS):
-        for n, row in _records(path):
+        for n, row in read_rows(path):
             targets = row.get("mc1_targets") or {}
             labels = targets.get("labels", [])
             if labels.count(1) != 1:
@@ -181,7 +161,7 @@ def truthfulqa_mc1(folder: Path) -> tuple[list[dict], dict]:
 def gsm8k(folder: Path) -> tuple[list[dict], dict]:
     rows = []
     for path in _files(folder, ROWS):
-        for n, row in _records(path):
+        for n, row in read_rows(path):
             match = re.search(r"####\s*(-?[\d,\.]+)", row.get("answer", ""))
             if not match:
                 raise UserError(f"{path} {n}: the answer has no final '#### N' line.")
@@ -195,7 +175,7 @@ def wikitext(folder: Path) -> tuple[list[dict], dict]:
     lines: list[str] = []
     for path in _files(folder, (*ROWS, "*.txt", "*.raw")):
         if path.suffix in (".jsonl", ".parquet"):
-            lines += [row.get("text", "") for _, row in _records(path)]
+            lines += [row.get("text", "") for _, row in read_rows(path)]
         else:
             lines += path.read_text(encoding="utf-8").splitlines(keepends=True)
     documents, current = [], []

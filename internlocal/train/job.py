@@ -68,7 +68,7 @@ def free_memory(device: str) -> int | None:
 
 def _shape_of(catalog: Catalog, model: Model | None, recipe: Recipe) -> Shape | None:
     if recipe.shape is not None:
-        return Shape(**recipe.shape.model_dump())
+        return Shape(**vars(recipe.shape))  # a copy: the estimate may adjust it
     if model is None:
         return None
     if model.format == "hf":

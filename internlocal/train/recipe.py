@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from internlocal.errors import UserError
+from internlocal.train.memory import Shape
 
 
 def recipes_dir() -> Path:
@@ -38,19 +39,6 @@ class ExportSettings(_Strict):
     merge: bool = True  # merge the adapter into the base (LoRA/QLoRA); full finetunes are the model already
     gguf: bool = True  # convert the merged model to GGUF
     quantize: str | None = "Q8_0"  # then quantize it (None: keep the f16 GGUF)
-
-
-class ModelShape(_Strict):
-    """Dimensions for the memory estimate when the model is not on disk yet."""
-
-    parameters: int
-    hidden: int
-    layers: int
-    intermediate: int
-    heads: int
-    kv_heads: int
-    vocab: int
-    tied_embeddings: bool = False
 
 
 class Recipe(_Strict):
@@ -86,7 +74,7 @@ class Recipe(_Strict):
     distributed: Literal["ddp", "fsdp"] = "ddp"
     trust_remote_code: bool = False
     probe: str | None = None  # the prompt the merge check compares on (default: the first sample prompt)
-    shape: ModelShape | None = None
+    shape: Shape | None = None  # dimensions for the memory estimate when the model is not on disk yet
     export: ExportSettings = Field(default_factory=ExportSettings)
 
     @model_validator(mode="after")
