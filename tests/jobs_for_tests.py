@@ -26,3 +26,18 @@ def fail_clearly(ctx):
 
 def crash(ctx):
     return 1 / 0
+
+
+def stops_slowly(ctx, catalog_path: str, run_id: int, wind_down_s: float):
+    """A training job's stop: the run reads ``stopped`` while the job still winds down; resumed, it finishes."""
+    from internlocal.catalog.catalog import Catalog
+    from internlocal.jobs.context import JobCancelled
+
+    if ctx.state.get("stopped"):
+        return {"resumed": True}
+    catalog = Catalog(catalog_path)
+    catalog.update_train_run(run_id, status="stopped")
+    catalog.close()
+    ctx.save_state({"stopped": True})
+    time.sleep(wind_down_s)
+    raise JobCancelled()

@@ -232,3 +232,25 @@ def test_data_with_nothing_to_train_is_a_clear_error(tmp_path, hf_model_dir):
     errors = [e["message"] for e in events(run_dir) if e["type"] == "error"]
     assert errors and "No training example has a token to train on" in errors[0] and "seq_len=16" in errors[0]
     assert not (run_dir / "adapter").exists()
+
+
+def test_resume_right_after_a_stop_waits_for_the_job_to_wind_down(services, tmp_path):
+    """The run reads `stopped` a moment before its job ends; a resume in that moment must not be refused."""
+    from internlocal.catalog.schema import TrainRun
+    from internlocal.train.job import resume_run
+    from tests import jobs_for_tests
+
+    run = services.catalog.add_train_run(TrainRun(name="r", recipe="x", base_model="m", run_dir=str(tmp_path), status="running"))
+    job = services.jobs.submit(jobs_for_tests.stops_slowly, {"catalog_path": str(services.settings.catalog_path),
+                                                            "run_id": run.id, "wind_down_s": 1.5},
+                               kind="train.run", title="t", in_thread=True)
+    services.catalog.update_train_run(run.id, job_id=job.id)
+    with pytest.raises(UserError, match="still running"):  # no waiting allowed: a job still going is refused
+        resume_run(services.jobs, services.catalog, services.catalog.get_train_run(run.id), settle_s=0)
+    deadline = time.monotonic() + 10
+    while services.catalog.get_train_run(run.id).status != "stopped" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert services.catalog.get_job(job.id).status == "running"  # the window the TUI's `r` fell into
+    resume_run(services.jobs, services.catalog, services.catalog.get_train_run(run.id))
+    done = services.jobs.wait(job.id, timeout=20)
+    assert (done.status, done.result) == ("succeeded", {"resumed": True})

@@ -143,14 +143,10 @@ def save(run: str) -> None:
 def resume(run: str, detach: Annotated[bool, typer.Option("--detach", "-d")] = False, as_json: JsonOpt = False) -> None:
     """Continue a stopped, failed or killed run from its newest checkpoint."""
     from internlocal.cli.progress import follow_job
-    from internlocal.errors import UserError
+    from internlocal.train.job import resume_run
 
     svc = services()
     row = _run(run)
-    if row.job_id is None:
-        raise UserError(f"Run {row.name} has no job to resume.")
-    if row.status == "finished":
-        raise UserError(f"Run {row.name} has finished; nothing to resume.")
-    job = follow_job(svc.jobs, svc.jobs.resume(row.job_id), detach=detach, as_json=as_json)
+    job = follow_job(svc.jobs, resume_run(svc.jobs, svc.catalog, row), detach=detach, as_json=as_json)
     if job is not None and not as_json:
         typer.echo(f"run {row.name} finished: {job.result}")

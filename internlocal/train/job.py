@@ -441,3 +441,20 @@ def touch_trigger(run: TrainRun, trigger: str) -> Path:
     path = Path(run.run_dir) / trigger
     path.touch()
     return path
+
+
+def resume_run(jobs, catalog: Catalog, run: TrainRun, settle_s: float = 60.0):
+    """Resume ``run``'s job from its newest checkpoint. A run reads ``stopped`` a moment before its job has
+    wound down (the job records the run first, then ends), so a resume right after a stop waits for that."""
+    if run.job_id is None:
+        raise UserError(f"Run {run.name} has no job to resume.")
+    if run.status == "finished":
+        raise UserError(f"Run {run.name} has finished; nothing to resume.")
+    deadline = time.monotonic() + settle_s
+    while True:
+        job = jobs.refresh_one(catalog.get_job(run.job_id))
+        if job.status not in ("queued", "running"):
+            return jobs.resume(run.job_id)
+        if run.status != "stopped" or time.monotonic() > deadline:
+            raise UserError(f"Run {run.name} is still running (job {run.job_id}); stop it first.")
+        time.sleep(0.1)

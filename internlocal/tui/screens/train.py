@@ -279,17 +279,21 @@ class TrainScreen(Screen):
         self._trigger("STOP", "Stopping after this step (a checkpoint is written; r resumes)")
 
     def action_resume(self) -> None:
-        if self.services is None or self.watched is None:
-            return
-        run = self.services.catalog.get_train_run(self.watched.id)
+        if self.services is not None and self.watched is not None:
+            self._resume(self.watched.id)
+
+    @work(thread=True, exclusive=True, group="resume")
+    def _resume(self, run_id: str) -> None:
+        # in a thread: a run that was just stopped takes a moment to wind down before it can resume
+        from internlocal.train.job import resume_run
+
+        run = self.services.catalog.get_train_run(run_id)
         try:
-            if run.status in ("running", "finished") or run.job_id is None:
-                raise UserError(f"Run {run.name} is {run.status}; only a stopped or failed run resumes.")
-            self.services.jobs.resume(run.job_id)
+            resume_run(self.services.jobs, self.services.catalog, run)
         except UserError as exc:
-            self.notify(str(exc), severity="warning")
+            self.app.call_from_thread(self.notify, str(exc), severity="warning")
             return
-        self.notify(f"Resuming {run.name} from its newest checkpoint")
+        self.app.call_from_thread(self.notify, f"Resuming {run.name} from its newest checkpoint")
 
     def action_preview(self) -> None:
         name = self.selected_recipe()
