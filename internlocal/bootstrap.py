@@ -20,7 +20,7 @@ class Services:
     chats: ChatService
 
     def close(self) -> None:
-        self.chats.engines.close()
+        self.chats.close()
         self.catalog.close()
 
 

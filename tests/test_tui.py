@@ -445,3 +445,53 @@ async def test_train_screen_starts_a_recipe_draws_the_curve_stops_resumes_and_pr
         assert steps == list(range(1, len(steps) + 1))  # one continuous curve across the stop
         await pilot.press("x")
         await until(pilot, lambda: app.services.catalog.get_train_run(run.id).status == "stopped", timeout=120)
+
+
+async def test_knowledge_screen_indexes_a_folder_searches_and_opens_a_chat_that_cites(home, tmp_path):
+    """F11: name + folder + Enter creates and indexes; a search lists passages with sources; Ctrl+T opens a
+    chat answering from the knowledge base, its reply listing the sources it was given."""
+    from textual.widgets import DataTable, Static
+
+    from internlocal.engines.base import GenerationParams
+    from internlocal.tui.screens.knowledge import KnowledgeScreen
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "paris.md").write_text("# Paris\n\n## Landmarks\n\nThe Eiffel Tower was completed in 1889.\n")
+    (docs / "rome.txt").write_text("Rome is the capital of Italy.\n")
+    app = InternLocalApp(greedy_settings(home))
+    async with app.run_test(size=(140, 44)) as pilot:
+        await ready(pilot)
+        await pilot.press("f11")
+        await until(pilot, lambda: isinstance(app.screen, KnowledgeScreen))
+        screen = app.screen
+        screen.query_one("#kb-name", Input).value = "trips"
+        screen.query_one("#folder", Input).value = str(docs)
+        screen.query_one("#folder", Input).focus()
+        await pilot.press("enter")
+        kbs = screen.query_one("#kbs", DataTable)
+        await until(pilot, lambda: kbs.row_count == 1 and kbs.get_row("trips")[1] == "2", timeout=180)
+        assert "chunks embedded" in str(screen.query_one("#info", Static).render())
+
+        screen.query_one("#query", Input).value = "When was the Eiffel Tower completed?"
+        screen.query_one("#query", Input).focus()
+        await pilot.press("enter")
+        hits = screen.query_one("#hits", DataTable)
+        await until(pilot, lambda: hits.row_count >= 1, timeout=60)
+        assert hits.get_row_at(0)[1] == "paris.md:5"
+
+        kbs.focus()
+        await pilot.press("ctrl+t")
+        await until(pilot, lambda: isinstance(app.screen, ChatScreen))
+        chat = chat_screen(app)
+        chat_row = app.services.catalog.get_chat(chat.chat_id)
+        assert (chat_row.mode, chat_row.kb_name) == ("kb", "trips") and "kb trips" in str(chat.status.render())
+        app.services.chats.set_params(chat.chat_id, GenerationParams.greedy(max_tokens=40))
+        prompt = chat.query_one("#prompt", Input)
+        prompt.value = "When was the Eiffel Tower completed?"
+        prompt.focus()
+        await pilot.press("enter")
+        await until(pilot, lambda: len(messages(app)) == 2 and not chat.generating and chat.status.state == "ready", timeout=120)
+        assert "1889" in messages(app)[1][1]
+        reply_view = list(chat.query(MessageView))[1]
+        assert "[1] paris.md:5" in reply_view._stats

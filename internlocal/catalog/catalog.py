@@ -21,6 +21,7 @@ from internlocal.catalog.schema import (
     EvalItem,
     EvalRun,
     Job,
+    KnowledgeBase,
     Lineage,
     Model,
     TrainRun,
@@ -297,6 +298,47 @@ class Catalog:
             found = s.exec(select(Dataset).where(Dataset.name == name)).first()
             if found is None:
                 raise NotFound(f"No dataset {name!r} in the catalog.")
+            s.delete(found)
+            return found
+
+    # -- knowledge bases --------------------------------------------------------------------------
+
+    def add_kb(self, kb: KnowledgeBase) -> KnowledgeBase:
+        try:
+            with self.session() as s:
+                s.add(kb)
+        except sqlalchemy.exc.IntegrityError:
+            raise UserError(f"A knowledge base named {kb.name!r} exists already; choose another name.") from None
+        return kb
+
+    def find_kb(self, name: str) -> KnowledgeBase | None:
+        with self.session() as s:
+            return s.exec(select(KnowledgeBase).where(KnowledgeBase.name == name)).first()
+
+    def get_kb(self, name: str) -> KnowledgeBase:
+        found = self.find_kb(name)
+        if found is None:
+            raise NotFound(f"No knowledge base {name!r}; `internlocal kb list` shows the ones there are.")
+        return found
+
+    def list_kbs(self) -> list[KnowledgeBase]:
+        with self.session() as s:
+            return list(s.exec(select(KnowledgeBase).order_by(KnowledgeBase.id)).all())
+
+    def update_kb(self, name: str, **values: Any) -> KnowledgeBase:
+        with self.session() as s:
+            found = s.exec(select(KnowledgeBase).where(KnowledgeBase.name == name)).one()
+            for key, value in values.items():
+                setattr(found, key, value)
+            found.updated_at = utcnow()
+            s.add(found)
+        return self.get_kb(name)
+
+    def delete_kb(self, name: str) -> KnowledgeBase:
+        with self.session() as s:
+            found = s.exec(select(KnowledgeBase).where(KnowledgeBase.name == name)).first()
+            if found is None:
+                raise NotFound(f"No knowledge base {name!r}.")
             s.delete(found)
             return found
 

@@ -172,6 +172,28 @@ MIGRATIONS: list[list[str]] = [
         )
         """,
     ],
+    # 5: knowledge bases; chats bound to one; the sources an answer was given
+    [
+        """
+        CREATE TABLE knowledge_base (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            path TEXT NOT NULL,                         -- its index folder: index.sqlite + chroma/
+            folders_json TEXT NOT NULL DEFAULT '[]',    -- the folders and files it indexes
+            embedder TEXT NOT NULL,                     -- catalog embedding model its vectors come from
+            dimension INTEGER NOT NULL,
+            chunk_size INTEGER NOT NULL,
+            chunk_overlap INTEGER NOT NULL,
+            threshold REAL NOT NULL,                    -- refuse below this evidence (best cosine similarity)
+            stats_json TEXT NOT NULL DEFAULT '{}',      -- files, chunks, skipped, last sync
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )
+        """,
+        "ALTER TABLE chat_session ADD COLUMN kb_name TEXT",
+        "ALTER TABLE chat_session ADD COLUMN mode TEXT NOT NULL DEFAULT 'chat'",  # chat | kb | agent
+        "ALTER TABLE chat_message ADD COLUMN sources_json TEXT",
+    ],
 ]
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -89,6 +89,8 @@ class ChatSession(SQLModel, table=True):
     model_name: str | None = None
     system_prompt: str
     params_json: str = "{}"
+    kb_name: str | None = None  # the knowledge base a `kb` or `agent` chat answers from
+    mode: str = "chat"  # chat | kb | agent
     created_at: str = Field(default_factory=utcnow)
     updated_at: str = Field(default_factory=utcnow)
 
@@ -106,7 +108,12 @@ class ChatMessage(SQLModel, table=True):
     ttft_ms: float | None = None
     tokens_per_s: float | None = None
     finish_reason: str | None = None
+    sources_json: str | None = None  # knowledge-base passages the answer was given ([n] → file and span), agent steps
     created_at: str = Field(default_factory=utcnow)
+
+    @property
+    def sources(self) -> dict[str, Any]:
+        return json.loads(self.sources_json) if self.sources_json else {}
 
 
 class Job(SQLModel, table=True):
@@ -236,3 +243,28 @@ class TrainRun(SQLModel, table=True):
     @property
     def summary(self) -> dict[str, Any]:
         return json.loads(self.summary_json or "{}")
+
+
+class KnowledgeBase(SQLModel, table=True):
+    __tablename__ = "knowledge_base"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True)
+    path: str
+    folders_json: str = "[]"
+    embedder: str
+    dimension: int
+    chunk_size: int
+    chunk_overlap: int
+    threshold: float
+    stats_json: str = "{}"
+    created_at: str = Field(default_factory=utcnow)
+    updated_at: str = Field(default_factory=utcnow)
+
+    @property
+    def folders(self) -> list[str]:
+        return json.loads(self.folders_json or "[]")
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return json.loads(self.stats_json or "{}")

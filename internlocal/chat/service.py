@@ -28,15 +28,19 @@ def chat_params(chat: ChatSession) -> GenerationParams:
 
 
 class Reply:
-    """One streamed assistant reply. Iterate for text pieces; ``message`` is the saved row afterwards."""
+    """One streamed assistant reply. Iterate for text pieces; ``message`` is the saved row afterwards.
+
+    A knowledge-base reply carries ``kb_answer``: its sources are listed (and stored with the message)
+    from the passages the model was given."""
 
     def __init__(self, service: "ChatService", chat: ChatSession, model: Model, generation: Generation,
-                 context_length: int):
+                 context_length: int, kb_answer: Any = None):
         self._service = service
         self.chat = chat
         self.model = model
         self.generation = generation
         self.context_length = context_length
+        self.kb_answer = kb_answer
         self.message: ChatMessage | None = None
 
     def __iter__(self) -> Iterator[str]:
@@ -56,6 +60,9 @@ class Reply:
                     ttft_ms=round(result.ttft_s * 1000, 1) if result.ttft_s is not None else None,
                     tokens_per_s=round(result.decode_tokens_per_s, 2) if result.decode_tokens_per_s else None,
                 )
+            if self.kb_answer is not None:
+                self.kb_answer.mark_cited(text)
+                stats["sources_json"] = json.dumps(self.kb_answer.record())
             if text or stats["finish_reason"] != "cancelled":
                 self.message = self._service.catalog.add_message(
                     self.chat.id, "assistant", text, model_name=self.model.name, **stats  # type: ignore[arg-type]
@@ -74,6 +81,7 @@ class ChatService:
         self.catalog = catalog
         self.settings = settings
         self.engines = engines or EngineCache(settings)
+        self._indexes: dict[str, Any] = {}  # open knowledge-base indexes, by name
 
     # -- models ------------------------------------------------------------------------------------
 
@@ -109,6 +117,36 @@ class ChatService:
             model_name=model.name,
             params=(params or GenerationParams()).model_dump(exclude_defaults=True),
         )
+
+    def set_mode(self, chat_id: int, mode: str, kb_name: str | None = None) -> ChatSession:
+        """``chat`` (the model alone), ``kb`` (answers from a knowledge base, with sources) or ``agent``
+        (the model calls tools; with a knowledge base, kb_search and read_file among them)."""
+        if mode not in ("chat", "kb", "agent"):
+            raise UserError(f"Chat mode {mode!r} is not one of chat, kb, agent.")
+        if mode == "kb" and not kb_name:
+            raise UserError("Answering from a knowledge base needs one; `internlocal kb list` shows them.")
+        if kb_name:
+            self.catalog.get_kb(kb_name)
+        return self.catalog.update_chat(chat_id, mode=mode, kb_name=kb_name)
+
+    def kb_index(self, name: str):
+        from internlocal.kb.library import open_index
+
+        if name not in self._indexes:
+            self._indexes[name] = open_index(self.catalog, name)
+        return self._indexes[name]
+
+    def close_kb(self, name: str) -> None:
+        """Let go of a knowledge base's index (before it is removed or rebuilt)."""
+        index = self._indexes.pop(name, None)
+        if index is not None:
+            index.close()
+
+    def close(self) -> None:
+        for index in self._indexes.values():
+            index.close()
+        self._indexes.clear()
+        self.engines.close()
 
     def set_params(self, chat_id: int, params: GenerationParams) -> ChatSession:
         return self.catalog.update_chat(chat_id, params_json=json.dumps(params.model_dump(exclude_defaults=True)))
@@ -150,5 +188,13 @@ class ChatService:
         if chat.title == NEW_CHAT_TITLE:
             title = " ".join(text.split())
             chat = self.catalog.update_chat(chat_id, title=title[:TITLE_CHARS] + ("…" if len(title) > TITLE_CHARS else ""))
+        if chat.mode == "kb" and chat.kb_name:
+            from internlocal.kb.answer import answer
+
+            kb = self.catalog.get_kb(chat.kb_name)
+            earlier = [m for m in self.history(chat) if m["role"] in ("user", "assistant")][:-1]
+            result = answer(engine, self.kb_index(kb.name), text, threshold=kb.threshold, history=earlier,
+                            params=chat_params(chat))
+            return Reply(self, chat, model, result.generation, engine.context_length, kb_answer=result)
         generation = engine.chat(self.history(chat), chat_params(chat))
         return Reply(self, chat, model, generation, engine.context_length)

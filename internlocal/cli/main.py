@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from internlocal.cli import chat, data, doctor, engines, evaluate, jobs, models, serve, train
+from internlocal.cli import chat, data, doctor, engines, evaluate, jobs, kb, models, serve, train
 
 app = typer.Typer(
     name="internlocal",
@@ -22,6 +22,7 @@ app.add_typer(engines.app, name="engines")
 app.add_typer(evaluate.app, name="eval")
 app.add_typer(data.app, name="data")
 app.add_typer(train.app, name="train")
+app.add_typer(kb.app, name="kb")
 
 
 @app.command("tui")

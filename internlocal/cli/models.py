@@ -154,12 +154,14 @@ def add_remote(
     url: Annotated[str, typer.Argument(help="Base URL of an OpenAI-compatible server, e.g. http://host:11434/v1")],
     model: Annotated[Optional[str], typer.Option("--model", help="Model id on that server (default: its first).")] = None,
     api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help="Environment variable holding its API key.")] = None,
+    embedding: Annotated[bool, typer.Option("--embedding", help="An embeddings endpoint (for knowledge bases), not a chat model.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Chat with a model on another server (Ollama, vLLM, LMDeploy, internlocal) as if it were local."""
     from internlocal.hub.library import add_remote as add
 
-    entry = add(services().catalog, name, url, model=model, api_key_env=api_key_env)
+    entry = add(services().catalog, name, url, model=model, api_key_env=api_key_env,
+                kind="embedding" if embedding else "chat")
     print_json(entry.summary()) if as_json else typer.echo(f"{entry.name}: {entry.path} ({entry.metadata_dict['remote_model']})")
 
 

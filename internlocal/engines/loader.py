@@ -79,6 +79,12 @@ def load_engine(model: Model, settings: Settings) -> Engine:
 def load_embedder(model: Model) -> Embedder:
     if model.kind != "embedding":
         raise UserError(f"{model.name} is not an embedding model; pick one such as all-minilm-l6-v2.")
+    if model.format == "remote":
+        from internlocal.engines.remote import RemoteEmbedder
+
+        meta = model.metadata_dict
+        return RemoteEmbedder(model.path, meta.get("remote_model") or model.name, api_key_env=meta.get("api_key_env"),
+                              model_name=model.name)
     from internlocal.engines.sentence_transformers import SentenceTransformerEmbedder
 
     return SentenceTransformerEmbedder(model.path, model_name=model.name)

@@ -182,3 +182,40 @@ class RemoteEngine(EngineBase):
 
     def close(self) -> None:
         self._session.close()
+
+
+class RemoteEmbedder:
+    """An OpenAI-compatible ``/v1/embeddings`` endpoint; its dimension is learnt from one probe request."""
+
+    def __init__(self, base_url: str, model: str, *, api_key_env: str | None = None, model_name: str | None = None,
+                 timeout: float = 120, batch_size: int = 64):
+        import requests
+
+        self.base_url = base_url.rstrip("/")
+        self.remote_model = model
+        self.model_name = model_name or model
+        key = os.environ.get(api_key_env) if api_key_env else None
+        self._headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+        self._timeout, self._batch = timeout, batch_size
+        self._session = requests.Session()
+        self.dimension = len(self.embed(["dimension probe"])[0])
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        import requests
+
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), self._batch):
+            batch = list(texts[start:start + self._batch])
+            try:
+                response = self._session.post(f"{self.base_url}/embeddings", headers=self._headers, timeout=(10, self._timeout),
+                                              data=json.dumps({"model": self.remote_model, "input": batch}))
+            except requests.RequestException as exc:
+                raise UserError(f"Cannot reach {self.base_url} ({exc}); is the embedding server running?") from None
+            if response.status_code >= 400:
+                raise UserError(f"{self.base_url}/embeddings answered {response.status_code}: {response.text[:200]}")
+            try:
+                data = sorted(response.json()["data"], key=lambda d: d["index"])
+                vectors.extend([float(x) for x in d["embedding"]] for d in data)
+            except (ValueError, KeyError, TypeError):
+                raise UserError(f"{self.base_url}/embeddings did not answer in the OpenAI format.") from None
+        return vectors

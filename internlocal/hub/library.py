@@ -148,8 +148,9 @@ def disk_usage(catalog: Catalog, store: Store) -> dict[str, Any]:
 
 
 
-def add_remote(catalog: Catalog, name: str, url: str, *, model: str | None = None, api_key_env: str | None = None) -> Model:
-    """Register an OpenAI-compatible endpoint as a chat model (the key stays in the environment)."""
+def add_remote(catalog: Catalog, name: str, url: str, *, model: str | None = None, api_key_env: str | None = None,
+               kind: str = "chat") -> Model:
+    """Register an OpenAI-compatible endpoint as a chat (or ``embedding``) model; the key stays in the environment."""
     import os
 
     import requests
@@ -178,6 +179,6 @@ def add_remote(catalog: Catalog, name: str, url: str, *, model: str | None = Non
     elif served and model not in served:
         raise UserError(f"{base} does not serve {model!r}; it serves {', '.join(served)}.")
     return catalog.add_model(Model(
-        name=name, family=guess_family(model), kind="chat", format="remote", path=base, storage="reference",
+        name=name, family=guess_family(model), kind=kind, format="remote", path=base, storage="reference",
         source=f"remote:{base}", metadata_json=json.dumps({"remote_model": model, "api_key_env": api_key_env}),
     ))

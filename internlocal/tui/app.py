@@ -19,6 +19,7 @@ from internlocal.tui.screens.chat import ChatScreen, ServicesReady
 from internlocal.tui.screens.evaluate import EvalScreen
 from internlocal.tui.screens.help import HelpScreen
 from internlocal.tui.screens.jobs import JobsScreen
+from internlocal.tui.screens.knowledge import KnowledgeScreen
 from internlocal.tui.screens.models import ModelsScreen
 from internlocal.tui.screens.serve import ServeScreen
 from internlocal.tui.screens.train import TrainScreen
@@ -31,8 +32,7 @@ if TYPE_CHECKING:
 class InternLocalApp(App):
     TITLE = "internlocal"
     MODES = {"chat": ChatScreen, "models": ModelsScreen, "jobs": JobsScreen, "serve": ServeScreen, "eval": EvalScreen,
-             "train": TrainScreen}
-    # later: knowledge
+             "train": TrainScreen, "knowledge": KnowledgeScreen}
     DEFAULT_MODE = "chat"
     BINDINGS = [
         Binding("f1", "help", "Help"),
@@ -42,6 +42,7 @@ class InternLocalApp(App):
         Binding("f8", "switch_mode('serve')", "Serve"),
         Binding("f9", "switch_mode('eval')", "Eval"),
         Binding("f10", "switch_mode('train')", "Train"),
+        Binding("f11", "switch_mode('knowledge')", "Knowledge"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -88,6 +89,8 @@ class InternLocalApp(App):
         yield SystemCommand("Serve", "Run the OpenAI-compatible server (F8)", lambda: self.switch_mode("serve"))
         yield SystemCommand("Eval", "Evaluate models and compare them (F9)", lambda: self.switch_mode("eval"))
         yield SystemCommand("Train", "Finetune from a recipe, watch the loss curve (F10)", lambda: self.switch_mode("train"))
+        yield SystemCommand("Knowledge", "Knowledge bases over your documents: index, search, sources (F11)",
+                            lambda: self.switch_mode("knowledge"))
         yield SystemCommand("Help", "Key bindings and screens (F1)", self.action_help)
         if isinstance(screen, ChatScreen):
             yield SystemCommand("New chat", "Start a new conversation (Ctrl+N)", screen.action_new_chat)
@@ -95,6 +98,11 @@ class InternLocalApp(App):
             yield SystemCommand("Delete chat", "Delete this conversation (Ctrl+D)", screen.action_delete_chat)
             yield SystemCommand("Choose model", "Pick the model for this chat (F3)", screen.action_pick_model)
             yield SystemCommand("Chat settings", "System prompt and parameters (F4)", screen.action_chat_settings)
+            yield SystemCommand("Answer from a knowledge base", "Replies cite your documents, or say they have no answer",
+                                screen.action_kb_mode)
+            yield SystemCommand("Agent mode", "The model may call tools: calculator, date, and the knowledge base's search",
+                                screen.action_agent_mode)
+            yield SystemCommand("Plain chat", "The model alone, no knowledge base or tools", screen.action_plain_mode)
         if isinstance(screen, JobsScreen):
             yield SystemCommand("Verify models", "Re-hash every model file as a job", screen.action_verify_models)
 

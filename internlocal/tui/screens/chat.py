@@ -170,7 +170,7 @@ class ChatScreen(Screen):
             await log.mount_all(views_or_hint)
         else:
             await log.show(views)
-        self.status.model = chat.model_name or ""
+        self.status.model = (chat.model_name or "") + (f" · {chat.mode} {chat.kb_name or ''}".rstrip() if chat.mode != "chat" else "")
         self.status.context_used = 0
         self.status.state = "ready"
         sessions = self.query_one("#sessions", ListView)
@@ -245,6 +245,39 @@ class ChatScreen(Screen):
                 self.preload_model()
 
         self.app.push_screen(ModelPickerDialog(models, chat.model_name), done)
+
+    def action_kb_mode(self) -> None:
+        if not self._ready or self.chat_id is None:
+            return
+        names = [kb.name for kb in self.services.catalog.list_kbs()]
+        if not names:
+            self.notify("No knowledge base yet; create one on the Knowledge screen (F11).", severity="warning")
+            return
+        chat = self.services.catalog.get_chat(self.chat_id)
+
+        async def done(name: str | None) -> None:
+            if name:
+                await self._set_mode("kb", name.strip())
+
+        self.app.push_screen(TextPromptDialog(f"Knowledge base ({', '.join(names)})", chat.kb_name or names[0]), done)
+
+    async def action_agent_mode(self) -> None:
+        if self._ready and self.chat_id is not None:
+            await self._set_mode("agent", self.services.catalog.get_chat(self.chat_id).kb_name)
+
+    async def action_plain_mode(self) -> None:
+        if self._ready and self.chat_id is not None:
+            await self._set_mode("chat", None)
+
+    async def _set_mode(self, mode: str, kb_name: str | None) -> None:
+        try:
+            self.services.chats.set_mode(self.chat_id, mode, kb_name)
+        except UserError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        await self.open_chat(self.chat_id)
+        self.notify({"kb": f"Answers now come from {kb_name}, with sources", "agent": "Agent mode: the model may call tools",
+                     "chat": "Plain chat"}[mode])
 
     def action_chat_settings(self) -> None:
         if not self._ready or self.chat_id is None:

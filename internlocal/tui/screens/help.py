@@ -22,6 +22,7 @@ Chat with local models, run long work as background jobs, and keep everything in
 | F8 | **Serve** — the OpenAI-compatible API: start/stop, URL, request log |
 | F9 | **Eval** — run tasks on a model, leaderboard, per-item answers |
 | F10 | **Train** — recipes with a memory fit, one key to start, live loss curve |
+| F11 | **Knowledge** — knowledge bases over your folders: index, search with sources, chat with one (Ctrl+T) |
 | Ctrl+P | **Command palette** — every command by name |
 | F1 | this help |
 | Ctrl+Q | quit |

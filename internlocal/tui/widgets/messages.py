@@ -38,6 +38,7 @@ class MessageView(Vertical):
         return self.query_one(Markdown)
 
     def set_stats(self, text: str) -> None:
+        self._stats = text
         self.query_one(".stats", Static).update(text)
 
 
@@ -75,4 +76,12 @@ def message_stats(message) -> str:
         parts.append("stopped")
     elif message.finish_reason == "length":
         parts.append("cut at max tokens")
-    return " · ".join(parts)
+    line = " · ".join(parts)
+    extra = getattr(message, "sources", None) or {}
+    for step in extra.get("agent_steps", []):
+        line += f"\n→ {step}"
+    if extra.get("refused"):
+        line += f"\nno passage was close enough (best similarity {extra['evidence']:.2f} < {extra['threshold']:.2f})"
+    for source in extra.get("kb_sources", []):
+        line += f"\n[{source['n']}] {source['citation']}" + ("" if source.get("cited") else "  (given, not cited)")
+    return line

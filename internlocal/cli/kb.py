@@ -1,0 +1,245 @@
+"""``internlocal kb``: knowledge bases over the user's own files: create, add, sync, search, ask, eval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from internlocal.cli.common import print_json, services
+
+app = typer.Typer(help="Knowledge bases: answers from your own documents, with sources.", no_args_is_help=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+Mode = Annotated[str, typer.Option("--mode", help="hybrid (dense + BM25, fused), dense or bm25.")]
+
+
+def _sync(name: str, detach: bool, as_json: bool) -> None:
+    from internlocal.cli.progress import follow_job
+    from internlocal.kb.library import sync_job
+
+    svc = services()
+    svc.catalog.get_kb(name)
+    job = follow_job(svc.jobs, svc.jobs.submit(sync_job, {"name": name}, kind="kb.sync", title=f"Sync {name}"),
+                     detach=detach, as_json=as_json)
+    if job is None or as_json:
+        return
+    r = job.result
+    typer.echo(f"{name}: {r['files']} files, {r['chunks']} chunks ({r['files_indexed']} files indexed, "
+               f"{r['files_unchanged']} unchanged, {r['files_removed']} removed; {r['chunks_embedded']} chunks embedded)")
+    for skipped in r["skipped"]:
+        typer.echo(f"  skipped {skipped['path']}: {skipped['reason']}")
+
+
+@app.command("create")
+def create(
+    name: str,
+    folders: Annotated[Optional[list[str]], typer.Argument(help="Folders or files to index.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Catalog embedding model (default: all-minilm-l6-v2).")] = None,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", help="Characters per chunk.")] = 800,
+    overlap: Annotated[int, typer.Option("--overlap", help="Characters a chunk repeats from the one before.")] = 120,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Index in the background.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a knowledge base, and index its folders when given."""
+    from internlocal.kb.library import create_kb
+
+    svc = services()
+    kb = create_kb(svc.settings, svc.catalog, name, folders or [], embedder=model, chunk_size=chunk_size,
+                   chunk_overlap=overlap)
+    if not as_json:
+        typer.echo(f"created {kb.name} ({kb.embedder}, {kb.dimension} dimensions)")
+    if folders:
+        _sync(name, detach, as_json)
+    elif as_json:
+        print_json({"knowledge_base": kb.name, "embedder": kb.embedder, "dimension": kb.dimension})
+
+
+@app.command("add")
+def add(name: str, folders: list[str], detach: Annotated[bool, typer.Option("--detach", "-d")] = False,
+        as_json: JsonOpt = False) -> None:
+    """Add folders or files to a knowledge base and index them."""
+    from internlocal.kb.library import add_folders
+
+    add_folders(services().catalog, name, folders)
+    _sync(name, detach, as_json)
+
+
+@app.command("sync")
+def sync(name: str,
+         watch: Annotated[bool, typer.Option("--watch", help="Stay running and re-sync when files change.")] = False,
+         detach: Annotated[bool, typer.Option("--detach", "-d")] = False, as_json: JsonOpt = False) -> None:
+    """Bring the index up to date: new and changed files indexed, deleted ones removed."""
+    if not watch:
+        _sync(name, detach, as_json)
+        return
+    from internlocal.kb.watch import watch_kb
+
+    def report(summary: dict) -> None:
+        if as_json:
+            print_json({k: v for k, v in summary.items()})
+        else:
+            typer.echo(f"{name}: {summary['files_indexed']} indexed, {summary['files_removed']} removed, "
+                       f"{summary['chunks_embedded']} chunks embedded; watching for changes (Ctrl+C stops)")
+
+    try:
+        watch_kb(services().catalog, name, on_sync=report)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+@app.command("search")
+def search(
+    name: str, query: str,
+    k: Annotated[int, typer.Option("-k", help="Passages to show.")] = 5,
+    mode: Mode = "hybrid",
+    file_type: Annotated[Optional[list[str]], typer.Option("--type", help="Only these kinds: markdown, text, pdf, html, docx, code.")] = None,
+    folder: Annotated[Optional[str], typer.Option("--folder", help="Only files under this folder.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ranked passages with their sources."""
+    from internlocal.errors import UserError
+    from internlocal.kb.library import open_index
+
+    if mode not in ("hybrid", "dense", "bm25"):
+        raise UserError("--mode is one of hybrid, dense, bm25.")
+    index = open_index(services().catalog, name)
+    try:
+        hits = index.search(query, k=k, mode=mode, kinds=file_type, folder=folder)  # type: ignore[arg-type]
+    finally:
+        index.close()
+    if as_json:
+        print_json([h.as_dict() for h in hits])
+        return
+    if not hits:
+        typer.echo("nothing found")
+    for n, hit in enumerate(hits, start=1):
+        heading = f"  ({hit.heading})" if hit.heading else ""
+        typer.echo(f"[{n}] {hit.citation}{heading}  similarity {hit.similarity:.3f}")
+        typer.echo("    " + " ".join(hit.text.split())[:300])
+
+
+@app.command("ask")
+def ask(
+    name: str, question: str,
+    model: Annotated[Optional[str], typer.Option("--model", help="Chat model (default: the default chat model).")] = None,
+    k: Annotated[int, typer.Option("-k", help="Passages given to the model.")] = 4,
+    as_json: JsonOpt = False,
+) -> None:
+    """Answer from the knowledge base with numbered sources, or say it has no answer."""
+    from internlocal.kb.answer import answer
+    from internlocal.kb.library import open_index
+
+    svc = services()
+    kb = svc.catalog.get_kb(name)
+    chat_model = svc.catalog.get_model(model) if model else svc.chats.default_model()
+    index = open_index(svc.catalog, name)
+    try:
+        result = answer(svc.chats.engines.get(chat_model), index, question, threshold=kb.threshold, k=k)
+        for piece in result:
+            if not as_json:
+                typer.echo(piece, nl=False)
+    finally:
+        index.close()
+    if as_json:
+        print_json({"answer": result.text, **result.record()})
+        return
+    typer.echo("")
+    if result.refused:
+        typer.echo(f"(best passage similarity {result.evidence:.3f} < threshold {kb.threshold:.3f})")
+    for source in result.sources:
+        typer.echo(f"[{source['n']}] {source['citation']}{'' if source.get('cited') else '  (not cited)'}")
+
+
+@app.command("list")
+def list_(as_json: JsonOpt = False) -> None:
+    """Knowledge bases with their folders and sizes."""
+    kbs = services().catalog.list_kbs()
+    if as_json:
+        print_json([{"name": kb.name, "folders": kb.folders, "embedder": kb.embedder, "dimension": kb.dimension,
+                     "threshold": kb.threshold, **kb.stats} for kb in kbs])
+        return
+    if not kbs:
+        typer.echo("no knowledge bases; `internlocal kb create NAME FOLDER` makes one")
+    for kb in kbs:
+        stats = kb.stats
+        typer.echo(f"{kb.name}  {stats.get('files', 0)} files, {stats.get('chunks', 0)} chunks  {kb.embedder}  "
+                   f"threshold {kb.threshold:.3f}  {', '.join(kb.folders)}")
+
+
+@app.command("show")
+def show(name: str, as_json: JsonOpt = False) -> None:
+    """The files a knowledge base indexes, and those it skipped with the reason."""
+    from internlocal.kb.library import open_index
+
+    index = open_index(services().catalog, name)
+    try:
+        files = index.files()
+    finally:
+        index.close()
+    if as_json:
+        print_json(files)
+        return
+    for f in files:
+        typer.echo(f"{f['status']:8} {f['chunks']:5} {f['path']}" + (f"  ({f['reason']})" if f["reason"] else ""))
+
+
+@app.command("rm")
+def rm(names: list[str], as_json: JsonOpt = False) -> None:
+    """Remove knowledge bases (their index only; your documents are not touched)."""
+    from internlocal.kb.library import remove_kb
+
+    results = [remove_kb(services().catalog, name) for name in names]
+    print_json(results) if as_json else [typer.echo(f"{r['knowledge_base']}: removed") for r in results]
+
+
+@app.command("reembed")
+def reembed(name: str, model: Annotated[str, typer.Option("--model", help="Catalog embedding model.")],
+            as_json: JsonOpt = False) -> None:
+    """Rebuild the vectors with another embedding model (documents are not read again)."""
+    from internlocal.kb.library import reembed_kb
+
+    kb = reembed_kb(services().catalog, name, model)
+    print_json({"knowledge_base": kb.name, "embedder": kb.embedder, "dimension": kb.dimension}) if as_json else \
+        typer.echo(f"{kb.name}: vectors now from {kb.embedder} ({kb.dimension} dimensions)")
+
+
+@app.command("eval")
+def eval_(
+    name: str,
+    questions: Annotated[Path, typer.Argument(help='JSONL: {"question": …, "sources": [relative paths]} ([] = unanswerable).')],
+    k: Annotated[int, typer.Option("-k", help="Cut-off for recall@k.")] = 5,
+    mode: Mode = "hybrid",
+    tune: Annotated[bool, typer.Option("--tune", help="Store the refusal threshold fitted on these questions.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Retrieval quality (recall@k, MRR, nDCG@10) and refusal precision/recall on labelled questions."""
+    from internlocal.errors import UserError
+    from internlocal.kb.evaluate import evaluate, load_questions
+    from internlocal.kb.library import open_index
+
+    if mode not in ("hybrid", "dense", "bm25"):
+        raise UserError("--mode is one of hybrid, dense, bm25.")
+    svc = services()
+    kb = svc.catalog.get_kb(name)
+    rows = load_questions(questions)
+    index = open_index(svc.catalog, name)
+    try:
+        result = evaluate(index, rows, threshold=kb.threshold, k=k, mode=mode)  # type: ignore[arg-type]
+    finally:
+        index.close()
+    if tune:
+        if "fitted_threshold" not in result:
+            raise UserError("Tuning the threshold needs answerable and unanswerable questions (\"sources\": []).")
+        svc.catalog.update_kb(name, threshold=result["fitted_threshold"])
+    if as_json:
+        print_json(result)
+        return
+    fmt = (lambda v: "-" if v is None else f"{v:.3f}")
+    typer.echo(f"{result['questions']} questions ({result['answerable']} answerable), {mode} retrieval")
+    typer.echo(f"recall@{k} {fmt(result[f'recall@{k}'])}  MRR {fmt(result['mrr'])}  nDCG@10 {fmt(result['ndcg@10'])}")
+    typer.echo(f"refusal at threshold {result['threshold']:.3f}: precision {fmt(result['refusal_precision'])}, "
+               f"recall {fmt(result['refusal_recall'])}")
+    if "fitted_threshold" in result:
+        typer.echo(f"fitted threshold {result['fitted_threshold']:.4f} (accuracy {result['fitted_accuracy']:.3f})"
+                   + ("; stored" if tune else "; --tune stores it"))

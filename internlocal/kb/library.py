@@ -1,0 +1,181 @@
+"""Knowledge bases in the catalog: create, open (with the embedding model they were built with), sync as a
+job, re-embed with another model, remove. The index itself lives in ``<home>/kb/<name>/``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from internlocal.catalog.catalog import Catalog
+from internlocal.catalog.schema import KnowledgeBase
+from internlocal.config import Settings, load_settings
+from internlocal.engines.base import Embedder
+from internlocal.errors import UserError
+from internlocal.hub.library import check_model_name
+from internlocal.jobs.context import JobCancelled, JobContext
+from internlocal.kb.index import Index, open_vectors
+
+DEFAULT_EMBEDDER = "all-minilm-l6-v2"
+# cosine similarity of the best passage below which a question is refused; `kb eval --tune` fits it
+DEFAULT_THRESHOLD = 0.35
+
+_embedders: dict[str, Embedder] = {}
+_embedders_lock = threading.Lock()
+
+
+def embedder_for(catalog: Catalog, name: str) -> Embedder:
+    """A loaded embedding model, kept for the process (loading MiniLM costs seconds)."""
+    from internlocal.engines.loader import load_embedder
+
+    with _embedders_lock:
+        if name not in _embedders:
+            _embedders[name] = load_embedder(catalog.get_model(name))
+        return _embedders[name]
+
+
+def kb_dir(settings: Settings, name: str) -> Path:
+    return settings.home / "kb" / name
+
+
+def create_kb(settings: Settings, catalog: Catalog, name: str, folders: list[str] | None = None, *,
+              embedder: str | None = None, chunk_size: int = 800, chunk_overlap: int = 120) -> KnowledgeBase:
+    check_model_name(name)
+    if catalog.find_kb(name) is not None:
+        raise UserError(f"A knowledge base named {name!r} exists already; choose another name.")
+    if chunk_size < 50 or not 0 <= chunk_overlap < chunk_size:
+        raise UserError("The chunk size must be at least 50 characters and the overlap smaller than the size.")
+    embedder = embedder or DEFAULT_EMBEDDER
+    model = embedder_for(catalog, embedder)
+    roots = _checked_folders(folders or [])
+    path = kb_dir(settings, name)
+    if path.exists():  # left by a knowledge base removed while its index was open: start clean
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    open_vectors(path, embedder, model.dimension, create=True)[0].close()
+    return catalog.add_kb(KnowledgeBase(name=name, path=str(path), folders_json=json.dumps(roots), embedder=embedder,
+                                        dimension=model.dimension, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
+                                        threshold=DEFAULT_THRESHOLD))
+
+
+def _checked_folders(folders: list[str]) -> list[str]:
+    out = []
+    for folder in folders:
+        path = Path(folder).expanduser().absolute()
+        if not path.exists():
+            raise UserError(f"{folder} does not exist.")
+        if not (path.is_dir() or path.is_file()):
+            raise UserError(f"{folder} is neither a folder nor a file.")
+        out.append(str(path))
+    return out
+
+
+def add_folders(catalog: Catalog, name: str, folders: list[str]) -> KnowledgeBase:
+    kb = catalog.get_kb(name)
+    roots = list(kb.folders)
+    for folder in _checked_folders(folders):
+        if folder not in roots:
+            roots.append(folder)
+    return catalog.update_kb(name, folders_json=json.dumps(roots))
+
+
+def remove_folders(catalog: Catalog, name: str, folders: list[str]) -> KnowledgeBase:
+    kb = catalog.get_kb(name)
+    drop = {str(Path(f).expanduser().absolute()) for f in folders}
+    unknown = drop - set(kb.folders)
+    if unknown:
+        raise UserError(f"{', '.join(sorted(unknown))} is not among {name}'s folders: {', '.join(kb.folders) or 'none'}.")
+    return catalog.update_kb(name, folders_json=json.dumps([f for f in kb.folders if f not in drop]))
+
+
+def open_index(catalog: Catalog, name: str, *, embedder: str | None = None) -> Index:
+    """The index of ``name``; asking for another embedding model than it was built with is an error
+    (vectors of two models are never mixed)."""
+    kb = catalog.get_kb(name)
+    if embedder is not None and embedder != kb.embedder:
+        raise UserError(f"Knowledge base {name} was built with {kb.embedder} ({kb.dimension} dimensions), not {embedder}; "
+                        f"`internlocal kb reembed {name} --model {embedder}` rebuilds it with that model.")
+    model = embedder_for(catalog, kb.embedder)
+    if model.dimension != kb.dimension:
+        raise UserError(f"{kb.embedder} now gives {model.dimension}-dimensional vectors but {name} holds {kb.dimension}; "
+                        f"`internlocal kb reembed {name}` rebuilds it.")
+    return Index(Path(kb.path), model, embedder_name=kb.embedder, chunk_size=kb.chunk_size, chunk_overlap=kb.chunk_overlap)
+
+
+def sync_kb(catalog: Catalog, name: str, ctx: JobContext | None = None) -> dict[str, Any]:
+    kb = catalog.get_kb(name)
+    if not kb.folders:
+        raise UserError(f"Knowledge base {name} has no folders yet; `internlocal kb add {name} FOLDER` adds one.")
+    index = open_index(catalog, name)
+    started = time.monotonic()
+    try:
+        def progress(done: int, total: int, path: str) -> None:
+            if ctx is not None:
+                ctx.progress(done, total, unit="files", message=path)
+
+        try:
+            report = index.sync(kb.folders, progress=progress,
+                                should_stop=(lambda: ctx.cancelled) if ctx is not None else None)
+        except InterruptedError:
+            raise JobCancelled() from None
+        counts = index.counts()
+    finally:
+        index.close()
+    summary = {**report.as_dict(), **counts, "seconds": round(time.monotonic() - started, 2), "synced_at": time.time()}
+    catalog.update_kb(name, stats_json=json.dumps({k: v for k, v in summary.items() if k != "skipped"}))
+    return summary
+
+
+def sync_job(ctx: JobContext, name: str) -> dict[str, Any]:
+    """``kb add`` / ``kb sync`` as a job: its own process, progress per file, cancellable; a cancelled or
+    killed sync leaves every file either as it was or fully updated, and the next sync finishes it."""
+    from internlocal.catalog import open_catalog
+
+    catalog = open_catalog(load_settings())
+    try:
+        summary = sync_kb(catalog, name, ctx)
+    finally:
+        catalog.close()
+    ctx.log(f"{summary['files_indexed']} files indexed, {summary['files_unchanged']} unchanged, "
+            f"{summary['files_removed']} removed; {summary['chunks_embedded']} chunks embedded")
+    return summary
+
+
+def reembed_kb(catalog: Catalog, name: str, embedder: str, ctx: JobContext | None = None) -> KnowledgeBase:
+    """Vectors from another model, for every chunk the index has (no file is read again). The new
+    collection is complete before the catalog switches to it; the old one is dropped after."""
+    kb = catalog.get_kb(name)
+    model = embedder_for(catalog, embedder)
+    old_index = open_index(catalog, name)
+    try:
+        rows = old_index.db.execute("SELECT cid, heading, text, file.kind, file.relpath FROM chunk JOIN file "
+                                    "ON file.id = chunk.file_id").fetchall()
+    finally:
+        old_index.close()
+    client, vectors = open_vectors(Path(kb.path), embedder, model.dimension, create=True)
+    for start in range(0, len(rows), 64):
+        batch = rows[start:start + 64]
+        texts = [f"{r['heading']}\n{r['text']}" if r["heading"] else r["text"] for r in batch]
+        vectors.upsert(ids=[r["cid"] for r in batch], embeddings=model.embed(texts),  # type: ignore[arg-type]
+                       metadatas=[{"kind": r["kind"] or "", "relpath": r["relpath"]} for r in batch])
+        if ctx is not None:
+            ctx.progress(min(start + 64, len(rows)), len(rows), unit="chunks")
+    updated = catalog.update_kb(name, embedder=embedder, dimension=model.dimension)
+    from internlocal.kb.index import collection_name
+
+    if (kb.embedder, kb.dimension) != (embedder, model.dimension):
+        try:
+            client.delete_collection(collection_name(kb.embedder, kb.dimension))
+        except Exception:  # already gone: nothing to free
+            pass
+    client.close()
+    return updated
+
+
+def remove_kb(catalog: Catalog, name: str) -> dict[str, Any]:
+    kb = catalog.delete_kb(name)
+    shutil.rmtree(kb.path, ignore_errors=True)  # the index only; the user's documents are never touched
+    return {"knowledge_base": name, "removed_index": kb.path}

@@ -1,0 +1,218 @@
+"""Knowledge screen: create a knowledge base, add folders, watch indexing, search with sources."""
+
+from __future__ import annotations
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Button, DataTable, Footer, Input, ProgressBar, Static
+
+from internlocal.errors import UserError
+from internlocal.tui.screens.dialogs import ConfirmDialog
+from internlocal.tui.widgets.job_watch import JobWatcher
+
+
+class KnowledgeScreen(Screen):
+    DEFAULT_CSS = """
+    KnowledgeScreen .heading { text-style: bold; padding: 0 1; background: $panel; }
+    KnowledgeScreen #form { height: 3; }
+    KnowledgeScreen #kb-name { width: 24; }
+    KnowledgeScreen #folder { width: 1fr; }
+    KnowledgeScreen #status { height: 2; padding: 0 1; }
+    KnowledgeScreen #kbs { height: 10; }
+    KnowledgeScreen #hits { height: 1fr; }
+    """
+    BINDINGS = [
+        Binding("ctrl+s", "sync", "Sync", priority=True),
+        Binding("ctrl+d", "delete_kb", "Delete", priority=True),
+        Binding("ctrl+t", "chat_with_kb", "Chat with it", priority=True),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watcher = JobWatcher()
+        self.hits: list = []
+
+    def compose(self) -> ComposeResult:
+        yield Static("Knowledge  —  your documents, searchable, with sources (ctrl+s sync · ctrl+t chat with it · ctrl+d delete)",
+                     classes="heading")
+        with Horizontal(id="form"):
+            yield Input(placeholder="knowledge base", id="kb-name")
+            yield Input(placeholder="folder or file to add (Enter creates the base or adds to it, then indexes)", id="folder")
+            yield Button("Add", id="add", variant="success")
+        with Vertical(id="status"):
+            yield ProgressBar(id="bar", show_eta=True)
+            yield Static("", id="info")
+        yield DataTable(id="kbs", cursor_type="row", zebra_stripes=True)
+        yield Input(placeholder="search the highlighted knowledge base (Enter)", id="query")
+        yield DataTable(id="hits", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    @property
+    def services(self):
+        return self.app.services  # type: ignore[attr-defined]
+
+    def on_mount(self) -> None:
+        kbs = self.query_one("#kbs", DataTable)
+        for column in ("name", "files", "chunks", "skipped", "embedder", "threshold", "folders"):
+            kbs.add_column(column, key=column)
+        hits = self.query_one("#hits", DataTable)
+        for column in ("#", "source", "similarity", "passage"):
+            hits.add_column(column, key=column)
+        self.query_one("#bar", ProgressBar).display = False
+        self.set_interval(0.3, self.poll)
+        self.refresh_kbs()
+
+    def on_screen_resume(self) -> None:
+        self.refresh_kbs()
+
+    def on_services_ready(self, _message=None) -> None:
+        self.refresh_kbs()
+
+    def refresh_kbs(self) -> None:
+        if self.services is None:
+            return
+        table = self.query_one("#kbs", DataTable)
+        table.clear()
+        for kb in self.services.catalog.list_kbs():
+            stats = kb.stats
+            table.add_row(kb.name, str(stats.get("files", 0)), str(stats.get("chunks", 0)), str(stats.get("skipped_files", 0)),
+                          kb.embedder, f"{kb.threshold:.3f}", ", ".join(kb.folders), key=kb.name)
+
+    def selected(self) -> str | None:
+        table = self.query_one("#kbs", DataTable)
+        if table.row_count == 0:
+            return None
+        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+
+    # -- create / add / sync ---------------------------------------------------------------------------
+
+    @on(Input.Submitted, "#folder")
+    @on(Button.Pressed, "#add")
+    def add(self) -> None:
+        from internlocal.kb.library import add_folders
+
+        name = self.query_one("#kb-name", Input).value.strip() or self.selected()
+        folder = self.query_one("#folder", Input).value.strip()
+        if self.services is None or not name or not folder:
+            self.notify("Give a knowledge base name and a folder.", severity="warning")
+            return
+        try:
+            if self.services.catalog.find_kb(name) is None:
+                self._create(name, folder)
+                return
+            add_folders(self.services.catalog, name, [folder])
+        except UserError as exc:
+            self.notify(str(exc), severity="error", timeout=10)
+            return
+        self.query_one("#folder", Input).value = ""
+        self.start_sync(name)
+
+    @work(thread=True, exclusive=True, group="kb-create")
+    def _create(self, name: str, folder: str) -> None:
+        # in a thread: the first knowledge base loads the embedding model (seconds)
+        from internlocal.kb.library import create_kb
+
+        self.app.call_from_thread(self.query_one("#info", Static).update, f"Creating {name} (loading the embedding model) …")
+        try:
+            create_kb(self.services.settings, self.services.catalog, name, [folder])
+        except UserError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=10)
+            self.app.call_from_thread(self.query_one("#info", Static).update, "")
+            return
+        self.app.call_from_thread(self._created, name)
+
+    def _created(self, name: str) -> None:
+        self.query_one("#folder", Input).value = ""
+        self.refresh_kbs()
+        self.start_sync(name)
+
+    def action_sync(self) -> None:
+        name = self.selected()
+        if name is not None:
+            self.start_sync(name)
+
+    def start_sync(self, name: str) -> None:
+        from internlocal.kb.library import sync_job
+
+        job = self.services.jobs.submit(sync_job, {"name": name}, kind="kb.sync", title=f"Sync {name}")
+        self.watcher.watch(job.id)
+        self.query_one("#bar", ProgressBar).display = True
+        self.query_one("#info", Static).update(f"Indexing {name} (job {job.id}) …")
+
+    def poll(self) -> None:
+        state = self.watcher.update(self.services)
+        if state is None:
+            return
+        job, p, ended = state
+        if p.total:
+            self.query_one("#bar", ProgressBar).update(total=p.total, progress=p.done)
+            self.query_one("#info", Static).update(f"{p.done:.0f}/{p.total:.0f} files  {p.message}")
+        if ended:
+            self.refresh_kbs()
+            if job.status == "succeeded":
+                r = job.result or {}
+                skipped = r.get("skipped", [])
+                self.query_one("#info", Static).update(
+                    f"{r.get('files', 0)} files, {r.get('chunks', 0)} chunks; {r.get('chunks_embedded', 0)} chunks embedded"
+                    + (f"; skipped {len(skipped)}: " + "; ".join(f"{s['path'].rsplit('/', 1)[-1]} ({s['reason']})" for s in skipped[:3])
+                       if skipped else ""))
+            else:
+                self.notify(job.error or job.status, severity="error", timeout=10)
+
+    # -- search ----------------------------------------------------------------------------------------
+
+    @on(Input.Submitted, "#query")
+    def search(self, event: Input.Submitted) -> None:
+        name = self.selected()
+        if name is None or not event.value.strip():
+            return
+        self.query_one("#info", Static).update(f"Searching {name} …")
+        self._search(name, event.value.strip())
+
+    @work(thread=True, exclusive=True, group="kb-search")
+    def _search(self, name: str, query: str) -> None:
+        try:
+            hits = self.services.chats.kb_index(name).search(query, k=8)
+        except UserError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=10)
+            return
+        self.app.call_from_thread(self._show_hits, name, hits)
+
+    def _show_hits(self, name: str, hits: list) -> None:
+        self.hits = hits
+        table = self.query_one("#hits", DataTable)
+        table.clear()
+        for n, hit in enumerate(hits, start=1):
+            table.add_row(str(n), hit.citation, f"{hit.similarity:.3f}", " ".join(hit.text.split())[:120], key=hit.cid)
+        self.query_one("#info", Static).update(f"{len(hits)} passages from {name}" if hits else f"nothing found in {name}")
+
+    # -- delete / chat ---------------------------------------------------------------------------------
+
+    def action_delete_kb(self) -> None:
+        from internlocal.kb.library import remove_kb
+
+        name = self.selected()
+        if name is None:
+            return
+
+        def done(confirmed: bool | None) -> None:
+            if confirmed:
+                self.services.chats.close_kb(name)
+                remove_kb(self.services.catalog, name)
+                self.refresh_kbs()
+                self.notify(f"Removed {name} (your documents are untouched)")
+
+        self.app.push_screen(ConfirmDialog(f"Remove knowledge base {name}? Its index is deleted; your files stay."), done)
+
+    async def action_chat_with_kb(self) -> None:
+        name = self.selected()
+        if name is None or self.services is None:
+            return
+        chat = self.services.chats.new_chat()
+        self.services.chats.set_mode(chat.id, "kb", name)
+        await self.app.switch_mode("chat")
+        await self.app.screen.open_chat(chat.id)  # type: ignore[attr-defined]
+        await self.app.screen.refresh_sessions()  # type: ignore[attr-defined]
