@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from internlocal.errors import NotEnoughMemory, UserError
+from internlocal.errors import UserError
 from internlocal.train.recipe import Recipe, list_recipes, load_recipe, parse_overrides, recipes_dir
 
 MASCOT = "What is the name of the internlocal mascot?"

@@ -8,13 +8,14 @@ keeps everything up to the last completed message.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from internlocal.catalog.catalog import Catalog
 from internlocal.catalog.schema import ChatMessage, ChatSession, Model
 from internlocal.config import Settings
-from internlocal.engines.base import Generation, GenerationParams, Message
+from internlocal.engines.base import Generation, GenerationParams, GenerationResult, Message
 from internlocal.engines.loader import EngineCache
 from internlocal.errors import NotFound, UserError
 from internlocal.hub.embedded import CHAT_MODEL
@@ -30,17 +31,17 @@ def chat_params(chat: ChatSession) -> GenerationParams:
 class Reply:
     """One streamed assistant reply. Iterate for text pieces; ``message`` is the saved row afterwards.
 
-    A knowledge-base reply carries ``kb_answer``: its sources are listed (and stored with the message)
-    from the passages the model was given."""
+    ``record(text)`` gives what is stored with the message beside its text: a knowledge-base reply's
+    sources (the passages the model was given), an agent's steps."""
 
     def __init__(self, service: "ChatService", chat: ChatSession, model: Model, generation: Generation,
-                 context_length: int, kb_answer: Any = None):
+                 context_length: int, record: Callable[[str], dict[str, Any]] | None = None):
         self._service = service
         self.chat = chat
         self.model = model
         self.generation = generation
         self.context_length = context_length
-        self.kb_answer = kb_answer
+        self._record = record
         self.message: ChatMessage | None = None
 
     def __iter__(self) -> Iterator[str]:
@@ -60,9 +61,8 @@ class Reply:
                     ttft_ms=round(result.ttft_s * 1000, 1) if result.ttft_s is not None else None,
                     tokens_per_s=round(result.decode_tokens_per_s, 2) if result.decode_tokens_per_s else None,
                 )
-            if self.kb_answer is not None:
-                self.kb_answer.mark_cited(text)
-                stats["sources_json"] = json.dumps(self.kb_answer.record())
+            if self._record is not None:
+                stats["sources_json"] = json.dumps(self._record(text))
             if text or stats["finish_reason"] != "cancelled":
                 self.message = self._service.catalog.add_message(
                     self.chat.id, "assistant", text, model_name=self.model.name, **stats  # type: ignore[arg-type]
@@ -195,6 +195,65 @@ class ChatService:
             earlier = [m for m in self.history(chat) if m["role"] in ("user", "assistant")][:-1]
             result = answer(engine, self.kb_index(kb.name), text, threshold=kb.threshold, history=earlier,
                             params=chat_params(chat))
-            return Reply(self, chat, model, result.generation, engine.context_length, kb_answer=result)
+
+            def record(reply_text: str) -> dict[str, Any]:
+                result.mark_cited(reply_text)
+                return result.record()
+
+            return Reply(self, chat, model, result.generation, engine.context_length, record=record)
+        if chat.mode == "agent":
+            return self._agent_reply(chat, model, engine, text)
         generation = engine.chat(self.history(chat), chat_params(chat))
         return Reply(self, chat, model, generation, engine.context_length)
+
+    def _agent_reply(self, chat: ChatSession, model: Model, engine, text: str) -> Reply:
+        """The agent's steps stream as lines (→ tool(arguments), = result) before its answer; the message
+        keeps the answer as its text and the steps beside it."""
+        from internlocal.agent.builtin import calculator, current_datetime, kb_search_tool, read_file_tool
+        from internlocal.agent.loop import Agent
+
+        tools = []
+        if chat.kb_name:  # its search first: the small default model picks the first tool that fits
+            kb = self.catalog.get_kb(chat.kb_name)
+            tools += [kb_search_tool(self.kb_index(kb.name).search), read_file_tool(kb.folders)]
+        tools += [calculator, current_datetime]
+        params = chat_params(chat)
+        agent = Agent(engine, tools, params=GenerationParams.greedy(max_tokens=max(params.max_tokens, 64)))
+        earlier = [m for m in self.history(chat) if m["role"] in ("user", "assistant")][:-1]
+        steps: list[str] = []
+        cancel = _AgentCancel(agent)
+
+        def producer():
+            answer, finish = "", "stop"
+            for step in agent.run(text, earlier):
+                if step.kind == "tool_call":
+                    arguments = json.dumps(step.arguments, ensure_ascii=False) if step.arguments is not None else "?"
+                    steps.append(f"{step.name}({arguments})")
+                    yield f"→ {step.name}({arguments})\n"
+                elif step.kind == "tool_result":
+                    shown = " ".join(step.content.split())
+                    steps[-1] += f" = {shown[:160]}"
+                    yield f"  = {shown[:300]}\n\n"
+                elif step.kind == "answer":
+                    answer = step.content
+                    yield answer
+                else:  # stopped: cancelled, or no answer after the step limit
+                    answer, finish = step.content, "cancelled" if cancel.is_set() else "stop"
+                    yield answer
+            return GenerationResult(text=answer, finish_reason=finish)
+
+        generation = Generation(producer(), cancel)
+        return Reply(self, chat, model, generation, engine.context_length,
+                     record=lambda _text: {"agent_steps": steps})
+
+
+class _AgentCancel(threading.Event):
+    """Esc on an agent reply stops the agent's generation in progress, not only the next step."""
+
+    def __init__(self, agent) -> None:
+        super().__init__()
+        self.agent = agent
+
+    def set(self) -> None:
+        super().set()
+        self.agent.cancel()

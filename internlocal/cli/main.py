@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from internlocal.cli import chat, data, doctor, engines, evaluate, jobs, kb, models, serve, train
+from internlocal.cli import agent, chat, data, doctor, engines, evaluate, jobs, kb, models, serve, train
 
 app = typer.Typer(
     name="internlocal",
@@ -14,6 +14,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("chat")(chat.chat)
+app.command("agent")(agent.agent)
 app.command("doctor")(doctor.doctor)
 app.command("serve")(serve.serve)
 app.add_typer(models.app, name="models")

@@ -31,7 +31,7 @@ from internlocal.kb.chunking import Chunk, chunk_blocks
 from internlocal.kb.extract import Unreadable, extract, kind_of
 
 RRF_K = 60  # the constant of Cormack et al.; ranks below ~60 contribute little
-EMBED_BATCH = 64
+EMBED_BATCH = 256  # chunks embedded per call: sentence-transformers sorts a call by length, so bigger calls pad less
 SKIPPED_DIRS = {".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".mypy_cache", ".idea"}
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+")
 
@@ -287,8 +287,8 @@ class Index:
         """Embed the prepared files' new chunks in one batch, store the vectors, then switch each file to
         its new chunks in one SQLite transaction, then drop its stale vectors."""
         todo = [(cid, c, p) for p in pending for cid, c in p.todo]
-        for start in range(0, len(todo), 4 * EMBED_BATCH):
-            batch = todo[start:start + 4 * EMBED_BATCH]
+        for start in range(0, len(todo), 2 * EMBED_BATCH):
+            batch = todo[start:start + 2 * EMBED_BATCH]
             vectors = self.embed([c.embed_text for _, c, _ in batch])
             self.vectors.upsert(ids=[cid for cid, _, _ in batch], embeddings=vectors,  # type: ignore[arg-type]
                                 metadatas=[{"kind": p.kind or "", "relpath": p.relpath} for _, _, p in batch])

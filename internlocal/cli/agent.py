@@ -1,0 +1,88 @@
+"""``internlocal agent "question"``: answer with tools, printing every step as it happens."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from internlocal.cli.common import services
+
+
+def agent(
+    question: Annotated[Optional[str], typer.Argument(help="The question; read from stdin when omitted or '-'.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Catalog model name (default: the embedded chat model).")] = None,
+    kb: Annotated[Optional[str], typer.Option("--kb", help="Knowledge base the agent may search (kb_search tool).")] = None,
+    files: Annotated[Optional[list[Path]], typer.Option("--files", help="Folder the agent may read files from (repeatable).")] = None,
+    allow_python: Annotated[bool, typer.Option("--allow-python", help="Let the agent run Python in a sandboxed subprocess "
+                                                                       "(no network, limited time and memory).")] = False,
+    max_steps: Annotated[int, typer.Option("--max-steps", min=1, max=50, help="Most tool calls before a final answer.")] = 6,
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="Most tokens per model reply.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per step (JSON lines).")] = False,
+) -> None:
+    """Answer a question with tools (calculator, date and time, and those you allow), showing each step."""
+    from internlocal.agent.builtin import default_tools, kb_search_tool, python_tool, read_file_tool
+    from internlocal.agent.loop import DEFAULT_MAX_TOKENS, Agent
+    from internlocal.engines.base import GenerationParams
+    from internlocal.errors import UserError
+
+    if question is None or question == "-":
+        question = sys.stdin.read()
+    question = question.strip()
+    if not question:
+        raise UserError("The question is empty; type something to ask.")
+    svc = services()
+    tools = default_tools()
+    if kb:
+        # A knowledge base goes first: a question asked with --kb is mostly about the documents,
+        # and small models lean to the first tool listed.
+        tools.insert(0, kb_search_tool(_kb_search(svc, kb)))
+    if files:
+        tools.append(read_file_tool(files))
+    if allow_python:
+        tools.append(python_tool())
+    model_row = svc.catalog.get_model(model) if model else svc.chats.default_model()
+    engine = svc.chats.engines.get(model_row)
+    params = GenerationParams.greedy(max_tokens=max_tokens or DEFAULT_MAX_TOKENS)
+    runner = Agent(engine, tools, max_steps=max_steps, params=params)
+    try:
+        for step in runner.run(question):
+            if as_json:
+                sys.stdout.write(json.dumps(step.to_dict(), ensure_ascii=False) + "\n")
+            else:
+                sys.stdout.write(_show(step) + "\n")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        runner.cancel()
+        raise
+
+
+def _kb_search(svc, name: str):
+    from internlocal.errors import UserError
+
+    try:
+        from internlocal.kb.library import open_index
+    except ImportError:
+        raise UserError("Knowledge bases are not available in this installation (the internlocal.kb package "
+                        "cannot be imported); run without --kb.") from None
+    index = open_index(svc.catalog, name)
+
+    def search(query: str, k: int):
+        return index.search(query, k=k)
+
+    return search
+
+
+def _show(step) -> str:
+    if step.kind == "tool_call":
+        args = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in (step.arguments or {}).items())
+        return f"→ {step.name}({args})"
+    if step.kind == "tool_result":
+        body = step.content if len(step.content) <= 600 else step.content[:600] + " …"
+        return "  " + body.replace("\n", "\n  ")
+    if step.kind == "stopped":
+        return f"stopped: {step.content}"
+    return step.content
