@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from internlocal.cli import agent, chat, data, doctor, engines, evaluate, jobs, kb, models, serve, train
+from internlocal.cli import agent, chat, data, doctor, engines, evaluate, jobs, kb, models, pretrain, serve, train
 
 app = typer.Typer(
     name="internlocal",
@@ -23,6 +23,7 @@ app.add_typer(engines.app, name="engines")
 app.add_typer(evaluate.app, name="eval")
 app.add_typer(data.app, name="data")
 app.add_typer(train.app, name="train")
+app.add_typer(pretrain.app, name="pretrain")
 app.add_typer(kb.app, name="kb")
 
 

@@ -140,13 +140,15 @@ def save(run: str) -> None:
 
 
 @app.command("resume")
-def resume(run: str, detach: Annotated[bool, typer.Option("--detach", "-d")] = False, as_json: JsonOpt = False) -> None:
+def resume(run: str, detach: Annotated[bool, typer.Option("--detach", "-d")] = False,
+           gpus: Annotated[Optional[int], typer.Option("--gpus", help="Continue on this many processes (pretraining, FSDP).")] = None,
+           as_json: JsonOpt = False) -> None:
     """Continue a stopped, failed or killed run from its newest checkpoint."""
     from internlocal.cli.progress import follow_job
     from internlocal.train.job import resume_run
 
     svc = services()
     row = _run(run)
-    job = follow_job(svc.jobs, resume_run(svc.jobs, svc.catalog, row), detach=detach, as_json=as_json)
+    job = follow_job(svc.jobs, resume_run(svc.jobs, svc.catalog, row, gpus=gpus), detach=detach, as_json=as_json)
     if job is not None and not as_json:
         typer.echo(f"run {row.name} finished: {job.result}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from internlocal.config import Settings, load_settings
 from internlocal.errors import NotEnoughMemory, UserError
 from internlocal.jobs.context import JobCancelled, JobContext
 from internlocal.train.memory import GIB, Estimate, Shape, estimate
-from internlocal.train.recipe import Recipe, dataset_file, load_recipe
+from internlocal.train.recipe import Recipe, dataset_file, load_recipe, recipes_dir
 
 STOP_GRACE_S = 120  # how long a cancelled run may take to write its checkpoint
 
@@ -69,6 +70,15 @@ def free_memory(device: str) -> int | None:
 def _shape_of(catalog: Catalog, model: Model | None, recipe: Recipe) -> Shape | None:
     if recipe.shape is not None:
         return Shape(**vars(recipe.shape))  # a copy: the estimate may adjust it
+    if recipe.init == "scratch" and recipe.architecture is not None:
+        a = recipe.architecture
+        vocab = 49152 if model is None else (Shape.from_hf_config(json.loads((Path(model.path) / "config.json").read_text())).vocab
+                                             if model.format == "hf" and (Path(model.path) / "config.json").exists()
+                                             else (model.metadata_dict.get("vocab_size") or 49152))
+        shape = Shape(parameters=0, hidden=a.hidden, layers=a.layers, intermediate=a.intermediate, heads=a.heads,
+                      kv_heads=a.kv_heads or a.heads, vocab=vocab, tied_embeddings=a.tie_embeddings)
+        shape.parameters = shape.linear_parameters + shape.embedding_parameters
+        return shape
     if model is None:
         return None
     if model.format == "hf":
@@ -94,11 +104,13 @@ def plan_run(settings: Settings, catalog: Catalog, recipe_name: str, overrides: 
     notes = []
     est = None
     if shape is not None:
-        dtype_bytes = 4 if device == "cpu" and recipe.precision in ("auto", "fp32") else 2
-        dataset = catalog.find_dataset(recipe.dataset) or catalog.find_dataset(Path(recipe.dataset).stem.lower().replace("_", "-"))
+        # fp32 on the CPU; on a GPU bf16/fp16 weights, except pretraining, which keeps fp32 weights under autocast
+        dtype_bytes = 4 if (device == "cpu" and recipe.precision in ("auto", "fp32")) or recipe.method == "pretrain" else 2
+        dataset = (catalog.find_dataset(recipe.dataset) or catalog.find_dataset(Path(recipe.dataset).stem.lower().replace("_", "-"))
+                   if recipe.dataset else None)
         stats = dataset.stats if dataset is not None else {}
         trained_fraction = stats["tokens_trained"] / stats["tokens_total"] if stats.get("tokens_total") else 1.0
-        est = estimate(shape, method=recipe.method, seq_len=recipe.seq_len, micro_batch=recipe.micro_batch,
+        est = estimate(shape, method="full" if recipe.method == "pretrain" else recipe.method, seq_len=recipe.seq_len, micro_batch=recipe.micro_batch,
                        gradient_checkpointing=recipe.gradient_checkpointing, optimizer=recipe.optimizer,
                        dtype_bytes=dtype_bytes, lora_r=recipe.lora.r, lora_targets=recipe.lora.targets, device=device,
                        trained_fraction=trained_fraction)
@@ -139,7 +151,7 @@ def refuse_if_too_big(plan: Plan) -> None:
 # -- preparing the inputs ---------------------------------------------------------------------------
 
 
-def _hf_base(ctx: JobContext, catalog: Catalog, model: Model) -> Model:
+def hf_base(ctx: JobContext, catalog: Catalog, model: Model) -> Model:
     """The base as a Hugging Face folder: itself, an earlier conversion, or a new one from the GGUF."""
     if model.format == "hf":
         return model
@@ -199,6 +211,74 @@ def _dataset(ctx: JobContext, settings: Settings, catalog: Catalog, recipe: Reci
                           seed=recipe.seed, tokenizer=load_tokenizer(catalog, base_hf), tokenizer_name=base_hf.name)
 
 
+def corpus_name(source: str, tokenizer_model: str, seq_len: int) -> str:
+    stem = Path(source.split(":", 1)[-1].split("@")[0].rstrip("/")).name.lower().replace("_", "-").replace(".", "-") or "corpus"
+    return f"{stem}-{tokenizer_model.split('-')[0]}-{seq_len}"
+
+
+def prepare_corpus_dataset(ctx: JobContext | None, settings: Settings, catalog: Catalog, source: str, tokenizer_model: Model,
+                           seq_len: int, validation: float = 0.05, name: str | None = None):
+    """A corpus prepared into token shards for ``tokenizer_model`` (resumed if a preparation was interrupted),
+    recorded in the catalog as a dataset of form ``tokens`` with its statistics."""
+    from internlocal.catalog.schema import Dataset
+    from internlocal.data.corpus import prepare_corpus
+    from internlocal.data.library import dataset_dir, load_tokenizer
+
+    name = name or corpus_name(source, tokenizer_model.name, seq_len)
+    found = catalog.find_dataset(name)
+    if found is not None:
+        return found
+    if source.startswith(("hf:", "modelscope:", "ms:")):
+        from internlocal.hub.fetch import fetch_dataset
+
+        path = settings.home / "downloads" / name
+        if ctx is not None:
+            ctx.log(f"downloading {source}")
+        fetch_dataset(settings.store_dir, path, source, check_cancelled=ctx.check_cancelled if ctx else None)
+    else:
+        path = Path(source).expanduser()
+        if not path.is_absolute() and not path.exists():
+            path = recipes_dir() / path
+    out = dataset_dir(settings.home, name)
+    tokenizer_dir = out.with_name(out.name + ".tokenizer")
+    if not tokenizer_dir.exists():
+        load_tokenizer(catalog, tokenizer_model).save_pretrained(str(tokenizer_dir))
+    if ctx is not None:
+        ctx.log(f"preparing {path} into {seq_len}-token sequences with {tokenizer_model.name}'s tokenizer")
+    index = prepare_corpus(path, tokenizer_dir, out, seq_len=seq_len, validation=validation, workers=settings.threads,
+                           progress=(lambda n, where: ctx.progress(n, None, unit="documents", message=where)) if ctx else None,
+                           should_stop=(lambda: ctx.cancelled) if ctx else None)
+    shutil.rmtree(tokenizer_dir, ignore_errors=True)
+    stats = {**index.stats, "seq_len": seq_len, "tokenizer": tokenizer_model.name, "tokenizer_fingerprint": index.tokenizer,
+             "dtype": index.dtype, "source": source}
+    return catalog.add_dataset(Dataset(name=name, form="tokens", path=str(out), source=str(path), sha256=None,
+                                       train_rows=stats["train_sequences"], validation_rows=stats["validation_sequences"],
+                                       stats_json=json.dumps(stats)))
+
+
+def prepare_corpus_job(ctx: JobContext, source: str, model: str, seq_len: int, validation: float,
+                       name: str | None) -> dict[str, Any]:
+    """``pretrain prepare`` as a job: progress in documents, cancellable, resumable (written shards stay)."""
+    settings = load_settings()
+    catalog = open_catalog(settings)
+    try:
+        dataset = prepare_corpus_dataset(ctx, settings, catalog, source, hf_base(ctx, catalog, catalog.get_model(model)),
+                                         seq_len, validation, name)
+        return {"dataset": dataset.name, "path": dataset.path, **dataset.stats}
+    finally:
+        catalog.close()
+
+
+def _corpus(ctx: JobContext, settings: Settings, catalog: Catalog, recipe: Recipe, base_hf: Model):
+    found = catalog.find_dataset(recipe.corpus)  # type: ignore[arg-type]
+    if found is not None:
+        if found.form != "tokens":
+            raise UserError(f"Dataset {found.name} is a {found.form} dataset, not a prepared pretraining corpus.")
+        return found
+    return prepare_corpus_dataset(ctx, settings, catalog, recipe.corpus, base_hf, recipe.seq_len,  # type: ignore[arg-type]
+                                  validation=recipe.validation if recipe.validation < 1 else 0.05)
+
+
 def _run_name(catalog: Catalog, recipe_name: str) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     name = f"{recipe_name}-{stamp}"
@@ -228,8 +308,8 @@ def train(ctx: JobContext, recipe: str, overrides: dict[str, Any] | None = None,
                 base = catalog.get_model(pull_model(ctx, r.model)["model"])
                 plan = plan_run(settings, catalog, recipe, overrides)
             refuse_if_too_big(plan)
-            base_hf = _hf_base(ctx, catalog, base)
-            dataset = _dataset(ctx, settings, catalog, r, base_hf)
+            base_hf = hf_base(ctx, catalog, base)
+            dataset = _corpus(ctx, settings, catalog, r, base_hf) if r.method == "pretrain" else _dataset(ctx, settings, catalog, r, base_hf)
             run_name = name or _run_name(catalog, plan.name)
             run_dir = settings.home / "runs" / run_name
             run_dir.mkdir(parents=True, exist_ok=False)
@@ -237,6 +317,7 @@ def train(ctx: JobContext, recipe: str, overrides: dict[str, Any] | None = None,
                       "base_model": base_hf.name, "dataset": dataset.name,
                       "train_file": str(Path(dataset.path) / "train.jsonl"),
                       "validation_file": str(Path(dataset.path) / "validation.jsonl"),
+                      "corpus_dir": dataset.path if r.method == "pretrain" else None,
                       "threads": settings.threads, "estimate": plan.estimate.as_dict() if plan.estimate else None}
             (run_dir / "config.json").write_text(json.dumps(config, indent=1))
             run = catalog.add_train_run(TrainRun(name=run_name, recipe=plan.name, config_json=json.dumps(config),
@@ -273,8 +354,12 @@ def train(ctx: JobContext, recipe: str, overrides: dict[str, Any] | None = None,
         catalog.close()
 
 
-def loop_command(run_dir: Path, gpus: int, resume: bool) -> list[str]:
-    if gpus > 1:
+def loop_command(run_dir: Path, gpus: int, resume: bool, nodes: int = 1, rdzv_endpoint: str | None = None) -> list[str]:
+    if nodes > 1:  # every node runs this with the same endpoint; torchrun's c10d rendezvous assigns the ranks
+        command = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes}", f"--nproc_per_node={gpus}",
+                   "--rdzv_backend=c10d", f"--rdzv_endpoint={rdzv_endpoint}", f"--rdzv_id={run_dir.name}",
+                   "-m", "internlocal.train.loop", str(run_dir)]
+    elif gpus > 1:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
                    "-m", "internlocal.train.loop", str(run_dir)]
     else:
@@ -315,16 +400,28 @@ def _train_process(ctx: JobContext, catalog: Catalog, run: TrainRun, run_dir: Pa
     (run_dir / "result.json").unlink(missing_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
     with (run_dir / "train.log").open("ab") as log:
-        proc = subprocess.Popen(loop_command(run_dir, recipe.gpus, resume), stdout=log, stderr=subprocess.STDOUT, env=env,
+        proc = subprocess.Popen(loop_command(run_dir, recipe.gpus, resume, recipe.nodes, recipe.rdzv_endpoint), stdout=log, stderr=subprocess.STDOUT, env=env,
                                 stdin=subprocess.DEVNULL)
     (run_dir / "pid").write_text(str(proc.pid))
     catalog.update_train_run(run.id, status="running")  # type: ignore[arg-type]
     tail = MetricsTail(run_dir)
     stop_sent = None
     error = None
+    last_event = time.monotonic()
+    stalled = False
     while True:
         code = proc.poll()
         events, _ = tail.read()
+        if events:
+            last_event = time.monotonic()
+            if stalled:
+                stalled = False
+                ctx.log("metrics arrive again")
+        elif code is None and not stalled and time.monotonic() - last_event > recipe.watchdog_s:
+            stalled = True  # the watchdog: a hung collective or a dead node looks like silence
+            ctx.log(f"no metrics for {recipe.watchdog_s:.0f} s: the run may be stuck (a hung process or a lost rank); "
+                    f"`internlocal train stop {run.name}` checkpoints it if it still can", level="warning")
+            catalog.update_train_run(run.id, summary_json=json.dumps({"stalled_since": time.time()}))  # type: ignore[arg-type]
         for event in events:
             kind = event.get("type")
             if kind == "step":
@@ -352,12 +449,28 @@ def _train_process(ctx: JobContext, catalog: Catalog, run: TrainRun, run_dir: Pa
         return json.loads(result_file.read_text())
     if error:
         raise UserError(error)
-    tail = (run_dir / "train.log").read_text(errors="replace").strip().splitlines()[-3:]
+    raise UserError(describe_failure(run_dir, code, run.name))
+
+
+_FAILED_RANK = re.compile(r"rank\s*:\s*(\d+)\s*\(local_rank:\s*(\d+)\)\s*exitcode\s*:\s*(-?\d+)", re.S)
+
+
+def describe_failure(run_dir: Path, code: int | None, run_name: str) -> str:
+    """One sentence for a training process that died: which rank (torchrun's root cause), how, and where a
+    resume continues; the log's last lines only when nothing better is known."""
+    log = (run_dir / "train.log").read_text(errors="replace") if (run_dir / "train.log").exists() else ""
     checkpoints = sorted((run_dir / "checkpoints").glob("step-*[0-9]"), key=lambda p: int(p.name.split("-")[1])) \
         if (run_dir / "checkpoints").exists() else []
     where = f"resume continues from {checkpoints[-1].name}" if checkpoints else "resume starts it again"
-    raise UserError(f"The training process ended with code {code} ({where}: `internlocal train resume {run.name}`): "
-                    + " | ".join(tail))
+    failed = _FAILED_RANK.search(log.split("Root Cause", 1)[-1])
+    if failed:
+        rank, _local, exitcode = (int(x) for x in failed.groups())
+        how = f"was killed by signal {-exitcode}" if exitcode < 0 else f"exited with code {exitcode}"
+        return (f"Rank {rank} of the run {how} and torchrun stopped the others ({where}: "
+                f"`internlocal train resume {run_name}`).")
+    tail = log.strip().splitlines()[-3:]
+    return (f"The training process ended with code {code} ({where}: `internlocal train resume {run_name}`): "
+            + " | ".join(tail))
 
 
 def _export(ctx: JobContext, catalog: Catalog, run: TrainRun, run_dir: Path, recipe: Recipe,
@@ -373,7 +486,7 @@ def _export(ctx: JobContext, catalog: Catalog, run: TrainRun, run_dir: Path, rec
     if merged_name is None:
         work = store.partial / f"train-{run.id}-merged"
         shutil.rmtree(work, ignore_errors=True)
-        if recipe.method == "full":
+        if recipe.method in ("full", "pretrain"):
             shutil.copytree(run_dir / "model", work)
             check = None
         elif recipe.export.merge:
@@ -388,18 +501,19 @@ def _export(ctx: JobContext, catalog: Catalog, run: TrainRun, run_dir: Path, rec
             outputs["merge_check"] = check.as_dict()
         else:
             return {"adapter": str(run_dir / "adapter")}
+        operation = {"pretrain": "pretrain.scratch" if recipe.init == "scratch" else "pretrain.continued"}.get(recipe.method, "finetune")
         merged_name = unique_name(catalog, run.name)
         files = [(f, f.relative_to(work).as_posix()) for f in sorted(work.rglob("*")) if f.is_file()]
         manifest, path = add_to_store(store, merged_name, f"train:{run.name}", files, move=True)
         shutil.rmtree(work, ignore_errors=True)
         merged = register(catalog, name=merged_name, path=path, storage="store", source=f"derived:{base.name}",
-                          sha256=manifest.model_sha256(), parent=base, operation="finetune",
+                          sha256=manifest.model_sha256(), parent=base, operation=operation,
                           params={"run": run.name, "recipe": run.recipe, "method": recipe.method, "dataset": run.dataset,
                                   **({"merge_check": check.as_dict()} if check else {})},
-                          extra={"family": base.family})
+                          extra={"family": "llama" if recipe.init == "scratch" else base.family})
         dataset = catalog.find_dataset(run.dataset) if run.dataset else None
         if dataset is not None:
-            catalog.add_lineage(("dataset", dataset.id), ("model", merged.id), "finetune", {"run": run.name})  # type: ignore[arg-type]
+            catalog.add_lineage(("dataset", dataset.id), ("model", merged.id), operation, {"run": run.name})  # type: ignore[arg-type]
         catalog.add_lineage(("train_run", run.id), ("model", merged.id), "produced", {})  # type: ignore[arg-type]
         ctx.save_state({**ctx.state, "merged": merged_name})
     outputs["merged_model"] = merged_name
@@ -443,13 +557,22 @@ def touch_trigger(run: TrainRun, trigger: str) -> Path:
     return path
 
 
-def resume_run(jobs, catalog: Catalog, run: TrainRun, settle_s: float = 60.0):
-    """Resume ``run``'s job from its newest checkpoint. A run reads ``stopped`` a moment before its job has
-    wound down (the job records the run first, then ends), so a resume right after a stop waits for that."""
+def resume_run(jobs, catalog: Catalog, run: TrainRun, settle_s: float = 60.0, gpus: int | None = None):
+    """Resume ``run``'s job from its newest checkpoint (on ``gpus`` processes when given: pretraining and
+    FSDP checkpoints reshard). A run reads ``stopped`` a moment before its job has wound down (the job
+    records the run first, then ends), so a resume right after a stop waits for that."""
     if run.job_id is None:
         raise UserError(f"Run {run.name} has no job to resume.")
     if run.status == "finished":
         raise UserError(f"Run {run.name} has finished; nothing to resume.")
+    if gpus is not None and gpus != run.config["recipe"]["gpus"]:
+        recipe = run.config["recipe"]
+        if recipe["method"] != "pretrain" and recipe["distributed"] != "fsdp":
+            raise UserError(f"Run {run.name}'s checkpoints hold one full copy per run ({recipe['distributed']}); "
+                            "only pretraining and FSDP runs resume on another number of GPUs.")
+        config = {**run.config, "recipe": {**recipe, "gpus": gpus}}
+        (Path(run.run_dir) / "config.json").write_text(json.dumps(config, indent=1))
+        run = catalog.update_train_run(run.id, config_json=json.dumps(config))  # type: ignore[arg-type]
     deadline = time.monotonic() + settle_s
     while True:
         job = jobs.refresh_one(catalog.get_job(run.job_id))

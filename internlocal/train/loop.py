@@ -128,6 +128,83 @@ def make_batch(examples, rows: list[list[int]], pad_id: int, packing: bool) -> B
     return Batch(input_ids, labels, position_ids, None if packing else mask, real, trained)
 
 
+class Sequences:
+    """Corpus shards as examples: ``seqs[i]`` is (ids, labels) of the i-th sequence, read from the memmap."""
+
+    def __init__(self, shards: list):
+        self.shards = shards
+        self.offsets = []
+        total = 0
+        for shard in shards:
+            self.offsets.append(total)
+            total += len(shard)
+        self.total = total
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __getitem__(self, i):
+        import bisect
+
+        if isinstance(i, slice):  # a rank's share: a view, nothing read yet
+            return _View(self, range(self.total)[i])
+        k = bisect.bisect_right(self.offsets, i) - 1
+        ids = self.shards[k][i - self.offsets[k]].tolist()
+        return ids, ids
+
+
+class _View:
+    def __init__(self, parent: Sequences, indices: range):
+        self.parent, self.indices = parent, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.parent[self.indices[i]]
+
+
+def _scratch_model(r: dict[str, Any], tokenizer, dtype, attention: str):
+    """A new model of the recipe's architecture (Llama layout) with the tokenizer's vocabulary, seeded."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    if tokenizer is None:
+        raise TrainingError("A from-scratch model takes its vocabulary from a tokenizer, and the recipe's model has none.")
+    a = r["architecture"]
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=a["hidden"], num_hidden_layers=a["layers"],
+                         num_attention_heads=a["heads"], num_key_value_heads=a["kv_heads"] or a["heads"],
+                         intermediate_size=a["intermediate"], max_position_embeddings=a["max_positions"],
+                         rope_theta=a["rope_theta"], tie_word_embeddings=a["tie_embeddings"],
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(r["seed"])
+    return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attention)
+
+
+def flops_per_token(config, seq_len: int, parameters: int) -> float:
+    """Model FLOPs of one trained token: 6 per non-embedding weight plus attention's 12·layers·hidden·seq_len
+    (the PaLM paper's MFU accounting; activation recomputation is not counted)."""
+    layers = getattr(config, "num_hidden_layers", 0) or 0
+    hidden = getattr(config, "hidden_size", 0) or 0
+    vocab = getattr(config, "vocab_size", 0) or 0
+    return 6.0 * max(0, parameters - vocab * hidden) + 12.0 * layers * hidden * seq_len
+
+
+# dense bf16/fp16 tensor-core peaks (FLOP/s) of common GPUs, for MFU; unknown devices report none
+PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "H800": 989e12, "A100": 312e12, "A800": 312e12, "L40S": 362e12,
+              "L40": 181e12, "RTX 4090": 165e12, "A10": 125e12, "V100": 125e12, "T4": 65e12, "RTX 3090": 71e12}
+
+
+def peak_flops(device) -> float | None:
+    if device.type != "cuda":
+        return None
+    import torch
+
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+
+
 # -- the loss module (what DDP / FSDP wrap) ---------------------------------------------------------
 
 
@@ -189,6 +266,7 @@ class Trainer:
         self.batch_in_epoch = 0
         self.elapsed_before = 0.0
         self.tokens_seen = 0
+        self.skipped_batches = 0
 
     # -- reporting --------------------------------------------------------------------------------
 
@@ -238,6 +316,9 @@ class Trainer:
         torch.manual_seed(r["seed"])
         self._load_model()
         self._load_data()
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        self.flops_per_token = flops_per_token(base.config, r["seq_len"], sum(p.numel() for p in base.parameters()))
+        self.peak = peak_flops(self.device)
         self._make_optimizer()
         if self.resume:
             self._restore()
@@ -257,8 +338,12 @@ class Trainer:
         except (OSError, ValueError):  # a folder without tokenizer files: only pre-tokenized data can be used
             self.tokenizer = None
         kwargs: dict[str, Any] = {"trust_remote_code": r["trust_remote_code"]}
-        # fp16 trains with fp32 master weights under autocast; bf16 and fp32 train in their own dtype
-        load_dtype = torch.float32 if self.precision == "fp16" else self.dtype
+        # fp16 trains with fp32 master weights under autocast, and so does bf16 pretraining on a GPU (long runs
+        # drift with bf16 weights); bf16 finetuning and fp32 train in their own dtype
+        self.autocast = {"fp16": torch.float16}.get(self.precision)
+        if self.precision == "bf16" and r["method"] == "pretrain" and self.device.type == "cuda":
+            self.autocast = torch.bfloat16
+        load_dtype = torch.float32 if self.autocast is not None else self.dtype
         if r["method"] == "qlora":
             from transformers import BitsAndBytesConfig
 
@@ -268,10 +353,15 @@ class Trainer:
             kwargs["device_map"] = {"": self.device.index if self.device.type == "cuda" else "cpu"}
         from internlocal.train.attention import register
 
-        self.packing = bool(r["packing"])
+        self.packing = bool(r["packing"]) and r["method"] != "pretrain"  # corpus sequences are already full
+        if r.get("init") == "scratch":
+            model = _scratch_model(r, self.tokenizer, load_dtype, register())
+        else:
+            model = None
         try:
             # examples in a packed row must not see each other: our attention splits rows at position resets
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=load_dtype, attn_implementation=register(), **kwargs)
+            if model is None:
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=load_dtype, attn_implementation=register(), **kwargs)
         except (ValueError, ImportError):  # remote-code models take no attention backend: pad instead of packing
             model = AutoModelForCausalLM.from_pretrained(path, dtype=load_dtype, **kwargs)
             if self.packing:
@@ -322,6 +412,9 @@ class Trainer:
 
     def _load_data(self) -> None:
         r = self.recipe
+        if self.config.get("corpus_dir"):
+            self._load_corpus()
+            return
 
         def read(path: str | None) -> list[dict[str, Any]]:
             if not path or not Path(path).exists():
@@ -340,6 +433,29 @@ class Trainer:
         rows = epoch_rows(self.examples, r["seq_len"], self.packing, r["seed"], 0)
         per_rank = len(rows) // self.world
         self.batches_per_epoch = max(1, math.ceil(per_rank / r["micro_batch"]))
+        steps_per_epoch = max(1, self.batches_per_epoch // r["grad_accum"])
+        self.total_steps = r["max_steps"] or max(1, math.ceil(steps_per_epoch * r["epochs"]))
+
+    def _load_corpus(self) -> None:
+        """Pretraining: fixed-length token sequences from a prepared corpus, memory-mapped, every token trained."""
+        from internlocal.data.corpus import CorpusIndex, tokenizer_fingerprint
+
+        r = self.recipe
+        try:
+            index = CorpusIndex.load(Path(self.config["corpus_dir"]))
+        except Exception as exc:  # UserError from the data layer: the loop reports TrainingError
+            raise TrainingError(str(exc)) from None
+        if self.tokenizer is not None and tokenizer_fingerprint(self.tokenizer) != index.tokenizer:
+            raise TrainingError(f"The corpus {index.path} was tokenized with another tokenizer than {self.config['model_path']}'s; "
+                                "prepare it again for this model.")
+        if index.seq_len != r["seq_len"]:
+            raise TrainingError(f"The corpus holds sequences of {index.seq_len} tokens but the recipe says seq_len={r['seq_len']}.")
+        if self.tokenizer is not None and index.vocab_size > self.model.get_input_embeddings().num_embeddings:
+            raise TrainingError(f"The corpus's tokenizer has {index.vocab_size} tokens, more than the model's embeddings.")
+        self.examples = Sequences(index.sequences("train"))
+        self.validation = Sequences(index.sequences("validation"))
+        self.pad_id = index.eos_id
+        self.batches_per_epoch = max(1, math.ceil((len(self.examples) // self.world) / r["micro_batch"]))
         steps_per_epoch = max(1, self.batches_per_epoch // r["grad_accum"])
         self.total_steps = r["max_steps"] or max(1, math.ceil(steps_per_epoch * r["epochs"]))
 
@@ -385,6 +501,11 @@ class Trainer:
     def _fsdp(self) -> bool:
         return self.world > 1 and self.recipe["distributed"] == "fsdp"
 
+    def _sharded_checkpoints(self) -> bool:
+        """torch DCP checkpoints: FSDP's shards, and every pretraining run's (DCP reshards on load, so a run
+        resumes on another number of processes)."""
+        return self._fsdp() or self.recipe["method"] == "pretrain"
+
     def save_checkpoint(self, reason: str) -> Path | None:
         """Write checkpoints/step-N atomically; on failure (a full disk) keep the previous one and go on."""
         import numpy as np
@@ -400,7 +521,7 @@ class Trainer:
                 shutil.rmtree(tmp, ignore_errors=True)
                 tmp.mkdir(parents=True)
             self._barrier()
-            if self._fsdp():
+            if self._sharded_checkpoints():
                 import torch.distributed.checkpoint as dcp
 
                 dcp.save(self._sharded_state(), checkpoint_id=str(tmp / "sharded"))
@@ -413,6 +534,7 @@ class Trainer:
                             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                             "scaler": self.scaler.state_dict() if self.scaler else None}, tmp / "rng_scheduler.pt")
                 state = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                         "world": self.world, "micro_batch": self.recipe["micro_batch"], "skipped_batches": self.skipped_batches,
                          "elapsed": self._elapsed(), "tokens_seen": self.tokens_seen, "reason": reason}
                 (tmp / "state.json").write_text(json.dumps(state))
                 for f in tmp.rglob("*"):
@@ -459,7 +581,7 @@ class Trainer:
             return  # nothing saved yet: a resume starts from the beginning
         last = found[-1]
         state = json.loads((last / "state.json").read_text())
-        if self._fsdp():
+        if (last / "sharded").is_dir():
             import torch.distributed.checkpoint as dcp
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
@@ -485,7 +607,13 @@ class Trainer:
         if self.scaler and extra.get("scaler"):
             self.scaler.load_state_dict(extra["scaler"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        saved_world = state.get("world", self.world)
+        if saved_world != self.world:  # resumed on another number of processes: continue at the same global row
+            rows_done = self.batch_in_epoch * state.get("micro_batch", self.recipe["micro_batch"]) * saved_world
+            self.batch_in_epoch = rows_done // (self.recipe["micro_batch"] * self.world)
+            self.emit("warning", message=f"resumed on {self.world} processes (checkpoint from {saved_world})")
         self.elapsed_before, self.tokens_seen = state["elapsed"], state["tokens_seen"]
+        self.skipped_batches = state.get("skipped_batches", 0)
         if self.rank == 0 and self.metrics_path.exists():  # the curve continues from the checkpoint, not from the crash
             kept = [line for line in self.metrics_path.read_text(encoding="utf-8").splitlines()
                     if line.strip() and json.loads(line).get("step", 0) <= self.step
@@ -535,8 +663,8 @@ class Trainer:
 
         args = [t.to(self.device) for t in (batch.input_ids, batch.labels, batch.position_ids)]
         mask = batch.attention_mask.to(self.device) if batch.attention_mask is not None else None
-        if self.precision == "fp16":
-            with torch.autocast("cuda", dtype=torch.float16):
+        if self.autocast is not None:
+            with torch.autocast("cuda", dtype=self.autocast):
                 return self.wrapped(*args, attention_mask=mask)
         return self.wrapped(*args, attention_mask=mask)
 
@@ -549,7 +677,10 @@ class Trainer:
         stop_file, save_file = self.run_dir / "STOP", self.run_dir / "SAVE_NOW"
         self.emit("start", total_steps=self.total_steps, examples=len(self.examples), validation=len(self.validation),
                   world_size=self.world, precision=self.precision, device=str(self.device),
-                  trainable_parameters=sum(p.numel() for _, p in self.trainable), resumed_from=self.step or None)
+                  trainable_parameters=sum(p.numel() for _, p in self.trainable), resumed_from=self.step or None,
+                  flops_per_token=self.flops_per_token, peak_flops_per_device=self.peak)
+        if self.recipe["method"] == "pretrain" and self.step == 0 and self.validation:
+            self.evaluate()  # the starting point of the validation curve
         step_started = time.monotonic()
         first_step = self.step
         window_real = window_trained = 0
@@ -575,6 +706,15 @@ class Trainer:
                     loss_sum += float(loss.detach())
                     window_real += batch.real_tokens
                     window_trained += batch.trained_tokens
+                if self._any(not math.isfinite(loss_sum)):  # an inf/nan loss: this step's update is dropped
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.skipped_batches += 1
+                    window_real = window_trained = 0
+                    self.emit("warning", message=f"non-finite loss at step {self.step + 1}: batch skipped "
+                                                 f"({self.skipped_batches} so far)")
+                    if self.skipped_batches > 50 and self.skipped_batches > self.step:
+                        raise TrainingError("The loss is not finite for most batches; lower lr or check the data.")
+                    continue
                 if self.scaler:
                     self.scaler.unscale_(self.optimizer)
                 grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in self.trainable], r["max_grad_norm"] or float("inf"))
@@ -596,9 +736,14 @@ class Trainer:
                 seconds = now - step_started
                 elapsed = self._elapsed()
                 per_step = (elapsed - self.elapsed_before) / max(1, self.step - first_step)
+                per_device = real_all / max(seconds, 1e-9) / self.world
+                tflops = per_device * self.flops_per_token / 1e12
                 self.emit("step", step=self.step, total_steps=self.total_steps, epoch=self.epoch, loss=round(window_loss, 5),
                           lr=lr, grad_norm=round(float(grad_norm), 5), tokens=int(real_all),
                           trained_tokens=int(self._sum(window_trained)), tokens_per_s=round(real_all / max(seconds, 1e-9), 1),
+                          tokens_per_s_per_device=round(per_device, 1), tflops_per_device=round(tflops, 4),
+                          mfu=round(tflops * 1e12 / self.peak, 4) if self.peak else None,
+                          consumed_tokens=self.tokens_seen, skipped_batches=self.skipped_batches,
                           peak_memory=self.peak_memory(), elapsed=round(elapsed, 2),
                           eta=round(per_step * (self.total_steps - self.step), 1))
                 window_real = window_trained = 0
@@ -641,14 +786,15 @@ class Trainer:
         if r["sample_prompts"] and self.tokenizer is not None and not self._fsdp() and self.rank == 0:
             samples = [{"prompt": p, "answer": self.generate(p)} for p in r["sample_prompts"]]
         self.loss_module.train()
-        self.emit("eval", step=self.step, val_loss=round(total / tokens, 5) if tokens else None, val_tokens=int(tokens),
-                  samples=samples)
+        val_loss = total / tokens if tokens else None
+        self.emit("eval", step=self.step, val_loss=round(val_loss, 5) if val_loss is not None else None, val_tokens=int(tokens),
+                  val_ppl=round(math.exp(min(val_loss, 50)), 4) if val_loss is not None else None, samples=samples)
 
     def generate(self, prompt: str, max_new_tokens: int = 48) -> str:
         import torch
 
         messages = [{"role": "user", "content": prompt}]
-        if getattr(self.tokenizer, "chat_template", None):
+        if getattr(self.tokenizer, "chat_template", None) and self.recipe["method"] != "pretrain":
             ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
                                                      return_dict=True)["input_ids"]
         else:
@@ -668,7 +814,7 @@ class Trainer:
         else:
             full = None
         if self.rank == 0:
-            target = self.run_dir / ("model" if self.recipe["method"] == "full" else "adapter")
+            target = self.run_dir / ("model" if self.recipe["method"] in ("full", "pretrain") else "adapter")
             tmp = target.with_name(target.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             if full is not None:

@@ -41,12 +41,38 @@ class ExportSettings(_Strict):
     quantize: str | None = "Q8_0"  # then quantize it (None: keep the f16 GGUF)
 
 
+class Architecture(_Strict):
+    """A model trained from scratch: the Llama layout (what InternLM2 also is, with its weights fused)."""
+
+    layout: Literal["llama"] = "llama"
+    hidden: int = Field(ge=8)
+    layers: int = Field(ge=1)
+    heads: int = Field(ge=1)
+    kv_heads: int | None = Field(None, ge=1)
+    intermediate: int = Field(ge=8)
+    max_positions: int = Field(2048, ge=16)
+    rope_theta: float = 10000.0
+    tie_embeddings: bool = True
+
+    @model_validator(mode="after")
+    def _divisible(self) -> "Architecture":
+        if self.hidden % self.heads or self.heads % (self.kv_heads or self.heads):
+            raise ValueError("hidden must divide by heads, and heads by kv_heads")
+        return self
+
+
 class Recipe(_Strict):
     description: str = ""
-    model: str  # a catalog model (a GGUF is converted to a Hugging Face folder once) or a registry name to pull
-    method: Literal["full", "lora", "qlora"]
+    # a catalog model (a GGUF is converted to a Hugging Face folder once) or a registry name to pull; for a
+    # from-scratch pretraining run, the model whose tokenizer the new model uses
+    model: str
+    method: Literal["full", "lora", "qlora", "pretrain"]
     hardware: Literal["cpu", "gpu", "multi-gpu"] = "cpu"
-    dataset: str  # a catalog dataset, or a file (relative to the recipes folder) imported on first use
+    dataset: str | None = None  # a catalog dataset, or a file (relative to the recipes folder) imported on first use
+    # pretraining: a prepared corpus (catalog dataset), or a folder/file/hf: dataset prepared on first use
+    corpus: str | None = None
+    init: Literal["pretrained", "scratch"] = "pretrained"  # pretraining: continue the model, or a new one
+    architecture: Architecture | None = None  # init: scratch
     dataset_form: str = "auto"
     validation: float = Field(0.05, ge=0)
     train_on: Literal["assistant", "all"] = "assistant"
@@ -72,17 +98,31 @@ class Recipe(_Strict):
     seed: int = 42
     gpus: int = Field(1, ge=1)  # processes under torchrun: one per GPU (on the CPU: gloo processes)
     distributed: Literal["ddp", "fsdp"] = "ddp"
+    nodes: int = Field(1, ge=1)  # machines, each running `gpus` processes; > 1 needs rdzv_endpoint and a shared home
+    rdzv_endpoint: str | None = None  # host:port of the rendezvous (torchrun's c10d), the same on every node
     trust_remote_code: bool = False
+    watchdog_s: float = Field(900, gt=0)  # no metrics for this long: the run is flagged as possibly stuck
     probe: str | None = None  # the prompt the merge check compares on (default: the first sample prompt)
     shape: Shape | None = None  # dimensions for the memory estimate when the model is not on disk yet
     export: ExportSettings = Field(default_factory=ExportSettings)
 
     @model_validator(mode="after")
     def _consistent(self) -> "Recipe":
+        if self.method == "pretrain":
+            if not self.corpus:
+                raise ValueError("a pretrain recipe needs corpus: (a folder, file or prepared corpus)")
+            if self.init == "scratch" and self.architecture is None:
+                raise ValueError("init: scratch needs architecture: (hidden, layers, heads, intermediate)")
+        elif not self.dataset:
+            raise ValueError(f"a {self.method} recipe needs dataset:")
+        if self.init == "scratch" and self.method != "pretrain":
+            raise ValueError("init: scratch is for method: pretrain")
         if self.optimizer != "adamw" and self.hardware == "cpu":
             raise ValueError(f"optimizer {self.optimizer} needs a GPU (bitsandbytes' 8-bit optimizers are CUDA only); use adamw")
         if self.precision == "fp16" and self.hardware == "cpu":
             raise ValueError("precision fp16 needs a GPU; use fp32 or bf16 on the CPU")
+        if self.nodes > 1 and not self.rdzv_endpoint:
+            raise ValueError("nodes > 1 needs rdzv_endpoint: host:port of the first node, the same on every node")
         if self.gpus > 1 and self.hardware == "gpu":
             raise ValueError("gpus > 1 needs hardware: multi-gpu (or cpu: that many processes over gloo)")
         return self

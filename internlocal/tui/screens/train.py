@@ -18,7 +18,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, ProgressBar, Static
 
 from internlocal.errors import UserError
-from internlocal.formatting import human_bytes, human_duration
+from internlocal.formatting import human_bytes, human_count, human_duration
 
 
 class MaskPreview(ModalScreen[None]):
@@ -71,6 +71,7 @@ class TrainScreen(Screen):
         self._tail: Any = None
         self._steps: list[tuple[int, float]] = []
         self._evals: list[tuple[int, float]] = []
+        self._val_ppl: float | None = None
 
     def compose(self) -> ComposeResult:
         from textual_plotext import PlotextPlot
@@ -174,6 +175,7 @@ class TrainScreen(Screen):
         from internlocal.train.job import MetricsTail
 
         self.watched, self._tail, self._steps, self._evals = run, MetricsTail(Path(run.run_dir)), [], []
+        self._val_ppl = None
         self.query_one("#samples", Static).update("")
         self.poll()
 
@@ -195,6 +197,7 @@ class TrainScreen(Screen):
                 last_step = event
             elif kind == "eval" and event.get("val_loss") is not None:
                 self._evals.append((event["step"], event["val_loss"]))
+                self._val_ppl = event.get("val_ppl")
                 samples = "  ".join(f"{s['prompt'][:40]} → {s['answer'][:60]}" for s in event.get("samples", []))
                 self.query_one("#samples", Static).update(samples)
             elif kind == "resumed":
@@ -211,6 +214,10 @@ class TrainScreen(Screen):
                 f"loss {last_step['loss']:.4f}  ·  {last_step['tokens_per_s']:.0f} tok/s  ·  "
                 f"peak {human_bytes(last_step['peak_memory'])}"
                 + (f" (estimated {human_bytes(estimate)})" if estimate else "")
+                + (f"  ·  {human_count(last_step['consumed_tokens'])} tokens" if last_step.get("consumed_tokens") else "")
+                + (f"  ·  MFU {last_step['mfu']:.1%}" if last_step.get("mfu") else "")
+                + (f"  ·  val ppl {self._val_ppl:.2f}" if self._val_ppl else "")
+                + (f"  ·  {last_step['skipped_batches']} skipped" if last_step.get("skipped_batches") else "")
                 + f"  ·  ETA {human_duration(last_step['eta'])}")
         elif not self._steps:
             self.query_one("#info", Static).update(f"{run.name}  ·  {run.status}")

@@ -1,0 +1,96 @@
+"""``internlocal pretrain``: prepare corpora into token shards, run pretraining recipes (from scratch or continued)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from internlocal.cli.common import print_json, services
+
+app = typer.Typer(help="Pretraining: corpora → token shards, models from scratch or continued on your text.",
+                  no_args_is_help=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+@app.command("prepare")
+def prepare(
+    source: Annotated[str, typer.Argument(help="Folder of .txt/.md, JSONL with \"text\", Parquet, or hf:org/name[:glob].")],
+    model: Annotated[str, typer.Option("--model", help="Catalog model whose tokenizer to use.")] = "smollm2-135m-instruct-q4_1",
+    seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per training sequence.")] = 2048,
+    validation: Annotated[float, typer.Option("--validation", help="Fraction of documents held out.")] = 0.01,
+    name: Annotated[Optional[str], typer.Option("--name", help="Dataset name (default: from the source).")] = None,
+    detach: Annotated[bool, typer.Option("--detach", "-d")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Tokenize, de-duplicate and pack a corpus into shards (once; a pretrain recipe can then name it)."""
+    from internlocal.cli.progress import follow_job
+    from internlocal.train.job import prepare_corpus_job
+
+    svc = services()
+    svc.catalog.get_model(model)
+    job = follow_job(svc.jobs, svc.jobs.submit(prepare_corpus_job, {"source": source, "model": model, "seq_len": seq_len,
+                                                            "validation": validation, "name": name},
+                                               kind="pretrain.prepare", title=f"Prepare {source}"),
+                     detach=detach, as_json=as_json)
+    if job is not None and not as_json:
+        r = job.result
+        typer.echo(f"{r['dataset']}: {r['documents']:,} documents ({r['duplicates']:,} duplicates removed), "
+                   f"{r['tokens']:,} tokens → {r['train_sequences']:,} training and {r['validation_sequences']:,} "
+                   f"validation sequences of {r['seq_len']} ({r['dtype']})")
+
+
+@app.command("corpora")
+def corpora(as_json: JsonOpt = False) -> None:
+    """Prepared corpora with their statistics."""
+    rows = [d for d in services().catalog.list_datasets() if d.form == "tokens"]
+    if as_json:
+        print_json([{"name": d.name, "path": d.path, **d.stats} for d in rows])
+        return
+    for d in rows:
+        s = d.stats
+        typer.echo(f"{d.name:32} {s.get('documents', 0):>9,} docs {s.get('tokens', 0):>13,} tokens  "
+                   f"seq {s.get('seq_len')}  {s.get('tokenizer')}  from {s.get('source')}")
+
+
+@app.command("list")
+def list_(as_json: JsonOpt = False) -> None:
+    """Pretraining recipes (from scratch and continued) with their memory estimate."""
+    from internlocal.train.job import plan_run
+    from internlocal.train.recipe import list_recipes
+
+    svc = services()
+    rows = []
+    for name, recipe, command in list_recipes():
+        if recipe is None or recipe.method != "pretrain":
+            continue
+        plan = plan_run(svc.settings, svc.catalog, name, measure_free=recipe.hardware == "cpu")
+        rows.append({"recipe": name, "init": recipe.init, "hardware": recipe.hardware, "gpus": recipe.gpus,
+                     "estimate_bytes": plan.estimate.total if plan.estimate else None, "fits": plan.fits,
+                     "description": recipe.description, "command": command})
+    if as_json:
+        print_json(rows)
+        return
+    for row in rows:
+        size = f"{row['estimate_bytes'] / 2**30:.2f} GiB" if row["estimate_bytes"] else "?"
+        fit = {True: "fits", False: "too big", None: "?"}[row["fits"]]
+        typer.echo(f"{row['recipe']:34} {row['init']:10} {row['hardware']:9} ~{size:>10} {fit:8} {row['description']}")
+
+
+@app.command("run")
+def run(recipe: str, overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value overrides, e.g. corpus=~/texts")] = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved recipe and memory estimate only.")] = False,
+        gpus: Annotated[Optional[int], typer.Option("--gpus", help="Processes per node under torchrun.")] = None,
+        nodes: Annotated[Optional[int], typer.Option("--nodes", help="Machines (each runs this same command).")] = None,
+        rdzv_endpoint: Annotated[Optional[str], typer.Option("--rdzv-endpoint", help="host:port of the rendezvous.")] = None,
+        name: Annotated[Optional[str], typer.Option("--name", help="Run name (the same on every node).")] = None,
+        detach: Annotated[bool, typer.Option("--detach", "-d")] = False, as_json: JsonOpt = False) -> None:
+    """Pretrain from a recipe (the same job as `train run`): prepare the corpus if needed, train, export, register."""
+    from internlocal.cli import train as train_cli
+
+    items = list(overrides or [])
+    if nodes is not None:
+        items.append(f"nodes={nodes}")
+    if rdzv_endpoint is not None:
+        items.append(f"rdzv_endpoint={rdzv_endpoint}")
+    train_cli.run(recipe, items, dry_run=dry_run, gpus=gpus, name=name, detach=detach, as_json=as_json)
