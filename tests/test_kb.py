@@ -159,6 +159,11 @@ def test_sync_cites_the_right_span_reembeds_only_changed_chunks_and_forgets_dele
     [hit] = index.search("故宫哪一天闭馆？", k=1)
     assert hit.relpath == "beijing.md" and "闭馆" in hit.text
 
+    # metadata filters: file kind and folder
+    assert {h.relpath for h in index.search("capital", k=10, kinds=["text"])} == {"devices.txt"}
+    assert {h.relpath for h in index.search("capital", k=10, folder=str(docs / "travel"))} == {"travel/paris.md"}
+    assert index.search("capital", k=10, kinds=["pdf"]) == []
+
     # nothing changed: nothing read, nothing embedded
     embedder.texts.clear()
     again = index.sync([docs])

@@ -484,9 +484,18 @@ def chunk_ids(source: str, chunks: list[Chunk]) -> list[str]:
     return ids
 
 
+# question words and glue: they match nearly every chunk, cost BM25 a scan of every posting and add nothing
+STOP_WORDS = frozenset("""a an and are as at be been but by can could did do does doing for from had has have how i if in
+into is it its me my of on or our should so than that the their them then there these they this to was we were what
+when where which who whom why will with would you your about after again all also am any because before between both
+each few further here just more most no nor not now off once only other over own same some such too under until up very
+while""".split())
+
+
 def word_query(query: str) -> str:
     tokens = [t for t in re.findall(r"\w+", query.lower()) if len(t) > 1 or t.isdigit()]
-    return " OR ".join(f'"{t}"' for t in dict.fromkeys(tokens))
+    kept = [t for t in tokens if t not in STOP_WORDS] or tokens
+    return " OR ".join(f'"{t}"' for t in dict.fromkeys(kept))
 
 
 def cjk_bigrams(text: str) -> str:
