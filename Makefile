@@ -38,6 +38,12 @@ $(STAMP): pyproject.toml Makefile
 bench: $(STAMP)
 	$(PY) benchmarks/chat_decode.py
 	$(PY) benchmarks/startup.py
+	$(PY) benchmarks/download.py
+	$(PY) benchmarks/serve_load.py
+	$(PY) benchmarks/eval.py
+	$(PY) benchmarks/finetune.py
+	$(PY) benchmarks/pretrain.py
+	$(PY) benchmarks/kb.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

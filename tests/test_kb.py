@@ -436,3 +436,27 @@ def test_a_chat_switched_to_a_knowledge_base_answers_with_stored_sources_and_ref
     assert "".join(refused) == REFUSAL and refused.message.sources["refused"] is True
     assert [m.role for m in services.catalog.messages(chat.id)] == ["user", "assistant", "user", "assistant"]
     services.close()
+
+
+def test_a_cross_encoder_reorders_the_fused_candidates_by_its_own_scores(tmp_path, minilm, minilm_path):
+    """Reranking plumbing with a real cross-encoder: MiniLM's encoder with a one-label head (untrained, so its
+    order is arbitrary but fixed); the results must be the fused candidates in exactly its score order."""
+    from sentence_transformers import CrossEncoder
+
+    from internlocal.engines.sentence_transformers import CrossEncoderReranker
+    from internlocal.kb.index import Index
+
+    CrossEncoder(str(minilm_path), num_labels=1, device="cpu", local_files_only=True).save_pretrained(str(tmp_path / "ce"))
+    reranker = CrossEncoderReranker(tmp_path / "ce")
+    docs = write_corpus(tmp_path)
+    index = Index(tmp_path / "index", minilm, chunk_size=200, chunk_overlap=0)
+    index.sync([docs])
+    query = "When was the Eiffel Tower completed?"
+    candidates = index.search(query, k=20)
+    reranked = index.search(query, k=3, reranker=reranker)
+    scores = reranker.score(query, [f"{h.heading}\n{h.text}" if h.heading else h.text for h in candidates])
+    expected = [h.cid for _, h in sorted(zip(scores, candidates), key=lambda pair: -pair[0])][:3]
+    assert [h.cid for h in reranked] == expected
+    assert [h.rerank_score for h in reranked] == sorted((h.rerank_score for h in reranked), reverse=True)
+    assert all(h.similarity == h.similarity for h in reranked)  # the refusal evidence is still the cosine similarity
+    index.close()

@@ -95,17 +95,20 @@ def search(
     mode: Mode = "hybrid",
     file_type: Annotated[Optional[list[str]], typer.Option("--type", help="Only these kinds: markdown, text, pdf, html, docx, code.")] = None,
     folder: Annotated[Optional[str], typer.Option("--folder", help="Only files under this folder.")] = None,
+    rerank: Annotated[Optional[str], typer.Option("--rerank", help="Cross-encoder (catalog model or folder) to reorder the results.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Ranked passages with their sources."""
     from internlocal.errors import UserError
-    from internlocal.kb.library import open_index
+    from internlocal.kb.library import open_index, reranker_for
 
     if mode not in ("hybrid", "dense", "bm25"):
         raise UserError("--mode is one of hybrid, dense, bm25.")
-    index = open_index(services().catalog, name)
+    svc = services()
+    reranker = reranker_for(svc.catalog, rerank) if rerank else None
+    index = open_index(svc.catalog, name)
     try:
-        hits = index.search(query, k=k, mode=mode, kinds=file_type, folder=folder)  # type: ignore[arg-type]
+        hits = index.search(query, k=k, mode=mode, kinds=file_type, folder=folder, reranker=reranker)  # type: ignore[arg-type]
     finally:
         index.close()
     if as_json:
@@ -124,18 +127,20 @@ def ask(
     name: str, question: str,
     model: Annotated[Optional[str], typer.Option("--model", help="Chat model (default: the default chat model).")] = None,
     k: Annotated[int, typer.Option("-k", help="Passages given to the model.")] = 4,
+    rerank: Annotated[Optional[str], typer.Option("--rerank", help="Cross-encoder (catalog model or folder) to reorder passages.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Answer from the knowledge base with numbered sources, or say it has no answer."""
     from internlocal.kb.answer import answer
-    from internlocal.kb.library import open_index
+    from internlocal.kb.library import open_index, reranker_for
 
     svc = services()
+    reranker = reranker_for(svc.catalog, rerank) if rerank else None
     kb = svc.catalog.get_kb(name)
     chat_model = svc.catalog.get_model(model) if model else svc.chats.default_model()
     index = open_index(svc.catalog, name)
     try:
-        result = answer(svc.chats.engines.get(chat_model), index, question, threshold=kb.threshold, k=k)
+        result = answer(svc.chats.engines.get(chat_model), index, question, threshold=kb.threshold, k=k, reranker=reranker)
         for piece in result:
             if not as_json:
                 typer.echo(piece, nl=False)

@@ -18,3 +18,18 @@ class SentenceTransformerEmbedder:
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         vectors = self._model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True)
         return vectors.tolist()
+
+
+class CrossEncoderReranker:
+    """A cross-encoder (query and passage read together) scoring retrieved passages for reranking."""
+
+    def __init__(self, path: str | Path, *, model_name: str | None = None, device: str | None = None):
+        from sentence_transformers import CrossEncoder
+
+        self.model_name = model_name or Path(path).name
+        self._model = CrossEncoder(str(path), device=device or "cpu", local_files_only=True)
+
+    def score(self, query: str, texts: Sequence[str]) -> list[float]:
+        if not texts:
+            return []
+        return [float(s) for s in self._model.predict([(query, t) for t in texts], convert_to_numpy=True)]

@@ -86,17 +86,18 @@ class KbAnswer:
 
 
 def retrieve(index: Index, question: str, *, k: int = 4, threshold: float, kinds: list[str] | None = None,
-             folder: str | None = None) -> tuple[list[Hit], float, bool]:
+             folder: str | None = None, reranker: Any = None) -> tuple[list[Hit], float, bool]:
     """(passages, evidence, refuse?)."""
-    hits = index.search(question, k=k, kinds=kinds, folder=folder)
+    hits = index.search(question, k=k, kinds=kinds, folder=folder, reranker=reranker)
     evidence = max((h.similarity for h in hits), default=0.0)
     return hits, evidence, evidence < threshold
 
 
 def answer(engine: Engine, index: Index, question: str, *, threshold: float, k: int = 4,
            history: Sequence[Message] = (), params: GenerationParams | None = None, system_prompt: str | None = None,
-           kinds: list[str] | None = None, folder: str | None = None) -> KbAnswer:
-    hits, evidence, refuse = retrieve(index, question, k=k, threshold=threshold, kinds=kinds, folder=folder)
+           kinds: list[str] | None = None, folder: str | None = None, reranker: Any = None) -> KbAnswer:
+    hits, evidence, refuse = retrieve(index, question, k=k, threshold=threshold, kinds=kinds, folder=folder,
+                                      reranker=reranker)
     if refuse:  # too weak to stand behind: the refusal lists no sources and the model is not asked
         return KbAnswer(question, [], evidence, threshold, refusal_generation(), refused=True)
     messages: list[Message] = [{"role": "system", "content": system_prompt or SYSTEM}, *history,

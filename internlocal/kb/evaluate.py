@@ -8,7 +8,6 @@ answer (it should be refused).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -19,23 +18,15 @@ from internlocal.kb.index import Index
 
 
 def load_questions(path: Path) -> list[dict[str, Any]]:
+    from internlocal.data.formats import read_rows
+
     rows = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"Cannot read {path}: {exc}") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}, line {number}: not JSON ({exc.msg}).") from None
+    for where, row in read_rows(Path(path)):
         if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not row["question"].strip():
-            raise UserError(f"{path}, line {number}: needs a non-empty \"question\".")
+            raise UserError(f"{path}, {where}: needs a non-empty \"question\".")
         sources = row.get("sources", [])
         if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
-            raise UserError(f"{path}, line {number}: \"sources\" must be a list of file paths.")
+            raise UserError(f"{path}, {where}: \"sources\" must be a list of file paths.")
         rows.append({"question": row["question"], "sources": [s.strip("/") for s in sources]})
     if not rows:
         raise UserError(f"{path} has no questions.")

@@ -89,6 +89,7 @@ class Hit:
     page: int | None
     score: float  # fused reciprocal-rank score
     similarity: float  # cosine similarity to the query (the refusal evidence)
+    rerank_score: float | None = None  # the cross-encoder's, when results were reranked
 
     @property
     def citation(self) -> str:
@@ -102,7 +103,8 @@ class Hit:
     def as_dict(self) -> dict[str, Any]:
         return {"cid": self.cid, "citation": self.citation, "path": self.path, "relpath": self.relpath,
                 "heading": self.heading, "start_line": self.start_line, "end_line": self.end_line, "page": self.page,
-                "score": round(self.score, 6), "similarity": round(self.similarity, 4), "text": self.text}
+                "score": round(self.score, 6), "similarity": round(self.similarity, 4),
+                **({"rerank_score": round(self.rerank_score, 4)} if self.rerank_score is not None else {}), "text": self.text}
 
 
 @dataclass
@@ -392,10 +394,15 @@ class Index:
         return [dict(r) for r in self.db.execute("SELECT path, relpath, kind, status, reason, chunks FROM file ORDER BY path")]
 
     def search(self, query: str, k: int = 5, *, mode: Literal["hybrid", "dense", "bm25"] = "hybrid",
-               kinds: list[str] | None = None, folder: str | None = None) -> list[Hit]:
+               kinds: list[str] | None = None, folder: str | None = None, reranker: Any = None) -> list[Hit]:
+        """The k best chunks; with a ``reranker`` (``score(query, texts)``), the fused top 3k (at least 20)
+        are read together with the query by the cross-encoder and reordered by its scores."""
         query = query.strip()
         if not query:
             raise UserError("The search query is empty.")
+        final_k = k
+        if reranker is not None:
+            k = max(3 * k, 20)
         depth = max(4 * k, 20) if (kinds or folder) else max(2 * k, 20)
         qv = self.embed([query])[0]
         ranked: list[list[str]] = []
@@ -413,6 +420,10 @@ class Index:
             grams = cjk_bigrams(query).split()
             if grams:
                 ranked.append(self._bm25("chunk_bigrams", " OR ".join(f'"{g}"' for g in dict.fromkeys(grams)), depth))
+        if mode == "hybrid" and (exact := identifier_query(query)):
+            # codes and numbers ("E-4127", "KX-55-0192", "192.168.50.1") mean what they say: the chunks containing
+            # them verbatim are one more ranked list, or fusion lets a chunk both lists like a little outrank them
+            ranked.append(self._bm25("chunk_words", exact, depth))
         fused: dict[str, float] = {}
         for ranking in ranked:
             for rank, cid in enumerate(ranking, start=1):
@@ -435,7 +446,11 @@ class Index:
             for h in missing:
                 v = vectors.get(h.cid)
                 h.similarity = _cosine(qv, v) if v is not None else 0.0
-        return hits
+        if reranker is not None:
+            for hit, score in zip(hits, reranker.score(query, [f"{h.heading}\n{h.text}" if h.heading else h.text for h in hits])):
+                hit.rerank_score = score
+            hits.sort(key=lambda h: -(h.rerank_score or 0.0))
+        return hits[:final_k]
 
     def _bm25(self, table: str, match: str, limit: int) -> list[str]:
         if not match:
@@ -496,6 +511,19 @@ def word_query(query: str) -> str:
     tokens = [t for t in re.findall(r"\w+", query.lower()) if len(t) > 1 or t.isdigit()]
     kept = [t for t in tokens if t not in STOP_WORDS] or tokens
     return " OR ".join(f'"{t}"' for t in dict.fromkeys(kept))
+
+
+_IDENTIFIER = re.compile(r"\b(?=[\w.\-/]*\d)[A-Za-z0-9]+(?:[.\-/_][A-Za-z0-9]+)+\b|\b[A-Za-z]*\d{3,}[A-Za-z]*\b")
+
+
+def identifier_query(query: str) -> str:
+    """An FTS5 query matching chunks that contain every code-like token of the query as a phrase."""
+    phrases = []
+    for token in dict.fromkeys(_IDENTIFIER.findall(query)):
+        words = re.findall(r"\w+", token.lower())
+        if words:
+            phrases.append('"' + " ".join(words) + '"')
+    return " AND ".join(phrases)
 
 
 def cjk_bigrams(text: str) -> str:

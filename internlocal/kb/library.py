@@ -37,6 +37,23 @@ def embedder_for(catalog: Catalog, name: str) -> Embedder:
         return _embedders[name]
 
 
+_rerankers: dict[str, Any] = {}
+
+
+def reranker_for(catalog: Catalog, name_or_path: str):
+    """A cross-encoder for reranking: a catalog model's folder, or a local folder; kept for the process."""
+    from internlocal.engines.sentence_transformers import CrossEncoderReranker
+
+    with _embedders_lock:
+        if name_or_path not in _rerankers:
+            model = catalog.find_model(name_or_path)
+            path = Path(model.path) if model is not None else Path(name_or_path).expanduser()
+            if not path.is_dir():
+                raise UserError(f"{name_or_path} is neither a catalog model nor a folder with a cross-encoder.")
+            _rerankers[name_or_path] = CrossEncoderReranker(path, model_name=name_or_path)
+        return _rerankers[name_or_path]
+
+
 def kb_dir(settings: Settings, name: str) -> Path:
     return settings.home / "kb" / name
 

@@ -124,8 +124,10 @@ def make_batch(examples, rows: list[list[int]], pad_id: int, packing: bool) -> B
         mask[r, :n] = 1
     real = sum(len(s[0]) for s in seqs)
     trained = int((labels != IGNORE).sum())
-    # packed rows: positions restart per example and attention.packed_attention keeps examples apart by them
-    return Batch(input_ids, labels, position_ids, None if packing else mask, real, trained)
+    # packed rows: positions restart per example and attention.packed_attention keeps examples apart by them;
+    # rows without padding need no mask either (plain causal attention)
+    unpadded = all(len(s[0]) == width for s in seqs)
+    return Batch(input_ids, labels, position_ids, None if packing or unpadded else mask, real, trained)
 
 
 class Sequences:
@@ -354,14 +356,16 @@ class Trainer:
         from internlocal.train.attention import register
 
         self.packing = bool(r["packing"]) and r["method"] != "pretrain"  # corpus sequences are already full
+        # examples in a packed row must not see each other: our attention splits rows at position resets;
+        # pretraining rows are one causal sequence each (documents joined by EOS), so one batched SDPA call does
+        attention = "sdpa" if r["method"] == "pretrain" else register()
         if r.get("init") == "scratch":
-            model = _scratch_model(r, self.tokenizer, load_dtype, register())
+            model = _scratch_model(r, self.tokenizer, load_dtype, attention)
         else:
             model = None
         try:
-            # examples in a packed row must not see each other: our attention splits rows at position resets
             if model is None:
-                model = AutoModelForCausalLM.from_pretrained(path, dtype=load_dtype, attn_implementation=register(), **kwargs)
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=load_dtype, attn_implementation=attention, **kwargs)
         except (ValueError, ImportError):  # remote-code models take no attention backend: pad instead of packing
             model = AutoModelForCausalLM.from_pretrained(path, dtype=load_dtype, **kwargs)
             if self.packing:
