@@ -480,6 +480,16 @@ async def test_knowledge_screen_indexes_a_folder_searches_and_opens_a_chat_that_
         await until(pilot, lambda: hits.row_count >= 1, timeout=60)
         assert hits.get_row_at(0)[1] == "paris.md:5"
 
+        # a file added and synced by the job (another process) is found by the next search in this one
+        (docs / "lisbon.md").write_text("# Lisbon\n\nTram 28 runs through the Alfama district.\n")
+        kbs.focus()
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: kbs.get_row("trips")[1] == "3", timeout=180)
+        screen.query_one("#query", Input).value = "Which tram runs through Alfama?"
+        screen.query_one("#query", Input).focus()
+        await pilot.press("enter")
+        await until(pilot, lambda: hits.row_count >= 1 and hits.get_row_at(0)[1] == "lisbon.md:3", timeout=60)
+
         kbs.focus()
         await pilot.press("ctrl+t")
         await until(pilot, lambda: isinstance(app.screen, ChatScreen))

@@ -82,6 +82,7 @@ class ChatService:
         self.settings = settings
         self.engines = engines or EngineCache(settings)
         self._indexes: dict[str, Any] = {}  # open knowledge-base indexes, by name
+        self._index_synced: dict[str, Any] = {}  # the sync each open index has seen
 
     # -- models ------------------------------------------------------------------------------------
 
@@ -130,10 +131,16 @@ class ChatService:
         return self.catalog.update_chat(chat_id, mode=mode, kb_name=kb_name)
 
     def kb_index(self, name: str):
+        """The open index of a knowledge base, opened again after a sync (a job in another process wrote it:
+        chromadb's in-process vector cache would not see the new vectors)."""
         from internlocal.kb.library import open_index
 
+        synced = self.catalog.get_kb(name).stats.get("synced_at")
+        if name in self._indexes and self._index_synced.get(name) != synced:
+            self.close_kb(name)
         if name not in self._indexes:
             self._indexes[name] = open_index(self.catalog, name)
+            self._index_synced[name] = synced
         return self._indexes[name]
 
     def close_kb(self, name: str) -> None:
