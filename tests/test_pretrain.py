@@ -240,10 +240,13 @@ def test_cli_prepares_a_corpus_pretrains_from_scratch_exports_gguf_and_registers
     from internlocal.engines.base import GenerationParams
     from internlocal.engines.llamacpp import LlamaCppEngine
 
+    logs: list[str] = []
+
     def cli(*args: str, timeout: int = 600) -> dict:
         out = subprocess.run([internlocal_bin, *args, "--json"], env=cli_env, capture_output=True, text=True, timeout=timeout)
         assert out.returncode == 0, out.stderr[-3000:]
         lines = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+        logs.extend(e["message"] for e in lines if e.get("type") == "log")
         return next((e["result"] for e in reversed(lines) if e.get("type") == "result"), None) or json.loads(out.stdout)
 
     subprocess.run([internlocal_bin, "models", "import", str(hf_model_dir), "--name", "smol-hf"], env=cli_env, check=True,
@@ -251,9 +254,11 @@ def test_cli_prepares_a_corpus_pretrains_from_scratch_exports_gguf_and_registers
     prepared = cli("pretrain", "prepare", str(NOTES), "--model", "smol-hf", "--seq-len", "128", "--name", "notes")
     assert (prepared["dataset"], prepared["documents"], prepared["duplicates"]) == ("notes", 400, 0)
     assert prepared["dtype"] == "uint16" and prepared["train_sequences"] > 100
+    # watchdog_s=1: loading the model alone is a second without metrics, so the watchdog speaks, then sees them again
     result = cli("pretrain", "run", "smollm2-tiny_pretrain_cpu", "model=smol-hf", "corpus=notes", "max_steps=20",
-                 "eval_every=10", "save_every=0")
+                 "eval_every=10", "save_every=0", "watchdog_s=1")
     assert result["status"] == "finished" and result["final_loss"] < 6
+    assert any(m.startswith("no metrics for 1 s: the run may be stuck") for m in logs) and "metrics arrive again" in logs
     shown = json.loads(subprocess.run([internlocal_bin, "models", "show", result["merged_model"], "--json"], env=cli_env,
                                       capture_output=True, text=True, check=True).stdout)
     parents = {(p["operation"], p["from"]) for p in shown["parents"]}
@@ -268,3 +273,18 @@ def test_cli_prepares_a_corpus_pretrains_from_scratch_exports_gguf_and_registers
     listed = json.loads(subprocess.run([internlocal_bin, "pretrain", "corpora", "--json"], env=cli_env, capture_output=True,
                                        text=True, check=True).stdout)
     assert [c["name"] for c in listed] == ["notes"] and listed[0]["tokenizer"] == "smol-hf"
+
+
+def test_non_finite_losses_skip_their_batches_and_a_run_that_only_diverges_stops_with_a_message(tmp_path, hf_model_dir,
+                                                                                                  nature_corpus):
+    """lr=1e308: the first update makes the weights infinite, every later loss is nan; those batches are
+    skipped and counted (the weights are not updated from them), and the run gives up with a sentence."""
+    run = make_run(tmp_path, hf_model_dir, nature_corpus, "diverges", max_steps=5, lr=1e308, warmup_ratio=0.0, micro_batch=2,
+                   eval_every=0, save_every=0, epochs=100)
+    proc = loop(run)
+    out = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 2, out[-2000:]
+    assert "The loss is not finite for most batches; lower lr or check the data." in out
+    warnings = [e["message"] for e in events(run) if e["type"] == "warning"]
+    assert len(warnings) == 51 and warnings[0].startswith("non-finite loss at step 2: batch skipped (1 so far)")
+    assert [e["step"] for e in events(run) if e["type"] == "step"] == [1]
