@@ -56,25 +56,9 @@ def corpora(as_json: JsonOpt = False) -> None:
 @app.command("list")
 def list_(as_json: JsonOpt = False) -> None:
     """Pretraining recipes (from scratch and continued) with their memory estimate."""
-    from internlocal.train.job import plan_run
-    from internlocal.train.recipe import list_recipes
+    from internlocal.cli.train import print_recipes
 
-    svc = services()
-    rows = []
-    for name, recipe, command in list_recipes():
-        if recipe is None or recipe.method != "pretrain":
-            continue
-        plan = plan_run(svc.settings, svc.catalog, name, measure_free=recipe.hardware == "cpu")
-        rows.append({"recipe": name, "init": recipe.init, "hardware": recipe.hardware, "gpus": recipe.gpus,
-                     "estimate_bytes": plan.estimate.total if plan.estimate else None, "fits": plan.fits,
-                     "description": recipe.description, "command": command})
-    if as_json:
-        print_json(rows)
-        return
-    for row in rows:
-        size = f"{row['estimate_bytes'] / 2**30:.2f} GiB" if row["estimate_bytes"] else "?"
-        fit = {True: "fits", False: "too big", None: "?"}[row["fits"]]
-        typer.echo(f"{row['recipe']:34} {row['init']:10} {row['hardware']:9} ~{size:>10} {fit:8} {row['description']}")
+    print_recipes(lambda recipe: recipe.method == "pretrain", as_json)
 
 
 @app.command("run")

@@ -19,6 +19,11 @@ def _gib(value: int | None) -> str:
 @app.command("list")
 def list_(as_json: JsonOpt = False) -> None:
     """Recipes with their memory estimate and whether it fits here."""
+    print_recipes(lambda recipe: True, as_json)
+
+
+def print_recipes(wanted, as_json: bool) -> None:
+    """The recipes ``wanted(recipe)`` accepts (invalid ones always shown), with estimate and fit."""
     from internlocal.train.job import plan_run
     from internlocal.train.recipe import list_recipes
 
@@ -28,8 +33,11 @@ def list_(as_json: JsonOpt = False) -> None:
         if recipe is None:
             rows.append({"recipe": name, "error": command})
             continue
+        if not wanted(recipe):
+            continue
         plan = plan_run(svc.settings, svc.catalog, name, measure_free=recipe.hardware == "cpu")
-        rows.append({"recipe": name, "method": recipe.method, "hardware": recipe.hardware, "model": recipe.model,
+        rows.append({"recipe": name, "method": recipe.method, "init": recipe.init, "hardware": recipe.hardware,
+                     "gpus": recipe.gpus, "model": recipe.model,
                      "estimate_bytes": plan.estimate.total if plan.estimate else None, "fits": plan.fits,
                      "description": recipe.description, "command": command})
     if as_json:
@@ -40,7 +48,8 @@ def list_(as_json: JsonOpt = False) -> None:
             typer.echo(f"{row['recipe']:34} invalid: {row['error']}")
             continue
         fit = {True: "fits", False: "too big", None: "?"}[row["fits"]]
-        typer.echo(f"{row['recipe']:34} {row['method']:5} {row['hardware']:9} ~{_gib(row['estimate_bytes']):>10} {fit:8} "
+        kind = row["method"] if row["method"] != "pretrain" else row["init"]
+        typer.echo(f"{row['recipe']:34} {kind:10} {row['hardware']:9} ~{_gib(row['estimate_bytes']):>10} {fit:8} "
                    f"{row['description']}")
 
 
