@@ -153,17 +153,86 @@ def test_custom_mcq_task_from_csv(services, engine, tmp_path):
         add_custom_task(services.settings.home, "bad", bad, "mcq")
 
 
-def test_cli_run_and_leaderboard(internlocal_bin, cli_env):
-    out = subprocess.run([internlocal_bin, "eval", "run", "smollm2-135m-instruct-q4_1", "capitals_en", "sample_text",
-                          "--limit", "6"], env=cli_env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert "capitals_en" in out.stdout and "acc" in out.stdout
-    board = json.loads(subprocess.run([internlocal_bin, "eval", "results", "--json"], env=cli_env, capture_output=True,
-                                      text=True, timeout=60).stdout)
-    cell = board["capitals_en"]["smollm2-135m-instruct-q4_1"]
-    assert cell["metric"] == "acc" and 0 <= cell["value"] <= 1 and cell["comparable"]
-    assert board["sample_text"]["smollm2-135m-instruct-q4_1"]["metric"] == "token_perplexity"
-    md = subprocess.run([internlocal_bin, "eval", "results", "--format", "md"], env=cli_env, capture_output=True, text=True).stdout
-    assert md.splitlines()[0] == "| task | smollm2-135m-instruct-q4_1 |" and "| capitals_en | acc " in md
-    rows = subprocess.run([internlocal_bin, "eval", "results", "--format", "csv"], env=cli_env, capture_output=True, text=True).stdout
-    assert rows.splitlines()[0].startswith("task,model,metric,value,stderr")
+def test_cli_runs_two_models_and_the_leaderboard_exports(internlocal_bin, cli_env, gguf_path):
+    def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        out = subprocess.run([internlocal_bin, *args], env=cli_env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0 or not check, out.stderr
+        return out
+
+    # the same weights under a second name: its answers come from the request cache, keyed by sha256
+    cli("models", "import", str(gguf_path), "--name", "smollm2-copy")
+    out = cli("eval", "run", "smollm2-135m-instruct-q4_1,smollm2-copy", "capitals_en", "capitals_zh", "sample_text",
+              "--limit", "6")
+    assert "smollm2-copy  capitals_en" in out.stdout and "acc" in out.stdout
+    board = json.loads(cli("eval", "results", "--json").stdout)
+    assert board["models"] == ["smollm2-135m-instruct-q4_1", "smollm2-copy"]
+    rows = {r["task"]: r for r in board["rows"]}
+    assert set(rows) == {"capitals_en", "capitals_zh", "sample_text"}
+    en, zh = rows["capitals_en"]["scores"], rows["capitals_zh"]["scores"]
+    assert rows["capitals_en"]["metric"] == "acc" and rows["capitals_en"]["limit"] == 6 and rows["capitals_en"]["group"] == "samples"
+    assert en["smollm2-copy"]["value"] == en["smollm2-135m-instruct-q4_1"]["value"] >= 5 / 6  # Paris, Tokyo, … known
+    assert rows["sample_text"]["metric"] == "token_perplexity"
+    [average] = board["groups"]  # acc over the two capitals tasks; perplexity is not averaged with accuracy
+    assert average["metric"] == "acc" and average["rows"] == 2
+    assert math.isclose(average["values"]["smollm2-copy"], (en["smollm2-copy"]["value"] + zh["smollm2-copy"]["value"]) / 2)
+    md = cli("eval", "results", "--format", "md").stdout.splitlines()
+    assert md[0] == "| task | metric | smollm2-135m-instruct-q4_1 | smollm2-copy |"
+    assert any(line.startswith("| **samples average (2 tasks, first 6 items)** | acc |") for line in md)
+    csv_rows = cli("eval", "results", "--format", "csv").stdout.splitlines()
+    assert csv_rows[0].startswith("task,model,metric,value,stderr") and len(csv_rows) == 1 + 3 * 2 + 2
+    assert "capitals_en" in cli("eval", "results").stdout
+    bad = cli("eval", "results", "--format", "xml", check=False)
+    assert bad.returncode == 1 and "use text, md, csv or json" in bad.stderr
+    missing = cli("eval", "run", "smollm2-copy,no-such-model", "capitals_en", check=False)
+    assert missing.returncode == 1 and "no-such-model" in missing.stderr
+
+
+def _run(catalog, model: str, task: str, value: float, prompt: str = "p1", limit: int | None = None,
+         group: str | None = "quiz", metric: str = "acc"):
+    from internlocal.catalog.schema import EvalRun
+
+    return catalog.add_eval_run(EvalRun(model_name=model, task=task, task_version="1", prompt_hash=prompt, n_items=10,
+                                        metrics_json=json.dumps({metric: value}), stderr_json=json.dumps({metric: 0.1}),
+                                        config_json=json.dumps({"limit": limit, "group": group})), [])
+
+
+def test_leaderboard_puts_only_like_for_like_scores_side_by_side(services):
+    from internlocal.evals.leaderboard import build_from_catalog
+
+    catalog = services.catalog
+    _run(catalog, "base", "geo", 0.5)
+    _run(catalog, "base", "geo", 0.6)  # a later run of the same variant replaces the earlier one
+    _run(catalog, "tuned", "geo", 0.8)
+    _run(catalog, "base", "hist", 0.4)
+    _run(catalog, "tuned", "hist", 0.6)
+    _run(catalog, "quant", "geo", 0.7)  # no hist score: no average for it
+    _run(catalog, "tuned", "geo", 0.9, prompt="p2")  # another prompt: its own row, never beside p1's scores
+    _run(catalog, "base", "geo", 1.0, limit=4)  # a smoke run: its own row too, kept out of the full-run average
+    board = build_from_catalog(catalog)
+    assert board.models == ["base", "quant", "tuned"]
+    labels = {r.label: {m: s.value for m, s in r.scores.items()} for r in board.rows}
+    assert labels == {"geo [prompt p1, all items]": {"base": 0.6, "tuned": 0.8, "quant": 0.7},
+                      "geo [prompt p2, all items]": {"tuned": 0.9},
+                      "geo [prompt p1, first 4]": {"base": 1.0},
+                      "hist": {"base": 0.4, "tuned": 0.6}}
+    [full] = [g for g in board.groups if g.limit is None]
+    # newest full-run variant of geo (prompt p2) is the one averaged: only "tuned" has it and hist
+    assert full.rows == 2 and full.values == {"base": None, "quant": None, "tuned": pytest.approx(0.75)}
+    assert [g for g in board.groups if g.limit == 4] == []  # one task only: no average
+    text = board.to_text()
+    assert "quiz average (2 tasks)" in text and "0.7500" in text
+    assert json.loads(board.to_json())["rows"][0]["scores"]
+
+
+def test_leaderboard_averages_a_group_per_metric(services):
+    from internlocal.evals.leaderboard import build_from_catalog
+
+    catalog = services.catalog
+    for task, value in (("a", 0.2), ("b", 0.4), ("c", 0.9)):
+        _run(catalog, "m", task, value)
+    _run(catalog, "m", "text", 12.5, metric="token_perplexity")
+    _run(catalog, "m", "loose", 0.3, group=None)  # a run that recorded no group: "other"
+    board = build_from_catalog(catalog)
+    [quiz] = board.groups
+    assert (quiz.group, quiz.metric, quiz.rows) == ("quiz", "acc", 3) and quiz.values["m"] == pytest.approx(0.5)
+    assert {r.task: r.group for r in board.rows}["loose"] == "other"

@@ -373,7 +373,7 @@ async def test_serve_screen_starts_serves_logs_and_stops(home):
 
 
 async def test_eval_screen_runs_and_shows_the_leaderboard(home):
-    from textual.widgets import DataTable
+    from textual.widgets import DataTable, SelectionList
 
     app = InternLocalApp(greedy_settings(home))
     async with app.run_test(size=SIZE) as pilot:
@@ -381,14 +381,19 @@ async def test_eval_screen_runs_and_shows_the_leaderboard(home):
         await pilot.press("f9")
         await until(pilot, lambda: type(app.screen).__name__ == "EvalScreen")
         screen = app.screen
-        screen.query_one("#tasks", Input).value = "capitals_en"
+        models, tasks = screen.query_one("#models", SelectionList), screen.query_one("#tasks", SelectionList)
+        await until(pilot, lambda: tasks.option_count > 0)
+        assert models.selected == ["smollm2-135m-instruct-q4_1"]  # the default chat model is ticked
+        tasks.deselect_all()
+        tasks.select("capitals_en")
         screen.query_one("#limit", Input).value = "4"
         await pilot.press("ctrl+r")
         board = screen.query_one("#board", DataTable)
         await until(pilot, lambda: board.row_count == 1, timeout=120)
-        assert "acc" in str(board.get_row_at(0)[1])
+        task, metric, score = map(str, board.get_row_at(0))
+        assert (task, metric) == ("capitals_en [first 4]", "acc") and float(score.split()[0]) > 0.5
         board.focus()
-        board.move_cursor(row=0, column=1)
+        board.move_cursor(row=0, column=2)
         await pilot.press("enter")
         items = screen.query_one("#items", DataTable)
         await until(pilot, lambda: items.row_count == 4)

@@ -75,90 +75,64 @@ def import_(benchmark: Annotated[str, typer.Argument(help="mmlu, ceval, cmmlu, a
 
 @app.command("run")
 def run(
-    model: str,
+    model: Annotated[str, typer.Argument(help="Catalog model, or several separated by commas (evaluated in turn).")],
     task_names: Annotated[list[str], typer.Argument(help="Task names or task YAML files.")],
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N items (smoke runs).")] = None,
     detach: Annotated[bool, typer.Option("--detach", "-d")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Evaluate MODEL on tasks (a resumable job; answers are cached)."""
+    """Evaluate MODEL(s) on tasks (a resumable job; answers are cached)."""
     from internlocal.cli.progress import follow_job
     from internlocal.evals.job import run_eval
     from internlocal.evals.tasks import get_task
+    from internlocal.errors import UserError
 
     svc = services()
-    svc.catalog.get_model(model)
+    models = [m.strip() for m in model.split(",") if m.strip()]
+    if not models:
+        raise UserError("Name at least one model (`internlocal models list`).")
+    for name in models:
+        svc.catalog.get_model(name)
     for name in task_names:
         get_task(name, svc.settings.home)
-    job = follow_job(svc.jobs, svc.jobs.submit(run_eval, {"model": model, "tasks": task_names, "limit": limit},
-                                               kind="eval.run", title=f"Eval {model} on {', '.join(task_names)}"),
+    params = {"model": models[0] if len(models) == 1 else models, "tasks": task_names, "limit": limit}
+    job = follow_job(svc.jobs, svc.jobs.submit(run_eval, params, kind="eval.run",
+                                               title=f"Eval {', '.join(models)} on {', '.join(task_names)}"),
                      detach=detach, as_json=as_json)
     if job is not None and not as_json:
-        for task, result in (job.result or {}).get("tasks", {}).items():
-            metrics = ", ".join(f"{k} {v:.4g}" for k, v in result.items() if k not in ("run", "skipped"))
-            typer.echo(f"{task:22} {metrics}" + (f"  ({result['skipped']} skipped)" if result["skipped"] else ""))
+        for name, tasks in (job.result or {}).get("models", {}).items():
+            for task, result in tasks.items():
+                metrics = ", ".join(f"{k} {v:.4g}" for k, v in result.items() if k not in ("run", "skipped"))
+                label = f"{name}  {task}" if len(models) > 1 else task
+                typer.echo(f"{label:22} {metrics}" + (f"  ({result['skipped']} skipped)" if result["skipped"] else ""))
 
 
 @app.command("results")
 def results(task: Annotated[Optional[str], typer.Option("--task")] = None, as_json: JsonOpt = False,
-            export: Annotated[Optional[str], typer.Option("--format", help="md or csv (json: --json).")] = None) -> None:
-    """Leaderboard: tasks as rows, models as columns (latest run of each; like-for-like prompts only)."""
-    runs = services().catalog.eval_runs(task=task)
-    latest = {}
-    for r in runs:
-        latest[(r.task, r.model_name)] = r
-    table: dict[str, dict[str, dict]] = {}
-    for (t, m), r in latest.items():
-        metric = next(iter(r.metrics), None)
-        table.setdefault(t, {})[m] = {"run": r.id, "metric": metric, "value": r.metrics.get(metric) if metric else None,
-                                       "stderr": r.stderr.get(metric) if metric else None, "version": r.task_version,
-                                       "prompt_hash": r.prompt_hash}
-    for t, row in table.items():  # mark scores made with a different task version or prompt than the first column
-        reference = next(iter(row.values()))
-        for cell in row.values():
-            cell["comparable"] = (cell["version"], cell["prompt_hash"]) == (reference["version"], reference["prompt_hash"])
-    if as_json:
-        print_json(table)
-        return
-    models = sorted({m for row in table.values() for m in row})
-    if export in ("md", "csv"):
-        def cell(c: dict | None) -> str:
-            if not c or c["value"] is None:
-                return ""
-            err = f" ± {c['stderr']:.3f}" if c["stderr"] and c["stderr"] == c["stderr"] else ""
-            return f"{c['metric']} {c['value']:.4f}{err}" + ("" if c["comparable"] else " (different prompt)")
+            export: Annotated[Optional[str], typer.Option("--format", help="text, md, csv or json.")] = None) -> None:
+    """Leaderboard: tasks as rows, models as columns, group averages.
 
-        if export == "md":
-            typer.echo("| task | " + " | ".join(models) + " |")
-            typer.echo("|---|" + "---|" * len(models))
-            for t, row in sorted(table.items()):
-                typer.echo(f"| {t} | " + " | ".join(cell(row.get(m)) for m in models) + " |")
-        else:
-            import csv
-            import sys
+    Scores share a row only when made with the same task version, prompt and item limit; a task
+    run in several ways gets a row per way.
+    """
+    from internlocal.errors import UserError
+    from internlocal.evals.leaderboard import build_from_catalog
 
-            writer = csv.writer(sys.stdout)
-            writer.writerow(["task", "model", "metric", "value", "stderr", "task_version", "prompt_hash", "run"])
-            for t, row in sorted(table.items()):
-                for m, c in sorted(row.items()):
-                    writer.writerow([t, m, c["metric"], c["value"], c["stderr"], c["version"], c["prompt_hash"], c["run"]])
-        return
-    elif export is not None:
-        from internlocal.errors import UserError
-
-        raise UserError(f"--format {export!r}: use md or csv (or --json).")
-    typer.echo("task".ljust(22) + "".join(m[:26].ljust(28) for m in models))
-    for t, row in sorted(table.items()):
-        cells = []
-        for m in models:
-            c = row.get(m)
-            if not c or c["value"] is None:
-                cells.append("-".ljust(28))
-            else:
-                err = f"±{c['stderr']:.3f}" if c["stderr"] and c["stderr"] == c["stderr"] else ""
-                mark = "" if c["comparable"] else " ≠"
-                cells.append(f"{c['metric']} {c['value']:.3f}{err}{mark}".ljust(28))
-        typer.echo(t.ljust(22) + "".join(cells))
+    fmt = "json" if as_json else (export or "text")
+    if fmt not in ("text", "md", "csv", "json"):
+        raise UserError(f"--format {export!r}: use text, md, csv or json.")
+    svc = services()
+    board = build_from_catalog(svc.catalog, svc.settings.home, task=task)
+    if fmt == "json":
+        typer.echo(board.to_json())
+    elif fmt == "md":
+        typer.echo(board.to_markdown(), nl=False)
+    elif fmt == "csv":
+        typer.echo(board.to_csv(), nl=False)
+    elif not board.rows:
+        typer.echo("No evaluation results yet; `internlocal eval run MODEL TASK` makes some.")
+    else:
+        typer.echo(board.to_text())
 
 
 @app.command("show")

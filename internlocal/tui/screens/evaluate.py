@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Input, Label, ProgressBar, Static
+from textual.widgets import Button, DataTable, Footer, Input, Label, ProgressBar, SelectionList, Static
 
 from internlocal.errors import UserError
 from internlocal.tui.widgets.job_watch import JobWatcher
@@ -18,11 +19,11 @@ from internlocal.tui.widgets.job_watch import JobWatcher
 class EvalScreen(Screen):
     DEFAULT_CSS = """
     EvalScreen .heading { text-style: bold; padding: 0 1; background: $panel; }
-    EvalScreen #form { height: 3; }
-    EvalScreen #form Label { padding: 1 1 0 1; }
-    EvalScreen #model { width: 1fr; }
-    EvalScreen #tasks { width: 2fr; }
-    EvalScreen #limit { width: 8; }
+    EvalScreen #pickers { width: 40; }
+    EvalScreen #pickers SelectionList { height: 1fr; border: round $primary; }
+    EvalScreen #limit-row { height: 3; }
+    EvalScreen #limit-row Label { padding: 1 1 0 1; }
+    EvalScreen #limit { width: 10; }
     EvalScreen #status { height: 2; padding: 0 1; }
     EvalScreen #board { height: 1fr; }
     EvalScreen #items { height: 1fr; }
@@ -34,19 +35,26 @@ class EvalScreen(Screen):
         self.watcher = JobWatcher()
 
     def compose(self) -> ComposeResult:
-        yield Static("Evaluate  —  benchmarks and your own tasks; Enter on a score shows the model's answers", classes="heading")
-        with Horizontal(id="form"):
-            yield Label("model")
-            yield Input(placeholder="catalog model (empty: the default chat model)", id="model")
-            yield Label("tasks")
-            yield Input("capitals_en capitals_zh capitals_en_qa sample_text", id="tasks")
-            yield Label("limit")
-            yield Input("", id="limit", restrict=r"[0-9]*")
-            yield Button("Run", id="run", variant="success")
-        with Vertical(id="status"):
-            yield ProgressBar(id="bar", show_eta=True)
-        yield DataTable(id="board", cursor_type="cell", zebra_stripes=True)
-        yield DataTable(id="items", cursor_type="row", zebra_stripes=True)
+        yield Static("Evaluate  —  tick models and tasks, Ctrl+R runs them; Enter on a score shows the model's answers",
+                     classes="heading")
+        with Horizontal():
+            with Vertical(id="pickers"):
+                models = SelectionList[str](id="models")
+                models.border_title = "models"
+                yield models
+                tasks = SelectionList[str](id="tasks")
+                tasks.border_title = "tasks"
+                yield tasks
+                with Horizontal(id="limit-row"):
+                    yield Label("first")
+                    yield Input("", id="limit", restrict=r"[0-9]*", placeholder="all")
+                    yield Label("items")
+                    yield Button("Run", id="run", variant="success")
+            with Vertical():
+                with Vertical(id="status"):
+                    yield ProgressBar(id="bar", show_eta=True)
+                yield DataTable(id="board", cursor_type="cell", zebra_stripes=True)
+                yield DataTable(id="items", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
     @property
@@ -59,53 +67,75 @@ class EvalScreen(Screen):
             items.add_column(column, key=column)
         self.query_one("#bar", ProgressBar).display = False
         self.set_interval(0.5, self.poll)
-        self.refresh_board()
 
     def on_screen_resume(self) -> None:
+        self.refresh_pickers()
         self.refresh_board()
+
+    def refresh_pickers(self) -> None:
+        """Catalog chat models (the default ticked at first) and every task; ticks are kept across refreshes."""
+        from internlocal.evals.tasks import all_tasks
+
+        if self.services is None:
+            return
+        models = self.query_one("#models", SelectionList)
+        chosen = set(models.selected)
+        if not chosen:
+            try:
+                chosen = {self.services.chats.default_model().name}
+            except UserError:
+                pass  # no chat model yet: nothing ticked
+        models.clear_options()
+        models.add_options([(m.name, m.name, m.name in chosen) for m in self.services.catalog.list_models(kind="chat")])
+        tasks = self.query_one("#tasks", SelectionList)
+        chosen = set(tasks.selected) or {"capitals_en", "capitals_zh", "capitals_en_qa", "sample_text"}
+        tasks.clear_options()
+        try:
+            found = all_tasks(self.services.settings.home)
+        except UserError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        tasks.add_options([(f"{t.name}  ({t.output_type.replace('_', ' ')})", t.name, t.name in chosen)
+                           for t in found.values()])
 
     # -- leaderboard -------------------------------------------------------------------------------
 
     def refresh_board(self) -> None:
+        from internlocal.evals.leaderboard import build_from_catalog, format_score, format_value, group_label
+
         if self.services is None:
             return
-        runs = self.services.catalog.eval_runs()
-        latest = {(r.task, r.model_name): r for r in runs}
-        models = sorted({m for _, m in latest})
-        tasks = sorted({t for t, _ in latest})
+        leaderboard = build_from_catalog(self.services.catalog, self.services.settings.home)
         board = self.query_one("#board", DataTable)
         board.clear(columns=True)
         board.add_column("task", key="task")
-        for m in models:
+        board.add_column("metric", key="metric")
+        for m in leaderboard.models:
             board.add_column(m, key=m)
-        for t in tasks:
-            reference = next((latest[(t, m)] for m in models if (t, m) in latest), None)
-            cells = []
-            for m in models:
-                r = latest.get((t, m))
-                if r is None or not r.metrics:
-                    cells.append("-")
-                    continue
-                metric, value = next(iter(r.metrics.items()))
-                err = r.stderr.get(metric)
-                mark = "" if reference and (r.task_version, r.prompt_hash) == (reference.task_version, reference.prompt_hash) else " ≠"
-                cells.append(f"{metric} {value:.3f}" + (f" ±{err:.3f}" if err and err == err else "") + mark)
-            board.add_row(t, *cells, key=t)
-        self._latest = latest
+        self._rows = {}
+        for number, row in enumerate(leaderboard.rows):
+            key = f"row-{number}"
+            self._rows[key] = row
+            # Text, not str: a str cell is read as markup and "[first 8]" would vanish as a tag
+            board.add_row(Text(row.label), Text(row.metric),
+                          *(Text(format_score(row.scores.get(m), "-")) for m in leaderboard.models), key=key)
+        for number, group in enumerate(leaderboard.groups):
+            board.add_row(Text(group_label(group), style="bold"), Text(group.metric),
+                          *(Text(format_value(group.values[m], "-"), style="bold") for m in leaderboard.models),
+                          key=f"group-{number}")
 
     @on(DataTable.CellSelected, "#board")
     def show_items(self, event: DataTable.CellSelected) -> None:
-        task = str(event.cell_key.row_key.value)
-        model = str(event.cell_key.column_key.value)
-        run = getattr(self, "_latest", {}).get((task, model))
+        row = getattr(self, "_rows", {}).get(str(event.cell_key.row_key.value))
+        score = row.scores.get(str(event.cell_key.column_key.value)) if row else None
         table = self.query_one("#items", DataTable)
         table.clear()
-        if run is None:
+        if score is None:
             return
-        for item in self.services.catalog.eval_items(run.id):
+        for item in self.services.catalog.eval_items(score.run):
             scores = json.loads(item.scores_json)
-            score = scores.get("acc", scores.get("exact_match", scores.get("loglikelihood")))
-            table.add_row(str(item.idx), (item.target or "")[:40], (item.response or "")[:60], f"{score:.3g}" if score is not None else "-")
+            value = scores.get("acc", scores.get("exact_match", scores.get("loglikelihood")))
+            table.add_row(str(item.idx), (item.target or "")[:40], (item.response or "")[:60], f"{value:.3g}" if value is not None else "-")
 
     # -- runs --------------------------------------------------------------------------------------
 
@@ -119,21 +149,25 @@ class EvalScreen(Screen):
 
         if self.services is None:
             return
-        model = self.query_one("#model", Input).value.strip() or self.services.chats.default_model().name
-        tasks = self.query_one("#tasks", Input).value.split()
+        models = list(self.query_one("#models", SelectionList).selected)
+        tasks = list(self.query_one("#tasks", SelectionList).selected)
         limit = self.query_one("#limit", Input).value.strip()
+        if not models or not tasks:
+            self.notify("Tick at least one model and one task.", severity="warning")
+            return
         try:
-            self.services.catalog.get_model(model)
+            for name in models:
+                self.services.catalog.get_model(name)
             for name in tasks:
                 get_task(name, self.services.settings.home)
         except UserError as exc:
             self.notify(str(exc), severity="error")
             return
-        job = self.services.jobs.submit(run_eval, {"model": model, "tasks": tasks, "limit": int(limit) if limit else None},
-                                        kind="eval.run", title=f"Eval {model}")
+        params = {"model": models[0] if len(models) == 1 else models, "tasks": tasks, "limit": int(limit) if limit else None}
+        job = self.services.jobs.submit(run_eval, params, kind="eval.run", title=f"Eval {', '.join(models)}")
         self.watcher.watch(job.id)
         self.query_one("#bar", ProgressBar).display = True
-        self.notify(f"Evaluating {model} on {len(tasks)} task(s) (job {job.id})")
+        self.notify(f"Evaluating {', '.join(models)} on {len(tasks)} task(s) (job {job.id})")
 
     def poll(self) -> None:
         state = self.watcher.update(self.services)

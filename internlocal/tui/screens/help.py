@@ -20,7 +20,7 @@ Chat with local models, run long work as background jobs, and keep everything in
 | F6 | **Jobs** — downloads, training, evaluation and indexing, with progress |
 | F7 | **Models** — the catalog's models, the registry, pulls, conversions |
 | F8 | **Serve** — the OpenAI-compatible API: start/stop, URL, request log |
-| F9 | **Eval** — run tasks on a model, leaderboard, per-item answers |
+| F9 | **Eval** — run tasks on models, leaderboard, per-item answers |
 | F10 | **Train** — recipes with a memory fit, one key to start, live loss curve |
 | F11 | **Knowledge** — knowledge bases over your folders: index, search with sources, chat with one (Ctrl+T) |
 | Ctrl+P | **Command palette** — every command by name |
@@ -74,10 +74,13 @@ registered: the new model is in the Chat model picker (F3).
 ## Eval
 | key | action |
 |---|---|
-| Ctrl+R | run the tasks in the form on the model (a job; answers are cached) |
+| Space / Enter in a list | tick or untick a model or a task |
+| Ctrl+R | run the ticked tasks on the ticked models, one model after another (a job; answers are cached) |
 | Enter on a score | that run's items: target, the model's answer, score |
 
-Scores marked ≠ were made with a different task version or prompt than the first column's.
+Only scores made the same way share a row: a task run with another version, prompt or item limit
+("first N") gets a row of its own. Group averages (bold) are shown for models with every task of
+the group.
 
 ## Jobs
 | key | action |
