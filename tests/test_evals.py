@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -153,18 +154,29 @@ def test_custom_mcq_task_from_csv(services, engine, tmp_path):
         add_custom_task(services.settings.home, "bad", bad, "mcq")
 
 
-def test_cli_runs_two_models_and_the_leaderboard_exports(internlocal_bin, cli_env, gguf_path):
+def test_cli_runs_two_models_and_the_leaderboard_exports(internlocal_bin, cli_env, gguf_path, tmp_path):
     def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
         out = subprocess.run([internlocal_bin, *args], env=cli_env, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0 or not check, out.stderr
         return out
 
     # the same weights under a second name: its answers come from the request cache, keyed by sha256
-    cli("models", "import", str(gguf_path), "--name", "smollm2-copy")
+    copy = tmp_path / "copy.gguf"
+    shutil.copyfile(gguf_path, copy)
+    cli("models", "import", str(copy), "--name", "smollm2-copy")
     out = cli("eval", "run", "smollm2-135m-instruct-q4_1,smollm2-copy", "capitals_en", "capitals_zh", "sample_text",
               "--limit", "6")
     assert "smollm2-copy  capitals_en" in out.stdout and "acc" in out.stdout
     board = json.loads(cli("eval", "results", "--json").stdout)
+
+    # rescoring needs no model: with the copy's file gone, a re-run of answered requests still works
+    copy.unlink()
+    again = cli("eval", "run", "smollm2-copy", "capitals_en", "capitals_zh", "sample_text", "--limit", "6", "--json")
+    assert "the model was not loaded" in again.stdout
+    rerun = {r["task"]: r["scores"]["smollm2-copy"]["value"] for r in json.loads(cli("eval", "results", "--json").stdout)["rows"]}
+    assert rerun == {r["task"]: r["scores"]["smollm2-copy"]["value"] for r in board["rows"]}
+    unanswered = cli("eval", "run", "smollm2-copy", "capitals_en_qa", "--limit", "2", check=False)
+    assert unanswered.returncode == 1 and "smollm2-copy is gone" in unanswered.stderr
     assert board["models"] == ["smollm2-135m-instruct-q4_1", "smollm2-copy"]
     rows = {r["task"]: r for r in board["rows"]}
     assert set(rows) == {"capitals_en", "capitals_zh", "sample_text"}

@@ -265,9 +265,13 @@ class Catalog:
         return found
 
     def cache_put(self, values: dict[str, Any]) -> None:
-        with self.session() as s:
-            for key, value in values.items():
-                s.merge(EvalCache(key=key, value_json=json.dumps(value)))
+        if not values:
+            return
+        now = utcnow()
+        rows = [{"key": key, "value_json": json.dumps(value), "created_at": now} for key, value in values.items()]
+        with self.session() as s:  # one executemany: a task's token counts are thousands of rows
+            s.connection().execute(sqlalchemy.text("INSERT OR REPLACE INTO eval_cache (key, value_json, created_at) "
+                                                   "VALUES (:key, :value_json, :created_at)"), rows)
 
     # -- datasets ---------------------------------------------------------------------------------
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from internlocal.catalog import open_catalog
 from internlocal.catalog.schema import EvalItem, EvalRun
 from internlocal.config import load_settings
+from internlocal.engines.base import Capability, Engine
 from internlocal.engines.loader import choose_engine, load_engine
 from internlocal.evals.runner import RequestCache, evaluate
 from internlocal.evals.tasks import get_task
@@ -37,10 +39,12 @@ def run_eval(ctx: JobContext, model: str | list[str], tasks: list[str], limit: i
 def _evaluate_model(ctx: JobContext, catalog, settings, row, loaded: list, limit: int | None, seed: int,
                     done_before: int, total: int) -> dict[str, Any]:
     engine_name = choose_engine(row, settings)
-    engine = load_engine(row, settings)
+    # the requested context (with the model's sha256 it decides the engine's actual one) keys the cache,
+    # so the key is known before, or without, loading the model
+    namespace = json.dumps([row.sha256 or row.path, engine_name, settings.context_length, row.quantization])
+    cache = RequestCache(catalog, namespace)
+    engine = LazyEngine(lambda: load_engine(row, settings), cache)
     try:
-        namespace = json.dumps([row.sha256 or row.path, engine_name, engine.context_length, row.quantization])
-        cache = RequestCache(catalog, namespace)
         template_hash = hashlib.sha256((row.chat_template or "").encode()).hexdigest()[:16] if row.chat_template else None
         summary = {}
         for number, task in enumerate(loaded):
@@ -66,6 +70,47 @@ def _evaluate_model(ctx: JobContext, catalog, settings, row, loaded: list, limit
             ctx.log(f"{row.name} · {task.name}: {outcome.metrics} ({outcome.skipped} skipped, "
                     f"{outcome.cached}/{outcome.requests} cached)")
             summary[task.name] = {"run": run.id, **outcome.metrics, "skipped": outcome.skipped}
+        if not engine.is_loaded:
+            ctx.log(f"{row.name}: every answer came from the cache; the model was not loaded")
         return summary
     finally:
         engine.close()
+
+
+class LazyEngine:
+    """The engine, loaded on first real use.
+
+    A re-run whose answers are all cached, or one that only scores them differently, never loads
+    the model: what the runner asks first (capabilities, context length) was recorded in the
+    request cache the first time the model was loaded, and token counts are cached there too.
+    """
+
+    def __init__(self, load: Callable[[], Engine], cache: RequestCache):
+        self._load, self._cache, self._engine = load, cache, None
+        self._facts_key = cache.key(["engine"])
+        facts = cache.get([self._facts_key]).get(self._facts_key)
+        if facts is None:
+            self.loaded()
+        else:
+            self.capabilities = frozenset(Capability(c) for c in facts["capabilities"])
+            self.context_length = facts["context_length"]
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._engine is not None
+
+    def loaded(self) -> Engine:
+        if self._engine is None:
+            self._engine = self._load()
+            self.capabilities = self._engine.capabilities
+            self.context_length = self._engine.context_length
+            self._cache.put({self._facts_key: {"capabilities": sorted(self.capabilities),
+                                               "context_length": self.context_length}})
+        return self._engine
+
+    def __getattr__(self, name: str) -> Any:  # loglikelihood, chat, complete, tokenize, …
+        return getattr(self.loaded(), name)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()

@@ -5,9 +5,10 @@
 - generate_until: greedy generation to the stop strings, optional regex extraction, ``exact_match``.
 - perplexity: rolling log-likelihood of each text; token, word and byte perplexity, bits per byte.
 
-Every request's answer is cached in the catalog under a key made of the model's sha256, engine,
-context length and the request itself, so a re-run (or a run resumed after a crash) asks the
-model only what it has not answered yet, and totals come out identical.
+Every request's answer (and every token count) is cached in the catalog under a key made of the
+model's sha256, engine, context length and the request itself, so a re-run (or a run resumed after
+a crash) asks the model only what it has not answered yet, and totals come out identical; a re-run
+that changes only how answers are scored (an extraction regex, a metric) needs no model at all.
 """
 
 from __future__ import annotations
@@ -63,24 +64,37 @@ def evaluate(engine: Engine, task: Task, cache: RequestCache, *, limit: int | No
     return _perplexity(engine, task, docs, cache, progress, check_cancelled)
 
 
-def _fits(engine: Engine, text: str) -> bool:
+def _token_counts(engine: Engine, cache: RequestCache, texts: list[str], add_special: bool) -> list[int]:
+    """Token counts, cached like answers: a re-run whose answers are all cached needs no tokenizer either."""
+    keys = [cache.key(["tokens", t, add_special]) for t in texts]
+    known = cache.get(list(dict.fromkeys(keys)))
+    fresh = {}
+    for key, text in zip(keys, texts):
+        if key not in known and key not in fresh:
+            fresh[key] = len(engine.tokenize(text, add_special=add_special))
+    cache.put(fresh)
+    known.update(fresh)
+    return [known[k] for k in keys]
+
+
+def _fitting(engine: Engine, cache: RequestCache, texts: list[str]) -> list[bool]:
+    """Which prompts fit the context (an over-long one is skipped and counted, not truncated)."""
     if Capability.TOKENIZE not in engine.capabilities or not engine.context_length:
-        return True  # a remote endpoint: it reports an over-long prompt itself
-    return len(engine.tokenize(text, add_special=True)) < engine.context_length
+        return [True] * len(texts)  # a remote endpoint: it reports an over-long prompt itself
+    return [n < engine.context_length for n in _token_counts(engine, cache, texts, add_special=True)]
 
 
 def _multiple_choice(engine, task, docs, cache, progress, check_cancelled, seed) -> Outcome:
-    plans = []  # (doc index, gold, choices, [(context, continuation)])
-    skipped = []
+    candidates = []  # (doc index, gold, choices, [(context, continuation)])
     for i, doc in enumerate(docs):
         context = task.fewshot_prefix(i) + task.text(doc)
         choices = task.choices(doc)
-        gold = task.gold_index(doc, i)
         requests = [(context, task.target_delimiter + c) for c in choices]
-        if not _fits(engine, context + max(requests, key=lambda r: len(r[1]))[1]):
-            skipped.append(i)
-            continue
-        plans.append((i, gold, choices, requests))
+        candidates.append((i, task.gold_index(doc, i), choices, requests))
+    longest = [p[3][0][0] + max(p[3], key=lambda r: len(r[1]))[1] for p in candidates]
+    fits = _fitting(engine, cache, longest)
+    plans = [p for p, ok in zip(candidates, fits) if ok]
+    skipped = [p[0] for p, ok in zip(candidates, fits) if not ok]
     answers = _loglikelihoods(engine, [r for p in plans for r in p[3]], cache, progress, check_cancelled)
     items, correct, correct_norm = [], [], []
     at = 0
@@ -129,11 +143,13 @@ def _generate(engine, task, docs, cache, progress, check_cancelled, seed) -> Out
     params = GenerationParams.greedy(max_tokens=task.max_tokens, stop=task.until)
     items, scores, skipped, cached = [], [], 0, 0
     progress(0, len(docs))
+    prompts = [task.fewshot_prefix(i) + task.text(doc) for i, doc in enumerate(docs)]
+    fits = _fitting(engine, cache, prompts)
     for i, doc in enumerate(docs):
         check_cancelled()
-        prompt = task.fewshot_prefix(i) + task.text(doc)
+        prompt = prompts[i]
         target = task.target(doc)
-        if not _fits(engine, prompt):
+        if not fits[i]:
             skipped += 1
             continue
         key = cache.key(["gen", prompt, params.model_dump(), task.apply_chat_template])
@@ -166,13 +182,14 @@ def _perplexity(engine, task, docs, cache, progress, check_cancelled) -> Outcome
     total_ll = total_tokens = total_words = total_bytes = 0.0
     cached = sum(1 for k in keys if k in known)
     can_tokenize = Capability.TOKENIZE in engine.capabilities  # a remote endpoint cannot: no token perplexity
+    counts = _token_counts(engine, cache, texts, add_special=False) if can_tokenize else [0] * len(texts)
     for i, (text, key) in enumerate(zip(texts, keys)):
         check_cancelled()
         if key not in known:
             known[key] = engine.loglikelihood_rolling([text])[0]
             cache.put({key: known[key]})
         ll = known[key]
-        tokens = len(engine.tokenize(text)) if can_tokenize else 0
+        tokens = counts[i]
         words, nbytes = len(text.split()), len(text.encode("utf-8"))
         total_ll += ll
         total_tokens += tokens
