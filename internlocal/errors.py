@@ -29,5 +29,9 @@ class NotFound(UserError):
     """A named catalog entry (model, chat, job) does not exist."""
 
 
+class ContextOverflow(UserError):
+    """A prompt is longer than the model's context (evaluation skips such an item and counts it)."""
+
+
 class Unsupported(UserError):
     """An engine was asked for a capability it does not declare."""

@@ -74,6 +74,55 @@ def test_arc_hellaswag_truthfulqa(tmp_path):
     assert task.gold_index(task.docs[0], 0) == 0
 
 
+def test_arc_and_truthfulqa_in_their_original_release_formats(tmp_path):
+    # AI2's ARC-Easy-Test.jsonl: the question is an object with a stem and labelled choices
+    jsonl(tmp_path / "arc" / "ARC-Easy" / "ARC-Easy-Test.jsonl", [{"id": "Mercury_7175875", "question": {
+        "stem": "An astronomer observes that a planet rotates faster after a meteorite impact. Which is the most likely "
+                "effect of this increase in rotation?",
+        "choices": [{"text": "Planetary density will decrease.", "label": "A"},
+                    {"text": "Planetary years will become longer.", "label": "B"},
+                    {"text": "Planetary days will become shorter.", "label": "C"},
+                    {"text": "Planetary gravity will become stronger.", "label": "D"}]}, "answerKey": "C"}])
+    task = load_task(import_benchmark(tmp_path / "home", "arc", tmp_path / "arc", name="arc_easy"))
+    doc = task.docs[0]
+    assert task.text(doc).startswith("Question: An astronomer") and task.choices(doc)[2] == "Planetary days will become shorter."
+    assert task.gold_index(doc, 0) == 2
+    # TruthfulQA's mc_task.json: a JSON array, mc1_targets maps each answer to 1 (true) or 0
+    (tmp_path / "tqa").mkdir()
+    (tmp_path / "tqa" / "mc_task.json").write_text(json.dumps([{
+        "question": "What is the smallest country in the world that is at least one square mile in area?",
+        "mc1_targets": {"Nauru is the smallest country in the world that is at least one square mile in area.": 1,
+                        "The smallest country in the world that is at least one square mile in area is Vatican City.": 0,
+                        "The smallest country in the world that is at least one square mile in area is Monaco.": 0},
+        "mc2_targets": {"Nauru": 1, "Vatican City": 0}}]), encoding="utf-8")
+    task = load_task(import_benchmark(tmp_path / "home", "truthfulqa_mc1", tmp_path / "tqa"))
+    assert len(task.choices(task.docs[0])) == 3 and task.gold_index(task.docs[0], 0) == 0
+
+
+def test_mmlu_refuses_an_answer_that_is_not_one_letter(tmp_path):
+    folder = tmp_path / "mmlu" / "test"
+    folder.mkdir(parents=True)
+    with (folder / "anatomy_test.csv").open("w", newline="") as fh:
+        csv.writer(fh).writerows([["Q1?", "a", "b", "c", "d", "A"], ["Q2?", "a", "b", "c", "d", "AB"]])
+    with pytest.raises(UserError, match="anatomy_test.csv line 2: expected question,A,B,C,D,answer"):
+        import_benchmark(tmp_path / "home", "mmlu", tmp_path / "mmlu")
+
+
+@pytest.mark.parametrize("response, target, right", [
+    ("Tom has 2 + 3 = 5 apples.\n#### 5", "5", True),
+    ("The answer is 18.", "18", True),
+    ("She pays $1,000 in total, so the answer is $1,000.", "1000", True),
+    ("First 12 eggs, then 3 more: 15", "15", True),
+    ("He had 7 and gave 2, 5 left, then bought 4", "5", False),  # the last number counts, as in lm-eval
+    ("I do not know.", "3", False),
+])
+def test_gsm8k_scoring_matches_lm_eval_flexible_extract(tmp_path, response, target, right):
+    jsonl(tmp_path / "gsm8k" / "test.jsonl", [{"question": "Q?", "answer": f"work\n#### {target}"}])
+    task = load_task(import_benchmark(tmp_path / "home", "gsm8k", tmp_path / "gsm8k"))
+    assert task.version == "gsm8k-2"
+    assert (task.normalize(task.extract(response)) == task.normalize(task.target(task.docs[0]))) is right
+
+
 def test_gsm8k_and_wikitext(tmp_path, engine):
     jsonl(tmp_path / "gsm8k" / "test.jsonl", [{"question": "Tom has 2 apples and buys 3 more. How many apples?",
           "answer": "Tom has 2 + 3 = <<2+3=5>>5 apples.\n#### 5"}])

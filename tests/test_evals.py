@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -116,9 +117,62 @@ def test_items_too_long_for_the_context_are_skipped_and_counted(gguf_path, tmp_p
             {"q": "word " * 400 + "The capital of Italy is", "c": ["Paris", "Rome"], "a": 1}]
     task = load_task(write_task(tmp_path, rows, output_type="multiple_choice", doc_to_text="{q}", doc_to_choice="{c}",
                                 doc_to_target="{a}"))
+    (tmp_path / "qa").mkdir()
+    qa = load_task(write_task(tmp_path / "qa",
+                              [{"q": "What is the capital of France? Answer in one word.", "a": "Paris"},
+                               {"q": "word " * 400 + "What is the capital of Italy? Answer in one word.", "a": "Rome"}],
+                              output_type="generate_until", doc_to_text="{q}", doc_to_target="{a}", until=["\n"],
+                              apply_chat_template=True, filter={"regex": r"([A-Z][a-z]+)\.?\s*$", "group": 1}))
     with LlamaCppEngine(gguf_path, n_ctx=256) as small:
         outcome = evaluate(small, task, RequestCache(None, "short"))
-    assert outcome.skipped == 1 and len(outcome.items) == 1
+        generated = evaluate(small, qa, RequestCache(None, "short-qa"))
+    # counted, and reported with the item: which one, and why
+    assert outcome.skipped == 1 and [i["idx"] for i in outcome.items] == [0, 1]
+    assert outcome.metrics["acc"] == 1.0  # over the one item asked: France → Paris
+    assert re.fullmatch(r"the prompt has \d+ tokens; the context holds 256", outcome.items[1]["scores"]["skipped"])
+    assert outcome.items[1]["response"] is None and outcome.items[1]["target"] == "Rome"
+    assert generated.skipped == 1 and generated.items[0]["scores"]["exact_match"] == 1.0
+    assert "the context holds 256" in generated.items[1]["scores"]["skipped"]
+
+
+def test_choices_are_scored_by_log_likelihood_and_per_character():
+    """Hand-checked: per character the second choice (-0.5) beats the first (-1.0), while in total the
+    first (-2.0) wins; ties go to the first of the tied choices."""
+    from internlocal.evals.runner import score_choices
+
+    assert score_choices([-2.0, -3.0, -4.5], ["ab", "abcdef", "abcdefghi"], gold=1) == (0, 1, False, True)
+    assert score_choices([-2.0, -3.0, -4.5], ["ab", "abcdef", "abcdefghi"], gold=0) == (0, 1, True, False)
+    assert score_choices([-1.0, -1.0], ["x", "y"], gold=0) == (0, 0, True, True)
+
+
+def test_few_shot_prompts_are_seeded_and_change_the_prompt_hash(tmp_path):
+    rows = [{"q": f"Question {n}?", "a": f"answer {n}"} for n in range(5)]
+    spec = dict(output_type="generate_until", doc_to_text="{q}\nA:", doc_to_target="{a}")
+    zero = load_task(write_task(tmp_path, rows, **spec))
+    two = load_task(write_task(tmp_path, rows, num_fewshot=2, **spec))
+    assert zero.fewshot_prefix(0) == "" and zero.prompt_hash() != two.prompt_hash()
+    prefix = two.fewshot_prefix(3)
+    shots = prefix.split("\n\n")[:-1]
+    assert len(shots) == 2 and prefix.endswith("\n\n") and "Question 3?" not in prefix
+    assert all(re.fullmatch(r"Question (\d)\?\nA: answer \1", shot) for shot in shots)
+    assert two.fewshot_prefix(3) == prefix  # the same examples every run (seeded per item)
+    assert two.model_copy(update={"fewshot_seed": 99}).prompt_hash() != two.prompt_hash()
+
+
+def test_multiple_choice_through_the_chat_template(engine):
+    task = get_task("capitals_en").model_copy(update={"apply_chat_template": True})
+    assert task.prompt_hash() != get_task("capitals_en").prompt_hash()
+    outcome = evaluate(engine, task, RequestCache(None, "mc-chat"))
+    first = outcome.items[0]["prompt"]
+    assert "<|im_start|>user\nQuestion: What is the capital of France?" in first and first.endswith("<|im_start|>assistant\n")
+    assert outcome.metrics["acc"] >= 0.9  # 22/24 through the template (23/24 without)
+
+
+def test_perplexity_reports_a_bootstrap_standard_error(engine):
+    outcome = evaluate(engine, get_task("sample_text"), RequestCache(None, "ppl-se"))
+    assert set(outcome.stderr) == set(outcome.metrics)
+    assert 0 < outcome.stderr["token_perplexity"] < outcome.metrics["token_perplexity"]
+    assert outcome.stderr == evaluate(engine, get_task("sample_text"), RequestCache(None, "ppl-se2")).stderr  # seeded
 
 
 def test_bad_task_files_name_the_file_and_line(tmp_path):

@@ -147,4 +147,10 @@ def show(run_id: int, as_json: JsonOpt = False, wrong: Annotated[bool, typer.Opt
         print_json(rows)
         return
     for r in rows:
-        typer.echo(f"#{r['idx']}: target {r['target']!r}, answered {r['response']!r}")
+        if "skipped" in r["scores"]:
+            typer.echo(f"#{r['idx']}: skipped ({r['scores']['skipped']})")
+        elif r["response"] is None:  # perplexity: a text, scored as it is
+            typer.echo(f"#{r['idx']}: log-likelihood {r['scores'].get('loglikelihood', float('nan')):.2f} over "
+                       f"{r['scores'].get('tokens', 0)} tokens: {r['prompt'][:60]!r}")
+        else:
+            typer.echo(f"#{r['idx']}: target {r['target']!r}, answered {r['response']!r}")

@@ -28,7 +28,7 @@ from internlocal.engines.base import (
     StreamTimer,
     TextAssembler,
 )
-from internlocal.errors import ModelFileError, NotEnoughMemory, UserError
+from internlocal.errors import ContextOverflow, ModelFileError, NotEnoughMemory, UserError
 from internlocal.hub.inspect import read_gguf
 
 # Bytes of memory per KV-cache element (f16) and a margin for compute buffers, for the fit check.
@@ -141,7 +141,7 @@ class LlamaCppEngine(EngineBase):
         params = params or GenerationParams()
         tokens = self.tokenize(prompt, add_special=True)
         if len(tokens) >= self.context_length:
-            raise UserError(
+            raise ContextOverflow(
                 f"The prompt has {len(tokens)} tokens but the context holds {self.context_length}; shorten it."
             )
         return self._generation(tokens, params, response_format)
@@ -271,7 +271,7 @@ class LlamaCppEngine(EngineBase):
             if not tokens:
                 raise UserError("The prompt is empty; give it some text.")
             if len(tokens) + int(next_token) > self.context_length:
-                raise UserError(f"The prompt is {len(tokens)} tokens; the context holds {self.context_length}.")
+                raise ContextOverflow(f"The prompt is {len(tokens)} tokens; the context holds {self.context_length}.")
             # row i predicts tokens[i + 1]; a placeholder target makes the last row the next-token one
             rows = self._logprob_rows(tokens[:1], tokens[1:] + [0])
         vocab = self._llm._model.vocab

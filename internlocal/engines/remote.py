@@ -23,7 +23,7 @@ from internlocal.engines.base import (
     LogLikelihood,
     StreamTimer,
 )
-from internlocal.errors import Unsupported, UserError
+from internlocal.errors import ContextOverflow, Unsupported, UserError
 
 
 class RemoteEngine(EngineBase):
@@ -85,7 +85,8 @@ class RemoteEngine(EngineBase):
                 except ValueError:
                     message = response.text[:200]
                 hint = " (check the API key)" if response.status_code in (401, 403) else ""
-                raise UserError(f"{self.base_url} answered {response.status_code}: {message}{hint}")
+                error = ContextOverflow if response.status_code == 400 and "context" in str(message).lower() else UserError
+                raise error(f"{self.base_url} answered {response.status_code}: {message}{hint}")
             for line in response.iter_lines(decode_unicode=True):
                 if cancel.is_set():
                     result.finish_reason = "cancelled"
@@ -163,7 +164,7 @@ class RemoteEngine(EngineBase):
         if response.status_code in (400, 404, 422, 501):
             message = response.text[:300]
             if "context" in message.lower():
-                raise UserError(f"{self.base_url}: {message}")
+                raise ContextOverflow(f"{self.base_url}: {message}")
             raise Unsupported(f"{unsupported} ({response.status_code}: {message})")
         if response.status_code >= 400:
             raise UserError(f"{self.base_url} answered {response.status_code}: {response.text[:200]}")

@@ -25,7 +25,7 @@ from internlocal.engines.base import (
     StreamTimer,
     TextAssembler,
 )
-from internlocal.errors import ModelFileError, UserError
+from internlocal.errors import ContextOverflow, ModelFileError, UserError
 
 
 class TransformersEngine(EngineBase):
@@ -124,7 +124,7 @@ class TransformersEngine(EngineBase):
 
     def _generation(self, prompt: list[int], params: GenerationParams) -> Generation:
         if len(prompt) + 1 >= self.context_length:
-            raise UserError(f"The prompt has {len(prompt)} tokens but {self.model_name}'s context holds "
+            raise ContextOverflow(f"The prompt has {len(prompt)} tokens but {self.model_name}'s context holds "
                             f"{self.context_length}; shorten it.")
         cancel = threading.Event()
         return Generation(self._stream(prompt, params, cancel), cancel)

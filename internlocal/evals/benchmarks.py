@@ -56,6 +56,8 @@ def _rows(path: Path, header: bool = True) -> Iterator[tuple[str, Any]]:
 
 
 ROWS = ("*.jsonl", "*.parquet")
+# a loader whose prompt or scoring changed gets a new version, so old and new scores never share a row
+VERSIONS = {"gsm8k": 2}  # 2: lm-eval's flexible-extract (last number; commas, $ and a final stop ignored)
 
 
 def _subject(path: Path, suffixes: tuple[str, ...] = ("_test", "_val", "_dev")) -> str:
@@ -72,7 +74,7 @@ def mmlu(folder: Path) -> tuple[list[dict], dict]:
     for path in _files(folder, ("*_test.csv", *ROWS)):
         if path.suffix == ".csv":
             for n, row in _csv(path, header=False):
-                if len(row) != 6 or row[5].strip() not in "ABCD" or not row[5].strip():
+                if len(row) != 6 or row[5].strip() not in ("A", "B", "C", "D"):
                     raise UserError(f"{path} {n}: expected question,A,B,C,D,answer (A-D).")
                 rows.append({"subject": _subject(path), "question": row[0], "choices": row[1:5], "answer": "ABCD".index(row[5].strip())})
         else:
@@ -115,6 +117,11 @@ def arc(folder: Path) -> tuple[list[dict], dict]:
     rows = []
     for path in _files(folder, ROWS):
         for n, row in read_rows(path):
+            if isinstance(row.get("question"), dict):  # AI2's own JSONL: question.stem, question.choices[{text, label}]
+                stem = row["question"]
+                row = {"question": stem.get("stem", ""), "answerKey": row.get("answerKey"),
+                       "choices": {"label": [c.get("label") for c in stem.get("choices", [])],
+                                   "text": [c.get("text") for c in stem.get("choices", [])]}}
             choices = row.get("choices") or {}
             labels, texts = choices.get("label", []), choices.get("text", [])
             if row.get("answerKey") not in labels:
@@ -147,9 +154,11 @@ def hellaswag(folder: Path) -> tuple[list[dict], dict]:
 
 def truthfulqa_mc1(folder: Path) -> tuple[list[dict], dict]:
     rows = []
-    for path in _files(folder, ROWS):
+    for path in _files(folder, ROWS, ("mc_task.json",)):
         for n, row in read_rows(path):
             targets = row.get("mc1_targets") or {}
+            if "choices" not in targets:  # the original mc_task.json: {answer text: 1 or 0, ...}
+                targets = {"choices": list(targets), "labels": list(targets.values())}
             labels = targets.get("labels", [])
             if labels.count(1) != 1:
                 raise UserError(f"{path} {n}: mc1_targets must have exactly one correct label.")
@@ -166,9 +175,12 @@ def gsm8k(folder: Path) -> tuple[list[dict], dict]:
             if not match:
                 raise UserError(f"{path} {n}: the answer has no final '#### N' line.")
             rows.append({"question": row["question"], "target": match.group(1).replace(",", "")})
+    # lm-evaluation-harness's "flexible-extract": the last number in the answer, compared without commas,
+    # dollar signs or a final full stop, ignoring case
     return rows, {"output_type": "generate_until", "doc_to_text": "Question: {question}\nAnswer:", "doc_to_target": "{target}",
-                  "until": ["Question:", "\n\n"], "max_tokens": 256,
-                  "filter": {"regex": r"(-?[\d,]*\.?\d+)\s*$", "group": 1}}
+                  "until": ["Question:", "</s>", "<|im_end|>"], "max_tokens": 256,
+                  "filter": {"regex": r"(-?[$0-9.,]{2,})|(-?[0-9]+)", "group": 0, "select": -1},
+                  "ignore": [",", r"\$", r"(?s).*#### ", r"\.$"], "ignore_case": True}
 
 
 def wikitext(folder: Path) -> tuple[list[dict], dict]:
@@ -235,7 +247,7 @@ def import_benchmark(home: Path, benchmark: str, folder: Path, name: str | None 
     out.mkdir(parents=True, exist_ok=True)
     data = out / f"{name}.jsonl"
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    task = {"name": name, "version": f"{benchmark}-1", "group": "benchmarks", "description": f"{benchmark} ({len(rows)} items{', from ' + source if source else ''})",
+    task = {"name": name, "version": f"{benchmark}-{VERSIONS.get(benchmark, 1)}", "group": "benchmarks", "description": f"{benchmark} ({len(rows)} items{', from ' + source if source else ''})",
             "dataset": data.name, **spec}
     path = out / f"{name}.yaml"
     path.write_text(yaml.safe_dump(task, allow_unicode=True, sort_keys=False), encoding="utf-8")

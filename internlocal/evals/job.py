@@ -41,11 +41,15 @@ def _evaluate_model(ctx: JobContext, catalog, settings, row, loaded: list, limit
     engine_name = choose_engine(row, settings)
     # the requested context (with the model's sha256 it decides the engine's actual one) keys the cache,
     # so the key is known before, or without, loading the model
-    namespace = json.dumps([row.sha256 or row.path, engine_name, settings.context_length, row.quantization])
+    template_hash = hashlib.sha256((row.chat_template or "").encode()).hexdigest()[:16] if row.chat_template else None
+    meta = row.metadata_dict
+    # everything that changes an answer: the weights (a remote model's name on its server; adapters and
+    # load-time quantization), the engine, the requested context and the chat template
+    namespace = json.dumps([row.sha256 or row.path, meta.get("remote_model"), meta.get("adapter"), meta.get("gguf_lora"),
+                            meta.get("load_in"), engine_name, settings.context_length, row.quantization, template_hash])
     cache = RequestCache(catalog, namespace)
     engine = LazyEngine(lambda: load_engine(row, settings), cache)
     try:
-        template_hash = hashlib.sha256((row.chat_template or "").encode()).hexdigest()[:16] if row.chat_template else None
         summary = {}
         for number, task in enumerate(loaded):
             def progress(done: int, n: int, task=task, number=number) -> None:

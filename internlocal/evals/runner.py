@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from internlocal.engines.base import Capability, Engine, GenerationParams
+from internlocal.errors import ContextOverflow
 from internlocal.evals.tasks import Task
 
 BATCH = 32
@@ -61,7 +62,7 @@ def evaluate(engine: Engine, task: Task, cache: RequestCache, *, limit: int | No
         return _multiple_choice(engine, task, docs, cache, progress, check_cancelled, seed)
     if task.output_type == "generate_until":
         return _generate(engine, task, docs, cache, progress, check_cancelled, seed)
-    return _perplexity(engine, task, docs, cache, progress, check_cancelled)
+    return _perplexity(engine, task, docs, cache, progress, check_cancelled, seed)
 
 
 def _token_counts(engine: Engine, cache: RequestCache, texts: list[str], add_special: bool) -> list[int]:
@@ -77,40 +78,60 @@ def _token_counts(engine: Engine, cache: RequestCache, texts: list[str], add_spe
     return [known[k] for k in keys]
 
 
-def _fitting(engine: Engine, cache: RequestCache, texts: list[str]) -> list[bool]:
-    """Which prompts fit the context (an over-long one is skipped and counted, not truncated)."""
+def _overflows(engine: Engine, cache: RequestCache, texts: list[str]) -> list[str | None]:
+    """Why each prompt cannot be asked (too long for the context), or None. An over-long prompt is
+    skipped and reported with its item, never truncated: a truncated question scores something else."""
     if Capability.TOKENIZE not in engine.capabilities or not engine.context_length:
-        return [True] * len(texts)  # a remote endpoint: it reports an over-long prompt itself
-    return [n < engine.context_length for n in _token_counts(engine, cache, texts, add_special=True)]
+        return [None] * len(texts)  # a remote endpoint: it reports an over-long prompt itself (ContextOverflow)
+    return [f"the prompt has {n} tokens; the context holds {engine.context_length}" if n >= engine.context_length else None
+            for n in _token_counts(engine, cache, texts, add_special=True)]
+
+
+def _skipped_item(idx: int, prompt: str, target: str | None, reason: str) -> dict[str, Any]:
+    return {"idx": idx, "prompt": prompt, "target": target, "response": None, "scores": {"skipped": reason}}
+
+
+def score_choices(loglikelihoods: list[float], choices: list[str], gold: int) -> tuple[int, int, bool, bool]:
+    """(prediction, length-normalised prediction, acc, acc_norm): argmax of the log-likelihoods, and of
+    the log-likelihoods per character of each choice (lm-evaluation-harness's acc_norm)."""
+    pred = max(range(len(loglikelihoods)), key=lambda k: loglikelihoods[k])
+    norm = [ll / max(1, len(c)) for ll, c in zip(loglikelihoods, choices)]
+    pred_norm = max(range(len(norm)), key=lambda k: norm[k])
+    return pred, pred_norm, pred == gold, pred_norm == gold
 
 
 def _multiple_choice(engine, task, docs, cache, progress, check_cancelled, seed) -> Outcome:
     candidates = []  # (doc index, gold, choices, [(context, continuation)])
     for i, doc in enumerate(docs):
         context = task.fewshot_prefix(i) + task.text(doc)
+        if task.apply_chat_template:  # the question as a user turn; choices scored as the assistant's reply
+            context = engine.render_chat([{"role": "user", "content": context}])
         choices = task.choices(doc)
         requests = [(context, task.target_delimiter + c) for c in choices]
         candidates.append((i, task.gold_index(doc, i), choices, requests))
     longest = [p[3][0][0] + max(p[3], key=lambda r: len(r[1]))[1] for p in candidates]
-    fits = _fitting(engine, cache, longest)
-    plans = [p for p, ok in zip(candidates, fits) if ok]
-    skipped = [p[0] for p, ok in zip(candidates, fits) if not ok]
+    reasons = dict(zip((p[0] for p in candidates), _overflows(engine, cache, longest)))
+    plans = [p for p in candidates if reasons[p[0]] is None]
     answers = _loglikelihoods(engine, [r for p in plans for r in p[3]], cache, progress, check_cancelled)
     items, correct, correct_norm = [], [], []
     at = 0
     for i, gold, choices, requests in plans:
-        lls = [answers[at + k][0] for k in range(len(requests))]
+        got = answers[at:at + len(requests)]
         at += len(requests)
-        pred = max(range(len(lls)), key=lambda k: lls[k])
-        norm = [ll / max(1, len(c)) for ll, c in zip(lls, choices)]
-        pred_norm = max(range(len(norm)), key=lambda k: norm[k])
-        correct.append(pred == gold)
-        correct_norm.append(pred_norm == gold)
+        if any(isinstance(a, str) for a in got):  # the endpoint refused a request as too long
+            reasons[i] = next(a for a in got if isinstance(a, str))
+            continue
+        lls = [a[0] for a in got]
+        pred, pred_norm, ok, ok_norm = score_choices(lls, choices, gold)
+        correct.append(ok)
+        correct_norm.append(ok_norm)
         items.append({"idx": i, "prompt": requests[0][0], "target": choices[gold], "response": choices[pred],
-                      "scores": {"loglikelihoods": lls, "acc": float(pred == gold), "acc_norm": float(pred_norm == gold)}})
+                      "scores": {"loglikelihoods": lls, "acc": float(ok), "acc_norm": float(ok_norm)}})
+    skipped = [_skipped_item(idx, requests[0][0], choices[gold], reasons[idx])
+               for idx, gold, choices, requests in candidates if reasons[idx]]
     metrics = {"acc": _mean(correct), "acc_norm": _mean(correct_norm)}
     stderr = {"acc": _bootstrap(correct, seed), "acc_norm": _bootstrap(correct_norm, seed)}
-    return Outcome(metrics, stderr, items, len(skipped), *answers.stats)
+    return Outcome(metrics, stderr, sorted(items + skipped, key=lambda it: it["idx"]), len(skipped), *answers.stats)
 
 
 class _Answers(list):
@@ -118,18 +139,28 @@ class _Answers(list):
 
 
 def _loglikelihoods(engine, requests, cache: RequestCache, progress, check_cancelled) -> _Answers:
+    """[logprob, is_greedy] per request, or the reason the endpoint refused it (too long; not cached)."""
     keys = [cache.key(["ll", c, x]) for c, x in requests]
-    known = cache.get(keys)
+    known: dict[str, Any] = cache.get(keys)
     todo = [i for i, k in enumerate(keys) if k not in known]
     total, done = len(requests), len(requests) - len(todo)
     progress(done, total)
     for start in range(0, len(todo), BATCH):
         check_cancelled()
         chunk = todo[start:start + BATCH]
-        results = engine.loglikelihood([requests[i] for i in chunk])
-        fresh = {keys[i]: [r.logprob, r.is_greedy] for i, r in zip(chunk, results)}
+        try:
+            results = engine.loglikelihood([requests[i] for i in chunk])
+        except ContextOverflow:  # one request of the batch is too long: ask one by one to find which
+            results = []
+            for i in chunk:
+                try:
+                    results.extend(engine.loglikelihood([requests[i]]))
+                except ContextOverflow as exc:
+                    results.append(str(exc))
+        fresh = {keys[i]: [r.logprob, r.is_greedy] for i, r in zip(chunk, results) if not isinstance(r, str)}
         cache.put(fresh)  # saved per batch: a crash loses at most one batch
         known.update(fresh)
+        known.update({keys[i]: r for i, r in zip(chunk, results) if isinstance(r, str)})
         done += len(chunk)
         progress(done, total)
     out = _Answers(known[k] for k in keys)
@@ -144,28 +175,30 @@ def _generate(engine, task, docs, cache, progress, check_cancelled, seed) -> Out
     items, scores, skipped, cached = [], [], 0, 0
     progress(0, len(docs))
     prompts = [task.fewshot_prefix(i) + task.text(doc) for i, doc in enumerate(docs)]
-    fits = _fitting(engine, cache, prompts)
+    reasons = _overflows(engine, cache, prompts)
     for i, doc in enumerate(docs):
         check_cancelled()
         prompt = prompts[i]
         target = task.target(doc)
-        if not fits[i]:
-            skipped += 1
-            continue
         key = cache.key(["gen", prompt, params.model_dump(), task.apply_chat_template])
-        hit = cache.get([key]).get(key)
-        if hit is None:
-            generation = (engine.chat([{"role": "user", "content": prompt}], params) if task.apply_chat_template
-                          else engine.complete(prompt, params))
-            hit = generation.collect().text
-            cache.put({key: hit})
-        else:
+        hit = None if reasons[i] else cache.get([key]).get(key)
+        if hit is None and not reasons[i]:
+            try:
+                generation = (engine.chat([{"role": "user", "content": prompt}], params) if task.apply_chat_template
+                              else engine.complete(prompt, params))
+                hit = generation.collect().text
+                cache.put({key: hit})
+            except ContextOverflow as exc:
+                reasons[i] = str(exc)
+        elif hit is not None:
             cached += 1
-        answer = hit
-        if task.filter is not None:
-            match = re.search(task.filter.regex, answer)
-            answer = match.group(task.filter.group) if match else ""
-        ok = answer.strip() == target.strip()
+        if reasons[i]:
+            skipped += 1
+            items.append(_skipped_item(i, prompt, target, reasons[i]))
+            progress(i + 1, len(docs))
+            continue
+        answer = task.extract(hit)
+        ok = task.normalize(answer) == task.normalize(target)
         scores.append(ok)
         items.append({"idx": i, "prompt": prompt, "target": target, "response": hit,
                       "scores": {"exact_match": float(ok), "extracted": answer.strip()}})
@@ -174,37 +207,55 @@ def _generate(engine, task, docs, cache, progress, check_cancelled, seed) -> Out
                    len(docs) - skipped, cached)
 
 
-def _perplexity(engine, task, docs, cache, progress, check_cancelled) -> Outcome:
+def _perplexity(engine, task, docs, cache, progress, check_cancelled, seed) -> Outcome:
     texts = [task.text(doc) for doc in docs]
     keys = [cache.key(["rolling", t]) for t in texts]
     known = cache.get(keys)
-    items = []
-    total_ll = total_tokens = total_words = total_bytes = 0.0
+    items, per_doc = [], []  # per_doc: (log-likelihood, tokens, words, bytes)
     cached = sum(1 for k in keys if k in known)
     can_tokenize = Capability.TOKENIZE in engine.capabilities  # a remote endpoint cannot: no token perplexity
     counts = _token_counts(engine, cache, texts, add_special=False) if can_tokenize else [0] * len(texts)
     for i, (text, key) in enumerate(zip(texts, keys)):
         check_cancelled()
         if key not in known:
-            known[key] = engine.loglikelihood_rolling([text])[0]
+            try:
+                known[key] = engine.loglikelihood_rolling([text])[0]
+            except ContextOverflow as exc:  # an endpoint that cannot window a long text itself
+                items.append(_skipped_item(i, text[:200], None, str(exc)))
+                continue
             cache.put({key: known[key]})
         ll = known[key]
-        tokens = counts[i]
         words, nbytes = len(text.split()), len(text.encode("utf-8"))
-        total_ll += ll
-        total_tokens += tokens
-        total_words += words
-        total_bytes += nbytes
+        per_doc.append((ll, counts[i], words, nbytes))
         items.append({"idx": i, "prompt": text[:200], "target": None, "response": None,
-                      "scores": {"loglikelihood": ll, "tokens": tokens, "words": words, "bytes": nbytes}})
+                      "scores": {"loglikelihood": ll, "tokens": counts[i], "words": words, "bytes": nbytes}})
         progress(i + 1, len(texts))
-    metrics = {
-        **({"token_perplexity": math.exp(-total_ll / max(1, total_tokens))} if can_tokenize else {}),
-        "word_perplexity": math.exp(-total_ll / max(1, total_words)),
-        "byte_perplexity": math.exp(-total_ll / max(1, total_bytes)),
-        "bits_per_byte": -total_ll / max(1, total_bytes) / math.log(2),
-    }
-    return Outcome(metrics, {}, items, 0, len(texts), cached)
+    metrics, stderr = _perplexities(per_doc, can_tokenize, seed)
+    return Outcome(metrics, stderr, items, len(texts) - len(per_doc), len(texts), cached)
+
+
+def _perplexities(per_doc: list[tuple[float, int, int, int]], can_tokenize: bool, seed: int,
+                  rounds: int = 1000) -> tuple[dict[str, float], dict[str, float]]:
+    """Corpus-level perplexities (total log-likelihood over total units) and, by resampling documents
+    (seeded), their bootstrap standard errors."""
+    import numpy as np
+
+    data = np.asarray(per_doc, dtype=float).reshape(-1, 4)
+
+    def metrics_of(sums) -> dict[str, np.ndarray]:
+        ll, tokens, words, nbytes = (sums[..., k] for k in range(4))
+        out = {"token_perplexity": np.exp(-ll / np.maximum(1, tokens))} if can_tokenize else {}
+        out.update({"word_perplexity": np.exp(-ll / np.maximum(1, words)),
+                    "byte_perplexity": np.exp(-ll / np.maximum(1, nbytes)),
+                    "bits_per_byte": -ll / np.maximum(1, nbytes) / math.log(2)})
+        return out
+
+    metrics = {k: float(v) for k, v in metrics_of(data.sum(axis=0)).items()}
+    if len(data) < 2:
+        return metrics, {k: float("nan") for k in metrics}
+    rng = np.random.default_rng(seed)
+    resampled = data[rng.integers(0, len(data), size=(rounds, len(data)))].sum(axis=1)
+    return metrics, {k: float(v.std(ddof=1)) for k, v in metrics_of(resampled).items()}
 
 
 def _mean(values: list[bool]) -> float:

@@ -8,7 +8,8 @@
     doc_to_choice: "{choices}"          # a field holding a list, or a list of templates
     doc_to_target: "{answer}"           # index or text of the right choice / expected answer
     num_fewshot: 0
-    filter: {regex: "...", group: 1}    # generate_until: extraction before exact match
+    filter: {regex: "...", group: 1, select: -1}  # generate_until: extraction (select: which match) before exact match
+    ignore: [",", "\\$"]               # regexes removed from answer and target before comparing
 
 Templates use ``{field}`` placeholders over a dataset row. The prompt hash recorded with results
 covers every template and the few-shot setting, so scores are only compared like for like.
@@ -20,12 +21,13 @@ import csv
 import hashlib
 import json
 import random
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from internlocal.errors import UserError
 
@@ -36,6 +38,7 @@ class ExtractFilter(BaseModel):
     model_config = ConfigDict(extra="forbid")
     regex: str
     group: int = 0
+    select: int = 0  # which match: 0 the first, -1 the last (lm-evaluation-harness's group_select)
 
 
 class Task(BaseModel):
@@ -57,6 +60,8 @@ class Task(BaseModel):
     until: list[str] = Field(default_factory=lambda: ["\n\n"])
     max_tokens: int = Field(32, ge=1)
     filter: ExtractFilter | None = None
+    ignore: list[str] = Field(default_factory=list)  # regexes removed from answer and target before exact match
+    ignore_case: bool = False
     apply_chat_template: bool = False
     source_path: str | None = Field(None, exclude=True)
 
@@ -71,9 +76,41 @@ class Task(BaseModel):
     def docs(self) -> list[dict[str, Any]]:
         return load_rows(self.dataset_path)
 
+    @model_validator(mode="after")
+    def _chat_template_needs_a_prompt(self) -> "Task":
+        if self.apply_chat_template and self.output_type == "perplexity":
+            raise ValueError("apply_chat_template has no meaning for perplexity (a text is scored as it is)")
+        return self
+
     def prompt_hash(self) -> str:
         spec = self.model_dump(exclude={"description", "group", "source_path", "name"})
+        # settings added later are left out at their defaults, so earlier tasks keep their hash
+        for key, default in (("ignore", []), ("ignore_case", False)):
+            if spec[key] == default:
+                del spec[key]
+        if spec["filter"] and spec["filter"]["select"] == 0:
+            del spec["filter"]["select"]
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+    # -- scoring generated answers -----------------------------------------------------------------
+
+    def extract(self, response: str) -> str:
+        """The answer in a generated response: the filter's match (first or last), or the whole text."""
+        if self.filter is None:
+            return response
+        matches = list(re.finditer(self.filter.regex, response))
+        if not matches:
+            return ""
+        try:
+            match = matches[self.filter.select]
+        except IndexError:
+            match = matches[-1]
+        return match.group(self.filter.group) or ""
+
+    def normalize(self, text: str) -> str:
+        for pattern in self.ignore:
+            text = re.sub(pattern, "", text)
+        return text.strip().lower() if self.ignore_case else text.strip()
 
     # -- rendering ---------------------------------------------------------------------------------
 

@@ -135,7 +135,8 @@ class EvalScreen(Screen):
         for item in self.services.catalog.eval_items(score.run):
             scores = json.loads(item.scores_json)
             value = scores.get("acc", scores.get("exact_match", scores.get("loglikelihood")))
-            table.add_row(str(item.idx), (item.target or "")[:40], (item.response or "")[:60], f"{value:.3g}" if value is not None else "-")
+            answer = item.response if item.response is not None else (f"skipped: {scores['skipped']}" if "skipped" in scores else "")
+            table.add_row(str(item.idx), (item.target or "")[:40], answer[:60], f"{value:.3g}" if value is not None else "-")
 
     # -- runs --------------------------------------------------------------------------------------
 
