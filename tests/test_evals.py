@@ -302,3 +302,37 @@ def test_leaderboard_averages_a_group_per_metric(services):
     [quiz] = board.groups
     assert (quiz.group, quiz.metric, quiz.rows) == ("quiz", "acc", 3) and quiz.values["m"] == pytest.approx(0.5)
     assert {r.task: r.group for r in board.rows}["loose"] == "other"
+
+
+def test_a_killed_eval_job_resumes_with_the_totals_of_an_uninterrupted_run(services, engine):
+    import os
+    import signal
+    import time
+
+    from internlocal.evals.job import run_eval
+
+    tasks = ["capitals_en", "capitals_en_qa"]
+    runner = services.jobs
+    job = runner.submit(run_eval, {"model": "smollm2-135m-instruct-q4_1", "tasks": tasks, "limit": 12},
+                        kind="eval.run", title="eval")
+    deadline = time.monotonic() + 180
+    while True:  # kill -9 in the middle of the second task (the first is stored, the second half answered)
+        progress = [e for e in runner.read_events(job.id)[0] if e["type"] == "progress"]
+        if progress and 1.2 <= progress[-1]["done"] < 2:
+            break
+        assert time.monotonic() < deadline and runner.refresh_one(services.catalog.get_job(job.id)).status in ("queued", "running")
+        time.sleep(0.05)
+    os.kill(job.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while runner.refresh_one(services.catalog.get_job(job.id)).status != "interrupted":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    runner.resume(job.id)
+    job = runner.wait(job.id, timeout=300)
+    assert job.status == "succeeded", job.error
+
+    runs = services.catalog.eval_runs(job_id=job.id)
+    assert sorted(r.task for r in runs) == sorted(tasks)  # the finished task was kept, not evaluated twice
+    for run in runs:  # the same totals as a run that was never stopped, without any cache
+        fresh = evaluate(engine, get_task(run.task), RequestCache(None, "uninterrupted"), limit=12)
+        assert run.metrics == pytest.approx(fresh.metrics, rel=1e-6) and run.n_items == len(fresh.items)

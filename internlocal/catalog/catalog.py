@@ -242,13 +242,15 @@ class Catalog:
                 s.add(item)
         return run
 
-    def eval_runs(self, task: str | None = None, model: str | None = None) -> list[EvalRun]:
+    def eval_runs(self, task: str | None = None, model: str | None = None, job_id: int | None = None) -> list[EvalRun]:
         with self.session() as s:
             query = select(EvalRun).order_by(EvalRun.id)
             if task:
                 query = query.where(EvalRun.task == task)
             if model:
                 query = query.where(EvalRun.model_name == model)
+            if job_id is not None:
+                query = query.where(EvalRun.job_id == job_id)
             return list(s.exec(query).all())
 
     def eval_items(self, run_id: int) -> list[EvalItem]:

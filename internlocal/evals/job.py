@@ -51,7 +51,14 @@ def _evaluate_model(ctx: JobContext, catalog, settings, row, loaded: list, limit
     engine = LazyEngine(lambda: load_engine(row, settings), cache)
     try:
         summary = {}
+        # a resumed job keeps the tasks it finished before it stopped (one result row per task and job)
+        finished = {r.task: r for r in catalog.eval_runs(model=row.name, job_id=ctx.job_id)} if ctx.job_id else {}
         for number, task in enumerate(loaded):
+            if task.name in finished:
+                run = finished[task.name]
+                summary[task.name] = {"run": run.id, **run.metrics, "skipped": run.n_skipped}
+                continue
+
             def progress(done: int, n: int, task=task, number=number) -> None:
                 ctx.progress(done_before + number + (done / n if n else 1), total, unit="tasks",
                              message=f"{row.name}: {task.name} {done}/{n}")
