@@ -324,6 +324,16 @@ def test_prompt_logprobs_let_a_remote_endpoint_score_like_the_local_engine(serve
         # in the last digits (measured up to 0.034 nats on a 3-token option)
         for a, b in zip(there.items, here.items):
             assert a["scores"]["loglikelihoods"] == pytest.approx(b["scores"]["loglikelihoods"], abs=0.05)
+
+        # a generation task through the endpoint answers as in-process (greedy, through the chat template)
+        qa = get_task("capitals_en_qa")
+        there, here = (evaluate(e, qa, RequestCache(None, name), limit=4) for e, name in ((remote, "rq"), (server.base, "lq")))
+        assert [i["response"] for i in there.items] == [i["response"] for i in here.items]
+        assert there.metrics == here.metrics and there.items[0]["scores"]["extracted"] == "Paris"
+        # a question longer than the server's context is skipped with the server's reason; the rest is scored
+        long = qa.model_copy(update={"doc_to_text": "{question} " + "word " * 1200})
+        skipped = evaluate(remote, long, RequestCache(None, "rlong"), limit=1)
+        assert skipped.skipped == 1 and "1024" in skipped.items[0]["scores"]["skipped"]
     finally:
         remote.close()
 

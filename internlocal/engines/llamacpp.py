@@ -159,7 +159,7 @@ class LlamaCppEngine(EngineBase):
             if len(tokens) <= budget:
                 return tokens
             if len(messages) - first <= 1:
-                raise UserError(
+                raise ContextOverflow(
                     f"The message is {len(tokens)} tokens but {self.model_name}'s context holds {self.context_length}; "
                     "shorten it or raise the context length."
                 )
