@@ -336,3 +336,16 @@ def test_a_killed_eval_job_resumes_with_the_totals_of_an_uninterrupted_run(servi
     for run in runs:  # the same totals as a run that was never stopped, without any cache
         fresh = evaluate(engine, get_task(run.task), RequestCache(None, "uninterrupted"), limit=12)
         assert run.metrics == pytest.approx(fresh.metrics, rel=1e-6) and run.n_items == len(fresh.items)
+
+
+def test_builtin_sample_tasks_load_and_chinese_answers_are_extracted():
+    from internlocal.evals.tasks import all_tasks
+
+    tasks = all_tasks()
+    assert {"capitals_en", "capitals_zh", "capitals_en_qa", "capitals_zh_qa", "sample_text", "sample_text_zh"} <= set(tasks)
+    assert all(len(t.docs) >= 6 and t.group == "samples" for t in tasks.values())
+    qa = tasks["capitals_zh_qa"]
+    target = qa.target(qa.docs[0])
+    assert target == "巴黎"
+    for said, right in (("巴黎", True), ("法国的首都是巴黎。", True), ("巴黎市", True), ("伦敦", False), ("Paris", False)):
+        assert (qa.normalize(qa.extract(said)) == target) is right, said
