@@ -398,6 +398,10 @@ async def test_eval_screen_runs_and_shows_the_leaderboard(home):
         items = screen.query_one("#items", DataTable)
         await until(pilot, lambda: items.row_count == 4)
         assert [items.get_row_at(i)[1] for i in range(4)] == ["Paris", "Tokyo", "Rome", "Berlin"]
+        await pilot.press("ctrl+e")
+        [md] = (home / "exports").glob("leaderboard-*.md")
+        assert md.read_text().splitlines()[2].startswith("| capitals_en [first 4] | acc | 1.0000")
+        assert md.with_suffix(".csv").is_file() and md.with_suffix(".json").is_file()
 
 
 async def test_train_screen_starts_a_recipe_draws_the_curve_stops_resumes_and_previews(home, hf_model_dir):

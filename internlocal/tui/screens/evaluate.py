@@ -28,7 +28,8 @@ class EvalScreen(Screen):
     EvalScreen #board { height: 1fr; }
     EvalScreen #items { height: 1fr; }
     """
-    BINDINGS = [Binding("ctrl+r", "run", "Run evaluation", priority=True)]
+    BINDINGS = [Binding("ctrl+r", "run", "Run evaluation", priority=True),
+                Binding("ctrl+e", "export", "Export leaderboard", priority=True)]
 
     def __init__(self) -> None:
         super().__init__()
@@ -123,6 +124,30 @@ class EvalScreen(Screen):
             board.add_row(Text(group_label(group), style="bold"), Text(group.metric),
                           *(Text(format_value(group.values[m], "-"), style="bold") for m in leaderboard.models),
                           key=f"group-{number}")
+
+    def action_export(self) -> None:
+        """The leaderboard as Markdown, CSV and JSON files in <home>/exports (the same as `eval results --format`)."""
+        from datetime import datetime
+
+        from internlocal.evals.leaderboard import build_from_catalog
+
+        if self.services is None:
+            return
+        leaderboard = build_from_catalog(self.services.catalog, self.services.settings.home)
+        if not leaderboard.rows:
+            self.notify("Nothing to export yet: run an evaluation first.", severity="warning")
+            return
+        folder = self.services.settings.home / "exports"
+        stem = folder / f"leaderboard-{datetime.now():%Y%m%d-%H%M%S}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for suffix, text in ((".md", leaderboard.to_markdown()), (".csv", leaderboard.to_csv()),
+                                 (".json", leaderboard.to_json())):
+                stem.with_suffix(suffix).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            self.notify(f"Could not write the export: {exc}", severity="error")
+            return
+        self.notify(f"Leaderboard saved as {stem}.md / .csv / .json")
 
     @on(DataTable.CellSelected, "#board")
     def show_items(self, event: DataTable.CellSelected) -> None:

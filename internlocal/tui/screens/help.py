@@ -77,6 +77,7 @@ registered: the new model is in the Chat model picker (F3).
 | Space / Enter in a list | tick or untick a model or a task |
 | Ctrl+R | run the ticked tasks on the ticked models, one model after another (a job; answers are cached) |
 | Enter on a score | that run's items: target, the model's answer, score |
+| Ctrl+E | save the leaderboard as Markdown, CSV and JSON in `<data dir>/exports/` |
 
 Only scores made the same way share a row: a task run with another version, prompt or item limit
 ("first N") gets a row of its own. Group averages (bold) are shown for models with every task of
