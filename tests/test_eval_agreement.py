@@ -66,3 +66,4 @@ def test_llama_cpp_backend_agrees_within_a_stated_tolerance(engine, lm_eval_samp
              for a, b in zip(item["scores"]["loglikelihoods"], expected)]
     assert sum(diffs) / len(diffs) < 0.6 and max(diffs) < 1.5
     assert ours.metrics["acc"] == theirs_metrics["acc,none"]
+    assert ours.metrics["acc_norm"] == theirs_metrics["acc_norm,none"]
