@@ -109,3 +109,54 @@ def test_import_splits_counts_tokens_and_keeps_the_catalog_consistent(tmp_path, 
                                                                 {"role": "assistant", "content": " "}]}])
     with pytest.raises(UserError, match="no assistant message with text"):
         import_dataset(services.catalog, services.settings.home, empty, name="empty", tokenizer=tokenizer)
+
+
+def test_csv_cells_carry_conversations_as_json_and_a_bad_cell_is_named_by_line(tmp_path):
+    with (tmp_path / "chats.csv").open("w", newline="") as fh:
+        csv.writer(fh).writerows([["messages"], [json.dumps(CHAT)]])
+    assert load_examples(tmp_path / "chats.csv") == ("messages", [{"messages": CHAT}])
+    with (tmp_path / "share.csv").open("w", newline="") as fh:
+        csv.writer(fh).writerows([["system", "conversations"], ["Be brief.", json.dumps(
+            [{"from": "human", "value": "What is the capital of France?"}, {"from": "gpt", "value": "Paris."}])]])
+    assert load_examples(tmp_path / "share.csv") == ("sharegpt", [{"messages": [{"role": "system", "content": "Be brief."}, *CHAT]}])
+    with (tmp_path / "bad.csv").open("w", newline="") as fh:
+        csv.writer(fh).writerows([["messages"], [json.dumps(CHAT)], ["user: hi / assistant: hello"]])
+    with pytest.raises(UserError, match=r"bad.csv: 1 bad row\(s\) as messages: line 3: 'messages' is text that is not valid JSON"):
+        load_examples(tmp_path / "bad.csv")
+
+
+def test_a_forced_form_overrides_detection(tmp_path, services, tokenizer):
+    """Rows that look like Alpaca (instruction + output) also carry the text; forced to text, the text is what is kept."""
+    rows = [{"instruction": f"Summarize note {i}.", "output": f"Note {i}.", "text": f"Note {i} is about otters."}
+            for i in range(4)]
+    source = write_jsonl(tmp_path / "notes.jsonl", rows)
+    assert load_examples(source)[0] == "alpaca"
+    assert load_examples(source, "text") == ("text", [{"text": r["text"]} for r in rows])
+    dataset = import_dataset(services.catalog, services.settings.home, source, name="notes", form="text", validation=0,
+                             tokenizer=tokenizer, tokenizer_name="smol")
+    assert dataset.form == "text"
+    assert read_split(Path(dataset.path), "train") == [{"text": r["text"]} for r in rows]
+    assert dataset.stats["tokens_trained"] == dataset.stats["tokens_total"]  # raw text: every token trained
+
+
+def test_a_tokenizer_shipped_as_code_loads_only_when_the_recipe_trusts_it(tmp_path, services, hf_model_dir):
+    """InternLM ships its tokenizer as Python next to the weights: refused with a sentence unless trusted."""
+    import shutil
+
+    from internlocal.catalog.schema import Model
+    from internlocal.data.library import load_tokenizer
+
+    folder = tmp_path / "custom"
+    folder.mkdir()
+    for file in hf_model_dir.glob("tokenizer*"):
+        shutil.copy(file, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.update(tokenizer_class="ShoutTokenizer", auto_map={"AutoTokenizer": [None, "tokenization_shout.ShoutTokenizer"]})
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    (folder / "tokenization_shout.py").write_text("from transformers import PreTrainedTokenizerFast\n\n\n"
+                                                  "class ShoutTokenizer(PreTrainedTokenizerFast):\n    pass\n")
+    model = Model(name="custom", format="hf", path=str(folder))
+    with pytest.raises(UserError, match="runs code shipped with the model; if you trust it, set trust_remote_code: true"):
+        load_tokenizer(services.catalog, model)
+    tokenizer = load_tokenizer(services.catalog, model, trust_remote_code=True)
+    assert type(tokenizer).__name__ == "ShoutTokenizer" and tokenizer("Paris")["input_ids"]

@@ -456,6 +456,34 @@ async def test_train_screen_starts_a_recipe_draws_the_curve_stops_resumes_and_pr
         await until(pilot, lambda: app.services.catalog.get_train_run(run.id).status == "stopped", timeout=120)
 
 
+async def test_train_preview_of_a_pretraining_or_undownloaded_recipe_notifies_and_the_app_stays(home):
+    """p on a recipe without a chat dataset at hand says why there is nothing to preview; it never ends the app."""
+    from textual.widgets import DataTable
+
+    from internlocal.tui.screens.train import TrainScreen
+
+    app = InternLocalApp(greedy_settings(home))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await ready(pilot)
+        await pilot.press("f10")
+        await until(pilot, lambda: isinstance(app.screen, TrainScreen))
+        screen = app.screen
+        recipes = screen.query_one("#recipes", DataTable)
+        await until(pilot, lambda: recipes.row_count >= 7)
+        recipes.focus()
+
+        def notified(text: str) -> bool:
+            return any(text in n.message for n in app._notifications)
+
+        recipes.move_cursor(row=recipes.get_row_index("smollm2-135m_cpt_cpu"))
+        await pilot.press("p")
+        await until(pilot, lambda: notified("the preview shows the masking of chat datasets only"))
+        recipes.move_cursor(row=recipes.get_row_index("internlm2_5-7b_full_multigpu"))  # an hf: dataset, not fetched
+        await pilot.press("p")
+        await until(pilot, lambda: notified("hf:HuggingFaceH4/no_robots:data/train-*.parquet is not downloaded yet"))
+        assert app.is_running and app.screen is screen
+
+
 async def test_knowledge_screen_indexes_a_folder_searches_and_opens_a_chat_that_cites(home, tmp_path):
     """F11: name + folder + Enter creates and indexes; a search lists passages with sources; Ctrl+T opens a
     chat answering from the knowledge base, its reply listing the sources it was given."""

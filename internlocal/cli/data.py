@@ -11,14 +11,15 @@ from internlocal.cli.common import print_json, services
 
 app = typer.Typer(help="Training datasets: import, list, show, preview which tokens are trained on.", no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+TrustOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Run the tokenizer code a model ships (InternLM).")]
 
 
-def _tokenizer(model: str | None):
+def _tokenizer(model: str | None, trust_remote_code: bool = False):
     from internlocal.data.library import load_tokenizer
 
     svc = services()
     row = svc.catalog.get_model(model or svc.settings.default_model)
-    return row, load_tokenizer(svc.catalog, row)
+    return row, load_tokenizer(svc.catalog, row, trust_remote_code=trust_remote_code)
 
 
 @app.command("import")
@@ -27,12 +28,12 @@ def import_(file: Annotated[str, typer.Argument(help="JSONL, JSON, CSV or Parque
             form: Annotated[str, typer.Option("--format", help="auto, messages, sharegpt, alpaca or text.")] = "auto",
             validation: Annotated[float, typer.Option("--validation", help="Held-out share (0.05) or count (200).")] = 0.05,
             model: Annotated[Optional[str], typer.Option("--model", help="Tokenizer for the statistics (default model).")] = None,
-            seed: int = 42, as_json: JsonOpt = False) -> None:
+            seed: int = 42, trust_remote_code: TrustOpt = False, as_json: JsonOpt = False) -> None:
     """Import a dataset: every row checked (file and line of each problem), split, token statistics."""
     from internlocal.data.library import import_dataset
 
     svc = services()
-    row, tokenizer = _tokenizer(model)
+    row, tokenizer = _tokenizer(model, trust_remote_code)
     dataset = import_dataset(svc.catalog, svc.settings.home, Path(file), name=name, form=form, validation=validation,
                              seed=seed, tokenizer=tokenizer, tokenizer_name=row.name)
     if as_json:
@@ -70,7 +71,7 @@ def show(name: str, as_json: JsonOpt = False) -> None:
 def preview(name: str, index: Annotated[int, typer.Option("--index", "-i")] = 0,
             model: Annotated[Optional[str], typer.Option("--model")] = None,
             train_on: Annotated[str, typer.Option("--train-on", help="assistant or all")] = "assistant",
-            as_json: JsonOpt = False) -> None:
+            trust_remote_code: TrustOpt = False, as_json: JsonOpt = False) -> None:
     """One example through the model's chat template; trained tokens are highlighted (Axolotl's preprocess --debug)."""
     from rich.console import Console
     from rich.text import Text
@@ -84,7 +85,7 @@ def preview(name: str, index: Annotated[int, typer.Option("--index", "-i")] = 0,
     rows = read_split(Path(d.path), "train") + read_split(Path(d.path), "validation")
     if not 0 <= index < len(rows):
         raise UserError(f"Dataset {name} has {len(rows)} examples; --index must be 0 to {len(rows) - 1}.")
-    _, tokenizer = _tokenizer(model)
+    _, tokenizer = _tokenizer(model, trust_remote_code)
     tokens = render_preview(tokenizer, rows[index], train_on=train_on)
     if as_json:
         print_json([{"token": t, "trained": trained} for t, trained in tokens])

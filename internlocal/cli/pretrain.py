@@ -20,6 +20,7 @@ def prepare(
     seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per training sequence.")] = 2048,
     validation: Annotated[float, typer.Option("--validation", help="Fraction of documents held out.")] = 0.01,
     name: Annotated[Optional[str], typer.Option("--name", help="Dataset name (default: from the source).")] = None,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Run the tokenizer code a model ships (InternLM).")] = False,
     detach: Annotated[bool, typer.Option("--detach", "-d")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -30,7 +31,8 @@ def prepare(
     svc = services()
     svc.catalog.get_model(model)
     job = follow_job(svc.jobs, svc.jobs.submit(prepare_corpus_job, {"source": source, "model": model, "seq_len": seq_len,
-                                                            "validation": validation, "name": name},
+                                                            "validation": validation, "name": name,
+                                                            "trust_remote_code": trust_remote_code},
                                                kind="pretrain.prepare", title=f"Prepare {source}"),
                      detach=detach, as_json=as_json)
     if job is not None and not as_json:

@@ -73,12 +73,12 @@ def tokenizer_fingerprint(tokenizer) -> str:
 _worker_tokenizer = None
 
 
-def _init_worker(tokenizer_dir: str) -> None:
+def _init_worker(tokenizer_dir: str, trust_remote_code: bool) -> None:
     global _worker_tokenizer
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers import AutoTokenizer
+    from internlocal.data.tokenizer import hf_tokenizer
 
-    _worker_tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    _worker_tokenizer = hf_tokenizer(tokenizer_dir, trust_remote_code=trust_remote_code)
 
 
 def _tokenize(texts: list[str]) -> list[list[int]]:
@@ -118,10 +118,11 @@ class CorpusIndex:
 
 def prepare_corpus(source: Path, tokenizer_dir: Path, out: Path, *, seq_len: int, validation: float = 0.05,
                    workers: int | None = None, progress: Callable[[int, str], None] | None = None,
-                   should_stop: Callable[[], bool] | None = None) -> CorpusIndex:
+                   should_stop: Callable[[], bool] | None = None, trust_remote_code: bool = False) -> CorpusIndex:
     """Prepare ``source`` into ``out`` (resuming a preparation that was interrupted)."""
     import numpy as np
-    from transformers import AutoTokenizer
+
+    from internlocal.data.tokenizer import hf_tokenizer
 
     if seq_len < 8:
         raise UserError("seq_len must be at least 8 tokens.")
@@ -131,7 +132,7 @@ def prepare_corpus(source: Path, tokenizer_dir: Path, out: Path, *, seq_len: int
     if (out / "index.json").exists():
         return CorpusIndex.load(out)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tokenizer = hf_tokenizer(tokenizer_dir, trust_remote_code=trust_remote_code)
     if tokenizer.eos_token_id is None:
         raise UserError("The tokenizer has no end-of-sequence token to separate documents.")
     vocab_size = len(tokenizer)
@@ -196,7 +197,7 @@ def prepare_corpus(source: Path, tokenizer_dir: Path, out: Path, *, seq_len: int
     if not tokenizer_copy.exists():
         tokenizer.save_pretrained(str(tokenizer_copy))  # the workers load it; training checks against it
 
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(str(tokenizer_copy),)) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(str(tokenizer_copy), trust_remote_code)) as pool:
         def run(batch: list[tuple[str, str]], upto: int) -> None:
             texts = [t for _, t in batch]
             chunks = [texts[i:i + DOCS_PER_TASK] for i in range(0, len(texts), DOCS_PER_TASK)]

@@ -10,8 +10,8 @@ the first row's keys unless given:
 | ``alpaca`` | ``instruction``, ``input``, ``output`` (+ ``system``, ``history``) | user → assistant |
 | ``text`` | ``text`` | raw text (pretraining style: every token trained) |
 
-A normalized example is ``{"messages": [...]}`` or ``{"text": "..."}``. Every row is checked; errors
-name the file and the line (or row) and say what is wrong.
+A normalized example is ``{"messages": [...]}`` or ``{"text": "..."}``. A list held as JSON text (a CSV
+cell) is decoded. Every row is checked; errors name the file and the line (or row) and say what is wrong.
 """
 
 from __future__ import annotations
@@ -89,6 +89,17 @@ def detect_format(row: Any) -> str | None:
     return None
 
 
+def _listed(row: dict[str, Any], key: str) -> Any:
+    """``row[key]``, decoded when it is JSON text: a CSV cell can only carry a list of turns as JSON."""
+    value = row.get(key)
+    if isinstance(value, str) and value.strip():
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"'{key}' is text that is not valid JSON ({exc.msg})") from None
+    return value
+
+
 def normalize(row: Any, form: str) -> dict[str, Any]:
     """One row in ``form`` → a normalized example; ``ValueError`` says what is wrong."""
     if not isinstance(row, dict):
@@ -105,14 +116,14 @@ def normalize(row: Any, form: str) -> dict[str, Any]:
         if not isinstance(output, str) or not output.strip():
             raise ValueError("'output' is missing or empty")
         messages = [{"role": "system", "content": row["system"]}] if row.get("system") else []
-        for turn in row.get("history") or []:
+        for turn in _listed(row, "history") or []:
             if not (isinstance(turn, (list, tuple)) and len(turn) == 2):
                 raise ValueError("'history' must be a list of [question, answer] pairs")
             messages += [{"role": "user", "content": str(turn[0])}, {"role": "assistant", "content": str(turn[1])}]
         user = instruction if not row.get("input") else f"{instruction}\n\n{row['input']}"
         return {"messages": messages + [{"role": "user", "content": user}, {"role": "assistant", "content": output}]}
     if form == "sharegpt":
-        turns = row.get("conversations")
+        turns = _listed(row, "conversations")
         if not isinstance(turns, list) or not turns:
             raise ValueError("'conversations' must be a non-empty list")
         messages = [{"role": "system", "content": row["system"]}] if row.get("system") else []
@@ -125,7 +136,7 @@ def normalize(row: Any, form: str) -> dict[str, Any]:
             messages.append({"role": role, "content": str(turn["value"])})
         return {"messages": _check_messages(messages)}
     if form == "messages":
-        messages = row.get("messages")
+        messages = _listed(row, "messages")
         if not isinstance(messages, list) or not messages:
             raise ValueError("'messages' must be a non-empty list")
         clean = []

@@ -97,20 +97,21 @@ def remove_dataset(catalog: Catalog, name: str) -> None:
     shutil.rmtree(row.path, ignore_errors=True)
 
 
-def load_tokenizer(catalog: Catalog, model: Model):
-    """The Hugging Face tokenizer of a catalog model: its folder, a converted copy of a GGUF, or the GGUF itself."""
-    from transformers import AutoTokenizer
+def load_tokenizer(catalog: Catalog, model: Model, *, trust_remote_code: bool = False):
+    """The Hugging Face tokenizer of a catalog model: its folder, a converted copy of a GGUF, or the GGUF itself
+    (``trust_remote_code`` as the recipe says: the training loop loads the same tokenizer the same way)."""
+    from internlocal.data.tokenizer import hf_tokenizer
 
     if model.format == "hf":
-        return AutoTokenizer.from_pretrained(model.path)
+        return hf_tokenizer(model.path, trust_remote_code=trust_remote_code)
     for edge in catalog.children(("model", model.id)):  # type: ignore[arg-type]
         if edge.operation == "convert.gguf_to_hf" and edge.child_type == "model":
             child = catalog.find_model(edge.child_id)
             if child is not None and Path(child.path).exists():
-                return AutoTokenizer.from_pretrained(child.path)
+                return hf_tokenizer(child.path, trust_remote_code=trust_remote_code)
     if model.format == "gguf":
         gguf = Path(model.path).resolve()
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        tokenizer = hf_tokenizer(gguf.parent, trust_remote_code=trust_remote_code, gguf_file=gguf.name)
         if model.chat_template and not tokenizer.chat_template:
             tokenizer.chat_template = model.chat_template
         return tokenizer

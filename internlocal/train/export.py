@@ -52,9 +52,11 @@ def merge_adapter(base_path: Path, adapter_path: Path, out_dir: Path, probe: str
     """Merge, check, and save the merged model (safetensors + tokenizer) to ``out_dir``."""
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(str(adapter_path))
+    from internlocal.data.tokenizer import hf_tokenizer
+
+    tokenizer = hf_tokenizer(adapter_path, trust_remote_code=trust_remote_code)
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
     base = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=dtype, trust_remote_code=trust_remote_code).to(device)
     base.eval()

@@ -42,6 +42,7 @@ class Plan:
     available_bytes: int | None
     device: str
     notes: list[str] = field(default_factory=list)
+    visible_gpus: int | None = None  # CUDA devices this process sees (None: not measured, or a cpu recipe)
 
     @property
     def fits(self) -> bool | None:
@@ -52,19 +53,37 @@ class Plan:
     def as_dict(self) -> dict[str, Any]:
         return {"recipe": self.name, "config": self.recipe.model_dump(), "base_model": self.base.name if self.base else None,
                 "estimate": self.estimate.as_dict() if self.estimate else None, "available_bytes": self.available_bytes,
-                "device": self.device, "fits": self.fits, "notes": self.notes}
+                "device": self.device, "fits": self.fits, "notes": self.notes, "visible_gpus": self.visible_gpus}
 
 
-def free_memory(device: str) -> int | None:
-    """Free RAM, or the free memory of the first GPU (torch imported only for a GPU recipe)."""
+def free_memory(device: str) -> tuple[int | None, int | None]:
+    """(free RAM or the free memory of the first GPU, how many GPUs are visible: None on the CPU); torch is
+    imported only for a GPU recipe."""
     if device == "cpu":
         import psutil
 
-        return int(psutil.virtual_memory().available)
+        return int(psutil.virtual_memory().available), None
     from internlocal.doctor import gpus
 
     found = gpus()
-    return found[0]["free_bytes"] if found else None
+    return (found[0]["free_bytes"] if found else None), len(found)
+
+
+def dataset_name(spec: str) -> str:
+    """The catalog name a recipe's dataset is imported under: an ``hf:``/``modelscope:`` repository's name, else
+    the file's stem."""
+    if spec.startswith(("hf:", "modelscope:", "ms:")):
+        from internlocal.hub.sources import parse_repo_spec
+
+        return parse_repo_spec(spec.split(":", 1)[1])[0].split("/")[1].lower().replace("_", "-")
+    return Path(spec).stem.lower().replace("_", "-")
+
+
+def recipe_dataset(catalog: Catalog, recipe: Recipe):
+    """The catalog dataset a chat recipe trains on, once imported (named as is, or under its import name)."""
+    if not recipe.dataset:
+        return None
+    return catalog.find_dataset(recipe.dataset) or catalog.find_dataset(dataset_name(recipe.dataset))
 
 
 def _shape_of(catalog: Catalog, model: Model | None, recipe: Recipe) -> Shape | None:
@@ -106,8 +125,7 @@ def plan_run(settings: Settings, catalog: Catalog, recipe_name: str, overrides: 
     if shape is not None:
         # fp32 on the CPU; on a GPU bf16/fp16 weights, except pretraining, which keeps fp32 weights under autocast
         dtype_bytes = 4 if (device == "cpu" and recipe.precision in ("auto", "fp32")) or recipe.method == "pretrain" else 2
-        dataset = (catalog.find_dataset(recipe.dataset) or catalog.find_dataset(Path(recipe.dataset).stem.lower().replace("_", "-"))
-                   if recipe.dataset else None)
+        dataset = recipe_dataset(catalog, recipe)
         stats = dataset.stats if dataset is not None else {}
         trained_fraction = stats["tokens_trained"] / stats["tokens_total"] if stats.get("tokens_total") else 1.0
         est = estimate(shape, method="full" if recipe.method == "pretrain" else recipe.method, seq_len=recipe.seq_len, micro_batch=recipe.micro_batch,
@@ -122,16 +140,21 @@ def plan_run(settings: Settings, catalog: Catalog, recipe_name: str, overrides: 
         notes.append(f"{recipe.model} is not in the catalog and the recipe gives no shape: no memory estimate")
     if base is None:
         notes.append(f"{recipe.model} will be pulled first")
-    available = free_memory(device) if measure_free else None
+    available, visible = free_memory(device) if measure_free else (None, None)
     if device == "cuda" and available is None and measure_free:
         notes.append("no CUDA GPU is visible: this recipe cannot run here")
-    return Plan(name, recipe, base, shape, est, available, device, notes)
+    elif visible is not None and recipe.gpus > visible:
+        notes.append(f"gpus={recipe.gpus} but {visible} CUDA GPU(s) are visible: this recipe cannot run here")
+    return Plan(name, recipe, base, shape, est, available, device, notes, visible)
 
 
 def refuse_if_too_big(plan: Plan) -> None:
     if plan.device == "cuda" and plan.available_bytes is None:
         raise UserError(f"Recipe {plan.name} needs a CUDA GPU (hardware: {plan.recipe.hardware}) and none is visible; "
                         "pick a cpu recipe.")
+    if plan.device == "cuda" and plan.visible_gpus is not None and plan.recipe.gpus > plan.visible_gpus:
+        raise UserError(f"Recipe {plan.name} asks for gpus={plan.recipe.gpus} but only {plan.visible_gpus} CUDA GPU(s) "
+                        f"are visible; run it with gpus={plan.visible_gpus} (--gpus {plan.visible_gpus}).")
     if plan.fits is False:
         assert plan.estimate is not None and plan.available_bytes is not None
         r = plan.recipe
@@ -178,10 +201,8 @@ def _dataset(ctx: JobContext, settings: Settings, catalog: Catalog, recipe: Reci
 
     if recipe.dataset.startswith(("hf:", "modelscope:", "ms:")):  # a dataset repository: download it once
         from internlocal.hub.fetch import fetch_dataset
-        from internlocal.hub.sources import parse_repo_spec
 
-        repo = parse_repo_spec(recipe.dataset.split(":", 1)[1])[0]
-        name = repo.split("/")[1].lower().replace("_", "-")
+        name = dataset_name(recipe.dataset)
         existing = catalog.find_dataset(name)
         if existing is not None:
             return existing
@@ -190,14 +211,15 @@ def _dataset(ctx: JobContext, settings: Settings, catalog: Catalog, recipe: Reci
         fetch_dataset(settings.store_dir, file, recipe.dataset, check_cancelled=ctx.check_cancelled)
         return import_dataset(catalog, settings.home, file, name=name, form=recipe.dataset_form,
                               validation=recipe.validation, seed=recipe.seed,
-                              tokenizer=load_tokenizer(catalog, base_hf), tokenizer_name=base_hf.name)
+                              tokenizer=load_tokenizer(catalog, base_hf, trust_remote_code=recipe.trust_remote_code),
+                              tokenizer_name=base_hf.name)
     file = dataset_file(recipe)
     if file is None:
         raise UserError(f"The recipe's dataset {recipe.dataset!r} is neither a catalog dataset nor a file; "
                         "import one with `internlocal data import FILE --name NAME`.")
     from internlocal.hub.files import sha256_file
 
-    name = file.stem.lower().replace("_", "-")
+    name = dataset_name(str(file))
     existing = catalog.find_dataset(name)
     digest = sha256_file(file)
     if existing is not None and existing.sha256 == digest:
@@ -208,7 +230,8 @@ def _dataset(ctx: JobContext, settings: Settings, catalog: Catalog, recipe: Reci
             return catalog.get_dataset(name)
     ctx.log(f"importing {file.name} as dataset {name}")
     return import_dataset(catalog, settings.home, file, name=name, form=recipe.dataset_form, validation=recipe.validation,
-                          seed=recipe.seed, tokenizer=load_tokenizer(catalog, base_hf), tokenizer_name=base_hf.name)
+                          seed=recipe.seed, tokenizer=load_tokenizer(catalog, base_hf, trust_remote_code=recipe.trust_remote_code),
+                          tokenizer_name=base_hf.name)
 
 
 def corpus_name(source: str, tokenizer_model: str, seq_len: int) -> str:
@@ -217,7 +240,7 @@ def corpus_name(source: str, tokenizer_model: str, seq_len: int) -> str:
 
 
 def prepare_corpus_dataset(ctx: JobContext | None, settings: Settings, catalog: Catalog, source: str, tokenizer_model: Model,
-                           seq_len: int, validation: float = 0.05, name: str | None = None):
+                           seq_len: int, validation: float = 0.05, name: str | None = None, trust_remote_code: bool = False):
     """A corpus prepared into token shards for ``tokenizer_model`` (resumed if a preparation was interrupted),
     recorded in the catalog as a dataset of form ``tokens`` with its statistics."""
     from internlocal.catalog.schema import Dataset
@@ -242,12 +265,12 @@ def prepare_corpus_dataset(ctx: JobContext | None, settings: Settings, catalog: 
     out = dataset_dir(settings.home, name)
     tokenizer_dir = out.with_name(out.name + ".tokenizer")
     if not tokenizer_dir.exists():
-        load_tokenizer(catalog, tokenizer_model).save_pretrained(str(tokenizer_dir))
+        load_tokenizer(catalog, tokenizer_model, trust_remote_code=trust_remote_code).save_pretrained(str(tokenizer_dir))
     if ctx is not None:
         ctx.log(f"preparing {path} into {seq_len}-token sequences with {tokenizer_model.name}'s tokenizer")
     index = prepare_corpus(path, tokenizer_dir, out, seq_len=seq_len, validation=validation, workers=settings.threads,
                            progress=(lambda n, where: ctx.progress(n, None, unit="documents", message=where)) if ctx else None,
-                           should_stop=(lambda: ctx.cancelled) if ctx else None)
+                           should_stop=(lambda: ctx.cancelled) if ctx else None, trust_remote_code=trust_remote_code)
     shutil.rmtree(tokenizer_dir, ignore_errors=True)
     stats = {**index.stats, "seq_len": seq_len, "tokenizer": tokenizer_model.name, "tokenizer_fingerprint": index.tokenizer,
              "dtype": index.dtype, "source": source}
@@ -257,13 +280,13 @@ def prepare_corpus_dataset(ctx: JobContext | None, settings: Settings, catalog: 
 
 
 def prepare_corpus_job(ctx: JobContext, source: str, model: str, seq_len: int, validation: float,
-                       name: str | None) -> dict[str, Any]:
+                       name: str | None, trust_remote_code: bool = False) -> dict[str, Any]:
     """``pretrain prepare`` as a job: progress in documents, cancellable, resumable (written shards stay)."""
     settings = load_settings()
     catalog = open_catalog(settings)
     try:
         dataset = prepare_corpus_dataset(ctx, settings, catalog, source, hf_base(ctx, catalog, catalog.get_model(model)),
-                                         seq_len, validation, name)
+                                         seq_len, validation, name, trust_remote_code)
         return {"dataset": dataset.name, "path": dataset.path, **dataset.stats}
     finally:
         catalog.close()
@@ -276,7 +299,8 @@ def _corpus(ctx: JobContext, settings: Settings, catalog: Catalog, recipe: Recip
             raise UserError(f"Dataset {found.name} is a {found.form} dataset, not a prepared pretraining corpus.")
         return found
     return prepare_corpus_dataset(ctx, settings, catalog, recipe.corpus, base_hf, recipe.seq_len,  # type: ignore[arg-type]
-                                  validation=recipe.validation if recipe.validation < 1 else 0.05)
+                                  validation=recipe.validation if recipe.validation < 1 else 0.05,
+                                  trust_remote_code=recipe.trust_remote_code)
 
 
 def _run_name(catalog: Catalog, recipe_name: str) -> str:

@@ -331,12 +331,17 @@ class Trainer:
 
     def _load_model(self) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
+
+        from internlocal.data.tokenizer import hf_tokenizer
+        from internlocal.errors import UserError
 
         r = self.recipe
         path = self.config["model_path"]
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=r["trust_remote_code"])
+            self.tokenizer = hf_tokenizer(path, trust_remote_code=r["trust_remote_code"])
+        except UserError as exc:  # remote code the recipe does not trust
+            raise TrainingError(str(exc)) from None
         except (OSError, ValueError):  # a folder without tokenizer files: only pre-tokenized data can be used
             self.tokenizer = None
         kwargs: dict[str, Any] = {"trust_remote_code": r["trust_remote_code"]}

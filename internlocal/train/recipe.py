@@ -123,6 +123,9 @@ class Recipe(_Strict):
             raise ValueError("precision fp16 needs a GPU; use fp32 or bf16 on the CPU")
         if self.nodes > 1 and not self.rdzv_endpoint:
             raise ValueError("nodes > 1 needs rdzv_endpoint: host:port of the first node, the same on every node")
+        if self.method == "qlora" and self.distributed == "fsdp":  # FSDP2 cannot shard bitsandbytes' packed 4-bit weights
+            raise ValueError("method qlora cannot use distributed: fsdp (its 4-bit weights cannot be sharded); use "
+                             "distributed: ddp, or method: lora with fsdp")
         if self.gpus > 1 and self.hardware == "gpu":
             raise ValueError("gpus > 1 needs hardware: multi-gpu (or cpu: that many processes over gloo)")
         return self
@@ -207,6 +210,8 @@ def list_recipes() -> list[tuple[str, Recipe | None, str]]:
 
 def dataset_file(recipe: Recipe) -> Path | None:
     """The recipe's dataset as a file (relative to the recipes folder), or None when it names a catalog dataset."""
+    if not recipe.dataset:  # a pretraining recipe has a corpus instead
+        return None
     candidate = Path(recipe.dataset).expanduser()
     if not candidate.is_absolute():
         candidate = recipes_dir() / candidate

@@ -298,7 +298,7 @@ class TrainScreen(Screen):
         try:
             resume_run(self.services.jobs, self.services.catalog, run)
         except UserError as exc:
-            self.app.call_from_thread(self.notify, str(exc), severity="warning")
+            self.app.call_from_thread(self.notify, str(exc), severity="error")
             return
         self.app.call_from_thread(self.notify, f"Resuming {run.name} from its newest checkpoint")
 
@@ -308,17 +308,22 @@ class TrainScreen(Screen):
             self.notify(f"Rendering an example of {name}'s data …")
             self._preview(name)
 
-    @work(thread=True, exclusive=True, group="preview")
+    @work(thread=True, exclusive=True, group="preview", exit_on_error=False)
     def _preview(self, name: str) -> None:
         from internlocal.data.formats import load_examples
         from internlocal.data.library import load_tokenizer, read_split
         from internlocal.data.rendering import preview
+        from internlocal.train.job import recipe_dataset
         from internlocal.train.recipe import dataset_file, load_recipe
 
         try:
             _, recipe = load_recipe(name)
+            if recipe.dataset is None:  # pretraining: raw text, every token trained, nothing masked to show
+                self.app.call_from_thread(self.notify, f"{name} pretrains on a raw corpus where every token is "
+                                          "trained; the preview shows the masking of chat datasets only.")
+                return
             catalog = self.services.catalog
-            dataset = catalog.find_dataset(recipe.dataset)
+            dataset = recipe_dataset(catalog, recipe)
             if dataset is not None:
                 example = (read_split(Path(dataset.path), "train") or read_split(Path(dataset.path), "validation"))[0]
             else:
@@ -326,9 +331,12 @@ class TrainScreen(Screen):
                 if file is None:
                     raise UserError(f"{recipe.dataset} is not downloaded yet; it is fetched when the run starts.")
                 example = load_examples(file, recipe.dataset_form)[1][0]
-            tokenizer = load_tokenizer(catalog, catalog.get_model(recipe.model))
+            tokenizer = load_tokenizer(catalog, catalog.get_model(recipe.model), trust_remote_code=recipe.trust_remote_code)
             tokens = preview(tokenizer, example, train_on=recipe.train_on)
         except UserError as exc:
             self.app.call_from_thread(self.notify, str(exc), severity="error")
+            return
+        except Exception as exc:  # a broken model folder must not take the whole app down
+            self.app.call_from_thread(self.notify, f"Could not preview {name}'s data: {exc}", severity="error", timeout=15)
             return
         self.app.call_from_thread(self.app.push_screen, MaskPreview(f"{name}: first example", tokens))
