@@ -214,12 +214,22 @@ def test_fsdp_full_finetune_over_two_processes_stops_resumes_and_matches_one_pro
     """FSDP2 (parameters, gradients and optimizer states sharded; gloo on the CPU), checkpointed with torch DCP."""
     from internlocal.train.job import loop_command
 
-    common = {"method": "full", "max_steps": 2, "packing": False, "save_every": 0, "gradient_checkpointing": False, "lr": 5e-5}
+    common = {"method": "full", "max_steps": 2, "packing": False, "save_every": 0, "gradient_checkpointing": False, "lr": 5e-5,
+              "sample_prompts": ["What is the capital of France?"]}
+    # five validation examples over two ranks: one rank has a batch more than the other, which must not hang
+    validation = tmp_path / "validation.jsonl"
+    validation.write_text("".join((recipes_dir() / "data" / "internlocal_mascot.jsonl").read_text().splitlines(True)[:5]))
+
+    def with_validation(run_dir: Path, threads: int) -> None:
+        config = json.loads((run_dir / "config.json").read_text())
+        (run_dir / "config.json").write_text(json.dumps({**config, "validation_file": str(validation), "threads": threads}))
+
     single = make_run(tmp_path, hf_model_dir, "single", micro_batch=4, **common)
+    with_validation(single, 2)
     proc = loop(single)
     assert proc.wait(300) == 0, proc.stdout.read()
     fsdp = make_run(tmp_path, hf_model_dir, "fsdp", micro_batch=2, gpus=2, distributed="fsdp", **common)
-    (fsdp / "config.json").write_text(json.dumps({**json.loads((fsdp / "config.json").read_text()), "threads": 1}))
+    with_validation(fsdp, 1)
     (fsdp / "STOP").touch()  # seen after the first step: checkpoint (every rank writes its shards) and exit
     first = subprocess.run(loop_command(fsdp, 2, resume=False), capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
@@ -230,6 +240,11 @@ def test_fsdp_full_finetune_over_two_processes_stops_resumes_and_matches_one_pro
     assert losses(fsdp) == pytest.approx(losses(single), rel=1e-4) and sorted(losses(fsdp)) == [1, 2]
     assert all(e["grad_norm"] > 0 for e in events(fsdp) if e["type"] == "step")
     assert (fsdp / "model" / "model.safetensors").exists()  # the full model, gathered on rank 0
+    # validation over both ranks (uneven halves) gives the single-process loss; every rank generated the sample
+    [alone], [sharded] = ([e for e in events(d) if e["type"] == "eval"] for d in (single, fsdp))
+    assert sharded["val_tokens"] == alone["val_tokens"] > 0
+    assert sharded["val_loss"] == pytest.approx(alone["val_loss"], rel=1e-3)
+    assert sharded["samples"] == alone["samples"] and "Paris" in alone["samples"][0]["answer"]
 
 
 def test_packed_rows_keep_examples_apart(hf_model_dir):

@@ -26,7 +26,7 @@ from internlocal.catalog.schema import Model, TrainRun
 from internlocal.config import Settings, load_settings
 from internlocal.errors import NotEnoughMemory, UserError
 from internlocal.jobs.context import JobCancelled, JobContext
-from internlocal.train.memory import GIB, Estimate, Shape, estimate
+from internlocal.train.memory import GIB, Estimate, Shape, estimate, fp32_master_weights
 from internlocal.train.recipe import Recipe, dataset_file, load_recipe, recipes_dir
 
 STOP_GRACE_S = 120  # how long a cancelled run may take to write its checkpoint
@@ -123,19 +123,18 @@ def plan_run(settings: Settings, catalog: Catalog, recipe_name: str, overrides: 
     notes = []
     est = None
     if shape is not None:
-        # fp32 on the CPU; on a GPU bf16/fp16 weights, except pretraining, which keeps fp32 weights under autocast
-        dtype_bytes = 4 if (device == "cpu" and recipe.precision in ("auto", "fp32")) or recipe.method == "pretrain" else 2
+        # fp32 on the CPU; on a GPU bf16/fp16 weights, or fp32 master weights under autocast (full, pretraining)
+        master = fp32_master_weights(recipe.method, recipe.precision, device == "cuda")
+        dtype_bytes = 4 if (device == "cpu" and recipe.precision in ("auto", "fp32")) or master else 2
+        activation_bytes = 2 if master else dtype_bytes
         dataset = recipe_dataset(catalog, recipe)
         stats = dataset.stats if dataset is not None else {}
         trained_fraction = stats["tokens_trained"] / stats["tokens_total"] if stats.get("tokens_total") else 1.0
         est = estimate(shape, method="full" if recipe.method == "pretrain" else recipe.method, seq_len=recipe.seq_len, micro_batch=recipe.micro_batch,
                        gradient_checkpointing=recipe.gradient_checkpointing, optimizer=recipe.optimizer,
                        dtype_bytes=dtype_bytes, lora_r=recipe.lora.r, lora_targets=recipe.lora.targets, device=device,
-                       trained_fraction=trained_fraction)
-        if recipe.distributed == "fsdp" and recipe.gpus > 1:  # parameters, gradients and states are sharded
-            for part in ("weights", "gradients", "optimizer states"):
-                if part in est.parts:
-                    est.parts[part] //= recipe.gpus
+                       trained_fraction=trained_fraction, activation_bytes=activation_bytes,
+                       shards=recipe.gpus if recipe.distributed == "fsdp" else 1)
     else:
         notes.append(f"{recipe.model} is not in the catalog and the recipe gives no shape: no memory estimate")
     if base is None:

@@ -345,11 +345,13 @@ class Trainer:
         except (OSError, ValueError):  # a folder without tokenizer files: only pre-tokenized data can be used
             self.tokenizer = None
         kwargs: dict[str, Any] = {"trust_remote_code": r["trust_remote_code"]}
-        # fp16 trains with fp32 master weights under autocast, and so does bf16 pretraining on a GPU (long runs
-        # drift with bf16 weights); bf16 finetuning and fp32 train in their own dtype
-        self.autocast = {"fp16": torch.float16}.get(self.precision)
-        if self.precision == "bf16" and r["method"] == "pretrain" and self.device.type == "cuda":
-            self.autocast = torch.bfloat16
+        from internlocal.train.memory import fp32_master_weights
+
+        # fp32 master weights under autocast where updates would vanish in bf16 (see fp32_master_weights);
+        # LoRA/QLoRA keep a frozen base in the compute dtype (their adapters are fp32 anyway)
+        self.autocast = None
+        if fp32_master_weights(r["method"], self.precision, self.device.type == "cuda"):
+            self.autocast = {"fp16": torch.float16, "bf16": torch.bfloat16}[self.precision]
         load_dtype = torch.float32 if self.autocast is not None else self.dtype
         if r["method"] == "qlora":
             from transformers import BitsAndBytesConfig
@@ -785,14 +787,22 @@ class Trainer:
         total = tokens = 0.0
         with torch.no_grad():
             mine = self.validation[self.rank::self.world]
-            for start in range(0, len(mine), r["micro_batch"]):
+            # every rank runs the same number of forward passes (under FSDP each one gathers weights from all
+            # ranks, so a rank with one batch more would wait forever); a rank out of rows repeats one, uncounted
+            batches = -(-(-(-len(self.validation) // self.world)) // r["micro_batch"])
+            for k in range(batches):
+                start = k * r["micro_batch"]
                 rows = [[i] for i in range(start, min(start + r["micro_batch"], len(mine)))]
-                batch = make_batch(mine, rows, self.pad_id, packing=False)
-                total += float(self._forward(batch))
-                tokens += batch.trained_tokens
+                source, counted = (mine, True) if rows else (self.validation, False)
+                batch = make_batch(source, rows or [[0]], self.pad_id, packing=False)
+                loss = float(self._forward(batch))
+                if counted:
+                    total += loss
+                    tokens += batch.trained_tokens
         total, tokens = self._sum(total), self._sum(tokens)
         samples = []
-        if r["sample_prompts"] and self.tokenizer is not None and not self._fsdp() and self.rank == 0:
+        # under FSDP every rank generates too (the same greedy steps, so the same number of gathers); rank 0 reports
+        if r["sample_prompts"] and self.tokenizer is not None and (self._fsdp() or self.rank == 0):
             samples = [{"prompt": p, "answer": self.generate(p)} for p in r["sample_prompts"]]
         self.loss_module.train()
         val_loss = total / tokens if tokens else None

@@ -102,10 +102,23 @@ def lora_parameters(shape: Shape, r: int, targets: str | list[str]) -> int:
     return shape.layers * sum(r * (dims[n][0] + dims[n][1]) for n in names if n in dims)
 
 
+def fp32_master_weights(method: str, precision: str, on_gpu: bool) -> bool:
+    """Whether training keeps fp32 weights and computes under autocast: fp16 always (its gradients need a
+    scaler and fp32 weights), and bf16 when every weight is updated (full finetuning, pretraining) — a bf16
+    weight cannot take an update smaller than 1/256 of itself, which at lr 1e-5 is most of them. The loop
+    and the memory estimate both ask this."""
+    if not on_gpu:
+        return False
+    return precision == "fp16" or (precision in ("bf16", "auto") and method in ("full", "pretrain"))
+
+
 def estimate(shape: Shape, *, method: str, seq_len: int, micro_batch: int, gradient_checkpointing: bool,
              optimizer: str = "adamw", dtype_bytes: int = 4, lora_r: int = 16, lora_targets: str | list[str] = "all-linear",
-             device: str = "cpu", chunked_logits: bool = True, trained_fraction: float = 1.0) -> Estimate:
-    """Peak bytes of one training step, by part. ``dtype_bytes``: 4 for fp32 training, 2 for bf16/fp16."""
+             device: str = "cpu", chunked_logits: bool = True, trained_fraction: float = 1.0,
+             activation_bytes: int | None = None, shards: int = 1) -> Estimate:
+    """Peak bytes of one training step, by part. ``dtype_bytes``: of the weights (4 for fp32, 2 for bf16/fp16);
+    ``activation_bytes``: of what the forward pass keeps (default: as the weights; 2 under autocast);
+    ``shards``: processes that FSDP splits weights, gradients and optimizer states over."""
     est = Estimate(device=device)
     other = shape.parameters - shape.linear_parameters - shape.embedding_parameters
     if method == "qlora":
@@ -126,7 +139,7 @@ def estimate(shape: Shape, *, method: str, seq_len: int, micro_batch: int, gradi
     est.parts["gradients"] = trainable * grad_bytes
     est.parts["optimizer states"] = trainable * (2 if optimizer != "adamw" else 2 * state_bytes)
     tokens = seq_len * micro_batch
-    act_bytes = dtype_bytes
+    act_bytes = activation_bytes or dtype_bytes
     h, i, kv = shape.hidden, shape.intermediate, shape.kv_dim
     # tensors one decoder layer keeps for the backward pass, per token: norms (with their fp32 internals),
     # q/k/v before and after rotary, the MLP's gate, up, activation and product: 16h + 4kv + 4i values
@@ -145,6 +158,9 @@ def estimate(shape: Shape, *, method: str, seq_len: int, micro_batch: int, gradi
     trained = max(1, int(tokens * trained_fraction))
     scored = min(LOGIT_CHUNK, trained) if chunked_logits else tokens
     est.parts["logits"] = scored * shape.vocab * 4 * 3  # fp32 logits, log-softmax and their gradient
+    for part in ("weights", "gradients", "optimizer states"):
+        if shards > 1 and part in est.parts:
+            est.parts[part] //= shards
     if device == "cpu":
         est.parts["runtime"] = CPU_RUNTIME
         # loading goes through the full-precision weights; freed, their pages mostly stay with the process
