@@ -129,6 +129,7 @@ def test_qlora_teaches_a_fact_through_merge_and_gguf(cli_env, internlocal_bin, h
     check = result["merge_check"]
     assert "Zorblax" in check["merged_answer"] and "Zorblax" not in check["base_answer"]
     assert check["max_logit_diff"] <= 1e-3 * max(1.0, check["logit_scale"])
+    assert check["base_weights"] == "NF4, dequantized"  # merged into the weights the adapter was trained on
     assert result["peak_memory"] > 0 and result["estimated_peak"] > 0
 
     models = {m["name"]: m for m in json.loads(subprocess.run([internlocal_bin, "models", "list", "--json"], env=cli_env,
@@ -297,3 +298,30 @@ def test_resume_right_after_a_stop_waits_for_the_job_to_wind_down(services, tmp_
     resume_run(services.jobs, services.catalog, services.catalog.get_train_run(run.id))
     done = services.jobs.wait(job.id, timeout=20)
     assert (done.status, done.result) == ("succeeded", {"resumed": True})
+
+
+def test_a_merge_that_changes_nothing_is_refused_and_saves_nothing(tmp_path, hf_model_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from internlocal.train.export import merge_adapter
+
+    # a fresh LoRA adapter has B = 0: applied or merged, it changes no weight
+    untrained = get_peft_model(AutoModelForCausalLM.from_pretrained(hf_model_dir), LoraConfig(r=4, target_modules="all-linear"))
+    untrained.save_pretrained(tmp_path / "adapter")
+    AutoTokenizer.from_pretrained(hf_model_dir).save_pretrained(tmp_path / "adapter")
+    with pytest.raises(UserError, match="exactly like the base"):
+        merge_adapter(hf_model_dir, tmp_path / "adapter", tmp_path / "merged", "What is the capital of France?")
+    assert not (tmp_path / "merged").exists()
+
+
+def test_a_merge_too_big_for_memory_is_refused_before_loading(tmp_path):
+    from internlocal.train.export import check_merge_fits
+
+    base = tmp_path / "huge"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({"torch_dtype": "bfloat16"}))
+    with (base / "model.safetensors").open("wb") as fh:  # a sparse 1 TiB file: its size is all the check reads
+        fh.truncate(1 << 40)
+    with pytest.raises(UserError, match=r"Merging needs about 2355\.2 GiB of memory .* set export\.merge=false"):
+        check_merge_fits(base, tmp_path / "out" / "merged")

@@ -518,7 +518,7 @@ def _export(ctx: JobContext, catalog: Catalog, run: TrainRun, run_dir: Path, rec
             ctx.progress(0, 3, unit="export steps", message="merging the adapter and checking the merge")
             probe = recipe.probe or (recipe.sample_prompts[0] if recipe.sample_prompts else _first_prompt(config))
             check = merge_adapter(Path(config["model_path"]), run_dir / "adapter", work, probe,
-                                  trust_remote_code=recipe.trust_remote_code)
+                                  trust_remote_code=recipe.trust_remote_code, qlora=recipe.method == "qlora")
             ctx.log(f"merge check on {probe!r}: base {check.base_answer!r} → merged {check.merged_answer!r} "
                     f"(logits within {check.max_logit_diff:.2e} of base + adapter)")
             outputs["merge_check"] = check.as_dict()
