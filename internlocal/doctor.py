@@ -64,8 +64,43 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+NVIDIA_SMI_QUERY = "index,name,memory.total,memory.free,compute_cap"
+
+
+def parse_nvidia_smi(text: str, visible: str | None = None) -> list[dict[str, Any]]:
+    """GPUs from ``nvidia-smi --query-gpu=<NVIDIA_SMI_QUERY> --format=csv,noheader,nounits`` (MiB), renumbered
+    as CUDA numbers them when ``CUDA_VISIBLE_DEVICES`` lists indices."""
+    found = []
+    for line in text.strip().splitlines():
+        index, name, total, free, capability = (part.strip() for part in line.split(","))
+        major = int(capability.split(".")[0]) if capability[:1].isdigit() else 0
+        found.append({"index": int(index), "name": name, "total_bytes": int(float(total)) << 20,
+                      "free_bytes": int(float(free)) << 20, "capability": capability, "bf16": major >= 8})
+    if visible is not None and all(part.strip().isdigit() for part in visible.split(",") if part.strip()):
+        by_index = {g["index"]: g for g in found}
+        found = [by_index[int(part)] for part in visible.split(",") if part.strip() and int(part) in by_index]
+        for number, gpu in enumerate(found):
+            gpu["index"] = number
+    return found
+
+
 def gpus() -> list[dict[str, Any]]:
-    """CUDA/ROCm devices as torch sees them; torch is imported here only (never at TUI start-up)."""
+    """CUDA/ROCm devices. nvidia-smi (NVML) first: asking torch.cuda creates a CUDA context that holds a few
+    hundred MiB of the GPU for as long as the asking process lives (the CLI, the job worker), which an 8 GB
+    card cannot spare next to the training process. torch is imported here only, and only without nvidia-smi."""
+    import os
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if smi is not None:
+        try:
+            out = subprocess.run([smi, f"--query-gpu={NVIDIA_SMI_QUERY}", "--format=csv,noheader,nounits"],
+                                 capture_output=True, text=True, timeout=20)
+            if out.returncode == 0:
+                return parse_nvidia_smi(out.stdout, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        except (OSError, subprocess.TimeoutExpired, ValueError):
+            pass  # an old driver without compute_cap, or no devices: ask torch
     if importlib.util.find_spec("torch") is None:
         return []
     import torch
