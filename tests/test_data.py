@@ -160,3 +160,28 @@ def test_a_tokenizer_shipped_as_code_loads_only_when_the_recipe_trusts_it(tmp_pa
         load_tokenizer(services.catalog, model)
     tokenizer = load_tokenizer(services.catalog, model, trust_remote_code=True)
     assert type(tokenizer).__name__ == "ShoutTokenizer" and tokenizer("Paris")["input_ids"]
+
+
+def test_cli_imports_with_the_default_model_previews_and_lists_recipes(internlocal_bin, cli_env):
+    import json
+    import subprocess
+
+    from internlocal.train.recipe import recipes_dir
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        out = subprocess.run([internlocal_bin, *args], env=cli_env, capture_output=True, text=True, timeout=180)
+        assert out.returncode == 0, out.stderr
+        return out
+
+    data = recipes_dir() / "data" / "internlocal_mascot.jsonl"
+    imported = cli("data", "import", str(data), "--name", "mascot")  # no --model: the embedded chat model's tokenizer
+    assert "dataset mascot:" in imported.stdout and "(smollm2-135m-instruct-q4_1)" in imported.stdout
+    tokens = json.loads(cli("data", "preview", "mascot", "--json").stdout)
+    trained = "".join(t["token"] for t in tokens if t["trained"])
+    first = json.loads(data.read_text().splitlines()[0])["messages"][-1]["content"]
+    assert trained == first + "<|im_end|>\n"  # the assistant's reply and its end (as the template closes a turn), no prompt
+    recipes = {r["recipe"]: r for r in json.loads(cli("train", "list", "--json").stdout)}
+    assert recipes["smollm2-135m_qlora_cpu"]["fits"] is True and recipes["smollm2-135m_qlora_cpu"]["estimate_bytes"] > 0
+    assert recipes["internlm2_5-7b_qlora_gpu8"]["hardware"] == "gpu"
+    shown = cli("train", "show", "smollm2-135m_qlora_cpu", "lr=1e-4").stdout
+    assert "lr: 0.0001" in shown and "memory estimate (cpu)" in shown

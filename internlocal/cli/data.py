@@ -18,7 +18,7 @@ def _tokenizer(model: str | None, trust_remote_code: bool = False):
     from internlocal.data.library import load_tokenizer
 
     svc = services()
-    row = svc.catalog.get_model(model or svc.settings.default_model)
+    row = svc.catalog.get_model(model) if model else svc.chats.default_model()  # the embedded model unless set
     return row, load_tokenizer(svc.catalog, row, trust_remote_code=trust_remote_code)
 
 

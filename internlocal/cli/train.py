@@ -27,15 +27,19 @@ def print_recipes(wanted, as_json: bool) -> None:
     from internlocal.train.job import plan_run
     from internlocal.train.recipe import list_recipes
 
+    import shutil
+
     svc = services()
     rows = []
+    # a GPU's free memory is asked of nvidia-smi only (cheap, no CUDA context); without it GPU recipes show "?"
+    gpu_known = shutil.which("nvidia-smi") is not None
     for name, recipe, command in list_recipes():
         if recipe is None:
             rows.append({"recipe": name, "error": command})
             continue
         if not wanted(recipe):
             continue
-        plan = plan_run(svc.settings, svc.catalog, name, measure_free=recipe.hardware == "cpu")
+        plan = plan_run(svc.settings, svc.catalog, name, measure_free=recipe.hardware == "cpu" or gpu_known)
         rows.append({"recipe": name, "method": recipe.method, "init": recipe.init, "hardware": recipe.hardware,
                      "gpus": recipe.gpus, "model": recipe.model,
                      "estimate_bytes": plan.estimate.total if plan.estimate else None, "fits": plan.fits,
