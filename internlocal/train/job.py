@@ -593,6 +593,10 @@ def resume_run(jobs, catalog: Catalog, run: TrainRun, settle_s: float = 60.0, gp
         if recipe["method"] != "pretrain" and recipe["distributed"] != "fsdp":
             raise UserError(f"Run {run.name}'s checkpoints hold one full copy per run ({recipe['distributed']}); "
                             "only pretraining and FSDP runs resume on another number of GPUs.")
+        if recipe["hardware"] != "cpu":
+            _, visible = free_memory("cuda")
+            if gpus > (visible or 0):
+                raise UserError(f"Run {run.name} cannot resume on {gpus} GPUs: {visible or 0} CUDA GPU(s) are visible.")
         config = {**run.config, "recipe": {**recipe, "gpus": gpus}}
         (Path(run.run_dir) / "config.json").write_text(json.dumps(config, indent=1))
         run = catalog.update_train_run(run.id, config_json=json.dumps(config))  # type: ignore[arg-type]
