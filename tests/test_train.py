@@ -70,6 +70,8 @@ def test_recipes_validate_and_bad_ones_are_refused_before_anything_loads(cli_env
         load_recipe("nope")
     with pytest.raises(UserError, match="method qlora cannot use distributed: fsdp"):
         load_recipe("smollm2-135m_qlora_cpu", parse_overrides(["gpus=2", "distributed=fsdp"]))
+    _, two = load_recipe("internlm2_5-1_8b_qlora_gpu8", parse_overrides(["gpus=2"]))  # --gpus 2 on a one-GPU recipe
+    assert (two.hardware, two.gpus, two.distributed) == ("multi-gpu", 2, "ddp")
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([internlocal_bin, "train", *args], env=cli_env, capture_output=True, text=True, timeout=120)

@@ -275,8 +275,14 @@ class Trainer:
     def emit(self, kind: str, **values: Any) -> None:
         if self.rank != 0:
             return
-        with self.metrics_path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"type": kind, "t": round(time.time(), 3), **values}, ensure_ascii=False) + "\n")
+        try:
+            with self.metrics_path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"type": kind, "t": round(time.time(), 3), **values}, ensure_ascii=False) + "\n")
+        except OSError as exc:  # a full disk: say so in one sentence (the last checkpoint is intact) instead of a trace
+            if kind == "error":
+                return  # reporting the error itself failed: stderr still has it
+            raise TrainingError(f"Could not write {self.metrics_path.name} ({exc.strerror or exc}); free disk space "
+                                "and resume the run from its last checkpoint.") from None
 
     def peak_memory(self) -> int:
         import torch

@@ -126,8 +126,8 @@ class Recipe(_Strict):
         if self.method == "qlora" and self.distributed == "fsdp":  # FSDP2 cannot shard bitsandbytes' packed 4-bit weights
             raise ValueError("method qlora cannot use distributed: fsdp (its 4-bit weights cannot be sharded); use "
                              "distributed: ddp, or method: lora with fsdp")
-        if self.gpus > 1 and self.hardware == "gpu":
-            raise ValueError("gpus > 1 needs hardware: multi-gpu (or cpu: that many processes over gloo)")
+        if self.gpus > 1 and self.hardware == "gpu":  # `--gpus 2` on a one-GPU recipe: the same recipe on two
+            self.hardware = "multi-gpu"
         return self
 
 
