@@ -34,9 +34,9 @@ class Stop(Exception):
 def test_known_answers_score_as_expected(engine, services):
     task = get_task("capitals_en")
     outcome = evaluate(engine, task, RequestCache(services.catalog, "test-known"))
-    assert outcome.metrics["acc"] >= 0.9  # the embedded model knows these capitals (23/24)
+    assert outcome.metrics["acc"] >= 0.9  # the embedded model knows these capitals (37/40)
     assert 0 < outcome.stderr["acc"] < 0.1
-    assert len(outcome.items) == 24 and outcome.requests == 96
+    assert len(outcome.items) == 40 and outcome.requests == 160
 
 
 def test_acc_and_acc_norm_by_hand(engine, tmp_path):
@@ -105,7 +105,7 @@ def test_a_killed_run_resumes_from_the_cache_with_identical_totals(engine, servi
     with pytest.raises(Stop):
         evaluate(engine, task, cache, check_cancelled=die_after_two_batches)
     resumed = evaluate(engine, task, cache)
-    assert resumed.cached == 64 and resumed.requests == 96  # two batches of 32 were already answered
+    assert resumed.cached == 64 and resumed.requests == 160  # two batches of 32 were already answered
     assert resumed.metrics == fresh.metrics
     assert [i["scores"] for i in resumed.items] == [i["scores"] for i in fresh.items]
 
@@ -165,7 +165,7 @@ def test_multiple_choice_through_the_chat_template(engine):
     outcome = evaluate(engine, task, RequestCache(None, "mc-chat"))
     first = outcome.items[0]["prompt"]
     assert "<|im_start|>user\nQuestion: What is the capital of France?" in first and first.endswith("<|im_start|>assistant\n")
-    assert outcome.metrics["acc"] >= 0.9  # 22/24 through the template (23/24 without)
+    assert outcome.metrics["acc"] >= 0.9  # 37/40 through the template, as without
 
 
 def test_perplexity_reports_a_bootstrap_standard_error(engine):

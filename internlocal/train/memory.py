@@ -151,10 +151,12 @@ def estimate(shape: Shape, *, method: str, seq_len: int, micro_batch: int, gradi
     else:
         est.parts["activations"] = tokens * shape.layers * per_token_layer
     if device == "cpu":
-        # measured, not derived: on the CPU a training step also holds about 4.6 row-length² values per head
-        # and layer (attention and its backward); fitted on SmolLM2 runs with 256- and 512-token rows
+        # measured, not derived: on the CPU a training step also holds row-length² values per head and layer
+        # (attention and its backward): about 2.2 of them with LoRA/full weights (fitted on LoRA runs with 384- and
+        # 512-token rows, within 2%), 4.6 with QLoRA, whose NF4 matmuls hold more per row (SmolLM2, 256/512 rows)
         layers_kept = 1 if gradient_checkpointing else shape.layers
-        est.parts["attention"] = int(4.6 * layers_kept * micro_batch * shape.heads * seq_len * seq_len * act_bytes)
+        per_value = 4.6 if method == "qlora" else 2.2
+        est.parts["attention"] = int(per_value * layers_kept * micro_batch * shape.heads * seq_len * seq_len * act_bytes)
     trained = max(1, int(tokens * trained_fraction))
     scored = min(LOGIT_CHUNK, trained) if chunked_logits else tokens
     est.parts["logits"] = scored * shape.vocab * 4 * 3  # fp32 logits, log-softmax and their gradient
