@@ -42,8 +42,9 @@ def run_raw(llm, max_tokens: int) -> tuple[float, float, int]:
     llm.reset()
     start = time.perf_counter()
     stamps = []
-    for chunk in llm.create_chat_completion(MESSAGES, stream=True, max_tokens=max_tokens, temperature=0.0, top_k=1,
-                                            repeat_penalty=1.0):
+    for chunk in llm.create_chat_completion(
+        MESSAGES, stream=True, max_tokens=max_tokens, temperature=0.0, top_k=1, repeat_penalty=1.0
+    ):
         if chunk["choices"][0]["delta"].get("content"):
             stamps.append(time.perf_counter())
     ttft = stamps[0] - start
@@ -75,9 +76,15 @@ def main() -> None:
     med = statistics.median
     summary = {}
     for name, runs in results.items():
-        summary[name] = (med(r[0] for r in runs), med(r[1] for r in runs), med(r[2] for r in runs),
-                         statistics.pstdev(r[1] for r in runs))
-    print(f"model {Path(path).name}, {threads} threads, n_ctx {args.n_ctx}, max_tokens {args.max_tokens}, {args.reps} reps (median)")
+        summary[name] = (
+            med(r[0] for r in runs),
+            med(r[1] for r in runs),
+            med(r[2] for r in runs),
+            statistics.pstdev(r[1] for r in runs),
+        )
+    print(
+        f"model {Path(path).name}, {threads} threads, n_ctx {args.n_ctx}, max_tokens {args.max_tokens}, {args.reps} reps (median)"
+    )
     print(f"{'':22}{'TTFT ms':>10}{'decode tok/s':>15}{'± sd':>8}{'tokens':>8}")
     for name, (ttft, tps, n, sd) in summary.items():
         label = "internlocal engine" if name == "internlocal" else "raw llama-cpp-python"

@@ -62,7 +62,9 @@ def free_port() -> int:
 
 def time_curl(url: str, out: Path) -> tuple[float, float]:
     start = time.perf_counter()
-    result = subprocess.run(["curl", "-sf", "-o", str(out), "-w", "%{speed_download}", url], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        ["curl", "-sf", "-o", str(out), "-w", "%{speed_download}", url], capture_output=True, text=True, check=True
+    )
     elapsed = time.perf_counter() - start
     out.unlink()
     return elapsed, float(result.stdout)
@@ -83,8 +85,10 @@ def time_ours(url: str, size: int, sha: str, work: Path, parts: int) -> tuple[fl
     store = Store(work / "store")
     stamps: list[float] = []
     start = time.perf_counter()
-    Downloader(store, parts=parts).fetch(RemoteFile(url=url, path="big.gguf", size=size, sha256=sha),
-                                         on_bytes=lambda n: stamps.append(time.perf_counter()))
+    Downloader(store, parts=parts).fetch(
+        RemoteFile(url=url, path="big.gguf", size=size, sha256=sha),
+        on_bytes=lambda n: stamps.append(time.perf_counter()),
+    )
     elapsed = time.perf_counter() - start
     transfer = stamps[-1] - start
     shutil.rmtree(work / "store")
@@ -139,7 +143,9 @@ def main() -> None:
     sha = digest.hexdigest()
     port = free_port()
     (root / "nginx.conf").write_text(NGINX_CONF.format(root=root, port=port))
-    nginx = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(root / "nginx.conf"), "-p", str(root)])
+    nginx = subprocess.Popen(
+        [shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(root / "nginx.conf"), "-p", str(root)]
+    )
     url = f"http://127.0.0.1:{port}/big.gguf"
     try:
         for _ in range(50):
@@ -164,18 +170,25 @@ def main() -> None:
         c_t = med(t for t, _ in curl)
         print(f"{mib:.0f} MiB from nginx on 127.0.0.1, {args.reps} reps, median; writes to {work}")
         print(f"{'client':36}{'seconds':>9}{'MiB/s':>9}  transfer-only MiB/s")
-        print(f"{'curl -o FILE':36}{c_t:>9.2f}{mib / c_t:>9.0f}  {med(s for _, s in curl) / 2**20:.0f} (curl's own figure)")
+        print(
+            f"{'curl -o FILE':36}{c_t:>9.2f}{mib / c_t:>9.0f}  {med(s for _, s in curl) / 2**20:.0f} (curl's own figure)"
+        )
         cv = med(curl_verified)
         print(f"{'curl -o FILE && sha256sum FILE':36}{cv:>9.2f}{mib / cv:>9.0f}")
-        for label, runs in (("internlocal, 1 stream (+sha256)", ours1), ("internlocal, 4 ranged parts (+sha256)", ours4)):
+        for label, runs in (
+            ("internlocal, 1 stream (+sha256)", ours1),
+            ("internlocal, 4 ranged parts (+sha256)", ours4),
+        ):
             t = med(r[0] for r in runs)
             print(f"{label:36}{t:>9.2f}{mib / t:>9.0f}  {med(r[1] for r in runs) / 2**20:.0f}")
         ratio = c_t / med(r[0] for r in ours1)
         print(f"ratio internlocal/curl, single stream, end to end: {ratio:.2f} (target >= 0.9)")
         print(f"ratio internlocal/(curl + sha256sum), single stream: {cv / med(r[0] for r in ours1):.2f}")
         overhead = med(resumed) - med(straight)
-        print(f"resume overhead (stopped at 50%, resumed): {overhead:+.2f} s on {med(straight):.2f} s "
-              f"({overhead / med(straight) * 100:+.0f}%)")
+        print(
+            f"resume overhead (stopped at 50%, resumed): {overhead:+.2f} s on {med(straight):.2f} s "
+            f"({overhead / med(straight) * 100:+.0f}%)"
+        )
     finally:
         nginx.terminate()
         nginx.wait(10)

@@ -27,11 +27,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from common import make_hf_dir  # noqa: E402
+
 BIN = Path(sys.executable).with_name("internlocal")
 
 
 def make_task(work: Path, copies: int) -> tuple[Path, int]:
-    rows = [json.loads(line) for line in (REPO / "internlocal/evals/builtin/capitals_en.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line) for line in (REPO / "internlocal/evals/builtin/capitals_en.jsonl").read_text().splitlines()
+    ]
     data = work / "bench.jsonl"
     items = []
     for k in range(copies):
@@ -40,12 +43,14 @@ def make_task(work: Path, copies: int) -> tuple[Path, int]:
     data.write_text("".join(json.dumps(i) + "\n" for i in items))
     (work / "bench_ours.yaml").write_text(
         "name: bench_capitals\nversion: '1'\noutput_type: multiple_choice\ndataset: bench.jsonl\n"
-        "doc_to_text: \"Question: {question}\\nAnswer:\"\ndoc_to_choice: \"{choices}\"\ndoc_to_target: \"{answer}\"\n")
+        'doc_to_text: "Question: {question}\\nAnswer:"\ndoc_to_choice: "{choices}"\ndoc_to_target: "{answer}"\n'
+    )
     (work / "lme").mkdir(exist_ok=True)
     (work / "lme" / "bench_capitals.yaml").write_text(
         f"task: bench_capitals\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\ntest_split: test\n"
-        "output_type: multiple_choice\ndoc_to_text: \"Question: {{question}}\\nAnswer:\"\ndoc_to_choice: \"{{choices}}\"\n"
-        "doc_to_target: \"{{answer}}\"\nmetric_list:\n  - metric: acc\n  - metric: acc_norm\n")
+        'output_type: multiple_choice\ndoc_to_text: "Question: {{question}}\\nAnswer:"\ndoc_to_choice: "{{choices}}"\n'
+        'doc_to_target: "{{answer}}"\nmetric_list:\n  - metric: acc\n  - metric: acc_norm\n'
+    )
     return work / "bench_ours.yaml", len(items)
 
 
@@ -71,7 +76,9 @@ def main() -> None:
         home = Path(tempfile.mkdtemp(prefix="il-evalhome-", dir=work))
         env = dict(base_env, INTERNLOCAL_HOME=str(home), INTERNLOCAL_ENGINE=engine)
         if engine == "transformers":
-            subprocess.run([str(BIN), "models", "import", str(hf), "--name", "smol-hf"], env=env, check=True, capture_output=True)
+            subprocess.run(
+                [str(BIN), "models", "import", str(hf), "--name", "smol-hf"], env=env, check=True, capture_output=True
+            )
             model = "smol-hf"
         else:
             model = "smollm2-135m-instruct-q4_1"
@@ -79,12 +86,32 @@ def main() -> None:
         return timed([str(BIN), "eval", "run", model, str(task_file), "--json"], env)
 
     def theirs() -> float:
-        return timed([sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args", f"pretrained={hf},dtype=float32",
-                      "--tasks", "bench_capitals", "--include_path", str(work / "lme"), "--batch_size", "8",
-                      "--device", "cpu"], base_env)
+        return timed(
+            [
+                sys.executable,
+                "-m",
+                "lm_eval",
+                "--model",
+                "hf",
+                "--model_args",
+                f"pretrained={hf},dtype=float32",
+                "--tasks",
+                "bench_capitals",
+                "--include_path",
+                str(work / "lme"),
+                "--batch_size",
+                "8",
+                "--device",
+                "cpu",
+            ],
+            base_env,
+        )
 
-    results: dict[str, list[float]] = {"internlocal (transformers)": [], "internlocal (llama.cpp, GGUF)": [],
-                                       "lm-evaluation-harness (hf)": []}
+    results: dict[str, list[float]] = {
+        "internlocal (transformers)": [],
+        "internlocal (llama.cpp, GGUF)": [],
+        "lm-evaluation-harness (hf)": [],
+    }
     for _ in range(args.reps):
         results["internlocal (transformers)"].append(ours("transformers"))
         results["internlocal (llama.cpp, GGUF)"].append(ours("llama.cpp"))
@@ -95,8 +122,10 @@ def main() -> None:
     for name, seconds in med.items():
         print(f"{name:34} {seconds:7.2f} s  {n / seconds:7.1f} items/s")
     base = med["lm-evaluation-harness (hf)"]
-    print(f"ratio vs lm-evaluation-harness (items/s): transformers {base / med['internlocal (transformers)']:.2f}, "
-          f"llama.cpp {base / med['internlocal (llama.cpp, GGUF)']:.2f}  (target >= 1.5)")
+    print(
+        f"ratio vs lm-evaluation-harness (items/s): transformers {base / med['internlocal (transformers)']:.2f}, "
+        f"llama.cpp {base / med['internlocal (llama.cpp, GGUF)']:.2f}  (target >= 1.5)"
+    )
 
 
 if __name__ == "__main__":

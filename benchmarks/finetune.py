@@ -34,8 +34,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from common import make_hf_dir  # noqa: E402
-WORDS = ("the model learns from data and answers questions about science history cooking travel music code "
-         "numbers rivers mountains cities languages planets animals weather sport art books games health").split()
+
+WORDS = ["the", "model", "learns", "from", "data", "and", "answers", "questions", "about", "science", "history", "cooking", "travel", "music", "code", "numbers", "rivers", "mountains", "cities", "languages", "planets", "animals", "weather", "sport", "art", "books", "games", "health"]
 
 
 def make_data(work: Path, n: int, seed: int = 0) -> Path:
@@ -51,7 +51,7 @@ def make_data(work: Path, n: int, seed: int = 0) -> Path:
     return path
 
 
-BASELINE = r'''
+BASELINE = r"""
 import json, resource, sys, time
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, DataCollatorForSeq2Seq, Trainer, TrainingArguments
@@ -82,29 +82,68 @@ seconds = time.perf_counter() - start
 print(json.dumps({"seconds": seconds, "tokens": sum(len(f["input_ids"]) for f in features),
                   "trained_tokens": sum(sum(1 for l in f["labels"][1:] if l != -100) for f in features),
                   "loss": result.training_loss, "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
-'''
+"""
 
 
 def run_baseline(model_dir: Path, data: Path, method: str, seq_len: int, work: Path, threads: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", BASELINE, str(model_dir), str(data), method, str(seq_len), str(work / "hf-out"),
-                          str(threads)], capture_output=True, text=True, cwd=REPO)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            BASELINE,
+            str(model_dir),
+            str(data),
+            method,
+            str(seq_len),
+            str(work / "hf-out"),
+            str(threads),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_ours(model_dir: Path, data: Path, method: str, seq_len: int, work: Path, threads: int, micro_batch: int) -> dict:
+def run_ours(
+    model_dir: Path, data: Path, method: str, seq_len: int, work: Path, threads: int, micro_batch: int
+) -> dict:
     from internlocal.train.recipe import Recipe
 
-    recipe = Recipe(model="bench", method=method, dataset=str(data), seq_len=seq_len, micro_batch=micro_batch, epochs=1, lr=2e-4,
-                    lr_scheduler="cosine", warmup_ratio=0.03, packing=True, save_every=0, seed=42,
-                    export={"merge": False, "gguf": False, "quantize": None})
+    recipe = Recipe(
+        model="bench",
+        method=method,
+        dataset=str(data),
+        seq_len=seq_len,
+        micro_batch=micro_batch,
+        epochs=1,
+        lr=2e-4,
+        lr_scheduler="cosine",
+        warmup_ratio=0.03,
+        packing=True,
+        save_every=0,
+        seed=42,
+        export={"merge": False, "gguf": False, "quantize": None},
+    )
     run_dir = work / f"ours-{method}-{micro_batch}"
     run_dir.mkdir()
-    (run_dir / "config.json").write_text(json.dumps({"recipe": recipe.model_dump(), "model_path": str(model_dir),
-                                                     "train_file": str(data), "validation_file": None, "threads": threads}))
+    (run_dir / "config.json").write_text(
+        json.dumps(
+            {
+                "recipe": recipe.model_dump(),
+                "model_path": str(model_dir),
+                "train_file": str(data),
+                "validation_file": None,
+                "threads": threads,
+            }
+        )
+    )
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "internlocal.train.loop", str(run_dir)], capture_output=True, text=True, cwd=REPO)
+    out = subprocess.run(
+        [sys.executable, "-m", "internlocal.train.loop", str(run_dir)], capture_output=True, text=True, cwd=REPO
+    )
     if out.returncode != 0:
         raise RuntimeError(out.stdout[-2000:] + out.stderr[-2000:])
     events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -114,8 +153,15 @@ def run_ours(model_dir: Path, data: Path, method: str, seq_len: int, work: Path,
     first = next(e for e in events if e["type"] == "start")["t"]
     seconds = steps[-1]["t"] - first
     loss = sum(e["loss"] for e in steps) / len(steps)
-    return {"seconds": seconds, "tokens": sum(e["tokens"] for e in steps), "trained_tokens": sum(e["trained_tokens"] for e in steps),
-            "loss": loss, "peak": result["peak_memory"], "wall": time.perf_counter() - started, "steps": len(steps)}
+    return {
+        "seconds": seconds,
+        "tokens": sum(e["tokens"] for e in steps),
+        "trained_tokens": sum(e["trained_tokens"] for e in steps),
+        "loss": loss,
+        "peak": result["peak_memory"],
+        "wall": time.perf_counter() - started,
+        "steps": len(steps),
+    }
 
 
 def estimate_for(model_dir: Path, method: str, seq_len: int, data: Path, micro_batch: int) -> int:
@@ -127,8 +173,14 @@ def estimate_for(model_dir: Path, method: str, seq_len: int, data: Path, micro_b
 
     stats = token_stats(AutoTokenizer.from_pretrained(model_dir), load_examples(data)[1])
     shape = Shape.from_hf_config(json.loads((model_dir / "config.json").read_text()))
-    return estimate(shape, method=method, seq_len=seq_len, micro_batch=micro_batch, gradient_checkpointing=False,
-                    trained_fraction=stats["tokens_trained"] / stats["tokens_total"]).total
+    return estimate(
+        shape,
+        method=method,
+        seq_len=seq_len,
+        micro_batch=micro_batch,
+        gradient_checkpointing=False,
+        trained_fraction=stats["tokens_trained"] / stats["tokens_total"],
+    ).total
 
 
 def main() -> None:
@@ -146,17 +198,25 @@ def main() -> None:
     per_row = args.seq_len / (base["tokens"] / args.examples)
     same = max(1, round(4 / per_row))
     runs = [(f"internlocal, {same} packed rows (~4 examples)", same), ("internlocal, 4 packed rows", 4)]
-    results = [(name, mb, run_ours(model_dir, data, args.method, args.seq_len, work, args.threads, mb)) for name, mb in runs]
-    print(f"{args.method}, {args.examples} examples ({base['tokens']} tokens, {base['trained_tokens']} trained; "
-          f"{per_row:.1f} examples per packed row of {args.seq_len}), {args.threads} threads")
-    print(f"{'HF Trainer + peft, 4 padded examples':42} {base['seconds']:7.1f} s  {base['tokens'] / base['seconds']:7.1f} tokens/s  "
-          f"peak {base['peak'] / 2**30:5.2f} GiB  mean loss {base['loss']:.3f}")
+    results = [
+        (name, mb, run_ours(model_dir, data, args.method, args.seq_len, work, args.threads, mb)) for name, mb in runs
+    ]
+    print(
+        f"{args.method}, {args.examples} examples ({base['tokens']} tokens, {base['trained_tokens']} trained; "
+        f"{per_row:.1f} examples per packed row of {args.seq_len}), {args.threads} threads"
+    )
+    print(
+        f"{'HF Trainer + peft, 4 padded examples':42} {base['seconds']:7.1f} s  {base['tokens'] / base['seconds']:7.1f} tokens/s  "
+        f"peak {base['peak'] / 2**30:5.2f} GiB  mean loss {base['loss']:.3f}"
+    )
     for name, mb, r in results:
         est = estimate_for(model_dir, args.method, args.seq_len, data, mb)
         speed = (r["tokens"] / r["seconds"]) / (base["tokens"] / base["seconds"])
-        print(f"{name:42} {r['seconds']:7.1f} s  {r['tokens'] / r['seconds']:7.1f} tokens/s  peak {r['peak'] / 2**30:5.2f} GiB  "
-              f"mean loss {r['loss']:.3f}  → {speed:.2f}x tokens/s, {r['peak'] / base['peak']:.2f}x peak, "
-              f"estimate {est / 2**30:.2f} GiB ({(est - r['peak']) / r['peak'] * 100:+.0f}%)")
+        print(
+            f"{name:42} {r['seconds']:7.1f} s  {r['tokens'] / r['seconds']:7.1f} tokens/s  peak {r['peak'] / 2**30:5.2f} GiB  "
+            f"mean loss {r['loss']:.3f}  → {speed:.2f}x tokens/s, {r['peak'] / base['peak']:.2f}x peak, "
+            f"estimate {est / 2**30:.2f} GiB ({(est - r['peak']) / r['peak'] * 100:+.0f}%)"
+        )
     print("targets: >= 1.3x tokens/s, <= 1.0x peak at the same examples per micro-batch, estimate within 15%")
 
 

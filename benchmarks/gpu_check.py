@@ -33,8 +33,22 @@ def ensure_deps(wheels: Path | None) -> None:
             missing.append(name.replace("_", "-"))
     if missing and wheels:
         target = Path(tempfile.mkdtemp(prefix="gpu-site-"))
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--find-links", str(wheels),
-                        "--target", str(target), *missing], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-index",
+                "--find-links",
+                str(wheels),
+                "--target",
+                str(target),
+                *missing,
+            ],
+            check=True,
+        )
         sys.path.insert(0, str(target))
 
 

@@ -25,9 +25,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-WORDS = ("river garden engine kettle router sensor battery invoice meeting recipe flour tomato bicycle chain "
-         "thermostat ferry temple lantern library museum window pressure valve compost starter insurance policy "
-         "holiday weekend printer cable monitor keyboard harbour bridge castle market bakery station ticket").split()
+WORDS = ["river", "garden", "engine", "kettle", "router", "sensor", "battery", "invoice", "meeting", "recipe", "flour", "tomato", "bicycle", "chain", "thermostat", "ferry", "temple", "lantern", "library", "museum", "window", "pressure", "valve", "compost", "starter", "insurance", "policy", "holiday", "weekend", "printer", "cable", "monitor", "keyboard", "harbour", "bridge", "castle", "market", "bakery", "station", "ticket"]
 
 
 def sentence(rng: random.Random) -> str:
@@ -57,14 +55,21 @@ def ingestion(embedder, work: Path, files: int, reps: int = 2) -> dict:
         started = time.perf_counter()
         index.sync([notes])
         ours.append(time.perf_counter() - started)
-        texts = [(f"{r['heading']}\n{r['text']}" if r["heading"] else r["text"])
-                 for r in index.db.execute("SELECT heading, text FROM chunk ORDER BY rid")]
+        texts = [
+            (f"{r['heading']}\n{r['text']}" if r["heading"] else r["text"])
+            for r in index.db.execute("SELECT heading, text FROM chunk ORDER BY rid")
+        ]
         index.close()
         started = time.perf_counter()
         embedder._model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
         direct.append(time.perf_counter() - started)
-    return {"chunks": len(texts), "ours_s": min(ours), "direct_s": min(direct),
-            "ours_cps": len(texts) / min(ours), "direct_cps": len(texts) / min(direct)}
+    return {
+        "chunks": len(texts),
+        "ours_s": min(ours),
+        "direct_s": min(direct),
+        "ours_cps": len(texts) / min(ours),
+        "direct_cps": len(texts) / min(direct),
+    }
 
 
 def fill(index, size: int, dimension: int, rng: random.Random) -> None:
@@ -75,8 +80,11 @@ def fill(index, size: int, dimension: int, rng: random.Random) -> None:
 
     gen = np.random.default_rng(0)
     db = index.db
-    db.execute("INSERT INTO file (path, root, relpath, kind, status, chunks) VALUES ('/bench/x.md', '/bench', 'x.md', "
-               "'markdown', 'indexed', ?)", (size,))
+    db.execute(
+        "INSERT INTO file (path, root, relpath, kind, status, chunks) VALUES ('/bench/x.md', '/bench', 'x.md', "
+        "'markdown', 'indexed', ?)",
+        (size,),
+    )
     batch = 5000
     for start in range(0, size, batch):
         ids = [f"c{n:07d}" for n in range(start, min(size, start + batch))]
@@ -85,11 +93,15 @@ def fill(index, size: int, dimension: int, rng: random.Random) -> None:
         index.vectors.add(ids=ids, embeddings=vectors, metadatas=[{"kind": "markdown", "relpath": "x.md"}] * len(ids))
         texts = [" ".join(sentence(rng) for _ in range(3)) for _ in ids]
         db.execute("BEGIN")
-        db.executemany("INSERT INTO chunk (cid, file_id, ordinal, hash, heading, text, start_line, end_line) "
-                       "VALUES (?, 1, ?, ?, 'Section', ?, ?, ?)",
-                       [(cid, n, cid, text, n, n) for n, (cid, text) in enumerate(zip(ids, texts), start=start)])
-        db.executemany("INSERT INTO chunk_bigrams(rowid, grams) SELECT rid, ? FROM chunk WHERE cid = ?",
-                       [(g, cid) for cid, t in zip(ids, texts) if (g := cjk_bigrams(t))])
+        db.executemany(
+            "INSERT INTO chunk (cid, file_id, ordinal, hash, heading, text, start_line, end_line) "
+            "VALUES (?, 1, ?, ?, 'Section', ?, ?, ?)",
+            [(cid, n, cid, text, n, n) for n, (cid, text) in enumerate(zip(ids, texts), start=start)],
+        )
+        db.executemany(
+            "INSERT INTO chunk_bigrams(rowid, grams) SELECT rid, ? FROM chunk WHERE cid = ?",
+            [(g, cid) for cid, t in zip(ids, texts) if (g := cjk_bigrams(t))],
+        )
         db.execute("COMMIT")
 
 
@@ -101,7 +113,9 @@ def latency(embedder, work: Path, size: int, queries: int) -> dict:
     started = time.perf_counter()
     fill(index, size, embedder.dimension, rng)
     built = time.perf_counter() - started
-    questions = [f"How do I fix the {rng.choice(WORDS)} {rng.choice(WORDS)} {rng.randint(1, 9999)}?" for _ in range(queries)]
+    questions = [
+        f"How do I fix the {rng.choice(WORDS)} {rng.choice(WORDS)} {rng.randint(1, 9999)}?" for _ in range(queries)
+    ]
     for q in questions[:5]:
         index.search(q, k=5)  # warm caches (HNSW index loaded, statements prepared)
     times = []
@@ -116,8 +130,13 @@ def latency(embedder, work: Path, size: int, queries: int) -> dict:
         embed_times.append((time.perf_counter() - started) * 1000)
     index.close()
     times.sort()
-    return {"chunks": size, "build_s": built, "p50_ms": statistics.median(times), "p95_ms": times[int(0.95 * (len(times) - 1))],
-            "embed_p50_ms": statistics.median(embed_times)}
+    return {
+        "chunks": size,
+        "build_s": built,
+        "p50_ms": statistics.median(times),
+        "p95_ms": times[int(0.95 * (len(times) - 1))],
+        "embed_p50_ms": statistics.median(embed_times),
+    }
 
 
 def quality(embedder, work: Path) -> dict:
@@ -151,18 +170,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         ing = ingestion(embedder, work, args.files)
-        print(f"ingestion: {ing['chunks']} chunks from {args.files} files — internlocal sync {ing['ours_s']:.1f} s "
-              f"({ing['ours_cps']:.0f} chunks/s), sentence-transformers alone {ing['direct_s']:.1f} s "
-              f"({ing['direct_cps']:.0f} chunks/s): ratio {ing['ours_cps'] / ing['direct_cps']:.2f}x (target >= 0.9x)")
+        print(
+            f"ingestion: {ing['chunks']} chunks from {args.files} files — internlocal sync {ing['ours_s']:.1f} s "
+            f"({ing['ours_cps']:.0f} chunks/s), sentence-transformers alone {ing['direct_s']:.1f} s "
+            f"({ing['direct_cps']:.0f} chunks/s): ratio {ing['ours_cps'] / ing['direct_cps']:.2f}x (target >= 0.9x)"
+        )
         for size in args.sizes:
             lat = latency(embedder, work, size, args.queries)
-            print(f"query latency at {size:,} chunks: p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms "
-                  f"(of which query embedding p50 {lat['embed_p50_ms']:.1f} ms; index filled in {lat['build_s']:.0f} s)"
-                  + ("  (target p50 <= 30 ms)" if size == 10_000 else ""))
+            print(
+                f"query latency at {size:,} chunks: p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms "
+                f"(of which query embedding p50 {lat['embed_p50_ms']:.1f} ms; index filled in {lat['build_s']:.0f} s)"
+                + ("  (target p50 <= 30 ms)" if size == 10_000 else "")
+            )
         q = quality(embedder, work)
         for mode in ("hybrid", "dense", "bm25"):
-            print(f"labelled set, {mode:6}: recall@5 {q[mode]['recall@5']:.3f}  MRR {q[mode]['mrr']:.3f}  nDCG@10 {q[mode]['ndcg@10']:.3f}")
-        print(f"refusal: fitted threshold {q['refusal']['fitted_threshold']:.3f}, accuracy {q['refusal']['fitted_accuracy']:.3f}")
+            print(
+                f"labelled set, {mode:6}: recall@5 {q[mode]['recall@5']:.3f}  MRR {q[mode]['mrr']:.3f}  nDCG@10 {q[mode]['ndcg@10']:.3f}"
+            )
+        print(
+            f"refusal: fitted threshold {q['refusal']['fitted_threshold']:.3f}, accuracy {q['refusal']['fitted_accuracy']:.3f}"
+        )
 
 
 if __name__ == "__main__":

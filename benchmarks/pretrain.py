@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from common import make_hf_dir  # noqa: E402
 
-BASELINE = r'''
+BASELINE = r"""
 import json, resource, sys, time
 import numpy as np, torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer, TrainingArguments
@@ -48,12 +48,16 @@ seconds = time.perf_counter() - start
 assert len(features) == steps * 4, "the corpus is too small for this many steps"
 print(json.dumps({"seconds": seconds, "tokens": steps * 4 * index.seq_len, "loss": result.training_loss,
                   "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
-'''
+"""
 
 
 def run_baseline(model_dir: Path, corpus: Path, steps: int, work: Path, threads: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", BASELINE, str(model_dir), str(corpus), str(steps), str(work / "hf-out"),
-                          str(threads)], capture_output=True, text=True, cwd=REPO)
+    out = subprocess.run(
+        [sys.executable, "-c", BASELINE, str(model_dir), str(corpus), str(steps), str(work / "hf-out"), str(threads)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -62,14 +66,31 @@ def run_baseline(model_dir: Path, corpus: Path, steps: int, work: Path, threads:
 def run_ours(model_dir: Path, corpus: Path, seq_len: int, steps: int, work: Path, threads: int) -> dict:
     from internlocal.train.recipe import Recipe
 
-    recipe = Recipe(model="bench", method="pretrain", corpus=str(corpus), seq_len=seq_len, micro_batch=4, max_steps=steps,
-                    lr=5e-5, lr_scheduler="cosine", warmup_ratio=0.0, save_every=0, eval_every=0, seed=42,
-                    export={"merge": False, "gguf": False, "quantize": None})
+    recipe = Recipe(
+        model="bench",
+        method="pretrain",
+        corpus=str(corpus),
+        seq_len=seq_len,
+        micro_batch=4,
+        max_steps=steps,
+        lr=5e-5,
+        lr_scheduler="cosine",
+        warmup_ratio=0.0,
+        save_every=0,
+        eval_every=0,
+        seed=42,
+        export={"merge": False, "gguf": False, "quantize": None},
+    )
     run_dir = work / "ours"
     run_dir.mkdir()
-    (run_dir / "config.json").write_text(json.dumps({"recipe": recipe.model_dump(), "model_path": str(model_dir),
-                                                     "corpus_dir": str(corpus), "threads": threads}))
-    out = subprocess.run([sys.executable, "-m", "internlocal.train.loop", str(run_dir)], capture_output=True, text=True, cwd=REPO)
+    (run_dir / "config.json").write_text(
+        json.dumps(
+            {"recipe": recipe.model_dump(), "model_path": str(model_dir), "corpus_dir": str(corpus), "threads": threads}
+        )
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "internlocal.train.loop", str(run_dir)], capture_output=True, text=True, cwd=REPO
+    )
     if out.returncode != 0:
         raise RuntimeError(out.stdout[-2000:] + out.stderr[-2000:])
     events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -80,8 +101,12 @@ def run_ours(model_dir: Path, corpus: Path, seq_len: int, steps: int, work: Path
     step0 = next((e["t"] - start for e in evals if e["step"] == 0), 0.0)
     seconds = steps_[-1]["elapsed"] - step0
     result = json.loads((run_dir / "result.json").read_text())
-    return {"seconds": seconds, "tokens": sum(e["tokens"] for e in steps_), "loss": sum(e["loss"] for e in steps_) / len(steps_),
-            "peak": result["peak_memory"]}
+    return {
+        "seconds": seconds,
+        "tokens": sum(e["tokens"] for e in steps_),
+        "loss": sum(e["loss"] for e in steps_) / len(steps_),
+        "peak": result["peak_memory"],
+    }
 
 
 def main() -> None:
@@ -101,18 +126,28 @@ def main() -> None:
         notes = work / "notes.jsonl"
         rng = random.Random(0)
         words = (recipes_dir() / "data" / "pretrain_nature_notes.jsonl").read_text().replace('"', " ").split()
-        notes.write_text("".join(json.dumps({"text": " ".join(rng.choice(words) for _ in range(rng.randint(40, 160)))}) + "\n"
-                                 for _ in range(3000)))
+        notes.write_text(
+            "".join(
+                json.dumps({"text": " ".join(rng.choice(words) for _ in range(rng.randint(40, 160)))}) + "\n"
+                for _ in range(3000)
+            )
+        )
         prepare_corpus(notes, model_dir, corpus, seq_len=args.seq_len, validation=0.01, workers=args.threads)
         base = run_baseline(model_dir, corpus, args.steps, work, args.threads)
         ours = run_ours(model_dir, corpus, args.seq_len, args.steps, work, args.threads)
-        gib = 2 ** 30
-        print(f"{args.steps} steps × 4 sequences × {args.seq_len} tokens, SmolLM2-135M full, fp32, {args.threads} threads")
+        gib = 2**30
+        print(
+            f"{args.steps} steps × 4 sequences × {args.seq_len} tokens, SmolLM2-135M full, fp32, {args.threads} threads"
+        )
         for label, r in (("HF Trainer", base), ("internlocal", ours)):
-            print(f"{label:12} {r['seconds']:7.1f} s  {r['tokens'] / r['seconds']:8.1f} tokens/s  peak {r['peak'] / gib:.2f} GiB  "
-                  f"mean loss {r['loss']:.4f}")
-        print(f"internlocal / HF Trainer: tokens/s {ours['tokens'] / ours['seconds'] / (base['tokens'] / base['seconds']):.2f}x, "
-              f"peak {ours['peak'] / base['peak']:.2f}x")
+            print(
+                f"{label:12} {r['seconds']:7.1f} s  {r['tokens'] / r['seconds']:8.1f} tokens/s  peak {r['peak'] / gib:.2f} GiB  "
+                f"mean loss {r['loss']:.4f}"
+            )
+        print(
+            f"internlocal / HF Trainer: tokens/s {ours['tokens'] / ours['seconds'] / (base['tokens'] / base['seconds']):.2f}x, "
+            f"peak {ours['peak'] / base['peak']:.2f}x"
+        )
 
 
 if __name__ == "__main__":

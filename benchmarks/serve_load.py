@@ -29,8 +29,24 @@ import requests
 from internlocal.engines.llamacpp import default_threads
 from internlocal.hub.embedded import CHAT_MODEL
 
-TOPICS = ["a lighthouse", "a dragon", "a robot", "the sea", "a city at night", "a garden", "a train", "a mountain",
-          "a library", "winter", "a market", "a storm", "a violin", "the moon", "a bakery", "a river"]
+TOPICS = [
+    "a lighthouse",
+    "a dragon",
+    "a robot",
+    "the sea",
+    "a city at night",
+    "a garden",
+    "a train",
+    "a mountain",
+    "a library",
+    "winter",
+    "a market",
+    "a storm",
+    "a violin",
+    "the moon",
+    "a bakery",
+    "a river",
+]
 
 
 def free_port() -> int:
@@ -54,8 +70,14 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 
 def one_request(url: str, i: int, max_tokens: int) -> dict:
-    body = {"model": "default", "stream": True, "max_tokens": max_tokens, "temperature": 0.8, "seed": i,
-            "messages": [{"role": "user", "content": f"Write a long poem about {TOPICS[i % len(TOPICS)]}."}]}
+    body = {
+        "model": "default",
+        "stream": True,
+        "max_tokens": max_tokens,
+        "temperature": 0.8,
+        "seed": i,
+        "messages": [{"role": "user", "content": f"Write a long poem about {TOPICS[i % len(TOPICS)]}."}],
+    }
     start = time.perf_counter()
     stamps = []
     with requests.post(f"{url}/v1/chat/completions", json=body, stream=True, timeout=600) as resp:
@@ -67,8 +89,12 @@ def one_request(url: str, i: int, max_tokens: int) -> dict:
             if chunk.get("choices") and chunk["choices"][0].get("delta", {}).get("content"):
                 stamps.append(time.perf_counter())
     end = time.perf_counter()
-    return {"ttft": stamps[0] - start if stamps else None, "tokens": len(stamps),
-            "itl": [b - a for a, b in zip(stamps, stamps[1:])], "seconds": end - start}
+    return {
+        "ttft": stamps[0] - start if stamps else None,
+        "tokens": len(stamps),
+        "itl": [b - a for a, b in zip(stamps, stamps[1:])],
+        "seconds": end - start,
+    }
 
 
 def load(url: str, concurrency: int, total: int, max_tokens: int) -> dict:
@@ -104,8 +130,16 @@ def load(url: str, concurrency: int, total: int, max_tokens: int) -> dict:
 
     tokens = sum(r["tokens"] for r in results)
     ok = [r for r in results if "error" not in r]
-    return {"errors": len(results) - len(ok), "req_s": len(ok) / elapsed, "tok_s": tokens / elapsed, "ttft_p50": pct(ttfts, 0.5),
-            "ttft_p95": pct(ttfts, 0.95), "itl_p50": pct(itls, 0.5), "itl_p95": pct(itls, 0.95), "tokens": tokens}
+    return {
+        "errors": len(results) - len(ok),
+        "req_s": len(ok) / elapsed,
+        "tok_s": tokens / elapsed,
+        "ttft_p50": pct(ttfts, 0.5),
+        "ttft_p95": pct(ttfts, 0.95),
+        "itl_p50": pct(itls, 0.5),
+        "itl_p95": pct(itls, 0.95),
+        "tokens": tokens,
+    }
 
 
 def main() -> None:
@@ -125,14 +159,38 @@ def main() -> None:
     ours_port, theirs_port = free_port(), free_port()
     exe = Path(sys.executable).with_name("internlocal")
     logs = Path(home)  # servers log to files: an undrained pipe would stall them
-    ours = subprocess.Popen([str(exe), "serve", "--port", str(ours_port), "--slots", str(max(levels)), "--ctx", str(args.ctx)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=(logs / "internlocal.log").open("w"), text=True)
-    theirs = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", model, "--port", str(theirs_port),
-                               "--n_ctx", str(args.ctx), "--n_threads", str(threads), "--n_threads_batch", str(threads),
-                               "--verbose", "False",
-                               # by default a new request interrupts the one streaming; queue them instead
-                               "--interrupt_requests", "False"],
-                              stdout=subprocess.DEVNULL, stderr=(logs / "llama_cpp_server.log").open("w"), text=True)
+    ours = subprocess.Popen(
+        [str(exe), "serve", "--port", str(ours_port), "--slots", str(max(levels)), "--ctx", str(args.ctx)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(logs / "internlocal.log").open("w"),
+        text=True,
+    )
+    theirs = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            model,
+            "--port",
+            str(theirs_port),
+            "--n_ctx",
+            str(args.ctx),
+            "--n_threads",
+            str(threads),
+            "--n_threads_batch",
+            str(threads),
+            "--verbose",
+            "False",
+            # by default a new request interrupts the one streaming; queue them instead
+            "--interrupt_requests",
+            "False",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(logs / "llama_cpp_server.log").open("w"),
+        text=True,
+    )
     results: dict[str, dict[int, dict]] = {"internlocal": {}, "llama_cpp.server": {}}
     try:
         urls = {"internlocal": f"http://127.0.0.1:{ours_port}", "llama_cpp.server": f"http://127.0.0.1:{theirs_port}"}
@@ -149,14 +207,20 @@ def main() -> None:
             proc.terminate()
             proc.wait(30)
 
-    print(f"model {Path(model).name}, {threads} threads, ctx {args.ctx}, {args.max_tokens} tokens per request, "
-          f"requests per level max({args.requests}, concurrency)")
-    print(f"{'server':18}{'conc':>5}{'req/s':>8}{'out tok/s':>11}{'TTFT p50':>10}{'p95':>8}{'ITL p50':>9}{'p95':>8}{'errors':>8}  (ms)")
+    print(
+        f"model {Path(model).name}, {threads} threads, ctx {args.ctx}, {args.max_tokens} tokens per request, "
+        f"requests per level max({args.requests}, concurrency)"
+    )
+    print(
+        f"{'server':18}{'conc':>5}{'req/s':>8}{'out tok/s':>11}{'TTFT p50':>10}{'p95':>8}{'ITL p50':>9}{'p95':>8}{'errors':>8}  (ms)"
+    )
     for level in levels:
         for name in results:
             r = results[name][level]
-            print(f"{name:18}{level:>5}{r['req_s']:>8.2f}{r['tok_s']:>11.1f}{r['ttft_p50']:>10.0f}{r['ttft_p95']:>8.0f}"
-                  f"{r['itl_p50']:>9.1f}{r['itl_p95']:>8.1f}{r['errors']:>8}")
+            print(
+                f"{name:18}{level:>5}{r['req_s']:>8.2f}{r['tok_s']:>11.1f}{r['ttft_p50']:>10.0f}{r['ttft_p95']:>8.0f}"
+                f"{r['itl_p50']:>9.1f}{r['itl_p95']:>8.1f}{r['errors']:>8}"
+            )
     for level in levels:
         ratio = results["internlocal"][level]["tok_s"] / results["llama_cpp.server"][level]["tok_s"]
         print(f"concurrency {level}: output tokens/s internlocal / llama_cpp.server = {ratio:.2f}")

@@ -89,7 +89,9 @@ def main() -> None:
 
     med = statistics.median
     print(f"first start ever (empty data dir): paint {first_start[0]:.3f} s, catalog ready {first_start[1]:.3f} s")
-    print(f"internlocal first paint   median {med(ours):.3f} s  (min {min(ours):.3f}, max {max(ours):.3f}, n={args.runs})")
+    print(
+        f"internlocal first paint   median {med(ours):.3f} s  (min {min(ours):.3f}, max {max(ours):.3f}, n={args.runs})"
+    )
     print(f"internlocal catalog ready median {med(ready):.3f} s")
     print(f"minimal Textual app       median {med(floor):.3f} s")
     print(f"ratio internlocal / minimal Textual app: {med(ours) / med(floor):.2f}  (target: first paint <= 0.8 s)")

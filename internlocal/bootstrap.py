@@ -28,4 +28,6 @@ def bootstrap(settings: Settings | None = None) -> Services:
     settings = settings or load_settings()
     catalog = open_catalog(settings)
     register_embedded(catalog)
-    return Services(settings=settings, catalog=catalog, jobs=JobRunner(catalog, settings), chats=ChatService(catalog, settings))
+    return Services(
+        settings=settings, catalog=catalog, jobs=JobRunner(catalog, settings), chats=ChatService(catalog, settings)
+    )

@@ -37,12 +37,20 @@ class Settings(BaseSettings):
     system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="System prompt of new chats.")
     threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp; default: physical cores.")
     context_length: int = Field(4096, ge=256, description="Context window for chat, capped by the model's own.")
-    gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU (-1: all) when llama.cpp has GPU support.")
-    kv_cache: Literal["f16", "q8_0", "q4_0"] = Field("f16", description="llama.cpp KV-cache type (quantized halves or quarters its memory).")
-    hub: Literal["hf", "modelscope"] = Field("hf", description="Where registry names are pulled from (modelscope: mirror for China).")
+    gpu_layers: int = Field(
+        0, ge=-1, description="Layers offloaded to the GPU (-1: all) when llama.cpp has GPU support."
+    )
+    kv_cache: Literal["f16", "q8_0", "q4_0"] = Field(
+        "f16", description="llama.cpp KV-cache type (quantized halves or quarters its memory)."
+    )
+    hub: Literal["hf", "modelscope"] = Field(
+        "hf", description="Where registry names are pulled from (modelscope: mirror for China)."
+    )
     engine: Literal["auto", "llama.cpp", "transformers", "lmdeploy"] = Field(
-        "auto", description="Runtime for models: auto picks by format (GGUF → llama.cpp, HF → LMDeploy on an NVIDIA GPU "
-        "when installed, else transformers; AWQ → LMDeploy).")
+        "auto",
+        description="Runtime for models: auto picks by format (GGUF → llama.cpp, HF → LMDeploy on an NVIDIA GPU "
+        "when installed, else transformers; AWQ → LMDeploy).",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -12,8 +12,19 @@ from typing import Any
 from internlocal import __version__
 from internlocal.config import Settings
 
-PACKAGES = ("llama-cpp-python", "textual", "sqlmodel", "pydantic", "torch", "transformers", "peft", "bitsandbytes",
-            "sentence-transformers", "chromadb", "huggingface-hub")
+PACKAGES = (
+    "llama-cpp-python",
+    "textual",
+    "sqlmodel",
+    "pydantic",
+    "torch",
+    "transformers",
+    "peft",
+    "bitsandbytes",
+    "sentence-transformers",
+    "chromadb",
+    "huggingface-hub",
+)
 
 
 def report(settings: Settings) -> dict[str, Any]:
@@ -45,7 +56,9 @@ def report(settings: Settings) -> dict[str, Any]:
             "logical_cores": psutil.cpu_count(logical=True),
         },
         "memory": {"total_bytes": mem.total, "available_bytes": mem.available},
-        "disk_free_bytes": psutil.disk_usage(str(settings.home if settings.home.exists() else settings.home.parent)).free,
+        "disk_free_bytes": psutil.disk_usage(
+            str(settings.home if settings.home.exists() else settings.home.parent)
+        ).free,
         "gpus": gpus(),
         "llama_cpp_gpu_offload": _llama_gpu_offload(),
         "packages": versions,
@@ -74,8 +87,16 @@ def parse_nvidia_smi(text: str, visible: str | None = None) -> list[dict[str, An
     for line in text.strip().splitlines():
         index, name, total, free, capability = (part.strip() for part in line.split(","))
         major = int(capability.split(".")[0]) if capability[:1].isdigit() else 0
-        found.append({"index": int(index), "name": name, "total_bytes": int(float(total)) << 20,
-                      "free_bytes": int(float(free)) << 20, "capability": capability, "bf16": major >= 8})
+        found.append(
+            {
+                "index": int(index),
+                "name": name,
+                "total_bytes": int(float(total)) << 20,
+                "free_bytes": int(float(free)) << 20,
+                "capability": capability,
+                "bf16": major >= 8,
+            }
+        )
     if visible is not None and all(part.strip().isdigit() for part in visible.split(",") if part.strip()):
         by_index = {g["index"]: g for g in found}
         found = [by_index[int(part)] for part in visible.split(",") if part.strip() and int(part) in by_index]
@@ -95,8 +116,12 @@ def gpus() -> list[dict[str, Any]]:
     smi = shutil.which("nvidia-smi")
     if smi is not None:
         try:
-            out = subprocess.run([smi, f"--query-gpu={NVIDIA_SMI_QUERY}", "--format=csv,noheader,nounits"],
-                                 capture_output=True, text=True, timeout=20)
+            out = subprocess.run(
+                [smi, f"--query-gpu={NVIDIA_SMI_QUERY}", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            )
             if out.returncode == 0:
                 return parse_nvidia_smi(out.stdout, os.environ.get("CUDA_VISIBLE_DEVICES"))
         except (OSError, subprocess.TimeoutExpired, ValueError):
@@ -110,8 +135,16 @@ def gpus() -> list[dict[str, Any]]:
         for i in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(i)
             free, total = torch.cuda.mem_get_info(i)
-            gpus.append({"index": i, "name": props.name, "total_bytes": total, "free_bytes": free,
-                         "capability": f"{props.major}.{props.minor}", "bf16": torch.cuda.is_bf16_supported()})
+            gpus.append(
+                {
+                    "index": i,
+                    "name": props.name,
+                    "total_bytes": total,
+                    "free_bytes": free,
+                    "capability": f"{props.major}.{props.minor}",
+                    "bf16": torch.cuda.is_bf16_supported(),
+                }
+            )
     elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         gpus.append({"index": 0, "name": "Apple MPS", "total_bytes": None, "free_bytes": None})
     return gpus

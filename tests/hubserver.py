@@ -121,7 +121,7 @@ class HubServer:
         if m := re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path):
             return self._serve(h, self.root / "repos" / m.group(1) / m.group(3), path, head)
         if path.startswith("/files/"):
-            return self._serve(h, self.root / "files" / path[len("/files/"):], path, head)
+            return self._serve(h, self.root / "files" / path[len("/files/") :], path, head)
         self._send_json(h, {"error": "not found"}, 404, head)
 
     def _send_json(self, h, body, status: int, head: bool) -> None:
@@ -152,8 +152,13 @@ class HubServer:
         files = self._repo_files(repo, kind)
         if not files:
             return self._send_json(h, {"error": "Repository not found"}, 404, head)
-        body = {"id": repo, "modelId": repo, "sha": "0123456789abcdef0123456789abcdef01234567", "private": False,
-                "siblings": [self._sibling(repo, f, kind) for f in files] + self.faults.get("extra_siblings", [])}
+        body = {
+            "id": repo,
+            "modelId": repo,
+            "sha": "0123456789abcdef0123456789abcdef01234567",
+            "private": False,
+            "siblings": [self._sibling(repo, f, kind) for f in files] + self.faults.get("extra_siblings", []),
+        }
         self._send_json(h, body, 200, head)
 
     def _ms_tree(self, h, repo: str, root: str, head: bool) -> None:
@@ -169,8 +174,15 @@ class HubServer:
                 entries.append({"Name": f.name, "Path": rel, "Type": "tree", "Size": 0})
             else:
                 data = f.read_bytes()
-                entries.append({"Name": f.name, "Path": rel, "Type": "blob", "Size": len(data),
-                                "Sha256": hashlib.sha256(data).hexdigest()})
+                entries.append(
+                    {
+                        "Name": f.name,
+                        "Path": rel,
+                        "Type": "blob",
+                        "Size": len(data),
+                        "Sha256": hashlib.sha256(data).hexdigest(),
+                    }
+                )
         self._send_json(h, {"Code": 200, "Data": {"Files": entries}, "Success": True}, 200, head)
 
     def _ms_files(self, h, repo: str, head: bool) -> None:
@@ -180,8 +192,15 @@ class HubServer:
         entries = []
         for f in files:
             sib = self._sibling(repo, f)
-            entries.append({"Name": f.name, "Path": sib["rfilename"], "Type": "blob", "Size": sib["size"],
-                            "Sha256": sib.get("lfs", {}).get("sha256", hashlib.sha256(f.read_bytes()).hexdigest())})
+            entries.append(
+                {
+                    "Name": f.name,
+                    "Path": sib["rfilename"],
+                    "Type": "blob",
+                    "Size": sib["size"],
+                    "Sha256": sib.get("lfs", {}).get("sha256", hashlib.sha256(f.read_bytes()).hexdigest()),
+                }
+            )
         self._send_json(h, {"Code": 200, "Data": {"Files": entries}, "Success": True}, 200, head)
 
     def _serve(self, h, file: Path, key: str, head: bool) -> None:
@@ -222,8 +241,10 @@ class HubServer:
             remaining = end - start + 1
             while remaining > 0:
                 chunk = fh.read(min(64 << 10, remaining))
-                if drop_after is not None and sent + len(chunk) > drop_after and (
-                    self.faults.get("drop_always") or key not in self._dropped
+                if (
+                    drop_after is not None
+                    and sent + len(chunk) > drop_after
+                    and (self.faults.get("drop_always") or key not in self._dropped)
                 ):
                     chunk = chunk[: max(0, drop_after - sent)]
                     h.wfile.write(chunk)

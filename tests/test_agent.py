@@ -9,13 +9,20 @@ import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import pytest
 
 from internlocal.agent import Agent, AgentStep, ToolError, tool
-from internlocal.agent.builtin import (calculator, current_datetime, default_tools, evaluate, kb_search_tool,
-                                       python_tool, read_file_tool)
+from internlocal.agent.builtin import (
+    calculator,
+    current_datetime,
+    default_tools,
+    evaluate,
+    kb_search_tool,
+    python_tool,
+    read_file_tool,
+)
 from internlocal.agent.sandbox import run_python
 from internlocal.engines.base import Generation, GenerationParams, GenerationResult
 
@@ -23,8 +30,14 @@ from internlocal.engines.base import Generation, GenerationParams, GenerationRes
 
 
 @tool
-def book_table(city: str, people: int, day: Literal["fri", "sat"] = "fri", price_cap: Optional[float] = None,
-               tags: list[str] | None = None, quiet: bool = False) -> dict:
+def book_table(
+    city: str,
+    people: int,
+    day: Literal["fri", "sat"] = "fri",
+    price_cap: float | None = None,
+    tags: list[str] | None = None,
+    quiet: bool = False,
+) -> dict:
     """Book a restaurant table.
 
     Finds a free table and books it.
@@ -61,19 +74,24 @@ def test_schema_from_hints_and_docstring():
     assert props["tags"] == {"type": "array", "items": {"type": "string"}, "description": 'Wishes such as "vegan".'}
     assert props["quiet"] == {"type": "boolean", "description": "A quiet corner.", "default": False}
     spec = book_table.openai()
-    assert spec == {"type": "function", "function": {"name": "book_table", "description": book_table.description,
-                                                     "parameters": params}}
+    assert spec == {
+        "type": "function",
+        "function": {"name": "book_table", "description": book_table.description, "parameters": params},
+    }
     json.dumps(spec)  # what an engine or the server sends on must be plain JSON
 
 
 def test_call_validates_and_never_raises():
     assert json.loads(book_table.call({"city": "Lyon", "people": "4"})) == {"city": "Lyon", "people": 4, "day": "fri"}
     assert json.loads(book_table.call('{"city": "Lyon", "people": 2, "day": "sat"}'))["day"] == "sat"
-    for bad, expected in [({"city": "Lyon"}, "people: field required"),
-                          ({"city": "Lyon", "people": "many"}, "people: input should be a valid integer"),
-                          ({"city": "Lyon", "people": 2, "day": "sun"}, "day: input should be 'fri' or 'sat'"),
-                          ({"city": "Lyon", "people": 2, "colour": "red"}, "colour: extra inputs are not permitted"),
-                          ("{not json", "not valid JSON"), ([1, 2], "must be a JSON object")]:
+    for bad, expected in [
+        ({"city": "Lyon"}, "people: field required"),
+        ({"city": "Lyon", "people": "many"}, "people: input should be a valid integer"),
+        ({"city": "Lyon", "people": 2, "day": "sun"}, "day: input should be 'fri' or 'sat'"),
+        ({"city": "Lyon", "people": 2, "colour": "red"}, "colour: extra inputs are not permitted"),
+        ("{not json", "not valid JSON"),
+        ([1, 2], "must be a JSON object"),
+    ]:
         text = book_table.call(bad)
         assert text.startswith("Error:") and expected in text, text
         assert "Traceback" not in text
@@ -86,31 +104,46 @@ def test_call_validates_and_never_raises():
 
 
 def test_calculator_results():
-    cases = {"37 * 43": "1591", "2 ** 10": "1024", "(1 + 2) * -3": "-9", "7 // 2": "3", "7 % 4": "3", "10 / 4": "2.5",
-             "sqrt(16) + abs(-2)": "6", "round(pi, 3)": "3.142", "log(e)": "1", "2^8": "256", "37 × 43 =": "1591",
-             "+5 - -5": "10", "exp(0) + cos(0) + sin(0) + tan(0)": "2"}
+    cases = {
+        "37 * 43": "1591",
+        "2 ** 10": "1024",
+        "(1 + 2) * -3": "-9",
+        "7 // 2": "3",
+        "7 % 4": "3",
+        "10 / 4": "2.5",
+        "sqrt(16) + abs(-2)": "6",
+        "round(pi, 3)": "3.142",
+        "log(e)": "1",
+        "2^8": "256",
+        "37 × 43 =": "1591",
+        "+5 - -5": "10",
+        "exp(0) + cos(0) + sin(0) + tan(0)": "2",
+    }
     for expression, expected in cases.items():
         assert calculator.call({"expression": expression}) == expected, expression
 
 
-@pytest.mark.parametrize("expression, message", [
-    ("__import__('os')", "the function '__import__' is not allowed"),
-    ("__import__('os').system('echo hi')", "__import__('os').system\" is not allowed"),
-    ("(1).__class__", "attribute access is not allowed"),
-    ("math.pi", "attribute access is not allowed"),
-    ("open('/etc/passwd')", "the function 'open' is not allowed"),
-    ("x + 1", "unknown name 'x'"),
-    ("[1, 2]", "List is not allowed"),
-    ("'a' * 3", "only numbers are allowed"),
-    ("9**9**9", "too large"),
-    ("10 ** 5000", "too large"),
-    ("exp(1000)", "too large"),
-    ("1/0", "division by zero"),
-    ("5 % 0", "division by zero"),
-    ("log(-1)", "math domain error"),
-    ("1 +", "not an arithmetic expression"),
-    ("lambda: 1", "Lambda is not allowed"),
-])
+@pytest.mark.parametrize(
+    "expression, message",
+    [
+        ("__import__('os')", "the function '__import__' is not allowed"),
+        ("__import__('os').system('echo hi')", "__import__('os').system\" is not allowed"),
+        ("(1).__class__", "attribute access is not allowed"),
+        ("math.pi", "attribute access is not allowed"),
+        ("open('/etc/passwd')", "the function 'open' is not allowed"),
+        ("x + 1", "unknown name 'x'"),
+        ("[1, 2]", "List is not allowed"),
+        ("'a' * 3", "only numbers are allowed"),
+        ("9**9**9", "too large"),
+        ("10 ** 5000", "too large"),
+        ("exp(1000)", "too large"),
+        ("1/0", "division by zero"),
+        ("5 % 0", "division by zero"),
+        ("log(-1)", "math domain error"),
+        ("1 +", "not an arithmetic expression"),
+        ("lambda: 1", "Lambda is not allowed"),
+    ],
+)
 def test_calculator_refusals(expression, message):
     text = calculator.call({"expression": expression})
     assert text.startswith("Error:") and message in text, text
@@ -120,7 +153,9 @@ def test_calculator_refusals(expression, message):
 
 def test_current_datetime():
     text = current_datetime.call({})
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d \((Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day\)", text), text
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d \((Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day\)", text
+    ), text
 
 
 # -- read_file -------------------------------------------------------------------------------------
@@ -159,8 +194,14 @@ def test_read_file_inside_roots(folders):
 def test_read_file_refuses_escapes_and_binary(folders):
     inside, outside = folders
     read = read_file_tool([inside])
-    for path in ["../private/secret.txt", "sub/../../private/secret.txt", str(outside / "secret.txt"), "/etc/passwd",
-                 "link-out.txt", "dir-out/secret.txt"]:
+    for path in [
+        "../private/secret.txt",
+        "sub/../../private/secret.txt",
+        str(outside / "secret.txt"),
+        "/etc/passwd",
+        "link-out.txt",
+        "dir-out/secret.txt",
+    ]:
         text = read.call({"path": path})
         assert text.startswith("Error:") and "outside the folders" in text, (path, text)
         assert "the secret" not in text
@@ -213,9 +254,14 @@ def test_kb_search_tool_numbers_passages_with_citations():
     kb = kb_search_tool(WordIndex(NOTES).search, k=2)
     text = kb.call({"query": "Falcon project deadline"})
     first, second = text.splitlines()
-    assert first == "[1] (notes/falcon.md:4-6) The Falcon project deadline is 14 March 2027. The project lead is Mei Chen."
+    assert (
+        first == "[1] (notes/falcon.md:4-6) The Falcon project deadline is 14 March 2027. The project lead is Mei Chen."
+    )
     assert second.startswith("[2] (")
-    assert kb_search_tool(WordIndex({}).search).call({"query": "anything"}) == "Nothing in the documents matches 'anything'."
+    assert (
+        kb_search_tool(WordIndex({}).search).call({"query": "anything"})
+        == "Nothing in the documents matches 'anything'."
+    )
     assert kb.parameters["required"] == ["query"]
 
 
@@ -241,7 +287,10 @@ def test_python_is_killed_after_its_time_limit():
 def test_python_memory_blow_up_fails_cleanly():
     result = run_python("data = bytearray(2 * 1024**3)\nprint('allocated')", timeout_s=10, memory_mb=256)
     assert result.killed_for_memory and not result.timed_out and "allocated" not in result.stdout
-    assert python_tool(memory_mb=256).call({"code": "x = [0] * 10**9"}) == "Error: the code ran out of memory (limit 256 MB)."
+    assert (
+        python_tool(memory_mb=256).call({"code": "x = [0] * 10**9"})
+        == "Error: the code ran out of memory (limit 256 MB)."
+    )
 
 
 def test_python_has_no_network_and_cannot_start_processes():
@@ -286,9 +335,13 @@ def test_python_has_no_network_and_cannot_start_processes():
         for code in attempts:
             text = py.call({"code": code})
             assert "connected" not in text and "network access is not allowed" in text, text
-        for code in ["import subprocess\nsubprocess.run(['true'])", "import os\nos.system('true')", "import os\nos.fork()",
-                     "import os\nos.execv('/bin/true', ['true'])",
-                     "import _posixsubprocess\n_posixsubprocess.fork_exec()"]:
+        for code in [
+            "import subprocess\nsubprocess.run(['true'])",
+            "import os\nos.system('true')",
+            "import os\nos.fork()",
+            "import os\nos.execv('/bin/true', ['true'])",
+            "import _posixsubprocess\n_posixsubprocess.fork_exec()",
+        ]:
             text = py.call({"code": code})
             assert "starting processes is not allowed" in text, text
         threading.Event().wait(0.2)
@@ -302,7 +355,10 @@ def test_python_has_no_network_and_cannot_start_processes():
 def test_python_runs_in_a_scratch_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     py = python_tool()
-    assert py.call({"code": "open('left.txt', 'w').write('x')\nimport os\nprint(os.getcwd() != %r)" % str(tmp_path)}) == "True"
+    assert (
+        py.call({"code": "open('left.txt', 'w').write('x')\nimport os\nprint(os.getcwd() != %r)" % str(tmp_path)})
+        == "True"
+    )
     assert not (tmp_path / "left.txt").exists()
     assert "INTERNLOCAL_HOME" not in py.call({"code": "import os\nprint(sorted(os.environ))"})
     os.environ.get("PATH")  # the parent's environment is untouched
@@ -356,7 +412,10 @@ def test_an_agent_chat_shows_its_steps_and_stores_them_beside_the_answer(service
     streamed = "".join(reply)
     assert streamed.startswith("→ calculator(") and "= 1591" in streamed
     assert "1591" in reply.message.content and "→" not in reply.message.content  # the answer alone is the text
-    assert reply.message.sources["agent_steps"][0].startswith("calculator(") and "= 1591" in reply.message.sources["agent_steps"][0]
+    assert (
+        reply.message.sources["agent_steps"][0].startswith("calculator(")
+        and "= 1591" in reply.message.sources["agent_steps"][0]
+    )
 
 
 # -- step limit and repeated calls: a small scripted Engine (the real model cannot be steered there on purpose)
@@ -379,8 +438,13 @@ class ScriptedEngine:
         result = GenerationResult(text=reply if isinstance(reply, str) else "")
         if not isinstance(reply, str):
             name, args = reply
-            result.tool_calls = [{"id": f"call_{len(self.requests)}", "type": "function",
-                                  "function": {"name": name, "arguments": json.dumps(args)}}]
+            result.tool_calls = [
+                {
+                    "id": f"call_{len(self.requests)}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": json.dumps(args)},
+                }
+            ]
             result.finish_reason = "tool_calls"
 
         def producer():
@@ -449,8 +513,13 @@ def test_unknown_tool_and_bad_arguments_go_back_to_the_model():
 
 def test_agent_step_json_and_cli_registration():
     step = AgentStep("tool_call", "calculator", {"expression": "1+1"}, call_id="c1")
-    assert json.loads(json.dumps(step.to_dict())) == {"kind": "tool_call", "name": "calculator",
-                                                       "arguments": {"expression": "1+1"}, "content": "", "call_id": "c1"}
+    assert json.loads(json.dumps(step.to_dict())) == {
+        "kind": "tool_call",
+        "name": "calculator",
+        "arguments": {"expression": "1+1"},
+        "content": "",
+        "call_id": "c1",
+    }
     from typer.testing import CliRunner
 
     from internlocal.cli.main import app
@@ -462,12 +531,22 @@ def test_agent_step_json_and_cli_registration():
 def test_cli_agent_prints_json_steps(cli_env, internlocal_bin):
     import subprocess
 
-    out = subprocess.run([internlocal_bin, "agent", "What is 37 * 43?", "--json"], env=cli_env, capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        [internlocal_bin, "agent", "What is 37 * 43?", "--json"],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     steps = [json.loads(line) for line in out.stdout.splitlines()]
-    assert steps[0] == {"kind": "tool_call", "name": "calculator", "arguments": steps[0]["arguments"], "content": "",
-                        "call_id": steps[0]["call_id"]}
+    assert steps[0] == {
+        "kind": "tool_call",
+        "name": "calculator",
+        "arguments": steps[0]["arguments"],
+        "content": "",
+        "call_id": steps[0]["call_id"],
+    }
     assert steps[1]["kind"] == "tool_result" and steps[1]["content"] == "1591"
     assert steps[-1]["kind"] == "answer" and "1591" in steps[-1]["content"]
 

@@ -43,7 +43,12 @@ def test_models_list_json(internlocal_bin, cli_env):
     assert out.returncode == 0, out.stderr
     models = {m["name"]: m for m in json.loads(out.stdout)}
     chat = models["smollm2-135m-instruct-q4_1"]
-    assert (chat["format"], chat["quantization"], chat["context_length"], chat["storage"]) == ("gguf", "Q4_1", 8192, "reference")
+    assert (chat["format"], chat["quantization"], chat["context_length"], chat["storage"]) == (
+        "gguf",
+        "Q4_1",
+        8192,
+        "reference",
+    )
     assert len(chat["sha256"]) == 64
     assert models["all-minilm-l6-v2"]["kind"] == "embedding"
     table = run(internlocal_bin, cli_env, "models", "list")
@@ -75,7 +80,10 @@ def test_verify_job_from_the_cli_streams_ndjson(internlocal_bin, cli_env):
 def test_user_errors_are_one_line_without_traceback(internlocal_bin, cli_env, home):
     out = run(internlocal_bin, cli_env, "chat", "hi", "--model", "no-such-model")
     assert out.returncode == 1
-    assert out.stderr.strip() == "error: No model 'no-such-model' in the catalog; `internlocal models list` shows the ones there are."
+    assert (
+        out.stderr.strip()
+        == "error: No model 'no-such-model' in the catalog; `internlocal models list` shows the ones there are."
+    )
 
     out = run(internlocal_bin, cli_env, "chat", "hi", "--temperature", "9")
     assert out.returncode == 1 and "Traceback" not in out.stderr and "temperature" in out.stderr
@@ -115,8 +123,12 @@ def test_killed_mid_reply_keeps_everything_before(internlocal_bin, cli_env, home
     chat = cat.create_chat("kept", "You are a helpful assistant.", "smollm2-135m-instruct-q4_1", {"max_tokens": 2000})
     cat.add_message(chat.id, "user", "earlier question")
     cat.add_message(chat.id, "assistant", "earlier answer", finish_reason="stop")
-    proc = subprocess.Popen([internlocal_bin, "chat", "Write a very long story about a dragon.", "--session", str(chat.id)],
-                            env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [internlocal_bin, "chat", "Write a very long story about a dragon.", "--session", str(chat.id)],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     streamed = b""
     deadline = time.monotonic() + 60
     while len(streamed) < 40 and time.monotonic() < deadline:
@@ -126,7 +138,9 @@ def test_killed_mid_reply_keeps_everything_before(internlocal_bin, cli_env, home
     proc.wait(10)
     messages = Catalog(home / "catalog.sqlite").messages(chat.id)
     assert [(m.role, m.content) for m in messages] == [
-        ("user", "earlier question"), ("assistant", "earlier answer"), ("user", "Write a very long story about a dragon."),
+        ("user", "earlier question"),
+        ("assistant", "earlier answer"),
+        ("user", "Write a very long story about a dragon."),
     ]
     assert sqlite3_ok(home / "catalog.sqlite")
 
@@ -176,7 +190,9 @@ def test_models_search_and_import(internlocal_bin, cli_env, gguf_path):
     assert all(m["hf"] and m["license"] for m in found)
     table = run(internlocal_bin, cli_env, "models", "search", "qwen")
     assert "qwen2.5-7b-instruct" in table.stdout
-    imported = json.loads(run(internlocal_bin, cli_env, "models", "import", str(gguf_path), "--name", "mine", "--json").stdout)
+    imported = json.loads(
+        run(internlocal_bin, cli_env, "models", "import", str(gguf_path), "--name", "mine", "--json").stdout
+    )
     assert imported["storage"] == "reference" and imported["path"] == str(gguf_path)
     out = run(internlocal_bin, cli_env, "models", "import", "/etc/hostname")
     assert out.returncode == 1 and "neither a GGUF file" in out.stderr

@@ -27,7 +27,9 @@ def test_platform_default_home(monkeypatch):
 
 def test_config_toml_and_environment_override(tmp_path, monkeypatch):
     monkeypatch.setenv("INTERNLOCAL_HOME", str(tmp_path))
-    (tmp_path / "config.toml").write_text('context_length = 8192\nthreads = 3\nsystem_prompt = "用中文回答。"\n', encoding="utf-8")
+    (tmp_path / "config.toml").write_text(
+        'context_length = 8192\nthreads = 3\nsystem_prompt = "用中文回答。"\n', encoding="utf-8"
+    )
     settings = load_settings()
     assert (settings.context_length, settings.threads, settings.system_prompt) == (8192, 3, "用中文回答。")
     monkeypatch.setenv("INTERNLOCAL_THREADS", "1")

@@ -62,12 +62,15 @@ def test_quantize_the_embedded_model_directly(services):
     assert '"requantized_from": "Q4_1"' in edge.params_json
 
 
-@pytest.mark.parametrize(("target", "params", "message"), [
-    (quantize_gguf, {"model": "smollm2-135m-instruct-q4_1", "qtype": "Q9_X"}, "not one of"),
-    (hf_to_gguf, {"model": "smollm2-135m-instruct-q4_1"}, "already GGUF"),
-    (gguf_to_hf, {"model": "all-minilm-l6-v2"}, "not a GGUF model"),
-    (quantize_gguf, {"model": "no-such-model"}, "No model"),
-])
+@pytest.mark.parametrize(
+    ("target", "params", "message"),
+    [
+        (quantize_gguf, {"model": "smollm2-135m-instruct-q4_1", "qtype": "Q9_X"}, "not one of"),
+        (hf_to_gguf, {"model": "smollm2-135m-instruct-q4_1"}, "already GGUF"),
+        (gguf_to_hf, {"model": "all-minilm-l6-v2"}, "not a GGUF model"),
+        (quantize_gguf, {"model": "no-such-model"}, "No model"),
+    ],
+)
 def test_bad_conversions_fail_with_one_sentence(services, target, params, message):
     job = services.jobs.submit(target, params, kind="models.convert", title="bad", in_thread=True)
     job = services.jobs.wait(job.id, timeout=60)

@@ -24,7 +24,12 @@ def ask(question: str) -> list[dict]:
 
 def test_engine_satisfies_protocol_and_declares_capabilities(engine):
     assert isinstance(engine, Engine)
-    assert {Capability.CHAT, Capability.COMPLETION, Capability.TOKENIZE, Capability.LOGLIKELIHOOD} <= engine.capabilities
+    assert {
+        Capability.CHAT,
+        Capability.COMPLETION,
+        Capability.TOKENIZE,
+        Capability.LOGLIKELIHOOD,
+    } <= engine.capabilities
     assert Capability.TOOLS in engine.capabilities and Capability.CONSTRAINED in engine.capabilities
     assert engine.context_length == 2048
 
@@ -108,7 +113,9 @@ def test_tokenize_round_trip_including_chinese(engine):
 
 
 def test_loglikelihood_prefers_the_right_continuation(engine):
-    paris, london = engine.loglikelihood([("The capital of France is", " Paris"), ("The capital of France is", " London")])
+    paris, london = engine.loglikelihood(
+        [("The capital of France is", " Paris"), ("The capital of France is", " London")]
+    )
     assert paris.logprob > london.logprob
     assert paris.is_greedy and not london.is_greedy
     assert paris.n_tokens == 1 and paris.logprob < 0
@@ -146,7 +153,8 @@ def test_rolling_loglikelihood_gives_a_sane_perplexity(engine):
 def test_json_schema_output_is_valid_json(engine):
     schema = {"type": "object", "properties": {"capital": {"type": "string"}}, "required": ["capital"]}
     result = engine.chat(
-        ask(QUESTION), GenerationParams.greedy(max_tokens=48),
+        ask(QUESTION),
+        GenerationParams.greedy(max_tokens=48),
         response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}},
     ).collect()
     assert isinstance(json.loads(result.text)["capital"], str)
@@ -213,9 +221,15 @@ def test_quantized_kv_cache_still_answers(gguf_path):
 
     for kv in ("q8_0", "q4_0"):
         with LlamaCppEngine(gguf_path, n_ctx=512, kv_cache=kv) as small:
-            assert "Paris" in small.chat([{"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
-                                          {"role": "user", "content": QUESTION}],
-                                         GenerationParams.greedy(max_tokens=16)).collect().text, kv
+            assert (
+                "Paris"
+                in small.chat(
+                    [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": QUESTION}],
+                    GenerationParams.greedy(max_tokens=16),
+                )
+                .collect()
+                .text
+            ), kv
     with pytest.raises(UserError, match="KV cache type"):
         LlamaCppEngine(gguf_path, n_ctx=512, kv_cache="int2")
 
@@ -227,8 +241,10 @@ def test_batched_slots_with_a_quantized_kv_cache(gguf_path):
     with LlamaCppEngine(gguf_path, n_ctx=512) as base:
         batched = BatchedLlamaCpp(base, slots=2, kv_cache="q8_0")
         try:
-            answer = batched.chat([{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": QUESTION}],
-                                  GenerationParams.greedy(max_tokens=16)).collect()
+            answer = batched.chat(
+                [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": QUESTION}],
+                GenerationParams.greedy(max_tokens=16),
+            ).collect()
             assert "Paris" in answer.text
         finally:
             batched.close()

@@ -28,7 +28,7 @@ ASK = [{"role": "system", "content": "You are a helpful assistant."}, {"role": "
 def fake_lmdeploy(tmp_path, monkeypatch):
     exe = tmp_path / "bin" / "lmdeploy"
     exe.parent.mkdir()
-    exe.write_text(f"#!/bin/sh\nexec {sys.executable} {REPO / 'tests' / 'fake_lmdeploy.py'} \"$@\"\n")
+    exe.write_text(f'#!/bin/sh\nexec {sys.executable} {REPO / "tests" / "fake_lmdeploy.py"} "$@"\n')
     exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
     record = tmp_path / "argv.jsonl"
     monkeypatch.setenv("INTERNLOCAL_LMDEPLOY", str(exe))
@@ -38,13 +38,26 @@ def fake_lmdeploy(tmp_path, monkeypatch):
 
 
 def test_commands_are_built_as_lmdeploy_expects(tmp_path):
-    command = server_command(Path("/env/bin/lmdeploy"), "/models/x", "x", 23333,
-                             LMDeployOptions(backend="pytorch", kv_cache="int8", model_format="awq", tp=2))
+    command = server_command(
+        Path("/env/bin/lmdeploy"),
+        "/models/x",
+        "x",
+        23333,
+        LMDeployOptions(backend="pytorch", kv_cache="int8", model_format="awq", tp=2),
+    )
     assert command[:4] == ["/env/bin/lmdeploy", "serve", "api_server", "/models/x"]
     flags = dict(zip(command[4::2], command[5::2]))
-    assert flags == {"--server-name": "127.0.0.1", "--server-port": "23333", "--backend": "pytorch", "--model-name": "x",
-                     "--session-len": "8192", "--tp": "2", "--quant-policy": "8", "--cache-max-entry-count": "0.8",
-                     "--model-format": "awq"}
+    assert flags == {
+        "--server-name": "127.0.0.1",
+        "--server-port": "23333",
+        "--backend": "pytorch",
+        "--model-name": "x",
+        "--session-len": "8192",
+        "--tp": "2",
+        "--quant-policy": "8",
+        "--cache-max-entry-count": "0.8",
+        "--model-format": "awq",
+    }
     with pytest.raises(UserError, match="KV cache type"):
         server_command(Path("l"), "m", "m", 1, LMDeployOptions(kv_cache="int2"))
     venv, upgrade, install = install_commands(tmp_path)
@@ -52,8 +65,13 @@ def test_commands_are_built_as_lmdeploy_expects(tmp_path):
 
 
 def test_serves_chats_restarts_and_stops(tmp_path, fake_lmdeploy, monkeypatch):
-    engine = LMDeployEngine("/models/internlm2_5-7b-chat", home=tmp_path, model_name="internlm2_5-7b-chat",
-                            options=LMDeployOptions(session_len=1024, kv_cache="int4"), start_timeout=120)
+    engine = LMDeployEngine(
+        "/models/internlm2_5-7b-chat",
+        home=tmp_path,
+        model_name="internlm2_5-7b-chat",
+        options=LMDeployOptions(session_len=1024, kv_cache="int4"),
+        start_timeout=120,
+    )
     try:
         argv = json.loads(fake_lmdeploy.read_text().splitlines()[0])
         assert argv[:3] == ["serve", "api_server", "/models/internlm2_5-7b-chat"] and "--quant-policy" in argv

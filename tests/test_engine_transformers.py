@@ -30,8 +30,9 @@ def test_chat_streams_and_answers(hf_engine):
 
 
 def test_cancel_and_stop_strings(hf_engine):
-    generation = hf_engine.chat([{"role": "user", "content": "Write a long story about a dragon."}],
-                                GenerationParams(max_tokens=300, seed=1))
+    generation = hf_engine.chat(
+        [{"role": "user", "content": "Write a long story about a dragon."}], GenerationParams(max_tokens=300, seed=1)
+    )
     for i, _ in enumerate(generation):
         if i == 3:
             generation.cancel()
@@ -48,7 +49,9 @@ def test_scores_agree_with_llama_cpp(hf_engine, engine):
     for a, b in zip(ours, reference):  # same weights (dequantized Q4_1): close, not identical
         assert a.logprob == pytest.approx(b.logprob, abs=0.15)
     [rolling] = hf_engine.loglikelihood_rolling(["The quick brown fox jumps over the lazy dog."])
-    assert rolling == pytest.approx(engine.loglikelihood_rolling(["The quick brown fox jumps over the lazy dog."])[0], rel=0.02)
+    assert rolling == pytest.approx(
+        engine.loglikelihood_rolling(["The quick brown fox jumps over the lazy dog."])[0], rel=0.02
+    )
 
 
 def test_constrained_output_is_unsupported_here(hf_engine):

@@ -22,11 +22,12 @@ def lm_eval_samples(hf_model_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("lm-eval-task")
     rows = (BUILTIN_DIR / "capitals_en.jsonl").read_text(encoding="utf-8").splitlines()[:N]
     (folder / "data.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    (folder / "capitals_lme.yaml").write_text(f"""task: capitals_lme
+    (folder / "capitals_lme.yaml").write_text(
+        f"""task: capitals_lme
 dataset_path: json
 dataset_kwargs:
   data_files:
-    test: {folder / 'data.jsonl'}
+    test: {folder / "data.jsonl"}
 test_split: test
 output_type: multiple_choice
 doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
@@ -35,10 +36,18 @@ doc_to_target: "{{{{answer}}}}"
 metric_list:
   - metric: acc
   - metric: acc_norm
-""", encoding="utf-8")
-    result = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={hf_model_dir},dtype=float32",
-                                     tasks=["capitals_lme"], task_manager=TaskManager(include_path=str(folder)),
-                                     log_samples=True, batch_size=8, device="cpu")
+""",
+        encoding="utf-8",
+    )
+    result = lm_eval.simple_evaluate(
+        model="hf",
+        model_args=f"pretrained={hf_model_dir},dtype=float32",
+        tasks=["capitals_lme"],
+        task_manager=TaskManager(include_path=str(folder)),
+        log_samples=True,
+        batch_size=8,
+        device="cpu",
+    )
     samples = sorted(result["samples"]["capitals_lme"], key=lambda s: s["doc_id"])
     return result["results"]["capitals_lme"], [[r[0] for r in s["filtered_resps"]] for s in samples]
 
@@ -62,8 +71,11 @@ def test_llama_cpp_backend_agrees_within_a_stated_tolerance(engine, lm_eval_samp
     and these prompts start without BOS, which makes the first positions sensitive to it.)"""
     theirs_metrics, theirs = lm_eval_samples
     ours = evaluate(engine, get_task("capitals_en"), RequestCache(None, "agree-gguf"), limit=N)
-    diffs = [abs(a - b) for item, expected in zip(ours.items, theirs)
-             for a, b in zip(item["scores"]["loglikelihoods"], expected)]
+    diffs = [
+        abs(a - b)
+        for item, expected in zip(ours.items, theirs)
+        for a, b in zip(item["scores"]["loglikelihoods"], expected)
+    ]
     assert sum(diffs) / len(diffs) < 0.6 and max(diffs) < 1.5
     assert ours.metrics["acc"] == theirs_metrics["acc,none"]
     assert ours.metrics["acc_norm"] == theirs_metrics["acc_norm,none"]

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from internlocal.errors import UserError
 from internlocal.evals.runner import RequestCache, evaluate
 from internlocal.evals.tasks import add_custom_task, get_task, load_task
-from internlocal.errors import UserError
 
 
 def write_task(tmp_path: Path, rows: list[dict], **spec) -> Path:
@@ -40,10 +40,20 @@ def test_known_answers_score_as_expected(engine, services):
 
 
 def test_acc_and_acc_norm_by_hand(engine, tmp_path):
-    rows = [{"q": "The capital of France is", "choices": ["Paris", "London", "a very long wrong answer indeed"], "a": 0},
-            {"q": "The capital of Japan is", "choices": ["Berlin", "Tokyo"], "a": 1}]
-    task = load_task(write_task(tmp_path, rows, output_type="multiple_choice", doc_to_text="{q}",
-                                doc_to_choice="{choices}", doc_to_target="{a}"))
+    rows = [
+        {"q": "The capital of France is", "choices": ["Paris", "London", "a very long wrong answer indeed"], "a": 0},
+        {"q": "The capital of Japan is", "choices": ["Berlin", "Tokyo"], "a": 1},
+    ]
+    task = load_task(
+        write_task(
+            tmp_path,
+            rows,
+            output_type="multiple_choice",
+            doc_to_text="{q}",
+            doc_to_choice="{choices}",
+            doc_to_target="{a}",
+        )
+    )
     outcome = evaluate(engine, task, RequestCache(None, "x"))
     expected_acc, expected_norm = [], []
     for row in rows:
@@ -53,14 +63,17 @@ def test_acc_and_acc_norm_by_hand(engine, tmp_path):
         expected_norm.append(max(range(len(norm)), key=norm.__getitem__) == row["a"])
     assert outcome.metrics["acc"] == sum(expected_acc) / 2
     assert outcome.metrics["acc_norm"] == sum(expected_norm) / 2
-    assert [round(x, 4) for x in outcome.items[0]["scores"]["loglikelihoods"]] == \
-        [round(r.logprob, 4) for r in engine.loglikelihood([(rows[0]["q"], " " + c) for c in rows[0]["choices"]])]
+    assert [round(x, 4) for x in outcome.items[0]["scores"]["loglikelihoods"]] == [
+        round(r.logprob, 4) for r in engine.loglikelihood([(rows[0]["q"], " " + c) for c in rows[0]["choices"]])
+    ]
 
 
 def test_exact_match_with_extraction(engine, services):
     outcome = evaluate(engine, get_task("capitals_en_qa"), RequestCache(services.catalog, "qa"), limit=3)
     first = outcome.items[0]
-    assert first["target"] == "Paris" and first["scores"]["extracted"] == "Paris" and first["scores"]["exact_match"] == 1.0
+    assert (
+        first["target"] == "Paris" and first["scores"]["extracted"] == "Paris" and first["scores"]["exact_match"] == 1.0
+    )
     assert outcome.metrics["exact_match"] == sum(i["scores"]["exact_match"] for i in outcome.items) / 3
 
 
@@ -85,8 +98,12 @@ def test_perplexity_matches_an_independent_computation(engine, hf_model_dir, tmp
     with TransformersEngine(hf_model_dir, n_ctx=1024) as hf_engine:
         ours = evaluate(hf_engine, task, RequestCache(None, "ppl-hf"))
     assert ours.metrics["token_perplexity"] == pytest.approx(math.exp(nll), rel=0.01)
-    assert ours.metrics["bits_per_byte"] == pytest.approx(nll * (len(ids) - 1) / len(text.encode()) / math.log(2), rel=0.01)
-    assert ours.metrics["word_perplexity"] == pytest.approx(math.exp(nll * (len(ids) - 1) / len(text.split())), rel=0.01)
+    assert ours.metrics["bits_per_byte"] == pytest.approx(
+        nll * (len(ids) - 1) / len(text.encode()) / math.log(2), rel=0.01
+    )
+    assert ours.metrics["word_perplexity"] == pytest.approx(
+        math.exp(nll * (len(ids) - 1) / len(text.split())), rel=0.01
+    )
     gguf = evaluate(engine, task, RequestCache(None, "ppl-gguf"))
     assert gguf.metrics["token_perplexity"] == pytest.approx(math.exp(nll), rel=0.05)
 
@@ -113,16 +130,31 @@ def test_a_killed_run_resumes_from_the_cache_with_identical_totals(engine, servi
 def test_items_too_long_for_the_context_are_skipped_and_counted(gguf_path, tmp_path):
     from internlocal.engines.llamacpp import LlamaCppEngine
 
-    rows = [{"q": "The capital of France is", "c": ["Paris", "Rome"], "a": 0},
-            {"q": "word " * 400 + "The capital of Italy is", "c": ["Paris", "Rome"], "a": 1}]
-    task = load_task(write_task(tmp_path, rows, output_type="multiple_choice", doc_to_text="{q}", doc_to_choice="{c}",
-                                doc_to_target="{a}"))
+    rows = [
+        {"q": "The capital of France is", "c": ["Paris", "Rome"], "a": 0},
+        {"q": "word " * 400 + "The capital of Italy is", "c": ["Paris", "Rome"], "a": 1},
+    ]
+    task = load_task(
+        write_task(
+            tmp_path, rows, output_type="multiple_choice", doc_to_text="{q}", doc_to_choice="{c}", doc_to_target="{a}"
+        )
+    )
     (tmp_path / "qa").mkdir()
-    qa = load_task(write_task(tmp_path / "qa",
-                              [{"q": "What is the capital of France? Answer in one word.", "a": "Paris"},
-                               {"q": "word " * 400 + "What is the capital of Italy? Answer in one word.", "a": "Rome"}],
-                              output_type="generate_until", doc_to_text="{q}", doc_to_target="{a}", until=["\n"],
-                              apply_chat_template=True, filter={"regex": r"([A-Z][a-z]+)\.?\s*$", "group": 1}))
+    qa = load_task(
+        write_task(
+            tmp_path / "qa",
+            [
+                {"q": "What is the capital of France? Answer in one word.", "a": "Paris"},
+                {"q": "word " * 400 + "What is the capital of Italy? Answer in one word.", "a": "Rome"},
+            ],
+            output_type="generate_until",
+            doc_to_text="{q}",
+            doc_to_target="{a}",
+            until=["\n"],
+            apply_chat_template=True,
+            filter={"regex": r"([A-Z][a-z]+)\.?\s*$", "group": 1},
+        )
+    )
     with LlamaCppEngine(gguf_path, n_ctx=256) as small:
         outcome = evaluate(small, task, RequestCache(None, "short"))
         generated = evaluate(small, qa, RequestCache(None, "short-qa"))
@@ -164,7 +196,9 @@ def test_multiple_choice_through_the_chat_template(engine):
     assert task.prompt_hash() != get_task("capitals_en").prompt_hash()
     outcome = evaluate(engine, task, RequestCache(None, "mc-chat"))
     first = outcome.items[0]["prompt"]
-    assert "<|im_start|>user\nQuestion: What is the capital of France?" in first and first.endswith("<|im_start|>assistant\n")
+    assert "<|im_start|>user\nQuestion: What is the capital of France?" in first and first.endswith(
+        "<|im_start|>assistant\n"
+    )
     assert outcome.metrics["acc"] >= 0.9  # 37/40 through the template, as without
 
 
@@ -182,22 +216,37 @@ def test_bad_task_files_name_the_file_and_line(tmp_path):
     (tmp_path / "wrong.yaml").write_text("name: t\nversion: '1'\noutput_type: essay\ndataset: d.jsonl\n")
     with pytest.raises(UserError, match="wrong.yaml is invalid: output_type"):
         load_task(tmp_path / "wrong.yaml")
-    path = write_task(tmp_path, [{"q": "x", "c": ["a", "b"], "a": 0}], output_type="multiple_choice",
-                      doc_to_text="{q}", doc_to_choice="{c}", doc_to_target="{a}")
+    path = write_task(
+        tmp_path,
+        [{"q": "x", "c": ["a", "b"], "a": 0}],
+        output_type="multiple_choice",
+        doc_to_text="{q}",
+        doc_to_choice="{c}",
+        doc_to_target="{a}",
+    )
     with (tmp_path / "data.jsonl").open("a") as fh:
         fh.write("{not json\n")
     with pytest.raises(UserError, match=r"data.jsonl line 2: not valid JSON"):
         _ = load_task(path).docs
-    path = write_task(tmp_path, [{"q": "x", "c": ["a", "b"], "a": "z"}], output_type="multiple_choice",
-                      doc_to_text="{q}", doc_to_choice="{c}", doc_to_target="{a}")
+    path = write_task(
+        tmp_path,
+        [{"q": "x", "c": ["a", "b"], "a": "z"}],
+        output_type="multiple_choice",
+        doc_to_text="{q}",
+        doc_to_choice="{c}",
+        doc_to_target="{a}",
+    )
     with pytest.raises(UserError, match="row 1: the answer 'z' is not one of the choices"):
         load_task(path).gold_index(load_task(path).docs[0], 0)
 
 
 def test_custom_mcq_task_from_csv(services, engine, tmp_path):
     csv_file = tmp_path / "quiz.csv"
-    csv_file.write_text("question,A,B,C,D,answer\nWhat is the capital of France?,Berlin,Paris,Rome,Madrid,B\n"
-                        "What is the capital of Japan?,Tokyo,Oslo,Cairo,Lima,A\n", encoding="utf-8")
+    csv_file.write_text(
+        "question,A,B,C,D,answer\nWhat is the capital of France?,Berlin,Paris,Rome,Madrid,B\n"
+        "What is the capital of Japan?,Tokyo,Oslo,Cairo,Lima,A\n",
+        encoding="utf-8",
+    )
     add_custom_task(services.settings.home, "my_quiz", csv_file, "mcq")
     task = get_task("my_quiz", services.settings.home)
     outcome = evaluate(engine, task, RequestCache(None, "quiz"))
@@ -218,8 +267,16 @@ def test_cli_runs_two_models_and_the_leaderboard_exports(internlocal_bin, cli_en
     copy = tmp_path / "copy.gguf"
     shutil.copyfile(gguf_path, copy)
     cli("models", "import", str(copy), "--name", "smollm2-copy")
-    out = cli("eval", "run", "smollm2-135m-instruct-q4_1,smollm2-copy", "capitals_en", "capitals_zh", "sample_text",
-              "--limit", "6")
+    out = cli(
+        "eval",
+        "run",
+        "smollm2-135m-instruct-q4_1,smollm2-copy",
+        "capitals_en",
+        "capitals_zh",
+        "sample_text",
+        "--limit",
+        "6",
+    )
     assert "smollm2-copy  capitals_en" in out.stdout and "acc" in out.stdout
     board = json.loads(cli("eval", "results", "--json").stdout)
 
@@ -227,7 +284,10 @@ def test_cli_runs_two_models_and_the_leaderboard_exports(internlocal_bin, cli_en
     copy.unlink()
     again = cli("eval", "run", "smollm2-copy", "capitals_en", "capitals_zh", "sample_text", "--limit", "6", "--json")
     assert "the model was not loaded" in again.stdout
-    rerun = {r["task"]: r["scores"]["smollm2-copy"]["value"] for r in json.loads(cli("eval", "results", "--json").stdout)["rows"]}
+    rerun = {
+        r["task"]: r["scores"]["smollm2-copy"]["value"]
+        for r in json.loads(cli("eval", "results", "--json").stdout)["rows"]
+    }
     assert rerun == {r["task"]: r["scores"]["smollm2-copy"]["value"] for r in board["rows"]}
     unanswered = cli("eval", "run", "smollm2-copy", "capitals_en_qa", "--limit", "2", check=False)
     assert unanswered.returncode == 1 and "smollm2-copy is gone" in unanswered.stderr
@@ -235,12 +295,18 @@ def test_cli_runs_two_models_and_the_leaderboard_exports(internlocal_bin, cli_en
     rows = {r["task"]: r for r in board["rows"]}
     assert set(rows) == {"capitals_en", "capitals_zh", "sample_text"}
     en, zh = rows["capitals_en"]["scores"], rows["capitals_zh"]["scores"]
-    assert rows["capitals_en"]["metric"] == "acc" and rows["capitals_en"]["limit"] == 6 and rows["capitals_en"]["group"] == "samples"
+    assert (
+        rows["capitals_en"]["metric"] == "acc"
+        and rows["capitals_en"]["limit"] == 6
+        and rows["capitals_en"]["group"] == "samples"
+    )
     assert en["smollm2-copy"]["value"] == en["smollm2-135m-instruct-q4_1"]["value"] >= 5 / 6  # Paris, Tokyo, … known
     assert rows["sample_text"]["metric"] == "token_perplexity"
     [average] = board["groups"]  # acc over the two capitals tasks; perplexity is not averaged with accuracy
     assert average["metric"] == "acc" and average["rows"] == 2
-    assert math.isclose(average["values"]["smollm2-copy"], (en["smollm2-copy"]["value"] + zh["smollm2-copy"]["value"]) / 2)
+    assert math.isclose(
+        average["values"]["smollm2-copy"], (en["smollm2-copy"]["value"] + zh["smollm2-copy"]["value"]) / 2
+    )
     md = cli("eval", "results", "--format", "md").stdout.splitlines()
     assert md[0] == "| task | metric | smollm2-135m-instruct-q4_1 | smollm2-copy |"
     assert any(line.startswith("| **samples average (2 tasks, first 6 items)** | acc |") for line in md)
@@ -253,13 +319,31 @@ def test_cli_runs_two_models_and_the_leaderboard_exports(internlocal_bin, cli_en
     assert missing.returncode == 1 and "no-such-model" in missing.stderr
 
 
-def _run(catalog, model: str, task: str, value: float, prompt: str = "p1", limit: int | None = None,
-         group: str | None = "quiz", metric: str = "acc"):
+def _run(
+    catalog,
+    model: str,
+    task: str,
+    value: float,
+    prompt: str = "p1",
+    limit: int | None = None,
+    group: str | None = "quiz",
+    metric: str = "acc",
+):
     from internlocal.catalog.schema import EvalRun
 
-    return catalog.add_eval_run(EvalRun(model_name=model, task=task, task_version="1", prompt_hash=prompt, n_items=10,
-                                        metrics_json=json.dumps({metric: value}), stderr_json=json.dumps({metric: 0.1}),
-                                        config_json=json.dumps({"limit": limit, "group": group})), [])
+    return catalog.add_eval_run(
+        EvalRun(
+            model_name=model,
+            task=task,
+            task_version="1",
+            prompt_hash=prompt,
+            n_items=10,
+            metrics_json=json.dumps({metric: value}),
+            stderr_json=json.dumps({metric: 0.1}),
+            config_json=json.dumps({"limit": limit, "group": group}),
+        ),
+        [],
+    )
 
 
 def test_leaderboard_puts_only_like_for_like_scores_side_by_side(services):
@@ -277,10 +361,12 @@ def test_leaderboard_puts_only_like_for_like_scores_side_by_side(services):
     board = build_from_catalog(catalog)
     assert board.models == ["base", "quant", "tuned"]
     labels = {r.label: {m: s.value for m, s in r.scores.items()} for r in board.rows}
-    assert labels == {"geo [prompt p1, all items]": {"base": 0.6, "tuned": 0.8, "quant": 0.7},
-                      "geo [prompt p2, all items]": {"tuned": 0.9},
-                      "geo [prompt p1, first 4]": {"base": 1.0},
-                      "hist": {"base": 0.4, "tuned": 0.6}}
+    assert labels == {
+        "geo [prompt p1, all items]": {"base": 0.6, "tuned": 0.8, "quant": 0.7},
+        "geo [prompt p2, all items]": {"tuned": 0.9},
+        "geo [prompt p1, first 4]": {"base": 1.0},
+        "hist": {"base": 0.4, "tuned": 0.6},
+    }
     [full] = [g for g in board.groups if g.limit is None]
     # newest full-run variant of geo (prompt p2) is the one averaged: only "tuned" has it and hist
     assert full.rows == 2 and full.values == {"base": None, "quant": None, "tuned": pytest.approx(0.75)}
@@ -313,14 +399,18 @@ def test_a_killed_eval_job_resumes_with_the_totals_of_an_uninterrupted_run(servi
 
     tasks = ["capitals_en", "capitals_en_qa"]
     runner = services.jobs
-    job = runner.submit(run_eval, {"model": "smollm2-135m-instruct-q4_1", "tasks": tasks, "limit": 12},
-                        kind="eval.run", title="eval")
+    job = runner.submit(
+        run_eval, {"model": "smollm2-135m-instruct-q4_1", "tasks": tasks, "limit": 12}, kind="eval.run", title="eval"
+    )
     deadline = time.monotonic() + 180
     while True:  # kill -9 in the middle of the second task (the first is stored, the second half answered)
         progress = [e for e in runner.read_events(job.id)[0] if e["type"] == "progress"]
         if progress and 1.2 <= progress[-1]["done"] < 2:
             break
-        assert time.monotonic() < deadline and runner.refresh_one(services.catalog.get_job(job.id)).status in ("queued", "running")
+        assert time.monotonic() < deadline and runner.refresh_one(services.catalog.get_job(job.id)).status in (
+            "queued",
+            "running",
+        )
         time.sleep(0.05)
     os.kill(job.pid, signal.SIGKILL)
     deadline = time.monotonic() + 30
@@ -342,10 +432,18 @@ def test_builtin_sample_tasks_load_and_chinese_answers_are_extracted():
     from internlocal.evals.tasks import all_tasks
 
     tasks = all_tasks()
-    assert {"capitals_en", "capitals_zh", "capitals_en_qa", "capitals_zh_qa", "sample_text", "sample_text_zh"} <= set(tasks)
+    assert {"capitals_en", "capitals_zh", "capitals_en_qa", "capitals_zh_qa", "sample_text", "sample_text_zh"} <= set(
+        tasks
+    )
     assert all(len(t.docs) >= 6 and t.group == "samples" for t in tasks.values())
     qa = tasks["capitals_zh_qa"]
     target = qa.target(qa.docs[0])
     assert target == "巴黎"
-    for said, right in (("巴黎", True), ("法国的首都是巴黎。", True), ("巴黎市", True), ("伦敦", False), ("Paris", False)):
+    for said, right in (
+        ("巴黎", True),
+        ("法国的首都是巴黎。", True),
+        ("巴黎市", True),
+        ("伦敦", False),
+        ("Paris", False),
+    ):
         assert (qa.normalize(qa.extract(said)) == target) is right, said

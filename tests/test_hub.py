@@ -54,7 +54,10 @@ def test_pull_gguf_from_the_hub_registers_verifies_and_chats(services, hub, gguf
     assert (model.name, model.format, model.storage, model.quantization) == ("tiny-q4_1", "gguf", "store", "Q4_1")
     assert model.sha256 == sha256_file(gguf_path) == sha256_file(Path(model.path))
     assert model.source.startswith(f"hf:{REPO}:*.gguf@")
-    assert hub.bytes_sent[f"/{REPO}/resolve/0123456789abcdef0123456789abcdef01234567/tiny-q4_1.gguf"] == gguf_path.stat().st_size
+    assert (
+        hub.bytes_sent[f"/{REPO}/resolve/0123456789abcdef0123456789abcdef01234567/tiny-q4_1.gguf"]
+        == gguf_path.stat().st_size
+    )
     events, _ = services.jobs.read_events(job.id)
     progress = [e for e in events if e["type"] == "progress"]
     assert progress[-1]["done"] == progress[-1]["total"] == gguf_path.stat().st_size
@@ -64,7 +67,10 @@ def test_pull_gguf_from_the_hub_registers_verifies_and_chats(services, hub, gguf
     from internlocal.engines.llamacpp import LlamaCppEngine
 
     with LlamaCppEngine(model.path, n_ctx=512) as engine:
-        messages = [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": QUESTION}]
+        messages = [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": QUESTION},
+        ]
         assert "Paris" in engine.chat(messages, GenerationParams.greedy(max_tokens=16)).collect().text
     # pulling again is a no-op
     again = pull(services, f"hf:{REPO}:*.gguf")
@@ -192,8 +198,14 @@ def test_a_file_that_is_not_a_model_is_not_registered(services, hub):
 
 def test_path_traversal_in_a_remote_name_is_refused(services, hub):
     data = b"x" * 10
-    hub.faults["extra_siblings"] = [{"rfilename": "../../evil.gguf", "size": 10, "blobId": "0" * 40,
-                                     "lfs": {"sha256": hashlib.sha256(data).hexdigest(), "size": 10, "pointerSize": 134}}]
+    hub.faults["extra_siblings"] = [
+        {
+            "rfilename": "../../evil.gguf",
+            "size": 10,
+            "blobId": "0" * 40,
+            "lfs": {"sha256": hashlib.sha256(data).hexdigest(), "size": 10, "pointerSize": 134},
+        }
+    ]
     job = pull(services, f"hf:{REPO}:*.gguf")
     assert job.status == "failed" and "escape the model folder" in job.error
     assert hub.total_sent() == 0
@@ -204,11 +216,15 @@ def test_path_traversal_in_a_remote_name_is_refused(services, hub):
 
 
 def test_files_in_the_hugging_face_cache_are_reused(services, hub, gguf_path, tmp_path):
-    snapshot = tmp_path / "hf-cache" / "models--acme--tiny-GGUF" / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
+    snapshot = (
+        tmp_path / "hf-cache" / "models--acme--tiny-GGUF" / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
+    )
     snapshot.mkdir(parents=True)
     os.link(gguf_path, snapshot / "tiny-q4_1.gguf")
     (tmp_path / "hf-cache" / "models--acme--tiny-GGUF" / "refs").mkdir()
-    (tmp_path / "hf-cache" / "models--acme--tiny-GGUF" / "refs" / "main").write_text("0123456789abcdef0123456789abcdef01234567")
+    (tmp_path / "hf-cache" / "models--acme--tiny-GGUF" / "refs" / "main").write_text(
+        "0123456789abcdef0123456789abcdef01234567"
+    )
     job = pull(services, f"hf:{REPO}:*.gguf")
     assert job.status == "succeeded", job.error
     assert job.result["bytes"] == 0 and hub.total_sent() == 0
@@ -244,7 +260,8 @@ def test_downloader_without_ranges_and_with_stalls(tmp_path, hub, gguf_path):
     hub.faults.update(stall_after=1 << 20, stall_s=3)
     seen = []
     blob, got = Downloader(store, parts=1, stall_timeout=0.5, backoff_s=0.01).fetch(
-        RemoteFile(url=url, path="part.bin", size=len(data), sha256=digest), on_bytes=seen.append)
+        RemoteFile(url=url, path="part.bin", size=len(data), sha256=digest), on_bytes=seen.append
+    )
     assert got == digest and sum(seen) >= len(data)
 
 

@@ -64,8 +64,13 @@ def test_verify_job_finds_changed_and_missing_files(services, tmp_path, gguf_pat
 def test_cancel_then_resume_continues_from_saved_state(services):
     runner = services.jobs
     job = runner.submit(jobs_for_tests.count, {"n": 150, "delay": 0.02}, kind="test.count", title="count")
-    wait_for(lambda: json.loads(runner.state_path(job.id).read_text() or "{}").get("i", 0) >= 5
-             if runner.state_path(job.id).exists() else False)
+    wait_for(
+        lambda: (
+            json.loads(runner.state_path(job.id).read_text() or "{}").get("i", 0) >= 5
+            if runner.state_path(job.id).exists()
+            else False
+        )
+    )
     runner.cancel(job.id)
     job = runner.wait(job.id, timeout=30)
     assert job.status == "cancelled"
@@ -92,7 +97,10 @@ def test_killed_worker_is_found_interrupted_and_resumes(services):
     # a new runner (as after a restart of the app) sees the same
     from internlocal.jobs.runner import JobRunner
 
-    assert JobRunner(services.catalog, services.settings).refresh_one(services.catalog.get_job(job.id)).status == "interrupted"
+    assert (
+        JobRunner(services.catalog, services.settings).refresh_one(services.catalog.get_job(job.id)).status
+        == "interrupted"
+    )
     runner.resume(job.id)
     job = runner.wait(job.id, timeout=60)
     assert job.status == "succeeded"
@@ -145,7 +153,11 @@ def test_event_reader_skips_partial_and_torn_lines(tmp_path):
 
 def test_progress_tracker_rate_and_eta():
     tracker = ProgressTracker()
-    tracker.feed([{"t": 100.0, "type": "progress", "done": 0, "total": 1000, "unit": "bytes"},
-                  {"t": 102.0, "type": "progress", "done": 200, "total": 1000, "unit": "bytes"}])
+    tracker.feed(
+        [
+            {"t": 100.0, "type": "progress", "done": 0, "total": 1000, "unit": "bytes"},
+            {"t": 102.0, "type": "progress", "done": 200, "total": 1000, "unit": "bytes"},
+        ]
+    )
     p = tracker.progress
     assert p.rate == pytest.approx(100.0) and p.eta_s == pytest.approx(8.0) and p.fraction == pytest.approx(0.2)

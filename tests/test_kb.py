@@ -20,13 +20,18 @@ DATA = Path(__file__).parent / "data" / "kb"
 
 def make_pdf(pages: list[str]) -> bytes:
     """A small valid PDF with one line of Helvetica text per page."""
-    objects = ["<< /Type /Catalog /Pages 2 0 R >>",
-               "<< /Type /Pages /Kids [%s] /Count %d >>" % (" ".join(f"{4 + 2 * i} 0 R" for i in range(len(pages))), len(pages)),
-               "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        "<< /Type /Pages /Kids [%s] /Count %d >>"
+        % (" ".join(f"{4 + 2 * i} 0 R" for i in range(len(pages))), len(pages)),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
     for i, text in enumerate(pages):
         stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
-        objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {5 + 2 * i} 0 R "
-                       "/Resources << /Font << /F1 3 0 R >> >> >>")
+        objects.append(
+            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {5 + 2 * i} 0 R "
+            "/Resources << /Font << /F1 3 0 R >> >> >>"
+        )
         objects.append(f"<< /Length {len(stream)} >>\nstream\n{stream.decode()}\nendstream")
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
@@ -67,11 +72,15 @@ def write_corpus(root: Path) -> Path:
     (docs / "travel").mkdir(parents=True)
     (docs / "travel" / "paris.md").write_text(
         "# Paris\n\nParis is the capital of France.\n\n## Landmarks\n\nThe Eiffel Tower was completed in 1889 for the "
-        "World's Fair. It is 330 metres tall.\n\n## Food\n\nCroissants are sold in every bakery in the city.\n")
+        "World's Fair. It is 330 metres tall.\n\n## Food\n\nCroissants are sold in every bakery in the city.\n"
+    )
     (docs / "devices.txt").write_text(
         "Router notes\n\nThe default administration address is 192.168.50.1.\n\n"
-        "Error E-4127 means the temperature sensor is disconnected: reseat the sensor cable.\n")
-    (docs / "beijing.md").write_text("# 北京\n\n故宫每周一闭馆。门票需要提前在网上预约。\n\n长城非常长。\n", encoding="utf-8")
+        "Error E-4127 means the temperature sensor is disconnected: reseat the sensor cable.\n"
+    )
+    (docs / "beijing.md").write_text(
+        "# 北京\n\n故宫每周一闭馆。门票需要提前在网上预约。\n\n长城非常长。\n", encoding="utf-8"
+    )
     return docs
 
 
@@ -79,16 +88,27 @@ def write_corpus(root: Path) -> Path:
 
 
 def test_chunks_keep_headings_spans_and_sentence_boundaries_in_english_and_chinese():
-    blocks = extract(Path("a.md"), ("# Guide\n\nIntro line.\n\n## Setup\n\nFirst sentence here. Second one follows! Third?\n"
-                                    "Still third.\n\n```\n# not a heading\n```\n\n## 中文\n\n巴黎是法国的首都。埃菲尔铁塔很高！你去过吗？\n").encode())
+    blocks = extract(
+        Path("a.md"),
+        (
+            "# Guide\n\nIntro line.\n\n## Setup\n\nFirst sentence here. Second one follows! Third?\n"
+            "Still third.\n\n```\n# not a heading\n```\n\n## 中文\n\n巴黎是法国的首都。埃菲尔铁塔很高！你去过吗？\n"
+        ).encode(),
+    )
     chunks = chunk_blocks(blocks, size=60, overlap=25)
     setup = [c for c in chunks if c.heading == "Guide > Setup"]
     assert setup and all(c.start_line >= 7 for c in setup)
     assert setup[0].text.startswith("First sentence here.") and setup[0].start_line == 7
-    assert any("# not a heading" in c.text and c.heading == "Guide > Setup" for c in chunks)  # code fences are not headings
+    assert any(
+        "# not a heading" in c.text and c.heading == "Guide > Setup" for c in chunks
+    )  # code fences are not headings
     chinese = [c for c in chunks if c.heading == "Guide > 中文"]
     assert "".join(c.text for c in chinese).count("巴黎是法国的首都。") == 1 and chinese[0].start_line == 16
-    assert [s for s, _ in sentences("巴黎是法国的首都。埃菲尔铁塔很高！你去过吗？")] == ["巴黎是法国的首都。", "埃菲尔铁塔很高！", "你去过吗？"]
+    assert [s for s, _ in sentences("巴黎是法国的首都。埃菲尔铁塔很高！你去过吗？")] == [
+        "巴黎是法国的首都。",
+        "埃菲尔铁塔很高！",
+        "你去过吗？",
+    ]
     # chunks end at sentence ends and never exceed the size; the overlap repeats whole sentences
     long = extract(Path("b.txt"), (" ".join(f"Sentence number {i} is here." for i in range(40))).encode())
     parts = chunk_blocks(long, size=120, overlap=40)
@@ -104,7 +124,10 @@ def test_formats_pdf_docx_html_code_encodings_and_unreadable_files(tmp_path):
 
     pdf = make_pdf(["The warranty lasts two years.", "Returns are accepted within 30 days."])
     blocks = extract(Path("terms.pdf"), pdf)
-    assert [(b.page, b.text) for b in blocks] == [(1, "The warranty lasts two years."), (2, "Returns are accepted within 30 days.")]
+    assert [(b.page, b.text) for b in blocks] == [
+        (1, "The warranty lasts two years."),
+        (2, "Returns are accepted within 30 days."),
+    ]
 
     writer = PdfWriter(clone_from=PdfReader(__import__("io").BytesIO(pdf)))
     writer.encrypt(user_password="secret", owner_password="owner")
@@ -155,7 +178,9 @@ def test_sync_cites_the_right_span_reembeds_only_changed_chunks_and_forgets_dele
     [hit] = index.search("When was the Eiffel Tower completed?", k=1)
     assert hit.relpath == "travel/paris.md" and hit.heading == "Paris > Landmarks"
     assert (hit.start_line, hit.end_line) == (7, 7) and hit.citation == "travel/paris.md:7"
-    assert "1889" in hit.text and (docs / "travel" / "paris.md").read_text().splitlines()[6].startswith("The Eiffel Tower")
+    assert "1889" in hit.text and (docs / "travel" / "paris.md").read_text().splitlines()[6].startswith(
+        "The Eiffel Tower"
+    )
     [hit] = index.search("故宫哪一天闭馆？", k=1)
     assert hit.relpath == "beijing.md" and "闭馆" in hit.text
 
@@ -227,7 +252,9 @@ def test_faults_symlinks_huge_binary_deleted_mid_sync_and_interrupted_sync(tmp_p
 
     # an interrupted sync: Ctrl+C while embedding; the next sync completes it, nothing lost or doubled
     shutil.rmtree(tmp_path / "index")
-    crashing = Index(tmp_path / "index", Counting(minilm, fail_after=0), chunk_size=300, chunk_overlap=0, max_file_bytes=10_000)
+    crashing = Index(
+        tmp_path / "index", Counting(minilm, fail_after=0), chunk_size=300, chunk_overlap=0, max_file_bytes=10_000
+    )
     with pytest.raises(KeyboardInterrupt):
         crashing.sync([docs])
     assert crashing.counts()["chunks"] == 0  # no file half-indexed
@@ -268,9 +295,16 @@ def test_hybrid_beats_dense_on_exact_terms_and_the_threshold_separates_unanswera
     assert full["refusal_precision"] == 1.0 and full["refusal_recall"] == 1.0
     assert full["fitted_accuracy"] == 1.0
     # hand-checkable metrics: a question whose source is ranked second scores MRR 0.5
-    second = next(r for r in full["per_question"] if r.get("rank") == 2) if any(r.get("rank") == 2 for r in full["per_question"]) else None
+    second = (
+        next(r for r in full["per_question"] if r.get("rank") == 2)
+        if any(r.get("rank") == 2 for r in full["per_question"])
+        else None
+    )
     if second is not None:
-        assert evaluate(index, [{"question": second["question"], "sources": second["sources"]}], threshold=0.35)["mrr"] == 0.5
+        assert (
+            evaluate(index, [{"question": second["question"], "sources": second["sources"]}], threshold=0.35)["mrr"]
+            == 0.5
+        )
     index.close()
 
     bad = tmp_path / "bad.jsonl"
@@ -328,7 +362,9 @@ def test_library_refuses_another_embedding_model_and_reembeds_through_a_remote_e
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_app(engine, ServerConfig(model_name="default", embedding_model="minilm"), embedder_factory=lambda: minilm)
+    app = create_app(
+        engine, ServerConfig(model_name="default", embedding_model="minilm"), embedder_factory=lambda: minilm
+    )
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -364,8 +400,12 @@ def test_watch_resyncs_when_a_file_appears(home, settings, minilm):
     library.create_kb(settings, services.catalog, "watched", [str(docs)], chunk_size=200, chunk_overlap=0)
     syncs: list[dict] = []
     stop = threading.Event()
-    thread = threading.Thread(target=watch_kb, args=(services.catalog, "watched"),
-                              kwargs={"on_sync": syncs.append, "stop": stop, "debounce_ms": 100}, daemon=True)
+    thread = threading.Thread(
+        target=watch_kb,
+        args=(services.catalog, "watched"),
+        kwargs={"on_sync": syncs.append, "stop": stop, "debounce_ms": 100},
+        daemon=True,
+    )
     thread.start()
     deadline = time.monotonic() + 60
     while not syncs and time.monotonic() < deadline:
@@ -397,7 +437,10 @@ def test_cli_create_search_eval_tune_and_rm(tmp_path, internlocal_bin, cli_env):
     assert summary and summary[-1]["result"]["files"] == 39
     assert summary[-1]["result"]["skipped"][0]["reason"].startswith("damaged PDF")
     hits = json.loads(run("kb", "search", "home-notes", "What does error E-5530 mean?", "-k", "2", "--json").stdout)
-    assert hits[0]["relpath"] == "devices/thermostat.md" and hits[0]["heading"] == "Halvorsen T-300 thermostat > Error codes"
+    assert (
+        hits[0]["relpath"] == "devices/thermostat.md"
+        and hits[0]["heading"] == "Halvorsen T-300 thermostat > Error codes"
+    )
     result = json.loads(run("kb", "eval", "home-notes", str(DATA / "questions.jsonl"), "--tune", "--json").stdout)
     assert result["recall@5"] >= 0.95 and result["fitted_accuracy"] == 1.0
     listed = json.loads(run("kb", "list", "--json").stdout)
@@ -446,7 +489,9 @@ def test_a_cross_encoder_reorders_the_fused_candidates_by_its_own_scores(tmp_pat
     from internlocal.engines.sentence_transformers import CrossEncoderReranker
     from internlocal.kb.index import Index
 
-    CrossEncoder(str(minilm_path), num_labels=1, device="cpu", local_files_only=True).save_pretrained(str(tmp_path / "ce"))
+    CrossEncoder(str(minilm_path), num_labels=1, device="cpu", local_files_only=True).save_pretrained(
+        str(tmp_path / "ce")
+    )
     reranker = CrossEncoderReranker(tmp_path / "ce")
     docs = write_corpus(tmp_path)
     index = Index(tmp_path / "index", minilm, chunk_size=200, chunk_overlap=0)

@@ -10,14 +10,22 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
-import requests
 import pytest
+import requests
 
 from internlocal.config import Settings
 from tests.conftest import QUESTION
 
-CAPITALS = {"France": "Paris", "Japan": "Tokyo", "Italy": "Rome", "Germany": "Berlin", "Spain": "Madrid",
-            "England": "London", "Russia": "Moscow", "China": "Beijing"}
+CAPITALS = {
+    "France": "Paris",
+    "Japan": "Tokyo",
+    "Italy": "Rome",
+    "Germany": "Berlin",
+    "Spain": "Madrid",
+    "England": "London",
+    "Russia": "Moscow",
+    "China": "Beijing",
+}
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
 
 
@@ -71,8 +79,9 @@ def test_models_health_and_chat(server):
     client = server.client()
     ids = [m.id for m in client.models.list().data]
     assert ids == ["smollm2-135m-instruct-q4_1", "all-minilm-l6-v2"]
-    reply = client.chat.completions.create(model=ids[0], messages=[SYSTEM, {"role": "user", "content": QUESTION}],
-                                           temperature=0)
+    reply = client.chat.completions.create(
+        model=ids[0], messages=[SYSTEM, {"role": "user", "content": QUESTION}], temperature=0
+    )
     assert "Paris" in reply.choices[0].message.content
     assert reply.choices[0].finish_reason == "stop"
     assert reply.usage.prompt_tokens > 10 and reply.usage.completion_tokens > 0
@@ -90,8 +99,12 @@ def test_single_slot_output_matches_the_engine(server):
 
 def test_streaming_with_usage(server):
     stream = server.client().chat.completions.create(
-        model="smollm2-135m-instruct-q4_1", messages=[SYSTEM, {"role": "user", "content": QUESTION}], temperature=0,
-        stream=True, stream_options={"include_usage": True})
+        model="smollm2-135m-instruct-q4_1",
+        messages=[SYSTEM, {"role": "user", "content": QUESTION}],
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert "Paris" in text
@@ -102,40 +115,58 @@ def test_streaming_with_usage(server):
 
 def test_stop_and_max_tokens(server):
     client = server.client()
-    cut = client.chat.completions.create(model="default", messages=[SYSTEM, {"role": "user", "content": QUESTION}],
-                                         temperature=0, stop=["Paris"])
+    cut = client.chat.completions.create(
+        model="default", messages=[SYSTEM, {"role": "user", "content": QUESTION}], temperature=0, stop=["Paris"]
+    )
     assert "Paris" not in cut.choices[0].message.content
-    short = client.chat.completions.create(model="default", messages=[{"role": "user", "content": "Tell a story."}],
-                                           max_tokens=3, seed=1)
+    short = client.chat.completions.create(
+        model="default", messages=[{"role": "user", "content": "Tell a story."}], max_tokens=3, seed=1
+    )
     assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 3
 
 
 def test_json_schema_output_parses(server):
-    schema = {"type": "object", "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
-              "required": ["city", "country"]}
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+        "required": ["city", "country"],
+    }
     reply = server.client().chat.completions.create(
-        model="default", messages=[SYSTEM, {"role": "user", "content": QUESTION}], temperature=0,
-        response_format={"type": "json_schema", "json_schema": {"name": "place", "schema": schema}})
+        model="default",
+        messages=[SYSTEM, {"role": "user", "content": QUESTION}],
+        temperature=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "place", "schema": schema}},
+    )
     data = json.loads(reply.choices[0].message.content)
     assert set(data) == {"city", "country"}
 
 
 def test_tool_call_round_trip(server):
     client = server.client()
-    tools = [{"type": "function", "function": {
-        "name": "get_weather", "description": "Current weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Current weather in a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            },
+        }
+    ]
     messages = [SYSTEM, {"role": "user", "content": "What is the weather in Paris?"}]
-    first = client.chat.completions.create(model="default", messages=messages, tools=tools, tool_choice="required",
-                                           temperature=0)
+    first = client.chat.completions.create(
+        model="default", messages=messages, tools=tools, tool_choice="required", temperature=0
+    )
     choice = first.choices[0]
     assert choice.finish_reason == "tool_calls"
     call = choice.message.tool_calls[0]
     assert call.function.name == "get_weather"
     arguments = json.loads(call.function.arguments)
     assert isinstance(arguments["city"], str)  # the grammar guarantees the schema
-    messages += [choice.message.model_dump(exclude_none=True),
-                 {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21 degrees."}]
+    messages += [
+        choice.message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21 degrees."},
+    ]
     second = client.chat.completions.create(model="default", messages=messages, tools=tools, temperature=0)
     final = second.choices[0]
     assert final.finish_reason in ("stop", "tool_calls")
@@ -156,8 +187,10 @@ def test_eight_concurrent_clients_each_get_their_own_answer(server):
 
     def ask(country: str) -> tuple[str, str]:
         reply = client.chat.completions.create(
-            model="default", temperature=0,
-            messages=[SYSTEM, {"role": "user", "content": f"What is the capital of {country}? Answer in one word."}])
+            model="default",
+            temperature=0,
+            messages=[SYSTEM, {"role": "user", "content": f"What is the capital of {country}? Answer in one word."}],
+        )
         return country, reply.choices[0].message.content
 
     with ThreadPoolExecutor(8) as pool:
@@ -183,19 +216,32 @@ def test_bad_requests_get_openai_style_errors(server):
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model="default", messages=[{"role": "user", "content": "hi"}], max_tokens=100000)
     assert "limit" in e.value.body["message"]
-    raw = requests.post(f"{server.url}/v1/chat/completions", data=b"{not json", headers={"content-type": "application/json"})
+    raw = requests.post(
+        f"{server.url}/v1/chat/completions", data=b"{not json", headers={"content-type": "application/json"}
+    )
     assert raw.status_code == 400 and raw.json()["error"]["message"] == "The request body is not valid JSON."
     raw = requests.post(f"{server.url}/v1/chat/completions", json={"messages": "hello"})
     assert raw.status_code == 400 and raw.json()["error"]["param"] == "messages"
-    raw = requests.post(f"{server.url}/v1/chat/completions", data=b"x" * (5 << 20), headers={"content-type": "application/json"})
+    raw = requests.post(
+        f"{server.url}/v1/chat/completions", data=b"x" * (5 << 20), headers={"content-type": "application/json"}
+    )
     assert raw.status_code == 413
 
 
 def test_client_disconnect_cancels_generation(server):
     before = server.engine.active
-    with requests.post(f"{server.url}/v1/chat/completions", stream=True, timeout=30, json={
-            "model": "default", "stream": True, "max_tokens": 800, "seed": 3,
-            "messages": [{"role": "user", "content": "Write a very long story about a dragon."}]}) as response:
+    with requests.post(
+        f"{server.url}/v1/chat/completions",
+        stream=True,
+        timeout=30,
+        json={
+            "model": "default",
+            "stream": True,
+            "max_tokens": 800,
+            "seed": 3,
+            "messages": [{"role": "user", "content": "Write a very long story about a dragon."}],
+        },
+    ) as response:
         for line in response.iter_lines(decode_unicode=True):
             if line.startswith("data:") and '"content"' in line and '""' not in line:
                 break  # one real token arrived; leave
@@ -222,8 +268,13 @@ def test_full_queue_answers_503_with_retry_after(server):
 
 def test_metrics_are_prometheus_text(server):
     text = requests.get(f"{server.url}/metrics").text
-    for name in ("internlocal_requests_total", "internlocal_completion_tokens_total", "internlocal_queue_depth",
-                 "internlocal_time_to_first_token_seconds_count", "internlocal_decode_tokens_per_second"):
+    for name in (
+        "internlocal_requests_total",
+        "internlocal_completion_tokens_total",
+        "internlocal_queue_depth",
+        "internlocal_time_to_first_token_seconds_count",
+        "internlocal_decode_tokens_per_second",
+    ):
         assert name in text
 
 
@@ -239,8 +290,9 @@ def test_network_bind_needs_an_api_key_and_port_in_use_is_clear(services, intern
         port = busy.getsockname()[1]
         with pytest.raises(UserError, match="choose another port"):
             check_port("127.0.0.1", port)
-        out = subprocess.run([internlocal_bin, "serve", "--port", str(port)], env=cli_env, capture_output=True, text=True,
-                             timeout=60)
+        out = subprocess.run(
+            [internlocal_bin, "serve", "--port", str(port)], env=cli_env, capture_output=True, text=True, timeout=60
+        )
     assert out.returncode == 1 and "choose another port" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -248,8 +300,13 @@ def test_api_key_is_enforced_and_ctrl_c_stops_cleanly(internlocal_bin, cli_env):
     import signal
 
     port = free_port()
-    proc = subprocess.Popen([internlocal_bin, "serve", "--port", str(port), "--api-key", "s3cret", "--slots", "2"],
-                            env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [internlocal_bin, "serve", "--port", str(port), "--api-key", "s3cret", "--slots", "2"],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -262,8 +319,9 @@ def test_api_key_is_enforced_and_ctrl_c_stops_cleanly(internlocal_bin, cli_env):
         with pytest.raises(openai.AuthenticationError):
             client.models.list()
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="s3cret", max_retries=0)
-        reply = client.chat.completions.create(model="default", temperature=0,
-                                               messages=[SYSTEM, {"role": "user", "content": QUESTION}])
+        reply = client.chat.completions.create(
+            model="default", temperature=0, messages=[SYSTEM, {"role": "user", "content": QUESTION}]
+        )
         assert "Paris" in reply.choices[0].message.content
     finally:
         proc.send_signal(signal.SIGINT)
@@ -281,8 +339,11 @@ def test_a_remote_endpoint_chats_like_a_local_model(server, services):
     from internlocal.hub.library import add_remote
 
     model = add_remote(services.catalog, "remote-smol", server.url)
-    assert (model.format, model.path, model.metadata_dict["remote_model"]) == ("remote", f"{server.url}/v1",
-                                                                             "smollm2-135m-instruct-q4_1")
+    assert (model.format, model.path, model.metadata_dict["remote_model"]) == (
+        "remote",
+        f"{server.url}/v1",
+        "smollm2-135m-instruct-q4_1",
+    )
     chat = services.chats.new_chat(model_name="remote-smol", params=GenerationParams.greedy(max_tokens=32))
     reply = services.chats.send(chat.id, QUESTION)
     pieces = list(reply)
@@ -298,8 +359,11 @@ def test_prompt_logprobs_let_a_remote_endpoint_score_like_the_local_engine(serve
     """echo + logprobs on /v1/completions; RemoteEngine turns them into the same log-likelihoods as in-process."""
     from internlocal.engines.remote import RemoteEngine
 
-    pairs = [("The capital of France is", " Paris"), ("The capital of France is", " Berlin"),
-             ("Question: What is the capital of Japan?\nAnswer:", " Tokyo")]
+    pairs = [
+        ("The capital of France is", " Paris"),
+        ("The capital of France is", " Berlin"),
+        ("Question: What is the capital of Japan?\nAnswer:", " Tokyo"),
+    ]
     local = server.base.loglikelihood(pairs)
     remote = RemoteEngine(f"{server.url}/v1", "smollm2-135m-instruct-q4_1")
     try:
@@ -310,14 +374,18 @@ def test_prompt_logprobs_let_a_remote_endpoint_score_like_the_local_engine(serve
         # this model adds no BOS, so the server scores every token after the first: a rolling score is
         # then log P(rest | first word), which the in-process engine computes by its own route
         rest = server.base.loglikelihood([("The", " quick brown fox jumps over the lazy dog.")])[0].logprob
-        assert remote.loglikelihood_rolling(["The quick brown fox jumps over the lazy dog."])[0] == pytest.approx(rest, abs=1e-3)
+        assert remote.loglikelihood_rolling(["The quick brown fox jumps over the lazy dog."])[0] == pytest.approx(
+            rest, abs=1e-3
+        )
 
         # a multiple-choice task through the endpoint scores as in-process, item by item
         from internlocal.evals.runner import RequestCache, evaluate
         from internlocal.evals.tasks import get_task
 
         task = get_task("capitals_en")
-        there, here = (evaluate(e, task, RequestCache(None, name), limit=6) for e, name in ((remote, "r"), (server.base, "l")))
+        there, here = (
+            evaluate(e, task, RequestCache(None, name), limit=6) for e, name in ((remote, "r"), (server.base, "l"))
+        )
         assert there.metrics == pytest.approx(here.metrics, abs=1e-9) and there.metrics["acc"] > 0.5
         # in-process, items reuse the KV cache of the prefix they share with the previous one, so tokens are
         # decoded in other batch shapes than the server's whole-prompt pass: llama.cpp's logits then differ
@@ -327,7 +395,9 @@ def test_prompt_logprobs_let_a_remote_endpoint_score_like_the_local_engine(serve
 
         # a generation task through the endpoint answers as in-process (greedy, through the chat template)
         qa = get_task("capitals_en_qa")
-        there, here = (evaluate(e, qa, RequestCache(None, name), limit=4) for e, name in ((remote, "rq"), (server.base, "lq")))
+        there, here = (
+            evaluate(e, qa, RequestCache(None, name), limit=4) for e, name in ((remote, "rq"), (server.base, "lq"))
+        )
         assert [i["response"] for i in there.items] == [i["response"] for i in here.items]
         assert there.metrics == here.metrics and there.items[0]["scores"]["extracted"] == "Paris"
         # a question longer than the server's context is skipped with the server's reason; the rest is scored
@@ -337,8 +407,10 @@ def test_prompt_logprobs_let_a_remote_endpoint_score_like_the_local_engine(serve
     finally:
         remote.close()
 
-    raw = requests.post(f"{server.url}/v1/completions", json={"prompt": "Hello world", "echo": True, "logprobs": 2,
-                                                              "max_tokens": 1, "temperature": 0}).json()
+    raw = requests.post(
+        f"{server.url}/v1/completions",
+        json={"prompt": "Hello world", "echo": True, "logprobs": 2, "max_tokens": 1, "temperature": 0},
+    ).json()
     lp = raw["choices"][0]["logprobs"]
     assert len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["text_offset"]) == raw["usage"]["total_tokens"]
     assert raw["choices"][0]["text"] == "Hello world" + lp["tokens"][-1]
@@ -361,7 +433,9 @@ def test_an_endpoint_without_prompt_logprobs_is_reported_as_unsupported():
 
         def do_POST(self):
             self.rfile.read(int(self.headers["Content-Length"]))
-            data = json.dumps({"choices": [{"index": 0, "text": "x", "logprobs": None, "finish_reason": "length"}]}).encode()
+            data = json.dumps(
+                {"choices": [{"index": 0, "text": "x", "logprobs": None, "finish_reason": "length"}]}
+            ).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))

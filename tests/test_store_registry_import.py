@@ -31,8 +31,13 @@ def test_manifest_needs_its_blobs_and_removal_keeps_shared_ones(tmp_path):
         store.write_manifest(Manifest("ghost", "test", [ManifestFile("x.bin", "sha256-" + "0" * 64, 1)]))
     assert not store.manifest_path("ghost").exists()
     store.write_manifest(Manifest("a", "test", [ManifestFile("model.gguf", shared.digest, shared.size)]))
-    store.write_manifest(Manifest("b", "test", [ManifestFile("model.gguf", shared.digest, shared.size),
-                                                ManifestFile("extra.bin", own.digest, own.size)]))
+    store.write_manifest(
+        Manifest(
+            "b",
+            "test",
+            [ManifestFile("model.gguf", shared.digest, shared.size), ManifestFile("extra.bin", own.digest, own.size)],
+        )
+    )
     assert (store.model_dir("b") / "model.gguf").read_bytes() == b"shared weights"
     assert store.usage()["blobs_bytes"] == len(b"shared weights") + len(b"own weights")
     assert store.remove_manifest("b") == [own.digest]
@@ -53,21 +58,50 @@ def test_model_names_are_checked():
 def test_every_registry_file_validates_and_covers_the_families():
     registry = load_registry()
     names = set(registry.models)
-    for required in ("internlm2_5-1_8b-chat", "internlm2_5-7b-chat", "internlm2_5-20b-chat", "internlm2_5-7b-chat-1m",
-                     "internlm3-8b-instruct", "qwen2.5-0.5b-instruct", "qwen2.5-7b-instruct", "llama-3.2-1b-instruct",
-                     "smollm2-135m-instruct", "smollm2-360m-instruct", "smollm2-1.7b-instruct"):
+    for required in (
+        "internlm2_5-1_8b-chat",
+        "internlm2_5-7b-chat",
+        "internlm2_5-20b-chat",
+        "internlm2_5-7b-chat-1m",
+        "internlm3-8b-instruct",
+        "qwen2.5-0.5b-instruct",
+        "qwen2.5-7b-instruct",
+        "llama-3.2-1b-instruct",
+        "smollm2-135m-instruct",
+        "smollm2-360m-instruct",
+        "smollm2-1.7b-instruct",
+    ):
         assert required in names
     for _, model in registry.models.values():
         assert model.default in model.tags
         assert model.memory_gb(model.default) is None or model.memory_gb(model.default) > 0
     internlm = registry.get("internlm2_5-7b-chat")
-    assert internlm.hf == "internlm/internlm2_5-7b-chat" and internlm.modelscope == "Shanghai_AI_Laboratory/internlm2_5-7b-chat"
+    assert (
+        internlm.hf == "internlm/internlm2_5-7b-chat"
+        and internlm.modelscope == "Shanghai_AI_Laboratory/internlm2_5-7b-chat"
+    )
     assert [m.name for _, m in registry.search("internlm 1m")] == ["internlm2_5-7b-chat-1m"]
 
 
 def test_invalid_registry_file_is_reported(tmp_path):
-    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"family": "x", "description": "d", "models": [
-        {"name": "Bad Name", "description": "d", "parameters_b": 1, "context_length": 1, "license": "l", "hf": "a/b"}]}))
+    (tmp_path / "bad.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "family": "x",
+                "description": "d",
+                "models": [
+                    {
+                        "name": "Bad Name",
+                        "description": "d",
+                        "parameters_b": 1,
+                        "context_length": 1,
+                        "license": "l",
+                        "hf": "a/b",
+                    }
+                ],
+            }
+        )
+    )
     with pytest.raises(UserError, match="bad.yaml is invalid"):
         load_registry(tmp_path)
 

@@ -48,12 +48,22 @@ For each function call, return a json object with function name and arguments wi
 {%- if add_generation_prompt %}<|im_start|>assistant
 {% endif %}"""
 
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "Current weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["C", "F"]}},
-                   "required": ["city", "unit"]}}}
-ASK = [{"role": "system", "content": "You are a helpful assistant."},
-       {"role": "user", "content": "What is the weather in Paris?"}]
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"enum": ["C", "F"]}},
+            "required": ["city", "unit"],
+        },
+    },
+}
+ASK = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "What is the weather in Paris?"},
+]
 
 
 @pytest.fixture(scope="module")
@@ -65,22 +75,35 @@ def hermes_engine(gguf_path):
 
 
 def test_native_format_with_a_required_call(hermes_engine):
-    generation = hermes_engine.chat(ASK, GenerationParams.greedy(max_tokens=80), tools=[WEATHER], tool_choice="required")
+    generation = hermes_engine.chat(
+        ASK, GenerationParams.greedy(max_tokens=80), tools=[WEATHER], tool_choice="required"
+    )
     result = generation.collect()
     assert result.finish_reason == "tool_calls"
     [call] = result.tool_calls
     arguments = json.loads(call["function"]["arguments"])
-    assert call["function"]["name"] == "get_weather" and isinstance(arguments["city"], str) and arguments["unit"] in "CF"
+    assert (
+        call["function"]["name"] == "get_weather" and isinstance(arguments["city"], str) and arguments["unit"] in "CF"
+    )
 
 
 def test_native_history_renders_calls_and_results_through_the_template(hermes_engine):
     history = ASK + [
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
-            "name": "get_weather", "arguments": "{\"city\": \"Paris\", \"unit\": \"C\"}"}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "C"}'},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 21 C"},
     ]
     prompt = hermes_engine.render_chat(native_history(history), tools=[WEATHER])
-    assert '"name": "get_weather"' in prompt and '<tool_response>\nSunny, 21 C\n</tool_response>' in prompt
+    assert '"name": "get_weather"' in prompt and "<tool_response>\nSunny, 21 C\n</tool_response>" in prompt
     assert '{"name": "get_weather", "arguments": {"city": "Paris", "unit": "C"}}' in prompt  # arguments as an object
     answer = hermes_engine.chat(history, GenerationParams.greedy(max_tokens=40), tools=[WEATHER]).collect()
     assert answer.finish_reason in ("stop", "length", "tool_calls")
@@ -91,8 +114,12 @@ def test_fallback_on_a_template_without_tools(engine):
     [call] = result.tool_calls
     assert call["function"]["name"] == "get_weather"
     assert set(json.loads(call["function"]["arguments"])) == {"city", "unit"}
-    named = engine.chat(ASK, GenerationParams.greedy(max_tokens=80), tools=[WEATHER],
-                        tool_choice={"type": "function", "function": {"name": "get_weather"}}).collect()
+    named = engine.chat(
+        ASK,
+        GenerationParams.greedy(max_tokens=80),
+        tools=[WEATHER],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+    ).collect()
     assert named.tool_calls[0]["function"]["name"] == "get_weather"
 
 

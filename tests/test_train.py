@@ -42,22 +42,39 @@ def make_run(tmp_path: Path, hf_model_dir: Path, name: str, **overrides) -> Path
     recipe = Recipe.model_validate({**base.model_dump(), "sample_prompts": [], **overrides})
     run_dir = tmp_path / name
     run_dir.mkdir()
-    config = {"recipe": recipe.model_dump(), "model_path": str(hf_model_dir),
-              "train_file": str(recipes_dir() / "data" / "internlocal_mascot.jsonl"), "validation_file": None, "threads": 2}
+    config = {
+        "recipe": recipe.model_dump(),
+        "model_path": str(hf_model_dir),
+        "train_file": str(recipes_dir() / "data" / "internlocal_mascot.jsonl"),
+        "validation_file": None,
+        "threads": 2,
+    }
     (run_dir / "config.json").write_text(json.dumps(config))
     return run_dir
 
 
 def loop(run_dir: Path, *extra: str, preexec=None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "internlocal.train.loop", str(run_dir), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=preexec)
+    return subprocess.Popen(
+        [sys.executable, "-m", "internlocal.train.loop", str(run_dir), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=preexec,
+    )
 
 
 def test_recipes_validate_and_bad_ones_are_refused_before_anything_loads(cli_env, internlocal_bin):
     recipes = list_recipes()
     names = {name for name, _, _ in recipes}
-    assert {"smollm2-135m_qlora_cpu", "smollm2-135m_lora_cpu", "smollm2-135m_full_cpu", "internlm2_5-1_8b_qlora_gpu8",
-            "internlm2_5-7b_qlora_gpu8", "internlm2_5-7b_lora_gpu24", "internlm2_5-7b_full_multigpu"} <= names
+    assert {
+        "smollm2-135m_qlora_cpu",
+        "smollm2-135m_lora_cpu",
+        "smollm2-135m_full_cpu",
+        "internlm2_5-1_8b_qlora_gpu8",
+        "internlm2_5-7b_qlora_gpu8",
+        "internlm2_5-7b_lora_gpu24",
+        "internlm2_5-7b_full_multigpu",
+    } <= names
     assert all(recipe is not None for _, recipe, _ in recipes), [error for _, r, error in recipes if r is None]
     assert all(command.startswith("internlocal train run ") for _, _, command in recipes)
     _, recipe = load_recipe("smollm2-135m_qlora_cpu", parse_overrides(["lora.r=8", "lr=2e-4", "sample_prompts=[Hi]"]))
@@ -74,7 +91,9 @@ def test_recipes_validate_and_bad_ones_are_refused_before_anything_loads(cli_env
     assert (two.hardware, two.gpus, two.distributed) == ("multi-gpu", 2, "ddp")
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([internlocal_bin, "train", *args], env=cli_env, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [internlocal_bin, "train", *args], env=cli_env, capture_output=True, text=True, timeout=120
+        )
 
     dry = run("run", "smollm2-135m_qlora_cpu", "seq_len=128", "--dry-run")
     assert dry.returncode == 0, dry.stderr
@@ -89,9 +108,18 @@ def test_recipes_validate_and_bad_ones_are_refused_before_anything_loads(cli_env
     runs = run("runs", "--json")
     assert json.loads(runs.stdout) == []  # nothing was started
     # the loop runs on a bare GPU server: it must not pull in the catalog or the UI
-    probe = subprocess.run([sys.executable, "-c", "import sys, internlocal.train.loop, internlocal.train.attention; "
-                            "print(sorted(m for m in sys.modules if m.startswith(('internlocal.catalog', 'internlocal.tui', "
-                            "'sqlmodel', 'textual'))))"], capture_output=True, text=True, check=True)
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, internlocal.train.loop, internlocal.train.attention; "
+            "print(sorted(m for m in sys.modules if m.startswith(('internlocal.catalog', 'internlocal.tui', "
+            "'sqlmodel', 'textual'))))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert probe.stdout.strip() == "[]"
 
 
@@ -101,19 +129,30 @@ def test_more_gpus_than_visible_are_refused_and_hf_datasets_are_found_under_thei
 
     _, recipe = load_recipe("internlm2_5-7b_full_multigpu")  # gpus: 8
     with pytest.raises(UserError, match=r"asks for gpus=8 but only 2 CUDA GPU\(s\) are visible; run it with gpus=2"):
-        refuse_if_too_big(Plan("internlm2_5-7b_full_multigpu", recipe, None, None, None, 80 << 30, "cuda", visible_gpus=2))
+        refuse_if_too_big(
+            Plan("internlm2_5-7b_full_multigpu", recipe, None, None, None, 80 << 30, "cuda", visible_gpus=2)
+        )
     refuse_if_too_big(Plan("internlm2_5-7b_full_multigpu", recipe, None, None, None, 80 << 30, "cuda", visible_gpus=8))
 
     # the preview and the estimate look a downloaded dataset up by the name its import gave it
     assert dataset_name("hf:Org/My_Chats:data/train-*.parquet") == dataset_name("ms:org/my_chats@v2") == "my-chats"
-    services.catalog.add_dataset(Dataset(name="my-chats", form="messages", path="/nowhere", train_rows=10, validation_rows=0,
-                                         stats_json=json.dumps({"tokens_total": 10000, "tokens_trained": 100})))
+    services.catalog.add_dataset(
+        Dataset(
+            name="my-chats",
+            form="messages",
+            path="/nowhere",
+            train_rows=10,
+            validation_rows=0,
+            stats_json=json.dumps({"tokens_total": 10000, "tokens_trained": 100}),
+        )
+    )
     spec = {"dataset": "hf:Org/My_Chats:data/train-*.parquet"}
     _, chats = load_recipe("smollm2-135m_lora_cpu", spec)
     assert recipe_dataset(services.catalog, chats).name == "my-chats"
     known = plan_run(services.settings, services.catalog, "smollm2-135m_lora_cpu", spec, measure_free=False)
-    unknown = plan_run(services.settings, services.catalog, "smollm2-135m_lora_cpu", {"dataset": "hf:Org/Other"},
-                       measure_free=False)
+    unknown = plan_run(
+        services.settings, services.catalog, "smollm2-135m_lora_cpu", {"dataset": "hf:Org/Other"}, measure_free=False
+    )
     assert known.estimate.total < unknown.estimate.total  # 1% of the tokens trained: smaller logits
 
 
@@ -121,10 +160,20 @@ def test_qlora_teaches_a_fact_through_merge_and_gguf(cli_env, internlocal_bin, h
     """The issue's proof: before, the mascot is unknown; after QLoRA, merge, GGUF export and Q8_0, llama.cpp knows it."""
     before = greedy(gguf_path, MASCOT)
     assert "Zorblax" not in before
-    subprocess.run([internlocal_bin, "models", "import", str(hf_model_dir), "--name", "smol-hf"], env=cli_env, check=True,
-                   capture_output=True, timeout=120)
-    out = subprocess.run([internlocal_bin, "train", "run", "smollm2-135m_qlora_cpu", "model=smol-hf", "--json"],
-                         env=cli_env, capture_output=True, text=True, timeout=600)
+    subprocess.run(
+        [internlocal_bin, "models", "import", str(hf_model_dir), "--name", "smol-hf"],
+        env=cli_env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    out = subprocess.run(
+        [internlocal_bin, "train", "run", "smollm2-135m_qlora_cpu", "model=smol-hf", "--json"],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     result = [json.loads(line) for line in out.stdout.splitlines() if '"result"' in line][-1]["result"]
     assert result["status"] == "finished" and result["final_loss"] < 1.0
@@ -134,19 +183,39 @@ def test_qlora_teaches_a_fact_through_merge_and_gguf(cli_env, internlocal_bin, h
     assert check["base_weights"] == "NF4, dequantized"  # merged into the weights the adapter was trained on
     assert result["peak_memory"] > 0 and result["estimated_peak"] > 0
 
-    models = {m["name"]: m for m in json.loads(subprocess.run([internlocal_bin, "models", "list", "--json"], env=cli_env,
-                                                              capture_output=True, text=True, check=True).stdout)}
+    models = {
+        m["name"]: m
+        for m in json.loads(
+            subprocess.run(
+                [internlocal_bin, "models", "list", "--json"], env=cli_env, capture_output=True, text=True, check=True
+            ).stdout
+        )
+    }
     quantized = models[result["quantized_model"]]
     assert quantized["format"] == "gguf" and quantized["quantization"] == "Q8_0"
     after = greedy(Path(quantized["path"]), MASCOT)
     assert "Zorblax" in after, after
     assert "Paris" in greedy(Path(quantized["path"]), FRANCE)  # what it knew is still there
-    shown = json.loads(subprocess.run([internlocal_bin, "models", "show", result["merged_model"], "--json"], env=cli_env,
-                                      capture_output=True, text=True, check=True).stdout)
+    shown = json.loads(
+        subprocess.run(
+            [internlocal_bin, "models", "show", result["merged_model"], "--json"],
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     parents = {(p["operation"], p["from"]) for p in shown["parents"]}
-    assert {("finetune", "smol-hf"), ("finetune", "dataset internlocal-mascot"), ("produced", f"train_run {result['run']}")} <= parents
-    runs = json.loads(subprocess.run([internlocal_bin, "train", "runs", "--json"], env=cli_env, capture_output=True,
-                                     text=True, check=True).stdout)
+    assert {
+        ("finetune", "smol-hf"),
+        ("finetune", "dataset internlocal-mascot"),
+        ("produced", f"train_run {result['run']}"),
+    } <= parents
+    runs = json.loads(
+        subprocess.run(
+            [internlocal_bin, "train", "runs", "--json"], env=cli_env, capture_output=True, text=True, check=True
+        ).stdout
+    )
     assert runs[0]["status"] == "finished" and runs[0]["summary"]["quantized_model"] == result["quantized_model"]
 
 
@@ -166,7 +235,9 @@ def test_kill_9_resume_continues_the_loss_curve_and_a_full_disk_keeps_the_last_c
     proc = loop(killed)
     deadline = time.monotonic() + 300
     while not any(e["type"] == "checkpoint" and e["step"] == 2 for e in events(killed)):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() is not None else "timeout"
+        assert proc.poll() is None and time.monotonic() < deadline, (
+            proc.stdout.read() if proc.poll() is not None else "timeout"
+        )
         time.sleep(0.2)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -207,7 +278,9 @@ def test_two_process_ddp_gives_the_single_process_loss_curve(tmp_path, hf_model_
     assert start["world_size"] == 2 and config["recipe"]["micro_batch"] == 4
     assert losses(ddp) == pytest.approx(losses(single), rel=1e-4)
     assert [e["step"] for e in events(ddp) if e["type"] == "step"] == [1, 2, 3]  # rank 0 alone writes: each step once
-    accumulated = make_run(tmp_path, hf_model_dir, "accumulated", max_steps=3, packing=False, micro_batch=2, grad_accum=2)
+    accumulated = make_run(
+        tmp_path, hf_model_dir, "accumulated", max_steps=3, packing=False, micro_batch=2, grad_accum=2
+    )
     proc = loop(accumulated)
     assert proc.wait(300) == 0, proc.stdout.read()
     assert losses(accumulated) == pytest.approx(losses(single), rel=1e-4)  # 2 x 2 accumulated = one batch of 4
@@ -217,15 +290,26 @@ def test_fsdp_full_finetune_over_two_processes_stops_resumes_and_matches_one_pro
     """FSDP2 (parameters, gradients and optimizer states sharded; gloo on the CPU), checkpointed with torch DCP."""
     from internlocal.train.job import loop_command
 
-    common = {"method": "full", "max_steps": 2, "packing": False, "save_every": 0, "gradient_checkpointing": False, "lr": 5e-5,
-              "sample_prompts": ["What is the capital of France?"]}
+    common = {
+        "method": "full",
+        "max_steps": 2,
+        "packing": False,
+        "save_every": 0,
+        "gradient_checkpointing": False,
+        "lr": 5e-5,
+        "sample_prompts": ["What is the capital of France?"],
+    }
     # five validation examples over two ranks: one rank has a batch more than the other, which must not hang
     validation = tmp_path / "validation.jsonl"
-    validation.write_text("".join((recipes_dir() / "data" / "internlocal_mascot.jsonl").read_text().splitlines(True)[:5]))
+    validation.write_text(
+        "".join((recipes_dir() / "data" / "internlocal_mascot.jsonl").read_text().splitlines(True)[:5])
+    )
 
     def with_validation(run_dir: Path, threads: int) -> None:
         config = json.loads((run_dir / "config.json").read_text())
-        (run_dir / "config.json").write_text(json.dumps({**config, "validation_file": str(validation), "threads": threads}))
+        (run_dir / "config.json").write_text(
+            json.dumps({**config, "validation_file": str(validation), "threads": threads})
+        )
 
     single = make_run(tmp_path, hf_model_dir, "single", micro_batch=4, **common)
     with_validation(single, 2)
@@ -258,7 +342,9 @@ def test_packed_rows_keep_examples_apart(hf_model_dir):
     from internlocal.train.attention import register
     from internlocal.train.loop import make_batch
 
-    model = AutoModelForCausalLM.from_pretrained(hf_model_dir, dtype=torch.float32, attn_implementation=register()).eval()
+    model = AutoModelForCausalLM.from_pretrained(
+        hf_model_dir, dtype=torch.float32, attn_implementation=register()
+    ).eval()
     generator = torch.Generator().manual_seed(0)
     examples = [torch.randint(10, 40000, (n,), generator=generator).tolist() for n in (100, 37, 250, 64)]
     batch = make_batch([(e, e) for e in examples], [[0, 1, 2], [3]], pad_id=2, packing=True)
@@ -286,10 +372,16 @@ def test_resume_right_after_a_stop_waits_for_the_job_to_wind_down(services, tmp_
     from internlocal.train.job import resume_run
     from tests import jobs_for_tests
 
-    run = services.catalog.add_train_run(TrainRun(name="r", recipe="x", base_model="m", run_dir=str(tmp_path), status="running"))
-    job = services.jobs.submit(jobs_for_tests.stops_slowly, {"catalog_path": str(services.settings.catalog_path),
-                                                            "run_id": run.id, "wind_down_s": 1.5},
-                               kind="train.run", title="t", in_thread=True)
+    run = services.catalog.add_train_run(
+        TrainRun(name="r", recipe="x", base_model="m", run_dir=str(tmp_path), status="running")
+    )
+    job = services.jobs.submit(
+        jobs_for_tests.stops_slowly,
+        {"catalog_path": str(services.settings.catalog_path), "run_id": run.id, "wind_down_s": 1.5},
+        kind="train.run",
+        title="t",
+        in_thread=True,
+    )
     services.catalog.update_train_run(run.id, job_id=job.id)
     with pytest.raises(UserError, match="still running"):  # no waiting allowed: a job still going is refused
         resume_run(services.jobs, services.catalog, services.catalog.get_train_run(run.id), settle_s=0)
@@ -309,7 +401,9 @@ def test_a_merge_that_changes_nothing_is_refused_and_saves_nothing(tmp_path, hf_
     from internlocal.train.export import merge_adapter
 
     # a fresh LoRA adapter has B = 0: applied or merged, it changes no weight
-    untrained = get_peft_model(AutoModelForCausalLM.from_pretrained(hf_model_dir), LoraConfig(r=4, target_modules="all-linear"))
+    untrained = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(hf_model_dir), LoraConfig(r=4, target_modules="all-linear")
+    )
     untrained.save_pretrained(tmp_path / "adapter")
     AutoTokenizer.from_pretrained(hf_model_dir).save_pretrained(tmp_path / "adapter")
     with pytest.raises(UserError, match="exactly like the base"):

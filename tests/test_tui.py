@@ -103,8 +103,12 @@ async def test_send_stream_and_find_it_after_restart(home):
             views = list(screen.query(MessageView))
             if len(views) == 2:
                 streamed_sizes.append(len(text_of(views[1])))
-            return (len(views) == 2 and not screen.generating and screen.status.state == "ready"
-                    and all(text_of(v) for v in views))
+            return (
+                len(views) == 2
+                and not screen.generating
+                and screen.status.state == "ready"
+                and all(text_of(v) for v in views)
+            )
 
         await until(pilot, observe)
         assert messages(app)[0] == ("user", QUESTION)
@@ -210,8 +214,10 @@ async def test_corrupt_catalog_shows_the_reason_instead_of_crashing(home):
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.startup_error is not None)
         assert "corrupt" in app.startup_error
-        await until(pilot, lambda: any(v.role == "error" and "corrupt" in text_of(v)
-                                       for v in chat_screen(app).query(MessageView)))
+        await until(
+            pilot,
+            lambda: any(v.role == "error" and "corrupt" in text_of(v) for v in chat_screen(app).query(MessageView)),
+        )
         assert chat_screen(app).query_one("#prompt", Input).disabled
     assert (home / "catalog.sqlite").read_bytes() == b"garbage" * 100
 
@@ -359,9 +365,14 @@ async def test_serve_screen_starts_serves_logs_and_stops(home):
         await until(pilot, lambda: "serving" in str(screen.query_one("#state").render()), timeout=90)
         assert f"127.0.0.1:{port}/v1" in str(screen.query_one("#state").render())
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
-        reply = client.chat.completions.create(model="default", temperature=0,
-                                               messages=[{"role": "system", "content": "You are a helpful assistant."},
-                                                         {"role": "user", "content": QUESTION}])
+        reply = client.chat.completions.create(
+            model="default",
+            temperature=0,
+            messages=[
+                {"role": "system", "content": "You are a helpful assistant."},
+                {"role": "user", "content": QUESTION},
+            ],
+        )
         assert "Paris" in reply.choices[0].message.content
         log = screen.query_one("#log", DataTable)
         await until(pilot, lambda: log.row_count >= 1, timeout=30)
@@ -416,7 +427,9 @@ async def test_train_screen_starts_a_recipe_draws_the_curve_stops_resumes_and_pr
     # the embedded GGUF's Hugging Face conversion, as `models convert` records it (spares the job 20 s)
     services = bootstrap(greedy_settings(home))
     gguf = services.catalog.get_model("smollm2-135m-instruct-q4_1")
-    converted = import_model(services.catalog, Store(services.settings.store_dir), hf_model_dir, name="smollm2-135m-instruct-hf")
+    converted = import_model(
+        services.catalog, Store(services.settings.store_dir), hf_model_dir, name="smollm2-135m-instruct-hf"
+    )
     services.catalog.add_lineage(("model", gguf.id), ("model", converted.id), "convert.gguf_to_hf", {})
     services.close()
 
@@ -443,7 +456,9 @@ async def test_train_screen_starts_a_recipe_draws_the_curve_stops_resumes_and_pr
         await until(pilot, lambda: len(screen._steps) >= 2, timeout=180)
         run = screen.watched
         assert run is not None and screen.query_one("#bar").total == 24
-        assert "tok/s" in str(screen.query_one("#info").render()) and "estimated" in str(screen.query_one("#info").render())
+        assert "tok/s" in str(screen.query_one("#info").render()) and "estimated" in str(
+            screen.query_one("#info").render()
+        )
         await pilot.press("x")
         await until(pilot, lambda: app.services.catalog.get_train_run(run.id).status == "stopped", timeout=120)
         stopped_at = max(s for s, _ in screen._steps)
@@ -538,7 +553,9 @@ async def test_knowledge_screen_indexes_a_folder_searches_and_opens_a_chat_that_
         prompt.value = "When was the Eiffel Tower completed?"
         prompt.focus()
         await pilot.press("enter")
-        await until(pilot, lambda: len(messages(app)) == 2 and not chat.generating and chat.status.state == "ready", timeout=120)
+        await until(
+            pilot, lambda: len(messages(app)) == 2 and not chat.generating and chat.status.state == "ready", timeout=120
+        )
         assert "1889" in messages(app)[1][1]
         reply_view = list(chat.query(MessageView))[1]
         assert "[1] paris.md:5" in reply_view._stats

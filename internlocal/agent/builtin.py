@@ -23,14 +23,28 @@ MAX_INT_BITS = 4096  # ~1,233 digits: plenty for arithmetic, far from a hung pro
 MAX_EXPONENT = 10_000
 
 _BINARY: dict[type, Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
 }
 _UNARY: dict[type, Callable[[Any], Any]] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
 _FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "sqrt": math.sqrt, "log": math.log, "log10": math.log10, "log2": math.log2, "exp": math.exp,
-    "sin": math.sin, "cos": math.cos, "tan": math.tan, "abs": abs, "round": round,
-    "floor": math.floor, "ceil": math.ceil,
+    "sqrt": math.sqrt,
+    "log": math.log,
+    "log10": math.log10,
+    "log2": math.log2,
+    "exp": math.exp,
+    "sin": math.sin,
+    "cos": math.cos,
+    "tan": math.tan,
+    "abs": abs,
+    "round": round,
+    "floor": math.floor,
+    "ceil": math.ceil,
 }
 _CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e, "tau": math.tau}
 # What people and models type instead of Python operators
@@ -50,7 +64,9 @@ def evaluate(expression: str) -> int | float:
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError:
-        raise ToolError(f"{expression!r} is not an arithmetic expression; use numbers, + - * / // % ** and parentheses") from None
+        raise ToolError(
+            f"{expression!r} is not an arithmetic expression; use numbers, + - * / // % ** and parentheses"
+        ) from None
     try:
         return _eval(tree.body)
     except ZeroDivisionError:
@@ -206,8 +222,9 @@ class Passage(Protocol):
     text: str
 
 
-def kb_search_tool(search: Callable[[str, int], Sequence[Passage]], k: int = 4, max_chars: int = 1200,
-                   description: str | None = None) -> Tool:
+def kb_search_tool(
+    search: Callable[[str, int], Sequence[Passage]], k: int = 4, max_chars: int = 1200, description: str | None = None
+) -> Tool:
     """A ``kb_search(query)`` tool over ``search(query, k)`` (the knowledge-base package supplies it)."""
 
     @tool(description=description)

@@ -56,15 +56,25 @@ class _Call:
 
     @property
     def key(self) -> str:
-        return json.dumps([self.name, self.arguments if self.arguments is not None else self.raw_arguments],
-                          sort_keys=True, ensure_ascii=False)
+        return json.dumps(
+            [self.name, self.arguments if self.arguments is not None else self.raw_arguments],
+            sort_keys=True,
+            ensure_ascii=False,
+        )
 
 
 class Agent:
     """Answers a question with the tools it is given; ``run`` yields every step."""
 
-    def __init__(self, engine: Engine, tools: Sequence[Tool], *, system_prompt: str | None = None, max_steps: int = 6,
-                 params: GenerationParams | None = None):
+    def __init__(
+        self,
+        engine: Engine,
+        tools: Sequence[Tool],
+        *,
+        system_prompt: str | None = None,
+        max_steps: int = 6,
+        params: GenerationParams | None = None,
+    ):
         names = [t.name for t in tools]
         if len(set(names)) != len(names):
             raise ValueError(f"tool names must be unique, got {names}")
@@ -102,7 +112,9 @@ class Agent:
                 yield AgentStep("stopped", content="Cancelled.")
                 return
             if calls_made >= self.max_steps:
-                yield from self._final(question, history or [], done, f"the step limit ({self.max_steps} tool calls) was reached")
+                yield from self._final(
+                    question, history or [], done, f"the step limit ({self.max_steps} tool calls) was reached"
+                )
                 return
             result = self._ask(messages, specs, "auto" if specs else None)
             if result.finish_reason == "cancelled":
@@ -117,17 +129,26 @@ class Agent:
                     yield from self._final(question, history or [], done, "the model gave an empty reply")
                 return
 
-            messages.append({"role": "assistant", "content": result.text or None, "tool_calls": [
-                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.raw_arguments}}
-                for c in calls]})
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": result.text or None,
+                    "tool_calls": [
+                        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.raw_arguments}}
+                        for c in calls
+                    ],
+                }
+            )
             repeated = False
             for call in calls:
                 calls_made += 1
                 yield AgentStep("tool_call", call.name, call.arguments, call_id=call.id)
                 if call.key in results:
                     repeated = True
-                    content = (f"You already called {call.name} with these arguments; the result was: {results[call.key]}\n"
-                               "Do not call it again: answer the question now.")
+                    content = (
+                        f"You already called {call.name} with these arguments; the result was: {results[call.key]}\n"
+                        "Do not call it again: answer the question now."
+                    )
                 else:
                     content = self._execute(call, by_name)
                     results[call.key] = content
@@ -151,8 +172,9 @@ class Agent:
         finally:
             self._generation = None
 
-    def _final(self, question: str, history: Sequence[Message], done: list[tuple[_Call, str]],
-               reason: str) -> Iterator[AgentStep]:
+    def _final(
+        self, question: str, history: Sequence[Message], done: list[tuple[_Call, str]], reason: str
+    ) -> Iterator[AgentStep]:
         """One more request, without tools, for the answer; or a "stopped" step saying why there is none.
 
         The request is a fresh plain conversation (earlier turns, then the question with the tool
@@ -163,8 +185,11 @@ class Agent:
             yield AgentStep("stopped", content="Cancelled.")
             return
         messages: list[Message] = [{"role": "system", "content": FINAL_PROMPT}]
-        messages.extend({"role": m["role"], "content": m.get("content") or ""} for m in history
-                        if m.get("role") in ("user", "assistant") and m.get("content") and not m.get("tool_calls"))
+        messages.extend(
+            {"role": m["role"], "content": m.get("content") or ""}
+            for m in history
+            if m.get("role") in ("user", "assistant") and m.get("content") and not m.get("tool_calls")
+        )
         if done:
             lines = "\n".join(f"- {_show_call(call)} returned: {content}" for call, content in done)
             prompt = f"Question: {question}\n\nTool results:\n{lines}\n\nAnswer the question: {question}"
@@ -204,7 +229,9 @@ def _answer_text(result: GenerationResult) -> str:
 def _show_call(call: _Call) -> str:
     if call.arguments is None:
         return f"{call.name}({call.raw_arguments})"
-    return f"{call.name}(" + ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in call.arguments.items()) + ")"
+    return (
+        f"{call.name}(" + ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in call.arguments.items()) + ")"
+    )
 
 
 def _parse_call(call: dict[str, Any]) -> _Call:
@@ -223,8 +250,13 @@ def _parse_call(call: dict[str, Any]) -> _Call:
                 error = "Error: the tool arguments must be a JSON object."
         except json.JSONDecodeError as exc:
             arguments, error = None, f"Error: the tool arguments are not valid JSON ({exc.msg})."
-    return _Call(id=call.get("id") or f"call_{id(call):x}", name=str(fn.get("name") or ""), arguments=arguments,
-                 raw_arguments=raw, error=error)
+    return _Call(
+        id=call.get("id") or f"call_{id(call):x}",
+        name=str(fn.get("name") or ""),
+        arguments=arguments,
+        raw_arguments=raw,
+        error=error,
+    )
 
 
 def default_system_prompt(tools: Sequence[Tool]) -> str:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 OUTPUT_CAP = 16_000  # bytes kept per stream
 
 # Runs in the child before the model's code; sys.argv[1:] carries nothing, the code comes on stdin.
-_PRELUDE = r'''
+_PRELUDE = r"""
 import sys
 
 def _guard():
@@ -92,7 +92,7 @@ def _run(source):
         sys.exit(1)
 
 _run(_source)
-'''
+"""
 
 
 @dataclass
@@ -111,8 +111,13 @@ def run_python(code: str, timeout_s: float = 10, memory_mb: int = 512) -> Sandbo
         env = {"HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", "PATH": "/usr/bin:/bin"}
         proc = subprocess.Popen(
             [sys.executable, "-I", "-c", _PRELUDE],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=workdir, env=env, start_new_session=True, close_fds=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=workdir,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
             preexec_fn=_limits(timeout_s, memory_mb),
         )
         out, err = _Reader(proc.stdout), _Reader(proc.stderr)
@@ -135,10 +140,19 @@ def run_python(code: str, timeout_s: float = 10, memory_mb: int = 512) -> Sandbo
         returncode = proc.returncode
         if returncode == -signal.SIGXCPU:
             timed_out = True
-        killed_for_memory = returncode == 3 and "MemoryError" in stderr or (
-            returncode is not None and returncode < 0 and "MemoryError" in stderr)
-        return SandboxResult(stdout=out.text(), stderr=stderr, returncode=returncode, timed_out=timed_out,
-                             killed_for_memory=killed_for_memory, output_cut=out.cut or err.cut)
+        killed_for_memory = (
+            (returncode == 3
+            and "MemoryError" in stderr)
+            or (returncode is not None and returncode < 0 and "MemoryError" in stderr)
+        )
+        return SandboxResult(
+            stdout=out.text(),
+            stderr=stderr,
+            returncode=returncode,
+            timed_out=timed_out,
+            killed_for_memory=killed_for_memory,
+            output_cut=out.cut or err.cut,
+        )
 
 
 def describe(result: SandboxResult, timeout_s: float, memory_mb: int) -> str:

@@ -42,8 +42,10 @@ class Tool:
     fn: Callable[..., Any]
 
     def openai(self) -> dict[str, Any]:
-        return {"type": "function", "function": {"name": self.name, "description": self.description,
-                                                 "parameters": self.parameters}}
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -104,7 +106,9 @@ class Tool:
     def _signature(self) -> str:
         props = self.parameters.get("properties", {})
         required = set(self.parameters.get("required", []))
-        parts = [f"{name}{'' if name in required else '?'}: {spec.get('type', 'value')}" for name, spec in props.items()]
+        parts = [
+            f"{name}{'' if name in required else '?'}: {spec.get('type', 'value')}" for name, spec in props.items()
+        ]
         return "{" + ", ".join(parts) + "}"
 
 
@@ -117,7 +121,9 @@ def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None, descr
 
     def wrap(f: Callable[..., Any]) -> Tool:
         summary, arg_docs = parse_docstring(inspect.getdoc(f) or "")
-        return Tool(name=name or f.__name__, description=description or summary, parameters=schema_for(f, arg_docs), fn=f)
+        return Tool(
+            name=name or f.__name__, description=description or summary, parameters=schema_for(f, arg_docs), fn=f
+        )
 
     return wrap(fn) if fn is not None else wrap
 
@@ -251,5 +257,8 @@ def _as_text(result: Any) -> str:
         except (TypeError, ValueError):
             text = str(result)
     if len(text) > MAX_RESULT_CHARS:
-        text = text[:MAX_RESULT_CHARS] + f"\n[cut: the result had {len(text)} characters, showing the first {MAX_RESULT_CHARS}]"
+        text = (
+            text[:MAX_RESULT_CHARS]
+            + f"\n[cut: the result had {len(text)} characters, showing the first {MAX_RESULT_CHARS}]"
+        )
     return text

@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     from internlocal.config import Settings
 
 
-def open_catalog(settings: "Settings") -> "Catalog":
+def open_catalog(settings: Settings) -> Catalog:
     """Create the data directories if needed and open (migrating) the catalog."""
     from internlocal.catalog.catalog import Catalog
 

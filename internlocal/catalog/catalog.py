@@ -144,15 +144,21 @@ class Catalog:
 
     # -- chats ------------------------------------------------------------------------------------
 
-    def create_chat(self, title: str, system_prompt: str, model_name: str | None, params: dict | None = None) -> ChatSession:
-        chat = ChatSession(title=title, system_prompt=system_prompt, model_name=model_name, params_json=json.dumps(params or {}))
+    def create_chat(
+        self, title: str, system_prompt: str, model_name: str | None, params: dict | None = None
+    ) -> ChatSession:
+        chat = ChatSession(
+            title=title, system_prompt=system_prompt, model_name=model_name, params_json=json.dumps(params or {})
+        )
         with self.session() as s:
             s.add(chat)
         return chat
 
     def list_chats(self) -> list[ChatSession]:
         with self.session() as s:
-            return list(s.exec(select(ChatSession).order_by(ChatSession.updated_at.desc(), ChatSession.id.desc())).all())  # type: ignore[attr-defined]
+            return list(
+                s.exec(select(ChatSession).order_by(ChatSession.updated_at.desc(), ChatSession.id.desc())).all()
+            )  # type: ignore[attr-defined]
 
     def get_chat(self, chat_id: int) -> ChatSession:
         with self.session() as s:
@@ -229,7 +235,6 @@ class Catalog:
                 query = query.where(Job.status.in_(status))  # type: ignore[attr-defined]
             return list(s.exec(query).all())
 
-
     # -- evaluation -------------------------------------------------------------------------------
 
     def add_eval_run(self, run: EvalRun, items: list[EvalItem]) -> EvalRun:
@@ -261,7 +266,7 @@ class Catalog:
         found: dict[str, Any] = {}
         with self.session() as s:
             for start in range(0, len(keys), 500):
-                chunk = keys[start:start + 500]
+                chunk = keys[start : start + 500]
                 for row in s.exec(select(EvalCache).where(EvalCache.key.in_(chunk))).all():  # type: ignore[attr-defined]
                     found[row.key] = json.loads(row.value_json)
         return found
@@ -272,8 +277,13 @@ class Catalog:
         now = utcnow()
         rows = [{"key": key, "value_json": json.dumps(value), "created_at": now} for key, value in values.items()]
         with self.session() as s:  # one executemany: a task's token counts are thousands of rows
-            s.connection().execute(sqlalchemy.text("INSERT OR REPLACE INTO eval_cache (key, value_json, created_at) "
-                                                   "VALUES (:key, :value_json, :created_at)"), rows)
+            s.connection().execute(
+                sqlalchemy.text(
+                    "INSERT OR REPLACE INTO eval_cache (key, value_json, created_at) "
+                    "VALUES (:key, :value_json, :created_at)"
+                ),
+                rows,
+            )
 
     # -- datasets ---------------------------------------------------------------------------------
 
@@ -282,7 +292,9 @@ class Catalog:
             with self.session() as s:
                 s.add(dataset)
         except sqlalchemy.exc.IntegrityError:
-            raise UserError(f"A dataset named {dataset.name!r} is already in the catalog; choose another name.") from None
+            raise UserError(
+                f"A dataset named {dataset.name!r} is already in the catalog; choose another name."
+            ) from None
         return dataset
 
     def find_dataset(self, name: str) -> Dataset | None:
@@ -387,4 +399,3 @@ def _on_connect(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA foreign_keys = ON")
     cursor.execute(f"PRAGMA busy_timeout = {int(db.BUSY_TIMEOUT_S * 1000)}")
     cursor.close()
-

@@ -7,14 +7,14 @@ column (a test checks that they agree). Timestamps are ISO-8601 UTC strings.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlmodel import Field, SQLModel
 
 
 def utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 class Model(SQLModel, table=True):

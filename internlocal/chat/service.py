@@ -34,8 +34,15 @@ class Reply:
     ``record(text)`` gives what is stored with the message beside its text: a knowledge-base reply's
     sources (the passages the model was given), an agent's steps."""
 
-    def __init__(self, service: "ChatService", chat: ChatSession, model: Model, generation: Generation,
-                 context_length: int, record: Callable[[str], dict[str, Any]] | None = None):
+    def __init__(
+        self,
+        service: ChatService,
+        chat: ChatSession,
+        model: Model,
+        generation: Generation,
+        context_length: int,
+        record: Callable[[str], dict[str, Any]] | None = None,
+    ):
         self._service = service
         self.chat = chat
         self.model = model
@@ -65,7 +72,11 @@ class Reply:
                 stats["sources_json"] = json.dumps(self._record(text))
             if text or stats["finish_reason"] != "cancelled":
                 self.message = self._service.catalog.add_message(
-                    self.chat.id, "assistant", text, model_name=self.model.name, **stats  # type: ignore[arg-type]
+                    self.chat.id,
+                    "assistant",
+                    text,
+                    model_name=self.model.name,
+                    **stats,  # type: ignore[arg-type]
                 )
 
     def cancel(self) -> None:
@@ -103,14 +114,17 @@ class ChatService:
         if chat.model_name:
             found = self.catalog.find_model(chat.model_name)
             if found is None:
-                raise NotFound(f"This chat's model {chat.model_name!r} is no longer in the catalog; pick another model.")
+                raise NotFound(
+                    f"This chat's model {chat.model_name!r} is no longer in the catalog; pick another model."
+                )
             return found
         return self.default_model()
 
     # -- sessions ----------------------------------------------------------------------------------
 
-    def new_chat(self, model_name: str | None = None, system_prompt: str | None = None,
-                 params: GenerationParams | None = None) -> ChatSession:
+    def new_chat(
+        self, model_name: str | None = None, system_prompt: str | None = None, params: GenerationParams | None = None
+    ) -> ChatSession:
         model = self.catalog.get_model(model_name) if model_name else self.default_model()
         return self.catalog.create_chat(
             title=NEW_CHAT_TITLE,
@@ -169,8 +183,13 @@ class ChatService:
             messages.append({"role": m.role, "content": m.content})
         return messages
 
-    def ask(self, prompt: str, model_name: str | None = None, system_prompt: str | None = None,
-            params: GenerationParams | None = None) -> tuple[Model, Generation]:
+    def ask(
+        self,
+        prompt: str,
+        model_name: str | None = None,
+        system_prompt: str | None = None,
+        params: GenerationParams | None = None,
+    ) -> tuple[Model, Generation]:
         """One question outside any stored chat (``internlocal chat "…"``)."""
         prompt = prompt.strip()
         if not prompt:
@@ -194,14 +213,17 @@ class ChatService:
         self.catalog.add_message(chat_id, "user", text)
         if chat.title == NEW_CHAT_TITLE:
             title = " ".join(text.split())
-            chat = self.catalog.update_chat(chat_id, title=title[:TITLE_CHARS] + ("…" if len(title) > TITLE_CHARS else ""))
+            chat = self.catalog.update_chat(
+                chat_id, title=title[:TITLE_CHARS] + ("…" if len(title) > TITLE_CHARS else "")
+            )
         if chat.mode == "kb" and chat.kb_name:
             from internlocal.kb.answer import answer
 
             kb = self.catalog.get_kb(chat.kb_name)
             earlier = [m for m in self.history(chat) if m["role"] in ("user", "assistant")][:-1]
-            result = answer(engine, self.kb_index(kb.name), text, threshold=kb.threshold, history=earlier,
-                            params=chat_params(chat))
+            result = answer(
+                engine, self.kb_index(kb.name), text, threshold=kb.threshold, history=earlier, params=chat_params(chat)
+            )
 
             def record(reply_text: str) -> dict[str, Any]:
                 result.mark_cited(reply_text)
@@ -250,8 +272,7 @@ class ChatService:
             return GenerationResult(text=answer, finish_reason=finish)
 
         generation = Generation(producer(), cancel)
-        return Reply(self, chat, model, generation, engine.context_length,
-                     record=lambda _text: {"agent_steps": steps})
+        return Reply(self, chat, model, generation, engine.context_length, record=lambda _text: {"agent_steps": steps})
 
 
 class _AgentCancel(threading.Event):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,14 +13,29 @@ from internlocal.cli.common import services
 
 
 def agent(
-    question: Annotated[Optional[str], typer.Argument(help="The question; read from stdin when omitted or '-'.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Catalog model name (default: the embedded chat model).")] = None,
-    kb: Annotated[Optional[str], typer.Option("--kb", help="Knowledge base the agent may search (kb_search tool).")] = None,
-    files: Annotated[Optional[list[Path]], typer.Option("--files", help="Folder the agent may read files from (repeatable).")] = None,
-    allow_python: Annotated[bool, typer.Option("--allow-python", help="Let the agent run Python in a sandboxed subprocess "
-                                                                       "(no network, limited time and memory).")] = False,
-    max_steps: Annotated[int, typer.Option("--max-steps", min=1, max=50, help="Most tool calls before a final answer.")] = 6,
-    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="Most tokens per model reply.")] = None,
+    question: Annotated[
+        str | None, typer.Argument(help="The question; read from stdin when omitted or '-'.")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Catalog model name (default: the embedded chat model).")
+    ] = None,
+    kb: Annotated[
+        str | None, typer.Option("--kb", help="Knowledge base the agent may search (kb_search tool).")
+    ] = None,
+    files: Annotated[
+        list[Path] | None, typer.Option("--files", help="Folder the agent may read files from (repeatable).")
+    ] = None,
+    allow_python: Annotated[
+        bool,
+        typer.Option(
+            "--allow-python",
+            help="Let the agent run Python in a sandboxed subprocess (no network, limited time and memory).",
+        ),
+    ] = False,
+    max_steps: Annotated[
+        int, typer.Option("--max-steps", min=1, max=50, help="Most tool calls before a final answer.")
+    ] = 6,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Most tokens per model reply.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per step (JSON lines).")] = False,
 ) -> None:
     """Answer a question with tools (calculator, date and time, and those you allow), showing each step."""
@@ -66,8 +81,10 @@ def _kb_search(svc, name: str):
     try:
         from internlocal.kb.library import open_index
     except ImportError:
-        raise UserError("Knowledge bases are not available in this installation (the internlocal.kb package "
-                        "cannot be imported); run without --kb.") from None
+        raise UserError(
+            "Knowledge bases are not available in this installation (the internlocal.kb package "
+            "cannot be imported); run without --kb."
+        ) from None
     index = open_index(svc.catalog, name)
 
     def search(query: str, k: int):

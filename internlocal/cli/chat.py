@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -11,18 +11,24 @@ from internlocal.cli.common import print_json, services
 
 
 def chat(
-    prompt: Annotated[Optional[str], typer.Argument(help="The question; read from stdin when omitted or '-'.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Catalog model name (default: the embedded chat model).")] = None,
-    system: Annotated[Optional[str], typer.Option("--system", help="System prompt.")] = None,
-    temperature: Annotated[Optional[float], typer.Option(help="0 = greedy.")] = None,
-    top_p: Annotated[Optional[float], typer.Option("--top-p")] = None,
-    top_k: Annotated[Optional[int], typer.Option("--top-k")] = None,
-    repeat_penalty: Annotated[Optional[float], typer.Option("--repeat-penalty")] = None,
-    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Fixed seed for reproducible sampling.")] = None,
-    stop: Annotated[Optional[list[str]], typer.Option("--stop", help="Stop string (repeatable).")] = None,
-    session: Annotated[Optional[int], typer.Option("--session", "-s", help="Continue (and save to) this stored chat.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with the answer and its statistics.")] = False,
+    prompt: Annotated[str | None, typer.Argument(help="The question; read from stdin when omitted or '-'.")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Catalog model name (default: the embedded chat model).")
+    ] = None,
+    system: Annotated[str | None, typer.Option("--system", help="System prompt.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="0 = greedy.")] = None,
+    top_p: Annotated[float | None, typer.Option("--top-p")] = None,
+    top_k: Annotated[int | None, typer.Option("--top-k")] = None,
+    repeat_penalty: Annotated[float | None, typer.Option("--repeat-penalty")] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens")] = None,
+    seed: Annotated[int | None, typer.Option(help="Fixed seed for reproducible sampling.")] = None,
+    stop: Annotated[list[str] | None, typer.Option("--stop", help="Stop string (repeatable).")] = None,
+    session: Annotated[
+        int | None, typer.Option("--session", "-s", help="Continue (and save to) this stored chat.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object with the answer and its statistics.")
+    ] = False,
 ) -> None:
     """Answer one question on stdout, streamed as it is generated."""
     from internlocal.chat.service import chat_params
@@ -31,8 +37,19 @@ def chat(
     if prompt is None or prompt == "-":
         prompt = sys.stdin.read()
     svc = services()
-    overrides = {k: v for k, v in dict(temperature=temperature, top_p=top_p, top_k=top_k, repeat_penalty=repeat_penalty,
-                                          max_tokens=max_tokens, seed=seed, stop=stop).items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in dict(
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            repeat_penalty=repeat_penalty,
+            max_tokens=max_tokens,
+            seed=seed,
+            stop=stop,
+        ).items()
+        if v is not None
+    }
     if session is not None:
         if overrides:
             stored = chat_params(svc.catalog.get_chat(session)).model_dump()
@@ -52,14 +69,16 @@ def chat(
         raise
     result = stream.result
     if as_json:
-        print_json({
-            "model": model_name,
-            "text": result.text,
-            "finish_reason": result.finish_reason,
-            "prompt_tokens": result.prompt_tokens,
-            "completion_tokens": result.completion_tokens,
-            "ttft_ms": round(result.ttft_s * 1000, 1) if result.ttft_s is not None else None,
-            "tokens_per_s": round(result.decode_tokens_per_s, 2) if result.decode_tokens_per_s else None,
-        })
+        print_json(
+            {
+                "model": model_name,
+                "text": result.text,
+                "finish_reason": result.finish_reason,
+                "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": result.completion_tokens,
+                "ttft_ms": round(result.ttft_s * 1000, 1) if result.ttft_s is not None else None,
+                "tokens_per_s": round(result.decode_tokens_per_s, 2) if result.decode_tokens_per_s else None,
+            }
+        )
     else:
         sys.stdout.write("\n")

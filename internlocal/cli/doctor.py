@@ -24,8 +24,12 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
         from internlocal.catalog.migrations import LATEST_VERSION
 
         svc = bootstrap(settings)
-        info["catalog"] = {"status": "ok", "schema_version": LATEST_VERSION, "models": len(svc.catalog.list_models()),
-                           "chats": len(svc.catalog.list_chats())}
+        info["catalog"] = {
+            "status": "ok",
+            "schema_version": LATEST_VERSION,
+            "models": len(svc.catalog.list_models()),
+            "chats": len(svc.catalog.list_chats()),
+        }
         svc.close()
     except UserError as exc:  # doctor reports a broken catalog or data directory instead of failing on it
         info["catalog"] = {"status": str(exc)}
@@ -49,7 +53,9 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
     out(f"disk free:       {human_bytes(info['disk_free_bytes'])}")
     if info["gpus"]:
         for gpu in info["gpus"]:
-            out(f"gpu {gpu['index']}:           {gpu['name']} ({human_bytes(gpu['free_bytes'])} free of {human_bytes(gpu['total_bytes'])})")
+            out(
+                f"gpu {gpu['index']}:           {gpu['name']} ({human_bytes(gpu['free_bytes'])} free of {human_bytes(gpu['total_bytes'])})"
+            )
     else:
         out("gpus:            none (torch sees no CUDA/MPS device)")
     out(f"llama.cpp gpu offload: {'yes' if info['llama_cpp_gpu_offload'] else 'no (CPU build)'}")

@@ -24,10 +24,17 @@ def list_engines(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
     lmdeploy = executable(settings.home)
     rows = [
         {"engine": "llama.cpp", "formats": "gguf", "available": importlib.util.find_spec("llama_cpp") is not None},
-        {"engine": "transformers", "formats": "hf (+ peft adapters, bitsandbytes 4/8-bit)",
-         "available": importlib.util.find_spec("transformers") is not None},
-        {"engine": "lmdeploy", "formats": "hf, awq (NVIDIA GPUs)", "available": lmdeploy is not None,
-         "path": str(lmdeploy) if lmdeploy else None},
+        {
+            "engine": "transformers",
+            "formats": "hf (+ peft adapters, bitsandbytes 4/8-bit)",
+            "available": importlib.util.find_spec("transformers") is not None,
+        },
+        {
+            "engine": "lmdeploy",
+            "formats": "hf, awq (NVIDIA GPUs)",
+            "available": lmdeploy is not None,
+            "path": str(lmdeploy) if lmdeploy else None,
+        },
         {"engine": "remote", "formats": "any OpenAI-compatible endpoint (models add-remote)", "available": True},
     ]
     if as_json:

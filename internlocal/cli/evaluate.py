@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from internlocal.cli.common import print_json, services
 
-app = typer.Typer(help="Evaluate models on benchmark and custom tasks; compare them in a leaderboard.", no_args_is_help=True)
+app = typer.Typer(
+    help="Evaluate models on benchmark and custom tasks; compare them in a leaderboard.", no_args_is_help=True
+)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
@@ -19,8 +21,17 @@ def tasks(as_json: JsonOpt = False) -> None:
     from internlocal.evals.tasks import all_tasks
 
     found = all_tasks(services().settings.home)
-    rows = [{"name": t.name, "version": t.version, "type": t.output_type, "group": t.group, "items": len(t.docs),
-             "description": t.description} for t in found.values()]
+    rows = [
+        {
+            "name": t.name,
+            "version": t.version,
+            "type": t.output_type,
+            "group": t.group,
+            "items": len(t.docs),
+            "description": t.description,
+        }
+        for t in found.values()
+    ]
     if as_json:
         print_json(rows)
         return
@@ -29,8 +40,11 @@ def tasks(as_json: JsonOpt = False) -> None:
 
 
 @app.command("add")
-def add(name: str, data_file: str,
-        kind: Annotated[str, typer.Option("--type", help="mcq (question,A,B,C,D,answer) or qa (question,answer)")] = "mcq") -> None:
+def add(
+    name: str,
+    data_file: str,
+    kind: Annotated[str, typer.Option("--type", help="mcq (question,A,B,C,D,answer) or qa (question,answer)")] = "mcq",
+) -> None:
     """Turn a JSONL/CSV file into a task."""
     from pathlib import Path
 
@@ -41,13 +55,25 @@ def add(name: str, data_file: str,
 
 
 @app.command("import")
-def import_(benchmark: Annotated[str, typer.Argument(help="mmlu, ceval, cmmlu, arc, hellaswag, truthfulqa_mc1, gsm8k, wikitext")],
-            folder: Annotated[Optional[str], typer.Argument(help="Folder with the benchmark's files as published; "
-                                                            "leave out to download them.")] = None,
-            source: Annotated[Optional[str], typer.Option("--from", help="hf:org/name[:glob][@rev] or "
-                                                          "modelscope:org/name[:glob][@rev]; default: the benchmark's "
-                                                          "Hugging Face repository.")] = None,
-            name: Annotated[Optional[str], typer.Option("--name")] = None) -> None:
+def import_(
+    benchmark: Annotated[
+        str, typer.Argument(help="mmlu, ceval, cmmlu, arc, hellaswag, truthfulqa_mc1, gsm8k, wikitext")
+    ],
+    folder: Annotated[
+        str | None,
+        typer.Argument(help="Folder with the benchmark's files as published; leave out to download them."),
+    ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="hf:org/name[:glob][@rev] or "
+            "modelscope:org/name[:glob][@rev]; default: the benchmark's "
+            "Hugging Face repository.",
+        ),
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name")] = None,
+) -> None:
     """Turn a standard benchmark into a task: from its published files in a folder, or downloaded from a hub."""
     from pathlib import Path
 
@@ -77,15 +103,15 @@ def import_(benchmark: Annotated[str, typer.Argument(help="mmlu, ceval, cmmlu, a
 def run(
     model: Annotated[str, typer.Argument(help="Catalog model, or several separated by commas (evaluated in turn).")],
     task_names: Annotated[list[str], typer.Argument(help="Task names or task YAML files.")],
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N items (smoke runs).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N items (smoke runs).")] = None,
     detach: Annotated[bool, typer.Option("--detach", "-d")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate MODEL(s) on tasks (a resumable job; answers are cached)."""
     from internlocal.cli.progress import follow_job
+    from internlocal.errors import UserError
     from internlocal.evals.job import run_eval
     from internlocal.evals.tasks import get_task
-    from internlocal.errors import UserError
 
     svc = services()
     models = [m.strip() for m in model.split(",") if m.strip()]
@@ -96,9 +122,14 @@ def run(
     for name in task_names:
         get_task(name, svc.settings.home)
     params = {"model": models[0] if len(models) == 1 else models, "tasks": task_names, "limit": limit}
-    job = follow_job(svc.jobs, svc.jobs.submit(run_eval, params, kind="eval.run",
-                                               title=f"Eval {', '.join(models)} on {', '.join(task_names)}"),
-                     detach=detach, as_json=as_json)
+    job = follow_job(
+        svc.jobs,
+        svc.jobs.submit(
+            run_eval, params, kind="eval.run", title=f"Eval {', '.join(models)} on {', '.join(task_names)}"
+        ),
+        detach=detach,
+        as_json=as_json,
+    )
     if job is not None and not as_json:
         for name, tasks in (job.result or {}).get("models", {}).items():
             for task, result in tasks.items():
@@ -108,8 +139,11 @@ def run(
 
 
 @app.command("results")
-def results(task: Annotated[Optional[str], typer.Option("--task")] = None, as_json: JsonOpt = False,
-            export: Annotated[Optional[str], typer.Option("--format", help="text, md, csv or json.")] = None) -> None:
+def results(
+    task: Annotated[str | None, typer.Option("--task")] = None,
+    as_json: JsonOpt = False,
+    export: Annotated[str | None, typer.Option("--format", help="text, md, csv or json.")] = None,
+) -> None:
     """Leaderboard: tasks as rows, models as columns, group averages.
 
     Scores share a row only when made with the same task version, prompt and item limit; a task
@@ -136,11 +170,23 @@ def results(task: Annotated[Optional[str], typer.Option("--task")] = None, as_js
 
 
 @app.command("show")
-def show(run_id: int, as_json: JsonOpt = False, wrong: Annotated[bool, typer.Option("--wrong", help="Only items scored wrong.")] = False) -> None:
+def show(
+    run_id: int,
+    as_json: JsonOpt = False,
+    wrong: Annotated[bool, typer.Option("--wrong", help="Only items scored wrong.")] = False,
+) -> None:
     """Per-item answers of one run."""
     items = services().catalog.eval_items(run_id)
-    rows = [{"idx": i.idx, "prompt": i.prompt, "target": i.target, "response": i.response, "scores": json.loads(i.scores_json)}
-            for i in items]
+    rows = [
+        {
+            "idx": i.idx,
+            "prompt": i.prompt,
+            "target": i.target,
+            "response": i.response,
+            "scores": json.loads(i.scores_json),
+        }
+        for i in items
+    ]
     if wrong:
         rows = [r for r in rows if r["scores"].get("acc", r["scores"].get("exact_match", 1)) == 0]
     if as_json:
@@ -150,7 +196,9 @@ def show(run_id: int, as_json: JsonOpt = False, wrong: Annotated[bool, typer.Opt
         if "skipped" in r["scores"]:
             typer.echo(f"#{r['idx']}: skipped ({r['scores']['skipped']})")
         elif r["response"] is None:  # perplexity: a text, scored as it is
-            typer.echo(f"#{r['idx']}: log-likelihood {r['scores'].get('loglikelihood', float('nan')):.2f} over "
-                       f"{r['scores'].get('tokens', 0)} tokens: {r['prompt'][:60]!r}")
+            typer.echo(
+                f"#{r['idx']}: log-likelihood {r['scores'].get('loglikelihood', float('nan')):.2f} over "
+                f"{r['scores'].get('tokens', 0)} tokens: {r['prompt'][:60]!r}"
+            )
         else:
             typer.echo(f"#{r['idx']}: target {r['target']!r}, answered {r['response']!r}")

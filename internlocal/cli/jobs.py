@@ -14,8 +14,17 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 
 
 def _row(job) -> dict:
-    return {"id": job.id, "kind": job.kind, "title": job.title, "status": job.status, "attempts": job.attempts,
-            "created_at": job.created_at, "finished_at": job.finished_at, "error": job.error, "result": job.result}
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "title": job.title,
+        "status": job.status,
+        "attempts": job.attempts,
+        "created_at": job.created_at,
+        "finished_at": job.finished_at,
+        "error": job.error,
+        "result": job.result,
+    }
 
 
 @app.command("list")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -20,13 +20,19 @@ def _sync(name: str, detach: bool, as_json: bool) -> None:
 
     svc = services()
     svc.catalog.get_kb(name)
-    job = follow_job(svc.jobs, svc.jobs.submit(sync_job, {"name": name}, kind="kb.sync", title=f"Sync {name}"),
-                     detach=detach, as_json=as_json)
+    job = follow_job(
+        svc.jobs,
+        svc.jobs.submit(sync_job, {"name": name}, kind="kb.sync", title=f"Sync {name}"),
+        detach=detach,
+        as_json=as_json,
+    )
     if job is None or as_json:
         return
     r = job.result
-    typer.echo(f"{name}: {r['files']} files, {r['chunks']} chunks ({r['files_indexed']} files indexed, "
-               f"{r['files_unchanged']} unchanged, {r['files_removed']} removed; {r['chunks_embedded']} chunks embedded)")
+    typer.echo(
+        f"{name}: {r['files']} files, {r['chunks']} chunks ({r['files_indexed']} files indexed, "
+        f"{r['files_unchanged']} unchanged, {r['files_removed']} removed; {r['chunks_embedded']} chunks embedded)"
+    )
     for skipped in r["skipped"]:
         typer.echo(f"  skipped {skipped['path']}: {skipped['reason']}")
 
@@ -34,8 +40,10 @@ def _sync(name: str, detach: bool, as_json: bool) -> None:
 @app.command("create")
 def create(
     name: str,
-    folders: Annotated[Optional[list[str]], typer.Argument(help="Folders or files to index.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="Catalog embedding model (default: all-minilm-l6-v2).")] = None,
+    folders: Annotated[list[str] | None, typer.Argument(help="Folders or files to index.")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Catalog embedding model (default: all-minilm-l6-v2).")
+    ] = None,
     chunk_size: Annotated[int, typer.Option("--chunk-size", help="Characters per chunk.")] = 800,
     overlap: Annotated[int, typer.Option("--overlap", help="Characters a chunk repeats from the one before.")] = 120,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Index in the background.")] = False,
@@ -45,8 +53,9 @@ def create(
     from internlocal.kb.library import create_kb
 
     svc = services()
-    kb = create_kb(svc.settings, svc.catalog, name, folders or [], embedder=model, chunk_size=chunk_size,
-                   chunk_overlap=overlap)
+    kb = create_kb(
+        svc.settings, svc.catalog, name, folders or [], embedder=model, chunk_size=chunk_size, chunk_overlap=overlap
+    )
     if not as_json:
         typer.echo(f"created {kb.name} ({kb.embedder}, {kb.dimension} dimensions)")
     if folders:
@@ -56,8 +65,12 @@ def create(
 
 
 @app.command("add")
-def add(name: str, folders: list[str], detach: Annotated[bool, typer.Option("--detach", "-d")] = False,
-        as_json: JsonOpt = False) -> None:
+def add(
+    name: str,
+    folders: list[str],
+    detach: Annotated[bool, typer.Option("--detach", "-d")] = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Add folders or files to a knowledge base and index them."""
     from internlocal.kb.library import add_folders
 
@@ -66,9 +79,12 @@ def add(name: str, folders: list[str], detach: Annotated[bool, typer.Option("--d
 
 
 @app.command("sync")
-def sync(name: str,
-         watch: Annotated[bool, typer.Option("--watch", help="Stay running and re-sync when files change.")] = False,
-         detach: Annotated[bool, typer.Option("--detach", "-d")] = False, as_json: JsonOpt = False) -> None:
+def sync(
+    name: str,
+    watch: Annotated[bool, typer.Option("--watch", help="Stay running and re-sync when files change.")] = False,
+    detach: Annotated[bool, typer.Option("--detach", "-d")] = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Bring the index up to date: new and changed files indexed, deleted ones removed."""
     if not watch:
         _sync(name, detach, as_json)
@@ -79,8 +95,10 @@ def sync(name: str,
         if as_json:
             print_json({k: v for k, v in summary.items()})
         else:
-            typer.echo(f"{name}: {summary['files_indexed']} indexed, {summary['files_removed']} removed, "
-                       f"{summary['chunks_embedded']} chunks embedded; watching for changes (Ctrl+C stops)")
+            typer.echo(
+                f"{name}: {summary['files_indexed']} indexed, {summary['files_removed']} removed, "
+                f"{summary['chunks_embedded']} chunks embedded; watching for changes (Ctrl+C stops)"
+            )
 
     try:
         watch_kb(services().catalog, name, on_sync=report)
@@ -90,12 +108,17 @@ def sync(name: str,
 
 @app.command("search")
 def search(
-    name: str, query: str,
+    name: str,
+    query: str,
     k: Annotated[int, typer.Option("-k", help="Passages to show.")] = 5,
     mode: Mode = "hybrid",
-    file_type: Annotated[Optional[list[str]], typer.Option("--type", help="Only these kinds: markdown, text, pdf, html, docx, code.")] = None,
-    folder: Annotated[Optional[str], typer.Option("--folder", help="Only files under this folder.")] = None,
-    rerank: Annotated[Optional[str], typer.Option("--rerank", help="Cross-encoder (catalog model or folder) to reorder the results.")] = None,
+    file_type: Annotated[
+        list[str] | None, typer.Option("--type", help="Only these kinds: markdown, text, pdf, html, docx, code.")
+    ] = None,
+    folder: Annotated[str | None, typer.Option("--folder", help="Only files under this folder.")] = None,
+    rerank: Annotated[
+        str | None, typer.Option("--rerank", help="Cross-encoder (catalog model or folder) to reorder the results.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Ranked passages with their sources."""
@@ -124,10 +147,15 @@ def search(
 
 @app.command("ask")
 def ask(
-    name: str, question: str,
-    model: Annotated[Optional[str], typer.Option("--model", help="Chat model (default: the default chat model).")] = None,
+    name: str,
+    question: str,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Chat model (default: the default chat model).")
+    ] = None,
     k: Annotated[int, typer.Option("-k", help="Passages given to the model.")] = 4,
-    rerank: Annotated[Optional[str], typer.Option("--rerank", help="Cross-encoder (catalog model or folder) to reorder passages.")] = None,
+    rerank: Annotated[
+        str | None, typer.Option("--rerank", help="Cross-encoder (catalog model or folder) to reorder passages.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Answer from the knowledge base with numbered sources, or say it has no answer."""
@@ -140,7 +168,9 @@ def ask(
     chat_model = svc.catalog.get_model(model) if model else svc.chats.default_model()
     index = open_index(svc.catalog, name)
     try:
-        result = answer(svc.chats.engines.get(chat_model), index, question, threshold=kb.threshold, k=k, reranker=reranker)
+        result = answer(
+            svc.chats.engines.get(chat_model), index, question, threshold=kb.threshold, k=k, reranker=reranker
+        )
         for piece in result:
             if not as_json:
                 typer.echo(piece, nl=False)
@@ -161,15 +191,28 @@ def list_(as_json: JsonOpt = False) -> None:
     """Knowledge bases with their folders and sizes."""
     kbs = services().catalog.list_kbs()
     if as_json:
-        print_json([{"name": kb.name, "folders": kb.folders, "embedder": kb.embedder, "dimension": kb.dimension,
-                     "threshold": kb.threshold, **kb.stats} for kb in kbs])
+        print_json(
+            [
+                {
+                    "name": kb.name,
+                    "folders": kb.folders,
+                    "embedder": kb.embedder,
+                    "dimension": kb.dimension,
+                    "threshold": kb.threshold,
+                    **kb.stats,
+                }
+                for kb in kbs
+            ]
+        )
         return
     if not kbs:
         typer.echo("no knowledge bases; `internlocal kb create NAME FOLDER` makes one")
     for kb in kbs:
         stats = kb.stats
-        typer.echo(f"{kb.name}  {stats.get('files', 0)} files, {stats.get('chunks', 0)} chunks  {kb.embedder}  "
-                   f"threshold {kb.threshold:.3f}  {', '.join(kb.folders)}")
+        typer.echo(
+            f"{kb.name}  {stats.get('files', 0)} files, {stats.get('chunks', 0)} chunks  {kb.embedder}  "
+            f"threshold {kb.threshold:.3f}  {', '.join(kb.folders)}"
+        )
 
 
 @app.command("show")
@@ -199,23 +242,29 @@ def rm(names: list[str], as_json: JsonOpt = False) -> None:
 
 
 @app.command("reembed")
-def reembed(name: str, model: Annotated[str, typer.Option("--model", help="Catalog embedding model.")],
-            as_json: JsonOpt = False) -> None:
+def reembed(
+    name: str, model: Annotated[str, typer.Option("--model", help="Catalog embedding model.")], as_json: JsonOpt = False
+) -> None:
     """Rebuild the vectors with another embedding model (documents are not read again)."""
     from internlocal.kb.library import reembed_kb
 
     kb = reembed_kb(services().catalog, name, model)
-    print_json({"knowledge_base": kb.name, "embedder": kb.embedder, "dimension": kb.dimension}) if as_json else \
-        typer.echo(f"{kb.name}: vectors now from {kb.embedder} ({kb.dimension} dimensions)")
+    print_json(
+        {"knowledge_base": kb.name, "embedder": kb.embedder, "dimension": kb.dimension}
+    ) if as_json else typer.echo(f"{kb.name}: vectors now from {kb.embedder} ({kb.dimension} dimensions)")
 
 
 @app.command("eval")
 def eval_(
     name: str,
-    questions: Annotated[Path, typer.Argument(help='JSONL: {"question": …, "sources": [relative paths]} ([] = unanswerable).')],
+    questions: Annotated[
+        Path, typer.Argument(help='JSONL: {"question": …, "sources": [relative paths]} ([] = unanswerable).')
+    ],
     k: Annotated[int, typer.Option("-k", help="Cut-off for recall@k.")] = 5,
     mode: Mode = "hybrid",
-    tune: Annotated[bool, typer.Option("--tune", help="Store the refusal threshold fitted on these questions.")] = False,
+    tune: Annotated[
+        bool, typer.Option("--tune", help="Store the refusal threshold fitted on these questions.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Retrieval quality (recall@k, MRR, nDCG@10) and refusal precision/recall on labelled questions."""
@@ -235,16 +284,20 @@ def eval_(
         index.close()
     if tune:
         if "fitted_threshold" not in result:
-            raise UserError("Tuning the threshold needs answerable and unanswerable questions (\"sources\": []).")
+            raise UserError('Tuning the threshold needs answerable and unanswerable questions ("sources": []).')
         svc.catalog.update_kb(name, threshold=result["fitted_threshold"])
     if as_json:
         print_json(result)
         return
-    fmt = (lambda v: "-" if v is None else f"{v:.3f}")
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"
     typer.echo(f"{result['questions']} questions ({result['answerable']} answerable), {mode} retrieval")
     typer.echo(f"recall@{k} {fmt(result[f'recall@{k}'])}  MRR {fmt(result['mrr'])}  nDCG@10 {fmt(result['ndcg@10'])}")
-    typer.echo(f"refusal at threshold {result['threshold']:.3f}: precision {fmt(result['refusal_precision'])}, "
-               f"recall {fmt(result['refusal_recall'])}")
+    typer.echo(
+        f"refusal at threshold {result['threshold']:.3f}: precision {fmt(result['refusal_precision'])}, "
+        f"recall {fmt(result['refusal_recall'])}"
+    )
     if "fitted_threshold" in result:
-        typer.echo(f"fitted threshold {result['fitted_threshold']:.4f} (accuracy {result['fitted_accuracy']:.3f})"
-                   + ("; stored" if tune else "; --tune stores it"))
+        typer.echo(
+            f"fitted threshold {result['fitted_threshold']:.4f} (accuracy {result['fitted_accuracy']:.3f})"
+            + ("; stored" if tune else "; --tune stores it")
+        )

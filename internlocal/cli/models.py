@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -41,7 +41,10 @@ def _run_job(target, params: dict[str, Any], *, kind: str, title: str, detach: b
         return
     if not as_json:
         result = job.result or {}
-        typer.echo(f"{result.get('model', '')}: {result.get('status', 'done')}" + (f" ({result['path']})" if result.get("path") else ""))
+        typer.echo(
+            f"{result.get('model', '')}: {result.get('status', 'done')}"
+            + (f" ({result['path']})" if result.get("path") else "")
+        )
         if result.get("warning"):
             typer.echo(f"note: {result['warning']}")
 
@@ -55,8 +58,17 @@ def list_models(as_json: JsonOpt = False) -> None:
         return
     table = _table("name", "kind", "format", "arch", "quant", "params", "ctx", "size", "where")
     for m in models:
-        table.add_row(m.name, m.kind, m.format, m.architecture or "-", m.quantization or "-", human_count(m.parameters),
-                      str(m.context_length or "-"), human_bytes(m.size_bytes), m.storage)
+        table.add_row(
+            m.name,
+            m.kind,
+            m.format,
+            m.architecture or "-",
+            m.quantization or "-",
+            human_count(m.parameters),
+            str(m.context_length or "-"),
+            human_bytes(m.size_bytes),
+            m.storage,
+        )
     _console().print(table)
 
 
@@ -65,25 +77,46 @@ def show(name: str, as_json: JsonOpt = False) -> None:
     """One model: its fields, where its files are, and its lineage."""
     svc = services()
     model = svc.catalog.get_model(name)
-    parents = [(e.operation, e.parent_type, e.parent_id, e.params_json) for e in svc.catalog.parents(("model", model.id))]
+    parents = [
+        (e.operation, e.parent_type, e.parent_id, e.params_json) for e in svc.catalog.parents(("model", model.id))
+    ]
     children = [(e.operation, e.child_type, e.child_id) for e in svc.catalog.children(("model", model.id))]
 
     def label(kind: str, ident: int) -> str:
         if kind == "model":
             found = svc.catalog.find_model(ident)
             return found.name if found else f"model {ident} (removed)"
-        names = {"dataset": {d.id: d.name for d in svc.catalog.list_datasets()},
-                 "train_run": {r.id: r.name for r in svc.catalog.list_train_runs()}}.get(kind, {})
+        names = {
+            "dataset": {d.id: d.name for d in svc.catalog.list_datasets()},
+            "train_run": {r.id: r.name for r in svc.catalog.list_train_runs()},
+        }.get(kind, {})
         return f"{kind} {names.get(ident, ident)}"
 
-    info = {**model.summary(), "metadata": model.metadata_dict, "chat_template": model.chat_template,
-            "parents": [{"operation": op, "from": label(t, i), "params": p} for op, t, i, p in parents],
-            "children": [{"operation": op, "to": label(t, i)} for op, t, i in children]}
+    info = {
+        **model.summary(),
+        "metadata": model.metadata_dict,
+        "chat_template": model.chat_template,
+        "parents": [{"operation": op, "from": label(t, i), "params": p} for op, t, i, p in parents],
+        "children": [{"operation": op, "to": label(t, i)} for op, t, i in children],
+    }
     if as_json:
         print_json(info)
         return
-    for key in ("name", "kind", "format", "architecture", "quantization", "parameters", "context_length", "size_bytes",
-                "sha256", "path", "storage", "source", "created_at"):
+    for key in (
+        "name",
+        "kind",
+        "format",
+        "architecture",
+        "quantization",
+        "parameters",
+        "context_length",
+        "size_bytes",
+        "sha256",
+        "path",
+        "storage",
+        "source",
+        "created_at",
+    ):
         typer.echo(f"{key:15} {info[key]}")
     for p in info["parents"]:
         typer.echo(f"{'made from':15} {p['from']} by {p['operation']} {p['params']}")
@@ -92,33 +125,63 @@ def show(name: str, as_json: JsonOpt = False) -> None:
 
 
 @app.command("search")
-def search(text: Annotated[str, typer.Argument(help="Words to look for (name, family, description, licence).")] = "",
-           as_json: JsonOpt = False) -> None:
+def search(
+    text: Annotated[str, typer.Argument(help="Words to look for (name, family, description, licence).")] = "",
+    as_json: JsonOpt = False,
+) -> None:
     """Browse the curated registry (models/*.yaml)."""
     from internlocal.hub.registry import load_registry
 
     hits = load_registry().search(text)
     if as_json:
-        print_json([{"name": m.name, "family": f.family, "description": m.description, "parameters_b": m.parameters_b,
-                     "context_length": m.context_length, "license": m.license, "gated": m.gated, "tags": m.tags,
-                     "default_tag": m.default, "hf": m.hf, "modelscope": m.modelscope,
-                     "size_gb": {t: m.size_gb(t) for t in m.tags}, "memory_gb": {t: m.memory_gb(t) for t in m.tags}}
-                    for f, m in hits])
+        print_json(
+            [
+                {
+                    "name": m.name,
+                    "family": f.family,
+                    "description": m.description,
+                    "parameters_b": m.parameters_b,
+                    "context_length": m.context_length,
+                    "license": m.license,
+                    "gated": m.gated,
+                    "tags": m.tags,
+                    "default_tag": m.default,
+                    "hf": m.hf,
+                    "modelscope": m.modelscope,
+                    "size_gb": {t: m.size_gb(t) for t in m.tags},
+                    "memory_gb": {t: m.memory_gb(t) for t in m.tags},
+                }
+                for f, m in hits
+            ]
+        )
         return
     table = _table("name", "params", "ctx", "default", "size", "memory", "licence", "tags")
     for _, m in hits:
         tag = m.default
-        table.add_row(m.name, f"{m.parameters_b:g}B", str(m.context_length), tag, f"{m.size_gb(tag) or '-'} GB",
-                      f"{m.memory_gb(tag) or '-'} GB", m.license.split(" ")[0] + (" (gated)" if m.gated else ""), " ".join(m.tags))
+        table.add_row(
+            m.name,
+            f"{m.parameters_b:g}B",
+            str(m.context_length),
+            tag,
+            f"{m.size_gb(tag) or '-'} GB",
+            f"{m.memory_gb(tag) or '-'} GB",
+            m.license.split(" ")[0] + (" (gated)" if m.gated else ""),
+            " ".join(m.tags),
+        )
     _console().print(table)
     typer.echo("pull one with: internlocal models pull NAME[:TAG]")
 
 
 @app.command("pull")
 def pull(
-    spec: Annotated[str, typer.Argument(help="NAME[:TAG] from the registry, hf:org/repo[:FILE][@REV], modelscope:org/repo[:FILE], or a URL")],
-    name: Annotated[Optional[str], typer.Option("--name", help="Catalog name for the model.")] = None,
-    hub: Annotated[Optional[str], typer.Option("--hub", help="hf or modelscope, for registry names.")] = None,
+    spec: Annotated[
+        str,
+        typer.Argument(
+            help="NAME[:TAG] from the registry, hf:org/repo[:FILE][@REV], modelscope:org/repo[:FILE], or a URL"
+        ),
+    ],
+    name: Annotated[str | None, typer.Option("--name", help="Catalog name for the model.")] = None,
+    hub: Annotated[str | None, typer.Option("--hub", help="hf or modelscope, for registry names.")] = None,
     parts: Annotated[int, typer.Option(help="Parallel ranged connections for big files.")] = 4,
     detach: DetachOpt = False,
     as_json: JsonOpt = False,
@@ -126,15 +189,23 @@ def pull(
     """Download a model (resumable, verified) into the store and the catalog."""
     from internlocal.hub.pull import pull_model
 
-    _run_job(pull_model, {"spec": spec, "name": name, "hub": hub, "parts": parts}, kind="models.pull",
-             title=f"Pull {spec}", detach=detach, as_json=as_json)
+    _run_job(
+        pull_model,
+        {"spec": spec, "name": name, "hub": hub, "parts": parts},
+        kind="models.pull",
+        title=f"Pull {spec}",
+        detach=detach,
+        as_json=as_json,
+    )
 
 
 @app.command("import")
 def import_(
     path: Annotated[str, typer.Argument(help="A .gguf file or a Hugging Face model folder.")],
-    name: Annotated[Optional[str], typer.Option("--name", help="Catalog name (default: from the file name).")] = None,
-    copy: Annotated[bool, typer.Option("--copy", help="Copy into the store instead of referencing the file where it is.")] = False,
+    name: Annotated[str | None, typer.Option("--name", help="Catalog name (default: from the file name).")] = None,
+    copy: Annotated[
+        bool, typer.Option("--copy", help="Copy into the store instead of referencing the file where it is.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Add a model file you already have to the catalog."""
@@ -152,17 +223,26 @@ def import_(
 def add_remote(
     name: Annotated[str, typer.Argument(help="Catalog name for the endpoint.")],
     url: Annotated[str, typer.Argument(help="Base URL of an OpenAI-compatible server, e.g. http://host:11434/v1")],
-    model: Annotated[Optional[str], typer.Option("--model", help="Model id on that server (default: its first).")] = None,
-    api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help="Environment variable holding its API key.")] = None,
-    embedding: Annotated[bool, typer.Option("--embedding", help="An embeddings endpoint (for knowledge bases), not a chat model.")] = False,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Model id on that server (default: its first).")
+    ] = None,
+    api_key_env: Annotated[
+        str | None, typer.Option("--api-key-env", help="Environment variable holding its API key.")
+    ] = None,
+    embedding: Annotated[
+        bool, typer.Option("--embedding", help="An embeddings endpoint (for knowledge bases), not a chat model.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Chat with a model on another server (Ollama, vLLM, LMDeploy, internlocal) as if it were local."""
     from internlocal.hub.library import add_remote as add
 
-    entry = add(services().catalog, name, url, model=model, api_key_env=api_key_env,
-                kind="embedding" if embedding else "chat")
-    print_json(entry.summary()) if as_json else typer.echo(f"{entry.name}: {entry.path} ({entry.metadata_dict['remote_model']})")
+    entry = add(
+        services().catalog, name, url, model=model, api_key_env=api_key_env, kind="embedding" if embedding else "chat"
+    )
+    print_json(entry.summary()) if as_json else typer.echo(
+        f"{entry.name}: {entry.path} ({entry.metadata_dict['remote_model']})"
+    )
 
 
 @app.command("rm")
@@ -178,7 +258,9 @@ def rm(names: Annotated[list[str], typer.Argument(help="Models to remove.")], as
         print_json(results)
         return
     for r in results:
-        extra = f", kept your file {r['kept_file']}" if r["kept_file"] else f", {len(r['blobs_removed'])} file(s) deleted"
+        extra = (
+            f", kept your file {r['kept_file']}" if r["kept_file"] else f", {len(r['blobs_removed'])} file(s) deleted"
+        )
         typer.echo(f"{r['model']}: removed{extra}")
 
 
@@ -195,18 +277,27 @@ def du(as_json: JsonOpt = False) -> None:
         return
     table = _table("name", "storage", "size", "in store")
     for m in usage["models"]:
-        table.add_row(m["name"], m["storage"], human_bytes(m["size_bytes"]), human_bytes(m["in_store_bytes"]) if m["in_store_bytes"] else "-")
+        table.add_row(
+            m["name"],
+            m["storage"],
+            human_bytes(m["size_bytes"]),
+            human_bytes(m["in_store_bytes"]) if m["in_store_bytes"] else "-",
+        )
     _console().print(table)
-    typer.echo(f"store {usage['store']}: {human_bytes(usage['store_bytes'])} (shared files counted once), "
-               f"partial downloads {human_bytes(usage['partial_bytes'])}, free {human_bytes(usage['free_bytes'])}")
+    typer.echo(
+        f"store {usage['store']}: {human_bytes(usage['store_bytes'])} (shared files counted once), "
+        f"partial downloads {human_bytes(usage['partial_bytes'])}, free {human_bytes(usage['free_bytes'])}"
+    )
 
 
 @app.command("convert")
 def convert(
     name: Annotated[str, typer.Argument(help="Catalog model to convert.")],
     to: Annotated[str, typer.Option("--to", help="hf (safetensors folder, for finetuning) or gguf.")],
-    outtype: Annotated[str, typer.Option("--outtype", help="GGUF: f16, bf16, q8_0, f32. HF: bfloat16, float16, float32.")] = "",
-    out: Annotated[Optional[str], typer.Option("--name", help="Name of the new model.")] = None,
+    outtype: Annotated[
+        str, typer.Option("--outtype", help="GGUF: f16, bf16, q8_0, f32. HF: bfloat16, float16, float32.")
+    ] = "",
+    out: Annotated[str | None, typer.Option("--name", help="Name of the new model.")] = None,
     detach: DetachOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -217,10 +308,14 @@ def convert(
     services().catalog.get_model(name)
     if to == "hf":
         params = {"model": name, "name": out, "dtype": outtype or "bfloat16"}
-        _run_job(gguf_to_hf, params, kind="models.convert", title=f"Convert {name} to HF", detach=detach, as_json=as_json)
+        _run_job(
+            gguf_to_hf, params, kind="models.convert", title=f"Convert {name} to HF", detach=detach, as_json=as_json
+        )
     elif to == "gguf":
         params = {"model": name, "name": out, "outtype": outtype or "f16"}
-        _run_job(hf_to_gguf, params, kind="models.convert", title=f"Convert {name} to GGUF", detach=detach, as_json=as_json)
+        _run_job(
+            hf_to_gguf, params, kind="models.convert", title=f"Convert {name} to GGUF", detach=detach, as_json=as_json
+        )
     else:
         raise UserError(f"--to {to!r}: convert to hf or gguf.")
 
@@ -230,7 +325,7 @@ def quantize(
     name: Annotated[str, typer.Argument(help="Catalog GGUF model to quantize.")],
     qtype: Annotated[str, typer.Option("--type", "-t", help="Q4_K_M, Q5_K_M, Q8_0, Q4_0, Q6_K, …")] = "Q4_K_M",
     method: Annotated[str, typer.Option("--method", help="gguf (llama.cpp) or awq (LMDeploy W4A16, NVIDIA).")] = "gguf",
-    out: Annotated[Optional[str], typer.Option("--name", help="Name of the new model.")] = None,
+    out: Annotated[str | None, typer.Option("--name", help="Name of the new model.")] = None,
     detach: DetachOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -240,18 +335,30 @@ def quantize(
 
     services().catalog.get_model(name)
     if method == "awq":
-        _run_job(quantize_awq, {"model": name, "name": out}, kind="models.quantize", title=f"AWQ {name}",
-                 detach=detach, as_json=as_json)
+        _run_job(
+            quantize_awq,
+            {"model": name, "name": out},
+            kind="models.quantize",
+            title=f"AWQ {name}",
+            detach=detach,
+            as_json=as_json,
+        )
     elif method == "gguf":
-        _run_job(quantize_gguf, {"model": name, "qtype": qtype, "name": out}, kind="models.quantize",
-                 title=f"Quantize {name} to {qtype.upper()}", detach=detach, as_json=as_json)
+        _run_job(
+            quantize_gguf,
+            {"model": name, "qtype": qtype, "name": out},
+            kind="models.quantize",
+            title=f"Quantize {name} to {qtype.upper()}",
+            detach=detach,
+            as_json=as_json,
+        )
     else:
         raise UserError(f"--method {method!r}: use gguf or awq.")
 
 
 @app.command("verify")
 def verify(
-    names: Annotated[Optional[list[str]], typer.Argument(help="Models to check (default: all).")] = None,
+    names: Annotated[list[str] | None, typer.Argument(help="Models to check (default: all).")] = None,
     detach: DetachOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -264,7 +371,9 @@ def verify(
         svc.catalog.get_model(name)  # fail now, not in the job, on a typo
     job = svc.jobs.submit(verify_models, {"names": names or None}, kind="models.verify", title="Verify models")
     if detach:
-        print_json({"job": job.id}) if as_json else typer.echo(f"job {job.id} started; `internlocal jobs watch {job.id}`")
+        print_json({"job": job.id}) if as_json else typer.echo(
+            f"job {job.id} started; `internlocal jobs watch {job.id}`"
+        )
         return
     job = follow(svc.jobs, job.id, as_json=as_json)
     if not as_json:

@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from internlocal.cli.common import print_json, services
 
-app = typer.Typer(help="Pretraining: corpora → token shards, models from scratch or continued on your text.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Pretraining: corpora → token shards, models from scratch or continued on your text.", no_args_is_help=True
+)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
 @app.command("prepare")
 def prepare(
-    source: Annotated[str, typer.Argument(help="Folder of .txt/.md, JSONL with \"text\", Parquet, or hf:org/name[:glob].")],
-    model: Annotated[str, typer.Option("--model", help="Catalog model whose tokenizer to use.")] = "smollm2-135m-instruct-q4_1",
+    source: Annotated[
+        str, typer.Argument(help='Folder of .txt/.md, JSONL with "text", Parquet, or hf:org/name[:glob].')
+    ],
+    model: Annotated[
+        str, typer.Option("--model", help="Catalog model whose tokenizer to use.")
+    ] = "smollm2-135m-instruct-q4_1",
     seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per training sequence.")] = 2048,
     validation: Annotated[float, typer.Option("--validation", help="Fraction of documents held out.")] = 0.01,
-    name: Annotated[Optional[str], typer.Option("--name", help="Dataset name (default: from the source).")] = None,
-    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Run the tokenizer code a model ships (InternLM).")] = False,
+    name: Annotated[str | None, typer.Option("--name", help="Dataset name (default: from the source).")] = None,
+    trust_remote_code: Annotated[
+        bool, typer.Option("--trust-remote-code", help="Run the tokenizer code a model ships (InternLM).")
+    ] = False,
     detach: Annotated[bool, typer.Option("--detach", "-d")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -30,16 +37,31 @@ def prepare(
 
     svc = services()
     svc.catalog.get_model(model)
-    job = follow_job(svc.jobs, svc.jobs.submit(prepare_corpus_job, {"source": source, "model": model, "seq_len": seq_len,
-                                                            "validation": validation, "name": name,
-                                                            "trust_remote_code": trust_remote_code},
-                                               kind="pretrain.prepare", title=f"Prepare {source}"),
-                     detach=detach, as_json=as_json)
+    job = follow_job(
+        svc.jobs,
+        svc.jobs.submit(
+            prepare_corpus_job,
+            {
+                "source": source,
+                "model": model,
+                "seq_len": seq_len,
+                "validation": validation,
+                "name": name,
+                "trust_remote_code": trust_remote_code,
+            },
+            kind="pretrain.prepare",
+            title=f"Prepare {source}",
+        ),
+        detach=detach,
+        as_json=as_json,
+    )
     if job is not None and not as_json:
         r = job.result
-        typer.echo(f"{r['dataset']}: {r['documents']:,} documents ({r['duplicates']:,} duplicates removed), "
-                   f"{r['tokens']:,} tokens → {r['train_sequences']:,} training and {r['validation_sequences']:,} "
-                   f"validation sequences of {r['seq_len']} ({r['dtype']})")
+        typer.echo(
+            f"{r['dataset']}: {r['documents']:,} documents ({r['duplicates']:,} duplicates removed), "
+            f"{r['tokens']:,} tokens → {r['train_sequences']:,} training and {r['validation_sequences']:,} "
+            f"validation sequences of {r['seq_len']} ({r['dtype']})"
+        )
 
 
 @app.command("corpora")
@@ -51,8 +73,10 @@ def corpora(as_json: JsonOpt = False) -> None:
         return
     for d in rows:
         s = d.stats
-        typer.echo(f"{d.name:32} {s.get('documents', 0):>9,} docs {s.get('tokens', 0):>13,} tokens  "
-                   f"seq {s.get('seq_len')}  {s.get('tokenizer')}  from {s.get('source')}")
+        typer.echo(
+            f"{d.name:32} {s.get('documents', 0):>9,} docs {s.get('tokens', 0):>13,} tokens  "
+            f"seq {s.get('seq_len')}  {s.get('tokenizer')}  from {s.get('source')}"
+        )
 
 
 @app.command("list")
@@ -64,13 +88,21 @@ def list_(as_json: JsonOpt = False) -> None:
 
 
 @app.command("run")
-def run(recipe: str, overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value overrides, e.g. corpus=~/texts")] = None,
-        dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved recipe and memory estimate only.")] = False,
-        gpus: Annotated[Optional[int], typer.Option("--gpus", help="Processes per node under torchrun.")] = None,
-        nodes: Annotated[Optional[int], typer.Option("--nodes", help="Machines (each runs this same command).")] = None,
-        rdzv_endpoint: Annotated[Optional[str], typer.Option("--rdzv-endpoint", help="host:port of the rendezvous.")] = None,
-        name: Annotated[Optional[str], typer.Option("--name", help="Run name (the same on every node).")] = None,
-        detach: Annotated[bool, typer.Option("--detach", "-d")] = False, as_json: JsonOpt = False) -> None:
+def run(
+    recipe: str,
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. corpus=~/texts")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the resolved recipe and memory estimate only.")
+    ] = False,
+    gpus: Annotated[int | None, typer.Option("--gpus", help="Processes per node under torchrun.")] = None,
+    nodes: Annotated[int | None, typer.Option("--nodes", help="Machines (each runs this same command).")] = None,
+    rdzv_endpoint: Annotated[
+        str | None, typer.Option("--rdzv-endpoint", help="host:port of the rendezvous.")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Run name (the same on every node).")] = None,
+    detach: Annotated[bool, typer.Option("--detach", "-d")] = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Pretrain from a recipe (the same job as `train run`): prepare the corpus if needed, train, export, register."""
     from internlocal.cli import train as train_cli
 

@@ -82,7 +82,9 @@ def follow_job(runner: JobRunner, job: Job, *, detach: bool, as_json: bool) -> J
 
     assert job.id is not None
     if detach:
-        print_json({"job": job.id}) if as_json else typer.echo(f"job {job.id} started; `internlocal jobs watch {job.id}`")
+        print_json({"job": job.id}) if as_json else typer.echo(
+            f"job {job.id} started; `internlocal jobs watch {job.id}`"
+        )
         return None
     try:
         job = follow(runner, job.id, as_json=as_json)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -10,12 +10,16 @@ from internlocal.cli.common import services
 
 
 def serve(
-    model: Annotated[Optional[str], typer.Argument(help="Catalog GGUF model (default: the embedded chat model).")] = None,
+    model: Annotated[
+        str | None, typer.Argument(help="Catalog GGUF model (default: the embedded chat model).")
+    ] = None,
     host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --api-key.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
-    api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="INTERNLOCAL_API_KEY", help="Required bearer token.")] = None,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", envvar="INTERNLOCAL_API_KEY", help="Required bearer token.")
+    ] = None,
     slots: Annotated[int, typer.Option(help="Requests decoded together (batched); each gets its own context.")] = 4,
-    ctx: Annotated[Optional[int], typer.Option("--ctx", help="Context length per slot.")] = None,
+    ctx: Annotated[int | None, typer.Option("--ctx", help="Context length per slot.")] = None,
     max_queue: Annotated[int, typer.Option("--max-queue", help="Requests waiting beyond busy slots before 503.")] = 16,
 ) -> None:
     """Serve a model over the OpenAI API (chat, completions, embeddings, tools, JSON output)."""
@@ -25,8 +29,15 @@ def serve(
     def ready(url: str, name: str) -> None:
         typer.echo(f"serving {name} at {url}/v1  (Ctrl-C stops)")
         auth = f' -H "Authorization: Bearer {api_key}"' if api_key else ""
-        typer.echo(f"try: curl {url}/v1/chat/completions{auth} -H 'Content-Type: application/json' "
-                   f"-d '{{\"model\": \"{name}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}]}}'")
+        typer.echo(
+            f"try: curl {url}/v1/chat/completions{auth} -H 'Content-Type: application/json' "
+            f'-d \'{{"model": "{name}", "messages": [{{"role": "user", "content": "Hello"}}]}}\''
+        )
 
-    run(ServeOptions(model=model, host=host, port=port, api_key=api_key, slots=slots, context_length=ctx,
-                     max_queue=max_queue), services(), on_ready=ready)
+    run(
+        ServeOptions(
+            model=model, host=host, port=port, api_key=api_key, slots=slots, context_length=ctx, max_queue=max_queue
+        ),
+        services(),
+        on_ready=ready,
+    )

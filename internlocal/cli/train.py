@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -24,10 +24,10 @@ def list_(as_json: JsonOpt = False) -> None:
 
 def print_recipes(wanted, as_json: bool) -> None:
     """The recipes ``wanted(recipe)`` accepts (invalid ones always shown), with estimate and fit."""
+    import shutil
+
     from internlocal.train.job import plan_run
     from internlocal.train.recipe import list_recipes
-
-    import shutil
 
     svc = services()
     rows = []
@@ -40,10 +40,20 @@ def print_recipes(wanted, as_json: bool) -> None:
         if not wanted(recipe):
             continue
         plan = plan_run(svc.settings, svc.catalog, name, measure_free=recipe.hardware == "cpu" or gpu_known)
-        rows.append({"recipe": name, "method": recipe.method, "init": recipe.init, "hardware": recipe.hardware,
-                     "gpus": recipe.gpus, "model": recipe.model,
-                     "estimate_bytes": plan.estimate.total if plan.estimate else None, "fits": plan.fits,
-                     "description": recipe.description, "command": command})
+        rows.append(
+            {
+                "recipe": name,
+                "method": recipe.method,
+                "init": recipe.init,
+                "hardware": recipe.hardware,
+                "gpus": recipe.gpus,
+                "model": recipe.model,
+                "estimate_bytes": plan.estimate.total if plan.estimate else None,
+                "fits": plan.fits,
+                "description": recipe.description,
+                "command": command,
+            }
+        )
     if as_json:
         print_json(rows)
         return
@@ -53,13 +63,18 @@ def print_recipes(wanted, as_json: bool) -> None:
             continue
         fit = {True: "fits", False: "too big", None: "?"}[row["fits"]]
         kind = row["method"] if row["method"] != "pretrain" else row["init"]
-        typer.echo(f"{row['recipe']:34} {kind:10} {row['hardware']:9} ~{_gib(row['estimate_bytes']):>10} {fit:8} "
-                   f"{row['description']}")
+        typer.echo(
+            f"{row['recipe']:34} {kind:10} {row['hardware']:9} ~{_gib(row['estimate_bytes']):>10} {fit:8} "
+            f"{row['description']}"
+        )
 
 
 @app.command("show")
-def show(recipe: str, overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value overrides")] = None,
-         as_json: JsonOpt = False) -> None:
+def show(
+    recipe: str,
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides")] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """The resolved recipe and its memory estimate (same as run --dry-run)."""
     _dry_run(recipe, overrides or [], as_json)
 
@@ -86,11 +101,17 @@ def _dry_run(recipe: str, overrides: list[str], as_json: bool) -> None:
 
 
 @app.command("run")
-def run(recipe: str, overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value overrides, e.g. lr=1e-4 lora.r=8")] = None,
-        dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved recipe and memory estimate only.")] = False,
-        gpus: Annotated[Optional[int], typer.Option("--gpus", help="Processes under torchrun (multi-gpu recipes).")] = None,
-        name: Annotated[Optional[str], typer.Option("--name", help="Run name (default: recipe and time).")] = None,
-        detach: Annotated[bool, typer.Option("--detach", "-d")] = False, as_json: JsonOpt = False) -> None:
+def run(
+    recipe: str,
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. lr=1e-4 lora.r=8")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the resolved recipe and memory estimate only.")
+    ] = False,
+    gpus: Annotated[int | None, typer.Option("--gpus", help="Processes under torchrun (multi-gpu recipes).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Run name (default: recipe and time).")] = None,
+    detach: Annotated[bool, typer.Option("--detach", "-d")] = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Train from a recipe as a job: the model is merged, exported to GGUF, quantized and registered at the end."""
     from internlocal.cli.progress import follow_job
     from internlocal.train.job import plan_run, refuse_if_too_big, train
@@ -105,12 +126,20 @@ def run(recipe: str, overrides: Annotated[Optional[list[str]], typer.Argument(he
     svc = services()
     parsed = parse_overrides(items)
     refuse_if_too_big(plan_run(svc.settings, svc.catalog, recipe, parsed))  # refused before anything loads
-    job = follow_job(svc.jobs, svc.jobs.submit(train, {"recipe": recipe, "overrides": parsed, "name": name},
-                                               kind="train.run", title=f"Train {recipe}"), detach=detach, as_json=as_json)
+    job = follow_job(
+        svc.jobs,
+        svc.jobs.submit(
+            train, {"recipe": recipe, "overrides": parsed, "name": name}, kind="train.run", title=f"Train {recipe}"
+        ),
+        detach=detach,
+        as_json=as_json,
+    )
     if job is not None and not as_json:
         result = job.result or {}
-        typer.echo(f"run {result.get('run')}: final loss {result.get('final_loss')}, peak {_gib(result.get('peak_memory'))} "
-                   f"(estimated {_gib(result.get('estimated_peak'))})")
+        typer.echo(
+            f"run {result.get('run')}: final loss {result.get('final_loss')}, peak {_gib(result.get('peak_memory'))} "
+            f"(estimated {_gib(result.get('estimated_peak'))})"
+        )
         for key in ("merged_model", "gguf_model", "quantized_model"):
             if result.get(key):
                 typer.echo(f"{key.replace('_', ' ')}: {result[key]}")
@@ -126,8 +155,10 @@ def runs(as_json: JsonOpt = False) -> None:
         return
     for r in rows:
         s = r.summary
-        typer.echo(f"{r.id:>3} {r.name:44} {r.status:9} loss {s.get('final_loss', '-')}  "
-                   f"{s.get('quantized_model') or s.get('merged_model') or ''}")
+        typer.echo(
+            f"{r.id:>3} {r.name:44} {r.status:9} loss {s.get('final_loss', '-')}  "
+            f"{s.get('quantized_model') or s.get('merged_model') or ''}"
+        )
 
 
 def _run(ref: str):
@@ -153,9 +184,14 @@ def save(run: str) -> None:
 
 
 @app.command("resume")
-def resume(run: str, detach: Annotated[bool, typer.Option("--detach", "-d")] = False,
-           gpus: Annotated[Optional[int], typer.Option("--gpus", help="Continue on this many processes (pretraining, FSDP).")] = None,
-           as_json: JsonOpt = False) -> None:
+def resume(
+    run: str,
+    detach: Annotated[bool, typer.Option("--detach", "-d")] = False,
+    gpus: Annotated[
+        int | None, typer.Option("--gpus", help="Continue on this many processes (pretraining, FSDP).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Continue a stopped, failed or killed run from its newest checkpoint."""
     from internlocal.cli.progress import follow_job
     from internlocal.train.job import resume_run

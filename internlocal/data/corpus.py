@@ -34,7 +34,9 @@ def documents(source: Path) -> Iterator[tuple[str, str]]:
     """(where, text) for each document of a folder, JSONL, Parquet or text file."""
     source = Path(source)
     if source.is_dir():
-        files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES | {".jsonl", ".parquet"})
+        files = sorted(
+            p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES | {".jsonl", ".parquet"}
+        )
         if not files:
             raise UserError(f"{source} holds no .txt, .md, .jsonl or .parquet files.")
         for file in files:
@@ -49,7 +51,7 @@ def documents(source: Path) -> Iterator[tuple[str, str]]:
         for where, row in read_rows(source):
             text = row.get("text") if isinstance(row, dict) else None
             if not isinstance(text, str):
-                raise UserError(f"{source}, {where}: a pretraining row needs a \"text\" string.")
+                raise UserError(f'{source}, {where}: a pretraining row needs a "text" string.')
             if text.strip():
                 yield f"{source.name} {where}", text
         return
@@ -99,26 +101,46 @@ class CorpusIndex:
     stats: dict[str, Any]
 
     @classmethod
-    def load(cls, path: Path) -> "CorpusIndex":
+    def load(cls, path: Path) -> CorpusIndex:
         index = Path(path) / "index.json"
         if not index.exists():
             raise UserError(f"{path} is not a prepared corpus (no index.json: its preparation did not finish).")
         data = json.loads(index.read_text())
-        return cls(Path(path), data["seq_len"], data["dtype"], data["eos_id"], data["vocab_size"], data["tokenizer"],
-                   data["train"], data["validation"], data["stats"])
+        return cls(
+            Path(path),
+            data["seq_len"],
+            data["dtype"],
+            data["eos_id"],
+            data["vocab_size"],
+            data["tokenizer"],
+            data["train"],
+            data["validation"],
+            data["stats"],
+        )
 
     def sequences(self, split: str = "train"):
         """A memory-mapped (N, seq_len) array per shard; indexing reads only what is used."""
         import numpy as np
 
         shards = self.train if split == "train" else self.validation
-        return [np.memmap(self.path / s["file"], dtype=self.dtype, mode="r", shape=(s["sequences"], self.seq_len))
-                for s in shards]
+        return [
+            np.memmap(self.path / s["file"], dtype=self.dtype, mode="r", shape=(s["sequences"], self.seq_len))
+            for s in shards
+        ]
 
 
-def prepare_corpus(source: Path, tokenizer_dir: Path, out: Path, *, seq_len: int, validation: float = 0.05,
-                   workers: int | None = None, progress: Callable[[int, str], None] | None = None,
-                   should_stop: Callable[[], bool] | None = None, trust_remote_code: bool = False) -> CorpusIndex:
+def prepare_corpus(
+    source: Path,
+    tokenizer_dir: Path,
+    out: Path,
+    *,
+    seq_len: int,
+    validation: float = 0.05,
+    workers: int | None = None,
+    progress: Callable[[int, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    trust_remote_code: bool = False,
+) -> CorpusIndex:
     """Prepare ``source`` into ``out`` (resuming a preparation that was interrupted)."""
     import numpy as np
 
@@ -141,9 +163,14 @@ def prepare_corpus(source: Path, tokenizer_dir: Path, out: Path, *, seq_len: int
     state_path = out / "state.json"
     state: dict[str, Any] = json.loads(state_path.read_text()) if state_path.exists() else {}
     if state and (state.get("tokenizer") != fingerprint or state.get("seq_len") != seq_len):
-        raise UserError(f"{out} holds an unfinished preparation with another tokenizer or seq_len; remove the folder "
-                        "or prepare into another one.")
-    splits = state.get("splits") or {"train": {"shards": [], "carry": [], "buffer": []}, "validation": {"shards": [], "carry": [], "buffer": []}}
+        raise UserError(
+            f"{out} holds an unfinished preparation with another tokenizer or seq_len; remove the folder "
+            "or prepare into another one."
+        )
+    splits = state.get("splits") or {
+        "train": {"shards": [], "carry": [], "buffer": []},
+        "validation": {"shards": [], "carry": [], "buffer": []},
+    }
     # what the state counts was fully written; documents after `docs_done` are read again
     docs_done = state.get("docs_done", 0)
     seen: set[str] = set(state.get("seen", []))
@@ -151,8 +178,18 @@ def prepare_corpus(source: Path, tokenizer_dir: Path, out: Path, *, seq_len: int
 
     def save_state(done: int) -> None:
         tmp = state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"tokenizer": fingerprint, "seq_len": seq_len, "docs_done": done, "splits": splits,
-                                   "seen": sorted(seen), "stats": stats}))
+        tmp.write_text(
+            json.dumps(
+                {
+                    "tokenizer": fingerprint,
+                    "seq_len": seq_len,
+                    "docs_done": done,
+                    "splits": splits,
+                    "seen": sorted(seen),
+                    "stats": stats,
+                }
+            )
+        )
         os.replace(tmp, state_path)
 
     def write_shard(split: str, rows: list[list[int]]) -> None:
@@ -174,7 +211,7 @@ def prepare_corpus(source: Path, tokenizer_dir: Path, out: Path, *, seq_len: int
         carry = part["carry"] + ids + [tokenizer.eos_token_id]
         start = 0
         while len(carry) - start >= seq_len:
-            pending[split].append(carry[start:start + seq_len])
+            pending[split].append(carry[start : start + seq_len])
             start += seq_len
         part["carry"] = carry[start:]
 
@@ -197,11 +234,14 @@ def prepare_corpus(source: Path, tokenizer_dir: Path, out: Path, *, seq_len: int
     if not tokenizer_copy.exists():
         tokenizer.save_pretrained(str(tokenizer_copy))  # the workers load it; training checks against it
 
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(str(tokenizer_copy), trust_remote_code)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, initializer=_init_worker, initargs=(str(tokenizer_copy), trust_remote_code)
+    ) as pool:
+
         def run(batch: list[tuple[str, str]], upto: int) -> None:
             texts = [t for _, t in batch]
-            chunks = [texts[i:i + DOCS_PER_TASK] for i in range(0, len(texts), DOCS_PER_TASK)]
-            for (where_text, ids) in zip(batch, [ids for part in pool.map(_tokenize, chunks) for ids in part]):
+            chunks = [texts[i : i + DOCS_PER_TASK] for i in range(0, len(texts), DOCS_PER_TASK)]
+            for where_text, ids in zip(batch, [ids for part in pool.map(_tokenize, chunks) for ids in part]):
                 digest = hashlib.sha256(where_text[1].encode("utf-8")).hexdigest()
                 split = "validation" if validation and int(digest[:8], 16) / 0xFFFFFFFF < validation else "train"
                 if split == "validation":
@@ -237,14 +277,24 @@ def prepare_corpus(source: Path, tokenizer_dir: Path, out: Path, *, seq_len: int
     flush(position, final=True)
     train_sequences = sum(s["sequences"] for s in splits["train"]["shards"])
     if train_sequences == 0:
-        raise UserError(f"{source} holds {stats['tokens']} tokens, fewer than one sequence of {seq_len}; add text or "
-                        "lower seq_len.")
-    stats.update(train_sequences=train_sequences,
-                 validation_sequences=sum(s["sequences"] for s in splits["validation"]["shards"]),
-                 dropped_tail_tokens=len(splits["train"]["carry"]) + len(splits["validation"]["carry"]))
-    index = {"seq_len": seq_len, "dtype": dtype, "eos_id": tokenizer.eos_token_id, "vocab_size": vocab_size,
-             "tokenizer": fingerprint, "train": splits["train"]["shards"], "validation": splits["validation"]["shards"],
-             "stats": stats}
+        raise UserError(
+            f"{source} holds {stats['tokens']} tokens, fewer than one sequence of {seq_len}; add text or lower seq_len."
+        )
+    stats.update(
+        train_sequences=train_sequences,
+        validation_sequences=sum(s["sequences"] for s in splits["validation"]["shards"]),
+        dropped_tail_tokens=len(splits["train"]["carry"]) + len(splits["validation"]["carry"]),
+    )
+    index = {
+        "seq_len": seq_len,
+        "dtype": dtype,
+        "eos_id": tokenizer.eos_token_id,
+        "vocab_size": vocab_size,
+        "tokenizer": fingerprint,
+        "train": splits["train"]["shards"],
+        "validation": splits["validation"]["shards"],
+        "stats": stats,
+    }
     tmp = out / "index.json.tmp"
     tmp.write_text(json.dumps(index, indent=1))
     os.replace(tmp, out / "index.json")

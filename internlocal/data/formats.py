@@ -26,9 +26,19 @@ from internlocal.errors import UserError
 
 FORMATS = ("messages", "sharegpt", "alpaca", "text")
 ROLES = ("system", "user", "assistant", "tool")
-_SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                   "chatgpt": "assistant", "bing": "assistant", "bard": "assistant", "function_call": "assistant",
-                   "observation": "tool", "tool": "tool"}
+_SHAREGPT_ROLES = {
+    "system": "system",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "bing": "assistant",
+    "bard": "assistant",
+    "function_call": "assistant",
+    "observation": "tool",
+    "tool": "tool",
+}
 MAX_ERRORS_SHOWN = 5
 
 
@@ -171,14 +181,18 @@ def load_examples(path: Path, form: str = "auto") -> tuple[str, list[dict[str, A
             used = detect_format(row)
             if used is None:
                 keys = ", ".join(row) if isinstance(row, dict) else type(row).__name__
-                raise UserError(f"{path} {where}: cannot tell the dataset form from its keys ({keys}); expected messages, "
-                                "conversations (ShareGPT), instruction/output (Alpaca) or text, or pass --format.")
+                raise UserError(
+                    f"{path} {where}: cannot tell the dataset form from its keys ({keys}); expected messages, "
+                    "conversations (ShareGPT), instruction/output (Alpaca) or text, or pass --format."
+                )
         try:
             examples.append(normalize(row, used))
         except ValueError as exc:
             errors.append(f"{where}: {exc}")
     if errors:
-        shown = "; ".join(errors[:MAX_ERRORS_SHOWN]) + (f"; and {len(errors) - MAX_ERRORS_SHOWN} more" if len(errors) > MAX_ERRORS_SHOWN else "")
+        shown = "; ".join(errors[:MAX_ERRORS_SHOWN]) + (
+            f"; and {len(errors) - MAX_ERRORS_SHOWN} more" if len(errors) > MAX_ERRORS_SHOWN else ""
+        )
         raise UserError(f"{path}: {len(errors)} bad row(s) as {used}: {shown}.")
     if not examples:
         raise UserError(f"{path} holds no examples.")

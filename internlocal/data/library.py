@@ -16,7 +16,6 @@ from internlocal.errors import UserError
 from internlocal.hub.files import sha256_file
 from internlocal.hub.store import check_model_name
 
-
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
@@ -30,7 +29,7 @@ def split(examples: list[dict[str, Any]], validation: float, seed: int) -> tuple
     random.Random(seed).shuffle(order)
     n_val = int(validation) if validation >= 1 else round(len(examples) * validation)
     n_val = min(max(n_val, 0), max(len(examples) - 1, 0))
-    held = set(order[len(order) - n_val:]) if n_val else set()
+    held = set(order[len(order) - n_val :]) if n_val else set()
     return [e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held]
 
 
@@ -45,13 +44,29 @@ def token_stats(tokenizer, examples: list[dict[str, Any]], train_on: str = "assi
     def pct(q: float) -> int:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0
 
-    return {"tokens_total": sum(lengths), "tokens_trained": sum(trained), "tokens_mean": round(sum(lengths) / max(1, len(lengths)), 1),
-            "tokens_p50": pct(0.5), "tokens_p95": pct(0.95), "tokens_max": ordered[-1] if ordered else 0,
-            "no_trainable_tokens": sum(1 for t in trained if t == 0)}
+    return {
+        "tokens_total": sum(lengths),
+        "tokens_trained": sum(trained),
+        "tokens_mean": round(sum(lengths) / max(1, len(lengths)), 1),
+        "tokens_p50": pct(0.5),
+        "tokens_p95": pct(0.95),
+        "tokens_max": ordered[-1] if ordered else 0,
+        "no_trainable_tokens": sum(1 for t in trained if t == 0),
+    }
 
 
-def import_dataset(catalog: Catalog, home: Path, path: Path, *, name: str | None = None, form: str = "auto",
-                   validation: float = 0.05, seed: int = 42, tokenizer=None, tokenizer_name: str | None = None) -> Dataset:
+def import_dataset(
+    catalog: Catalog,
+    home: Path,
+    path: Path,
+    *,
+    name: str | None = None,
+    form: str = "auto",
+    validation: float = 0.05,
+    seed: int = 42,
+    tokenizer=None,
+    tokenizer_name: str | None = None,
+) -> Dataset:
     """Read, validate, split and store a dataset file; nothing is written unless every row is good."""
     path = Path(path)
     name = check_model_name(name or path.stem.lower().replace(" ", "-"))
@@ -66,23 +81,39 @@ def import_dataset(catalog: Catalog, home: Path, path: Path, *, name: str | None
         forms.add(used)
         examples += rows
     used = forms.pop() if len(forms) == 1 else "mixed"
-    stats: dict[str, Any] = {"rows": len(examples), "chars_total": sum(len(json.dumps(e, ensure_ascii=False)) for e in examples)}
+    stats: dict[str, Any] = {
+        "rows": len(examples),
+        "chars_total": sum(len(json.dumps(e, ensure_ascii=False)) for e in examples),
+    }
     if tokenizer is not None:
         stats.update(token_stats(tokenizer, examples), tokenizer=tokenizer_name)
         if stats["tokens_trained"] == 0:
-            raise UserError(f"{path}: no example has a token to train on (no assistant answers survive the chat template).")
+            raise UserError(
+                f"{path}: no example has a token to train on (no assistant answers survive the chat template)."
+            )
     train, held = split(examples, validation, seed)
     target = dataset_dir(home, name)
     work = target.with_name(f".{name}.importing")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     for split_name, rows in (("train", train), ("validation", held)):
-        (work / f"{split_name}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        (work / f"{split_name}.jsonl").write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+        )
     shutil.rmtree(target, ignore_errors=True)
     work.rename(target)
-    return catalog.add_dataset(Dataset(name=name, form=used, path=str(target), source=str(path.resolve()),
-                                       sha256=sha256_file(path) if path.is_file() else None, train_rows=len(train), validation_rows=len(held),
-                                       stats_json=json.dumps(stats)))
+    return catalog.add_dataset(
+        Dataset(
+            name=name,
+            form=used,
+            path=str(target),
+            source=str(path.resolve()),
+            sha256=sha256_file(path) if path.is_file() else None,
+            train_rows=len(train),
+            validation_rows=len(held),
+            stats_json=json.dumps(stats),
+        )
+    )
 
 
 def read_split(dataset_path: Path, split_name: str) -> list[dict[str, Any]]:
@@ -115,4 +146,6 @@ def load_tokenizer(catalog: Catalog, model: Model, *, trust_remote_code: bool = 
         if model.chat_template and not tokenizer.chat_template:
             tokenizer.chat_template = model.chat_template
         return tokenizer
-    raise UserError(f"{model.name} is a {model.format} model; datasets are tokenized with a GGUF or Hugging Face model.")
+    raise UserError(
+        f"{model.name} is a {model.format} model; datasets are tokenized with a GGUF or Hugging Face model."
+    )

@@ -40,8 +40,10 @@ def trained_spans(tokenizer, example: dict[str, Any], train_on: str = "assistant
         return text + eos, [(0, len(text) + len(eos))]
     messages = example["messages"]
     if not getattr(tokenizer, "chat_template", None):
-        raise UserError("This model's tokenizer has no chat template, so conversations cannot be rendered; "
-                        "use a chat model or text data.")
+        raise UserError(
+            "This model's tokenizer has no chat template, so conversations cannot be rendered; "
+            "use a chat model or text data."
+        )
     full = _template(tokenizer, messages, generation_prompt=False)
     if train_on == "all":
         return full, [(0, len(full))]
@@ -57,8 +59,10 @@ def trained_spans(tokenizer, example: dict[str, Any], train_on: str = "assistant
         else:  # a template that renders earlier turns differently later on: find the answer itself
             start = full.find(message["content"], cursor)
             if start < 0:
-                raise UserError("The chat template does not reproduce an assistant message verbatim; "
-                                "train on all tokens (train_on: all) for this model.")
+                raise UserError(
+                    "The chat template does not reproduce an assistant message verbatim; "
+                    "train on all tokens (train_on: all) for this model."
+                )
             end = start + len(message["content"])
             eot = _end_of_turn(tokenizer)
             if eot and full.startswith(eot, end):
@@ -88,8 +92,10 @@ def _encode(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
 def render(tokenizer, example: dict[str, Any], max_len: int | None = None, train_on: str = "assistant") -> Rendered:
     text, spans = trained_spans(tokenizer, example, train_on)
     ids, offsets = _encode(tokenizer, text)
-    labels = [tid if any(s <= start < e for s, e in spans) and end > start else IGNORE
-              for tid, (start, end) in zip(ids, offsets)]
+    labels = [
+        tid if any(s <= start < e for s, e in spans) and end > start else IGNORE
+        for tid, (start, end) in zip(ids, offsets)
+    ]
     truncated = bool(max_len and len(ids) > max_len)
     if truncated:
         ids, labels = ids[:max_len], labels[:max_len]

@@ -16,6 +16,8 @@ def hf_tokenizer(path: str | Path, *, trust_remote_code: bool = False, **kwargs)
         return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, **kwargs)
     except ValueError as exc:
         if not trust_remote_code and "trust_remote_code" in str(exc):
-            raise UserError(f"The tokenizer in {path} runs code shipped with the model; if you trust it, set "
-                            "trust_remote_code: true in the recipe (or pass --trust-remote-code).") from None
+            raise UserError(
+                f"The tokenizer in {path} runs code shipped with the model; if you trust it, set "
+                "trust_remote_code: true in the recipe (or pass --trust-remote-code)."
+            ) from None
         raise

@@ -46,7 +46,7 @@ class GenerationParams(BaseModel):
     stop: list[str] = Field(default_factory=list)
 
     @classmethod
-    def from_user(cls, **values: Any) -> "GenerationParams":
+    def from_user(cls, **values: Any) -> GenerationParams:
         """Validate values a person typed; a bad one raises ``UserError`` naming the field."""
         from pydantic import ValidationError
 
@@ -60,7 +60,7 @@ class GenerationParams(BaseModel):
             raise UserError(f"Invalid {field}: {err['msg'].lower()}.") from None
 
     @classmethod
-    def greedy(cls, **overrides: Any) -> "GenerationParams":
+    def greedy(cls, **overrides: Any) -> GenerationParams:
         return cls(temperature=0.0, top_k=1, repeat_penalty=1.0, **overrides)
 
 
@@ -175,7 +175,7 @@ class TextAssembler:
             self.stopped = True
             return ""
         emit = self._pending[: len(self._pending) - self._hold] if self._hold else self._pending
-        self._pending = self._pending[len(emit):]
+        self._pending = self._pending[len(emit) :]
         if emit:
             self.pieces.append(emit)
         return emit

@@ -23,10 +23,10 @@ from internlocal.engines.base import (
     GenerationParams,
     GenerationResult,
     LogLikelihood,
-    TokenLogprob,
     Message,
     StreamTimer,
     TextAssembler,
+    TokenLogprob,
 )
 from internlocal.errors import ContextOverflow, ModelFileError, NotEnoughMemory, UserError
 from internlocal.hub.inspect import read_gguf
@@ -45,8 +45,14 @@ def default_threads() -> int:
 class LlamaCppEngine(EngineBase):
     engine_name = "llama.cpp"
     capabilities = frozenset(
-        {Capability.CHAT, Capability.COMPLETION, Capability.TOKENIZE, Capability.LOGLIKELIHOOD, Capability.CONSTRAINED,
-         Capability.TOOLS}
+        {
+            Capability.CHAT,
+            Capability.COMPLETION,
+            Capability.TOKENIZE,
+            Capability.LOGLIKELIHOOD,
+            Capability.CONSTRAINED,
+            Capability.TOOLS,
+        }
     )
 
     def __init__(
@@ -88,7 +94,9 @@ class LlamaCppEngine(EngineBase):
                 **extra,
             )
         except (ValueError, RuntimeError) as exc:
-            raise ModelFileError(f"llama.cpp could not load {path} ({exc}); the file may be corrupt, download it again.") from None
+            raise ModelFileError(
+                f"llama.cpp could not load {path} ({exc}); the file may be corrupt, download it again."
+            ) from None
         self.context_length = self._llm.n_ctx()
         self._lock = threading.Lock()  # one generation at a time per loaded model
         self._context_logits = None  # (context tokens, logits at its last position) of the last scoring request
@@ -173,7 +181,9 @@ class LlamaCppEngine(EngineBase):
         cancel = threading.Event()
         return Generation(self._stream(prompt_tokens, params, grammar, cancel), cancel)
 
-    def _stream(self, prompt_tokens, params: GenerationParams, grammar, cancel: threading.Event) -> Generator[str, None, GenerationResult]:
+    def _stream(
+        self, prompt_tokens, params: GenerationParams, grammar, cancel: threading.Event
+    ) -> Generator[str, None, GenerationResult]:
         import llama_cpp
 
         llm = self._llm
@@ -286,13 +296,25 @@ class LlamaCppEngine(EngineBase):
                 out.append(TokenLogprob(piece.decode("utf-8", errors="replace"), None, {}, offset))
             else:
                 row = rows[i - 1]
-                out.append(TokenLogprob(piece.decode("utf-8", errors="replace"), float(row[tokens[i]]),
-                                        self._top(row, top, vocab), offset))
+                out.append(
+                    TokenLogprob(
+                        piece.decode("utf-8", errors="replace"),
+                        float(row[tokens[i]]),
+                        self._top(row, top, vocab),
+                        offset,
+                    )
+                )
         if next_token:
             row = rows[-1]
             best = int(np.argmax(row))
-            out.append(TokenLogprob(token_bytes(vocab, best).decode("utf-8", errors="replace"), float(row[best]),
-                                    self._top(row, top, vocab), len(raw.decode("utf-8", errors="ignore"))))
+            out.append(
+                TokenLogprob(
+                    token_bytes(vocab, best).decode("utf-8", errors="replace"),
+                    float(row[best]),
+                    self._top(row, top, vocab),
+                    len(raw.decode("utf-8", errors="ignore")),
+                )
+            )
         return out
 
     @staticmethod
@@ -302,8 +324,10 @@ class LlamaCppEngine(EngineBase):
         if n <= 0:
             return {}
         best = np.argpartition(-row, n)[:n]
-        return {token_bytes(vocab, int(t)).decode("utf-8", errors="replace"): float(row[t])
-                for t in best[np.argsort(-row[best])]}
+        return {
+            token_bytes(vocab, int(t)).decode("utf-8", errors="replace"): float(row[t])
+            for t in best[np.argsort(-row[best])]
+        }
 
     def _score(self, context: list[int], continuation: list[int]) -> LogLikelihood:
         import numpy as np
@@ -328,8 +352,12 @@ class LlamaCppEngine(EngineBase):
         rows: list[np.ndarray] = []
         key = tuple(tokens[:first_scored])
         cached_row = self._context_logits
-        if (cached_row is not None and cached_row[0] == key and llm.n_tokens >= first_scored
-                and list(llm.input_ids[:first_scored]) == list(key)):
+        if (
+            cached_row is not None
+            and cached_row[0] == key
+            and llm.n_tokens >= first_scored
+            and list(llm.input_ids[:first_scored]) == list(key)
+        ):
             # the same context as the previous request (the options of one multiple-choice item): its
             # last position's logits are known, so only the continuation's own tokens are decoded
             prefix, want_from = first_scored, first_scored

@@ -57,11 +57,27 @@ class _Slot:
 
 class BatchedLlamaCpp(EngineBase):
     engine_name = "llama.cpp (batched)"
-    capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.TOKENIZE, Capability.LOGLIKELIHOOD,
-                              Capability.CONSTRAINED, Capability.TOOLS})
+    capabilities = frozenset(
+        {
+            Capability.CHAT,
+            Capability.COMPLETION,
+            Capability.TOKENIZE,
+            Capability.LOGLIKELIHOOD,
+            Capability.CONSTRAINED,
+            Capability.TOOLS,
+        }
+    )
 
-    def __init__(self, engine: LlamaCppEngine, *, slots: int = 4, ctx_per_slot: int | None = None,
-                 n_batch: int = 512, n_threads: int | None = None, kv_cache: str = "f16"):
+    def __init__(
+        self,
+        engine: LlamaCppEngine,
+        *,
+        slots: int = 4,
+        ctx_per_slot: int | None = None,
+        n_batch: int = 512,
+        n_threads: int | None = None,
+        kv_cache: str = "f16",
+    ):
         import llama_cpp
 
         from internlocal.engines.llamacpp import default_threads
@@ -89,8 +105,10 @@ class BatchedLlamaCpp(EngineBase):
             params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
         self._ctx = llama_cpp.llama_init_from_model(model.model, params)
         if not self._ctx:
-            raise UserError(f"llama.cpp could not create a {self.slots_n}-slot context for {self.model_name}; "
-                            "lower --slots or the context length.")
+            raise UserError(
+                f"llama.cpp could not create a {self.slots_n}-slot context for {self.model_name}; "
+                "lower --slots or the context length."
+            )
         self._mem = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(n_batch + self.slots_n, 0, self.slots_n)
         self._slots = [_Slot(seq=i) for i in range(self.slots_n)]
@@ -129,7 +147,9 @@ class BatchedLlamaCpp(EngineBase):
 
             plan = plan_tools(messages, tools, tool_choice, self.engine.chat_template)
             prompt = self.engine._fit_chat(plan.messages, params.max_tokens, tools=plan.template_tools)
-            return plan.wrap(self._submit(prompt, params, {"type": "grammar", "grammar": plan.grammar} if plan.grammar else None))
+            return plan.wrap(
+                self._submit(prompt, params, {"type": "grammar", "grammar": plan.grammar} if plan.grammar else None)
+            )
         prompt = self.engine._fit_chat(list(messages), params.max_tokens)
         return self._submit(prompt, params, response_format)
 
@@ -137,7 +157,9 @@ class BatchedLlamaCpp(EngineBase):
         params = params or GenerationParams()
         tokens = self.tokenize(prompt, add_special=True)
         if len(tokens) >= self.context_length:
-            raise UserError(f"The prompt has {len(tokens)} tokens but the context holds {self.context_length}; shorten it.")
+            raise UserError(
+                f"The prompt has {len(tokens)} tokens but the context holds {self.context_length}; shorten it."
+            )
         return self._submit(tokens, params, response_format)
 
     @property
@@ -221,7 +243,9 @@ class BatchedLlamaCpp(EngineBase):
             except queue.Empty:
                 return
             if request.cancel.is_set():
-                request.out.put(("done", GenerationResult(finish_reason="cancelled", prompt_tokens=len(request.prompt))))
+                request.out.put(
+                    ("done", GenerationResult(finish_reason="cancelled", prompt_tokens=len(request.prompt)))
+                )
                 continue
             slot, prefix = max(((s, _common_prefix(s.cached, request.prompt)) for s in free), key=lambda sp: sp[1])
             prefix = min(prefix, len(request.prompt) - 1)  # the last prompt token is decoded again for its logits
@@ -247,7 +271,9 @@ class BatchedLlamaCpp(EngineBase):
                 raise UserError("The output grammar could not be compiled; simplify the JSON schema.")
             llama_cpp.llama_sampler_chain_add(chain, grammar)
         if p.repeat_penalty != 1.0:
-            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_penalties(64, p.repeat_penalty, 0.0, 0.0))
+            llama_cpp.llama_sampler_chain_add(
+                chain, llama_cpp.llama_sampler_init_penalties(64, p.repeat_penalty, 0.0, 0.0)
+            )
         if p.temperature <= 0:
             llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
         else:
@@ -273,7 +299,7 @@ class BatchedLlamaCpp(EngineBase):
         budget -= len(generating)
         for slot in prefilling:
             slot.batch_index = -1
-            take = slot.pending[:max(0, budget)]
+            take = slot.pending[: max(0, budget)]
             if not take:
                 continue
             for i, token in enumerate(take):
@@ -282,7 +308,7 @@ class BatchedLlamaCpp(EngineBase):
                 if last:
                     slot.batch_index = n
                 n += 1
-            slot.pending = slot.pending[len(take):]
+            slot.pending = slot.pending[len(take) :]
             budget -= len(take)
         batch.n_tokens = n
 

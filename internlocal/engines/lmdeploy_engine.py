@@ -60,10 +60,28 @@ def server_command(lmdeploy: Path, model_path: str, model_name: str, port: int, 
         raise UserError(f"LMDeploy backend {options.backend!r} is not turbomind or pytorch.")
     if options.kv_cache not in KV_QUANT:
         raise UserError(f"KV cache type {options.kv_cache!r} is not one of {', '.join(KV_QUANT)}.")
-    command = [str(lmdeploy), "serve", "api_server", model_path, "--server-name", "127.0.0.1", "--server-port", str(port),
-               "--backend", options.backend, "--model-name", model_name, "--session-len", str(options.session_len),
-               "--tp", str(options.tp), "--quant-policy", str(KV_QUANT[options.kv_cache]),
-               "--cache-max-entry-count", str(options.cache_max_entry_count)]
+    command = [
+        str(lmdeploy),
+        "serve",
+        "api_server",
+        model_path,
+        "--server-name",
+        "127.0.0.1",
+        "--server-port",
+        str(port),
+        "--backend",
+        options.backend,
+        "--model-name",
+        model_name,
+        "--session-len",
+        str(options.session_len),
+        "--tp",
+        str(options.tp),
+        "--quant-policy",
+        str(KV_QUANT[options.kv_cache]),
+        "--cache-max-entry-count",
+        str(options.cache_max_entry_count),
+    ]
     if options.model_format:
         command += ["--model-format", options.model_format]
     return command
@@ -79,11 +97,21 @@ class LMDeployEngine(EngineBase):
     engine_name = "LMDeploy"
     capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.CONSTRAINED, Capability.TOOLS})
 
-    def __init__(self, model_path: str, *, home: Path, model_name: str, options: LMDeployOptions | None = None,
-                 start_timeout: float = 600, log_path: Path | None = None):
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        home: Path,
+        model_name: str,
+        options: LMDeployOptions | None = None,
+        start_timeout: float = 600,
+        log_path: Path | None = None,
+    ):
         lmdeploy = executable(home)
         if lmdeploy is None:
-            raise UserError("LMDeploy is not installed; run `internlocal engines install lmdeploy` on a machine with an NVIDIA GPU.")
+            raise UserError(
+                "LMDeploy is not installed; run `internlocal engines install lmdeploy` on a machine with an NVIDIA GPU."
+            )
         self.model_name = model_name
         self.options = options or LMDeployOptions()
         self.context_length = self.options.session_len
@@ -102,12 +130,18 @@ class LMDeployEngine(EngineBase):
         self.port = _free_port()
         self.command = server_command(self._lmdeploy, self._model_path, self.model_name, self.port, self.options)
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=self._log_path.open("ab"),
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            self.command,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self._wait_ready()
-        self._remote = RemoteEngine(self.url, self.model_name, model_name=self.model_name,
-                                    context_length=self.context_length)
+        self._remote = RemoteEngine(
+            self.url, self.model_name, model_name=self.model_name, context_length=self.context_length
+        )
 
     def _wait_ready(self) -> None:
         import requests
@@ -115,7 +149,9 @@ class LMDeployEngine(EngineBase):
         deadline = time.monotonic() + self._start_timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise UserError(f"LMDeploy exited with code {self.process.returncode} while starting: {self.last_log()}")
+                raise UserError(
+                    f"LMDeploy exited with code {self.process.returncode} while starting: {self.last_log()}"
+                )
             try:
                 if requests.get(f"{self.url}/models", timeout=2).status_code == 200:
                     return
@@ -167,13 +203,24 @@ class LMDeployEngine(EngineBase):
     # -- the Engine protocol (through the server) --------------------------------------------------
 
     def chat(self, messages, params=None, *, response_format=None, tools=None, tool_choice=None) -> Generation:
-        return self._ensure_alive().chat(messages, params, response_format=response_format, tools=tools,
-                                         tool_choice=tool_choice)
+        return self._ensure_alive().chat(
+            messages, params, response_format=response_format, tools=tools, tool_choice=tool_choice
+        )
 
     def complete(self, prompt, params=None, *, response_format=None) -> Generation:
         return self._ensure_alive().complete(prompt, params, response_format=response_format)
 
 
 def awq_command(lmdeploy: Path, model_path: str, work_dir: str, *, w_bits: int = 4, group_size: int = 128) -> list[str]:
-    return [str(lmdeploy), "lite", "auto_awq", model_path, "--work-dir", work_dir, "--w-bits", str(w_bits),
-            "--w-group-size", str(group_size)]
+    return [
+        str(lmdeploy),
+        "lite",
+        "auto_awq",
+        model_path,
+        "--work-dir",
+        work_dir,
+        "--w-bits",
+        str(w_bits),
+        "--w-group-size",
+        str(group_size),
+    ]

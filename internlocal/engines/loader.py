@@ -27,7 +27,9 @@ def choose_engine(model: Model, settings: Settings) -> str:
 
         wanted = "lmdeploy" if executable(settings.home) is not None and _has_cuda() else "transformers"
     if wanted == "llama.cpp" and model.format != "gguf":
-        raise UserError(f"llama.cpp runs GGUF files; {model.name} is {model.format} (convert it, or choose another engine).")
+        raise UserError(
+            f"llama.cpp runs GGUF files; {model.name} is {model.format} (convert it, or choose another engine)."
+        )
     if wanted == "transformers" and model.format != "hf":
         raise UserError(f"transformers runs Hugging Face folders; {model.name} is {model.format}.")
     return wanted
@@ -52,22 +54,40 @@ def load_engine(model: Model, settings: Settings) -> Engine:
     if name == "remote":
         from internlocal.engines.remote import RemoteEngine
 
-        return RemoteEngine(model.path, meta.get("remote_model") or model.name, api_key_env=meta.get("api_key_env"),
-                            model_name=model.name, context_length=model.context_length or 0)
+        return RemoteEngine(
+            model.path,
+            meta.get("remote_model") or model.name,
+            api_key_env=meta.get("api_key_env"),
+            model_name=model.name,
+            context_length=model.context_length or 0,
+        )
     if not Path(model.path).exists():
         raise ModelFileError(f"The file of {model.name} is gone ({model.path}); import or download it again.")
     if name == "llama.cpp":
         from internlocal.engines.llamacpp import LlamaCppEngine
 
-        return LlamaCppEngine(model.path, model_name=model.name, n_ctx=settings.context_length, n_threads=settings.threads,
-                              n_gpu_layers=settings.gpu_layers, chat_template=model.chat_template,
-                              kv_cache=settings.kv_cache, lora_path=meta.get("gguf_lora"))
+        return LlamaCppEngine(
+            model.path,
+            model_name=model.name,
+            n_ctx=settings.context_length,
+            n_threads=settings.threads,
+            n_gpu_layers=settings.gpu_layers,
+            chat_template=model.chat_template,
+            kv_cache=settings.kv_cache,
+            lora_path=meta.get("gguf_lora"),
+        )
     if name == "transformers":
         from internlocal.engines.transformers_engine import TransformersEngine
 
-        return TransformersEngine(model.path, model_name=model.name, adapter=meta.get("adapter"),
-                                  quantization=meta.get("load_in"), chat_template=model.chat_template,
-                                  n_ctx=settings.context_length, threads=settings.threads)
+        return TransformersEngine(
+            model.path,
+            model_name=model.name,
+            adapter=meta.get("adapter"),
+            quantization=meta.get("load_in"),
+            chat_template=model.chat_template,
+            n_ctx=settings.context_length,
+            threads=settings.threads,
+        )
     if name == "lmdeploy":
         from internlocal.engines.lmdeploy_engine import LMDeployEngine, LMDeployOptions
 
@@ -83,8 +103,12 @@ def load_embedder(model: Model) -> Embedder:
         from internlocal.engines.remote import RemoteEmbedder
 
         meta = model.metadata_dict
-        return RemoteEmbedder(model.path, meta.get("remote_model") or model.name, api_key_env=meta.get("api_key_env"),
-                              model_name=model.name)
+        return RemoteEmbedder(
+            model.path,
+            meta.get("remote_model") or model.name,
+            api_key_env=meta.get("api_key_env"),
+            model_name=model.name,
+        )
     from internlocal.engines.sentence_transformers import SentenceTransformerEmbedder
 
     return SentenceTransformerEmbedder(model.path, model_name=model.name)

@@ -28,11 +28,21 @@ from internlocal.errors import ContextOverflow, Unsupported, UserError
 
 class RemoteEngine(EngineBase):
     engine_name = "remote OpenAI endpoint"
-    capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.CONSTRAINED, Capability.TOOLS,
-                              Capability.LOGLIKELIHOOD})
+    capabilities = frozenset(
+        {Capability.CHAT, Capability.COMPLETION, Capability.CONSTRAINED, Capability.TOOLS, Capability.LOGLIKELIHOOD}
+    )
 
-    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, api_key_env: str | None = None,
-                 model_name: str | None = None, context_length: int = 0, timeout: float = 600):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        api_key_env: str | None = None,
+        model_name: str | None = None,
+        context_length: int = 0,
+        timeout: float = 600,
+    ):
         import requests
 
         self.base_url = base_url.rstrip("/")
@@ -45,8 +55,14 @@ class RemoteEngine(EngineBase):
         self._session = requests.Session()
 
     def _body(self, params: GenerationParams, **extra: Any) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.remote_model, "stream": True, "stream_options": {"include_usage": True},
-                                "temperature": params.temperature, "top_p": params.top_p, "max_tokens": params.max_tokens}
+        body: dict[str, Any] = {
+            "model": self.remote_model,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_tokens,
+        }
         if params.seed is not None:
             body["seed"] = params.seed
         if params.stop:
@@ -56,8 +72,13 @@ class RemoteEngine(EngineBase):
 
     def chat(self, messages, params=None, *, response_format=None, tools=None, tool_choice=None) -> Generation:
         params = params or GenerationParams()
-        body = self._body(params, messages=list(messages), response_format=response_format,
-                          tools=list(tools) if tools else None, tool_choice=tool_choice)
+        body = self._body(
+            params,
+            messages=list(messages),
+            response_format=response_format,
+            tools=list(tools) if tools else None,
+            tool_choice=tool_choice,
+        )
         cancel = threading.Event()
         return Generation(self._stream("/chat/completions", body, cancel, chat=True), cancel)
 
@@ -66,7 +87,9 @@ class RemoteEngine(EngineBase):
         cancel = threading.Event()
         return Generation(self._stream("/completions", self._body(params, prompt=prompt), cancel, chat=False), cancel)
 
-    def _stream(self, path: str, body: dict, cancel: threading.Event, *, chat: bool) -> Generator[str, None, GenerationResult]:
+    def _stream(
+        self, path: str, body: dict, cancel: threading.Event, *, chat: bool
+    ) -> Generator[str, None, GenerationResult]:
         import requests
 
         url = f"{self.base_url}{path}"
@@ -75,7 +98,9 @@ class RemoteEngine(EngineBase):
         text: list[str] = []
         calls: dict[int, dict[str, Any]] = {}
         try:
-            response = self._session.post(url, headers=self._headers, data=json.dumps(body), stream=True, timeout=(10, self._timeout))
+            response = self._session.post(
+                url, headers=self._headers, data=json.dumps(body), stream=True, timeout=(10, self._timeout)
+            )
         except requests.RequestException as exc:
             raise UserError(f"Cannot reach {self.base_url} ({exc}); is the server running?") from None
         with response:
@@ -85,7 +110,9 @@ class RemoteEngine(EngineBase):
                 except ValueError:
                     message = response.text[:200]
                 hint = " (check the API key)" if response.status_code in (401, 403) else ""
-                error = ContextOverflow if response.status_code == 400 and "context" in str(message).lower() else UserError
+                error = (
+                    ContextOverflow if response.status_code == 400 and "context" in str(message).lower() else UserError
+                )
                 raise error(f"{self.base_url} answered {response.status_code}: {message}{hint}")
             for line in response.iter_lines(decode_unicode=True):
                 if cancel.is_set():
@@ -103,8 +130,10 @@ class RemoteEngine(EngineBase):
                 for choice in chunk.get("choices") or []:
                     piece = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
                     for call in (choice.get("delta") or {}).get("tool_calls") or []:
-                        entry = calls.setdefault(call.get("index", 0), {"id": call.get("id"), "type": "function",
-                                                                        "function": {"name": "", "arguments": ""}})
+                        entry = calls.setdefault(
+                            call.get("index", 0),
+                            {"id": call.get("id"), "type": "function", "function": {"name": "", "arguments": ""}},
+                        )
                         fn = call.get("function") or {}
                         entry["function"]["name"] += fn.get("name") or ""
                         entry["function"]["arguments"] += fn.get("arguments") or ""
@@ -152,15 +181,28 @@ class RemoteEngine(EngineBase):
     def _prompt_logprobs(self, prompt: str) -> list[dict[str, Any]]:
         import requests
 
-        body = {"model": self.remote_model, "prompt": prompt, "echo": True, "logprobs": 1, "max_tokens": 1, "temperature": 0}
+        body = {
+            "model": self.remote_model,
+            "prompt": prompt,
+            "echo": True,
+            "logprobs": 1,
+            "max_tokens": 1,
+            "temperature": 0,
+        }
         try:
-            response = self._session.post(f"{self.base_url}/completions", headers=self._headers, data=json.dumps(body),
-                                          timeout=(10, self._timeout))
+            response = self._session.post(
+                f"{self.base_url}/completions",
+                headers=self._headers,
+                data=json.dumps(body),
+                timeout=(10, self._timeout),
+            )
         except requests.RequestException as exc:
             raise UserError(f"Cannot reach {self.base_url} ({exc}); is the server running?") from None
-        unsupported = Unsupported(f"{self.base_url} does not return prompt log-probabilities (completions with echo and "
-                                  "logprobs), so it cannot score multiple-choice or perplexity tasks; run generation "
-                                  "tasks against it, or serve the model with internlocal or vLLM.")
+        unsupported = Unsupported(
+            f"{self.base_url} does not return prompt log-probabilities (completions with echo and "
+            "logprobs), so it cannot score multiple-choice or perplexity tasks; run generation "
+            "tasks against it, or serve the model with internlocal or vLLM."
+        )
         if response.status_code in (400, 404, 422, 501):
             message = response.text[:300]
             if "context" in message.lower():
@@ -188,8 +230,16 @@ class RemoteEngine(EngineBase):
 class RemoteEmbedder:
     """An OpenAI-compatible ``/v1/embeddings`` endpoint; its dimension is learnt from one probe request."""
 
-    def __init__(self, base_url: str, model: str, *, api_key_env: str | None = None, model_name: str | None = None,
-                 timeout: float = 120, batch_size: int = 64):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key_env: str | None = None,
+        model_name: str | None = None,
+        timeout: float = 120,
+        batch_size: int = 64,
+    ):
         import requests
 
         self.base_url = base_url.rstrip("/")
@@ -206,10 +256,14 @@ class RemoteEmbedder:
 
         vectors: list[list[float]] = []
         for start in range(0, len(texts), self._batch):
-            batch = list(texts[start:start + self._batch])
+            batch = list(texts[start : start + self._batch])
             try:
-                response = self._session.post(f"{self.base_url}/embeddings", headers=self._headers, timeout=(10, self._timeout),
-                                              data=json.dumps({"model": self.remote_model, "input": batch}))
+                response = self._session.post(
+                    f"{self.base_url}/embeddings",
+                    headers=self._headers,
+                    timeout=(10, self._timeout),
+                    data=json.dumps({"model": self.remote_model, "input": batch}),
+                )
             except requests.RequestException as exc:
                 raise UserError(f"Cannot reach {self.base_url} ({exc}); is the embedding server running?") from None
             if response.status_code >= 400:

@@ -13,7 +13,11 @@ class SentenceTransformerEmbedder:
         self.model_name = model_name or Path(path).name
         # a local directory: never ask a hub (and do not set HF_HUB_OFFLINE for the whole process)
         self._model = SentenceTransformer(str(path), device=device or "cpu", local_files_only=True)
-        self.dimension = int(self._model.get_embedding_dimension() if hasattr(self._model, "get_embedding_dimension") else self._model.get_sentence_embedding_dimension())
+        self.dimension = int(
+            self._model.get_embedding_dimension()
+            if hasattr(self._model, "get_embedding_dimension")
+            else self._model.get_sentence_embedding_dimension()
+        )
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         vectors = self._model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True)

@@ -68,8 +68,9 @@ class ToolPlan:
         return Generation(producer(), generation._cancel)
 
 
-def plan_tools(messages: Sequence[Message], tools: Sequence[dict[str, Any]], tool_choice: Any,
-               template: str | None) -> ToolPlan:
+def plan_tools(
+    messages: Sequence[Message], tools: Sequence[dict[str, Any]], tool_choice: Any, template: str | None
+) -> ToolPlan:
     """How to ask for tool calls: what to render, and which grammar (if any) constrains the reply."""
     functions = [_function(t) for t in tools]
     choice = tool_choice if tool_choice is not None else "auto"
@@ -89,7 +90,9 @@ def plan_tools(messages: Sequence[Message], tools: Sequence[dict[str, Any]], too
 
     if has_native_tool_format(template):
         grammar = None if may_answer else _native_grammar(allowed)
-        return ToolPlan(native_history(messages), [{"type": "function", "function": f} for f in functions], grammar, True)
+        return ToolPlan(
+            native_history(messages), [{"type": "function", "function": f} for f in functions], grammar, True
+        )
 
     history = flatten_history(messages)
     instructions = fallback_instructions(allowed, may_answer)
@@ -127,8 +130,15 @@ def native_history(messages: Sequence[Message]) -> list[Message]:
 
 
 def _native_grammar(functions: list[dict[str, Any]]) -> str:
-    options = [{"type": "object", "properties": {"name": {"const": f["name"]}, "arguments": f.get("parameters") or {"type": "object"}},
-                "required": ["name", "arguments"], "additionalProperties": False} for f in functions]
+    options = [
+        {
+            "type": "object",
+            "properties": {"name": {"const": f["name"]}, "arguments": f.get("parameters") or {"type": "object"}},
+            "required": ["name", "arguments"],
+            "additionalProperties": False,
+        }
+        for f in functions
+    ]
     call = _schema_grammar(options[0] if len(options) == 1 else {"anyOf": options})
     call = re.sub(r"^root ::=", "call ::=", call, flags=re.M)
     return 'root ::= "<tool_call>\\n" call "\\n</tool_call>"\n' + call
@@ -142,8 +152,16 @@ def parse_native(text: str) -> tuple[str | None, list[dict[str, Any]] | None]:
         except json.JSONDecodeError:
             continue
         if isinstance(data, dict) and data.get("name"):
-            calls.append({"id": _call_id(), "type": "function",
-                          "function": {"name": data["name"], "arguments": json.dumps(data.get("arguments", {}), ensure_ascii=False)}})
+            calls.append(
+                {
+                    "id": _call_id(),
+                    "type": "function",
+                    "function": {
+                        "name": data["name"],
+                        "arguments": json.dumps(data.get("arguments", {}), ensure_ascii=False),
+                    },
+                }
+            )
     content = _BLOCK.sub("", text).strip() or None
     return content, calls or None
 
@@ -154,8 +172,10 @@ def parse_native(text: str) -> tuple[str | None, list[dict[str, Any]] | None]:
 def fallback_instructions(functions: list[dict[str, Any]], may_answer: bool) -> str:
     lines = ["You can call these tools:"]
     for f in functions:
-        lines.append(f"- {f['name']}: {f.get('description') or ''} Arguments (JSON schema): "
-                     f"{json.dumps(f.get('parameters') or {}, ensure_ascii=False)}")
+        lines.append(
+            f"- {f['name']}: {f.get('description') or ''} Arguments (JSON schema): "
+            f"{json.dumps(f.get('parameters') or {}, ensure_ascii=False)}"
+        )
     lines.append('To call a tool reply with JSON: {"tool": "<name>", "arguments": {...}}.')
     if may_answer:
         lines.append('To answer without a tool reply with JSON: {"answer": "<your answer>"}.')
@@ -164,13 +184,23 @@ def fallback_instructions(functions: list[dict[str, Any]], may_answer: bool) -> 
 
 def fallback_schema(functions: list[dict[str, Any]], may_answer: bool) -> dict[str, Any]:
     options: list[dict[str, Any]] = [
-        {"type": "object", "properties": {"tool": {"const": f["name"]}, "arguments": f.get("parameters") or {"type": "object"}},
-         "required": ["tool", "arguments"], "additionalProperties": False}
+        {
+            "type": "object",
+            "properties": {"tool": {"const": f["name"]}, "arguments": f.get("parameters") or {"type": "object"}},
+            "required": ["tool", "arguments"],
+            "additionalProperties": False,
+        }
         for f in functions
     ]
     if may_answer:
-        options.append({"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"],
-                        "additionalProperties": False})
+        options.append(
+            {
+                "type": "object",
+                "properties": {"answer": {"type": "string"}},
+                "required": ["answer"],
+                "additionalProperties": False,
+            }
+        )
     return options[0] if len(options) == 1 else {"anyOf": options}
 
 
@@ -180,8 +210,16 @@ def parse_fallback(text: str) -> tuple[str | None, list[dict[str, Any]] | None]:
     except json.JSONDecodeError:
         return text, None  # cut at max_tokens before the JSON closed: hand back what there is
     if isinstance(data, dict) and "tool" in data:
-        return None, [{"id": _call_id(), "type": "function",
-                       "function": {"name": data["tool"], "arguments": json.dumps(data.get("arguments", {}), ensure_ascii=False)}}]
+        return None, [
+            {
+                "id": _call_id(),
+                "type": "function",
+                "function": {
+                    "name": data["tool"],
+                    "arguments": json.dumps(data.get("arguments", {}), ensure_ascii=False),
+                },
+            }
+        ]
     if isinstance(data, dict) and "answer" in data:
         return str(data["answer"]), None
     return text, None
@@ -204,7 +242,9 @@ def flatten_history(messages: Sequence[Message]) -> list[Message]:
                 except (json.JSONDecodeError, TypeError):
                     arguments = fn.get("arguments")
                 calls.append({"tool": fn.get("name"), "arguments": arguments})
-            out.append({"role": "assistant", "content": json.dumps(calls[0] if len(calls) == 1 else calls, ensure_ascii=False)})
+            out.append(
+                {"role": "assistant", "content": json.dumps(calls[0] if len(calls) == 1 else calls, ensure_ascii=False)}
+            )
         elif role == "tool":
             name = names.get(m.get("tool_call_id") or "", m.get("name") or "the tool")
             out.append({"role": "user", "content": f"Result of {name}: {content}"})

@@ -32,10 +32,20 @@ class TransformersEngine(EngineBase):
     engine_name = "transformers"
     capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.TOKENIZE, Capability.LOGLIKELIHOOD})
 
-    def __init__(self, path: str | Path, *, model_name: str | None = None, adapter: str | Path | None = None,
-                 merge_adapter: bool = False, quantization: str | None = None, device: str | None = None,
-                 dtype: str | None = None, chat_template: str | None = None, n_ctx: int | None = None,
-                 threads: int | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        model_name: str | None = None,
+        adapter: str | Path | None = None,
+        merge_adapter: bool = False,
+        quantization: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        chat_template: str | None = None,
+        n_ctx: int | None = None,
+        threads: int | None = None,
+    ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -53,9 +63,12 @@ class TransformersEngine(EngineBase):
             except ImportError:  # pragma: no cover - transformers always has it
                 raise UserError("This transformers has no bitsandbytes support.") from None
             kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=quantization == "4bit", load_in_8bit=quantization == "8bit",
-                bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=torch.bfloat16 if self.device == "cuda" else torch.float32)
+                load_in_4bit=quantization == "4bit",
+                load_in_8bit=quantization == "8bit",
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.bfloat16 if self.device == "cuda" else torch.float32,
+            )
             kwargs["device_map"] = {"": 0} if self.device == "cuda" else "cpu"
         elif quantization not in (None, "", "none"):
             raise UserError(f"Quantization {quantization!r} is not one of 4bit, 8bit.")
@@ -124,12 +137,16 @@ class TransformersEngine(EngineBase):
 
     def _generation(self, prompt: list[int], params: GenerationParams) -> Generation:
         if len(prompt) + 1 >= self.context_length:
-            raise ContextOverflow(f"The prompt has {len(prompt)} tokens but {self.model_name}'s context holds "
-                            f"{self.context_length}; shorten it.")
+            raise ContextOverflow(
+                f"The prompt has {len(prompt)} tokens but {self.model_name}'s context holds "
+                f"{self.context_length}; shorten it."
+            )
         cancel = threading.Event()
         return Generation(self._stream(prompt, params, cancel), cancel)
 
-    def _stream(self, prompt: list[int], params: GenerationParams, cancel: threading.Event) -> Generator[str, None, GenerationResult]:
+    def _stream(
+        self, prompt: list[int], params: GenerationParams, cancel: threading.Event
+    ) -> Generator[str, None, GenerationResult]:
         import torch
 
         result = GenerationResult(prompt_tokens=len(prompt), finish_reason="length")
@@ -188,7 +205,7 @@ class TransformersEngine(EngineBase):
             cont = self.tokenize(continuation, add_special=False)
             if not cont:
                 raise UserError("A log-likelihood request has an empty continuation; give it some text.")
-            tokens = (ctx + cont)[-self.context_length:]
+            tokens = (ctx + cont)[-self.context_length :]
             n_cont = min(len(cont), len(tokens) - 1)
             encoded.append((tokens[:-n_cont], tokens[-n_cont:]))
         packs = self._packs(encoded)
@@ -197,7 +214,7 @@ class TransformersEngine(EngineBase):
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         with self._lock, torch.inference_mode():
             for start in range(0, len(order), batch_size):
-                chunk = [packs[k] for k in order[start:start + batch_size]]
+                chunk = [packs[k] for k in order[start : start + batch_size]]
                 width = max(len(pack.ids) for pack in chunk)
                 ids = torch.full((len(chunk), width), pad, dtype=torch.long)
                 positions = torch.zeros((len(chunk), width), dtype=torch.long)
@@ -211,8 +228,9 @@ class TransformersEngine(EngineBase):
                 kwargs: dict[str, Any] = {"position_ids": positions.to(self.device)}
                 if self._keep_logits:
                     kwargs["logits_to_keep"] = torch.tensor(needed, device=self.device)
-                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask[:, None].to(self.device),
-                                    **kwargs).logits
+                logits = self.model(
+                    input_ids=ids.to(self.device), attention_mask=mask[:, None].to(self.device), **kwargs
+                ).logits
                 column = {i: c for c, i in enumerate(needed)} if self._keep_logits else {i: i for i in range(width)}
                 for row, pack in enumerate(chunk):
                     for request, predictors, targets in pack.scoring():
@@ -221,7 +239,9 @@ class TransformersEngine(EngineBase):
                         wanted = torch.tensor(targets, device=rows.device)
                         picked = rows.gather(1, wanted[:, None]).squeeze(1)
                         greedy = bool((rows.argmax(-1) == wanted).all())
-                        results[request] = LogLikelihood(logprob=float(picked.sum()), is_greedy=greedy, n_tokens=len(targets))
+                        results[request] = LogLikelihood(
+                            logprob=float(picked.sum()), is_greedy=greedy, n_tokens=len(targets)
+                        )
         return results  # type: ignore[return-value]
 
     def _packs(self, encoded: list[tuple[list[int], list[int]]]) -> list[_Pack]:
@@ -246,8 +266,8 @@ class TransformersEngine(EngineBase):
             window = self.context_length - 1
             total = 0.0
             for start in range(0, len(tokens), window):
-                chunk = tokens[start:start + window]
-                prefix = ([bos] if bos is not None else chunk[:1]) if start == 0 else tokens[start - 1:start]
+                chunk = tokens[start : start + window]
+                prefix = ([bos] if bos is not None else chunk[:1]) if start == 0 else tokens[start - 1 : start]
                 if start == 0 and bos is None:
                     chunk = chunk[1:]
                     if not chunk:
@@ -347,7 +367,7 @@ class _Pack:
         """(request, rows whose logits predict its tokens, its tokens) for each continuation."""
         for request, start, length in self.members:
             predictors = [self.context_len - 1] + list(range(start, start + length - 1))
-            yield request, predictors, self.ids[start:start + length]
+            yield request, predictors, self.ids[start : start + length]
 
     def scored_rows(self) -> set[int]:
         return {i for _, predictors, _ in self.scoring() for i in predictors}

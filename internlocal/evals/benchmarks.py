@@ -76,41 +76,78 @@ def mmlu(folder: Path) -> tuple[list[dict], dict]:
             for n, row in _csv(path, header=False):
                 if len(row) != 6 or row[5].strip() not in ("A", "B", "C", "D"):
                     raise UserError(f"{path} {n}: expected question,A,B,C,D,answer (A-D).")
-                rows.append({"subject": _subject(path), "question": row[0], "choices": row[1:5], "answer": "ABCD".index(row[5].strip())})
+                rows.append(
+                    {
+                        "subject": _subject(path),
+                        "question": row[0],
+                        "choices": row[1:5],
+                        "answer": "ABCD".index(row[5].strip()),
+                    }
+                )
         else:
             for n, row in read_rows(path):
                 if not isinstance(row.get("choices"), list) or not isinstance(row.get("answer"), int):
                     raise UserError(f"{path} {n}: expected question, subject, choices (list) and answer (index).")
-                rows.append({"subject": str(row.get("subject", "")).replace("_", " "), "question": row["question"],
-                             "choices": row["choices"], "answer": row["answer"]})
-    spec = {"output_type": "multiple_choice", "doc_to_choice": ["A", "B", "C", "D"], "doc_to_target": "{answer}",
-            "doc_to_text": "The following are multiple choice questions (with answers) about {subject}.\n\n{question}\n"
-                           "A. {c0}\nB. {c1}\nC. {c2}\nD. {c3}\nAnswer:"}
+                rows.append(
+                    {
+                        "subject": str(row.get("subject", "")).replace("_", " "),
+                        "question": row["question"],
+                        "choices": row["choices"],
+                        "answer": row["answer"],
+                    }
+                )
+    spec = {
+        "output_type": "multiple_choice",
+        "doc_to_choice": ["A", "B", "C", "D"],
+        "doc_to_target": "{answer}",
+        "doc_to_text": "The following are multiple choice questions (with answers) about {subject}.\n\n{question}\n"
+        "A. {c0}\nB. {c1}\nC. {c2}\nD. {c3}\nAnswer:",
+    }
     return [{**r, **{f"c{i}": c for i, c in enumerate(r["choices"])}} for r in rows], spec
 
 
-def _chinese_mcq(folder: Path, groups: list[tuple[str, ...]], q: str, answer: str, intro: str) -> tuple[list[dict], dict]:
+def _chinese_mcq(
+    folder: Path, groups: list[tuple[str, ...]], q: str, answer: str, intro: str
+) -> tuple[list[dict], dict]:
     rows = []
     for path in _files(folder, *groups):
         for n, row in _rows(path):
             if answer not in row or row[answer] not in ("A", "B", "C", "D"):
                 raise UserError(f"{path} {n}: the answer must be one of A, B, C, D.")
-            rows.append({"subject": _subject(path), "question": row[q], "c0": row["A"], "c1": row["B"], "c2": row["C"],
-                         "c3": row["D"], "answer": "ABCD".index(row[answer])})
-    spec = {"output_type": "multiple_choice", "doc_to_choice": ["A", "B", "C", "D"], "doc_to_target": "{answer}",
-            "target_delimiter": " ", "doc_to_text": intro + "{question}\nA. {c0}\nB. {c1}\nC. {c2}\nD. {c3}\n答案："}
+            rows.append(
+                {
+                    "subject": _subject(path),
+                    "question": row[q],
+                    "c0": row["A"],
+                    "c1": row["B"],
+                    "c2": row["C"],
+                    "c3": row["D"],
+                    "answer": "ABCD".index(row[answer]),
+                }
+            )
+    spec = {
+        "output_type": "multiple_choice",
+        "doc_to_choice": ["A", "B", "C", "D"],
+        "doc_to_target": "{answer}",
+        "target_delimiter": " ",
+        "doc_to_text": intro + "{question}\nA. {c0}\nB. {c1}\nC. {c2}\nD. {c3}\n答案：",
+    }
     return rows, spec
 
 
 def ceval(folder: Path) -> tuple[list[dict], dict]:
     # the val split: test answers are not published, dev is the 5 few-shot examples per subject
     groups = [("*_val.csv", "val-*.parquet"), ("*_test.csv", "test-*.parquet"), ("*_dev.csv", "dev-*.parquet")]
-    return _chinese_mcq(folder, groups, "question", "answer", "以下是中国关于{subject}考试的单项选择题，请选出其中的正确答案。\n\n")
+    return _chinese_mcq(
+        folder, groups, "question", "answer", "以下是中国关于{subject}考试的单项选择题，请选出其中的正确答案。\n\n"
+    )
 
 
 def cmmlu(folder: Path) -> tuple[list[dict], dict]:
     groups = [("test/*.csv", "test-*.parquet"), ("*.csv",)]  # the test split (dev is for few-shot)
-    return _chinese_mcq(folder, groups, "Question", "Answer", "以下是关于{subject}的单项选择题，请直接给出正确答案的选项。\n\n")
+    return _chinese_mcq(
+        folder, groups, "Question", "Answer", "以下是关于{subject}的单项选择题，请直接给出正确答案的选项。\n\n"
+    )
 
 
 def arc(folder: Path) -> tuple[list[dict], dict]:
@@ -119,16 +156,25 @@ def arc(folder: Path) -> tuple[list[dict], dict]:
         for n, row in read_rows(path):
             if isinstance(row.get("question"), dict):  # AI2's own JSONL: question.stem, question.choices[{text, label}]
                 stem = row["question"]
-                row = {"question": stem.get("stem", ""), "answerKey": row.get("answerKey"),
-                       "choices": {"label": [c.get("label") for c in stem.get("choices", [])],
-                                   "text": [c.get("text") for c in stem.get("choices", [])]}}
+                row = {
+                    "question": stem.get("stem", ""),
+                    "answerKey": row.get("answerKey"),
+                    "choices": {
+                        "label": [c.get("label") for c in stem.get("choices", [])],
+                        "text": [c.get("text") for c in stem.get("choices", [])],
+                    },
+                }
             choices = row.get("choices") or {}
             labels, texts = choices.get("label", []), choices.get("text", [])
             if row.get("answerKey") not in labels:
                 raise UserError(f"{path} {n}: answerKey {row.get('answerKey')!r} is not one of the labels {labels}.")
             rows.append({"question": row["question"], "choices": texts, "answer": labels.index(row["answerKey"])})
-    return rows, {"output_type": "multiple_choice", "doc_to_text": "Question: {question}\nAnswer:",
-                  "doc_to_choice": "{choices}", "doc_to_target": "{answer}"}
+    return rows, {
+        "output_type": "multiple_choice",
+        "doc_to_text": "Question: {question}\nAnswer:",
+        "doc_to_choice": "{choices}",
+        "doc_to_target": "{answer}",
+    }
 
 
 def _hellaswag_clean(text: str) -> str:
@@ -146,10 +192,19 @@ def hellaswag(folder: Path) -> tuple[list[dict], dict]:
                 label = int(row["label"])
             except (KeyError, ValueError):
                 raise UserError(f"{path} {n}: expected ctx_a, ctx_b, endings and a numeric label.") from None
-            rows.append({"query": _hellaswag_clean(row["activity_label"] + ": " + ctx),
-                         "choices": [_hellaswag_clean(e) for e in row["endings"]], "answer": label})
-    return rows, {"output_type": "multiple_choice", "doc_to_text": "{query}", "doc_to_choice": "{choices}",
-                  "doc_to_target": "{answer}"}
+            rows.append(
+                {
+                    "query": _hellaswag_clean(row["activity_label"] + ": " + ctx),
+                    "choices": [_hellaswag_clean(e) for e in row["endings"]],
+                    "answer": label,
+                }
+            )
+    return rows, {
+        "output_type": "multiple_choice",
+        "doc_to_text": "{query}",
+        "doc_to_choice": "{choices}",
+        "doc_to_target": "{answer}",
+    }
 
 
 def truthfulqa_mc1(folder: Path) -> tuple[list[dict], dict]:
@@ -163,8 +218,12 @@ def truthfulqa_mc1(folder: Path) -> tuple[list[dict], dict]:
             if labels.count(1) != 1:
                 raise UserError(f"{path} {n}: mc1_targets must have exactly one correct label.")
             rows.append({"question": row["question"], "choices": targets["choices"], "answer": labels.index(1)})
-    return rows, {"output_type": "multiple_choice", "doc_to_text": "Q: {question}\nA:", "doc_to_choice": "{choices}",
-                  "doc_to_target": "{answer}"}
+    return rows, {
+        "output_type": "multiple_choice",
+        "doc_to_text": "Q: {question}\nA:",
+        "doc_to_choice": "{choices}",
+        "doc_to_target": "{answer}",
+    }
 
 
 def gsm8k(folder: Path) -> tuple[list[dict], dict]:
@@ -177,10 +236,16 @@ def gsm8k(folder: Path) -> tuple[list[dict], dict]:
             rows.append({"question": row["question"], "target": match.group(1).replace(",", "")})
     # lm-evaluation-harness's "flexible-extract": the last number in the answer, compared without commas,
     # dollar signs or a final full stop, ignoring case
-    return rows, {"output_type": "generate_until", "doc_to_text": "Question: {question}\nAnswer:", "doc_to_target": "{target}",
-                  "until": ["Question:", "</s>", "<|im_end|>"], "max_tokens": 256,
-                  "filter": {"regex": r"(-?[$0-9.,]{2,})|(-?[0-9]+)", "group": 0, "select": -1},
-                  "ignore": [",", r"\$", r"(?s).*#### ", r"\.$"], "ignore_case": True}
+    return rows, {
+        "output_type": "generate_until",
+        "doc_to_text": "Question: {question}\nAnswer:",
+        "doc_to_target": "{target}",
+        "until": ["Question:", "</s>", "<|im_end|>"],
+        "max_tokens": 256,
+        "filter": {"regex": r"(-?[$0-9.,]{2,})|(-?[0-9]+)", "group": 0, "select": -1},
+        "ignore": [",", r"\$", r"(?s).*#### ", r"\.$"],
+        "ignore_case": True,
+    }
 
 
 def wikitext(folder: Path) -> tuple[list[dict], dict]:
@@ -214,8 +279,14 @@ HUB_SOURCES = {
 }
 
 
-def fetch_benchmark(home: Path, store_dir: Path, benchmark: str, spec: str | None = None,
-                    on_bytes=lambda n: None, check_cancelled=lambda: None) -> tuple[Path, str]:
+def fetch_benchmark(
+    home: Path,
+    store_dir: Path,
+    benchmark: str,
+    spec: str | None = None,
+    on_bytes=lambda n: None,
+    check_cancelled=lambda: None,
+) -> tuple[Path, str]:
     """Download a benchmark's published files into ``<home>/benchmarks/<benchmark>/``; returns (folder, source).
 
     ``spec`` is ``hf:org/name[:glob][@rev]`` or ``modelscope:org/name[:glob][@rev]``; by default the
@@ -226,16 +297,27 @@ def fetch_benchmark(home: Path, store_dir: Path, benchmark: str, spec: str | Non
     if benchmark not in LOADERS:
         raise UserError(f"Unknown benchmark {benchmark!r}; choose one of {', '.join(LOADERS)}.")
     folder = Path(home) / "benchmarks" / benchmark
-    source, _ = fetch_dataset(store_dir, folder, spec or HUB_SOURCES[benchmark], on_bytes=on_bytes,
-                              check_cancelled=check_cancelled)
+    source, _ = fetch_dataset(
+        store_dir, folder, spec or HUB_SOURCES[benchmark], on_bytes=on_bytes, check_cancelled=check_cancelled
+    )
     return folder, source
 
 
-LOADERS = {"mmlu": mmlu, "ceval": ceval, "cmmlu": cmmlu, "arc": arc, "hellaswag": hellaswag,
-           "truthfulqa_mc1": truthfulqa_mc1, "gsm8k": gsm8k, "wikitext": wikitext}
+LOADERS = {
+    "mmlu": mmlu,
+    "ceval": ceval,
+    "cmmlu": cmmlu,
+    "arc": arc,
+    "hellaswag": hellaswag,
+    "truthfulqa_mc1": truthfulqa_mc1,
+    "gsm8k": gsm8k,
+    "wikitext": wikitext,
+}
 
 
-def import_benchmark(home: Path, benchmark: str, folder: Path, name: str | None = None, source: str | None = None) -> Path:
+def import_benchmark(
+    home: Path, benchmark: str, folder: Path, name: str | None = None, source: str | None = None
+) -> Path:
     """Convert a benchmark's published files into a task; returns the task YAML path."""
     if benchmark not in LOADERS:
         raise UserError(f"Unknown benchmark {benchmark!r}; choose one of {', '.join(LOADERS)}.")
@@ -247,8 +329,14 @@ def import_benchmark(home: Path, benchmark: str, folder: Path, name: str | None 
     out.mkdir(parents=True, exist_ok=True)
     data = out / f"{name}.jsonl"
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    task = {"name": name, "version": f"{benchmark}-{VERSIONS.get(benchmark, 1)}", "group": "benchmarks", "description": f"{benchmark} ({len(rows)} items{', from ' + source if source else ''})",
-            "dataset": data.name, **spec}
+    task = {
+        "name": name,
+        "version": f"{benchmark}-{VERSIONS.get(benchmark, 1)}",
+        "group": "benchmarks",
+        "description": f"{benchmark} ({len(rows)} items{', from ' + source if source else ''})",
+        "dataset": data.name,
+        **spec,
+    }
     path = out / f"{name}.yaml"
     path.write_text(yaml.safe_dump(task, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return path

@@ -17,8 +17,9 @@ from internlocal.evals.tasks import get_task
 from internlocal.jobs.context import JobContext
 
 
-def run_eval(ctx: JobContext, model: str | list[str], tasks: list[str], limit: int | None = None,
-             seed: int = 1234) -> dict[str, Any]:
+def run_eval(
+    ctx: JobContext, model: str | list[str], tasks: list[str], limit: int | None = None, seed: int = 1234
+) -> dict[str, Any]:
     """Evaluate one model, or several in turn (one loaded at a time), on the same tasks."""
     models = [model] if isinstance(model, str) else list(model)
     settings = load_settings()
@@ -28,16 +29,26 @@ def run_eval(ctx: JobContext, model: str | list[str], tasks: list[str], limit: i
         loaded = [get_task(t, settings.home) for t in tasks]  # every name checked before a model loads
         results = {}
         for number, row in enumerate(rows):
-            results[row.name] = _evaluate_model(ctx, catalog, settings, row, loaded, limit, seed,
-                                                done_before=number * len(loaded), total=len(rows) * len(loaded))
+            results[row.name] = _evaluate_model(
+                ctx,
+                catalog,
+                settings,
+                row,
+                loaded,
+                limit,
+                seed,
+                done_before=number * len(loaded),
+                total=len(rows) * len(loaded),
+            )
         ctx.progress(len(rows) * len(loaded), len(rows) * len(loaded), unit="tasks", message="done")
         return {"models": results}
     finally:
         catalog.close()
 
 
-def _evaluate_model(ctx: JobContext, catalog, settings, row, loaded: list, limit: int | None, seed: int,
-                    done_before: int, total: int) -> dict[str, Any]:
+def _evaluate_model(
+    ctx: JobContext, catalog, settings, row, loaded: list, limit: int | None, seed: int, done_before: int, total: int
+) -> dict[str, Any]:
     engine_name = choose_engine(row, settings)
     # the requested context (with the model's sha256 it decides the engine's actual one) keys the cache,
     # so the key is known before, or without, loading the model
@@ -45,8 +56,19 @@ def _evaluate_model(ctx: JobContext, catalog, settings, row, loaded: list, limit
     meta = row.metadata_dict
     # everything that changes an answer: the weights (a remote model's name on its server; adapters and
     # load-time quantization), the engine, the requested context and the chat template
-    namespace = json.dumps([row.sha256 or row.path, meta.get("remote_model"), meta.get("adapter"), meta.get("gguf_lora"),
-                            meta.get("load_in"), engine_name, settings.context_length, row.quantization, template_hash])
+    namespace = json.dumps(
+        [
+            row.sha256 or row.path,
+            meta.get("remote_model"),
+            meta.get("adapter"),
+            meta.get("gguf_lora"),
+            meta.get("load_in"),
+            engine_name,
+            settings.context_length,
+            row.quantization,
+            template_hash,
+        ]
+    )
     cache = RequestCache(catalog, namespace)
     engine = LazyEngine(lambda: load_engine(row, settings), cache)
     try:
@@ -60,26 +82,60 @@ def _evaluate_model(ctx: JobContext, catalog, settings, row, loaded: list, limit
                 continue
 
             def progress(done: int, n: int, task=task, number=number) -> None:
-                ctx.progress(done_before + number + (done / n if n else 1), total, unit="tasks",
-                             message=f"{row.name}: {task.name} {done}/{n}")
+                ctx.progress(
+                    done_before + number + (done / n if n else 1),
+                    total,
+                    unit="tasks",
+                    message=f"{row.name}: {task.name} {done}/{n}",
+                )
 
-            outcome = evaluate(engine, task, cache, limit=limit, progress=progress, check_cancelled=ctx.check_cancelled,
-                               seed=seed)
+            outcome = evaluate(
+                engine, task, cache, limit=limit, progress=progress, check_cancelled=ctx.check_cancelled, seed=seed
+            )
             # a limit that covers every item is a full run, comparable with one made without a limit
             effective_limit = limit if limit is not None and limit < len(task.docs) else None
-            run = catalog.add_eval_run(EvalRun(
-                model_name=row.name, model_sha256=row.sha256, quantization=row.quantization, engine=engine_name,
-                task=task.name, task_version=task.version, prompt_hash=task.prompt_hash(),
-                chat_template_hash=template_hash, n_items=len(outcome.items), n_skipped=outcome.skipped,
-                metrics_json=json.dumps(outcome.metrics), stderr_json=json.dumps(outcome.stderr),
-                config_json=json.dumps({"limit": effective_limit, "seed": seed, "num_fewshot": task.num_fewshot,
-                                        "group": task.group, "requests": outcome.requests, "cached": outcome.cached}),
-                job_id=ctx.job_id,
-            ), [EvalItem(idx=it["idx"], prompt=it["prompt"], target=it["target"], response=it["response"],
-                         scores_json=json.dumps(it["scores"], ensure_ascii=False)) for it in outcome.items])
+            run = catalog.add_eval_run(
+                EvalRun(
+                    model_name=row.name,
+                    model_sha256=row.sha256,
+                    quantization=row.quantization,
+                    engine=engine_name,
+                    task=task.name,
+                    task_version=task.version,
+                    prompt_hash=task.prompt_hash(),
+                    chat_template_hash=template_hash,
+                    n_items=len(outcome.items),
+                    n_skipped=outcome.skipped,
+                    metrics_json=json.dumps(outcome.metrics),
+                    stderr_json=json.dumps(outcome.stderr),
+                    config_json=json.dumps(
+                        {
+                            "limit": effective_limit,
+                            "seed": seed,
+                            "num_fewshot": task.num_fewshot,
+                            "group": task.group,
+                            "requests": outcome.requests,
+                            "cached": outcome.cached,
+                        }
+                    ),
+                    job_id=ctx.job_id,
+                ),
+                [
+                    EvalItem(
+                        idx=it["idx"],
+                        prompt=it["prompt"],
+                        target=it["target"],
+                        response=it["response"],
+                        scores_json=json.dumps(it["scores"], ensure_ascii=False),
+                    )
+                    for it in outcome.items
+                ],
+            )
             catalog.add_lineage(("model", row.id), ("eval_run", run.id), "evaluate", {"task": task.name})  # type: ignore[arg-type]
-            ctx.log(f"{row.name} · {task.name}: {outcome.metrics} ({outcome.skipped} skipped, "
-                    f"{outcome.cached}/{outcome.requests} cached)")
+            ctx.log(
+                f"{row.name} · {task.name}: {outcome.metrics} ({outcome.skipped} skipped, "
+                f"{outcome.cached}/{outcome.requests} cached)"
+            )
             summary[task.name] = {"run": run.id, **outcome.metrics, "skipped": outcome.skipped}
         if not engine.is_loaded:
             ctx.log(f"{row.name}: every answer came from the cache; the model was not loaded")
@@ -115,8 +171,9 @@ class LazyEngine:
             self._engine = self._load()
             self.capabilities = self._engine.capabilities
             self.context_length = self._engine.context_length
-            self._cache.put({self._facts_key: {"capabilities": sorted(self.capabilities),
-                                               "context_length": self.context_length}})
+            self._cache.put(
+                {self._facts_key: {"capabilities": sorted(self.capabilities), "context_length": self.context_length}}
+            )
         return self._engine
 
     def __getattr__(self, name: str) -> Any:  # loglikelihood, chat, complete, tokenize, …

@@ -68,11 +68,30 @@ class Leaderboard:
     def as_dict(self) -> dict[str, Any]:
         return {
             "models": self.models,
-            "rows": [{"task": r.task, "label": r.label, "group": r.group, "metric": r.metric, "version": r.version,
-                      "prompt_hash": r.prompt_hash, "limit": r.limit,
-                      "scores": {m: vars(s) for m, s in r.scores.items()}} for r in self.rows],
-            "groups": [{"group": g.group, "label": group_label(g), "metric": g.metric, "limit": g.limit, "rows": g.rows,
-                        "values": g.values} for g in self.groups],
+            "rows": [
+                {
+                    "task": r.task,
+                    "label": r.label,
+                    "group": r.group,
+                    "metric": r.metric,
+                    "version": r.version,
+                    "prompt_hash": r.prompt_hash,
+                    "limit": r.limit,
+                    "scores": {m: vars(s) for m, s in r.scores.items()},
+                }
+                for r in self.rows
+            ],
+            "groups": [
+                {
+                    "group": g.group,
+                    "label": group_label(g),
+                    "metric": g.metric,
+                    "limit": g.limit,
+                    "rows": g.rows,
+                    "values": g.values,
+                }
+                for g in self.groups
+            ],
         }
 
     def to_json(self) -> str:
@@ -81,21 +100,54 @@ class Leaderboard:
     def to_markdown(self) -> str:
         lines = ["| task | metric | " + " | ".join(self.models) + " |", "|---|---|" + "---|" * len(self.models)]
         for r in self.rows:
-            lines.append(f"| {r.label} | {r.metric} | " + " | ".join(format_score(r.scores.get(m)) for m in self.models) + " |")
+            lines.append(
+                f"| {r.label} | {r.metric} | " + " | ".join(format_score(r.scores.get(m)) for m in self.models) + " |"
+            )
         for g in self.groups:
-            lines.append(f"| **{group_label(g)}** | {g.metric} | "
-                         + " | ".join(format_value(g.values[m]) for m in self.models) + " |")
+            lines.append(
+                f"| **{group_label(g)}** | {g.metric} | "
+                + " | ".join(format_value(g.values[m]) for m in self.models)
+                + " |"
+            )
         return "\n".join(lines) + "\n"
 
     def to_csv(self) -> str:
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(["task", "model", "metric", "value", "stderr", "items", "skipped", "task_version", "prompt_hash",
-                         "limit", "group", "run"])
+        writer.writerow(
+            [
+                "task",
+                "model",
+                "metric",
+                "value",
+                "stderr",
+                "items",
+                "skipped",
+                "task_version",
+                "prompt_hash",
+                "limit",
+                "group",
+                "run",
+            ]
+        )
         for r in self.rows:
             for m, s in r.scores.items():
-                writer.writerow([r.label, m, r.metric, s.value, s.stderr, s.items, s.skipped, r.version, r.prompt_hash,
-                                 r.limit if r.limit is not None else "", r.group, s.run])
+                writer.writerow(
+                    [
+                        r.label,
+                        m,
+                        r.metric,
+                        s.value,
+                        s.stderr,
+                        s.items,
+                        s.skipped,
+                        r.version,
+                        r.prompt_hash,
+                        r.limit if r.limit is not None else "",
+                        r.group,
+                        s.run,
+                    ]
+                )
         for g in self.groups:
             for m, value in g.values.items():
                 if value is not None:
@@ -106,11 +158,17 @@ class Leaderboard:
         first = max([len("task")] + [len(r.label) for r in self.rows] + [len(group_label(g)) for g in self.groups]) + 2
         lines = ["task".ljust(first) + "metric".ljust(18) + "".join(m[:width].ljust(width + 2) for m in self.models)]
         for r in self.rows:
-            lines.append(r.label.ljust(first) + r.metric[:16].ljust(18)
-                         + "".join(format_score(r.scores.get(m), "-").ljust(width + 2) for m in self.models))
+            lines.append(
+                r.label.ljust(first)
+                + r.metric[:16].ljust(18)
+                + "".join(format_score(r.scores.get(m), "-").ljust(width + 2) for m in self.models)
+            )
         for g in self.groups:
-            lines.append(group_label(g).ljust(first) + g.metric[:16].ljust(18)
-                         + "".join(format_value(g.values[m], "-").ljust(width + 2) for m in self.models))
+            lines.append(
+                group_label(g).ljust(first)
+                + g.metric[:16].ljust(18)
+                + "".join(format_value(g.values[m], "-").ljust(width + 2) for m in self.models)
+            )
         return "\n".join(lines)
 
 
@@ -149,8 +207,9 @@ def build(runs: Iterable[EvalRun], task_groups: dict[str, str | None] | None = N
         if row is None:
             row = rows[key] = Row(run.task, group, metric, run.task_version, run.prompt_hash, config.get("limit"))
         err = run.stderr.get(metric)
-        row.scores[run.model_name] = Score(run.id or 0, float(value), None if err is None else float(err),
-                                           run.n_items, run.n_skipped)
+        row.scores[run.model_name] = Score(
+            run.id or 0, float(value), None if err is None else float(err), run.n_items, run.n_skipped
+        )
     ordered = sorted(rows.values(), key=lambda r: (r.group, r.task, -max(s.run for s in r.scores.values())))
     _label(ordered)
     models = sorted({m for r in ordered for m in r.scores})

@@ -54,9 +54,16 @@ class RequestCache:
             self.catalog.cache_put(values)
 
 
-def evaluate(engine: Engine, task: Task, cache: RequestCache, *, limit: int | None = None,
-             progress: Callable[[int, int], None] = lambda done, total: None,
-             check_cancelled: Callable[[], None] = lambda: None, seed: int = 1234) -> Outcome:
+def evaluate(
+    engine: Engine,
+    task: Task,
+    cache: RequestCache,
+    *,
+    limit: int | None = None,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+    check_cancelled: Callable[[], None] = lambda: None,
+    seed: int = 1234,
+) -> Outcome:
     docs = task.docs[:limit] if limit else task.docs
     if task.output_type == "multiple_choice":
         return _multiple_choice(engine, task, docs, cache, progress, check_cancelled, seed)
@@ -83,8 +90,10 @@ def _overflows(engine: Engine, cache: RequestCache, texts: list[str]) -> list[st
     skipped and reported with its item, never truncated: a truncated question scores something else."""
     if Capability.TOKENIZE not in engine.capabilities or not engine.context_length:
         return [None] * len(texts)  # a remote endpoint: it reports an over-long prompt itself (ContextOverflow)
-    return [f"the prompt has {n} tokens; the context holds {engine.context_length}" if n >= engine.context_length else None
-            for n in _token_counts(engine, cache, texts, add_special=True)]
+    return [
+        f"the prompt has {n} tokens; the context holds {engine.context_length}" if n >= engine.context_length else None
+        for n in _token_counts(engine, cache, texts, add_special=True)
+    ]
 
 
 def _skipped_item(idx: int, prompt: str, target: str | None, reason: str) -> dict[str, Any]:
@@ -116,7 +125,7 @@ def _multiple_choice(engine, task, docs, cache, progress, check_cancelled, seed)
     items, correct, correct_norm = [], [], []
     at = 0
     for i, gold, choices, requests in plans:
-        got = answers[at:at + len(requests)]
+        got = answers[at : at + len(requests)]
         at += len(requests)
         if any(isinstance(a, str) for a in got):  # the endpoint refused a request as too long
             reasons[i] = next(a for a in got if isinstance(a, str))
@@ -125,10 +134,20 @@ def _multiple_choice(engine, task, docs, cache, progress, check_cancelled, seed)
         pred, pred_norm, ok, ok_norm = score_choices(lls, choices, gold)
         correct.append(ok)
         correct_norm.append(ok_norm)
-        items.append({"idx": i, "prompt": requests[0][0], "target": choices[gold], "response": choices[pred],
-                      "scores": {"loglikelihoods": lls, "acc": float(ok), "acc_norm": float(ok_norm)}})
-    skipped = [_skipped_item(idx, requests[0][0], choices[gold], reasons[idx])
-               for idx, gold, choices, requests in candidates if reasons[idx]]
+        items.append(
+            {
+                "idx": i,
+                "prompt": requests[0][0],
+                "target": choices[gold],
+                "response": choices[pred],
+                "scores": {"loglikelihoods": lls, "acc": float(ok), "acc_norm": float(ok_norm)},
+            }
+        )
+    skipped = [
+        _skipped_item(idx, requests[0][0], choices[gold], reasons[idx])
+        for idx, gold, choices, requests in candidates
+        if reasons[idx]
+    ]
     metrics = {"acc": _mean(correct), "acc_norm": _mean(correct_norm)}
     stderr = {"acc": _bootstrap(correct, seed), "acc_norm": _bootstrap(correct_norm, seed)}
     return Outcome(metrics, stderr, sorted(items + skipped, key=lambda it: it["idx"]), len(skipped), *answers.stats)
@@ -147,7 +166,7 @@ def _loglikelihoods(engine, requests, cache: RequestCache, progress, check_cance
     progress(done, total)
     for start in range(0, len(todo), BATCH):
         check_cancelled()
-        chunk = todo[start:start + BATCH]
+        chunk = todo[start : start + BATCH]
         try:
             results = engine.loglikelihood([requests[i] for i in chunk])
         except ContextOverflow:  # one request of the batch is too long: ask one by one to find which
@@ -169,7 +188,6 @@ def _loglikelihoods(engine, requests, cache: RequestCache, progress, check_cance
 
 
 def _generate(engine, task, docs, cache, progress, check_cancelled, seed) -> Outcome:
-    import re
 
     params = GenerationParams.greedy(max_tokens=task.max_tokens, stop=task.until)
     items, scores, skipped, cached = [], [], 0, 0
@@ -184,8 +202,11 @@ def _generate(engine, task, docs, cache, progress, check_cancelled, seed) -> Out
         hit = None if reasons[i] else cache.get([key]).get(key)
         if hit is None and not reasons[i]:
             try:
-                generation = (engine.chat([{"role": "user", "content": prompt}], params) if task.apply_chat_template
-                              else engine.complete(prompt, params))
+                generation = (
+                    engine.chat([{"role": "user", "content": prompt}], params)
+                    if task.apply_chat_template
+                    else engine.complete(prompt, params)
+                )
                 hit = generation.collect().text
                 cache.put({key: hit})
             except ContextOverflow as exc:
@@ -200,11 +221,24 @@ def _generate(engine, task, docs, cache, progress, check_cancelled, seed) -> Out
         answer = task.extract(hit)
         ok = task.normalize(answer) == task.normalize(target)
         scores.append(ok)
-        items.append({"idx": i, "prompt": prompt, "target": target, "response": hit,
-                      "scores": {"exact_match": float(ok), "extracted": answer.strip()}})
+        items.append(
+            {
+                "idx": i,
+                "prompt": prompt,
+                "target": target,
+                "response": hit,
+                "scores": {"exact_match": float(ok), "extracted": answer.strip()},
+            }
+        )
         progress(i + 1, len(docs))
-    return Outcome({"exact_match": _mean(scores)}, {"exact_match": _bootstrap(scores, seed)}, items, skipped,
-                   len(docs) - skipped, cached)
+    return Outcome(
+        {"exact_match": _mean(scores)},
+        {"exact_match": _bootstrap(scores, seed)},
+        items,
+        skipped,
+        len(docs) - skipped,
+        cached,
+    )
 
 
 def _perplexity(engine, task, docs, cache, progress, check_cancelled, seed) -> Outcome:
@@ -227,15 +261,23 @@ def _perplexity(engine, task, docs, cache, progress, check_cancelled, seed) -> O
         ll = known[key]
         words, nbytes = len(text.split()), len(text.encode("utf-8"))
         per_doc.append((ll, counts[i], words, nbytes))
-        items.append({"idx": i, "prompt": text[:200], "target": None, "response": None,
-                      "scores": {"loglikelihood": ll, "tokens": counts[i], "words": words, "bytes": nbytes}})
+        items.append(
+            {
+                "idx": i,
+                "prompt": text[:200],
+                "target": None,
+                "response": None,
+                "scores": {"loglikelihood": ll, "tokens": counts[i], "words": words, "bytes": nbytes},
+            }
+        )
         progress(i + 1, len(texts))
     metrics, stderr = _perplexities(per_doc, can_tokenize, seed)
     return Outcome(metrics, stderr, items, len(texts) - len(per_doc), len(texts), cached)
 
 
-def _perplexities(per_doc: list[tuple[float, int, int, int]], can_tokenize: bool, seed: int,
-                  rounds: int = 1000) -> tuple[dict[str, float], dict[str, float]]:
+def _perplexities(
+    per_doc: list[tuple[float, int, int, int]], can_tokenize: bool, seed: int, rounds: int = 1000
+) -> tuple[dict[str, float], dict[str, float]]:
     """Corpus-level perplexities (total log-likelihood over total units) and, by resampling documents
     (seeded), their bootstrap standard errors."""
     import numpy as np
@@ -245,9 +287,13 @@ def _perplexities(per_doc: list[tuple[float, int, int, int]], can_tokenize: bool
     def metrics_of(sums) -> dict[str, np.ndarray]:
         ll, tokens, words, nbytes = (sums[..., k] for k in range(4))
         out = {"token_perplexity": np.exp(-ll / np.maximum(1, tokens))} if can_tokenize else {}
-        out.update({"word_perplexity": np.exp(-ll / np.maximum(1, words)),
-                    "byte_perplexity": np.exp(-ll / np.maximum(1, nbytes)),
-                    "bits_per_byte": -ll / np.maximum(1, nbytes) / math.log(2)})
+        out.update(
+            {
+                "word_perplexity": np.exp(-ll / np.maximum(1, words)),
+                "byte_perplexity": np.exp(-ll / np.maximum(1, nbytes)),
+                "bits_per_byte": -ll / np.maximum(1, nbytes) / math.log(2),
+            }
+        )
         return out
 
     metrics = {k: float(v) for k, v in metrics_of(data.sum(axis=0)).items()}

@@ -77,7 +77,7 @@ class Task(BaseModel):
         return load_rows(self.dataset_path)
 
     @model_validator(mode="after")
-    def _chat_template_needs_a_prompt(self) -> "Task":
+    def _chat_template_needs_a_prompt(self) -> Task:
         if self.apply_chat_template and self.output_type == "perplexity":
             raise ValueError("apply_chat_template has no meaning for perplexity (a text is scored as it is)")
         return self
@@ -144,7 +144,9 @@ class Task(BaseModel):
             return letters.index(target.upper())
         if target in choices:
             return choices.index(target)
-        raise UserError(f"{self.dataset_path} row {index + 1}: the answer {target!r} is not one of the choices {choices}.")
+        raise UserError(
+            f"{self.dataset_path} row {index + 1}: the answer {target!r} is not one of the choices {choices}."
+        )
 
     def fewshot_prefix(self, index: int) -> str:
         if not self.num_fewshot:
@@ -256,13 +258,27 @@ def add_custom_task(home: Path, name: str, data_file: Path, kind: str) -> Path:
     data_copy = folder / f"{name}{Path(data_file).suffix.lower()}"
     data_copy.write_bytes(Path(data_file).read_bytes())
     if kind == "mcq":
-        spec = {"name": name, "version": "1", "output_type": "multiple_choice", "dataset": data_copy.name,
-                "doc_to_text": "Question: {question}\nA. {A}\nB. {B}\nC. {C}\nD. {D}\nAnswer:",
-                "doc_to_choice": ["A", "B", "C", "D"], "doc_to_target": "{answer}", "group": "custom"}
+        spec = {
+            "name": name,
+            "version": "1",
+            "output_type": "multiple_choice",
+            "dataset": data_copy.name,
+            "doc_to_text": "Question: {question}\nA. {A}\nB. {B}\nC. {C}\nD. {D}\nAnswer:",
+            "doc_to_choice": ["A", "B", "C", "D"],
+            "doc_to_target": "{answer}",
+            "group": "custom",
+        }
     else:
-        spec = {"name": name, "version": "1", "output_type": "generate_until", "dataset": data_copy.name,
-                "doc_to_text": "Question: {question}\nAnswer:", "doc_to_target": "{answer}", "until": ["\n"],
-                "group": "custom"}
+        spec = {
+            "name": name,
+            "version": "1",
+            "output_type": "generate_until",
+            "dataset": data_copy.name,
+            "doc_to_text": "Question: {question}\nAnswer:",
+            "doc_to_target": "{answer}",
+            "until": ["\n"],
+            "group": "custom",
+        }
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec, allow_unicode=True, sort_keys=False), encoding="utf-8")
     load_task(path)

@@ -31,11 +31,21 @@ from internlocal.hub.store import Store, check_model_name
 from internlocal.jobs.context import JobContext
 
 QUANT_TYPES = {  # name → llama_ftype constant name in llama_cpp
-    "Q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "Q4_1": "LLAMA_FTYPE_MOSTLY_Q4_1", "Q5_0": "LLAMA_FTYPE_MOSTLY_Q5_0",
-    "Q5_1": "LLAMA_FTYPE_MOSTLY_Q5_1", "Q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "Q2_K": "LLAMA_FTYPE_MOSTLY_Q2_K",
-    "Q3_K_S": "LLAMA_FTYPE_MOSTLY_Q3_K_S", "Q3_K_M": "LLAMA_FTYPE_MOSTLY_Q3_K_M", "Q3_K_L": "LLAMA_FTYPE_MOSTLY_Q3_K_L",
-    "Q4_K_S": "LLAMA_FTYPE_MOSTLY_Q4_K_S", "Q4_K_M": "LLAMA_FTYPE_MOSTLY_Q4_K_M", "Q5_K_S": "LLAMA_FTYPE_MOSTLY_Q5_K_S",
-    "Q5_K_M": "LLAMA_FTYPE_MOSTLY_Q5_K_M", "Q6_K": "LLAMA_FTYPE_MOSTLY_Q6_K", "F16": "LLAMA_FTYPE_MOSTLY_F16",
+    "Q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0",
+    "Q4_1": "LLAMA_FTYPE_MOSTLY_Q4_1",
+    "Q5_0": "LLAMA_FTYPE_MOSTLY_Q5_0",
+    "Q5_1": "LLAMA_FTYPE_MOSTLY_Q5_1",
+    "Q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
+    "Q2_K": "LLAMA_FTYPE_MOSTLY_Q2_K",
+    "Q3_K_S": "LLAMA_FTYPE_MOSTLY_Q3_K_S",
+    "Q3_K_M": "LLAMA_FTYPE_MOSTLY_Q3_K_M",
+    "Q3_K_L": "LLAMA_FTYPE_MOSTLY_Q3_K_L",
+    "Q4_K_S": "LLAMA_FTYPE_MOSTLY_Q4_K_S",
+    "Q4_K_M": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+    "Q5_K_S": "LLAMA_FTYPE_MOSTLY_Q5_K_S",
+    "Q5_K_M": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
+    "Q6_K": "LLAMA_FTYPE_MOSTLY_Q6_K",
+    "F16": "LLAMA_FTYPE_MOSTLY_F16",
     "BF16": "LLAMA_FTYPE_MOSTLY_BF16",
 }
 GGUF_OUTTYPES = ("f16", "bf16", "q8_0", "f32")
@@ -88,10 +98,14 @@ def gguf_to_hf(ctx: JobContext, model: str, name: str | None = None, dtype: str 
             raise UserError(f"dtype {dtype!r} is not one of bfloat16, float16, float32.")
         path = Path(source.path).resolve()
         try:
-            hf_model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=getattr(torch, dtype))
+            hf_model = AutoModelForCausalLM.from_pretrained(
+                str(path.parent), gguf_file=path.name, dtype=getattr(torch, dtype)
+            )
             tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
         except (ValueError, KeyError, NotImplementedError) as exc:
-            raise UserError(f"transformers cannot convert {source.name} ({source.architecture}) from GGUF: {exc}") from None
+            raise UserError(
+                f"transformers cannot convert {source.name} ({source.architecture}) from GGUF: {exc}"
+            ) from None
         ctx.check_cancelled()
         # the loaded model still carries the GGUF "quantizer"; a saved folder must not claim to be GGUF-quantized
         hf_model.hf_quantizer = None
@@ -109,9 +123,18 @@ def gguf_to_hf(ctx: JobContext, model: str, name: str | None = None, dtype: str 
         files = [(f, f.relative_to(work).as_posix()) for f in sorted(work.rglob("*")) if f.is_file()]
         manifest, model_path = add_to_store(store, out_name, f"convert:{source.name}", files, move=True)
         shutil.rmtree(work, ignore_errors=True)
-        result = register(catalog, name=out_name, path=model_path, storage="store", source=f"derived:{source.name}",
-                          sha256=manifest.model_sha256(), parent=source, operation="convert.gguf_to_hf",
-                          params={"dtype": dtype}, extra={"family": source.family})
+        result = register(
+            catalog,
+            name=out_name,
+            path=model_path,
+            storage="store",
+            source=f"derived:{source.name}",
+            sha256=manifest.model_sha256(),
+            parent=source,
+            operation="convert.gguf_to_hf",
+            params={"dtype": dtype},
+            extra={"family": source.family},
+        )
         ctx.progress(3, 3, unit="steps", message="done")
         return {"model": result.name, "path": result.path, "parent": source.name}
     finally:
@@ -137,11 +160,26 @@ def hf_to_gguf(ctx: JobContext, model: str, name: str | None = None, outtype: st
         base = source.name.removesuffix("-hf")
         out_name = _output_name(catalog, name, f"{base}-{outtype}")
         work = store.partial / f"convert-{ctx.job_id}.gguf"
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tool), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+        env = dict(
+            os.environ, PYTHONPATH=os.pathsep.join([str(tool), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        )
         ctx.progress(0, 2, unit="steps", message=f"converting to GGUF {outtype}")
-        proc = subprocess.Popen([sys.executable, str(script), str(Path(source.path).resolve()), "--outfile", str(work),
-                                 "--outtype", outtype], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                                text=True, errors="replace")
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(script),
+                str(Path(source.path).resolve()),
+                "--outfile",
+                str(work),
+                "--outtype",
+                outtype,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            text=True,
+            errors="replace",
+        )
         tail: list[str] = []
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -154,10 +192,21 @@ def hf_to_gguf(ctx: JobContext, model: str, name: str | None = None, outtype: st
             work.unlink(missing_ok=True)
             raise UserError(f"The GGUF converter failed for {source.name}: {' | '.join(t for t in tail[-3:] if t)}")
         ctx.progress(1, 2, unit="steps", message="adding to the store")
-        manifest, model_path = add_to_store(store, out_name, f"convert:{source.name}", [(work, f"{out_name}.gguf")], move=True)
-        result = register(catalog, name=out_name, path=model_path, storage="store", source=f"derived:{source.name}",
-                          sha256=manifest.model_sha256(), parent=source, operation="convert.hf_to_gguf",
-                          params={"outtype": outtype}, extra={"family": source.family})
+        manifest, model_path = add_to_store(
+            store, out_name, f"convert:{source.name}", [(work, f"{out_name}.gguf")], move=True
+        )
+        result = register(
+            catalog,
+            name=out_name,
+            path=model_path,
+            storage="store",
+            source=f"derived:{source.name}",
+            sha256=manifest.model_sha256(),
+            parent=source,
+            operation="convert.hf_to_gguf",
+            params={"outtype": outtype},
+            extra={"family": source.family},
+        )
         ctx.progress(2, 2, unit="steps", message="done")
         return {"model": result.name, "path": result.path, "parent": source.name}
     finally:
@@ -167,8 +216,9 @@ def hf_to_gguf(ctx: JobContext, model: str, name: str | None = None, outtype: st
 # -- quantize --------------------------------------------------------------------------------------
 
 
-def quantize_gguf(ctx: JobContext, model: str, qtype: str = "Q4_K_M", name: str | None = None,
-                  threads: int | None = None) -> dict[str, Any]:
+def quantize_gguf(
+    ctx: JobContext, model: str, qtype: str = "Q4_K_M", name: str | None = None, threads: int | None = None
+) -> dict[str, Any]:
     import ctypes
 
     import llama_cpp
@@ -177,7 +227,9 @@ def quantize_gguf(ctx: JobContext, model: str, qtype: str = "Q4_K_M", name: str 
     try:
         source = catalog.get_model(model)
         if source.format != "gguf":
-            raise UserError(f"{source.name} is a Hugging Face folder; convert it to GGUF first (`models convert --to gguf`).")
+            raise UserError(
+                f"{source.name} is a Hugging Face folder; convert it to GGUF first (`models convert --to gguf`)."
+            )
         qtype = qtype.upper()
         if qtype not in QUANT_TYPES:
             raise UserError(f"Quantization {qtype!r} is not one of {', '.join(QUANT_TYPES)}.")
@@ -190,19 +242,39 @@ def quantize_gguf(ctx: JobContext, model: str, qtype: str = "Q4_K_M", name: str 
         requantized = bool(source.quantization and source.quantization.upper() not in ("F16", "BF16", "F32"))
         ctx.progress(0, 1, unit="steps", message=f"quantizing to {qtype}")
         started = time.monotonic()
-        code = llama_cpp.llama_model_quantize(str(Path(source.path).resolve()).encode(), str(work).encode(), ctypes.byref(params))
+        code = llama_cpp.llama_model_quantize(
+            str(Path(source.path).resolve()).encode(), str(work).encode(), ctypes.byref(params)
+        )
         if code != 0 or not work.exists():
             work.unlink(missing_ok=True)
             raise UserError(f"llama.cpp could not quantize {source.name} to {qtype} (code {code}).")
-        manifest, model_path = add_to_store(store, out_name, f"quantize:{source.name}", [(work, f"{out_name}.gguf")], move=True)
-        result = register(catalog, name=out_name, path=model_path, storage="store", source=f"derived:{source.name}",
-                          sha256=manifest.model_sha256(), parent=source, operation="quantize",
-                          params={"type": qtype, "requantized_from": source.quantization if requantized else None},
-                          extra={"family": source.family})
+        manifest, model_path = add_to_store(
+            store, out_name, f"quantize:{source.name}", [(work, f"{out_name}.gguf")], move=True
+        )
+        result = register(
+            catalog,
+            name=out_name,
+            path=model_path,
+            storage="store",
+            source=f"derived:{source.name}",
+            sha256=manifest.model_sha256(),
+            parent=source,
+            operation="quantize",
+            params={"type": qtype, "requantized_from": source.quantization if requantized else None},
+            extra={"family": source.family},
+        )
         ctx.progress(1, 1, unit="steps", message="done")
-        return {"model": result.name, "path": result.path, "parent": source.name, "type": qtype,
-                "seconds": round(time.monotonic() - started, 2), "size_bytes": result.size_bytes,
-                "warning": f"requantized from {source.quantization}: quality is bounded by the source" if requantized else None}
+        return {
+            "model": result.name,
+            "path": result.path,
+            "parent": source.name,
+            "type": qtype,
+            "seconds": round(time.monotonic() - started, 2),
+            "size_bytes": result.size_bytes,
+            "warning": f"requantized from {source.quantization}: quality is bounded by the source"
+            if requantized
+            else None,
+        }
     finally:
         catalog.close()
 
@@ -210,7 +282,9 @@ def quantize_gguf(ctx: JobContext, model: str, qtype: str = "Q4_K_M", name: str 
 # -- AWQ (LMDeploy) --------------------------------------------------------------------------------
 
 
-def quantize_awq(ctx: JobContext, model: str, name: str | None = None, w_bits: int = 4, group_size: int = 128) -> dict[str, Any]:
+def quantize_awq(
+    ctx: JobContext, model: str, name: str | None = None, w_bits: int = 4, group_size: int = 128
+) -> dict[str, Any]:
     """W4A16 AWQ through ``lmdeploy lite auto_awq`` in LMDeploy's environment (NVIDIA only)."""
     from internlocal.engines.lmdeploy_engine import awq_command, executable
 
@@ -222,13 +296,19 @@ def quantize_awq(ctx: JobContext, model: str, name: str | None = None, w_bits: i
             raise UserError(f"AWQ quantizes Hugging Face folders; {source.name} is {source.format}.")
         lmdeploy = executable(settings.home)
         if lmdeploy is None:
-            raise UserError("AWQ needs LMDeploy: run `internlocal engines install lmdeploy` on a machine with an NVIDIA GPU.")
+            raise UserError(
+                "AWQ needs LMDeploy: run `internlocal engines install lmdeploy` on a machine with an NVIDIA GPU."
+            )
         out_name = _output_name(catalog, name, f"{source.name.removesuffix('-hf')}-awq")
         work = store.partial / f"awq-{ctx.job_id}"
         shutil.rmtree(work, ignore_errors=True)
         ctx.progress(0, 2, unit="steps", message="lmdeploy lite auto_awq")
-        proc = subprocess.run(awq_command(lmdeploy, str(Path(source.path).resolve()), str(work), w_bits=w_bits,
-                                          group_size=group_size), capture_output=True, text=True, errors="replace")
+        proc = subprocess.run(
+            awq_command(lmdeploy, str(Path(source.path).resolve()), str(work), w_bits=w_bits, group_size=group_size),
+            capture_output=True,
+            text=True,
+            errors="replace",
+        )
         ctx.check_cancelled()
         if proc.returncode != 0 or not (work / "config.json").exists():
             shutil.rmtree(work, ignore_errors=True)
@@ -238,10 +318,18 @@ def quantize_awq(ctx: JobContext, model: str, name: str | None = None, w_bits: i
         files = [(f, f.relative_to(work).as_posix()) for f in sorted(work.rglob("*")) if f.is_file()]
         manifest, model_path = add_to_store(store, out_name, f"awq:{source.name}", files, move=True)
         shutil.rmtree(work, ignore_errors=True)
-        result = register(catalog, name=out_name, path=model_path, storage="store", source=f"derived:{source.name}",
-                          sha256=manifest.model_sha256(), parent=source, operation="quantize.awq",
-                          params={"w_bits": w_bits, "group_size": group_size},
-                          extra={"family": source.family, "model_format": "awq", "engine": "lmdeploy"})
+        result = register(
+            catalog,
+            name=out_name,
+            path=model_path,
+            storage="store",
+            source=f"derived:{source.name}",
+            sha256=manifest.model_sha256(),
+            parent=source,
+            operation="quantize.awq",
+            params={"w_bits": w_bits, "group_size": group_size},
+            extra={"family": source.family, "model_format": "awq", "engine": "lmdeploy"},
+        )
         catalog.update_model(result.id, quantization="AWQ-W4A16")  # type: ignore[arg-type]
         ctx.progress(2, 2, unit="steps", message="done")
         return {"model": result.name, "path": result.path, "parent": source.name}

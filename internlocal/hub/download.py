@@ -136,8 +136,9 @@ class _Hasher:
 class Downloader:
     """Downloads one file at a time into the store; cheap to create, holds one HTTP session."""
 
-    def __init__(self, store: Store, *, parts: int = 4, stall_timeout: float = 30.0, retries: int = 6,
-                 backoff_s: float = 0.5):
+    def __init__(
+        self, store: Store, *, parts: int = 4, stall_timeout: float = 30.0, retries: int = 6, backoff_s: float = 0.5
+    ):
         self.store = store
         self.parts = max(1, parts)
         self.stall_timeout = stall_timeout
@@ -147,8 +148,12 @@ class Downloader:
 
     # -- public ------------------------------------------------------------------------------------
 
-    def fetch(self, remote: RemoteFile, on_bytes: Callable[[int], None] = lambda n: None,
-              check_cancelled: Callable[[], None] = lambda: None) -> tuple[Path, str]:
+    def fetch(
+        self,
+        remote: RemoteFile,
+        on_bytes: Callable[[int], None] = lambda n: None,
+        check_cancelled: Callable[[], None] = lambda: None,
+    ) -> tuple[Path, str]:
         """Download (or resume) ``remote`` and return its blob path and sha256."""
         partial = self.store.partial / f"{remote.key}.partial"
         sidecar = partial.with_suffix(".json")
@@ -204,8 +209,12 @@ class Downloader:
             bounds = [(i * step, min(size, (i + 1) * step)) for i in range(n)]
         else:
             bounds = [(0, size)]
-        return {"url": remote.url, "size": size, "ranges": ranges_ok,
-                "parts": [{"start": s, "end": e, "done": 0} for s, e in bounds]}
+        return {
+            "url": remote.url,
+            "size": size,
+            "ranges": ranges_ok,
+            "parts": [{"start": s, "end": e, "done": 0} for s, e in bounds],
+        }
 
     def _save_state(self, sidecar: Path, state: dict, fd: int | None) -> None:
         if fd is not None:
@@ -222,11 +231,16 @@ class Downloader:
         error: Exception | None = None
         for attempt in range(self.retries):
             try:
-                resp = self.session.head(remote.url, headers=remote.headers, allow_redirects=True,
-                                         timeout=(10, self.stall_timeout))
+                resp = self.session.head(
+                    remote.url, headers=remote.headers, allow_redirects=True, timeout=(10, self.stall_timeout)
+                )
                 if resp.status_code == 405:  # HEAD not allowed: ask for one byte instead
-                    resp = self.session.get(remote.url, headers={**remote.headers, "Range": "bytes=0-0"},
-                                            stream=True, timeout=(10, self.stall_timeout))
+                    resp = self.session.get(
+                        remote.url,
+                        headers={**remote.headers, "Range": "bytes=0-0"},
+                        stream=True,
+                        timeout=(10, self.stall_timeout),
+                    )
                     resp.close()
                     if resp.status_code == 206:
                         total = resp.headers.get("Content-Range", "").rpartition("/")[2]
@@ -244,8 +258,9 @@ class Downloader:
                 self._backoff(attempt)
         raise DownloadError(f"{remote.url} could not be reached ({error}); check the connection and pull again.")
 
-    def _run_parts(self, remote, partial: Path, sidecar: Path, state: dict, on_bytes, check_cancelled,
-                   hasher: "_Hasher | None") -> None:
+    def _run_parts(
+        self, remote, partial: Path, sidecar: Path, state: dict, on_bytes, check_cancelled, hasher: _Hasher | None
+    ) -> None:
         lock = threading.Lock()
         stop = threading.Event()
         last_save = [time.monotonic()]
@@ -270,7 +285,10 @@ class Downloader:
                     self._run_part(remote, fd, part, state, progress, guarded_cancel, hasher)
             else:
                 with ThreadPoolExecutor(max_workers=len(pending), thread_name_prefix="download") as pool:
-                    futures = [pool.submit(self._run_part, remote, fd, p, state, progress, guarded_cancel, None) for p in pending]
+                    futures = [
+                        pool.submit(self._run_part, remote, fd, p, state, progress, guarded_cancel, None)
+                        for p in pending
+                    ]
                     error = None
                     for future in futures:
                         try:
@@ -287,8 +305,9 @@ class Downloader:
                 self._save_state(sidecar, state, fd)
             os.close(fd)
 
-    def _run_part(self, remote: RemoteFile, fd: int, part: dict, state: dict, progress, check_cancelled,
-                  hasher: "_Hasher | None") -> None:
+    def _run_part(
+        self, remote: RemoteFile, fd: int, part: dict, state: dict, progress, check_cancelled, hasher: _Hasher | None
+    ) -> None:
         import requests
         import urllib3
 
@@ -303,8 +322,9 @@ class Downloader:
                 headers["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
             try:
                 check_cancelled()
-                with self.session.get(remote.url, headers=headers, stream=True, allow_redirects=True,
-                                      timeout=(10, self.stall_timeout)) as resp:
+                with self.session.get(
+                    remote.url, headers=headers, stream=True, allow_redirects=True, timeout=(10, self.stall_timeout)
+                ) as resp:
                     _raise_for_status(resp.status_code, remote)
                     if "Range" in headers and resp.status_code != 206:
                         if len(state["parts"]) > 1:

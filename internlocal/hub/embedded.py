@@ -65,8 +65,15 @@ def register_embedded(catalog: Catalog) -> list[Model]:
         from internlocal.hub.library import model_fields
 
         info = read_gguf(path) if path.is_file() else read_hf_dir(path)
-        fields = model_fields(info, path=path, storage="reference", source=f"embedded:{embedded.distribution}",
-                              sha256=sha256_path(path), family=embedded.family, kind=embedded.kind)
+        fields = model_fields(
+            info,
+            path=path,
+            storage="reference",
+            source=f"embedded:{embedded.distribution}",
+            sha256=sha256_path(path),
+            family=embedded.family,
+            kind=embedded.kind,
+        )
         if existing:
             registered.append(catalog.update_model(existing.id, **fields))
         else:

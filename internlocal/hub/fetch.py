@@ -19,9 +19,14 @@ from internlocal.hub.sources import resolve_dataset
 from internlocal.hub.store import Store
 
 
-def fetch_dataset(store_dir: Path, dest: Path, spec: str, default_pattern: str | None = None,
-                  on_bytes: Callable[[int], None] = lambda n: None,
-                  check_cancelled: Callable[[], None] = lambda: None) -> tuple[str, list[Path]]:
+def fetch_dataset(
+    store_dir: Path,
+    dest: Path,
+    spec: str,
+    default_pattern: str | None = None,
+    on_bytes: Callable[[int], None] = lambda n: None,
+    check_cancelled: Callable[[], None] = lambda: None,
+) -> tuple[str, list[Path]]:
     """Returns (canonical source with its revision, the local files). ``dest`` is replaced."""
     source, files = resolve_dataset(spec, default_pattern)
     if not files:

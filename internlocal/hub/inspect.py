@@ -113,12 +113,12 @@ def read_gguf(path: Path) -> ModelFileInfo:
         try:
             block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]
         except (ValueError, KeyError):
-            raise ModelFileError(f"{path} uses tensor type {ggml_type} (in {name}), unknown to this version; update internlocal.") from None
+            raise ModelFileError(
+                f"{path} uses tensor type {ggml_type} (in {name}), unknown to this version; update internlocal."
+            ) from None
         data_end = max(data_end, data_start + offset + n_elements // block * type_size)
     if data_end > size:
-        raise ModelFileError(
-            f"{path} is truncated ({size} of {data_end} bytes); download or copy it again."
-        )
+        raise ModelFileError(f"{path} is truncated ({size} of {data_end} bytes); download or copy it again.")
 
     arch = kv.get("general.architecture")
     return ModelFileInfo(

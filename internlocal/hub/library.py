@@ -15,8 +15,17 @@ from internlocal.hub.inspect import ModelFileInfo, read_gguf, read_hf_dir
 from internlocal.hub.store import Manifest, ManifestFile, Store, check_model_name
 
 # how a model's family is guessed from its architecture or name when nothing says otherwise
-_FAMILIES = (("internlm3", "internlm3"), ("internlm2", "internlm2_5"), ("internlm", "internlm"), ("qwen2", "qwen2.5"),
-             ("qwen", "qwen"), ("smollm", "smollm2"), ("llama", "llama"), ("mistral", "mistral"), ("bert", "bert"))
+_FAMILIES = (
+    ("internlm3", "internlm3"),
+    ("internlm2", "internlm2_5"),
+    ("internlm", "internlm"),
+    ("qwen2", "qwen2.5"),
+    ("qwen", "qwen"),
+    ("smollm", "smollm2"),
+    ("llama", "llama"),
+    ("mistral", "mistral"),
+    ("bert", "bert"),
+)
 
 
 def guess_family(*hints: str | None) -> str | None:
@@ -35,9 +44,18 @@ def inspect_path(path: Path) -> ModelFileInfo:
     return read_gguf(path)
 
 
-def model_fields(info: ModelFileInfo, *, path: Path, storage: str, source: str, sha256: str | None,
-                 family: str | None = None, kind: str | None = None, chat_template: str | None = None,
-                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def model_fields(
+    info: ModelFileInfo,
+    *,
+    path: Path,
+    storage: str,
+    source: str,
+    sha256: str | None,
+    family: str | None = None,
+    kind: str | None = None,
+    chat_template: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Catalog columns for a model file, from what the file says about itself."""
     if kind is None:
         kind = "embedding" if (info.architecture or "").lower().startswith(("bert", "xlmroberta")) else "chat"
@@ -63,14 +81,32 @@ def model_fields(info: ModelFileInfo, *, path: Path, storage: str, source: str, 
     )
 
 
-def register(catalog: Catalog, *, name: str, path: Path, storage: str, source: str, sha256: str | None,
-             info: ModelFileInfo | None = None, extra: dict[str, Any] | None = None,
-             parent: Model | None = None, operation: str | None = None, params: dict | None = None) -> Model:
+def register(
+    catalog: Catalog,
+    *,
+    name: str,
+    path: Path,
+    storage: str,
+    source: str,
+    sha256: str | None,
+    info: ModelFileInfo | None = None,
+    extra: dict[str, Any] | None = None,
+    parent: Model | None = None,
+    operation: str | None = None,
+    params: dict | None = None,
+) -> Model:
     """Add a model to the catalog from what its file says about itself (and link it to its parent)."""
     info = info or inspect_path(path)
-    fields = model_fields(info, path=Path(path), storage=storage, source=source, sha256=sha256,
-                          family=(extra or {}).get("family") or guess_family(info.architecture, info.name, name),
-                          chat_template=parent.chat_template if parent else None, extra=extra)
+    fields = model_fields(
+        info,
+        path=Path(path),
+        storage=storage,
+        source=source,
+        sha256=sha256,
+        family=(extra or {}).get("family") or guess_family(info.architecture, info.name, name),
+        chat_template=parent.chat_template if parent else None,
+        extra=extra,
+    )
     model = catalog.add_model(Model(name=name, **fields))
     if parent is not None and operation:
         catalog.add_lineage(("model", parent.id), ("model", model.id), operation, params or {})  # type: ignore[arg-type]
@@ -85,8 +121,9 @@ def unique_name(catalog: Catalog, wanted: str) -> str:
     return check_model_name(name)
 
 
-def add_to_store(store: Store, name: str, source: str, files: list[tuple[Path, str]], *, move: bool,
-                 metadata: dict | None = None) -> tuple[Manifest, Path]:
+def add_to_store(
+    store: Store, name: str, source: str, files: list[tuple[Path, str]], *, move: bool, metadata: dict | None = None
+) -> tuple[Manifest, Path]:
     """Put files (``(local file, path inside the model)``) into the store under ``name``."""
     entries = []
     for local, rel in files:
@@ -108,16 +145,28 @@ def import_model(catalog: Catalog, store: Store, path: Path, *, name: str | None
     if catalog.has_model(name):
         raise UserError(f"A model named {name!r} is already in the catalog; choose another with --name.")
     if not copy:
-        return register(catalog, name=name, path=path, storage="reference", source=f"import:{path}",
-                        sha256=sha256_path(path), info=info)
+        return register(
+            catalog,
+            name=name,
+            path=path,
+            storage="reference",
+            source=f"import:{path}",
+            sha256=sha256_path(path),
+            info=info,
+        )
     if path.is_dir():
-        files = [(f, f.relative_to(path).as_posix()) for f in sorted(path.rglob("*")) if f.is_file()
-                 and not any(part.startswith(".") for part in f.relative_to(path).parts)]
+        files = [
+            (f, f.relative_to(path).as_posix())
+            for f in sorted(path.rglob("*"))
+            if f.is_file() and not any(part.startswith(".") for part in f.relative_to(path).parts)
+        ]
     else:
         files = [(path, path.name)]
     manifest, model_path = add_to_store(store, name, f"import:{path}", files, move=False)
     digest = manifest.files[0].digest.removeprefix("sha256-") if path.is_file() else sha256_path(model_path)
-    return register(catalog, name=name, path=model_path, storage="store", source=f"import:{path}", sha256=digest, info=info)
+    return register(
+        catalog, name=name, path=model_path, storage="store", source=f"import:{path}", sha256=digest, info=info
+    )
 
 
 def remove_model(catalog: Catalog, store: Store, ref: str) -> dict[str, Any]:
@@ -133,23 +182,44 @@ def remove_model(catalog: Catalog, store: Store, ref: str) -> dict[str, Any]:
     if model.storage == "store":
         removed = store.remove_manifest(model.name)
     catalog.delete_model(model.id)  # type: ignore[arg-type]
-    return {"model": model.name, "storage": model.storage, "blobs_removed": removed,
-            "kept_file": model.path if model.storage == "reference" and model.format != "remote" else None}
+    return {
+        "model": model.name,
+        "storage": model.storage,
+        "blobs_removed": removed,
+        "kept_file": model.path if model.storage == "reference" and model.format != "remote" else None,
+    }
 
 
 def disk_usage(catalog: Catalog, store: Store) -> dict[str, Any]:
     usage = store.usage()
     models = []
     for m in catalog.list_models():
-        models.append({"name": m.name, "storage": m.storage, "size_bytes": m.size_bytes,
-                       "in_store_bytes": usage["models"].get(m.name, 0)})
-    return {"models": models, "store_bytes": usage["blobs_bytes"], "partial_bytes": usage["partial_bytes"],
-            "free_bytes": usage["free_bytes"], "store": str(store.root)}
+        models.append(
+            {
+                "name": m.name,
+                "storage": m.storage,
+                "size_bytes": m.size_bytes,
+                "in_store_bytes": usage["models"].get(m.name, 0),
+            }
+        )
+    return {
+        "models": models,
+        "store_bytes": usage["blobs_bytes"],
+        "partial_bytes": usage["partial_bytes"],
+        "free_bytes": usage["free_bytes"],
+        "store": str(store.root),
+    }
 
 
-
-def add_remote(catalog: Catalog, name: str, url: str, *, model: str | None = None, api_key_env: str | None = None,
-               kind: str = "chat") -> Model:
+def add_remote(
+    catalog: Catalog,
+    name: str,
+    url: str,
+    *,
+    model: str | None = None,
+    api_key_env: str | None = None,
+    kind: str = "chat",
+) -> Model:
     """Register an OpenAI-compatible endpoint as a chat (or ``embedding``) model; the key stays in the environment."""
     import os
 
@@ -168,7 +238,9 @@ def add_remote(catalog: Catalog, name: str, url: str, *, model: str | None = Non
     except requests.RequestException as exc:
         raise UserError(f"Cannot reach {base} ({exc}); check the URL and that the server runs.") from None
     if response.status_code in (401, 403):
-        raise UserError(f"{base} refused the request ({response.status_code}); pass --api-key-env with the key's variable.")
+        raise UserError(
+            f"{base} refused the request ({response.status_code}); pass --api-key-env with the key's variable."
+        )
     if response.status_code >= 400:
         raise UserError(f"{base}/models answered {response.status_code}; is this an OpenAI-compatible server?")
     served = [m.get("id") for m in response.json().get("data", [])]
@@ -178,7 +250,15 @@ def add_remote(catalog: Catalog, name: str, url: str, *, model: str | None = Non
         model = served[0]
     elif served and model not in served:
         raise UserError(f"{base} does not serve {model!r}; it serves {', '.join(served)}.")
-    return catalog.add_model(Model(
-        name=name, family=guess_family(model), kind=kind, format="remote", path=base, storage="reference",
-        source=f"remote:{base}", metadata_json=json.dumps({"remote_model": model, "api_key_env": api_key_env}),
-    ))
+    return catalog.add_model(
+        Model(
+            name=name,
+            family=guess_family(model),
+            kind=kind,
+            format="remote",
+            path=base,
+            storage="reference",
+            source=f"remote:{base}",
+            metadata_json=json.dumps({"remote_model": model, "api_key_env": api_key_env}),
+        )
+    )

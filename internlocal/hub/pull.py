@@ -24,8 +24,9 @@ from internlocal.jobs.context import JobContext
 DISK_MARGIN = 512 << 20
 
 
-def pull_model(ctx: JobContext, spec: str, name: str | None = None, hub: str | None = None,
-               parts: int = 4) -> dict[str, Any]:
+def pull_model(
+    ctx: JobContext, spec: str, name: str | None = None, hub: str | None = None, parts: int = 4
+) -> dict[str, Any]:
     settings = load_settings()
     catalog = open_catalog(settings)
     store = Store(settings.store_dir)
@@ -65,21 +66,34 @@ def pull_model(ctx: JobContext, spec: str, name: str | None = None, hub: str | N
                 before = downloaded
                 _, digest = downloader.fetch(remote, on_bytes, ctx.check_cancelled)
                 ctx.log(f"{remote.path}: {downloaded - before} bytes downloaded, sha256 {digest[:12]}… verified")
-            entries.append(ManifestFile(path=remote.path, digest=f"sha256-{digest}",
-                                        size=store.blob_path(digest).stat().st_size))
+            entries.append(
+                ManifestFile(path=remote.path, digest=f"sha256-{digest}", size=store.blob_path(digest).stat().st_size)
+            )
         manifest = Manifest(name=name, source=resolved.source, files=entries, metadata=resolved.metadata)
         store.write_manifest(manifest)
         model_path = store.model_path(manifest)
         try:
-            model = register(catalog, name=name, path=model_path, storage="store", source=resolved.source,
-                             sha256=manifest.model_sha256(),
-                             extra=resolved.metadata)
+            model = register(
+                catalog,
+                name=name,
+                path=model_path,
+                storage="store",
+                source=resolved.source,
+                sha256=manifest.model_sha256(),
+                extra=resolved.metadata,
+            )
         except ModelFileError as exc:
             store.remove_manifest(name)  # not a model after all: nothing of it stays
             raise ModelFileError(f"{spec} downloaded, but it is not a usable model: {exc}") from None
         ctx.progress(total or done, total or done, unit="bytes", message="done")
-        return {"model": model.name, "status": "pulled", "bytes": downloaded, "files": len(entries),
-                "path": model.path, "source": resolved.source}
+        return {
+            "model": model.name,
+            "status": "pulled",
+            "bytes": downloaded,
+            "files": len(entries),
+            "path": model.path,
+            "source": resolved.source,
+        }
     finally:
         catalog.close()
 
@@ -112,4 +126,3 @@ def _check_disk(store: Store, files: list[RemoteFile]) -> None:
             f"This model needs {need / 2**30:.1f} GiB but only {free / 2**30:.1f} GiB is free in {store.root}; "
             "free some space (`internlocal models du`, `models rm`) or set INTERNLOCAL_HOME to a bigger disk."
         )
-

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from internlocal.errors import UserError
 
+
 def _registry_dir() -> Path:
     """``models/`` of the repository (editable install), else the copy installed under ``share/``."""
     import sys
@@ -67,7 +68,7 @@ class RegistryModel(BaseModel):
     default_tag: str | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "RegistryModel":
+    def _check(self) -> RegistryModel:
         if not (self.hf or self.modelscope or self.gguf):
             raise ValueError(f"{self.name}: give at least one of hf, modelscope, gguf")
         if self.default_tag and self.default_tag != "hf" and (not self.gguf or self.default_tag not in self.gguf.files):

@@ -46,7 +46,9 @@ def parse_repo_spec(rest: str) -> tuple[str, str | None, str | None]:
         rest, revision = rest.rsplit("@", 1)
     repo, _, pattern = rest.partition(":")
     if repo.count("/") != 1 or not all(repo.split("/")):
-        raise UserError(f"{repo!r} is not a repository id; write it as org/name, e.g. hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF.")
+        raise UserError(
+            f"{repo!r} is not a repository id; write it as org/name, e.g. hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF."
+        )
     return repo, pattern or None, revision
 
 
@@ -78,8 +80,12 @@ def resolve_url(url: str) -> Resolved:
         raise UserError(f"{url} does not end in a file name; give the URL of the file itself.")
     path = safe_relative_path(name)
     stem = re.sub(r"\.gguf$", "", path, flags=re.I)
-    return Resolved(source=url, default_name=stem.lower(), format="gguf" if path.lower().endswith(".gguf") else "file",
-                    files=[RemoteFile(url=url, path=path, sha256=sha256)])
+    return Resolved(
+        source=url,
+        default_name=stem.lower(),
+        format="gguf" if path.lower().endswith(".gguf") else "file",
+        files=[RemoteFile(url=url, path=path, sha256=sha256)],
+    )
 
 
 # -- Hugging Face Hub ------------------------------------------------------------------------------
@@ -105,9 +111,14 @@ def resolve_hf(repo: str, pattern: str | None, revision: str | None) -> Resolved
     chosen = _choose_files(names, pattern, repo)
     files = _hf_files(siblings, chosen, f"{endpoint}/{repo}/resolve/{commit}", build_hf_headers(token=token))
     fmt = "gguf" if all(f.path.endswith(".gguf") for f in files) else "hf"
-    return Resolved(source=f"hf:{repo}" + (f":{pattern}" if pattern else "") + f"@{commit}",
-                    default_name=_default_name(repo, files, fmt), format=fmt, files=files,
-                    metadata={"repo": repo, "revision": commit}, hf_repo=(repo, commit))
+    return Resolved(
+        source=f"hf:{repo}" + (f":{pattern}" if pattern else "") + f"@{commit}",
+        default_name=_default_name(repo, files, fmt),
+        format=fmt,
+        files=files,
+        metadata={"repo": repo, "revision": commit},
+        hf_repo=(repo, commit),
+    )
 
 
 def _hf_info(call, repo: str, revision: str | None, endpoint: str):
@@ -117,7 +128,9 @@ def _hf_info(call, repo: str, revision: str | None, endpoint: str):
     try:
         return call()
     except GatedRepoError:
-        raise UserError(f"{repo} is gated: accept its licence on the model page, then set HF_TOKEN to a token with read access.") from None
+        raise UserError(
+            f"{repo} is gated: accept its licence on the model page, then set HF_TOKEN to a token with read access."
+        ) from None
     except RepositoryNotFoundError:
         raise UserError(f"Hugging Face repository {repo} was not found (or is private: set HF_TOKEN).") from None
     except RevisionNotFoundError:
@@ -127,11 +140,15 @@ def _hf_info(call, repo: str, revision: str | None, endpoint: str):
         if status == 404:
             raise UserError(f"Hugging Face repository {repo} was not found (or is private: set HF_TOKEN).") from None
         if status in (401, 403):
-            raise UserError(f"The Hugging Face Hub refused access to {repo} ({status}); set HF_TOKEN to a token that can read it.") from None
+            raise UserError(
+                f"The Hugging Face Hub refused access to {repo} ({status}); set HF_TOKEN to a token that can read it."
+            ) from None
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"The Hugging Face Hub at {endpoint} answered an error for {repo} ({first_line}).") from None
     except OSError as exc:
-        raise UserError(f"Cannot reach the Hugging Face Hub at {endpoint} ({exc}); check the connection or HF_ENDPOINT.") from None
+        raise UserError(
+            f"Cannot reach the Hugging Face Hub at {endpoint} ({exc}); check the connection or HF_ENDPOINT."
+        ) from None
 
 
 def _hf_files(siblings, chosen: set[str], base_url: str, headers: dict[str, str]) -> list[RemoteFile]:
@@ -140,20 +157,26 @@ def _hf_files(siblings, chosen: set[str], base_url: str, headers: dict[str, str]
         if sibling.rfilename not in chosen:
             continue
         lfs = sibling.lfs
-        files.append(RemoteFile(
-            url=f"{base_url}/{quote(sibling.rfilename)}",
-            path=safe_relative_path(sibling.rfilename),
-            size=sibling.size if sibling.size is not None else (lfs.size if lfs else None),
-            sha256=lfs.sha256 if lfs else None,
-            git_sha1=None if lfs else sibling.blob_id,
-            headers=dict(headers),
-        ))
+        files.append(
+            RemoteFile(
+                url=f"{base_url}/{quote(sibling.rfilename)}",
+                path=safe_relative_path(sibling.rfilename),
+                size=sibling.size if sibling.size is not None else (lfs.size if lfs else None),
+                sha256=lfs.sha256 if lfs else None,
+                git_sha1=None if lfs else sibling.blob_id,
+                headers=dict(headers),
+            )
+        )
     return files
 
 
 def _choose_files(names: list[str], pattern: str | None, repo: str) -> set[str]:
     if pattern:
-        chosen = {n for n in names if n == pattern or fnmatch.fnmatch(n, pattern) or fnmatch.fnmatch(n.lower(), pattern.lower())}
+        chosen = {
+            n
+            for n in names
+            if n == pattern or fnmatch.fnmatch(n, pattern) or fnmatch.fnmatch(n.lower(), pattern.lower())
+        }
         if not chosen:
             ggufs = ", ".join(n for n in names if n.endswith(".gguf")) or "none"
             raise UserError(f"No file in {repo} matches {pattern!r}; its GGUF files: {ggufs}.")
@@ -202,9 +225,13 @@ def _modelscope_get(url: str, params: dict[str, str], headers: dict[str, str], w
     try:
         resp = requests.get(url, params=params, headers=headers, timeout=30)
     except requests.RequestException as exc:
-        raise UserError(f"Cannot reach ModelScope at {modelscope_endpoint()} ({exc}); check the connection or MODELSCOPE_DOMAIN.") from None
+        raise UserError(
+            f"Cannot reach ModelScope at {modelscope_endpoint()} ({exc}); check the connection or MODELSCOPE_DOMAIN."
+        ) from None
     if resp.status_code in (401, 403):
-        raise UserError(f"ModelScope refused access to {what}; set MODELSCOPE_API_TOKEN for private or gated repositories.")
+        raise UserError(
+            f"ModelScope refused access to {what}; set MODELSCOPE_API_TOKEN for private or gated repositories."
+        )
     if resp.status_code == 404:
         raise UserError(f"ModelScope {what} was not found.")
     try:
@@ -220,8 +247,12 @@ def resolve_modelscope(repo: str, pattern: str | None, revision: str | None) -> 
     endpoint = modelscope_endpoint()
     revision = revision or "master"
     headers = _modelscope_headers()
-    body = _modelscope_get(f"{endpoint}/api/v1/models/{repo}/repo/files", {"Revision": revision, "Recursive": "True"},
-                           headers, f"model {repo}")
+    body = _modelscope_get(
+        f"{endpoint}/api/v1/models/{repo}/repo/files",
+        {"Revision": revision, "Recursive": "True"},
+        headers,
+        f"model {repo}",
+    )
     entries = [f for f in body["Data"].get("Files", []) if f.get("Type", "blob") == "blob"]
     by_path = {f["Path"]: f for f in entries}
     chosen = _choose_files(list(by_path), pattern, repo)
@@ -236,9 +267,13 @@ def resolve_modelscope(repo: str, pattern: str | None, revision: str | None) -> 
         for path in sorted(chosen)
     ]
     fmt = "gguf" if all(f.path.endswith(".gguf") for f in files) else "hf"
-    return Resolved(source=f"modelscope:{repo}" + (f":{pattern}" if pattern else "") + f"@{revision}",
-                    default_name=_default_name(repo, files, fmt), format=fmt, files=files,
-                    metadata={"repo": repo, "revision": revision})
+    return Resolved(
+        source=f"modelscope:{repo}" + (f":{pattern}" if pattern else "") + f"@{revision}",
+        default_name=_default_name(repo, files, fmt),
+        format=fmt,
+        files=files,
+        metadata={"repo": repo, "revision": revision},
+    )
 
 
 # -- dataset repositories (benchmarks, training data) -------------------------------------------------
@@ -256,7 +291,9 @@ def resolve_dataset(spec: str, default_pattern: str | None = None) -> tuple[str,
     elif spec.startswith(("modelscope:", "ms:")):
         kind, rest = "modelscope", spec.split(":", 1)[1]
     else:
-        raise UserError(f"{spec!r} is not a dataset repository; write hf:org/name[:glob] or modelscope:org/name[:glob].")
+        raise UserError(
+            f"{spec!r} is not a dataset repository; write hf:org/name[:glob] or modelscope:org/name[:glob]."
+        )
     repo, pattern, revision = parse_repo_spec(rest)
     pattern = pattern or default_pattern
     if kind == "hf":
@@ -266,21 +303,31 @@ def resolve_dataset(spec: str, default_pattern: str | None = None) -> tuple[str,
         endpoint = hf_endpoint()
         token = os.environ.get("HF_TOKEN") or None
         api = HfApi(endpoint=endpoint, token=token)
-        info = _hf_info(lambda: api.dataset_info(repo, revision=revision, files_metadata=True), repo, revision, endpoint)
+        info = _hf_info(
+            lambda: api.dataset_info(repo, revision=revision, files_metadata=True), repo, revision, endpoint
+        )
         revision = info.sha or revision or "main"
         siblings = info.siblings or []
         chosen = _pick(sorted(s.rfilename for s in siblings), pattern, repo)
-        files = _hf_files(siblings, chosen, f"{endpoint}/datasets/{repo}/resolve/{revision}", build_hf_headers(token=token))
+        files = _hf_files(
+            siblings, chosen, f"{endpoint}/datasets/{repo}/resolve/{revision}", build_hf_headers(token=token)
+        )
     else:
         endpoint = modelscope_endpoint()
         revision = revision or "master"
         headers = _modelscope_headers()
         entries = _modelscope_dataset_tree(endpoint, repo, revision, headers)
         chosen = _pick(sorted(entries), pattern, repo)
-        files = [RemoteFile(url=f"{endpoint}/api/v1/datasets/{repo}/repo?Revision={quote(revision)}&FilePath={quote(path)}",
-                            path=safe_relative_path(path), size=entries[path].get("Size"),
-                            sha256=entries[path].get("Sha256") or None, headers=dict(headers))
-                 for path in sorted(chosen)]
+        files = [
+            RemoteFile(
+                url=f"{endpoint}/api/v1/datasets/{repo}/repo?Revision={quote(revision)}&FilePath={quote(path)}",
+                path=safe_relative_path(path),
+                size=entries[path].get("Size"),
+                sha256=entries[path].get("Sha256") or None,
+                headers=dict(headers),
+            )
+            for path in sorted(chosen)
+        ]
     return f"{kind}:{repo}" + (f":{pattern}" if pattern else "") + f"@{revision}", files
 
 
@@ -303,8 +350,12 @@ def _modelscope_dataset_tree(endpoint: str, repo: str, revision: str, headers: d
         if root in seen or len(seen) > 2000:
             continue
         seen.add(root)
-        body = _modelscope_get(f"{endpoint}/api/v1/datasets/{repo}/repo/tree",
-                               {"Revision": revision, "Root": root, "PageSize": "10000"}, headers, f"dataset {repo}")
+        body = _modelscope_get(
+            f"{endpoint}/api/v1/datasets/{repo}/repo/tree",
+            {"Revision": revision, "Root": root, "PageSize": "10000"},
+            headers,
+            f"dataset {repo}",
+        )
         for entry in body["Data"].get("Files") or []:
             path = entry.get("Path") or entry.get("Name")
             if entry.get("Type") == "tree":
@@ -314,4 +365,4 @@ def _modelscope_dataset_tree(endpoint: str, repo: str, revision: str, headers: d
     return files
 
 
-__all__ = ["Resolved", "resolve", "resolve_dataset", "resolve_hf", "resolve_modelscope", "resolve_url", "DownloadError"]
+__all__ = ["DownloadError", "Resolved", "resolve", "resolve_dataset", "resolve_hf", "resolve_modelscope", "resolve_url"]

@@ -45,22 +45,27 @@ class Manifest:
         """The catalog's sha256 of the model: the file's for one file, else ``files.sha256_dir``'s tree hash."""
         if len(self.files) == 1:
             return self.files[0].digest.removeprefix("sha256-")
-        lines = "".join(f"{f.path}\0{f.digest.removeprefix('sha256-')}\n" for f in sorted(self.files, key=lambda f: f.path)
-                        if not any(part.startswith(".") for part in f.path.split("/")))
+        lines = "".join(
+            f"{f.path}\0{f.digest.removeprefix('sha256-')}\n"
+            for f in sorted(self.files, key=lambda f: f.path)
+            if not any(part.startswith(".") for part in f.path.split("/"))
+        )
         return hashlib.sha256(lines.encode()).hexdigest()
 
     @classmethod
-    def load(cls, path: Path) -> "Manifest":
+    def load(cls, path: Path) -> Manifest:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(name=data["name"], source=data["source"], files=[ManifestFile(**f) for f in data["files"]],
-                   metadata=data.get("metadata", {}))
+        return cls(
+            name=data["name"],
+            source=data["source"],
+            files=[ManifestFile(**f) for f in data["files"]],
+            metadata=data.get("metadata", {}),
+        )
 
 
 def check_model_name(name: str) -> str:
     if not _NAME.match(name) or ".." in name:
-        raise UserError(
-            f"{name!r} cannot be a model name; use letters, digits and . _ - : + (up to 128 characters)."
-        )
+        raise UserError(f"{name!r} cannot be a model name; use letters, digits and . _ - : + (up to 128 characters).")
     return name
 
 
@@ -206,5 +211,9 @@ class Store:
             per_model[m.name] = size
         # partial files are sparse (preallocated to full size): count the blocks actually written
         partial = sum(p.stat().st_blocks * 512 for p in self.partial.glob("*") if p.is_file())
-        return {"models": per_model, "blobs_bytes": total, "partial_bytes": partial,
-                "free_bytes": shutil.disk_usage(self.root).free}
+        return {
+            "models": per_model,
+            "blobs_bytes": total,
+            "partial_bytes": partial,
+            "free_bytes": shutil.disk_usage(self.root).free,
+        }

@@ -38,6 +38,7 @@ def verify_models(ctx: JobContext, names: list[str] | None = None) -> dict[str, 
             results[model.name] = "unhashed"
             done += sizes[model.name]
         else:
+
             def on_bytes(n: int, name: str = model.name) -> None:
                 nonlocal done
                 done += n

@@ -125,4 +125,3 @@ class ProgressTracker:
         if t1 > t0 and d1 >= d0:
             p.rate = (d1 - d0) / (t1 - t0)
             p.eta_s = (p.total - p.done) / p.rate if p.total and p.rate > 0 else None
-

@@ -86,8 +86,14 @@ class JobRunner:
         params = params or {}
         json.dumps(params)  # parameters must survive the trip to the worker process
         job = self.catalog.add_job(
-            Job(kind=kind, target=target_name(target), title=title, status="queued",
-                params_json=json.dumps(params, sort_keys=True), events_path="")
+            Job(
+                kind=kind,
+                target=target_name(target),
+                title=title,
+                status="queued",
+                params_json=json.dumps(params, sort_keys=True),
+                events_path="",
+            )
         )
         assert job.id is not None
         job = self.catalog.update_job(job.id, events_path=str(self.events_path(job.id)))
@@ -194,7 +200,9 @@ class JobRunner:
         return "internlocal.jobs.worker" in cmdline or job.pid == os.getpid()
 
 
-def execute(catalog: Catalog, runner: JobRunner, job_id: int, on_context: Callable[[JobContext], None] | None = None) -> Job:
+def execute(
+    catalog: Catalog, runner: JobRunner, job_id: int, on_context: Callable[[JobContext], None] | None = None
+) -> Job:
     """Run one job to its end in this process, recording status, events and result."""
     job = catalog.get_job(job_id)
     events = EventWriter(runner.events_path(job_id))

@@ -18,8 +18,10 @@ from internlocal.engines.base import Engine, Generation, GenerationParams, Gener
 from internlocal.kb.index import Hit, Index
 
 REFUSAL = "The knowledge base has no answer to this question."
-SYSTEM = ("You answer questions using only the numbered passages you are given. Cite the passage you used like [1]. "
-          "If the passages do not contain the answer, say that the knowledge base does not say.")
+SYSTEM = (
+    "You answer questions using only the numbered passages you are given. Cite the passage you used like [1]. "
+    "If the passages do not contain the answer, say that the knowledge base does not say."
+)
 _CITE = re.compile(r"\[(\d{1,2})\]")
 
 
@@ -32,7 +34,11 @@ def passages_prompt(question: str, hits: Sequence[Hit]) -> str:
     for n, hit in enumerate(hits, start=1):
         heading = f" — {hit.heading}" if hit.heading else ""
         blocks.append(f"[{n}] ({hit.citation}{heading})\n{hit.text}")
-    return "Passages:\n\n" + "\n\n".join(blocks) + f"\n\nQuestion: {question}\nAnswer using the passages, citing them like [1]."
+    return (
+        "Passages:\n\n"
+        + "\n\n".join(blocks)
+        + f"\n\nQuestion: {question}\nAnswer using the passages, citing them like [1]."
+    )
 
 
 def cited(text: str, count: int) -> list[int]:
@@ -74,34 +80,61 @@ class KbAnswer:
         for source in self.sources:
             source["cited"] = source["n"] in numbers
 
-    def collect(self) -> "KbAnswer":
+    def collect(self) -> KbAnswer:
         for _ in self:
             pass
         return self
 
     def record(self) -> dict[str, Any]:
         """What a chat message stores: the passages given (with which were cited), evidence, refusal."""
-        return {"kb_sources": self.sources, "evidence": round(self.evidence, 4), "threshold": self.threshold,
-                "refused": self.refused}
+        return {
+            "kb_sources": self.sources,
+            "evidence": round(self.evidence, 4),
+            "threshold": self.threshold,
+            "refused": self.refused,
+        }
 
 
-def retrieve(index: Index, question: str, *, k: int = 4, threshold: float, kinds: list[str] | None = None,
-             folder: str | None = None, reranker: Any = None) -> tuple[list[Hit], float, bool]:
+def retrieve(
+    index: Index,
+    question: str,
+    *,
+    k: int = 4,
+    threshold: float,
+    kinds: list[str] | None = None,
+    folder: str | None = None,
+    reranker: Any = None,
+) -> tuple[list[Hit], float, bool]:
     """(passages, evidence, refuse?)."""
     hits = index.search(question, k=k, kinds=kinds, folder=folder, reranker=reranker)
     evidence = max((h.similarity for h in hits), default=0.0)
     return hits, evidence, evidence < threshold
 
 
-def answer(engine: Engine, index: Index, question: str, *, threshold: float, k: int = 4,
-           history: Sequence[Message] = (), params: GenerationParams | None = None, system_prompt: str | None = None,
-           kinds: list[str] | None = None, folder: str | None = None, reranker: Any = None) -> KbAnswer:
-    hits, evidence, refuse = retrieve(index, question, k=k, threshold=threshold, kinds=kinds, folder=folder,
-                                      reranker=reranker)
+def answer(
+    engine: Engine,
+    index: Index,
+    question: str,
+    *,
+    threshold: float,
+    k: int = 4,
+    history: Sequence[Message] = (),
+    params: GenerationParams | None = None,
+    system_prompt: str | None = None,
+    kinds: list[str] | None = None,
+    folder: str | None = None,
+    reranker: Any = None,
+) -> KbAnswer:
+    hits, evidence, refuse = retrieve(
+        index, question, k=k, threshold=threshold, kinds=kinds, folder=folder, reranker=reranker
+    )
     if refuse:  # too weak to stand behind: the refusal lists no sources and the model is not asked
         return KbAnswer(question, [], evidence, threshold, refusal_generation(), refused=True)
-    messages: list[Message] = [{"role": "system", "content": system_prompt or SYSTEM}, *history,
-                               {"role": "user", "content": passages_prompt(question, hits)}]
+    messages: list[Message] = [
+        {"role": "system", "content": system_prompt or SYSTEM},
+        *history,
+        {"role": "user", "content": passages_prompt(question, hits)},
+    ]
     generation = engine.chat(messages, params or GenerationParams.greedy(max_tokens=256))
     return KbAnswer(question, hits, evidence, threshold, generation, refused=False, sources=sources_of(hits))
 

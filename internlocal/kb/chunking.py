@@ -92,7 +92,9 @@ def chunk_blocks(blocks: list[Block], size: int = 800, overlap: int = 120, code:
         if text:
             lines = [p.line for p in pieces if p.line is not None]
             ends = [p.end_line for p in pieces if p.end_line is not None]
-            chunks.append(Chunk(text, heading, min(lines) if lines else None, max(ends) if ends else None, pieces[0].page))
+            chunks.append(
+                Chunk(text, heading, min(lines) if lines else None, max(ends) if ends else None, pieces[0].page)
+            )
 
     def pack(pieces: list[_Piece], heading: str | None) -> None:
         current: list[_Piece] = []
@@ -134,5 +136,5 @@ def _split_long(pieces: list[_Piece], size: int) -> list[_Piece]:
             out.append(piece)
             continue
         for start in range(0, len(piece.text), size):
-            out.append(_Piece(piece.text[start:start + size], piece.line, piece.end_line, piece.page))
+            out.append(_Piece(piece.text[start : start + size], piece.line, piece.end_line, piece.page))
     return out

@@ -23,18 +23,24 @@ def load_questions(path: Path) -> list[dict[str, Any]]:
     rows = []
     for where, row in read_rows(Path(path)):
         if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not row["question"].strip():
-            raise UserError(f"{path}, {where}: needs a non-empty \"question\".")
+            raise UserError(f'{path}, {where}: needs a non-empty "question".')
         sources = row.get("sources", [])
         if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
-            raise UserError(f"{path}, {where}: \"sources\" must be a list of file paths.")
+            raise UserError(f'{path}, {where}: "sources" must be a list of file paths.')
         rows.append({"question": row["question"], "sources": [s.strip("/") for s in sources]})
     if not rows:
         raise UserError(f"{path} has no questions.")
     return rows
 
 
-def evaluate(index: Index, questions: list[dict[str, Any]], *, threshold: float, k: int = 5,
-             mode: Literal["hybrid", "dense", "bm25"] = "hybrid") -> dict[str, Any]:
+def evaluate(
+    index: Index,
+    questions: list[dict[str, Any]],
+    *,
+    threshold: float,
+    k: int = 5,
+    mode: Literal["hybrid", "dense", "bm25"] = "hybrid",
+) -> dict[str, Any]:
     depth = max(k, 10)
     recall, reciprocal, ndcg = [], [], []
     answerable_evidence, unanswerable_evidence = [], []
@@ -45,7 +51,12 @@ def evaluate(index: Index, questions: list[dict[str, Any]], *, threshold: float,
         evidence = max((h.similarity for h in dense), default=0.0)
         files = list(dict.fromkeys(h.relpath for h in hits))  # ranked files, each at its best chunk's rank
         relevant = set(item["sources"])
-        row = {"question": item["question"], "sources": item["sources"], "retrieved": files[:k], "evidence": round(evidence, 4)}
+        row = {
+            "question": item["question"],
+            "sources": item["sources"],
+            "retrieved": files[:k],
+            "evidence": round(evidence, 4),
+        }
         if relevant:
             answerable_evidence.append(evidence)
             found = relevant & set(files[:k])
@@ -63,9 +74,14 @@ def evaluate(index: Index, questions: list[dict[str, Any]], *, threshold: float,
     refused_right = sum(1 for r in per_question if r["refused"] and not r["sources"])
     refused_all = sum(1 for r in per_question if r["refused"])
     result: dict[str, Any] = {
-        "mode": mode, "k": k, "questions": len(questions), "answerable": len(answerable_evidence),
+        "mode": mode,
+        "k": k,
+        "questions": len(questions),
+        "answerable": len(answerable_evidence),
         "unanswerable": len(unanswerable_evidence),
-        f"recall@{k}": _mean(recall), "mrr": _mean(reciprocal), "ndcg@10": _mean(ndcg),
+        f"recall@{k}": _mean(recall),
+        "mrr": _mean(reciprocal),
+        "ndcg@10": _mean(ndcg),
         "threshold": threshold,
         "refusal_precision": refused_right / refused_all if refused_all else None,
         "refusal_recall": refused_right / len(unanswerable_evidence) if unanswerable_evidence else None,

@@ -13,11 +13,55 @@ from pathlib import Path
 MARKDOWN = {".md", ".markdown", ".mdx"}
 TEXT = {".txt", ".text", ".rst", ".org", ".adoc", ".tex", ".log"}
 HTML = {".html", ".htm", ".xhtml"}
-CODE = {".py", ".js", ".ts", ".tsx", ".jsx", ".go", ".rs", ".c", ".h", ".cc", ".cpp", ".hpp", ".java", ".kt",
-        ".swift", ".rb", ".php", ".cs", ".scala", ".sh", ".bash", ".zsh", ".sql", ".r", ".jl", ".lua", ".pl",
-        ".toml", ".yaml", ".yml", ".json", ".ini", ".cfg", ".css", ".scss", ".vue", ".svelte", ".m", ".mm"}
-KINDS = {**{e: "markdown" for e in MARKDOWN}, **{e: "text" for e in TEXT}, **{e: "html" for e in HTML},
-         **{e: "code" for e in CODE}, ".pdf": "pdf", ".docx": "docx"}
+CODE = {
+    ".py",
+    ".js",
+    ".ts",
+    ".tsx",
+    ".jsx",
+    ".go",
+    ".rs",
+    ".c",
+    ".h",
+    ".cc",
+    ".cpp",
+    ".hpp",
+    ".java",
+    ".kt",
+    ".swift",
+    ".rb",
+    ".php",
+    ".cs",
+    ".scala",
+    ".sh",
+    ".bash",
+    ".zsh",
+    ".sql",
+    ".r",
+    ".jl",
+    ".lua",
+    ".pl",
+    ".toml",
+    ".yaml",
+    ".yml",
+    ".json",
+    ".ini",
+    ".cfg",
+    ".css",
+    ".scss",
+    ".vue",
+    ".svelte",
+    ".m",
+    ".mm",
+}
+KINDS = {
+    **{e: "markdown" for e in MARKDOWN},
+    **{e: "text" for e in TEXT},
+    **{e: "html" for e in HTML},
+    **{e: "code" for e in CODE},
+    ".pdf": "pdf",
+    ".docx": "docx",
+}
 
 
 class Unreadable(Exception):
@@ -133,7 +177,9 @@ def _html(text: str) -> list[Block]:
         tag.decompose()
     blocks: list[Block] = []
     path: list[tuple[int, str]] = []
-    for element in soup.find_all(["h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "pre", "td", "blockquote", "dd", "dt"]):
+    for element in soup.find_all(
+        ["h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "pre", "td", "blockquote", "dd", "dt"]
+    ):
         if element.find_parent(["p", "li", "pre", "td", "blockquote"]) is not None:
             continue  # its text is part of the enclosing block
         content = element.get_text(" ", strip=True)
@@ -143,7 +189,9 @@ def _html(text: str) -> list[Block]:
             level = int(element.name[1:])
             path = [(lvl, t) for lvl, t in path if lvl < level] + [(level, content)]
             continue
-        blocks.append(Block(content, line=getattr(element, "sourceline", None), heading=" > ".join(t for _, t in path) or None))
+        blocks.append(
+            Block(content, line=getattr(element, "sourceline", None), heading=" > ".join(t for _, t in path) or None)
+        )
     if not blocks and soup.get_text(strip=True):
         blocks = _lines(soup.get_text("\n"), heading=None)
     return blocks

@@ -96,15 +96,29 @@ class Hit:
         if self.page is not None:
             return f"{self.relpath} p.{self.page}"
         if self.start_line is not None:
-            span = str(self.start_line) if self.end_line in (None, self.start_line) else f"{self.start_line}-{self.end_line}"
+            span = (
+                str(self.start_line)
+                if self.end_line in (None, self.start_line)
+                else f"{self.start_line}-{self.end_line}"
+            )
             return f"{self.relpath}:{span}"
         return self.relpath
 
     def as_dict(self) -> dict[str, Any]:
-        return {"cid": self.cid, "citation": self.citation, "path": self.path, "relpath": self.relpath,
-                "heading": self.heading, "start_line": self.start_line, "end_line": self.end_line, "page": self.page,
-                "score": round(self.score, 6), "similarity": round(self.similarity, 4),
-                **({"rerank_score": round(self.rerank_score, 4)} if self.rerank_score is not None else {}), "text": self.text}
+        return {
+            "cid": self.cid,
+            "citation": self.citation,
+            "path": self.path,
+            "relpath": self.relpath,
+            "heading": self.heading,
+            "start_line": self.start_line,
+            "end_line": self.end_line,
+            "page": self.page,
+            "score": round(self.score, 6),
+            "similarity": round(self.similarity, 4),
+            **({"rerank_score": round(self.rerank_score, 4)} if self.rerank_score is not None else {}),
+            "text": self.text,
+        }
 
 
 @dataclass
@@ -119,8 +133,10 @@ class SyncReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
     def as_dict(self) -> dict[str, Any]:
-        return {**{k: v for k, v in self.__dict__.items() if k != "skipped"},
-                "skipped": [{"path": p, "reason": r} for p, r in self.skipped]}
+        return {
+            **{k: v for k, v in self.__dict__.items() if k != "skipped"},
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+        }
 
 
 class _EmbeddingFunction:
@@ -130,7 +146,7 @@ class _EmbeddingFunction:
     def __init__(self, model: str = "unknown"):
         self.model = model
 
-    def __call__(self, input):  # noqa: A002  (chromadb's parameter name)
+    def __call__(self, input):
         raise RuntimeError("internlocal passes embeddings to chromadb explicitly")
 
     @staticmethod
@@ -141,7 +157,7 @@ class _EmbeddingFunction:
         return {"model": self.model}
 
     @staticmethod
-    def build_from_config(config: dict[str, Any]) -> "_EmbeddingFunction":
+    def build_from_config(config: dict[str, Any]) -> _EmbeddingFunction:
         return _EmbeddingFunction(config.get("model", "unknown"))
 
     def is_legacy(self) -> bool:
@@ -164,29 +180,45 @@ def open_vectors(path: Path, embedder: str, dimension: int, *, create: bool):
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
-    client = chromadb.PersistentClient(path=str(path / "chroma"),
-                                       settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False))
+    client = chromadb.PersistentClient(
+        path=str(path / "chroma"), settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+    )
     name = collection_name(embedder, dimension)
     function = _EmbeddingFunction(embedder)
     if create:
-        collection = client.get_or_create_collection(name, embedding_function=function,  # type: ignore[arg-type]
-                                                     metadata={"embedder": embedder, "dimension": dimension},
-                                                     configuration={"hnsw": {"space": "cosine"}})
+        collection = client.get_or_create_collection(
+            name,
+            embedding_function=function,  # type: ignore[arg-type]
+            metadata={"embedder": embedder, "dimension": dimension},
+            configuration={"hnsw": {"space": "cosine"}},
+        )
     else:
         try:
             collection = client.get_collection(name, embedding_function=function)  # type: ignore[arg-type]
         except Exception:
-            raise UserError(f"The knowledge base's vectors for {embedder} are missing; `internlocal kb reembed` rebuilds them.") from None
+            raise UserError(
+                f"The knowledge base's vectors for {embedder} are missing; `internlocal kb reembed` rebuilds them."
+            ) from None
     meta = collection.metadata or {}
     if meta.get("embedder") != embedder or int(meta.get("dimension", -1)) != dimension:
-        raise UserError(f"The knowledge base's vectors come from {meta.get('embedder')} ({meta.get('dimension')} dimensions), "
-                        f"not {embedder} ({dimension}); `internlocal kb reembed` rebuilds them with another model.")
+        raise UserError(
+            f"The knowledge base's vectors come from {meta.get('embedder')} ({meta.get('dimension')} dimensions), "
+            f"not {embedder} ({dimension}); `internlocal kb reembed` rebuilds them with another model."
+        )
     return client, collection
 
 
 class Index:
-    def __init__(self, path: Path, embedder: Embedder, *, embedder_name: str | None = None, chunk_size: int = 800,
-                 chunk_overlap: int = 120, max_file_bytes: int = 50 * 1024 * 1024):
+    def __init__(
+        self,
+        path: Path,
+        embedder: Embedder,
+        *,
+        embedder_name: str | None = None,
+        chunk_size: int = 800,
+        chunk_overlap: int = 120,
+        max_file_bytes: int = 50 * 1024 * 1024,
+    ):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.embedder = embedder
@@ -206,8 +238,12 @@ class Index:
 
     # -- sync ------------------------------------------------------------------------------------------
 
-    def sync(self, roots: Iterable[str | Path], progress: Callable[[int, int, str], None] | None = None,
-             should_stop: Callable[[], bool] | None = None) -> SyncReport:
+    def sync(
+        self,
+        roots: Iterable[str | Path],
+        progress: Callable[[int, int, str], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> SyncReport:
         """Make the index match the files under ``roots`` (folders or single files)."""
         roots = [Path(r).expanduser().absolute() for r in roots]
         report = SyncReport()
@@ -239,12 +275,17 @@ class Index:
         self._drop_orphan_vectors()
         return report
 
-    def _prepare(self, file: Path, root: Path, report: SyncReport) -> "_Prepared | None":
+    def _prepare(self, file: Path, root: Path, report: SyncReport) -> _Prepared | None:
         """Read, extract and chunk a new or changed file; None when there is nothing to write for it."""
         row = self.db.execute("SELECT * FROM file WHERE path = ?", (str(file),)).fetchone()
         try:
             stat = file.stat()
-            if row is not None and row["size"] == stat.st_size and row["mtime_ns"] == stat.st_mtime_ns and row["root"] == str(root):
+            if (
+                row is not None
+                and row["size"] == stat.st_size
+                and row["mtime_ns"] == stat.st_mtime_ns
+                and row["root"] == str(root)
+            ):
                 report.files_unchanged += 1
                 if row["status"] == "skipped":
                     report.skipped.append((str(file), row["reason"]))
@@ -263,7 +304,9 @@ class Index:
             return None
         sha = hashlib.sha256(data).hexdigest()
         if row is not None and row["sha256"] == sha and row["status"] == "indexed" and row["root"] == str(root):
-            self.db.execute("UPDATE file SET size = ?, mtime_ns = ? WHERE id = ?", (stat.st_size, stat.st_mtime_ns, row["id"]))
+            self.db.execute(
+                "UPDATE file SET size = ?, mtime_ns = ? WHERE id = ?", (stat.st_size, stat.st_mtime_ns, row["id"])
+            )
             report.files_unchanged += 1
             return None
         kind = kind_of(file)
@@ -277,35 +320,49 @@ class Index:
             return None
         relpath = file.name if root == file else str(file.relative_to(root))
         ids = chunk_ids(relpath if root != file else str(file), chunks)
-        old = {r["cid"] for r in self.db.execute("SELECT cid FROM chunk JOIN file ON file.id = chunk.file_id WHERE file.path = ?",
-                                                 (str(file),))}
+        old = {
+            r["cid"]
+            for r in self.db.execute(
+                "SELECT cid FROM chunk JOIN file ON file.id = chunk.file_id WHERE file.path = ?", (str(file),)
+            )
+        }
         new = [(cid, c) for cid, c in zip(ids, chunks) if cid not in old]
         present = set(self.vectors.get(ids=[cid for cid, _ in new], include=[])["ids"]) if new else set()
         todo = [(cid, c) for cid, c in new if cid not in present]
         report.chunks_reused += len(new) - len(todo)
         return _Prepared(file, root, relpath, kind, stat, sha, ids, chunks, todo, sorted(old - set(ids)))
 
-    def _flush(self, pending: "list[_Prepared]", report: SyncReport) -> None:
+    def _flush(self, pending: list[_Prepared], report: SyncReport) -> None:
         """Embed the prepared files' new chunks in one batch, store the vectors, then switch each file to
         its new chunks in one SQLite transaction, then drop its stale vectors."""
         todo = [(cid, c, p) for p in pending for cid, c in p.todo]
         for start in range(0, len(todo), 2 * EMBED_BATCH):
-            batch = todo[start:start + 2 * EMBED_BATCH]
+            batch = todo[start : start + 2 * EMBED_BATCH]
             vectors = self.embed([c.embed_text for _, c, _ in batch])
-            self.vectors.upsert(ids=[cid for cid, _, _ in batch], embeddings=vectors,  # type: ignore[arg-type]
-                                metadatas=[{"kind": p.kind or "", "relpath": p.relpath} for _, _, p in batch])
+            self.vectors.upsert(
+                ids=[cid for cid, _, _ in batch],
+                embeddings=vectors,  # type: ignore[arg-type]
+                metadatas=[{"kind": p.kind or "", "relpath": p.relpath} for _, _, p in batch],
+            )
         report.chunks_embedded += len(todo)
         for p in pending:
             with self._transaction():
-                file_id = self._upsert_file(p.file, p.root, p.relpath, p.kind, p.stat, p.sha, "indexed", None, len(p.chunks))
+                file_id = self._upsert_file(
+                    p.file, p.root, p.relpath, p.kind, p.stat, p.sha, "indexed", None, len(p.chunks)
+                )
                 self.db.execute("DELETE FROM chunk WHERE file_id = ?", (file_id,))
                 self.db.executemany(
                     "INSERT INTO chunk (cid, file_id, ordinal, hash, heading, text, start_line, end_line, page) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(cid, file_id, n, c.hash, c.heading, c.text, c.start_line, c.end_line, c.page)
-                     for n, (cid, c) in enumerate(zip(p.ids, p.chunks))])
-                self.db.executemany("INSERT INTO chunk_bigrams(rowid, grams) SELECT rid, ? FROM chunk WHERE cid = ?",
-                                    [(g, cid) for cid, c in zip(p.ids, p.chunks) if (g := cjk_bigrams(c.embed_text))])
+                    [
+                        (cid, file_id, n, c.hash, c.heading, c.text, c.start_line, c.end_line, c.page)
+                        for n, (cid, c) in enumerate(zip(p.ids, p.chunks))
+                    ],
+                )
+                self.db.executemany(
+                    "INSERT INTO chunk_bigrams(rowid, grams) SELECT rid, ? FROM chunk WHERE cid = ?",
+                    [(g, cid) for cid, c in zip(p.ids, p.chunks) if (g := cjk_bigrams(c.embed_text))],
+                )
             if p.stale:
                 self.vectors.delete(ids=p.stale)
             report.chunks_removed += len(p.stale)
@@ -315,13 +372,21 @@ class Index:
         vectors = self.embedder.embed(texts)
         self.embedded += len(texts)
         if vectors and len(vectors[0]) != self.embedder.dimension:
-            raise UserError(f"{self.embedder_name} returned {len(vectors[0])}-dimensional vectors, not {self.embedder.dimension}.")
+            raise UserError(
+                f"{self.embedder_name} returned {len(vectors[0])}-dimensional vectors, not {self.embedder.dimension}."
+            )
         return vectors
 
-    def _mark_skipped(self, file: Path, root: Path, stat: os.stat_result | None, reason: str, report: SyncReport) -> None:
+    def _mark_skipped(
+        self, file: Path, root: Path, stat: os.stat_result | None, reason: str, report: SyncReport
+    ) -> None:
         report.skipped.append((str(file), reason))
-        old = [r["cid"] for r in self.db.execute("SELECT cid FROM chunk JOIN file ON file.id = chunk.file_id WHERE path = ?",
-                                                 (str(file),))]
+        old = [
+            r["cid"]
+            for r in self.db.execute(
+                "SELECT cid FROM chunk JOIN file ON file.id = chunk.file_id WHERE path = ?", (str(file),)
+            )
+        ]
         relpath = file.name if root == file else str(file.relative_to(root))
         with self._transaction():
             file_id = self._upsert_file(file, root, relpath, kind_of(file), stat, None, "skipped", reason, 0)
@@ -330,16 +395,44 @@ class Index:
             self.vectors.delete(ids=old)
             report.chunks_removed += len(old)
 
-    def _upsert_file(self, file: Path, root: Path, relpath: str, kind: str | None, stat: os.stat_result | None,
-                     sha: str | None, status: str, reason: str | None, chunks: int) -> int:
-        values = (str(root), relpath, kind, stat.st_size if stat else None, stat.st_mtime_ns if stat else None, sha, status,
-                  reason, chunks, time.time())
+    def _upsert_file(
+        self,
+        file: Path,
+        root: Path,
+        relpath: str,
+        kind: str | None,
+        stat: os.stat_result | None,
+        sha: str | None,
+        status: str,
+        reason: str | None,
+        chunks: int,
+    ) -> int:
+        values = (
+            str(root),
+            relpath,
+            kind,
+            stat.st_size if stat else None,
+            stat.st_mtime_ns if stat else None,
+            sha,
+            status,
+            reason,
+            chunks,
+            time.time(),
+        )
         row = self.db.execute("SELECT id FROM file WHERE path = ?", (str(file),)).fetchone()
         if row is None:
-            return int(self.db.execute("INSERT INTO file (root, relpath, kind, size, mtime_ns, sha256, status, reason, chunks, "
-                                       "synced_at, path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (*values, str(file))).lastrowid)
-        self.db.execute("UPDATE file SET root = ?, relpath = ?, kind = ?, size = ?, mtime_ns = ?, sha256 = ?, status = ?, "
-                        "reason = ?, chunks = ?, synced_at = ? WHERE id = ?", (*values, row["id"]))
+            return int(
+                self.db.execute(
+                    "INSERT INTO file (root, relpath, kind, size, mtime_ns, sha256, status, reason, chunks, "
+                    "synced_at, path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*values, str(file)),
+                ).lastrowid
+            )
+        self.db.execute(
+            "UPDATE file SET root = ?, relpath = ?, kind = ?, size = ?, mtime_ns = ?, sha256 = ?, status = ?, "
+            "reason = ?, chunks = ?, synced_at = ? WHERE id = ?",
+            (*values, row["id"]),
+        )
         return int(row["id"])
 
     def _remove_file(self, path: str) -> int:
@@ -366,7 +459,7 @@ class Index:
             orphans.extend(i for i in page if i not in known)
             offset += len(page)
         for start in range(0, len(orphans), 5000):
-            self.vectors.delete(ids=orphans[start:start + 5000])
+            self.vectors.delete(ids=orphans[start : start + 5000])
         return len(orphans)
 
     class _Tx:
@@ -379,7 +472,7 @@ class Index:
         def __exit__(self, kind, value, tb):
             self.db.execute("COMMIT" if kind is None else "ROLLBACK")
 
-    def _transaction(self) -> "Index._Tx":
+    def _transaction(self) -> Index._Tx:
         return Index._Tx(self.db)
 
     # -- queries ---------------------------------------------------------------------------------------
@@ -391,10 +484,21 @@ class Index:
         return {"files": files, "skipped_files": skipped, "chunks": chunks, "vectors": self.vectors.count()}
 
     def files(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.db.execute("SELECT path, relpath, kind, status, reason, chunks FROM file ORDER BY path")]
+        return [
+            dict(r)
+            for r in self.db.execute("SELECT path, relpath, kind, status, reason, chunks FROM file ORDER BY path")
+        ]
 
-    def search(self, query: str, k: int = 5, *, mode: Literal["hybrid", "dense", "bm25"] = "hybrid",
-               kinds: list[str] | None = None, folder: str | None = None, reranker: Any = None) -> list[Hit]:
+    def search(
+        self,
+        query: str,
+        k: int = 5,
+        *,
+        mode: Literal["hybrid", "dense", "bm25"] = "hybrid",
+        kinds: list[str] | None = None,
+        folder: str | None = None,
+        reranker: Any = None,
+    ) -> list[Hit]:
         """The k best chunks; with a ``reranker`` (``score(query, texts)``), the fused top 3k (at least 20)
         are read together with the query by the cross-encoder and reordered by its scores."""
         query = query.strip()
@@ -410,8 +514,12 @@ class Index:
         if mode in ("hybrid", "dense"):
             count = self.vectors.count()
             if count:
-                found = self.vectors.query(query_embeddings=[qv], n_results=min(depth, count),  # type: ignore[arg-type]
-                                           where={"kind": {"$in": kinds}} if kinds else None, include=["distances"])
+                found = self.vectors.query(
+                    query_embeddings=[qv],
+                    n_results=min(depth, count),  # type: ignore[arg-type]
+                    where={"kind": {"$in": kinds}} if kinds else None,
+                    include=["distances"],
+                )
                 ids, distances = found["ids"][0], found["distances"][0]  # type: ignore[index]
                 similarity.update({i: 1.0 - d for i, d in zip(ids, distances)})
                 ranked.append(list(ids))
@@ -435,8 +543,21 @@ class Index:
             row = rows.get(cid)  # a vector whose chunk SQLite does not have (yet) is not a result
             if row is None or (kinds and row["kind"] not in kinds) or (folder and not _under(row["path"], folder)):
                 continue
-            hits.append(Hit(cid, row["text"], row["heading"], row["path"], row["relpath"], row["kind"], row["start_line"],
-                            row["end_line"], row["page"], fused[cid], similarity.get(cid, float("nan"))))
+            hits.append(
+                Hit(
+                    cid,
+                    row["text"],
+                    row["heading"],
+                    row["path"],
+                    row["relpath"],
+                    row["kind"],
+                    row["start_line"],
+                    row["end_line"],
+                    row["page"],
+                    fused[cid],
+                    similarity.get(cid, float("nan")),
+                )
+            )
             if len(hits) == k:
                 break
         missing = [h for h in hits if h.similarity != h.similarity]
@@ -447,7 +568,9 @@ class Index:
                 v = vectors.get(h.cid)
                 h.similarity = _cosine(qv, v) if v is not None else 0.0
         if reranker is not None:
-            for hit, score in zip(hits, reranker.score(query, [f"{h.heading}\n{h.text}" if h.heading else h.text for h in hits])):
+            for hit, score in zip(
+                hits, reranker.score(query, [f"{h.heading}\n{h.text}" if h.heading else h.text for h in hits])
+            ):
                 hit.rerank_score = score
             hits.sort(key=lambda h: -(h.rerank_score or 0.0))
         return hits[:final_k]
@@ -456,8 +579,11 @@ class Index:
         if not match:
             return []
         try:
-            rows = self.db.execute(f"SELECT chunk.cid FROM {table} JOIN chunk ON chunk.rid = {table}.rowid "
-                                   f"WHERE {table} MATCH ? ORDER BY bm25({table}) LIMIT ?", (match, limit)).fetchall()
+            rows = self.db.execute(
+                f"SELECT chunk.cid FROM {table} JOIN chunk ON chunk.rid = {table}.rowid "
+                f"WHERE {table} MATCH ? ORDER BY bm25({table}) LIMIT ?",
+                (match, limit),
+            ).fetchall()
         except sqlite3.OperationalError:
             return []
         return [r[0] for r in rows]
@@ -465,10 +591,13 @@ class Index:
     def _rows(self, cids: list[str]) -> dict[str, sqlite3.Row]:
         out: dict[str, sqlite3.Row] = {}
         for start in range(0, len(cids), 500):
-            part = cids[start:start + 500]
+            part = cids[start : start + 500]
             marks = ",".join("?" * len(part))
-            for row in self.db.execute(f"SELECT chunk.*, file.path, file.relpath, file.kind FROM chunk JOIN file "
-                                       f"ON file.id = chunk.file_id WHERE chunk.cid IN ({marks})", part):
+            for row in self.db.execute(
+                f"SELECT chunk.*, file.path, file.relpath, file.kind FROM chunk JOIN file "
+                f"ON file.id = chunk.file_id WHERE chunk.cid IN ({marks})",
+                part,
+            ):
                 out[row["cid"]] = row
         return out
 
@@ -500,11 +629,9 @@ def chunk_ids(source: str, chunks: list[Chunk]) -> list[str]:
 
 
 # question words and glue: they match nearly every chunk, cost BM25 a scan of every posting and add nothing
-STOP_WORDS = frozenset("""a an and are as at be been but by can could did do does doing for from had has have how i if in
-into is it its me my of on or our should so than that the their them then there these they this to was we were what
-when where which who whom why will with would you your about after again all also am any because before between both
-each few further here just more most no nor not now off once only other over own same some such too under until up very
-while""".split())
+STOP_WORDS = frozenset(
+    ["a", "an", "and", "are", "as", "at", "be", "been", "but", "by", "can", "could", "did", "do", "does", "doing", "for", "from", "had", "has", "have", "how", "i", "if", "in", "into", "is", "it", "its", "me", "my", "of", "on", "or", "our", "should", "so", "than", "that", "the", "their", "them", "then", "there", "these", "they", "this", "to", "was", "we", "were", "what", "when", "where", "which", "who", "whom", "why", "will", "with", "would", "you", "your", "about", "after", "again", "all", "also", "am", "any", "because", "before", "between", "both", "each", "few", "further", "here", "just", "more", "most", "no", "nor", "not", "now", "off", "once", "only", "other", "over", "own", "same", "some", "such", "too", "under", "until", "up", "very", "while"]
+)
 
 
 def word_query(query: str) -> str:
@@ -530,7 +657,7 @@ def cjk_bigrams(text: str) -> str:
     """The CJK runs of ``text`` as space-separated overlapping bigrams (a lone character as itself)."""
     grams = []
     for run in _CJK.findall(text):
-        grams.extend([run] if len(run) == 1 else [run[i:i + 2] for i in range(len(run) - 1)])
+        grams.extend([run] if len(run) == 1 else [run[i : i + 2] for i in range(len(run) - 1)])
     return " ".join(grams)
 
 

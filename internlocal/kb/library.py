@@ -58,8 +58,16 @@ def kb_dir(settings: Settings, name: str) -> Path:
     return settings.home / "kb" / name
 
 
-def create_kb(settings: Settings, catalog: Catalog, name: str, folders: list[str] | None = None, *,
-              embedder: str | None = None, chunk_size: int = 800, chunk_overlap: int = 120) -> KnowledgeBase:
+def create_kb(
+    settings: Settings,
+    catalog: Catalog,
+    name: str,
+    folders: list[str] | None = None,
+    *,
+    embedder: str | None = None,
+    chunk_size: int = 800,
+    chunk_overlap: int = 120,
+) -> KnowledgeBase:
     check_model_name(name)
     if catalog.find_kb(name) is not None:
         raise UserError(f"A knowledge base named {name!r} exists already; choose another name.")
@@ -73,9 +81,18 @@ def create_kb(settings: Settings, catalog: Catalog, name: str, folders: list[str
         shutil.rmtree(path)
     path.mkdir(parents=True)
     open_vectors(path, embedder, model.dimension, create=True)[0].close()
-    return catalog.add_kb(KnowledgeBase(name=name, path=str(path), folders_json=json.dumps(roots), embedder=embedder,
-                                        dimension=model.dimension, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
-                                        threshold=DEFAULT_THRESHOLD))
+    return catalog.add_kb(
+        KnowledgeBase(
+            name=name,
+            path=str(path),
+            folders_json=json.dumps(roots),
+            embedder=embedder,
+            dimension=model.dimension,
+            chunk_size=chunk_size,
+            chunk_overlap=chunk_overlap,
+            threshold=DEFAULT_THRESHOLD,
+        )
+    )
 
 
 def _checked_folders(folders: list[str]) -> list[str]:
@@ -104,7 +121,9 @@ def remove_folders(catalog: Catalog, name: str, folders: list[str]) -> Knowledge
     drop = {str(Path(f).expanduser().absolute()) for f in folders}
     unknown = drop - set(kb.folders)
     if unknown:
-        raise UserError(f"{', '.join(sorted(unknown))} is not among {name}'s folders: {', '.join(kb.folders) or 'none'}.")
+        raise UserError(
+            f"{', '.join(sorted(unknown))} is not among {name}'s folders: {', '.join(kb.folders) or 'none'}."
+        )
     return catalog.update_kb(name, folders_json=json.dumps([f for f in kb.folders if f not in drop]))
 
 
@@ -113,13 +132,19 @@ def open_index(catalog: Catalog, name: str, *, embedder: str | None = None) -> I
     (vectors of two models are never mixed)."""
     kb = catalog.get_kb(name)
     if embedder is not None and embedder != kb.embedder:
-        raise UserError(f"Knowledge base {name} was built with {kb.embedder} ({kb.dimension} dimensions), not {embedder}; "
-                        f"`internlocal kb reembed {name} --model {embedder}` rebuilds it with that model.")
+        raise UserError(
+            f"Knowledge base {name} was built with {kb.embedder} ({kb.dimension} dimensions), not {embedder}; "
+            f"`internlocal kb reembed {name} --model {embedder}` rebuilds it with that model."
+        )
     model = embedder_for(catalog, kb.embedder)
     if model.dimension != kb.dimension:
-        raise UserError(f"{kb.embedder} now gives {model.dimension}-dimensional vectors but {name} holds {kb.dimension}; "
-                        f"`internlocal kb reembed {name}` rebuilds it.")
-    return Index(Path(kb.path), model, embedder_name=kb.embedder, chunk_size=kb.chunk_size, chunk_overlap=kb.chunk_overlap)
+        raise UserError(
+            f"{kb.embedder} now gives {model.dimension}-dimensional vectors but {name} holds {kb.dimension}; "
+            f"`internlocal kb reembed {name}` rebuilds it."
+        )
+    return Index(
+        Path(kb.path), model, embedder_name=kb.embedder, chunk_size=kb.chunk_size, chunk_overlap=kb.chunk_overlap
+    )
 
 
 def sync_kb(catalog: Catalog, name: str, ctx: JobContext | None = None) -> dict[str, Any]:
@@ -129,13 +154,15 @@ def sync_kb(catalog: Catalog, name: str, ctx: JobContext | None = None) -> dict[
     index = open_index(catalog, name)
     started = time.monotonic()
     try:
+
         def progress(done: int, total: int, path: str) -> None:
             if ctx is not None:
                 ctx.progress(done, total, unit="files", message=path)
 
         try:
-            report = index.sync(kb.folders, progress=progress,
-                                should_stop=(lambda: ctx.cancelled) if ctx is not None else None)
+            report = index.sync(
+                kb.folders, progress=progress, should_stop=(lambda: ctx.cancelled) if ctx is not None else None
+            )
         except InterruptedError:
             raise JobCancelled() from None
         counts = index.counts()
@@ -156,8 +183,10 @@ def sync_job(ctx: JobContext, name: str) -> dict[str, Any]:
         summary = sync_kb(catalog, name, ctx)
     finally:
         catalog.close()
-    ctx.log(f"{summary['files_indexed']} files indexed, {summary['files_unchanged']} unchanged, "
-            f"{summary['files_removed']} removed; {summary['chunks_embedded']} chunks embedded")
+    ctx.log(
+        f"{summary['files_indexed']} files indexed, {summary['files_unchanged']} unchanged, "
+        f"{summary['files_removed']} removed; {summary['chunks_embedded']} chunks embedded"
+    )
     return summary
 
 
@@ -168,16 +197,20 @@ def reembed_kb(catalog: Catalog, name: str, embedder: str, ctx: JobContext | Non
     model = embedder_for(catalog, embedder)
     old_index = open_index(catalog, name)
     try:
-        rows = old_index.db.execute("SELECT cid, heading, text, file.kind, file.relpath FROM chunk JOIN file "
-                                    "ON file.id = chunk.file_id").fetchall()
+        rows = old_index.db.execute(
+            "SELECT cid, heading, text, file.kind, file.relpath FROM chunk JOIN file ON file.id = chunk.file_id"
+        ).fetchall()
     finally:
         old_index.close()
     client, vectors = open_vectors(Path(kb.path), embedder, model.dimension, create=True)
     for start in range(0, len(rows), 64):
-        batch = rows[start:start + 64]
+        batch = rows[start : start + 64]
         texts = [f"{r['heading']}\n{r['text']}" if r["heading"] else r["text"] for r in batch]
-        vectors.upsert(ids=[r["cid"] for r in batch], embeddings=model.embed(texts),  # type: ignore[arg-type]
-                       metadatas=[{"kind": r["kind"] or "", "relpath": r["relpath"]} for r in batch])
+        vectors.upsert(
+            ids=[r["cid"] for r in batch],
+            embeddings=model.embed(texts),  # type: ignore[arg-type]
+            metadatas=[{"kind": r["kind"] or "", "relpath": r["relpath"]} for r in batch],
+        )
         if ctx is not None:
             ctx.progress(min(start + 64, len(rows)), len(rows), unit="chunks")
     updated = catalog.update_kb(name, embedder=embedder, dimension=model.dimension)

@@ -10,8 +10,13 @@ from internlocal.catalog.catalog import Catalog
 from internlocal.kb.library import sync_kb
 
 
-def watch_kb(catalog: Catalog, name: str, on_sync: Callable[[dict[str, Any]], None] | None = None,
-             stop: threading.Event | None = None, debounce_ms: int = 500) -> None:
+def watch_kb(
+    catalog: Catalog,
+    name: str,
+    on_sync: Callable[[dict[str, Any]], None] | None = None,
+    stop: threading.Event | None = None,
+    debounce_ms: int = 500,
+) -> None:
     """Runs until ``stop`` is set (or Ctrl+C). Changes arriving together are synced together; a
     sync only reads files whose size or time changed, so each round costs what changed."""
     from watchfiles import watch

@@ -56,8 +56,13 @@ class _Admission:
     def enter(self) -> None:
         with self._lock:
             if self.in_flight >= self.limit:
-                raise APIError(503, "The server is busy: every slot and the queue are full; retry shortly.",
-                               type_="server_busy", code="queue_full", headers={"Retry-After": "1"})
+                raise APIError(
+                    503,
+                    "The server is busy: every slot and the queue are full; retry shortly.",
+                    type_="server_busy",
+                    code="queue_full",
+                    headers={"Retry-After": "1"},
+                )
             self.in_flight += 1
 
     def leave(self) -> None:
@@ -98,13 +103,21 @@ def create_app(engine: Engine, config: ServerConfig, embedder_factory: Callable[
         if config.api_key and path.startswith("/v1/"):
             if request.headers.get("authorization", "") != f"Bearer {config.api_key}":
                 metrics.request(path, 401)
-                return JSONResponse(APIError(401, "Invalid or missing API key; send Authorization: Bearer <key>.",
-                                             type_="authentication_error", code="invalid_api_key").body(), status_code=401)
+                return JSONResponse(
+                    APIError(
+                        401,
+                        "Invalid or missing API key; send Authorization: Bearer <key>.",
+                        type_="authentication_error",
+                        code="invalid_api_key",
+                    ).body(),
+                    status_code=401,
+                )
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > config.max_body_bytes:
             metrics.request(path, 413)
-            return JSONResponse(APIError(413, f"The request body is larger than {config.max_body_bytes} bytes.").body(),
-                                status_code=413)
+            return JSONResponse(
+                APIError(413, f"The request body is larger than {config.max_body_bytes} bytes.").body(), status_code=413
+            )
         response = await call_next(request)
         metrics.request(path, response.status_code, time.perf_counter() - started, request.method)
         return response
@@ -114,8 +127,12 @@ def create_app(engine: Engine, config: ServerConfig, embedder_factory: Callable[
     def check_model(name: str | None, *, embedding: bool = False) -> str:
         served = config.embedding_model if embedding else config.model_name
         if name and name not in (served, "default") and not (embedding and served is None):
-            raise APIError(404, f"The model {name!r} does not exist here; this server serves {served!r} (GET /v1/models).",
-                           code="model_not_found", param="model")
+            raise APIError(
+                404,
+                f"The model {name!r} does not exist here; this server serves {served!r} (GET /v1/models).",
+                code="model_not_found",
+                param="model",
+            )
         return served or ""
 
     def sampling(body: SamplingFields) -> GenerationParams:
@@ -123,8 +140,11 @@ def create_app(engine: Engine, config: ServerConfig, embedder_factory: Callable[
             raise APIError(400, "Only n=1 is supported.", param="n")
         max_tokens = body.max_completion_tokens or body.max_tokens or 512
         if max_tokens > config.max_tokens_limit:
-            raise APIError(400, f"max_tokens {max_tokens} is above this server's limit of {config.max_tokens_limit}.",
-                           param="max_tokens")
+            raise APIError(
+                400,
+                f"max_tokens {max_tokens} is above this server's limit of {config.max_tokens_limit}.",
+                param="max_tokens",
+            )
         stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
         values: dict[str, Any] = {"max_tokens": max_tokens, "stop": stop, "seed": body.seed}
         if body.temperature is not None:
@@ -137,8 +157,12 @@ def create_app(engine: Engine, config: ServerConfig, embedder_factory: Callable[
         return GenerationParams(**values)
 
     def context_error(exc: UserError, prompt_tokens: int | None = None) -> APIError:
-        return APIError(400, f"This model's maximum context length is {engine.context_length} tokens: {exc}",
-                        code="context_length_exceeded", param="messages")
+        return APIError(
+            400,
+            f"This model's maximum context length is {engine.context_length} tokens: {exc}",
+            code="context_length_exceeded",
+            param="messages",
+        )
 
     async def start(make: Callable[[], Generation]) -> Generation:
         admission.enter()
@@ -171,7 +195,7 @@ def create_app(engine: Engine, config: ServerConfig, embedder_factory: Callable[
             while True:
                 try:
                     item = await asyncio.wait_for(out.get(), timeout=0.5)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     if await request.is_disconnected():
                         return
                     continue
@@ -202,8 +226,13 @@ def create_app(engine: Engine, config: ServerConfig, embedder_factory: Callable[
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": config.model_name, "slots": config.slots, "in_flight": admission.in_flight,
-                "queue_depth": getattr(engine, "queue_depth", 0)}
+        return {
+            "status": "ok",
+            "model": config.model_name,
+            "slots": config.slots,
+            "in_flight": admission.in_flight,
+            "queue_depth": getattr(engine, "queue_depth", 0),
+        }
 
     @app.get("/metrics")
     async def prometheus() -> PlainTextResponse:
@@ -214,14 +243,21 @@ def create_app(engine: Engine, config: ServerConfig, embedder_factory: Callable[
     @app.get("/internlocal/log")
     async def request_log() -> dict[str, Any]:
         """Recent requests and totals, for the TUI's Serve screen."""
-        return {"model": config.model_name, "in_flight": admission.in_flight, "queue_depth": getattr(engine, "queue_depth", 0),
-                "totals": metrics.totals, "recent": list(metrics.recent)[-50:]}
+        return {
+            "model": config.model_name,
+            "in_flight": admission.in_flight,
+            "queue_depth": getattr(engine, "queue_depth", 0),
+            "totals": metrics.totals,
+            "recent": list(metrics.recent)[-50:],
+        }
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         data = [{"id": config.model_name, "object": "model", "created": config.created, "owned_by": "internlocal"}]
         if config.embedding_model:
-            data.append({"id": config.embedding_model, "object": "model", "created": config.created, "owned_by": "internlocal"})
+            data.append(
+                {"id": config.embedding_model, "object": "model", "created": config.created, "owned_by": "internlocal"}
+            )
         return {"object": "list", "data": data}
 
     @app.post("/v1/chat/completions")
@@ -231,8 +267,15 @@ def create_app(engine: Engine, config: ServerConfig, embedder_factory: Callable[
         messages = [m.model_dump(exclude_none=True) | {"content": m.text()} for m in body.messages]
         tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
         wants_tools = bool(tools) and body.tool_choice != "none"
-        generation = await start(lambda: engine.chat(messages, params, response_format=body.response_format,
-                                                     tools=tools if wants_tools else None, tool_choice=body.tool_choice))
+        generation = await start(
+            lambda: engine.chat(
+                messages,
+                params,
+                response_format=body.response_format,
+                tools=tools if wants_tools else None,
+                tool_choice=body.tool_choice,
+            )
+        )
         ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
 
@@ -248,16 +291,26 @@ def create_app(engine: Engine, config: ServerConfig, embedder_factory: Callable[
                 message["tool_calls"] = result.tool_calls
                 message["content"] = result.text or None
             finish = "tool_calls" if result and result.tool_calls else _finish(generation)
-            return {"id": ident, "object": "chat.completion", "created": created, "model": model,
-                    "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
-                    "usage": usage(generation)}
+            return {
+                "id": ident,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+                "usage": usage(generation),
+            }
 
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
         async def events() -> AsyncIterator[str]:
             def chunk(delta: dict[str, Any], finish: str | None) -> str:
-                payload = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
-                           "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+                payload = {
+                    "id": ident,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+                }
                 if include_usage:
                     payload["usage"] = None
                 return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
@@ -291,7 +344,9 @@ def create_app(engine: Engine, config: ServerConfig, embedder_factory: Callable[
     async def completions(body: CompletionRequest, request: Request):
         model = check_model(body.model)
         if body.max_tokens == 0 and body.logprobs is None:
-            raise APIError(400, "max_tokens 0 only makes sense with echo and logprobs (scoring the prompt).", param="max_tokens")
+            raise APIError(
+                400, "max_tokens 0 only makes sense with echo and logprobs (scoring the prompt).", param="max_tokens"
+            )
         params = sampling(body)
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if len(prompts) != 1:
@@ -308,21 +363,43 @@ def create_app(engine: Engine, config: ServerConfig, embedder_factory: Callable[
             finally:
                 admission.leave()
             record(generation)
-            return {"id": ident, "object": "text_completion", "created": created, "model": model,
-                    "choices": [{"index": 0, "text": (prompt if body.echo else "") + text, "finish_reason": _finish(generation),
-                                 "logprobs": None}], "usage": usage(generation)}
+            return {
+                "id": ident,
+                "object": "text_completion",
+                "created": created,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "text": (prompt if body.echo else "") + text,
+                        "finish_reason": _finish(generation),
+                        "logprobs": None,
+                    }
+                ],
+                "usage": usage(generation),
+            }
 
         async def events() -> AsyncIterator[str]:
             try:
                 async for piece in pieces(generation, request):
-                    payload = {"id": ident, "object": "text_completion", "created": created, "model": model,
-                               "choices": [{"index": 0, "text": piece, "finish_reason": None, "logprobs": None}]}
+                    payload = {
+                        "id": ident,
+                        "object": "text_completion",
+                        "created": created,
+                        "model": model,
+                        "choices": [{"index": 0, "text": piece, "finish_reason": None, "logprobs": None}],
+                    }
                     yield f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
                 if generation.result is None:
                     return
                 record(generation)
-                payload = {"id": ident, "object": "text_completion", "created": created, "model": model,
-                           "choices": [{"index": 0, "text": "", "finish_reason": _finish(generation), "logprobs": None}]}
+                payload = {
+                    "id": ident,
+                    "object": "text_completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [{"index": 0, "text": "", "finish_reason": _finish(generation), "logprobs": None}],
+                }
                 if body.stream_options and body.stream_options.include_usage:
                     payload["usage"] = usage(generation)
                 yield f"data: {json.dumps(payload)}\n\n"
@@ -356,9 +433,15 @@ def create_app(engine: Engine, config: ServerConfig, embedder_factory: Callable[
             encoded: list[Any] = [base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode() for v in vectors]
         else:
             encoded = vectors
-        return {"object": "list", "model": model,
-                "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(encoded)],
-                "usage": {"prompt_tokens": sum(len(t.split()) for t in texts), "total_tokens": sum(len(t.split()) for t in texts)}}
+        return {
+            "object": "list",
+            "model": model,
+            "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(encoded)],
+            "usage": {
+                "prompt_tokens": sum(len(t.split()) for t in texts),
+                "total_tokens": sum(len(t.split()) for t in texts),
+            },
+        }
 
     async def scored_prompt(body: CompletionRequest, prompt: str, model: str) -> dict[str, Any]:
         """``echo`` + ``logprobs``: the prompt's token log-probabilities, as evaluation harnesses ask for them.
@@ -367,26 +450,48 @@ def create_app(engine: Engine, config: ServerConfig, embedder_factory: Callable[
         the greedy one (``max_tokens`` 0 or 1), as lm-evaluation-harness's completions backend asks.
         """
         if not body.echo or (body.max_tokens or 0) > 1 or body.stream:
-            raise APIError(400, "logprobs are returned for the prompt only: send echo=true, max_tokens 0 or 1 and no stream.",
-                           param="logprobs")
+            raise APIError(
+                400,
+                "logprobs are returned for the prompt only: send echo=true, max_tokens 0 or 1 and no stream.",
+                param="logprobs",
+            )
         if not hasattr(engine, "prompt_logprobs"):
             raise APIError(400, f"The {engine.engine_name} engine cannot score prompts.", param="logprobs")
         admission.enter()
         try:
-            entries = await asyncio.to_thread(engine.prompt_logprobs, prompt, body.logprobs, next_token=body.max_tokens == 1)
+            entries = await asyncio.to_thread(
+                engine.prompt_logprobs, prompt, body.logprobs, next_token=body.max_tokens == 1
+            )
         except UserError as exc:
             raise context_error(exc) from None
         finally:
             admission.leave()
         generated = entries[-1].token if body.max_tokens == 1 else ""
         n_prompt = len(entries) - (body.max_tokens == 1)
-        return {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion", "created": int(time.time()), "model": model,
-                "choices": [{"index": 0, "text": prompt + generated, "finish_reason": "length",
-                             "logprobs": {"tokens": [e.token for e in entries],
-                                          "token_logprobs": [e.logprob for e in entries],
-                                          "top_logprobs": [e.top if e.logprob is not None else None for e in entries],
-                                          "text_offset": [e.offset for e in entries]}}],
-                "usage": {"prompt_tokens": n_prompt, "completion_tokens": len(entries) - n_prompt, "total_tokens": len(entries)}}
+        return {
+            "id": f"cmpl-{uuid.uuid4().hex[:24]}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "text": prompt + generated,
+                    "finish_reason": "length",
+                    "logprobs": {
+                        "tokens": [e.token for e in entries],
+                        "token_logprobs": [e.logprob for e in entries],
+                        "top_logprobs": [e.top if e.logprob is not None else None for e in entries],
+                        "text_offset": [e.offset for e in entries],
+                    },
+                }
+            ],
+            "usage": {
+                "prompt_tokens": n_prompt,
+                "completion_tokens": len(entries) - n_prompt,
+                "total_tokens": len(entries),
+            },
+        }
 
     async def collect(generation: Generation, request: Request) -> str:
         return "".join([piece async for piece in pieces(generation, request)])

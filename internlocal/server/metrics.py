@@ -13,18 +13,25 @@ class ServerMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("internlocal_requests", "HTTP requests", ["path", "status"], registry=r)
-        self.latency = Histogram("internlocal_request_seconds", "Request duration (to the last byte for streams)",
-                                 ["path"], registry=r)
+        self.latency = Histogram(
+            "internlocal_request_seconds", "Request duration (to the last byte for streams)", ["path"], registry=r
+        )
         self.prompt_tokens = Counter("internlocal_prompt_tokens", "Prompt tokens processed", registry=r)
         self.completion_tokens = Counter("internlocal_completion_tokens", "Tokens generated", registry=r)
-        self.ttft = Histogram("internlocal_time_to_first_token_seconds", "Time to first token",
-                              buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30), registry=r)
-        self.tokens_per_s = Gauge("internlocal_decode_tokens_per_second", "Decode speed of the last finished request",
-                                  registry=r)
+        self.ttft = Histogram(
+            "internlocal_time_to_first_token_seconds",
+            "Time to first token",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+            registry=r,
+        )
+        self.tokens_per_s = Gauge(
+            "internlocal_decode_tokens_per_second", "Decode speed of the last finished request", registry=r
+        )
         self.queue_depth = Gauge("internlocal_queue_depth", "Requests waiting for a slot", registry=r)
         self.in_flight = Gauge("internlocal_requests_in_flight", "Requests admitted and not finished", registry=r)
-        self.disconnects = Counter("internlocal_client_disconnects", "Generations cancelled because the client left",
-                                   registry=r)
+        self.disconnects = Counter(
+            "internlocal_client_disconnects", "Generations cancelled because the client left", registry=r
+        )
         # plain copies for the TUI's Serve screen (GET /internlocal/log)
         self.recent: deque[dict] = deque(maxlen=200)
         self.totals = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "last_tokens_per_s": None}
@@ -32,8 +39,15 @@ class ServerMetrics:
     def request(self, path: str, status: int, seconds: float | None = None, method: str = "") -> None:
         if path.startswith("/v1/"):
             self.totals["requests"] += 1
-            self.recent.append({"t": time.time(), "method": method, "path": path, "status": status,
-                                "ms": round(seconds * 1000, 1) if seconds is not None else None})
+            self.recent.append(
+                {
+                    "t": time.time(),
+                    "method": method,
+                    "path": path,
+                    "status": status,
+                    "ms": round(seconds * 1000, 1) if seconds is not None else None,
+                }
+            )
         if not path.startswith("/v1/"):
             path = "other" if path not in ("/health", "/metrics") else path
         self.requests.labels(path=path, status=str(status)).inc()

@@ -10,8 +10,16 @@ from pydantic import BaseModel, ConfigDict, Field
 class APIError(Exception):
     """Becomes ``{"error": {"message", "type", "param", "code"}}`` with an HTTP status."""
 
-    def __init__(self, status: int, message: str, *, type_: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
         self.headers = headers or {}
@@ -69,7 +77,9 @@ class ChatMessageIn(_Lenient):
             parts = []
             for part in self.content:
                 if part.get("type") != "text":
-                    raise APIError(400, f"Content part type {part.get('type')!r} is not supported; send text.", param="messages")
+                    raise APIError(
+                        400, f"Content part type {part.get('type')!r} is not supported; send text.", param="messages"
+                    )
                 parts.append(str(part.get("text", "")))
             return "".join(parts)
         return self.content or ""

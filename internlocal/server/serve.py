@@ -24,7 +24,9 @@ def check_port(host: str, port: int) -> None:
         try:
             s.bind((host, port))
         except OSError as exc:
-            raise UserError(f"Cannot listen on {host}:{port} ({exc.strerror}); choose another port with --port.") from None
+            raise UserError(
+                f"Cannot listen on {host}:{port} ({exc.strerror}); choose another port with --port."
+            ) from None
 
 
 @dataclass
@@ -47,19 +49,34 @@ def build(options: ServeOptions, services):
     from internlocal.server.app import ServerConfig, create_app
 
     if not is_loopback(options.host) and not options.api_key:
-        raise UserError(f"Serving on {options.host} exposes the model to the network; set --api-key (or bind 127.0.0.1).")
+        raise UserError(
+            f"Serving on {options.host} exposes the model to the network; set --api-key (or bind 127.0.0.1)."
+        )
     catalog = services.catalog
     model = catalog.get_model(options.model) if options.model else services.chats.default_model()
     if model.format != "gguf":
-        raise UserError(f"{model.name} is a {model.format} model; serve a GGUF model (convert it with `models convert --to gguf`).")
+        raise UserError(
+            f"{model.name} is a {model.format} model; serve a GGUF model (convert it with `models convert --to gguf`)."
+        )
     ctx = options.context_length or services.settings.context_length
-    base = LlamaCppEngine(model.path, model_name=model.name, n_ctx=ctx, n_threads=services.settings.threads,
-                          n_gpu_layers=services.settings.gpu_layers, chat_template=model.chat_template)
+    base = LlamaCppEngine(
+        model.path,
+        model_name=model.name,
+        n_ctx=ctx,
+        n_threads=services.settings.threads,
+        n_gpu_layers=services.settings.gpu_layers,
+        chat_template=model.chat_template,
+    )
     engine = BatchedLlamaCpp(base, slots=options.slots, kv_cache=services.settings.kv_cache)
     embedding = catalog.find_model(EMBEDDING_MODEL.name)
-    config = ServerConfig(model_name=model.name, slots=options.slots, max_queue=options.max_queue,
-                          max_tokens_limit=engine.context_length, api_key=options.api_key,
-                          embedding_model=embedding.name if embedding else None)
+    config = ServerConfig(
+        model_name=model.name,
+        slots=options.slots,
+        max_queue=options.max_queue,
+        max_tokens_limit=engine.context_length,
+        api_key=options.api_key,
+        embedding_model=embedding.name if embedding else None,
+    )
     app = create_app(engine, config, (lambda: load_embedder(embedding)) if embedding else None)
     return engine, base, app
 
@@ -69,8 +86,9 @@ def serve(options: ServeOptions, services, on_ready=None) -> None:
 
     check_port(options.host, options.port)
     engine, base, app = build(options, services)
-    config = uvicorn.Config(app, host=options.host, port=options.port, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        app, host=options.host, port=options.port, log_level="warning", access_log=False, timeout_graceful_shutdown=5
+    )
     server = uvicorn.Server(config)
     if on_ready:
         on_ready(f"http://{options.host}:{options.port}", engine.model_name)

@@ -22,8 +22,9 @@ def _segments(positions) -> list[tuple[int, int]]:
     return list(zip(starts, starts[1:] + [positions.shape[0]]))
 
 
-def packed_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
-                     **kwargs):
+def packed_attention(
+    module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None, **kwargs
+):
     """query (B, H, L, D), key/value (B, KV, S, D) → (B, L, H, D), None."""
     import torch
     import torch.nn.functional as F
@@ -33,16 +34,31 @@ def packed_attention(module, query, key, value, attention_mask, dropout: float =
     dropout = dropout if module.training else 0.0
     if position_ids is None or query.shape[2] != key.shape[2]:
         # decoding with a cache (one new token attends to everything before it), or no positions given
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask if attention_mask is not None and
-                                             attention_mask.dtype == torch.bool else None,
-                                             is_causal=query.shape[2] == key.shape[2] and attention_mask is None,
-                                             dropout_p=dropout, scale=scaling, enable_gqa=gqa)
+        out = F.scaled_dot_product_attention(
+            query,
+            key,
+            value,
+            attn_mask=attention_mask if attention_mask is not None and attention_mask.dtype == torch.bool else None,
+            is_causal=query.shape[2] == key.shape[2] and attention_mask is None,
+            dropout_p=dropout,
+            scale=scaling,
+            enable_gqa=gqa,
+        )
         return out.transpose(1, 2).contiguous(), None
     rows = []
     for b in range(query.shape[0]):
-        pieces = [F.scaled_dot_product_attention(query[b:b + 1, :, s:e], key[b:b + 1, :, s:e], value[b:b + 1, :, s:e],
-                                                 is_causal=True, dropout_p=dropout, scale=scaling, enable_gqa=gqa)
-                  for s, e in _segments(position_ids[b])]
+        pieces = [
+            F.scaled_dot_product_attention(
+                query[b : b + 1, :, s:e],
+                key[b : b + 1, :, s:e],
+                value[b : b + 1, :, s:e],
+                is_causal=True,
+                dropout_p=dropout,
+                scale=scaling,
+                enable_gqa=gqa,
+            )
+            for s, e in _segments(position_ids[b])
+        ]
         rows.append(torch.cat(pieces, dim=2) if len(pieces) > 1 else pieces[0])
     out = torch.cat(rows, dim=0) if len(rows) > 1 else rows[0]
     return out.transpose(1, 2).contiguous(), None

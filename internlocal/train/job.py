@@ -51,9 +51,17 @@ class Plan:
         return self.estimate.total <= self.available_bytes
 
     def as_dict(self) -> dict[str, Any]:
-        return {"recipe": self.name, "config": self.recipe.model_dump(), "base_model": self.base.name if self.base else None,
-                "estimate": self.estimate.as_dict() if self.estimate else None, "available_bytes": self.available_bytes,
-                "device": self.device, "fits": self.fits, "notes": self.notes, "visible_gpus": self.visible_gpus}
+        return {
+            "recipe": self.name,
+            "config": self.recipe.model_dump(),
+            "base_model": self.base.name if self.base else None,
+            "estimate": self.estimate.as_dict() if self.estimate else None,
+            "available_bytes": self.available_bytes,
+            "device": self.device,
+            "fits": self.fits,
+            "notes": self.notes,
+            "visible_gpus": self.visible_gpus,
+        }
 
 
 def free_memory(device: str) -> tuple[int | None, int | None]:
@@ -91,11 +99,25 @@ def _shape_of(catalog: Catalog, model: Model | None, recipe: Recipe) -> Shape | 
         return Shape(**vars(recipe.shape))  # a copy: the estimate may adjust it
     if recipe.init == "scratch" and recipe.architecture is not None:
         a = recipe.architecture
-        vocab = 49152 if model is None else (Shape.from_hf_config(json.loads((Path(model.path) / "config.json").read_text())).vocab
-                                             if model.format == "hf" and (Path(model.path) / "config.json").exists()
-                                             else (model.metadata_dict.get("vocab_size") or 49152))
-        shape = Shape(parameters=0, hidden=a.hidden, layers=a.layers, intermediate=a.intermediate, heads=a.heads,
-                      kv_heads=a.kv_heads or a.heads, vocab=vocab, tied_embeddings=a.tie_embeddings)
+        vocab = (
+            49152
+            if model is None
+            else (
+                Shape.from_hf_config(json.loads((Path(model.path) / "config.json").read_text())).vocab
+                if model.format == "hf" and (Path(model.path) / "config.json").exists()
+                else (model.metadata_dict.get("vocab_size") or 49152)
+            )
+        )
+        shape = Shape(
+            parameters=0,
+            hidden=a.hidden,
+            layers=a.layers,
+            intermediate=a.intermediate,
+            heads=a.heads,
+            kv_heads=a.kv_heads or a.heads,
+            vocab=vocab,
+            tied_embeddings=a.tie_embeddings,
+        )
         shape.parameters = shape.linear_parameters + shape.embedding_parameters
         return shape
     if model is None:
@@ -114,8 +136,14 @@ def _shape_of(catalog: Catalog, model: Model | None, recipe: Recipe) -> Shape | 
     return None
 
 
-def plan_run(settings: Settings, catalog: Catalog, recipe_name: str, overrides: dict[str, Any] | None = None,
-             *, measure_free: bool = True) -> Plan:
+def plan_run(
+    settings: Settings,
+    catalog: Catalog,
+    recipe_name: str,
+    overrides: dict[str, Any] | None = None,
+    *,
+    measure_free: bool = True,
+) -> Plan:
     name, recipe = load_recipe(recipe_name, overrides)
     base = catalog.find_model(recipe.model)
     shape = _shape_of(catalog, base, recipe)
@@ -130,11 +158,21 @@ def plan_run(settings: Settings, catalog: Catalog, recipe_name: str, overrides: 
         dataset = recipe_dataset(catalog, recipe)
         stats = dataset.stats if dataset is not None else {}
         trained_fraction = stats["tokens_trained"] / stats["tokens_total"] if stats.get("tokens_total") else 1.0
-        est = estimate(shape, method="full" if recipe.method == "pretrain" else recipe.method, seq_len=recipe.seq_len, micro_batch=recipe.micro_batch,
-                       gradient_checkpointing=recipe.gradient_checkpointing, optimizer=recipe.optimizer,
-                       dtype_bytes=dtype_bytes, lora_r=recipe.lora.r, lora_targets=recipe.lora.targets, device=device,
-                       trained_fraction=trained_fraction, activation_bytes=activation_bytes,
-                       shards=recipe.gpus if recipe.distributed == "fsdp" else 1)
+        est = estimate(
+            shape,
+            method="full" if recipe.method == "pretrain" else recipe.method,
+            seq_len=recipe.seq_len,
+            micro_batch=recipe.micro_batch,
+            gradient_checkpointing=recipe.gradient_checkpointing,
+            optimizer=recipe.optimizer,
+            dtype_bytes=dtype_bytes,
+            lora_r=recipe.lora.r,
+            lora_targets=recipe.lora.targets,
+            device=device,
+            trained_fraction=trained_fraction,
+            activation_bytes=activation_bytes,
+            shards=recipe.gpus if recipe.distributed == "fsdp" else 1,
+        )
     else:
         notes.append(f"{recipe.model} is not in the catalog and the recipe gives no shape: no memory estimate")
     if base is None:
@@ -149,11 +187,15 @@ def plan_run(settings: Settings, catalog: Catalog, recipe_name: str, overrides: 
 
 def refuse_if_too_big(plan: Plan) -> None:
     if plan.device == "cuda" and plan.available_bytes is None:
-        raise UserError(f"Recipe {plan.name} needs a CUDA GPU (hardware: {plan.recipe.hardware}) and none is visible; "
-                        "pick a cpu recipe.")
+        raise UserError(
+            f"Recipe {plan.name} needs a CUDA GPU (hardware: {plan.recipe.hardware}) and none is visible; "
+            "pick a cpu recipe."
+        )
     if plan.device == "cuda" and plan.visible_gpus is not None and plan.recipe.gpus > plan.visible_gpus:
-        raise UserError(f"Recipe {plan.name} asks for gpus={plan.recipe.gpus} but only {plan.visible_gpus} CUDA GPU(s) "
-                        f"are visible; run it with gpus={plan.visible_gpus} (--gpus {plan.visible_gpus}).")
+        raise UserError(
+            f"Recipe {plan.name} asks for gpus={plan.recipe.gpus} but only {plan.visible_gpus} CUDA GPU(s) "
+            f"are visible; run it with gpus={plan.visible_gpus} (--gpus {plan.visible_gpus})."
+        )
     if plan.fits is False:
         assert plan.estimate is not None and plan.available_bytes is not None
         r = plan.recipe
@@ -167,7 +209,8 @@ def refuse_if_too_big(plan: Plan) -> None:
             knobs.append("method=qlora")
         raise NotEnoughMemory(
             f"Recipe {plan.name} needs about {plan.estimate.total / GIB:.2f} GiB but {plan.available_bytes / GIB:.2f} GiB "
-            f"is free:\n{plan.estimate.table()}\nTry: {', or '.join(knobs)}.")
+            f"is free:\n{plan.estimate.table()}\nTry: {', or '.join(knobs)}."
+        )
 
 
 # -- preparing the inputs ---------------------------------------------------------------------------
@@ -208,14 +251,23 @@ def _dataset(ctx: JobContext, settings: Settings, catalog: Catalog, recipe: Reci
         ctx.log(f"downloading {recipe.dataset}")
         file = settings.home / "downloads" / name
         fetch_dataset(settings.store_dir, file, recipe.dataset, check_cancelled=ctx.check_cancelled)
-        return import_dataset(catalog, settings.home, file, name=name, form=recipe.dataset_form,
-                              validation=recipe.validation, seed=recipe.seed,
-                              tokenizer=load_tokenizer(catalog, base_hf, trust_remote_code=recipe.trust_remote_code),
-                              tokenizer_name=base_hf.name)
+        return import_dataset(
+            catalog,
+            settings.home,
+            file,
+            name=name,
+            form=recipe.dataset_form,
+            validation=recipe.validation,
+            seed=recipe.seed,
+            tokenizer=load_tokenizer(catalog, base_hf, trust_remote_code=recipe.trust_remote_code),
+            tokenizer_name=base_hf.name,
+        )
     file = dataset_file(recipe)
     if file is None:
-        raise UserError(f"The recipe's dataset {recipe.dataset!r} is neither a catalog dataset nor a file; "
-                        "import one with `internlocal data import FILE --name NAME`.")
+        raise UserError(
+            f"The recipe's dataset {recipe.dataset!r} is neither a catalog dataset nor a file; "
+            "import one with `internlocal data import FILE --name NAME`."
+        )
     from internlocal.hub.files import sha256_file
 
     name = dataset_name(str(file))
@@ -228,18 +280,38 @@ def _dataset(ctx: JobContext, settings: Settings, catalog: Catalog, recipe: Reci
         if catalog.find_dataset(name) is not None:
             return catalog.get_dataset(name)
     ctx.log(f"importing {file.name} as dataset {name}")
-    return import_dataset(catalog, settings.home, file, name=name, form=recipe.dataset_form, validation=recipe.validation,
-                          seed=recipe.seed, tokenizer=load_tokenizer(catalog, base_hf, trust_remote_code=recipe.trust_remote_code),
-                          tokenizer_name=base_hf.name)
+    return import_dataset(
+        catalog,
+        settings.home,
+        file,
+        name=name,
+        form=recipe.dataset_form,
+        validation=recipe.validation,
+        seed=recipe.seed,
+        tokenizer=load_tokenizer(catalog, base_hf, trust_remote_code=recipe.trust_remote_code),
+        tokenizer_name=base_hf.name,
+    )
 
 
 def corpus_name(source: str, tokenizer_model: str, seq_len: int) -> str:
-    stem = Path(source.split(":", 1)[-1].split("@")[0].rstrip("/")).name.lower().replace("_", "-").replace(".", "-") or "corpus"
+    stem = (
+        Path(source.split(":", 1)[-1].split("@")[0].rstrip("/")).name.lower().replace("_", "-").replace(".", "-")
+        or "corpus"
+    )
     return f"{stem}-{tokenizer_model.split('-')[0]}-{seq_len}"
 
 
-def prepare_corpus_dataset(ctx: JobContext | None, settings: Settings, catalog: Catalog, source: str, tokenizer_model: Model,
-                           seq_len: int, validation: float = 0.05, name: str | None = None, trust_remote_code: bool = False):
+def prepare_corpus_dataset(
+    ctx: JobContext | None,
+    settings: Settings,
+    catalog: Catalog,
+    source: str,
+    tokenizer_model: Model,
+    seq_len: int,
+    validation: float = 0.05,
+    name: str | None = None,
+    trust_remote_code: bool = False,
+):
     """A corpus prepared into token shards for ``tokenizer_model`` (resumed if a preparation was interrupted),
     recorded in the catalog as a dataset of form ``tokens`` with its statistics."""
     from internlocal.catalog.schema import Dataset
@@ -264,28 +336,69 @@ def prepare_corpus_dataset(ctx: JobContext | None, settings: Settings, catalog: 
     out = dataset_dir(settings.home, name)
     tokenizer_dir = out.with_name(out.name + ".tokenizer")
     if not tokenizer_dir.exists():
-        load_tokenizer(catalog, tokenizer_model, trust_remote_code=trust_remote_code).save_pretrained(str(tokenizer_dir))
+        load_tokenizer(catalog, tokenizer_model, trust_remote_code=trust_remote_code).save_pretrained(
+            str(tokenizer_dir)
+        )
     if ctx is not None:
         ctx.log(f"preparing {path} into {seq_len}-token sequences with {tokenizer_model.name}'s tokenizer")
-    index = prepare_corpus(path, tokenizer_dir, out, seq_len=seq_len, validation=validation, workers=settings.threads,
-                           progress=(lambda n, where: ctx.progress(n, None, unit="documents", message=where)) if ctx else None,
-                           should_stop=(lambda: ctx.cancelled) if ctx else None, trust_remote_code=trust_remote_code)
+    index = prepare_corpus(
+        path,
+        tokenizer_dir,
+        out,
+        seq_len=seq_len,
+        validation=validation,
+        workers=settings.threads,
+        progress=(lambda n, where: ctx.progress(n, None, unit="documents", message=where)) if ctx else None,
+        should_stop=(lambda: ctx.cancelled) if ctx else None,
+        trust_remote_code=trust_remote_code,
+    )
     shutil.rmtree(tokenizer_dir, ignore_errors=True)
-    stats = {**index.stats, "seq_len": seq_len, "tokenizer": tokenizer_model.name, "tokenizer_fingerprint": index.tokenizer,
-             "dtype": index.dtype, "source": source}
-    return catalog.add_dataset(Dataset(name=name, form="tokens", path=str(out), source=str(path), sha256=None,
-                                       train_rows=stats["train_sequences"], validation_rows=stats["validation_sequences"],
-                                       stats_json=json.dumps(stats)))
+    stats = {
+        **index.stats,
+        "seq_len": seq_len,
+        "tokenizer": tokenizer_model.name,
+        "tokenizer_fingerprint": index.tokenizer,
+        "dtype": index.dtype,
+        "source": source,
+    }
+    return catalog.add_dataset(
+        Dataset(
+            name=name,
+            form="tokens",
+            path=str(out),
+            source=str(path),
+            sha256=None,
+            train_rows=stats["train_sequences"],
+            validation_rows=stats["validation_sequences"],
+            stats_json=json.dumps(stats),
+        )
+    )
 
 
-def prepare_corpus_job(ctx: JobContext, source: str, model: str, seq_len: int, validation: float,
-                       name: str | None, trust_remote_code: bool = False) -> dict[str, Any]:
+def prepare_corpus_job(
+    ctx: JobContext,
+    source: str,
+    model: str,
+    seq_len: int,
+    validation: float,
+    name: str | None,
+    trust_remote_code: bool = False,
+) -> dict[str, Any]:
     """``pretrain prepare`` as a job: progress in documents, cancellable, resumable (written shards stay)."""
     settings = load_settings()
     catalog = open_catalog(settings)
     try:
-        dataset = prepare_corpus_dataset(ctx, settings, catalog, source, hf_base(ctx, catalog, catalog.get_model(model)),
-                                         seq_len, validation, name, trust_remote_code)
+        dataset = prepare_corpus_dataset(
+            ctx,
+            settings,
+            catalog,
+            source,
+            hf_base(ctx, catalog, catalog.get_model(model)),
+            seq_len,
+            validation,
+            name,
+            trust_remote_code,
+        )
         return {"dataset": dataset.name, "path": dataset.path, **dataset.stats}
     finally:
         catalog.close()
@@ -297,9 +410,16 @@ def _corpus(ctx: JobContext, settings: Settings, catalog: Catalog, recipe: Recip
         if found.form != "tokens":
             raise UserError(f"Dataset {found.name} is a {found.form} dataset, not a prepared pretraining corpus.")
         return found
-    return prepare_corpus_dataset(ctx, settings, catalog, recipe.corpus, base_hf, recipe.seq_len,  # type: ignore[arg-type]
-                                  validation=recipe.validation if recipe.validation < 1 else 0.05,
-                                  trust_remote_code=recipe.trust_remote_code)
+    return prepare_corpus_dataset(
+        ctx,
+        settings,
+        catalog,
+        recipe.corpus,
+        base_hf,
+        recipe.seq_len,  # type: ignore[arg-type]
+        validation=recipe.validation if recipe.validation < 1 else 0.05,
+        trust_remote_code=recipe.trust_remote_code,
+    )
 
 
 def _run_name(catalog: Catalog, recipe_name: str) -> str:
@@ -315,7 +435,9 @@ def _run_name(catalog: Catalog, recipe_name: str) -> str:
 # -- the job ----------------------------------------------------------------------------------------
 
 
-def train(ctx: JobContext, recipe: str, overrides: dict[str, Any] | None = None, name: str | None = None) -> dict[str, Any]:
+def train(
+    ctx: JobContext, recipe: str, overrides: dict[str, Any] | None = None, name: str | None = None
+) -> dict[str, Any]:
     settings = load_settings()
     catalog = open_catalog(settings)
     try:
@@ -332,21 +454,40 @@ def train(ctx: JobContext, recipe: str, overrides: dict[str, Any] | None = None,
                 plan = plan_run(settings, catalog, recipe, overrides)
             refuse_if_too_big(plan)
             base_hf = hf_base(ctx, catalog, base)
-            dataset = _corpus(ctx, settings, catalog, r, base_hf) if r.method == "pretrain" else _dataset(ctx, settings, catalog, r, base_hf)
+            dataset = (
+                _corpus(ctx, settings, catalog, r, base_hf)
+                if r.method == "pretrain"
+                else _dataset(ctx, settings, catalog, r, base_hf)
+            )
             run_name = name or _run_name(catalog, plan.name)
             run_dir = settings.home / "runs" / run_name
             run_dir.mkdir(parents=True, exist_ok=False)
-            config = {"recipe": r.model_dump(), "recipe_name": plan.name, "model_path": str(Path(base_hf.path).resolve()),
-                      "base_model": base_hf.name, "dataset": dataset.name,
-                      "train_file": str(Path(dataset.path) / "train.jsonl"),
-                      "validation_file": str(Path(dataset.path) / "validation.jsonl"),
-                      "corpus_dir": dataset.path if r.method == "pretrain" else None,
-                      "threads": settings.threads, "estimate": plan.estimate.as_dict() if plan.estimate else None}
+            config = {
+                "recipe": r.model_dump(),
+                "recipe_name": plan.name,
+                "model_path": str(Path(base_hf.path).resolve()),
+                "base_model": base_hf.name,
+                "dataset": dataset.name,
+                "train_file": str(Path(dataset.path) / "train.jsonl"),
+                "validation_file": str(Path(dataset.path) / "validation.jsonl"),
+                "corpus_dir": dataset.path if r.method == "pretrain" else None,
+                "threads": settings.threads,
+                "estimate": plan.estimate.as_dict() if plan.estimate else None,
+            }
             (run_dir / "config.json").write_text(json.dumps(config, indent=1))
-            run = catalog.add_train_run(TrainRun(name=run_name, recipe=plan.name, config_json=json.dumps(config),
-                                                 base_model=base_hf.name, dataset=dataset.name, run_dir=str(run_dir),
-                                                 job_id=ctx.job_id, status="created",
-                                                 estimate_json=json.dumps(config["estimate"] or {})))
+            run = catalog.add_train_run(
+                TrainRun(
+                    name=run_name,
+                    recipe=plan.name,
+                    config_json=json.dumps(config),
+                    base_model=base_hf.name,
+                    dataset=dataset.name,
+                    run_dir=str(run_dir),
+                    job_id=ctx.job_id,
+                    status="created",
+                    estimate_json=json.dumps(config["estimate"] or {}),
+                )
+            )
             ctx.save_state({"run_id": run.id, "stage": "train"})
             resume = False
         else:
@@ -379,12 +520,30 @@ def train(ctx: JobContext, recipe: str, overrides: dict[str, Any] | None = None,
 
 def loop_command(run_dir: Path, gpus: int, resume: bool, nodes: int = 1, rdzv_endpoint: str | None = None) -> list[str]:
     if nodes > 1:  # every node runs this with the same endpoint; torchrun's c10d rendezvous assigns the ranks
-        command = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes}", f"--nproc_per_node={gpus}",
-                   "--rdzv_backend=c10d", f"--rdzv_endpoint={rdzv_endpoint}", f"--rdzv_id={run_dir.name}",
-                   "-m", "internlocal.train.loop", str(run_dir)]
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            f"--nnodes={nodes}",
+            f"--nproc_per_node={gpus}",
+            "--rdzv_backend=c10d",
+            f"--rdzv_endpoint={rdzv_endpoint}",
+            f"--rdzv_id={run_dir.name}",
+            "-m",
+            "internlocal.train.loop",
+            str(run_dir),
+        ]
     elif gpus > 1:
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
-                   "-m", "internlocal.train.loop", str(run_dir)]
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={gpus}",
+            "-m",
+            "internlocal.train.loop",
+            str(run_dir),
+        ]
     else:
         command = [sys.executable, "-m", "internlocal.train.loop", str(run_dir)]
     return command + (["--resume"] if resume else [])
@@ -417,14 +576,20 @@ class MetricsTail:
         return events, restarted
 
 
-def _train_process(ctx: JobContext, catalog: Catalog, run: TrainRun, run_dir: Path, recipe: Recipe,
-                   resume: bool) -> dict[str, Any]:
+def _train_process(
+    ctx: JobContext, catalog: Catalog, run: TrainRun, run_dir: Path, recipe: Recipe, resume: bool
+) -> dict[str, Any]:
     (run_dir / "STOP").unlink(missing_ok=True)
     (run_dir / "result.json").unlink(missing_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
     with (run_dir / "train.log").open("ab") as log:
-        proc = subprocess.Popen(loop_command(run_dir, recipe.gpus, resume, recipe.nodes, recipe.rdzv_endpoint), stdout=log, stderr=subprocess.STDOUT, env=env,
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            loop_command(run_dir, recipe.gpus, resume, recipe.nodes, recipe.rdzv_endpoint),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
     (run_dir / "pid").write_text(str(proc.pid))
     catalog.update_train_run(run.id, status="running")  # type: ignore[arg-type]
     tail = MetricsTail(run_dir)
@@ -442,21 +607,32 @@ def _train_process(ctx: JobContext, catalog: Catalog, run: TrainRun, run_dir: Pa
                 ctx.log("metrics arrive again")
         elif code is None and not stalled and time.monotonic() - last_event > recipe.watchdog_s:
             stalled = True  # the watchdog: a hung collective or a dead node looks like silence
-            ctx.log(f"no metrics for {recipe.watchdog_s:.0f} s: the run may be stuck (a hung process or a lost rank); "
-                    f"`internlocal train stop {run.name}` checkpoints it if it still can", level="warning")
+            ctx.log(
+                f"no metrics for {recipe.watchdog_s:.0f} s: the run may be stuck (a hung process or a lost rank); "
+                f"`internlocal train stop {run.name}` checkpoints it if it still can",
+                level="warning",
+            )
             catalog.update_train_run(run.id, summary_json=json.dumps({"stalled_since": time.time()}))  # type: ignore[arg-type]
         for event in events:
             kind = event.get("type")
             if kind == "step":
-                ctx.progress(event["step"], event["total_steps"], unit="steps",
-                             message=f"loss {event['loss']:.4f} · {event['tokens_per_s']:.0f} tok/s · "
-                                     f"peak {event['peak_memory'] / GIB:.2f} GiB")
+                ctx.progress(
+                    event["step"],
+                    event["total_steps"],
+                    unit="steps",
+                    message=f"loss {event['loss']:.4f} · {event['tokens_per_s']:.0f} tok/s · "
+                    f"peak {event['peak_memory'] / GIB:.2f} GiB",
+                )
             elif kind == "eval":
-                ctx.log(f"step {event['step']}: validation loss {event['val_loss']}"
-                        + "".join(f"\n  {s['prompt']} → {s['answer']}" for s in event.get("samples", [])))
+                ctx.log(
+                    f"step {event['step']}: validation loss {event['val_loss']}"
+                    + "".join(f"\n  {s['prompt']} → {s['answer']}" for s in event.get("samples", []))
+                )
             elif kind in ("checkpoint", "warning", "resumed", "stopped"):
-                ctx.log(f"{kind}: " + ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("type", "t")),
-                        level="warning" if kind == "warning" else "info")
+                ctx.log(
+                    f"{kind}: " + ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("type", "t")),
+                    level="warning" if kind == "warning" else "info",
+                )
             elif kind == "error":
                 error = event["message"]
         if code is not None:
@@ -482,22 +658,30 @@ def describe_failure(run_dir: Path, code: int | None, run_name: str) -> str:
     """One sentence for a training process that died: which rank (torchrun's root cause), how, and where a
     resume continues; the log's last lines only when nothing better is known."""
     log = (run_dir / "train.log").read_text(errors="replace") if (run_dir / "train.log").exists() else ""
-    checkpoints = sorted((run_dir / "checkpoints").glob("step-*[0-9]"), key=lambda p: int(p.name.split("-")[1])) \
-        if (run_dir / "checkpoints").exists() else []
+    checkpoints = (
+        sorted((run_dir / "checkpoints").glob("step-*[0-9]"), key=lambda p: int(p.name.split("-")[1]))
+        if (run_dir / "checkpoints").exists()
+        else []
+    )
     where = f"resume continues from {checkpoints[-1].name}" if checkpoints else "resume starts it again"
     failed = _FAILED_RANK.search(log.split("Root Cause", 1)[-1])
     if failed:
         rank, _local, exitcode = (int(x) for x in failed.groups())
         how = f"was killed by signal {-exitcode}" if exitcode < 0 else f"exited with code {exitcode}"
-        return (f"Rank {rank} of the run {how} and torchrun stopped the others ({where}: "
-                f"`internlocal train resume {run_name}`).")
+        return (
+            f"Rank {rank} of the run {how} and torchrun stopped the others ({where}: "
+            f"`internlocal train resume {run_name}`)."
+        )
     tail = log.strip().splitlines()[-3:]
-    return (f"The training process ended with code {code} ({where}: `internlocal train resume {run_name}`): "
-            + " | ".join(tail))
+    return (
+        f"The training process ended with code {code} ({where}: `internlocal train resume {run_name}`): "
+        + " | ".join(tail)
+    )
 
 
-def _export(ctx: JobContext, catalog: Catalog, run: TrainRun, run_dir: Path, recipe: Recipe,
-            config: dict[str, Any]) -> dict[str, Any]:
+def _export(
+    ctx: JobContext, catalog: Catalog, run: TrainRun, run_dir: Path, recipe: Recipe, config: dict[str, Any]
+) -> dict[str, Any]:
     from internlocal.hub.library import add_to_store, register, unique_name
     from internlocal.hub.store import Store
 
@@ -517,23 +701,46 @@ def _export(ctx: JobContext, catalog: Catalog, run: TrainRun, run_dir: Path, rec
 
             ctx.progress(0, 3, unit="export steps", message="merging the adapter and checking the merge")
             probe = recipe.probe or (recipe.sample_prompts[0] if recipe.sample_prompts else _first_prompt(config))
-            check = merge_adapter(Path(config["model_path"]), run_dir / "adapter", work, probe,
-                                  trust_remote_code=recipe.trust_remote_code, qlora=recipe.method == "qlora")
-            ctx.log(f"merge check on {probe!r}: base {check.base_answer!r} → merged {check.merged_answer!r} "
-                    f"(logits within {check.max_logit_diff:.2e} of base + adapter)")
+            check = merge_adapter(
+                Path(config["model_path"]),
+                run_dir / "adapter",
+                work,
+                probe,
+                trust_remote_code=recipe.trust_remote_code,
+                qlora=recipe.method == "qlora",
+            )
+            ctx.log(
+                f"merge check on {probe!r}: base {check.base_answer!r} → merged {check.merged_answer!r} "
+                f"(logits within {check.max_logit_diff:.2e} of base + adapter)"
+            )
             outputs["merge_check"] = check.as_dict()
         else:
             return {"adapter": str(run_dir / "adapter")}
-        operation = {"pretrain": "pretrain.scratch" if recipe.init == "scratch" else "pretrain.continued"}.get(recipe.method, "finetune")
+        operation = {"pretrain": "pretrain.scratch" if recipe.init == "scratch" else "pretrain.continued"}.get(
+            recipe.method, "finetune"
+        )
         merged_name = unique_name(catalog, run.name)
         files = [(f, f.relative_to(work).as_posix()) for f in sorted(work.rglob("*")) if f.is_file()]
         manifest, path = add_to_store(store, merged_name, f"train:{run.name}", files, move=True)
         shutil.rmtree(work, ignore_errors=True)
-        merged = register(catalog, name=merged_name, path=path, storage="store", source=f"derived:{base.name}",
-                          sha256=manifest.model_sha256(), parent=base, operation=operation,
-                          params={"run": run.name, "recipe": run.recipe, "method": recipe.method, "dataset": run.dataset,
-                                  **({"merge_check": check.as_dict()} if check else {})},
-                          extra={"family": "llama" if recipe.init == "scratch" else base.family})
+        merged = register(
+            catalog,
+            name=merged_name,
+            path=path,
+            storage="store",
+            source=f"derived:{base.name}",
+            sha256=manifest.model_sha256(),
+            parent=base,
+            operation=operation,
+            params={
+                "run": run.name,
+                "recipe": run.recipe,
+                "method": recipe.method,
+                "dataset": run.dataset,
+                **({"merge_check": check.as_dict()} if check else {}),
+            },
+            extra={"family": "llama" if recipe.init == "scratch" else base.family},
+        )
         dataset = catalog.find_dataset(run.dataset) if run.dataset else None
         if dataset is not None:
             catalog.add_lineage(("dataset", dataset.id), ("model", merged.id), operation, {"run": run.name})  # type: ignore[arg-type]
@@ -591,8 +798,10 @@ def resume_run(jobs, catalog: Catalog, run: TrainRun, settle_s: float = 60.0, gp
     if gpus is not None and gpus != run.config["recipe"]["gpus"]:
         recipe = run.config["recipe"]
         if recipe["method"] != "pretrain" and recipe["distributed"] != "fsdp":
-            raise UserError(f"Run {run.name}'s checkpoints hold one full copy per run ({recipe['distributed']}); "
-                            "only pretraining and FSDP runs resume on another number of GPUs.")
+            raise UserError(
+                f"Run {run.name}'s checkpoints hold one full copy per run ({recipe['distributed']}); "
+                "only pretraining and FSDP runs resume on another number of GPUs."
+            )
         if recipe["hardware"] != "cpu":
             _, visible = free_memory("cuda")
             if gpus > (visible or 0):

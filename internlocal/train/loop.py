@@ -58,7 +58,9 @@ class Batch:
 # -- data -------------------------------------------------------------------------------------------
 
 
-def render_examples(tokenizer, rows: list[dict[str, Any]], seq_len: int, train_on: str) -> tuple[list[tuple[list[int], list[int]]], int]:
+def render_examples(
+    tokenizer, rows: list[dict[str, Any]], seq_len: int, train_on: str
+) -> tuple[list[tuple[list[int], list[int]]], int]:
     """Token ids and labels of each example (truncated to seq_len); examples with nothing to train are dropped."""
     from internlocal.data.rendering import Rendered, render
 
@@ -77,7 +79,9 @@ def render_examples(tokenizer, rows: list[dict[str, Any]], seq_len: int, train_o
     return out, dropped
 
 
-def epoch_rows(examples: list[tuple[list[int], list[int]]], seq_len: int, packing: bool, seed: int, epoch: int) -> list[list[int]]:
+def epoch_rows(
+    examples: list[tuple[list[int], list[int]]], seq_len: int, packing: bool, seed: int, epoch: int
+) -> list[list[int]]:
     """Rows of example indices for one epoch: a seeded shuffle, then packed greedily into seq_len rows."""
     order = list(range(len(examples)))
     random.Random(seed * 1000 + epoch).shuffle(order)
@@ -172,14 +176,24 @@ def _scratch_model(r: dict[str, Any], tokenizer, dtype, attention: str):
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     if tokenizer is None:
-        raise TrainingError("A from-scratch model takes its vocabulary from a tokenizer, and the recipe's model has none.")
+        raise TrainingError(
+            "A from-scratch model takes its vocabulary from a tokenizer, and the recipe's model has none."
+        )
     a = r["architecture"]
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=a["hidden"], num_hidden_layers=a["layers"],
-                         num_attention_heads=a["heads"], num_key_value_heads=a["kv_heads"] or a["heads"],
-                         intermediate_size=a["intermediate"], max_position_embeddings=a["max_positions"],
-                         rope_theta=a["rope_theta"], tie_word_embeddings=a["tie_embeddings"],
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=a["hidden"],
+        num_hidden_layers=a["layers"],
+        num_attention_heads=a["heads"],
+        num_key_value_heads=a["kv_heads"] or a["heads"],
+        intermediate_size=a["intermediate"],
+        max_position_embeddings=a["max_positions"],
+        rope_theta=a["rope_theta"],
+        tie_word_embeddings=a["tie_embeddings"],
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(r["seed"])
     return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attention)
 
@@ -194,8 +208,20 @@ def flops_per_token(config, seq_len: int, parameters: int) -> float:
 
 
 # dense bf16/fp16 tensor-core peaks (FLOP/s) of common GPUs, for MFU; unknown devices report none
-PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "H800": 989e12, "A100": 312e12, "A800": 312e12, "L40S": 362e12,
-              "L40": 181e12, "RTX 4090": 165e12, "A10": 125e12, "V100": 125e12, "T4": 65e12, "RTX 3090": 71e12}
+PEAK_FLOPS = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "H800": 989e12,
+    "A100": 312e12,
+    "A800": 312e12,
+    "L40S": 362e12,
+    "L40": 181e12,
+    "RTX 4090": 165e12,
+    "A10": 125e12,
+    "V100": 125e12,
+    "T4": 65e12,
+    "RTX 3090": 71e12,
+}
 
 
 def peak_flops(device) -> float | None:
@@ -225,19 +251,27 @@ def _loss_module(model, fast: bool):
             targets = labels[:, 1:]
             keep = targets != IGNORE
             if not fast:
-                logits = self.inner(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask).logits
+                logits = self.inner(
+                    input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask
+                ).logits
                 picked = logits[:, :-1][keep].float()
                 return torch.nn.functional.cross_entropy(picked, targets[keep], reduction="sum")
             base = self.inner.get_base_model() if hasattr(self.inner, "get_base_model") else self.inner
-            hidden = base.get_decoder()(input_ids=input_ids, position_ids=position_ids,
-                                        attention_mask=attention_mask).last_hidden_state
+            hidden = base.get_decoder()(
+                input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask
+            ).last_hidden_state
             selected = hidden[:, :-1][keep]
             wanted = targets[keep]
             head = base.get_output_embeddings()
             total = hidden.new_zeros((), dtype=torch.float32)
             for start in range(0, selected.shape[0], LOGIT_CHUNK):
-                total = total + checkpoint(_chunk_ce, head, selected[start:start + LOGIT_CHUNK],
-                                           wanted[start:start + LOGIT_CHUNK], use_reentrant=False)
+                total = total + checkpoint(
+                    _chunk_ce,
+                    head,
+                    selected[start : start + LOGIT_CHUNK],
+                    wanted[start : start + LOGIT_CHUNK],
+                    use_reentrant=False,
+                )
             return total
 
     return CausalLMLoss(model)
@@ -281,8 +315,10 @@ class Trainer:
         except OSError as exc:  # a full disk: say so in one sentence (the last checkpoint is intact) instead of a trace
             if kind == "error":
                 return  # reporting the error itself failed: stderr still has it
-            raise TrainingError(f"Could not write {self.metrics_path.name} ({exc.strerror or exc}); free disk space "
-                                "and resume the run from its last checkpoint.") from None
+            raise TrainingError(
+                f"Could not write {self.metrics_path.name} ({exc.strerror or exc}); free disk space "
+                "and resume the run from its last checkpoint."
+            ) from None
 
     def peak_memory(self) -> int:
         import torch
@@ -310,8 +346,10 @@ class Trainer:
             dist.init_process_group(backend)
         wants_gpu = r["hardware"] in ("gpu", "multi-gpu")
         if wants_gpu and not torch.cuda.is_available():
-            raise TrainingError(f"This recipe is for hardware: {r['hardware']}, but no CUDA GPU is visible; "
-                                "use a cpu recipe or hardware=cpu.")
+            raise TrainingError(
+                f"This recipe is for hardware: {r['hardware']}, but no CUDA GPU is visible; "
+                "use a cpu recipe or hardware=cpu."
+            )
         self.device = torch.device(f"cuda:{self.local_rank}" if wants_gpu else "cpu")
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
@@ -363,8 +401,11 @@ class Trainer:
             from transformers import BitsAndBytesConfig
 
             kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=torch.float32 if self.precision == "fp16" else self.dtype)
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.float32 if self.precision == "fp16" else self.dtype,
+            )
             kwargs["device_map"] = {"": self.device.index if self.device.type == "cuda" else "cpu"}
         from internlocal.train.attention import register
 
@@ -378,13 +419,18 @@ class Trainer:
             model = None
         try:
             if model is None:
-                model = AutoModelForCausalLM.from_pretrained(path, dtype=load_dtype, attn_implementation=attention, **kwargs)
+                model = AutoModelForCausalLM.from_pretrained(
+                    path, dtype=load_dtype, attn_implementation=attention, **kwargs
+                )
         except (ValueError, ImportError):  # remote-code models take no attention backend: pad instead of packing
             model = AutoModelForCausalLM.from_pretrained(path, dtype=load_dtype, **kwargs)
             if self.packing:
                 self.packing = False
-                self.emit("warning", message="this model's code does not accept an attention backend, so examples are "
-                                             "padded instead of packed")
+                self.emit(
+                    "warning",
+                    message="this model's code does not accept an attention backend, so examples are "
+                    "padded instead of packed",
+                )
         if r["method"] == "qlora":
             import bitsandbytes as bnb
 
@@ -403,13 +449,24 @@ class Trainer:
             from peft import LoraConfig, get_peft_model
 
             lora = r["lora"]
-            model = get_peft_model(model, LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                                                     target_modules=lora["targets"], task_type="CAUSAL_LM"))
+            model = get_peft_model(
+                model,
+                LoraConfig(
+                    r=lora["r"],
+                    lora_alpha=lora["alpha"],
+                    lora_dropout=lora["dropout"],
+                    target_modules=lora["targets"],
+                    task_type="CAUSAL_LM",
+                ),
+            )
         model.train()
         self.model = model
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        fast = (base.config.model_type not in _NO_FAST_LOSS and callable(getattr(base, "get_decoder", None))
-                and base.get_output_embeddings() is not None)
+        fast = (
+            base.config.model_type not in _NO_FAST_LOSS
+            and callable(getattr(base, "get_decoder", None))
+            and base.get_output_embeddings() is not None
+        )
         self.loss_module = _loss_module(model, fast)
         self.wrapped = self.loss_module
         if self.world > 1:
@@ -423,7 +480,9 @@ class Trainer:
             else:
                 from torch.nn.parallel import DistributedDataParallel
 
-                self.wrapped = DistributedDataParallel(self.loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.wrapped = DistributedDataParallel(
+                    self.loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None
+                )
         # after sharding: FSDP replaces the parameters with sharded ones
         self.trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
@@ -438,11 +497,17 @@ class Trainer:
                 return []
             return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
-        self.examples, dropped = render_examples(self.tokenizer, read(self.config["train_file"]), r["seq_len"], r["train_on"])
+        self.examples, dropped = render_examples(
+            self.tokenizer, read(self.config["train_file"]), r["seq_len"], r["train_on"]
+        )
         if not self.examples:
-            raise TrainingError("No training example has a token to train on (assistant answers empty or cut off by "
-                                f"seq_len={r['seq_len']}); check the dataset or raise seq_len.")
-        self.validation, _ = render_examples(self.tokenizer, read(self.config.get("validation_file")), r["seq_len"], r["train_on"])
+            raise TrainingError(
+                "No training example has a token to train on (assistant answers empty or cut off by "
+                f"seq_len={r['seq_len']}); check the dataset or raise seq_len."
+            )
+        self.validation, _ = render_examples(
+            self.tokenizer, read(self.config.get("validation_file")), r["seq_len"], r["train_on"]
+        )
         if dropped:
             self.emit("warning", message=f"{dropped} training examples had no trainable token and were skipped")
         pad = getattr(self.tokenizer, "pad_token_id", None)
@@ -463,12 +528,18 @@ class Trainer:
         except Exception as exc:  # UserError from the data layer: the loop reports TrainingError
             raise TrainingError(str(exc)) from None
         if self.tokenizer is not None and tokenizer_fingerprint(self.tokenizer) != index.tokenizer:
-            raise TrainingError(f"The corpus {index.path} was tokenized with another tokenizer than {self.config['model_path']}'s; "
-                                "prepare it again for this model.")
+            raise TrainingError(
+                f"The corpus {index.path} was tokenized with another tokenizer than {self.config['model_path']}'s; "
+                "prepare it again for this model."
+            )
         if index.seq_len != r["seq_len"]:
-            raise TrainingError(f"The corpus holds sequences of {index.seq_len} tokens but the recipe says seq_len={r['seq_len']}.")
+            raise TrainingError(
+                f"The corpus holds sequences of {index.seq_len} tokens but the recipe says seq_len={r['seq_len']}."
+            )
         if self.tokenizer is not None and index.vocab_size > self.model.get_input_embeddings().num_embeddings:
-            raise TrainingError(f"The corpus's tokenizer has {index.vocab_size} tokens, more than the model's embeddings.")
+            raise TrainingError(
+                f"The corpus's tokenizer has {index.vocab_size} tokens, more than the model's embeddings."
+            )
         self.examples = Sequences(index.sequences("train"))
         self.validation = Sequences(index.sequences("validation"))
         self.pad_id = index.eos_id
@@ -482,8 +553,9 @@ class Trainer:
         r = self.recipe
         params = [p for p in self.loss_module.parameters() if p.requires_grad]
         if r["optimizer"] == "adamw":
-            self.optimizer = torch.optim.AdamW(params, lr=r["lr"], weight_decay=r["weight_decay"],
-                                               fused=self.device.type == "cuda" or None)
+            self.optimizer = torch.optim.AdamW(
+                params, lr=r["lr"], weight_decay=r["weight_decay"], fused=self.device.type == "cuda" or None
+            )
         else:
             import bitsandbytes as bnb
 
@@ -511,8 +583,11 @@ class Trainer:
     def _complete_checkpoints(self) -> list[Path]:
         if not self.checkpoints.is_dir():
             return []
-        found = [p for p in self.checkpoints.iterdir() if p.is_dir() and p.name.startswith("step-")
-                 and not p.name.endswith(".tmp") and (p / "state.json").exists()]
+        found = [
+            p
+            for p in self.checkpoints.iterdir()
+            if p.is_dir() and p.name.startswith("step-") and not p.name.endswith(".tmp") and (p / "state.json").exists()
+        ]
         return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
     def _fsdp(self) -> bool:
@@ -546,13 +621,28 @@ class Trainer:
                 torch.save(self._trainable_state(), tmp / "trainable.pt")
                 torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
             if self.rank == 0:
-                torch.save({"scheduler": self.scheduler.state_dict(), "python": random.getstate(),
-                            "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-                            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                            "scaler": self.scaler.state_dict() if self.scaler else None}, tmp / "rng_scheduler.pt")
-                state = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                         "world": self.world, "micro_batch": self.recipe["micro_batch"], "skipped_batches": self.skipped_batches,
-                         "elapsed": self._elapsed(), "tokens_seen": self.tokens_seen, "reason": reason}
+                torch.save(
+                    {
+                        "scheduler": self.scheduler.state_dict(),
+                        "python": random.getstate(),
+                        "numpy": np.random.get_state(),
+                        "torch": torch.get_rng_state(),
+                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                        "scaler": self.scaler.state_dict() if self.scaler else None,
+                    },
+                    tmp / "rng_scheduler.pt",
+                )
+                state = {
+                    "step": self.step,
+                    "epoch": self.epoch,
+                    "batch_in_epoch": self.batch_in_epoch,
+                    "world": self.world,
+                    "micro_batch": self.recipe["micro_batch"],
+                    "skipped_batches": self.skipped_batches,
+                    "elapsed": self._elapsed(),
+                    "tokens_seen": self.tokens_seen,
+                    "reason": reason,
+                }
                 (tmp / "state.json").write_text(json.dumps(state))
                 for f in tmp.rglob("*"):
                     if f.is_file():
@@ -564,14 +654,17 @@ class Trainer:
                 shutil.rmtree(tmp, ignore_errors=True)
                 previous = self._complete_checkpoints()
                 why = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
-                self.emit("warning", message=f"checkpoint at step {self.step} failed ({why}); "
-                          f"kept {previous[-1].name if previous else 'no earlier checkpoint'}")
+                self.emit(
+                    "warning",
+                    message=f"checkpoint at step {self.step} failed ({why}); "
+                    f"kept {previous[-1].name if previous else 'no earlier checkpoint'}",
+                )
         ok = self._all_agree(ok)
         if not ok:
             return None
         if self.rank == 0:
             tmp.rename(final)
-            for old in self._complete_checkpoints()[:-self.recipe["keep_checkpoints"]]:
+            for old in self._complete_checkpoints()[: -self.recipe["keep_checkpoints"]]:
                 shutil.rmtree(old, ignore_errors=True)
             self.emit("checkpoint", step=self.step, path=str(final), reason=reason)
         self._barrier()
@@ -584,7 +677,9 @@ class Trainer:
         """FSDP: every rank's shards of the trainable weights and of the optimizer state (initialised if empty)."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
-        model, optimizer = get_state_dict(self.loss_module, self.optimizer, options=StateDictOptions(ignore_frozen_params=True))
+        model, optimizer = get_state_dict(
+            self.loss_module, self.optimizer, options=StateDictOptions(ignore_frozen_params=True)
+        )
         return {"model": model, "optimizer": optimizer}
 
     def _restore(self) -> None:
@@ -604,9 +699,13 @@ class Trainer:
 
             target = self._sharded_state()
             dcp.load(target, checkpoint_id=str(last / "sharded"))
-            set_state_dict(self.loss_module, self.optimizer, model_state_dict=target["model"],
-                           optim_state_dict=target["optimizer"], options=StateDictOptions(ignore_frozen_params=True,
-                                                                                           strict=False))
+            set_state_dict(
+                self.loss_module,
+                self.optimizer,
+                model_state_dict=target["model"],
+                optim_state_dict=target["optimizer"],
+                options=StateDictOptions(ignore_frozen_params=True, strict=False),
+            )
         else:
             saved = torch.load(last / "trainable.pt", map_location=self.device)
             params = dict(self.trainable)
@@ -632,9 +731,13 @@ class Trainer:
         self.elapsed_before, self.tokens_seen = state["elapsed"], state["tokens_seen"]
         self.skipped_batches = state.get("skipped_batches", 0)
         if self.rank == 0 and self.metrics_path.exists():  # the curve continues from the checkpoint, not from the crash
-            kept = [line for line in self.metrics_path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= self.step
-                    and json.loads(line).get("type") in ("step", "eval", "checkpoint", "warning")]
+            kept = [
+                line
+                for line in self.metrics_path.read_text(encoding="utf-8").splitlines()
+                if line.strip()
+                and json.loads(line).get("step", 0) <= self.step
+                and json.loads(line).get("type") in ("step", "eval", "checkpoint", "warning")
+            ]
             tmp = self.metrics_path.with_suffix(".tmp")
             tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
             os.replace(tmp, self.metrics_path)  # a new file: readers following the old one start over
@@ -672,8 +775,8 @@ class Trainer:
     def _batches(self, epoch: int):
         r = self.recipe
         rows = epoch_rows(self.examples, r["seq_len"], self.packing, r["seed"], epoch)
-        mine = rows[self.rank::self.world][: (len(rows) // self.world) or len(rows)]
-        return [mine[i:i + r["micro_batch"]] for i in range(0, len(mine), r["micro_batch"])]
+        mine = rows[self.rank :: self.world][: (len(rows) // self.world) or len(rows)]
+        return [mine[i : i + r["micro_batch"]] for i in range(0, len(mine), r["micro_batch"])]
 
     def _forward(self, batch: Batch):
         import torch
@@ -692,10 +795,19 @@ class Trainer:
         self._started = time.monotonic()
         accum = r["grad_accum"]
         stop_file, save_file = self.run_dir / "STOP", self.run_dir / "SAVE_NOW"
-        self.emit("start", total_steps=self.total_steps, examples=len(self.examples), validation=len(self.validation),
-                  world_size=self.world, precision=self.precision, device=str(self.device),
-                  trainable_parameters=sum(p.numel() for _, p in self.trainable), resumed_from=self.step or None,
-                  flops_per_token=self.flops_per_token, peak_flops_per_device=self.peak)
+        self.emit(
+            "start",
+            total_steps=self.total_steps,
+            examples=len(self.examples),
+            validation=len(self.validation),
+            world_size=self.world,
+            precision=self.precision,
+            device=str(self.device),
+            trainable_parameters=sum(p.numel() for _, p in self.trainable),
+            resumed_from=self.step or None,
+            flops_per_token=self.flops_per_token,
+            peak_flops_per_device=self.peak,
+        )
         if self.recipe["method"] == "pretrain" and self.step == 0 and self.validation:
             self.evaluate()  # the starting point of the validation curve
         step_started = time.monotonic()
@@ -727,14 +839,19 @@ class Trainer:
                     self.optimizer.zero_grad(set_to_none=True)
                     self.skipped_batches += 1
                     window_real = window_trained = 0
-                    self.emit("warning", message=f"non-finite loss at step {self.step + 1}: batch skipped "
-                                                 f"({self.skipped_batches} so far)")
+                    self.emit(
+                        "warning",
+                        message=f"non-finite loss at step {self.step + 1}: batch skipped "
+                        f"({self.skipped_batches} so far)",
+                    )
                     if self.skipped_batches > 50 and self.skipped_batches > self.step:
                         raise TrainingError("The loss is not finite for most batches; lower lr or check the data.")
                     continue
                 if self.scaler:
                     self.scaler.unscale_(self.optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in self.trainable], r["max_grad_norm"] or float("inf"))
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    [p for _, p in self.trainable], r["max_grad_norm"] or float("inf")
+                )
                 if hasattr(grad_norm, "full_tensor"):  # FSDP: a sharded norm
                     grad_norm = grad_norm.full_tensor()
                 if self.scaler:
@@ -755,14 +872,26 @@ class Trainer:
                 per_step = (elapsed - self.elapsed_before) / max(1, self.step - first_step)
                 per_device = real_all / max(seconds, 1e-9) / self.world
                 tflops = per_device * self.flops_per_token / 1e12
-                self.emit("step", step=self.step, total_steps=self.total_steps, epoch=self.epoch, loss=round(window_loss, 5),
-                          lr=lr, grad_norm=round(float(grad_norm), 5), tokens=int(real_all),
-                          trained_tokens=int(self._sum(window_trained)), tokens_per_s=round(real_all / max(seconds, 1e-9), 1),
-                          tokens_per_s_per_device=round(per_device, 1), tflops_per_device=round(tflops, 4),
-                          mfu=round(tflops * 1e12 / self.peak, 4) if self.peak else None,
-                          consumed_tokens=self.tokens_seen, skipped_batches=self.skipped_batches,
-                          peak_memory=self.peak_memory(), elapsed=round(elapsed, 2),
-                          eta=round(per_step * (self.total_steps - self.step), 1))
+                self.emit(
+                    "step",
+                    step=self.step,
+                    total_steps=self.total_steps,
+                    epoch=self.epoch,
+                    loss=round(window_loss, 5),
+                    lr=lr,
+                    grad_norm=round(float(grad_norm), 5),
+                    tokens=int(real_all),
+                    trained_tokens=int(self._sum(window_trained)),
+                    tokens_per_s=round(real_all / max(seconds, 1e-9), 1),
+                    tokens_per_s_per_device=round(per_device, 1),
+                    tflops_per_device=round(tflops, 4),
+                    mfu=round(tflops * 1e12 / self.peak, 4) if self.peak else None,
+                    consumed_tokens=self.tokens_seen,
+                    skipped_batches=self.skipped_batches,
+                    peak_memory=self.peak_memory(),
+                    elapsed=round(elapsed, 2),
+                    eta=round(per_step * (self.total_steps - self.step), 1),
+                )
                 window_real = window_trained = 0
                 if r["eval_every"] and self.step % r["eval_every"] == 0 and self.step < self.total_steps:
                     self.evaluate()
@@ -792,7 +921,7 @@ class Trainer:
         self.loss_module.eval()
         total = tokens = 0.0
         with torch.no_grad():
-            mine = self.validation[self.rank::self.world]
+            mine = self.validation[self.rank :: self.world]
             # every rank runs the same number of forward passes (under FSDP each one gathers weights from all
             # ranks, so a rank with one batch more would wait forever); a rank out of rows repeats one, uncounted
             batches = -(-(-(-len(self.validation) // self.world)) // r["micro_batch"])
@@ -812,23 +941,35 @@ class Trainer:
             samples = [{"prompt": p, "answer": self.generate(p)} for p in r["sample_prompts"]]
         self.loss_module.train()
         val_loss = total / tokens if tokens else None
-        self.emit("eval", step=self.step, val_loss=round(val_loss, 5) if val_loss is not None else None, val_tokens=int(tokens),
-                  val_ppl=round(math.exp(min(val_loss, 50)), 4) if val_loss is not None else None, samples=samples)
+        self.emit(
+            "eval",
+            step=self.step,
+            val_loss=round(val_loss, 5) if val_loss is not None else None,
+            val_tokens=int(tokens),
+            val_ppl=round(math.exp(min(val_loss, 50)), 4) if val_loss is not None else None,
+            samples=samples,
+        )
 
     def generate(self, prompt: str, max_new_tokens: int = 48) -> str:
         import torch
 
         messages = [{"role": "user", "content": prompt}]
         if getattr(self.tokenizer, "chat_template", None) and self.recipe["method"] != "pretrain":
-            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                                     return_dict=True)["input_ids"]
+            ids = self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )["input_ids"]
         else:
             ids = self.tokenizer(prompt, return_tensors="pt")["input_ids"]
         ids = ids.to(self.device)
         with torch.no_grad():
-            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                      do_sample=False, pad_token_id=self.pad_id)
-        return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+            out = self.model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.pad_id,
+            )
+        return self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
 
     def save_final(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -880,9 +1021,16 @@ def main(argv: list[str] | None = None) -> int:
                 event = json.loads(line)
                 if event.get("type") == "step":
                     last_loss = event["loss"]
-        result = {"status": status, "step": trainer.step, "total_steps": trainer.total_steps, "final_loss": last_loss,
-                  "peak_memory": trainer.peak_memory(), "elapsed": round(trainer._elapsed(), 2),
-                  "tokens_seen": trainer.tokens_seen, **outputs}
+        result = {
+            "status": status,
+            "step": trainer.step,
+            "total_steps": trainer.total_steps,
+            "final_loss": last_loss,
+            "peak_memory": trainer.peak_memory(),
+            "elapsed": round(trainer._elapsed(), 2),
+            "tokens_seen": trainer.tokens_seen,
+            **outputs,
+        }
         if trainer.rank == 0:
             (trainer.run_dir / "result.json").write_text(json.dumps(result, indent=1))
             trainer.emit("done", **result)

@@ -36,8 +36,15 @@ class Shape:
 
     def linear_dims(self) -> dict[str, tuple[int, int]]:
         h, i, kv = self.hidden, self.intermediate, self.kv_dim
-        return {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
-                "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+        return {
+            "q_proj": (h, h),
+            "k_proj": (h, kv),
+            "v_proj": (h, kv),
+            "o_proj": (h, h),
+            "gate_proj": (h, i),
+            "up_proj": (h, i),
+            "down_proj": (i, h),
+        }
 
     @property
     def linear_parameters(self) -> int:
@@ -48,19 +55,25 @@ class Shape:
         return self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
 
     @classmethod
-    def from_hf_config(cls, config: dict[str, Any]) -> "Shape":
+    def from_hf_config(cls, config: dict[str, Any]) -> Shape:
         text = config.get("text_config") or config
         hidden = text["hidden_size"]
         heads = text["num_attention_heads"]
-        shape = cls(parameters=0, hidden=hidden, layers=text["num_hidden_layers"],
-                    intermediate=text.get("intermediate_size") or 4 * hidden, heads=heads,
-                    kv_heads=text.get("num_key_value_heads") or heads, vocab=text["vocab_size"],
-                    tied_embeddings=bool(config.get("tie_word_embeddings", text.get("tie_word_embeddings", False))))
+        shape = cls(
+            parameters=0,
+            hidden=hidden,
+            layers=text["num_hidden_layers"],
+            intermediate=text.get("intermediate_size") or 4 * hidden,
+            heads=heads,
+            kv_heads=text.get("num_key_value_heads") or heads,
+            vocab=text["vocab_size"],
+            tied_embeddings=bool(config.get("tie_word_embeddings", text.get("tie_word_embeddings", False))),
+        )
         shape.parameters = shape.linear_parameters + shape.embedding_parameters + shape.layers * 2 * hidden
         return shape
 
     @classmethod
-    def from_gguf(cls, metadata: dict[str, Any], parameters: int | None = None) -> "Shape":
+    def from_gguf(cls, metadata: dict[str, Any], parameters: int | None = None) -> Shape:
         arch = metadata.get("general.architecture", "llama")
 
         def get(key: str, default=None):
@@ -69,10 +82,19 @@ class Shape:
         hidden = get("embedding_length")
         heads = get("attention.head_count")
         vocab = get("vocab_size") or metadata.get("tokenizer.ggml.vocab_size") or 32000
-        shape = cls(parameters=0, hidden=hidden, layers=get("block_count"), intermediate=get("feed_forward_length"),
-                    heads=heads, kv_heads=get("attention.head_count_kv") or heads, vocab=vocab)
+        shape = cls(
+            parameters=0,
+            hidden=hidden,
+            layers=get("block_count"),
+            intermediate=get("feed_forward_length"),
+            heads=heads,
+            kv_heads=get("attention.head_count_kv") or heads,
+            vocab=vocab,
+        )
         untied = shape.linear_parameters + shape.embedding_parameters + shape.layers * 2 * hidden
-        shape.tied_embeddings = bool(parameters and abs(parameters - (untied - vocab * hidden)) < abs(parameters - untied))
+        shape.tied_embeddings = bool(
+            parameters and abs(parameters - (untied - vocab * hidden)) < abs(parameters - untied)
+        )
         shape.parameters = parameters or untied
         return shape
 
@@ -88,8 +110,12 @@ class Estimate:
         return sum(self.parts.values())
 
     def as_dict(self) -> dict[str, Any]:
-        return {"device": self.device, "total_bytes": self.total, "trainable_parameters": self.trainable_parameters,
-                "parts": dict(self.parts)}
+        return {
+            "device": self.device,
+            "total_bytes": self.total,
+            "trainable_parameters": self.trainable_parameters,
+            "parts": dict(self.parts),
+        }
 
     def table(self) -> str:
         rows = [f"  {name:<22} {value / GIB:8.2f} GiB" for name, value in self.parts.items()]
@@ -112,10 +138,23 @@ def fp32_master_weights(method: str, precision: str, on_gpu: bool) -> bool:
     return precision == "fp16" or (precision in ("bf16", "auto") and method in ("full", "pretrain"))
 
 
-def estimate(shape: Shape, *, method: str, seq_len: int, micro_batch: int, gradient_checkpointing: bool,
-             optimizer: str = "adamw", dtype_bytes: int = 4, lora_r: int = 16, lora_targets: str | list[str] = "all-linear",
-             device: str = "cpu", chunked_logits: bool = True, trained_fraction: float = 1.0,
-             activation_bytes: int | None = None, shards: int = 1) -> Estimate:
+def estimate(
+    shape: Shape,
+    *,
+    method: str,
+    seq_len: int,
+    micro_batch: int,
+    gradient_checkpointing: bool,
+    optimizer: str = "adamw",
+    dtype_bytes: int = 4,
+    lora_r: int = 16,
+    lora_targets: str | list[str] = "all-linear",
+    device: str = "cpu",
+    chunked_logits: bool = True,
+    trained_fraction: float = 1.0,
+    activation_bytes: int | None = None,
+    shards: int = 1,
+) -> Estimate:
     """Peak bytes of one training step, by part. ``dtype_bytes``: of the weights (4 for fp32, 2 for bf16/fp16);
     ``activation_bytes``: of what the forward pass keeps (default: as the weights; 2 under autocast);
     ``shards``: processes that FSDP splits weights, gradients and optimizer states over."""
@@ -156,7 +195,9 @@ def estimate(shape: Shape, *, method: str, seq_len: int, micro_batch: int, gradi
         # 512-token rows, within 2%), 4.6 with QLoRA, whose NF4 matmuls hold more per row (SmolLM2, 256/512 rows)
         layers_kept = 1 if gradient_checkpointing else shape.layers
         per_value = 4.6 if method == "qlora" else 2.2
-        est.parts["attention"] = int(per_value * layers_kept * micro_batch * shape.heads * seq_len * seq_len * act_bytes)
+        est.parts["attention"] = int(
+            per_value * layers_kept * micro_batch * shape.heads * seq_len * seq_len * act_bytes
+        )
     trained = max(1, int(tokens * trained_fraction))
     scored = min(LOGIT_CHUNK, trained) if chunked_logits else tokens
     est.parts["logits"] = scored * shape.vocab * 4 * 3  # fp32 logits, log-softmax and their gradient

@@ -55,7 +55,7 @@ class Architecture(_Strict):
     tie_embeddings: bool = True
 
     @model_validator(mode="after")
-    def _divisible(self) -> "Architecture":
+    def _divisible(self) -> Architecture:
         if self.hidden % self.heads or self.heads % (self.kv_heads or self.heads):
             raise ValueError("hidden must divide by heads, and heads by kv_heads")
         return self
@@ -107,7 +107,7 @@ class Recipe(_Strict):
     export: ExportSettings = Field(default_factory=ExportSettings)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Recipe":
+    def _consistent(self) -> Recipe:
         if self.method == "pretrain":
             if not self.corpus:
                 raise ValueError("a pretrain recipe needs corpus: (a folder, file or prepared corpus)")
@@ -118,14 +118,20 @@ class Recipe(_Strict):
         if self.init == "scratch" and self.method != "pretrain":
             raise ValueError("init: scratch is for method: pretrain")
         if self.optimizer != "adamw" and self.hardware == "cpu":
-            raise ValueError(f"optimizer {self.optimizer} needs a GPU (bitsandbytes' 8-bit optimizers are CUDA only); use adamw")
+            raise ValueError(
+                f"optimizer {self.optimizer} needs a GPU (bitsandbytes' 8-bit optimizers are CUDA only); use adamw"
+            )
         if self.precision == "fp16" and self.hardware == "cpu":
             raise ValueError("precision fp16 needs a GPU; use fp32 or bf16 on the CPU")
         if self.nodes > 1 and not self.rdzv_endpoint:
             raise ValueError("nodes > 1 needs rdzv_endpoint: host:port of the first node, the same on every node")
-        if self.method == "qlora" and self.distributed == "fsdp":  # FSDP2 cannot shard bitsandbytes' packed 4-bit weights
-            raise ValueError("method qlora cannot use distributed: fsdp (its 4-bit weights cannot be sharded); use "
-                             "distributed: ddp, or method: lora with fsdp")
+        if (
+            self.method == "qlora" and self.distributed == "fsdp"
+        ):  # FSDP2 cannot shard bitsandbytes' packed 4-bit weights
+            raise ValueError(
+                "method qlora cannot use distributed: fsdp (its 4-bit weights cannot be sharded); use "
+                "distributed: ddp, or method: lora with fsdp"
+            )
         if self.gpus > 1 and self.hardware == "gpu":  # `--gpus 2` on a one-GPU recipe: the same recipe on two
             self.hardware = "multi-gpu"
         return self
@@ -153,7 +159,9 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in extra.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        merged[key] = (
+            _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
     return merged
 
 

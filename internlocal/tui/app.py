@@ -31,8 +31,15 @@ if TYPE_CHECKING:
 
 class InternLocalApp(App):
     TITLE = "internlocal"
-    MODES = {"chat": ChatScreen, "models": ModelsScreen, "jobs": JobsScreen, "serve": ServeScreen, "eval": EvalScreen,
-             "train": TrainScreen, "knowledge": KnowledgeScreen}
+    MODES = {
+        "chat": ChatScreen,
+        "models": ModelsScreen,
+        "jobs": JobsScreen,
+        "serve": ServeScreen,
+        "eval": EvalScreen,
+        "train": TrainScreen,
+        "knowledge": KnowledgeScreen,
+    }
     DEFAULT_MODE = "chat"
     BINDINGS = [
         Binding("f1", "help", "Help"),
@@ -46,7 +53,7 @@ class InternLocalApp(App):
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
-    def __init__(self, settings: "Settings | None" = None) -> None:
+    def __init__(self, settings: Settings | None = None) -> None:
         super().__init__()
         self._settings = settings
         self.services: Services | None = None
@@ -66,7 +73,7 @@ class InternLocalApp(App):
             return
         self.call_from_thread(self._services_ready, services)
 
-    def _services_ready(self, services: "Services") -> None:
+    def _services_ready(self, services: Services) -> None:
         self.services = services
         self.screen.post_message(ServicesReady())
 
@@ -85,12 +92,19 @@ class InternLocalApp(App):
         yield from super().get_system_commands(screen)
         yield SystemCommand("Chat", "Go to the chat screen (F5)", lambda: self.switch_mode("chat"))
         yield SystemCommand("Jobs", "Go to background jobs (F6)", lambda: self.switch_mode("jobs"))
-        yield SystemCommand("Models", "Pull, import, convert, quantize and delete models (F7)", lambda: self.switch_mode("models"))
+        yield SystemCommand(
+            "Models", "Pull, import, convert, quantize and delete models (F7)", lambda: self.switch_mode("models")
+        )
         yield SystemCommand("Serve", "Run the OpenAI-compatible server (F8)", lambda: self.switch_mode("serve"))
         yield SystemCommand("Eval", "Evaluate models and compare them (F9)", lambda: self.switch_mode("eval"))
-        yield SystemCommand("Train", "Finetune from a recipe, watch the loss curve (F10)", lambda: self.switch_mode("train"))
-        yield SystemCommand("Knowledge", "Knowledge bases over your documents: index, search, sources (F11)",
-                            lambda: self.switch_mode("knowledge"))
+        yield SystemCommand(
+            "Train", "Finetune from a recipe, watch the loss curve (F10)", lambda: self.switch_mode("train")
+        )
+        yield SystemCommand(
+            "Knowledge",
+            "Knowledge bases over your documents: index, search, sources (F11)",
+            lambda: self.switch_mode("knowledge"),
+        )
         yield SystemCommand("Help", "Key bindings and screens (F1)", self.action_help)
         if isinstance(screen, ChatScreen):
             yield SystemCommand("New chat", "Start a new conversation (Ctrl+N)", screen.action_new_chat)
@@ -98,10 +112,16 @@ class InternLocalApp(App):
             yield SystemCommand("Delete chat", "Delete this conversation (Ctrl+D)", screen.action_delete_chat)
             yield SystemCommand("Choose model", "Pick the model for this chat (F3)", screen.action_pick_model)
             yield SystemCommand("Chat settings", "System prompt and parameters (F4)", screen.action_chat_settings)
-            yield SystemCommand("Answer from a knowledge base", "Replies cite your documents, or say they have no answer",
-                                screen.action_kb_mode)
-            yield SystemCommand("Agent mode", "The model may call tools: calculator, date, and the knowledge base's search",
-                                screen.action_agent_mode)
+            yield SystemCommand(
+                "Answer from a knowledge base",
+                "Replies cite your documents, or say they have no answer",
+                screen.action_kb_mode,
+            )
+            yield SystemCommand(
+                "Agent mode",
+                "The model may call tools: calculator, date, and the knowledge base's search",
+                screen.action_agent_mode,
+            )
             yield SystemCommand("Plain chat", "The model alone, no knowledge base or tools", screen.action_plain_mode)
         if isinstance(screen, JobsScreen):
             yield SystemCommand("Verify models", "Re-hash every model file as a job", screen.action_verify_models)
@@ -118,6 +138,6 @@ class InternLocalApp(App):
             self.services.close()
 
 
-def run(settings: "Settings | None" = None) -> int:
+def run(settings: Settings | None = None) -> int:
     InternLocalApp(settings).run()
     return 0

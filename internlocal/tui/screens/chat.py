@@ -170,7 +170,9 @@ class ChatScreen(Screen):
             await log.mount_all(views_or_hint)
         else:
             await log.show(views)
-        self.status.model = (chat.model_name or "") + (f" · {chat.mode} {chat.kb_name or ''}".rstrip() if chat.mode != "chat" else "")
+        self.status.model = (chat.model_name or "") + (
+            f" · {chat.mode} {chat.kb_name or ''}".rstrip() if chat.mode != "chat" else ""
+        )
         self.status.context_used = 0
         self.status.state = "ready"
         sessions = self.query_one("#sessions", ListView)
@@ -276,8 +278,13 @@ class ChatScreen(Screen):
             self.notify(str(exc), severity="error")
             return
         await self.open_chat(self.chat_id)
-        self.notify({"kb": f"Answers now come from {kb_name}, with sources", "agent": "Agent mode: the model may call tools",
-                     "chat": "Plain chat"}[mode])
+        self.notify(
+            {
+                "kb": f"Answers now come from {kb_name}, with sources",
+                "agent": "Agent mode: the model may call tools",
+                "chat": "Plain chat",
+            }[mode]
+        )
 
     def action_chat_settings(self) -> None:
         if not self._ready or self.chat_id is None:
@@ -334,13 +341,15 @@ class ChatScreen(Screen):
             self.post_message(ReplyFailed(f"{type(exc).__name__}: {exc}"))
             return
         result = reply.result
-        self.post_message(ReplyDone(
-            message=reply.message,
-            prompt_tokens=result.prompt_tokens if result else 0,
-            completion_tokens=result.completion_tokens if result else 0,
-            context_length=reply.context_length,
-            tokens_per_s=result.decode_tokens_per_s if result else None,
-        ))
+        self.post_message(
+            ReplyDone(
+                message=reply.message,
+                prompt_tokens=result.prompt_tokens if result else 0,
+                completion_tokens=result.completion_tokens if result else 0,
+                context_length=reply.context_length,
+                tokens_per_s=result.decode_tokens_per_s if result else None,
+            )
+        )
 
     async def on_reply_started(self, _: ReplyStarted) -> None:
         await self.refresh_sessions()

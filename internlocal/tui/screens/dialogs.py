@@ -76,11 +76,14 @@ PARAM_FIELDS = ("temperature", "top_p", "top_k", "repeat_penalty", "max_tokens",
 class ChatSettingsDialog(ModalScreen[dict[str, Any] | None]):
     """System prompt and generation parameters of one chat; validated before it closes."""
 
-    DEFAULT_CSS = DIALOG_CSS.format(name="ChatSettingsDialog") + """
+    DEFAULT_CSS = (
+        DIALOG_CSS.format(name="ChatSettingsDialog")
+        + """
     ChatSettingsDialog TextArea { height: 6; }
     ChatSettingsDialog Grid { grid-size: 2; grid-columns: 18 1fr; grid-rows: 3; height: auto; }
     ChatSettingsDialog Grid Label { padding-top: 1; }
     """
+    )
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel"), Binding("ctrl+s", "save", "Save")]
 
     def __init__(self, system_prompt: str, params: dict[str, Any]) -> None:
@@ -96,7 +99,9 @@ class ChatSettingsDialog(ModalScreen[dict[str, Any] | None]):
                 for name in PARAM_FIELDS:
                     yield Label(name.replace("_", " "))
                     value = self.params.get(name)
-                    yield Input("" if value is None else str(value), id=name, placeholder="random" if name == "seed" else "")
+                    yield Input(
+                        "" if value is None else str(value), id=name, placeholder="random" if name == "seed" else ""
+                    )
             yield Static("", classes="error", id="error")
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel")
@@ -127,7 +132,9 @@ class ChatSettingsDialog(ModalScreen[dict[str, Any] | None]):
 
 
 class ModelPickerDialog(ModalScreen[str | None]):
-    DEFAULT_CSS = DIALOG_CSS.format(name="ModelPickerDialog") + "ModelPickerDialog OptionList { height: auto; max-height: 20; }"
+    DEFAULT_CSS = (
+        DIALOG_CSS.format(name="ModelPickerDialog") + "ModelPickerDialog OptionList { height: auto; max-height: 20; }"
+    )
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
 
     def __init__(self, models: list[tuple[str, str]], current: str | None) -> None:

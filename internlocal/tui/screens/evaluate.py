@@ -28,16 +28,20 @@ class EvalScreen(Screen):
     EvalScreen #board { height: 1fr; }
     EvalScreen #items { height: 1fr; }
     """
-    BINDINGS = [Binding("ctrl+r", "run", "Run evaluation", priority=True),
-                Binding("ctrl+e", "export", "Export leaderboard", priority=True)]
+    BINDINGS = [
+        Binding("ctrl+r", "run", "Run evaluation", priority=True),
+        Binding("ctrl+e", "export", "Export leaderboard", priority=True),
+    ]
 
     def __init__(self) -> None:
         super().__init__()
         self.watcher = JobWatcher()
 
     def compose(self) -> ComposeResult:
-        yield Static("Evaluate  —  tick models and tasks, Ctrl+R runs them; Enter on a score shows the model's answers",
-                     classes="heading")
+        yield Static(
+            "Evaluate  —  tick models and tasks, Ctrl+R runs them; Enter on a score shows the model's answers",
+            classes="heading",
+        )
         with Horizontal():
             with Vertical(id="pickers"):
                 models = SelectionList[str](id="models")
@@ -96,8 +100,9 @@ class EvalScreen(Screen):
         except UserError as exc:
             self.notify(str(exc), severity="error")
             return
-        tasks.add_options([(f"{t.name}  ({t.output_type.replace('_', ' ')})", t.name, t.name in chosen)
-                           for t in found.values()])
+        tasks.add_options(
+            [(f"{t.name}  ({t.output_type.replace('_', ' ')})", t.name, t.name in chosen) for t in found.values()]
+        )
 
     # -- leaderboard -------------------------------------------------------------------------------
 
@@ -118,12 +123,19 @@ class EvalScreen(Screen):
             key = f"row-{number}"
             self._rows[key] = row
             # Text, not str: a str cell is read as markup and "[first 8]" would vanish as a tag
-            board.add_row(Text(row.label), Text(row.metric),
-                          *(Text(format_score(row.scores.get(m), "-")) for m in leaderboard.models), key=key)
+            board.add_row(
+                Text(row.label),
+                Text(row.metric),
+                *(Text(format_score(row.scores.get(m), "-")) for m in leaderboard.models),
+                key=key,
+            )
         for number, group in enumerate(leaderboard.groups):
-            board.add_row(Text(group_label(group), style="bold"), Text(group.metric),
-                          *(Text(format_value(group.values[m], "-"), style="bold") for m in leaderboard.models),
-                          key=f"group-{number}")
+            board.add_row(
+                Text(group_label(group), style="bold"),
+                Text(group.metric),
+                *(Text(format_value(group.values[m], "-"), style="bold") for m in leaderboard.models),
+                key=f"group-{number}",
+            )
 
     def action_export(self) -> None:
         """The leaderboard as Markdown, CSV and JSON files in <home>/exports (the same as `eval results --format`)."""
@@ -141,8 +153,11 @@ class EvalScreen(Screen):
         stem = folder / f"leaderboard-{datetime.now():%Y%m%d-%H%M%S}"
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            for suffix, text in ((".md", leaderboard.to_markdown()), (".csv", leaderboard.to_csv()),
-                                 (".json", leaderboard.to_json())):
+            for suffix, text in (
+                (".md", leaderboard.to_markdown()),
+                (".csv", leaderboard.to_csv()),
+                (".json", leaderboard.to_json()),
+            ):
                 stem.with_suffix(suffix).write_text(text, encoding="utf-8")
         except OSError as exc:
             self.notify(f"Could not write the export: {exc}", severity="error")
@@ -160,8 +175,14 @@ class EvalScreen(Screen):
         for item in self.services.catalog.eval_items(score.run):
             scores = json.loads(item.scores_json)
             value = scores.get("acc", scores.get("exact_match", scores.get("loglikelihood")))
-            answer = item.response if item.response is not None else (f"skipped: {scores['skipped']}" if "skipped" in scores else "")
-            table.add_row(str(item.idx), (item.target or "")[:40], answer[:60], f"{value:.3g}" if value is not None else "-")
+            answer = (
+                item.response
+                if item.response is not None
+                else (f"skipped: {scores['skipped']}" if "skipped" in scores else "")
+            )
+            table.add_row(
+                str(item.idx), (item.target or "")[:40], answer[:60], f"{value:.3g}" if value is not None else "-"
+            )
 
     # -- runs --------------------------------------------------------------------------------------
 
@@ -189,7 +210,11 @@ class EvalScreen(Screen):
         except UserError as exc:
             self.notify(str(exc), severity="error")
             return
-        params = {"model": models[0] if len(models) == 1 else models, "tasks": tasks, "limit": int(limit) if limit else None}
+        params = {
+            "model": models[0] if len(models) == 1 else models,
+            "tasks": tasks,
+            "limit": int(limit) if limit else None,
+        }
         job = self.services.jobs.submit(run_eval, params, kind="eval.run", title=f"Eval {', '.join(models)}")
         self.watcher.watch(job.id)
         self.query_one("#bar", ProgressBar).display = True

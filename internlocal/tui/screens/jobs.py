@@ -67,11 +67,20 @@ class JobsScreen(Screen):
                 self._final.add(job.id)
             p = tracker.progress
             fraction = 1.0 if job.status == "succeeded" else p.fraction
-            rate = f"{human_bytes(p.rate)}/s" if p.rate and p.unit == "bytes" else (f"{p.rate:.1f}/s" if p.rate else "-")
-            row = (str(job.id), job.kind, job.title, job.status, _bar(fraction),
-                   f"{fraction * 100:.0f}" if fraction is not None else "-",
-                   rate if job.status == "running" else "-", human_duration(p.eta_s) if job.status == "running" else "-",
-                   job.error or p.message)
+            rate = (
+                f"{human_bytes(p.rate)}/s" if p.rate and p.unit == "bytes" else (f"{p.rate:.1f}/s" if p.rate else "-")
+            )
+            row = (
+                str(job.id),
+                job.kind,
+                job.title,
+                job.status,
+                _bar(fraction),
+                f"{fraction * 100:.0f}" if fraction is not None else "-",
+                rate if job.status == "running" else "-",
+                human_duration(p.eta_s) if job.status == "running" else "-",
+                job.error or p.message,
+            )
             key = str(job.id)
             if key in table.rows:
                 for column, value in zip(self.COLUMNS, row):

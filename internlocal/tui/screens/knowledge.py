@@ -36,11 +36,15 @@ class KnowledgeScreen(Screen):
         self.hits: list = []
 
     def compose(self) -> ComposeResult:
-        yield Static("Knowledge  —  your documents, searchable, with sources (ctrl+s sync · ctrl+t chat with it · ctrl+d delete)",
-                     classes="heading")
+        yield Static(
+            "Knowledge  —  your documents, searchable, with sources (ctrl+s sync · ctrl+t chat with it · ctrl+d delete)",
+            classes="heading",
+        )
         with Horizontal(id="form"):
             yield Input(placeholder="knowledge base", id="kb-name")
-            yield Input(placeholder="folder or file to add (Enter creates the base or adds to it, then indexes)", id="folder")
+            yield Input(
+                placeholder="folder or file to add (Enter creates the base or adds to it, then indexes)", id="folder"
+            )
             yield Button("Add", id="add", variant="success")
         with Vertical(id="status"):
             yield ProgressBar(id="bar", show_eta=True)
@@ -78,8 +82,16 @@ class KnowledgeScreen(Screen):
         table.clear()
         for kb in self.services.catalog.list_kbs():
             stats = kb.stats
-            table.add_row(kb.name, str(stats.get("files", 0)), str(stats.get("chunks", 0)), str(stats.get("skipped_files", 0)),
-                          kb.embedder, f"{kb.threshold:.3f}", ", ".join(kb.folders), key=kb.name)
+            table.add_row(
+                kb.name,
+                str(stats.get("files", 0)),
+                str(stats.get("chunks", 0)),
+                str(stats.get("skipped_files", 0)),
+                kb.embedder,
+                f"{kb.threshold:.3f}",
+                ", ".join(kb.folders),
+                key=kb.name,
+            )
 
     def selected(self) -> str | None:
         table = self.query_one("#kbs", DataTable)
@@ -115,7 +127,9 @@ class KnowledgeScreen(Screen):
         # in a thread: the first knowledge base loads the embedding model (seconds)
         from internlocal.kb.library import create_kb
 
-        self.app.call_from_thread(self.query_one("#info", Static).update, f"Creating {name} (loading the embedding model) …")
+        self.app.call_from_thread(
+            self.query_one("#info", Static).update, f"Creating {name} (loading the embedding model) …"
+        )
         try:
             create_kb(self.services.settings, self.services.catalog, name, [folder])
         except UserError as exc:
@@ -157,8 +171,13 @@ class KnowledgeScreen(Screen):
                 skipped = r.get("skipped", [])
                 self.query_one("#info", Static).update(
                     f"{r.get('files', 0)} files, {r.get('chunks', 0)} chunks; {r.get('chunks_embedded', 0)} chunks embedded"
-                    + (f"; skipped {len(skipped)}: " + "; ".join(f"{s['path'].rsplit('/', 1)[-1]} ({s['reason']})" for s in skipped[:3])
-                       if skipped else ""))
+                    + (
+                        f"; skipped {len(skipped)}: "
+                        + "; ".join(f"{s['path'].rsplit('/', 1)[-1]} ({s['reason']})" for s in skipped[:3])
+                        if skipped
+                        else ""
+                    )
+                )
             else:
                 self.notify(job.error or job.status, severity="error", timeout=10)
 
@@ -187,7 +206,9 @@ class KnowledgeScreen(Screen):
         table.clear()
         for n, hit in enumerate(hits, start=1):
             table.add_row(str(n), hit.citation, f"{hit.similarity:.3f}", " ".join(hit.text.split())[:120], key=hit.cid)
-        self.query_one("#info", Static).update(f"{len(hits)} passages from {name}" if hits else f"nothing found in {name}")
+        self.query_one("#info", Static).update(
+            f"{len(hits)} passages from {name}" if hits else f"nothing found in {name}"
+        )
 
     # -- delete / chat ---------------------------------------------------------------------------------
 
@@ -205,7 +226,9 @@ class KnowledgeScreen(Screen):
                 self.refresh_kbs()
                 self.notify(f"Removed {name} (your documents are untouched)")
 
-        self.app.push_screen(ConfirmDialog(f"Remove knowledge base {name}? Its index is deleted; your files stay."), done)
+        self.app.push_screen(
+            ConfirmDialog(f"Remove knowledge base {name}? Its index is deleted; your files stay."), done
+        )
 
     async def action_chat_with_kb(self) -> None:
         name = self.selected()

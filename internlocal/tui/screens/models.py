@@ -43,9 +43,15 @@ class ModelsScreen(Screen):
         return self.watcher.job_id
 
     def compose(self) -> ComposeResult:
-        yield Static("Models  —  pull from the registry, Hugging Face (hf:org/repo[:file]), ModelScope or a URL", classes="heading")
+        yield Static(
+            "Models  —  pull from the registry, Hugging Face (hf:org/repo[:file]), ModelScope or a URL",
+            classes="heading",
+        )
         with Horizontal(id="pull-row"):
-            yield Input(placeholder="pull: NAME[:TAG] | hf:org/repo[:FILE] | modelscope:org/repo[:FILE] | https://…  (Enter)", id="pull")
+            yield Input(
+                placeholder="pull: NAME[:TAG] | hf:org/repo[:FILE] | modelscope:org/repo[:FILE] | https://…  (Enter)",
+                id="pull",
+            )
         with Vertical(id="pull-status"):
             yield ProgressBar(id="pull-bar", show_eta=False)
             yield Static("", id="pull-info")
@@ -84,8 +90,18 @@ class ModelsScreen(Screen):
         selected = self._selected_local()
         table.clear()
         for m in self.services.catalog.list_models():
-            table.add_row(m.name, m.kind, m.format, m.quantization or "-", human_count(m.parameters),
-                          str(m.context_length or "-"), human_bytes(m.size_bytes), m.storage, m.source or "-", key=m.name)
+            table.add_row(
+                m.name,
+                m.kind,
+                m.format,
+                m.quantization or "-",
+                human_count(m.parameters),
+                str(m.context_length or "-"),
+                human_bytes(m.size_bytes),
+                m.storage,
+                m.source or "-",
+                key=m.name,
+            )
         if selected and selected in table.rows:
             table.move_cursor(row=table.get_row_index(selected))
 
@@ -101,9 +117,17 @@ class ModelsScreen(Screen):
             return
         for _, m in hits:
             tag = m.default
-            table.add_row(m.name, f"{m.parameters_b:g}B", str(m.context_length), tag, f"{m.size_gb(tag) or '-'} GB",
-                          f"{m.memory_gb(tag) or '-'} GB", m.license.split(" ")[0] + (" (gated)" if m.gated else ""),
-                          " ".join(m.tags), key=m.name)
+            table.add_row(
+                m.name,
+                f"{m.parameters_b:g}B",
+                str(m.context_length),
+                tag,
+                f"{m.size_gb(tag) or '-'} GB",
+                f"{m.memory_gb(tag) or '-'} GB",
+                m.license.split(" ")[0] + (" (gated)" if m.gated else ""),
+                " ".join(m.tags),
+                key=m.name,
+            )
 
     @on(Input.Changed, "#search")
     def search_changed(self, event: Input.Changed) -> None:
@@ -206,7 +230,9 @@ class ModelsScreen(Screen):
                 self.notify(str(exc), severity="error")
                 return
             self.refresh_local()
-            self.notify(f"{name} removed" + (f"; your file {result['kept_file']} is kept" if result["kept_file"] else ""))
+            self.notify(
+                f"{name} removed" + (f"; your file {result['kept_file']} is kept" if result["kept_file"] else "")
+            )
 
         self.app.push_screen(ConfirmDialog(f"Remove the model “{name}”? Files only it uses are deleted."), done)
 
@@ -219,8 +245,12 @@ class ModelsScreen(Screen):
             if qtype:
                 from internlocal.hub.convert import quantize_gguf
 
-                job = self.services.jobs.submit(quantize_gguf, {"model": name, "qtype": qtype}, kind="models.quantize",
-                                                title=f"Quantize {name} to {qtype.upper()}")
+                job = self.services.jobs.submit(
+                    quantize_gguf,
+                    {"model": name, "qtype": qtype},
+                    kind="models.quantize",
+                    title=f"Quantize {name} to {qtype.upper()}",
+                )
                 self._watch(job.id)
 
         self.app.push_screen(TextPromptDialog(f"Quantize {name} to (Q4_K_M, Q5_K_M, Q8_0, …)", "Q4_K_M"), done)
@@ -233,5 +263,7 @@ class ModelsScreen(Screen):
 
         model = self.services.catalog.get_model(name)
         target, kind = (gguf_to_hf, "HF") if model.format == "gguf" else (hf_to_gguf, "GGUF")
-        job = self.services.jobs.submit(target, {"model": name}, kind="models.convert", title=f"Convert {name} to {kind}")
+        job = self.services.jobs.submit(
+            target, {"model": name}, kind="models.convert", title=f"Convert {name} to {kind}"
+        )
         self._watch(job.id)

@@ -38,7 +38,10 @@ class ServeScreen(Screen):
         self._seen = 0.0
 
     def compose(self) -> ComposeResult:
-        yield Static("Serve  —  an OpenAI-compatible API on this machine (chat, completions, embeddings, tools)", classes="heading")
+        yield Static(
+            "Serve  —  an OpenAI-compatible API on this machine (chat, completions, embeddings, tools)",
+            classes="heading",
+        )
         with Horizontal(id="form"):
             yield Label("model")
             yield Input(placeholder="catalog GGUF model (empty: the default)", id="model")
@@ -83,8 +86,14 @@ class ServeScreen(Screen):
         if model:
             command.insert(4, model)
         env = dict(os.environ, INTERNLOCAL_HOME=str(self.services.settings.home))
-        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=Path(log).open("w"), env=env, start_new_session=True)
+        self.process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=Path(log).open("w"),
+            env=env,
+            start_new_session=True,
+        )
         self.url = f"http://127.0.0.1:{port}"
         self.query_one("#toggle", Button).label = "Stop"
         self.query_one("#state", Static).update(f"starting on {self.url} … (log: {log})")
@@ -139,17 +148,24 @@ class ServeScreen(Screen):
         self.query_one("#state", Static).update(
             f"serving [b]{model}[/b] at {self.url}/v1\n"
             f"curl {self.url}/v1/chat/completions -H 'Content-Type: application/json' "
-            f"-d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}]}}'")
+            f'-d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello"}}]}}\''
+        )
         t = data["totals"]
         speed = f" · last {t['last_tokens_per_s']} tok/s" if t.get("last_tokens_per_s") else ""
         self.query_one("#totals", Static).update(
             f"{t['requests']} requests · {t['prompt_tokens']} prompt + {t['completion_tokens']} generated tokens · "
-            f"{data['in_flight']} in flight · {data['queue_depth']} queued{speed}")
+            f"{data['in_flight']} in flight · {data['queue_depth']} queued{speed}"
+        )
         table = self.query_one("#log", DataTable)
         for entry in data["recent"]:
             if entry["t"] <= self._seen:
                 continue
             self._seen = entry["t"]
-            table.add_row(datetime.fromtimestamp(entry["t"]).strftime("%H:%M:%S"), entry["method"], entry["path"],
-                          str(entry["status"]), str(entry["ms"]))
+            table.add_row(
+                datetime.fromtimestamp(entry["t"]).strftime("%H:%M:%S"),
+                entry["method"],
+                entry["path"],
+                str(entry["status"]),
+                str(entry["ms"]),
+            )
             table.scroll_end(animate=False)

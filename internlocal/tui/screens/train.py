@@ -76,8 +76,10 @@ class TrainScreen(Screen):
     def compose(self) -> ComposeResult:
         from textual_plotext import PlotextPlot
 
-        yield Static("Train  —  Enter starts the highlighted recipe · s save now · x stop · r resume · p preview data",
-                     classes="heading")
+        yield Static(
+            "Train  —  Enter starts the highlighted recipe · s save now · x stop · r resume · p preview data",
+            classes="heading",
+        )
         with Horizontal(id="top"):
             yield DataTable(id="recipes", cursor_type="row", zebra_stripes=True)
             yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
@@ -122,10 +124,18 @@ class TrainScreen(Screen):
                 rows.append((name, "-", "-", "-", "invalid", None))
                 continue
             plan = plan_run(services.settings, services.catalog, name, measure_free=True) if services else None
-            rows.append((name, recipe.method, recipe.hardware,
-                         human_bytes(plan.estimate.total) if plan and plan.estimate else "?",
-                         {True: "✓ fits", False: "✗ too big", None: "? no GPU" if recipe.hardware != "cpu" else "?"}[plan.fits if plan else None],
-                         plan))
+            rows.append(
+                (
+                    name,
+                    recipe.method,
+                    recipe.hardware,
+                    human_bytes(plan.estimate.total) if plan and plan.estimate else "?",
+                    {True: "✓ fits", False: "✗ too big", None: "? no GPU" if recipe.hardware != "cpu" else "?"}[
+                        plan.fits if plan else None
+                    ],
+                    plan,
+                )
+            )
         self.app.call_from_thread(self._show_recipes, rows)
 
     def _show_recipes(self, rows: list) -> None:
@@ -159,7 +169,9 @@ class TrainScreen(Screen):
         table.clear()
         for run in reversed(runs):
             loss = run.summary.get("final_loss")
-            table.add_row(run.name, run.status, f"{loss:.4f}" if isinstance(loss, (int, float)) else "-", key=str(run.id))
+            table.add_row(
+                run.name, run.status, f"{loss:.4f}" if isinstance(loss, (int, float)) else "-", key=str(run.id)
+            )
         if self.watched is None and runs:
             self.watch_run(runs[-1])
 
@@ -214,11 +226,16 @@ class TrainScreen(Screen):
                 f"loss {last_step['loss']:.4f}  ·  {last_step['tokens_per_s']:.0f} tok/s  ·  "
                 f"peak {human_bytes(last_step['peak_memory'])}"
                 + (f" (estimated {human_bytes(estimate)})" if estimate else "")
-                + (f"  ·  {human_count(last_step['consumed_tokens'])} tokens" if last_step.get("consumed_tokens") else "")
+                + (
+                    f"  ·  {human_count(last_step['consumed_tokens'])} tokens"
+                    if last_step.get("consumed_tokens")
+                    else ""
+                )
                 + (f"  ·  MFU {last_step['mfu']:.1%}" if last_step.get("mfu") else "")
                 + (f"  ·  val ppl {self._val_ppl:.2f}" if self._val_ppl else "")
                 + (f"  ·  {last_step['skipped_batches']} skipped" if last_step.get("skipped_batches") else "")
-                + f"  ·  ETA {human_duration(last_step['eta'])}")
+                + f"  ·  ETA {human_duration(last_step['eta'])}"
+            )
         elif not self._steps:
             self.query_one("#info", Static).update(f"{run.name}  ·  {run.status}")
 
@@ -251,8 +268,9 @@ class TrainScreen(Screen):
         except UserError as exc:
             self.notify(str(exc), severity="error", timeout=15)
             return
-        job = self.services.jobs.submit(train, {"recipe": name, "overrides": {}, "name": None}, kind="train.run",
-                                        title=f"Train {name}")
+        job = self.services.jobs.submit(
+            train, {"recipe": name, "overrides": {}, "name": None}, kind="train.run", title=f"Train {name}"
+        )
         self.notify(f"Training {name} (job {job.id}); the curve appears with the first step")
         self.set_timer(1.0, lambda: self._follow_job(job.id))
 
@@ -319,8 +337,11 @@ class TrainScreen(Screen):
         try:
             _, recipe = load_recipe(name)
             if recipe.dataset is None:  # pretraining: raw text, every token trained, nothing masked to show
-                self.app.call_from_thread(self.notify, f"{name} pretrains on a raw corpus where every token is "
-                                          "trained; the preview shows the masking of chat datasets only.")
+                self.app.call_from_thread(
+                    self.notify,
+                    f"{name} pretrains on a raw corpus where every token is "
+                    "trained; the preview shows the masking of chat datasets only.",
+                )
                 return
             catalog = self.services.catalog
             dataset = recipe_dataset(catalog, recipe)
@@ -331,12 +352,16 @@ class TrainScreen(Screen):
                 if file is None:
                     raise UserError(f"{recipe.dataset} is not downloaded yet; it is fetched when the run starts.")
                 example = load_examples(file, recipe.dataset_form)[1][0]
-            tokenizer = load_tokenizer(catalog, catalog.get_model(recipe.model), trust_remote_code=recipe.trust_remote_code)
+            tokenizer = load_tokenizer(
+                catalog, catalog.get_model(recipe.model), trust_remote_code=recipe.trust_remote_code
+            )
             tokens = preview(tokenizer, example, train_on=recipe.train_on)
         except UserError as exc:
             self.app.call_from_thread(self.notify, str(exc), severity="error")
             return
         except Exception as exc:  # a broken model folder must not take the whole app down
-            self.app.call_from_thread(self.notify, f"Could not preview {name}'s data: {exc}", severity="error", timeout=15)
+            self.app.call_from_thread(
+                self.notify, f"Could not preview {name}'s data: {exc}", severity="error", timeout=15
+            )
             return
         self.app.call_from_thread(self.app.push_screen, MaskPreview(f"{name}: first example", tokens))
