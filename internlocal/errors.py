@@ -35,3 +35,8 @@ class ContextOverflow(UserError):
 
 class Unsupported(UserError):
     """An engine was asked for a capability it does not declare."""
+
+
+class TrainingError(UserError):
+    """A training run cannot go on for a reason the user can fix (data, recipe, disk); the loop writes it to
+    metrics.jsonl and stderr."""

@@ -137,6 +137,7 @@ def test_kill_9_during_preparation_resumes_to_the_same_shards(tmp_path, hf_model
         assert [s.tobytes() for s in ours] == [s.tobytes() for s in theirs]
 
 
+@pytest.mark.slow
 def test_tiny_model_from_scratch_learns_the_corpus_and_a_killed_run_continues_its_curve(
     tmp_path, hf_model_dir, nature_corpus
 ):
@@ -173,10 +174,11 @@ def test_tiny_model_from_scratch_learns_the_corpus_and_a_killed_run_continues_it
     assert sorted(losses(killed)) == list(range(1, 31))
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_give_the_single_process_curve_and_resume_on_one(tmp_path, hf_model_dir, nature_corpus):
     """FSDP2 over 2 gloo processes (it runs on the CPU), micro-batch halved: the same loss as one process;
     stopped at step 3 with a DCP checkpoint, the run resumes on ONE process and still follows the curve."""
-    from internlocal.train.job import loop_command
+    from internlocal.train.process import loop_command
 
     common = {"max_steps": 6, "eval_every": 0, "save_every": 0, "lr": 3e-3}
     single = make_run(tmp_path, hf_model_dir, nature_corpus, "single", micro_batch=8, **common)
@@ -207,6 +209,7 @@ def test_two_gloo_processes_give_the_single_process_curve_and_resume_on_one(tmp_
     assert any("resumed on 1 processes (checkpoint from 2)" in e.get("message", "") for e in events(fsdp))
 
 
+@pytest.mark.slow
 def test_continued_pretraining_lowers_the_embedded_models_held_out_perplexity(tmp_path, hf_model_dir, nature_corpus):
     run = make_run(
         tmp_path,
@@ -244,12 +247,13 @@ def test_a_corpus_from_another_tokenizer_is_refused(tmp_path, hf_model_dir, natu
     assert [e["type"] for e in events(run)] == ["error"]
 
 
+@pytest.mark.slow
 def test_a_rank_that_dies_is_reported_in_one_sentence_and_the_last_checkpoint_resumes(
     tmp_path, hf_model_dir, nature_corpus
 ):
     import psutil
 
-    from internlocal.train.job import describe_failure, loop_command
+    from internlocal.train.process import describe_failure, loop_command
 
     run = make_run(
         tmp_path,
@@ -289,6 +293,7 @@ def test_a_rank_that_dies_is_reported_in_one_sentence_and_the_last_checkpoint_re
     assert max(losses(run)) == 40
 
 
+@pytest.mark.slow
 def test_cli_prepares_a_corpus_pretrains_from_scratch_exports_gguf_and_registers_the_lineage(
     cli_env, internlocal_bin, hf_model_dir
 ):

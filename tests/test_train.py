@@ -88,7 +88,8 @@ def test_recipes_validate_and_bad_ones_are_refused_before_anything_loads(cli_env
     with pytest.raises(UserError, match="method qlora cannot use distributed: fsdp"):
         load_recipe("smollm2-135m_qlora_cpu", parse_overrides(["gpus=2", "distributed=fsdp"]))
     _, two = load_recipe("internlm2_5-1_8b_qlora_gpu8", parse_overrides(["gpus=2"]))  # --gpus 2 on a one-GPU recipe
-    assert (two.hardware, two.gpus, two.distributed) == ("multi-gpu", 2, "ddp")
+    # nothing rewritten (hardware stays as the file says); that it runs on two GPUs is derived from gpus
+    assert (two.hardware, two.gpus, two.distributed, two.on_gpu) == ("gpu", 2, "ddp", True)
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -125,7 +126,9 @@ def test_recipes_validate_and_bad_ones_are_refused_before_anything_loads(cli_env
 
 def test_more_gpus_than_visible_are_refused_and_hf_datasets_are_found_under_their_import_name(services):
     from internlocal.catalog.schema import Dataset
-    from internlocal.train.job import Plan, dataset_name, plan_run, recipe_dataset, refuse_if_too_big
+    from internlocal.data.library import dataset_name
+    from internlocal.train.inputs import recipe_dataset
+    from internlocal.train.plan import Plan, plan_run, refuse_if_too_big
 
     _, recipe = load_recipe("internlm2_5-7b_full_multigpu")  # gpus: 8
     with pytest.raises(UserError, match=r"asks for gpus=8 but only 2 CUDA GPU\(s\) are visible; run it with gpus=2"):
@@ -149,13 +152,12 @@ def test_more_gpus_than_visible_are_refused_and_hf_datasets_are_found_under_thei
     spec = {"dataset": "hf:Org/My_Chats:data/train-*.parquet"}
     _, chats = load_recipe("smollm2-135m_lora_cpu", spec)
     assert recipe_dataset(services.catalog, chats).name == "my-chats"
-    known = plan_run(services.settings, services.catalog, "smollm2-135m_lora_cpu", spec, measure_free=False)
-    unknown = plan_run(
-        services.settings, services.catalog, "smollm2-135m_lora_cpu", {"dataset": "hf:Org/Other"}, measure_free=False
-    )
+    known = plan_run(services.catalog, "smollm2-135m_lora_cpu", spec, measure_free=False)
+    unknown = plan_run(services.catalog, "smollm2-135m_lora_cpu", {"dataset": "hf:Org/Other"}, measure_free=False)
     assert known.estimate.total < unknown.estimate.total  # 1% of the tokens trained: smaller logits
 
 
+@pytest.mark.slow
 def test_qlora_teaches_a_fact_through_merge_and_gguf(cli_env, internlocal_bin, hf_model_dir, gguf_path):
     """The issue's proof: before, the mascot is unknown; after QLoRA, merge, GGUF export and Q8_0, llama.cpp knows it."""
     before = greedy(gguf_path, MASCOT)
@@ -219,6 +221,7 @@ def test_qlora_teaches_a_fact_through_merge_and_gguf(cli_env, internlocal_bin, h
     assert runs[0]["status"] == "finished" and runs[0]["summary"]["quantized_model"] == result["quantized_model"]
 
 
+@pytest.mark.slow
 def test_kill_9_resume_continues_the_loss_curve_and_a_full_disk_keeps_the_last_checkpoint(tmp_path, hf_model_dir):
     # LoRA dropout draws from torch's RNG every step: the resumed losses match only if the checkpoint's RNG is restored
     dropout = {"lora": {"r": 16, "alpha": 32, "dropout": 0.1, "targets": "all-linear"}}
@@ -263,6 +266,7 @@ def test_kill_9_resume_continues_the_loss_curve_and_a_full_disk_keeps_the_last_c
     assert {f.name: f.stat().st_size for f in checkpoint.iterdir()} == saved  # untouched
 
 
+@pytest.mark.slow
 def test_two_process_ddp_gives_the_single_process_loss_curve(tmp_path, hf_model_dir):
     single = make_run(tmp_path, hf_model_dir, "single", max_steps=3, packing=False, micro_batch=4)
     proc = loop(single)
@@ -270,7 +274,7 @@ def test_two_process_ddp_gives_the_single_process_loss_curve(tmp_path, hf_model_
     config = json.loads((single / "config.json").read_text())
     ddp = make_run(tmp_path, hf_model_dir, "ddp", max_steps=3, packing=False, micro_batch=2, gpus=2)
     (ddp / "config.json").write_text(json.dumps({**json.loads((ddp / "config.json").read_text()), "threads": 1}))
-    from internlocal.train.job import loop_command
+    from internlocal.train.process import loop_command
 
     proc = subprocess.run(loop_command(ddp, 2, resume=False), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -286,9 +290,10 @@ def test_two_process_ddp_gives_the_single_process_loss_curve(tmp_path, hf_model_
     assert losses(accumulated) == pytest.approx(losses(single), rel=1e-4)  # 2 x 2 accumulated = one batch of 4
 
 
+@pytest.mark.slow
 def test_fsdp_full_finetune_over_two_processes_stops_resumes_and_matches_one_process(tmp_path, hf_model_dir):
     """FSDP2 (parameters, gradients and optimizer states sharded; gloo on the CPU), checkpointed with torch DCP."""
-    from internlocal.train.job import loop_command
+    from internlocal.train.process import loop_command
 
     common = {
         "method": "full",
@@ -340,7 +345,7 @@ def test_packed_rows_keep_examples_apart(hf_model_dir):
     from transformers import AutoModelForCausalLM
 
     from internlocal.train.attention import register
-    from internlocal.train.loop import make_batch
+    from internlocal.train.packing import make_batch
 
     model = AutoModelForCausalLM.from_pretrained(
         hf_model_dir, dtype=torch.float32, attn_implementation=register()
@@ -369,7 +374,7 @@ def test_data_with_nothing_to_train_is_a_clear_error(tmp_path, hf_model_dir):
 def test_resume_right_after_a_stop_waits_for_the_job_to_wind_down(services, tmp_path):
     """The run reads `stopped` a moment before its job ends; a resume in that moment must not be refused."""
     from internlocal.catalog.schema import TrainRun
-    from internlocal.train.job import resume_run
+    from internlocal.train.control import resume_run
     from tests import jobs_for_tests
 
     run = services.catalog.add_train_run(
@@ -398,7 +403,7 @@ def test_a_merge_that_changes_nothing_is_refused_and_saves_nothing(tmp_path, hf_
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from internlocal.train.export import merge_adapter
+    from internlocal.train.merge import merge_adapter
 
     # a fresh LoRA adapter has B = 0: applied or merged, it changes no weight
     untrained = get_peft_model(
@@ -412,7 +417,7 @@ def test_a_merge_that_changes_nothing_is_refused_and_saves_nothing(tmp_path, hf_
 
 
 def test_a_merge_too_big_for_memory_is_refused_before_loading(tmp_path):
-    from internlocal.train.export import check_merge_fits
+    from internlocal.train.merge import check_merge_fits
 
     base = tmp_path / "huge"
     base.mkdir()
@@ -421,3 +426,33 @@ def test_a_merge_too_big_for_memory_is_refused_before_loading(tmp_path):
         fh.truncate(1 << 40)
     with pytest.raises(UserError, match=r"Merging needs about 2355\.2 GiB of memory .* set export\.merge=false"):
         check_merge_fits(base, tmp_path / "out" / "merged")
+
+
+def test_the_gpu_qlora_scripts_run_at_a_tiny_shape_on_the_cpu(tmp_path):
+    """benchmarks/gpu/ is run only when a GPU machine is lent for a few minutes: its scripts must not fail there
+    for a reason a CPU finds (the baseline makes the random model, ours writes a typed run config for the loop)."""
+    import math
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, QLORA_MODEL_DIR=str(tmp_path / "rand-tiny"))
+    baseline = subprocess.run(
+        [sys.executable, "benchmarks/gpu/qlora_baseline.py", "tiny", "64", "1"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert baseline.returncode == 0, baseline.stdout[-2000:] + baseline.stderr[-2000:]
+    ours = subprocess.run(
+        [sys.executable, "benchmarks/gpu/qlora_ours.py", "tiny", "64", "3"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert ours.returncode == 0, ours.stdout[-2000:] + ours.stderr[-2000:]
+    result = json.loads(ours.stdout.strip().splitlines()[-1])
+    assert (result["tool"], result["shape"], result["seq"], result["device"]) == ("internlocal", "tiny", 64, "cpu")
+    assert result["tokens_per_s"] > 0 and result["peak_alloc_gib"] > 0 and math.isfinite(result["final_loss"])

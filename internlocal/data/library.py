@@ -1,12 +1,13 @@
-"""Imported datasets: normalized JSONL with a train/validation split under ``<home>/datasets/<name>/``, in the catalog."""
+"""Imported datasets: normalized JSONL split into train/validation under ``<home>/datasets/<name>/``, in the catalog."""
 
 from __future__ import annotations
 
 import json
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from internlocal.catalog.catalog import Catalog
 from internlocal.catalog.schema import Dataset, Model
@@ -15,6 +16,9 @@ from internlocal.data.rendering import render
 from internlocal.errors import UserError
 from internlocal.hub.files import sha256_file
 from internlocal.hub.store import check_model_name
+
+if TYPE_CHECKING:
+    from internlocal.jobs.context import JobContext
 
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
@@ -135,7 +139,7 @@ def load_tokenizer(catalog: Catalog, model: Model, *, trust_remote_code: bool = 
 
     if model.format == "hf":
         return hf_tokenizer(model.path, trust_remote_code=trust_remote_code)
-    for edge in catalog.children(("model", model.id)):  # type: ignore[arg-type]
+    for edge in catalog.children(("model", model.id)):
         if edge.operation == "convert.gguf_to_hf" and edge.child_type == "model":
             child = catalog.find_model(edge.child_id)
             if child is not None and Path(child.path).exists():
@@ -148,4 +152,158 @@ def load_tokenizer(catalog: Catalog, model: Model, *, trust_remote_code: bool = 
         return tokenizer
     raise UserError(
         f"{model.name} is a {model.format} model; datasets are tokenized with a GGUF or Hugging Face model."
+    )
+
+
+# -- importing once, on first use (a recipe's dataset, a pretraining corpus) -------------------------------------
+
+REPO_PREFIXES = ("hf:", "modelscope:", "ms:")
+
+
+def dataset_name(spec: str) -> str:
+    """The catalog name a dataset is imported under: an ``hf:``/``modelscope:`` repository's name, else the
+    file's stem."""
+    if spec.startswith(REPO_PREFIXES):
+        from internlocal.hub.sources import parse_repo_spec
+
+        return parse_repo_spec(spec.split(":", 1)[1])[0].split("/")[1].lower().replace("_", "-")
+    return Path(spec).stem.lower().replace("_", "-")
+
+
+def find_imported(catalog: Catalog, spec: str) -> Dataset | None:
+    """The catalog dataset ``spec`` names, or the one it was imported as."""
+    return catalog.find_dataset(spec) or catalog.find_dataset(dataset_name(spec))
+
+
+def import_once(
+    ctx: JobContext,
+    spec: str,
+    file: Path | None,
+    tokenizer: Callable[[], Any],
+    tokenizer_name: str,
+    *,
+    form: str = "auto",
+    validation: float = 0.05,
+    seed: int = 42,
+) -> Dataset:
+    """A catalog dataset for ``spec``: the dataset of that name, a repository (``hf:``/``modelscope:``) downloaded
+    and imported once, or ``file`` imported once — again under ``<name>-<sha256 prefix>`` when the file changed
+    since (runs name the dataset they used). ``tokenizer()`` is called only when something is imported."""
+    catalog, settings = ctx.catalog, ctx.settings
+    found = catalog.find_dataset(spec)
+    if found is not None:
+        return found
+    if spec.startswith(REPO_PREFIXES):  # a dataset repository: download it once
+        from internlocal.hub.fetch import fetch_dataset
+
+        name = dataset_name(spec)
+        existing = catalog.find_dataset(name)
+        if existing is not None:
+            return existing
+        ctx.log(f"downloading {spec}")
+        file = settings.home / "downloads" / name
+        fetch_dataset(settings.store_dir, file, spec, check_cancelled=ctx.check_cancelled)
+    else:
+        if file is None:
+            raise UserError(
+                f"The dataset {spec!r} is neither a catalog dataset nor a file; "
+                "import one with `internlocal data import FILE --name NAME`."
+            )
+        name = dataset_name(str(file))
+        existing = catalog.find_dataset(name)
+        digest = sha256_file(file)
+        if existing is not None and existing.sha256 == digest:
+            return existing
+        if existing is not None:  # the file changed since it was imported: keep both
+            name = f"{name}-{digest[:8]}"
+            if catalog.find_dataset(name) is not None:
+                return catalog.get_dataset(name)
+        ctx.log(f"importing {file.name} as dataset {name}")
+    return import_dataset(
+        catalog,
+        settings.home,
+        file,
+        name=name,
+        form=form,
+        validation=validation,
+        seed=seed,
+        tokenizer=tokenizer(),
+        tokenizer_name=tokenizer_name,
+    )
+
+
+def corpus_name(source: str, tokenizer_model: str, seq_len: int) -> str:
+    stem = (
+        Path(source.split(":", 1)[-1].split("@")[0].rstrip("/")).name.lower().replace("_", "-").replace(".", "-")
+        or "corpus"
+    )
+    return f"{stem}-{tokenizer_model.split('-')[0]}-{seq_len}"
+
+
+def import_corpus(
+    ctx: JobContext,
+    source: str | Path,
+    tokenizer_model: Model,
+    seq_len: int,
+    validation: float = 0.05,
+    name: str | None = None,
+    trust_remote_code: bool = False,
+) -> Dataset:
+    """A pretraining corpus (folder, file, or ``hf:``/``modelscope:`` dataset) prepared into token shards for
+    ``tokenizer_model`` (resumed if a preparation was interrupted), recorded as a dataset of form ``tokens``
+    with its statistics; a corpus already prepared under that name is returned as it is."""
+    from internlocal.data.corpus import prepare_corpus
+
+    catalog, settings = ctx.catalog, ctx.settings
+    source = str(source)
+    name = name or corpus_name(source, tokenizer_model.name, seq_len)
+    found = catalog.find_dataset(name)
+    if found is not None:
+        return found
+    if source.startswith(REPO_PREFIXES):
+        from internlocal.hub.fetch import fetch_dataset
+
+        path = settings.home / "downloads" / name
+        ctx.log(f"downloading {source}")
+        fetch_dataset(settings.store_dir, path, source, check_cancelled=ctx.check_cancelled)
+    else:
+        path = Path(source).expanduser()
+    out = dataset_dir(settings.home, name)
+    tokenizer_dir = out.with_name(out.name + ".tokenizer")
+    if not tokenizer_dir.exists():
+        load_tokenizer(catalog, tokenizer_model, trust_remote_code=trust_remote_code).save_pretrained(
+            str(tokenizer_dir)
+        )
+    ctx.log(f"preparing {path} into {seq_len}-token sequences with {tokenizer_model.name}'s tokenizer")
+    index = prepare_corpus(
+        path,
+        tokenizer_dir,
+        out,
+        seq_len=seq_len,
+        validation=validation,
+        workers=settings.threads,
+        progress=lambda n, where: ctx.progress(n, None, unit="documents", message=where),
+        should_stop=lambda: ctx.cancelled,
+        trust_remote_code=trust_remote_code,
+    )
+    shutil.rmtree(tokenizer_dir, ignore_errors=True)
+    stats = {
+        **index.stats,
+        "seq_len": seq_len,
+        "tokenizer": tokenizer_model.name,
+        "tokenizer_fingerprint": index.tokenizer,
+        "dtype": index.dtype,
+        "source": source,
+    }
+    return catalog.add_dataset(
+        Dataset(
+            name=name,
+            form="tokens",
+            path=str(out),
+            source=str(path),
+            sha256=None,
+            train_rows=stats["train_sequences"],
+            validation_rows=stats["validation_sequences"],
+            stats_json=json.dumps(stats),
+        )
     )

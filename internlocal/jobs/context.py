@@ -6,9 +6,13 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from internlocal.jobs.events import EventWriter
+
+if TYPE_CHECKING:
+    from internlocal.catalog.catalog import Catalog
+    from internlocal.config import Settings
 
 
 class JobCancelled(Exception):
@@ -20,12 +24,26 @@ class JobContext:
 
     A job is resumable when it keeps what it has finished in ``state`` and calls ``save_state``:
     a resumed job (after cancel, failure or a crash) starts with the state last saved.
+
+    ``settings`` and ``catalog`` are those of the process running the job (the worker's, or the front
+    end's for a thread job): a job uses them instead of loading its own.
     """
 
     PROGRESS_INTERVAL_S = 0.1  # progress events are throttled; the final one always goes out
 
-    def __init__(self, job_id: int, events: EventWriter, state_path: Path, cancel_path: Path):
+    def __init__(
+        self,
+        job_id: int,
+        events: EventWriter,
+        state_path: Path,
+        cancel_path: Path,
+        *,
+        settings: Settings,
+        catalog: Catalog,
+    ):
         self.job_id = job_id
+        self.settings = settings
+        self.catalog = catalog
         self.events = events
         self._state_path = state_path
         self._cancel_path = cancel_path

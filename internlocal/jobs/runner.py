@@ -14,6 +14,7 @@ it last saved.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -133,20 +134,21 @@ class JobRunner:
             for ctx in self._threads[job_id][1]:
                 ctx.request_cancel()
         elif job.pid and self._alive(job):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(job.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         if not self._alive(job):
             return self.catalog.update_job(job_id, status="cancelled", finished_at=utcnow())
         return self.catalog.get_job(job_id)
 
-    def resume(self, job_id: int, *, in_thread: bool = False) -> Job:
+    def resume(self, job_id: int, *, params: dict[str, Any] | None = None, in_thread: bool = False) -> Job:
+        """Run a failed, cancelled or interrupted job again with its saved state; ``params`` replace some of the
+        parameters it was submitted with (a training job resumed on another number of GPUs)."""
         job = self.refresh_one(self.catalog.get_job(job_id))
         if job.status not in RESUMABLE:
             raise UserError(f"Job {job_id} is {job.status}; only failed, cancelled or interrupted jobs can be resumed.")
         self.cancel_path(job_id).unlink(missing_ok=True)
-        job = self.catalog.update_job(job_id, status="queued", error=None, finished_at=None)
+        changed = {"params_json": json.dumps({**job.params, **params}, sort_keys=True)} if params else {}
+        job = self.catalog.update_job(job_id, status="queued", error=None, finished_at=None, **changed)
         self._start(job, in_thread)
         return self.catalog.get_job(job_id)
 
@@ -155,11 +157,10 @@ class JobRunner:
         return [self.refresh_one(job) for job in self.catalog.list_jobs()]
 
     def refresh_one(self, job: Job) -> Job:
-        if job.status in ("queued", "running") and not self._alive(job):
-            # queued jobs get a grace period: the worker may not have started yet
-            if job.status == "running" or time.time() - _epoch(job.created_at) > 30:
-                assert job.id is not None
-                job = self.catalog.update_job(job.id, status="interrupted", finished_at=utcnow())
+        # a job whose process is gone was interrupted; queued jobs get a grace period to start their worker
+        gone = job.status in ("queued", "running") and not self._alive(job)
+        if gone and (job.status == "running" or time.time() - _epoch(job.created_at) > 30):
+            job = self.catalog.update_job(job.id, status="interrupted", finished_at=utcnow())
         return job
 
     def wait(self, job_id: int, timeout: float | None = None, poll_s: float = 0.05) -> Job:
@@ -206,7 +207,14 @@ def execute(
     """Run one job to its end in this process, recording status, events and result."""
     job = catalog.get_job(job_id)
     events = EventWriter(runner.events_path(job_id))
-    ctx = JobContext(job_id, events, runner.state_path(job_id), runner.cancel_path(job_id))
+    ctx = JobContext(
+        job_id,
+        events,
+        runner.state_path(job_id),
+        runner.cancel_path(job_id),
+        settings=runner.settings,
+        catalog=catalog,
+    )
     if on_context:
         on_context(ctx)
     catalog.update_job(job_id, status="running", pid=os.getpid(), started_at=utcnow(), attempts=job.attempts + 1)

@@ -10,6 +10,8 @@ so only the within-example blocks are computed. Registered with transformers as
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 NAME = "internlocal_packed"
 _registered = False
 
@@ -18,8 +20,8 @@ def _segments(positions) -> list[tuple[int, int]]:
     """(start, end) of each run of positions counting up from 0."""
     starts = (positions == 0).nonzero().flatten().tolist()
     if not starts or starts[0] != 0:
-        starts = [0] + starts
-    return list(zip(starts, starts[1:] + [positions.shape[0]]))
+        starts = [0, *starts]
+    return list(pairwise([*starts, positions.shape[0]]))
 
 
 def packed_attention(

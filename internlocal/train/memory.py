@@ -119,7 +119,7 @@ class Estimate:
 
     def table(self) -> str:
         rows = [f"  {name:<22} {value / GIB:8.2f} GiB" for name, value in self.parts.items()]
-        return "\n".join(rows + [f"  {'total':<22} {self.total / GIB:8.2f} GiB"])
+        return "\n".join([*rows, f"  {'total':<22} {self.total / GIB:8.2f} GiB"])
 
 
 def lora_parameters(shape: Shape, r: int, targets: str | list[str]) -> int:

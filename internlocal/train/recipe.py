@@ -132,9 +132,17 @@ class Recipe(_Strict):
                 "method qlora cannot use distributed: fsdp (its 4-bit weights cannot be sharded); use "
                 "distributed: ddp, or method: lora with fsdp"
             )
-        if self.gpus > 1 and self.hardware == "gpu":  # `--gpus 2` on a one-GPU recipe: the same recipe on two
-            self.hardware = "multi-gpu"
         return self
+
+    @property
+    def on_gpu(self) -> bool:
+        """Trains on CUDA GPUs (``hardware: gpu`` or ``multi-gpu``; ``gpus`` says how many processes, so
+        ``gpus=2`` on a one-GPU recipe runs the same recipe on two)."""
+        return self.hardware != "cpu"
+
+    @property
+    def device(self) -> Literal["cpu", "cuda"]:
+        return "cuda" if self.on_gpu else "cpu"
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -176,8 +184,11 @@ def recipe_path(name_or_path: str) -> Path:
     return path
 
 
-def load_recipe(name_or_path: str, overrides: dict[str, Any] | None = None) -> tuple[str, Recipe]:
-    """(recipe name, validated recipe with overrides applied)."""
+def load_recipe(
+    name_or_path: str, overrides: dict[str, Any] | None = None, *, gpus: int | None = None
+) -> tuple[str, Recipe]:
+    """(recipe name, validated recipe with overrides applied): the file, then ``key=value`` overrides, then the
+    number of GPU processes when the front end was given one (``--gpus``)."""
     path = recipe_path(name_or_path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -188,7 +199,10 @@ def load_recipe(name_or_path: str, overrides: dict[str, Any] | None = None) -> t
     if not isinstance(raw, dict):
         raise UserError(f"{path}: a recipe is a mapping of settings.")
     try:
-        recipe = Recipe.model_validate(_merge(raw, overrides or {}))
+        merged = _merge(raw, overrides or {})
+        if gpus is not None:
+            merged["gpus"] = gpus
+        recipe = Recipe.model_validate(merged)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'recipe'}: {e['msg']}" for e in exc.errors())
         raise UserError(f"{path.name}: {problems}.") from None
@@ -206,7 +220,7 @@ def launch_command(path: Path) -> str:
 
 def list_recipes() -> list[tuple[str, Recipe | None, str]]:
     """(name, recipe or None when invalid, launch command or the validation error) for every recipe file."""
-    out = []
+    out: list[tuple[str, Recipe | None, str]] = []
     for path in sorted(recipes_dir().glob("*.yaml")):
         try:
             _, recipe = load_recipe(str(path))

@@ -1,0 +1,74 @@
+"""The training loss: the sum of token cross-entropies over trained positions (what DDP / FSDP wrap).
+
+Logits are computed only where a trained token is predicted, in ``LOGIT_CHUNK``-row chunks that are
+recomputed in the backward pass, so vocabulary-sized tensors never exist for a whole batch. Models
+whose forward post-processes the logits (soft-capping and the like) take the plain path instead.
+"""
+
+from __future__ import annotations
+
+from internlocal.train.packing import IGNORE
+
+LOGIT_CHUNK = 1024
+# logits post-processed in forward: the decoder + head shortcut would skip that
+_NO_FAST_LOSS = {"gemma2", "gemma3", "gemma3_text", "cohere", "cohere2", "granite"}
+
+
+def base_model(model):
+    """The transformers model under a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def causal_lm_loss(model):
+    """``model`` wrapped as a module whose forward returns the summed loss of a batch."""
+    import torch
+    from torch.utils.checkpoint import checkpoint
+
+    base = base_model(model)
+    fast = (
+        base.config.model_type not in _NO_FAST_LOSS
+        and callable(getattr(base, "get_decoder", None))
+        and base.get_output_embeddings() is not None
+    )
+
+    class CausalLMLoss(torch.nn.Module):
+        """Sum of token cross-entropies over trained positions; logits only there, in recomputed chunks."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, labels, position_ids, attention_mask=None):
+            targets = labels[:, 1:]
+            keep = targets != IGNORE
+            if not fast:
+                logits = self.inner(
+                    input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask
+                ).logits
+                picked = logits[:, :-1][keep].float()
+                return torch.nn.functional.cross_entropy(picked, targets[keep], reduction="sum")
+            inner = base_model(self.inner)
+            hidden = inner.get_decoder()(
+                input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask
+            ).last_hidden_state
+            selected = hidden[:, :-1][keep]
+            wanted = targets[keep]
+            head = inner.get_output_embeddings()
+            total = hidden.new_zeros((), dtype=torch.float32)
+            for start in range(0, selected.shape[0], LOGIT_CHUNK):
+                total = total + checkpoint(
+                    _chunk_cross_entropy,
+                    head,
+                    selected[start : start + LOGIT_CHUNK],
+                    wanted[start : start + LOGIT_CHUNK],
+                    use_reentrant=False,
+                )
+            return total
+
+    return CausalLMLoss(model)
+
+
+def _chunk_cross_entropy(head, hidden, targets):
+    import torch
+
+    return torch.nn.functional.cross_entropy(head(hidden).float(), targets, reduction="sum")
