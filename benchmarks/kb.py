@@ -25,7 +25,48 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-WORDS = ["river", "garden", "engine", "kettle", "router", "sensor", "battery", "invoice", "meeting", "recipe", "flour", "tomato", "bicycle", "chain", "thermostat", "ferry", "temple", "lantern", "library", "museum", "window", "pressure", "valve", "compost", "starter", "insurance", "policy", "holiday", "weekend", "printer", "cable", "monitor", "keyboard", "harbour", "bridge", "castle", "market", "bakery", "station", "ticket"]
+WORDS = [
+    "river",
+    "garden",
+    "engine",
+    "kettle",
+    "router",
+    "sensor",
+    "battery",
+    "invoice",
+    "meeting",
+    "recipe",
+    "flour",
+    "tomato",
+    "bicycle",
+    "chain",
+    "thermostat",
+    "ferry",
+    "temple",
+    "lantern",
+    "library",
+    "museum",
+    "window",
+    "pressure",
+    "valve",
+    "compost",
+    "starter",
+    "insurance",
+    "policy",
+    "holiday",
+    "weekend",
+    "printer",
+    "cable",
+    "monitor",
+    "keyboard",
+    "harbour",
+    "bridge",
+    "castle",
+    "market",
+    "bakery",
+    "station",
+    "ticket",
+]
 
 
 def sentence(rng: random.Random) -> str:
@@ -76,7 +117,7 @@ def fill(index, size: int, dimension: int, rng: random.Random) -> None:
     """``size`` chunks of generated text with random unit vectors, written as a sync would write them."""
     import numpy as np
 
-    from internlocal.kb.index import cjk_bigrams
+    from internlocal.kb.query import cjk_bigrams
 
     gen = np.random.default_rng(0)
     db = index.db
@@ -96,11 +137,11 @@ def fill(index, size: int, dimension: int, rng: random.Random) -> None:
         db.executemany(
             "INSERT INTO chunk (cid, file_id, ordinal, hash, heading, text, start_line, end_line) "
             "VALUES (?, 1, ?, ?, 'Section', ?, ?, ?)",
-            [(cid, n, cid, text, n, n) for n, (cid, text) in enumerate(zip(ids, texts), start=start)],
+            [(cid, n, cid, text, n, n) for n, (cid, text) in enumerate(zip(ids, texts, strict=True), start=start)],
         )
         db.executemany(
             "INSERT INTO chunk_bigrams(rowid, grams) SELECT rid, ? FROM chunk WHERE cid = ?",
-            [(g, cid) for cid, t in zip(ids, texts) if (g := cjk_bigrams(t))],
+            [(g, cid) for cid, t in zip(ids, texts, strict=True) if (g := cjk_bigrams(t))],
         )
         db.execute("COMMIT")
 
@@ -185,10 +226,12 @@ def main() -> None:
         q = quality(embedder, work)
         for mode in ("hybrid", "dense", "bm25"):
             print(
-                f"labelled set, {mode:6}: recall@5 {q[mode]['recall@5']:.3f}  MRR {q[mode]['mrr']:.3f}  nDCG@10 {q[mode]['ndcg@10']:.3f}"
+                f"labelled set, {mode:6}: recall@5 {q[mode]['recall@5']:.3f}  MRR {q[mode]['mrr']:.3f}  "
+                f"nDCG@10 {q[mode]['ndcg@10']:.3f}"
             )
         print(
-            f"refusal: fitted threshold {q['refusal']['fitted_threshold']:.3f}, accuracy {q['refusal']['fitted_accuracy']:.3f}"
+            f"refusal: fitted threshold {q['refusal']['fitted_threshold']:.3f}, "
+            f"accuracy {q['refusal']['fitted_accuracy']:.3f}"
         )
 
 

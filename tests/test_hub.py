@@ -274,6 +274,22 @@ def test_split_gguf_parts_come_together():
         _choose_files(names, None, "r")
 
 
+def test_a_registry_choice_resolves_to_files_on_its_hub(hub, gguf_path):
+    """sources.resolve_choice: the registry's choice (repository + pattern) becomes the Hub's files, under the
+    registry's name and with its metadata added to the source's."""
+    from internlocal.hub.registry import RegistryChoice
+    from internlocal.hub.sources import resolve_choice
+
+    choice = RegistryChoice(
+        hub="hf", repo=REPO, pattern="*.gguf", default_name="tiny-chat-q4_1", metadata={"registry": "tiny-chat"}
+    )
+    resolved = resolve_choice(choice)
+    assert resolved.default_name == "tiny-chat-q4_1" and resolved.format == "gguf"
+    assert [(f.path, f.size) for f in resolved.files] == [("tiny-q4_1.gguf", gguf_path.stat().st_size)]
+    assert resolved.metadata["registry"] == "tiny-chat" and resolved.metadata["repo"] == REPO
+    assert resolved.source.startswith(f"hf:{REPO}:*.gguf@")
+
+
 def test_unknown_spec_and_bad_urls():
     from internlocal.hub.sources import resolve
 

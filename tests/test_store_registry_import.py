@@ -83,6 +83,45 @@ def test_every_registry_file_validates_and_covers_the_families():
     assert [m.name for _, m in registry.search("internlm 1m")] == ["internlm2_5-7b-chat-1m"]
 
 
+def test_the_registry_chooses_a_repository_and_files_without_fetching_anything():
+    """A registry name is only turned into a choice (hub, repository, file pattern, metadata); the registry module
+    imports no source module, so resolving and fetching stay in hub/sources.py."""
+    import subprocess
+    import sys
+
+    registry = load_registry()
+    gguf = registry.choose("internlm2_5-7b-chat:Q4_K_M", hub="modelscope")
+    assert (gguf.hub, gguf.repo, gguf.pattern, gguf.default_name) == (
+        "modelscope",
+        "Shanghai_AI_Laboratory/internlm2_5-7b-chat-gguf",
+        "internlm2_5-7b-chat-q4_k_m.gguf",
+        "internlm2_5-7b-chat-q4_k_m",
+    )
+    assert gguf.metadata == {
+        "registry": "internlm2_5-7b-chat",
+        "tag": "q4_k_m",
+        "license": registry.get("internlm2_5-7b-chat").license,
+        "context_length": 32768,
+    }
+    assert registry.choose("internlm2_5-7b-chat").pattern == gguf.pattern  # the default tag
+    folder = registry.choose("internlm2_5-7b-chat:hf")
+    assert (folder.hub, folder.repo, folder.pattern, folder.default_name) == (
+        "hf",
+        "internlm/internlm2_5-7b-chat",
+        None,
+        "internlm2_5-7b-chat",
+    )
+    with pytest.raises(UserError, match="has no tag 'q9'"):
+        registry.choose("internlm2_5-7b-chat:q9")
+    with pytest.raises(UserError, match="Unknown hub 'gitee'"):
+        registry.choose("internlm2_5-7b-chat", hub="gitee")
+    code = (
+        "import sys, internlocal.hub.registry; print(sorted(m for m in sys.modules if m.startswith('internlocal.hub')))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "internlocal.hub.registry" in loaded and "internlocal.hub.sources" not in loaded
+
+
 def test_invalid_registry_file_is_reported(tmp_path):
     (tmp_path / "bad.yaml").write_text(
         yaml.safe_dump(
@@ -102,7 +141,7 @@ def test_invalid_registry_file_is_reported(tmp_path):
             }
         )
     )
-    with pytest.raises(UserError, match="bad.yaml is invalid"):
+    with pytest.raises(UserError, match=r"bad\.yaml is invalid"):
         load_registry(tmp_path)
 
 
@@ -133,6 +172,6 @@ def test_import_refuses_what_is_not_a_model(services, tmp_path):
         import_model(services.catalog, store, tmp_path / "missing.gguf")
     folder = tmp_path / "folder"
     folder.mkdir()
-    with pytest.raises(ModelFileError, match="no config.json"):
+    with pytest.raises(ModelFileError, match=r"no config\.json"):
         import_model(services.catalog, store, folder)
     assert len(services.catalog.list_models()) == 2

@@ -1,9 +1,9 @@
-"""``internlocal kb``: knowledge bases over the user's own files: create, add, sync, search, ask, eval."""
+"""``internlocal kb``: knowledge bases over your own files: create, add/remove folders, sync, search, ask, eval."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -12,20 +12,15 @@ from internlocal.cli.common import print_json, services
 app = typer.Typer(help="Knowledge bases: answers from your own documents, with sources.", no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 Mode = Annotated[str, typer.Option("--mode", help="hybrid (dense + BM25, fused), dense or bm25.")]
+SEARCH_MODES: dict[str, Literal["hybrid", "dense", "bm25"]] = {"hybrid": "hybrid", "dense": "dense", "bm25": "bm25"}
 
 
 def _sync(name: str, detach: bool, as_json: bool) -> None:
     from internlocal.cli.progress import follow_job
-    from internlocal.kb.library import sync_job
+    from internlocal.services.knowledge import start_sync
 
     svc = services()
-    svc.catalog.get_kb(name)
-    job = follow_job(
-        svc.jobs,
-        svc.jobs.submit(sync_job, {"name": name}, kind="kb.sync", title=f"Sync {name}"),
-        detach=detach,
-        as_json=as_json,
-    )
+    job = follow_job(svc.jobs, start_sync(svc, name), detach=detach, as_json=as_json)
     if job is None or as_json:
         return
     r = job.result
@@ -78,6 +73,25 @@ def add(
     _sync(name, detach, as_json)
 
 
+@app.command("remove-folder")
+def remove_folder(
+    name: str,
+    folders: Annotated[list[str], typer.Argument(help="Folders or files to take out, as `kb list` shows them.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Take folders or files out of a knowledge base: their passages leave the index; the documents stay."""
+    from internlocal.kb.library import remove_folders
+
+    result = remove_folders(services().catalog, name, folders)
+    if as_json:
+        print_json(result)
+        return
+    typer.echo(
+        f"{name}: removed {', '.join(result['removed_folders'])} ({result['files_removed']} files, "
+        f"{result['chunks_removed']} chunks); {result['files']} files, {result['chunks']} chunks remain"
+    )
+
+
 @app.command("sync")
 def sync(
     name: str,
@@ -125,13 +139,14 @@ def search(
     from internlocal.errors import UserError
     from internlocal.kb.library import open_index, reranker_for
 
-    if mode not in ("hybrid", "dense", "bm25"):
+    search_mode = SEARCH_MODES.get(mode)
+    if search_mode is None:
         raise UserError("--mode is one of hybrid, dense, bm25.")
     svc = services()
     reranker = reranker_for(svc.catalog, rerank) if rerank else None
     index = open_index(svc.catalog, name)
     try:
-        hits = index.search(query, k=k, mode=mode, kinds=file_type, folder=folder, reranker=reranker)  # type: ignore[arg-type]
+        hits = index.search(query, k=k, mode=search_mode, kinds=file_type, folder=folder, reranker=reranker)
     finally:
         index.close()
     if as_json:
@@ -149,9 +164,7 @@ def search(
 def ask(
     name: str,
     question: str,
-    model: Annotated[
-        str | None, typer.Option("--model", help="Chat model (default: the default chat model).")
-    ] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Chat model (default: the default chat model).")] = None,
     k: Annotated[int, typer.Option("-k", help="Passages given to the model.")] = 4,
     rerank: Annotated[
         str | None, typer.Option("--rerank", help="Cross-encoder (catalog model or folder) to reorder passages.")
@@ -238,7 +251,11 @@ def rm(names: list[str], as_json: JsonOpt = False) -> None:
     from internlocal.kb.library import remove_kb
 
     results = [remove_kb(services().catalog, name) for name in names]
-    print_json(results) if as_json else [typer.echo(f"{r['knowledge_base']}: removed") for r in results]
+    if as_json:
+        print_json(results)
+        return
+    for r in results:
+        typer.echo(f"{r['knowledge_base']}: removed")
 
 
 @app.command("reembed")
@@ -249,9 +266,10 @@ def reembed(
     from internlocal.kb.library import reembed_kb
 
     kb = reembed_kb(services().catalog, name, model)
-    print_json(
-        {"knowledge_base": kb.name, "embedder": kb.embedder, "dimension": kb.dimension}
-    ) if as_json else typer.echo(f"{kb.name}: vectors now from {kb.embedder} ({kb.dimension} dimensions)")
+    if as_json:
+        print_json({"knowledge_base": kb.name, "embedder": kb.embedder, "dimension": kb.dimension})
+    else:
+        typer.echo(f"{kb.name}: vectors now from {kb.embedder} ({kb.dimension} dimensions)")
 
 
 @app.command("eval")
@@ -272,14 +290,15 @@ def eval_(
     from internlocal.kb.evaluate import evaluate, load_questions
     from internlocal.kb.library import open_index
 
-    if mode not in ("hybrid", "dense", "bm25"):
+    search_mode = SEARCH_MODES.get(mode)
+    if search_mode is None:
         raise UserError("--mode is one of hybrid, dense, bm25.")
     svc = services()
     kb = svc.catalog.get_kb(name)
     rows = load_questions(questions)
     index = open_index(svc.catalog, name)
     try:
-        result = evaluate(index, rows, threshold=kb.threshold, k=k, mode=mode)  # type: ignore[arg-type]
+        result = evaluate(index, rows, threshold=kb.threshold, k=k, mode=search_mode)
     finally:
         index.close()
     if tune:
@@ -289,7 +308,10 @@ def eval_(
     if as_json:
         print_json(result)
         return
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"
+
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
     typer.echo(f"{result['questions']} questions ({result['answerable']} answerable), {mode} retrieval")
     typer.echo(f"recall@{k} {fmt(result[f'recall@{k}'])}  MRR {fmt(result['mrr'])}  nDCG@10 {fmt(result['ndcg@10'])}")
     typer.echo(

@@ -21,10 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from internlocal.catalog import open_catalog
 from internlocal.catalog.catalog import Catalog
 from internlocal.catalog.schema import Model
-from internlocal.config import load_settings
 from internlocal.errors import UserError
 from internlocal.hub.library import add_to_store, register, unique_name
 from internlocal.hub.store import Store, check_model_name
@@ -55,11 +53,6 @@ def converter_dir() -> Path:
     return Path(os.environ.get("INTERNLOCAL_CONVERTER_DIR") or Path(sys.prefix) / "opt" / "convert-hf-to-gguf")
 
 
-def _open() -> tuple[Catalog, Store]:
-    settings = load_settings()
-    return open_catalog(settings), Store(settings.store_dir)
-
-
 def _output_name(catalog: Catalog, wanted: str | None, default: str) -> str:
     if wanted:
         check_model_name(wanted)
@@ -84,133 +77,123 @@ def _base_name(model: Model) -> str:
 
 
 def gguf_to_hf(ctx: JobContext, model: str, name: str | None = None, dtype: str = "bfloat16") -> dict[str, Any]:
-    catalog, store = _open()
-    try:
-        source = catalog.get_model(model)
-        if source.format != "gguf":
-            raise UserError(f"{source.name} is not a GGUF model; gguf→hf converts GGUF files.")
-        out_name = _output_name(catalog, name, f"{_base_name(source)}-hf")
-        ctx.progress(0, 3, unit="steps", message="loading and dequantizing the GGUF (transformers)")
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    catalog, store = ctx.catalog, Store(ctx.settings.store_dir)
+    source = catalog.get_model(model)
+    if source.format != "gguf":
+        raise UserError(f"{source.name} is not a GGUF model; gguf→hf converts GGUF files.")
+    out_name = _output_name(catalog, name, f"{_base_name(source)}-hf")
+    ctx.progress(0, 3, unit="steps", message="loading and dequantizing the GGUF (transformers)")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if dtype not in ("bfloat16", "float16", "float32"):
-            raise UserError(f"dtype {dtype!r} is not one of bfloat16, float16, float32.")
-        path = Path(source.path).resolve()
-        try:
-            hf_model = AutoModelForCausalLM.from_pretrained(
-                str(path.parent), gguf_file=path.name, dtype=getattr(torch, dtype)
-            )
-            tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-        except (ValueError, KeyError, NotImplementedError) as exc:
-            raise UserError(
-                f"transformers cannot convert {source.name} ({source.architecture}) from GGUF: {exc}"
-            ) from None
-        ctx.check_cancelled()
-        # the loaded model still carries the GGUF "quantizer"; a saved folder must not claim to be GGUF-quantized
-        hf_model.hf_quantizer = None
-        if getattr(hf_model.config, "quantization_config", None) is not None:
-            del hf_model.config.quantization_config
-        if source.chat_template and not tokenizer.chat_template:
-            tokenizer.chat_template = source.chat_template
-        ctx.progress(1, 3, unit="steps", message="saving safetensors")
-        work = store.partial / f"convert-{ctx.job_id}"
-        shutil.rmtree(work, ignore_errors=True)
-        hf_model.save_pretrained(work)
-        tokenizer.save_pretrained(work)
-        del hf_model
-        ctx.progress(2, 3, unit="steps", message="adding to the store")
-        files = [(f, f.relative_to(work).as_posix()) for f in sorted(work.rglob("*")) if f.is_file()]
-        manifest, model_path = add_to_store(store, out_name, f"convert:{source.name}", files, move=True)
-        shutil.rmtree(work, ignore_errors=True)
-        result = register(
-            catalog,
-            name=out_name,
-            path=model_path,
-            storage="store",
-            source=f"derived:{source.name}",
-            sha256=manifest.model_sha256(),
-            parent=source,
-            operation="convert.gguf_to_hf",
-            params={"dtype": dtype},
-            extra={"family": source.family},
+    if dtype not in ("bfloat16", "float16", "float32"):
+        raise UserError(f"dtype {dtype!r} is not one of bfloat16, float16, float32.")
+    path = Path(source.path).resolve()
+    try:
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            str(path.parent), gguf_file=path.name, dtype=getattr(torch, dtype)
         )
-        ctx.progress(3, 3, unit="steps", message="done")
-        return {"model": result.name, "path": result.path, "parent": source.name}
-    finally:
-        catalog.close()
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    except (ValueError, KeyError, NotImplementedError) as exc:
+        raise UserError(f"transformers cannot convert {source.name} ({source.architecture}) from GGUF: {exc}") from None
+    ctx.check_cancelled()
+    # the loaded model still carries the GGUF "quantizer"; a saved folder must not claim to be GGUF-quantized
+    hf_model.hf_quantizer = None
+    if getattr(hf_model.config, "quantization_config", None) is not None:
+        del hf_model.config.quantization_config
+    if source.chat_template and not tokenizer.chat_template:
+        tokenizer.chat_template = source.chat_template
+    ctx.progress(1, 3, unit="steps", message="saving safetensors")
+    work = store.partial / f"convert-{ctx.job_id}"
+    shutil.rmtree(work, ignore_errors=True)
+    hf_model.save_pretrained(work)
+    tokenizer.save_pretrained(work)
+    del hf_model
+    ctx.progress(2, 3, unit="steps", message="adding to the store")
+    files = [(f, f.relative_to(work).as_posix()) for f in sorted(work.rglob("*")) if f.is_file()]
+    manifest, model_path = add_to_store(store, out_name, f"convert:{source.name}", files, move=True)
+    shutil.rmtree(work, ignore_errors=True)
+    result = register(
+        catalog,
+        name=out_name,
+        path=model_path,
+        storage="store",
+        source=f"derived:{source.name}",
+        sha256=manifest.model_sha256(),
+        parent=source,
+        operation="convert.gguf_to_hf",
+        params={"dtype": dtype},
+        extra={"family": source.family},
+    )
+    ctx.progress(3, 3, unit="steps", message="done")
+    return {"model": result.name, "path": result.path, "parent": source.name}
 
 
 # -- HF → GGUF -------------------------------------------------------------------------------------
 
 
 def hf_to_gguf(ctx: JobContext, model: str, name: str | None = None, outtype: str = "f16") -> dict[str, Any]:
-    catalog, store = _open()
-    try:
-        source = catalog.get_model(model)
-        if source.format != "hf":
-            raise UserError(f"{source.name} is already GGUF; use `models quantize` to change its quantization.")
-        outtype = outtype.lower()
-        if outtype not in GGUF_OUTTYPES:
-            raise UserError(f"GGUF output type {outtype!r} is not one of {', '.join(GGUF_OUTTYPES)}.")
-        tool = converter_dir()
-        script = tool / "convert_hf_to_gguf.py"
-        if not script.exists():
-            raise UserError(f"The HF→GGUF converter is not installed in {tool}; run `make install`.")
-        base = source.name.removesuffix("-hf")
-        out_name = _output_name(catalog, name, f"{base}-{outtype}")
-        work = store.partial / f"convert-{ctx.job_id}.gguf"
-        env = dict(
-            os.environ, PYTHONPATH=os.pathsep.join([str(tool), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-        )
-        ctx.progress(0, 2, unit="steps", message=f"converting to GGUF {outtype}")
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(script),
-                str(Path(source.path).resolve()),
-                "--outfile",
-                str(work),
-                "--outtype",
-                outtype,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-            text=True,
-            errors="replace",
-        )
-        tail: list[str] = []
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            tail = (tail + [line.rstrip()])[-20:]
-            if ctx.cancelled:
-                proc.terminate()
-        code = proc.wait()
-        ctx.check_cancelled()
-        if code != 0:
-            work.unlink(missing_ok=True)
-            raise UserError(f"The GGUF converter failed for {source.name}: {' | '.join(t for t in tail[-3:] if t)}")
-        ctx.progress(1, 2, unit="steps", message="adding to the store")
-        manifest, model_path = add_to_store(
-            store, out_name, f"convert:{source.name}", [(work, f"{out_name}.gguf")], move=True
-        )
-        result = register(
-            catalog,
-            name=out_name,
-            path=model_path,
-            storage="store",
-            source=f"derived:{source.name}",
-            sha256=manifest.model_sha256(),
-            parent=source,
-            operation="convert.hf_to_gguf",
-            params={"outtype": outtype},
-            extra={"family": source.family},
-        )
-        ctx.progress(2, 2, unit="steps", message="done")
-        return {"model": result.name, "path": result.path, "parent": source.name}
-    finally:
-        catalog.close()
+    catalog, store = ctx.catalog, Store(ctx.settings.store_dir)
+    source = catalog.get_model(model)
+    if source.format != "hf":
+        raise UserError(f"{source.name} is already GGUF; use `models quantize` to change its quantization.")
+    outtype = outtype.lower()
+    if outtype not in GGUF_OUTTYPES:
+        raise UserError(f"GGUF output type {outtype!r} is not one of {', '.join(GGUF_OUTTYPES)}.")
+    tool = converter_dir()
+    script = tool / "convert_hf_to_gguf.py"
+    if not script.exists():
+        raise UserError(f"The HF→GGUF converter is not installed in {tool}; run `make install`.")
+    base = source.name.removesuffix("-hf")
+    out_name = _output_name(catalog, name, f"{base}-{outtype}")
+    work = store.partial / f"convert-{ctx.job_id}.gguf"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tool), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    ctx.progress(0, 2, unit="steps", message=f"converting to GGUF {outtype}")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(script),
+            str(Path(source.path).resolve()),
+            "--outfile",
+            str(work),
+            "--outtype",
+            outtype,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
+        errors="replace",
+    )
+    tail: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        tail = [*tail, line.rstrip()][-20:]
+        if ctx.cancelled:
+            proc.terminate()
+    code = proc.wait()
+    ctx.check_cancelled()
+    if code != 0:
+        work.unlink(missing_ok=True)
+        raise UserError(f"The GGUF converter failed for {source.name}: {' | '.join(t for t in tail[-3:] if t)}")
+    ctx.progress(1, 2, unit="steps", message="adding to the store")
+    manifest, model_path = add_to_store(
+        store, out_name, f"convert:{source.name}", [(work, f"{out_name}.gguf")], move=True
+    )
+    result = register(
+        catalog,
+        name=out_name,
+        path=model_path,
+        storage="store",
+        source=f"derived:{source.name}",
+        sha256=manifest.model_sha256(),
+        parent=source,
+        operation="convert.hf_to_gguf",
+        params={"outtype": outtype},
+        extra={"family": source.family},
+    )
+    ctx.progress(2, 2, unit="steps", message="done")
+    return {"model": result.name, "path": result.path, "parent": source.name}
 
 
 # -- quantize --------------------------------------------------------------------------------------
@@ -223,60 +206,55 @@ def quantize_gguf(
 
     import llama_cpp
 
-    catalog, store = _open()
-    try:
-        source = catalog.get_model(model)
-        if source.format != "gguf":
-            raise UserError(
-                f"{source.name} is a Hugging Face folder; convert it to GGUF first (`models convert --to gguf`)."
-            )
-        qtype = qtype.upper()
-        if qtype not in QUANT_TYPES:
-            raise UserError(f"Quantization {qtype!r} is not one of {', '.join(QUANT_TYPES)}.")
-        out_name = _output_name(catalog, name, f"{_base_name(source)}-{qtype.lower()}")
-        work = store.partial / f"quantize-{ctx.job_id}.gguf"
-        params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = getattr(llama_cpp, QUANT_TYPES[qtype])
-        params.nthread = threads or os.cpu_count() or 1
-        params.allow_requantize = True  # sources are often quantized already (e.g. the embedded Q4_1)
-        requantized = bool(source.quantization and source.quantization.upper() not in ("F16", "BF16", "F32"))
-        ctx.progress(0, 1, unit="steps", message=f"quantizing to {qtype}")
-        started = time.monotonic()
-        code = llama_cpp.llama_model_quantize(
-            str(Path(source.path).resolve()).encode(), str(work).encode(), ctypes.byref(params)
+    catalog, store = ctx.catalog, Store(ctx.settings.store_dir)
+    source = catalog.get_model(model)
+    if source.format != "gguf":
+        raise UserError(
+            f"{source.name} is a Hugging Face folder; convert it to GGUF first (`models convert --to gguf`)."
         )
-        if code != 0 or not work.exists():
-            work.unlink(missing_ok=True)
-            raise UserError(f"llama.cpp could not quantize {source.name} to {qtype} (code {code}).")
-        manifest, model_path = add_to_store(
-            store, out_name, f"quantize:{source.name}", [(work, f"{out_name}.gguf")], move=True
-        )
-        result = register(
-            catalog,
-            name=out_name,
-            path=model_path,
-            storage="store",
-            source=f"derived:{source.name}",
-            sha256=manifest.model_sha256(),
-            parent=source,
-            operation="quantize",
-            params={"type": qtype, "requantized_from": source.quantization if requantized else None},
-            extra={"family": source.family},
-        )
-        ctx.progress(1, 1, unit="steps", message="done")
-        return {
-            "model": result.name,
-            "path": result.path,
-            "parent": source.name,
-            "type": qtype,
-            "seconds": round(time.monotonic() - started, 2),
-            "size_bytes": result.size_bytes,
-            "warning": f"requantized from {source.quantization}: quality is bounded by the source"
-            if requantized
-            else None,
-        }
-    finally:
-        catalog.close()
+    qtype = qtype.upper()
+    if qtype not in QUANT_TYPES:
+        raise UserError(f"Quantization {qtype!r} is not one of {', '.join(QUANT_TYPES)}.")
+    out_name = _output_name(catalog, name, f"{_base_name(source)}-{qtype.lower()}")
+    work = store.partial / f"quantize-{ctx.job_id}.gguf"
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, QUANT_TYPES[qtype])
+    params.nthread = threads or os.cpu_count() or 1
+    params.allow_requantize = True  # sources are often quantized already (e.g. the embedded Q4_1)
+    requantized = bool(source.quantization and source.quantization.upper() not in ("F16", "BF16", "F32"))
+    ctx.progress(0, 1, unit="steps", message=f"quantizing to {qtype}")
+    started = time.monotonic()
+    code = llama_cpp.llama_model_quantize(
+        str(Path(source.path).resolve()).encode(), str(work).encode(), ctypes.byref(params)
+    )
+    if code != 0 or not work.exists():
+        work.unlink(missing_ok=True)
+        raise UserError(f"llama.cpp could not quantize {source.name} to {qtype} (code {code}).")
+    manifest, model_path = add_to_store(
+        store, out_name, f"quantize:{source.name}", [(work, f"{out_name}.gguf")], move=True
+    )
+    result = register(
+        catalog,
+        name=out_name,
+        path=model_path,
+        storage="store",
+        source=f"derived:{source.name}",
+        sha256=manifest.model_sha256(),
+        parent=source,
+        operation="quantize",
+        params={"type": qtype, "requantized_from": source.quantization if requantized else None},
+        extra={"family": source.family},
+    )
+    ctx.progress(1, 1, unit="steps", message="done")
+    return {
+        "model": result.name,
+        "path": result.path,
+        "parent": source.name,
+        "type": qtype,
+        "seconds": round(time.monotonic() - started, 2),
+        "size_bytes": result.size_bytes,
+        "warning": f"requantized from {source.quantization}: quality is bounded by the source" if requantized else None,
+    }
 
 
 # -- AWQ (LMDeploy) --------------------------------------------------------------------------------
@@ -286,52 +264,64 @@ def quantize_awq(
     ctx: JobContext, model: str, name: str | None = None, w_bits: int = 4, group_size: int = 128
 ) -> dict[str, Any]:
     """W4A16 AWQ through ``lmdeploy lite auto_awq`` in LMDeploy's environment (NVIDIA only)."""
-    from internlocal.engines.lmdeploy_engine import awq_command, executable
+    from internlocal.envs import lmdeploy_executable
 
-    settings = load_settings()
-    catalog, store = _open()
-    try:
-        source = catalog.get_model(model)
-        if source.format != "hf":
-            raise UserError(f"AWQ quantizes Hugging Face folders; {source.name} is {source.format}.")
-        lmdeploy = executable(settings.home)
-        if lmdeploy is None:
-            raise UserError(
-                "AWQ needs LMDeploy: run `internlocal engines install lmdeploy` on a machine with an NVIDIA GPU."
-            )
-        out_name = _output_name(catalog, name, f"{source.name.removesuffix('-hf')}-awq")
-        work = store.partial / f"awq-{ctx.job_id}"
-        shutil.rmtree(work, ignore_errors=True)
-        ctx.progress(0, 2, unit="steps", message="lmdeploy lite auto_awq")
-        proc = subprocess.run(
-            awq_command(lmdeploy, str(Path(source.path).resolve()), str(work), w_bits=w_bits, group_size=group_size),
-            capture_output=True,
-            text=True,
-            errors="replace",
+    settings, catalog = ctx.settings, ctx.catalog
+    store = Store(settings.store_dir)
+    source = catalog.get_model(model)
+    if source.format != "hf":
+        raise UserError(f"AWQ quantizes Hugging Face folders; {source.name} is {source.format}.")
+    lmdeploy = lmdeploy_executable(settings.home)
+    if lmdeploy is None:
+        raise UserError(
+            "AWQ needs LMDeploy: run `internlocal engines install lmdeploy` on a machine with an NVIDIA GPU."
         )
-        ctx.check_cancelled()
-        if proc.returncode != 0 or not (work / "config.json").exists():
-            shutil.rmtree(work, ignore_errors=True)
-            tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-            raise UserError(f"lmdeploy lite auto_awq failed for {source.name}: {tail}")
-        ctx.progress(1, 2, unit="steps", message="adding to the store")
-        files = [(f, f.relative_to(work).as_posix()) for f in sorted(work.rglob("*")) if f.is_file()]
-        manifest, model_path = add_to_store(store, out_name, f"awq:{source.name}", files, move=True)
+    out_name = _output_name(catalog, name, f"{source.name.removesuffix('-hf')}-awq")
+    work = store.partial / f"awq-{ctx.job_id}"
+    shutil.rmtree(work, ignore_errors=True)
+    ctx.progress(0, 2, unit="steps", message="lmdeploy lite auto_awq")
+    proc = subprocess.run(
+        awq_command(lmdeploy, str(Path(source.path).resolve()), str(work), w_bits=w_bits, group_size=group_size),
+        capture_output=True,
+        text=True,
+        errors="replace",
+    )
+    ctx.check_cancelled()
+    if proc.returncode != 0 or not (work / "config.json").exists():
         shutil.rmtree(work, ignore_errors=True)
-        result = register(
-            catalog,
-            name=out_name,
-            path=model_path,
-            storage="store",
-            source=f"derived:{source.name}",
-            sha256=manifest.model_sha256(),
-            parent=source,
-            operation="quantize.awq",
-            params={"w_bits": w_bits, "group_size": group_size},
-            extra={"family": source.family, "model_format": "awq", "engine": "lmdeploy"},
-        )
-        catalog.update_model(result.id, quantization="AWQ-W4A16")  # type: ignore[arg-type]
-        ctx.progress(2, 2, unit="steps", message="done")
-        return {"model": result.name, "path": result.path, "parent": source.name}
-    finally:
-        catalog.close()
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        raise UserError(f"lmdeploy lite auto_awq failed for {source.name}: {tail}")
+    ctx.progress(1, 2, unit="steps", message="adding to the store")
+    files = [(f, f.relative_to(work).as_posix()) for f in sorted(work.rglob("*")) if f.is_file()]
+    manifest, model_path = add_to_store(store, out_name, f"awq:{source.name}", files, move=True)
+    shutil.rmtree(work, ignore_errors=True)
+    result = register(
+        catalog,
+        name=out_name,
+        path=model_path,
+        storage="store",
+        source=f"derived:{source.name}",
+        sha256=manifest.model_sha256(),
+        parent=source,
+        operation="quantize.awq",
+        params={"w_bits": w_bits, "group_size": group_size},
+        extra={"family": source.family, "model_format": "awq", "engine": "lmdeploy"},
+    )
+    catalog.update_model(result.id, quantization="AWQ-W4A16")
+    ctx.progress(2, 2, unit="steps", message="done")
+    return {"model": result.name, "path": result.path, "parent": source.name}
+
+
+def awq_command(lmdeploy: Path, model_path: str, work_dir: str, *, w_bits: int = 4, group_size: int = 128) -> list[str]:
+    return [
+        str(lmdeploy),
+        "lite",
+        "auto_awq",
+        model_path,
+        "--work-dir",
+        work_dir,
+        "--w-bits",
+        str(w_bits),
+        "--w-group-size",
+        str(group_size),
+    ]

@@ -203,12 +203,11 @@ class Downloader:
         return state
 
     def _new_state(self, remote: RemoteFile, size: int | None, ranges_ok: bool) -> dict:
+        bounds: list[tuple[int, int | None]] = [(0, size)]
         if size and ranges_ok and size >= 2 * MIN_PART and self.parts > 1:
             n = min(self.parts, size // MIN_PART)
             step = -(-size // n)
             bounds = [(i * step, min(size, (i + 1) * step)) for i in range(n)]
-        else:
-            bounds = [(0, size)]
         return {
             "url": remote.url,
             "size": size,
@@ -250,7 +249,8 @@ class Downloader:
                 size = int(length) if length and length.isdigit() else remote.size
                 if remote.size is not None and size is not None and size != remote.size:
                     raise DownloadError(
-                        f"{remote.url} is {size} bytes but the source lists {remote.size}; the remote file changed, pull again."
+                        f"{remote.url} is {size} bytes but the source lists {remote.size}; "
+                        "the remote file changed, pull again."
                     )
                 return size, resp.headers.get("Accept-Ranges", "").lower() == "bytes"
             except (requests.ConnectionError, requests.Timeout, _Retry) as exc:
@@ -395,7 +395,8 @@ class Downloader:
         if bad:
             self.discard(remote)
             raise DownloadError(
-                f"{remote.path} does not match the checksum its source publishes; the download was discarded, pull again."
+                f"{remote.path} does not match the checksum its source publishes; "
+                "the download was discarded, pull again."
             )
         return digest
 

@@ -109,7 +109,7 @@ def register(
     )
     model = catalog.add_model(Model(name=name, **fields))
     if parent is not None and operation:
-        catalog.add_lineage(("model", parent.id), ("model", model.id), operation, params or {})  # type: ignore[arg-type]
+        catalog.add_lineage(("model", parent.id), ("model", model.id), operation, params or {})
     return model
 
 
@@ -181,7 +181,7 @@ def remove_model(catalog: Catalog, store: Store, ref: str) -> dict[str, Any]:
     removed: list[str] = []
     if model.storage == "store":
         removed = store.remove_manifest(model.name)
-    catalog.delete_model(model.id)  # type: ignore[arg-type]
+    catalog.delete_model(model.id)
     return {
         "model": model.name,
         "storage": model.storage,

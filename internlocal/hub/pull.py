@@ -11,8 +11,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from internlocal.catalog import open_catalog
-from internlocal.config import load_settings
 from internlocal.errors import ModelFileError, UserError
 from internlocal.hub.download import Downloader, DownloadError, RemoteFile
 from internlocal.hub.files import sha256_file
@@ -27,75 +25,71 @@ DISK_MARGIN = 512 << 20
 def pull_model(
     ctx: JobContext, spec: str, name: str | None = None, hub: str | None = None, parts: int = 4
 ) -> dict[str, Any]:
-    settings = load_settings()
-    catalog = open_catalog(settings)
+    settings, catalog = ctx.settings, ctx.catalog
     store = Store(settings.store_dir)
+    ctx.log(f"resolving {spec}")
+    resolved = resolve(spec, hub or settings.hub)
+    name = check_model_name(name) if name else resolved.default_name
+    if catalog.has_model(name):
+        existing = catalog.get_model(name)
+        if existing.source == resolved.source or existing.source == spec:
+            return {"model": name, "status": "already present", "bytes": 0}
+        raise UserError(f"A model named {name!r} is already in the catalog; pull with --name to choose another.")
+    if not resolved.files:
+        raise UserError(f"{spec} lists no files to download.")
+    _check_disk(store, resolved.files)
+
+    total = sum(f.size or 0 for f in resolved.files) or None
+    done = 0
+    downloaded = 0
+
+    def on_bytes(n: int) -> None:
+        nonlocal done, downloaded
+        done += n
+        downloaded += n
+        ctx.progress(done, total, unit="bytes", message=current)
+
+    downloader = Downloader(store, parts=parts)
+    entries = []
+    for remote in sorted(resolved.files, key=lambda f: f.path):
+        current = remote.path
+        ctx.check_cancelled()
+        digest = _from_store_or_cache(store, resolved, remote)
+        if digest is not None:
+            done += remote.size or 0
+            ctx.progress(done, total, unit="bytes", message=f"{remote.path} (already here)")
+        else:
+            before = downloaded
+            _, digest = downloader.fetch(remote, on_bytes, ctx.check_cancelled)
+            ctx.log(f"{remote.path}: {downloaded - before} bytes downloaded, sha256 {digest[:12]}… verified")
+        entries.append(
+            ManifestFile(path=remote.path, digest=f"sha256-{digest}", size=store.blob_path(digest).stat().st_size)
+        )
+    manifest = Manifest(name=name, source=resolved.source, files=entries, metadata=resolved.metadata)
+    store.write_manifest(manifest)
+    model_path = store.model_path(manifest)
     try:
-        ctx.log(f"resolving {spec}")
-        resolved = resolve(spec, hub or settings.hub)
-        name = check_model_name(name) if name else resolved.default_name
-        if catalog.has_model(name):
-            existing = catalog.get_model(name)
-            if existing.source == resolved.source or existing.source == spec:
-                return {"model": name, "status": "already present", "bytes": 0}
-            raise UserError(f"A model named {name!r} is already in the catalog; pull with --name to choose another.")
-        if not resolved.files:
-            raise UserError(f"{spec} lists no files to download.")
-        _check_disk(store, resolved.files)
-
-        total = sum(f.size or 0 for f in resolved.files) or None
-        done = 0
-        downloaded = 0
-
-        def on_bytes(n: int) -> None:
-            nonlocal done, downloaded
-            done += n
-            downloaded += n
-            ctx.progress(done, total, unit="bytes", message=current)
-
-        downloader = Downloader(store, parts=parts)
-        entries = []
-        for remote in sorted(resolved.files, key=lambda f: f.path):
-            current = remote.path
-            ctx.check_cancelled()
-            digest = _from_store_or_cache(store, resolved, remote)
-            if digest is not None:
-                done += remote.size or 0
-                ctx.progress(done, total, unit="bytes", message=f"{remote.path} (already here)")
-            else:
-                before = downloaded
-                _, digest = downloader.fetch(remote, on_bytes, ctx.check_cancelled)
-                ctx.log(f"{remote.path}: {downloaded - before} bytes downloaded, sha256 {digest[:12]}… verified")
-            entries.append(
-                ManifestFile(path=remote.path, digest=f"sha256-{digest}", size=store.blob_path(digest).stat().st_size)
-            )
-        manifest = Manifest(name=name, source=resolved.source, files=entries, metadata=resolved.metadata)
-        store.write_manifest(manifest)
-        model_path = store.model_path(manifest)
-        try:
-            model = register(
-                catalog,
-                name=name,
-                path=model_path,
-                storage="store",
-                source=resolved.source,
-                sha256=manifest.model_sha256(),
-                extra=resolved.metadata,
-            )
-        except ModelFileError as exc:
-            store.remove_manifest(name)  # not a model after all: nothing of it stays
-            raise ModelFileError(f"{spec} downloaded, but it is not a usable model: {exc}") from None
-        ctx.progress(total or done, total or done, unit="bytes", message="done")
-        return {
-            "model": model.name,
-            "status": "pulled",
-            "bytes": downloaded,
-            "files": len(entries),
-            "path": model.path,
-            "source": resolved.source,
-        }
-    finally:
-        catalog.close()
+        model = register(
+            catalog,
+            name=name,
+            path=model_path,
+            storage="store",
+            source=resolved.source,
+            sha256=manifest.model_sha256(),
+            extra=resolved.metadata,
+        )
+    except ModelFileError as exc:
+        store.remove_manifest(name)  # not a model after all: nothing of it stays
+        raise ModelFileError(f"{spec} downloaded, but it is not a usable model: {exc}") from None
+    ctx.progress(total or done, total or done, unit="bytes", message="done")
+    return {
+        "model": model.name,
+        "status": "pulled",
+        "bytes": downloaded,
+        "files": len(entries),
+        "path": model.path,
+        "source": resolved.source,
+    }
 
 
 def _from_store_or_cache(store: Store, resolved: Resolved, remote: RemoteFile) -> str | None:

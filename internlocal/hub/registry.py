@@ -3,12 +3,17 @@
 A registry name pulls a GGUF quantization (``internlm2_5-7b-chat:q4_k_m``; the entry's default
 tag when none is given) or the Hugging Face weights folder (``:hf``), from the Hugging Face Hub
 or, with ``--hub modelscope`` / ``INTERNLOCAL_HUB=modelscope``, from ModelScope.
+
+The registry only turns a name into a ``RegistryChoice`` (hub, repository, file pattern, metadata); it
+fetches nothing and imports no source: ``sources.resolve`` turns a choice into remote files.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -106,6 +111,17 @@ class Family(BaseModel):
     models: list[RegistryModel]
 
 
+@dataclass(frozen=True)
+class RegistryChoice:
+    """What a registry name stands for: a repository on one hub, and the files to take from it."""
+
+    hub: str  # hf | modelscope
+    repo: str  # org/name on that hub
+    pattern: str | None  # file (or glob, for a split GGUF) of a quantization; None: the safetensors folder
+    default_name: str  # the catalog name a pull gives the model
+    metadata: dict[str, Any] = field(default_factory=dict)  # registry name, tag, license, context length
+
+
 class Registry:
     def __init__(self, families: list[Family]):
         self.families = families
@@ -127,10 +143,9 @@ class Registry:
                 out.append((family, model))
         return out
 
-    def resolve(self, spec: str, hub: str = "hf"):
-        """``name[:tag]`` → the files to fetch, from the Hub or ModelScope."""
-        from internlocal.hub import sources
-
+    def choose(self, spec: str, hub: str = "hf") -> RegistryChoice:
+        """``name[:tag]`` → the repository on ``hub`` (hf or modelscope) and the files to take from it.
+        Nothing is fetched: ``sources.resolve`` turns the choice into remote files."""
         name, _, tag = spec.partition(":")
         model = self.get(name)
         tag = (tag or model.default).lower()
@@ -142,14 +157,19 @@ class Registry:
             repo = model.hf if hub == "hf" else model.modelscope
             pattern = None
         else:
-            repo = model.gguf.hf if hub == "hf" else model.gguf.modelscope  # type: ignore[union-attr]
-            pattern = model.gguf.files[tag].file  # type: ignore[union-attr]
+            if model.gguf is None:  # tags other than hf are GGUF quantizations: validated with the file
+                raise UserError(f"{name} has no GGUF files in the registry; pull {name}:hf.")
+            repo = model.gguf.hf if hub == "hf" else model.gguf.modelscope
+            pattern = model.gguf.files[tag].file
         if not repo:
             raise UserError(f"{name}:{tag} is not published on {hub}; try the other hub (--hub).")
-        resolved = (sources.resolve_hf if hub == "hf" else sources.resolve_modelscope)(repo, pattern, None)
-        resolved.default_name = f"{name}-{tag}" if tag != "hf" else name
-        resolved.metadata.update(registry=name, tag=tag, license=model.license, context_length=model.context_length)
-        return resolved
+        return RegistryChoice(
+            hub=hub,
+            repo=repo,
+            pattern=pattern,
+            default_name=f"{name}-{tag}" if tag != "hf" else name,
+            metadata={"registry": name, "tag": tag, "license": model.license, "context_length": model.context_length},
+        )
 
 
 def load_registry(directory: Path = REGISTRY_DIR) -> Registry:

@@ -22,6 +22,7 @@ from urllib.parse import quote, urlparse
 
 from internlocal.errors import UserError
 from internlocal.hub.download import DownloadError, RemoteFile
+from internlocal.hub.registry import RegistryChoice, load_registry
 from internlocal.hub.store import safe_relative_path
 
 # files of a Hugging Face model directory worth fetching; other formats (.bin, .pt, onnx, gguf) are skipped
@@ -60,9 +61,15 @@ def resolve(spec: str, hub: str = "hf") -> Resolved:
         return resolve_modelscope(*parse_repo_spec(spec.split(":", 1)[1]))
     if spec.startswith(("http://", "https://")):
         return resolve_url(spec)
-    from internlocal.hub.registry import load_registry
+    return resolve_choice(load_registry().choose(spec, hub))
 
-    return load_registry().resolve(spec, hub)
+
+def resolve_choice(choice: RegistryChoice) -> Resolved:
+    """A registry name's choice → its files on the hub it names, under the registry's name and metadata."""
+    resolved = (resolve_hf if choice.hub == "hf" else resolve_modelscope)(choice.repo, choice.pattern, None)
+    resolved.default_name = choice.default_name
+    resolved.metadata.update(choice.metadata)
+    return resolved
 
 
 # -- plain URLs ------------------------------------------------------------------------------------
@@ -178,8 +185,8 @@ def _choose_files(names: list[str], pattern: str | None, repo: str) -> set[str]:
             if n == pattern or fnmatch.fnmatch(n, pattern) or fnmatch.fnmatch(n.lower(), pattern.lower())
         }
         if not chosen:
-            ggufs = ", ".join(n for n in names if n.endswith(".gguf")) or "none"
-            raise UserError(f"No file in {repo} matches {pattern!r}; its GGUF files: {ggufs}.")
+            listed = ", ".join(n for n in names if n.endswith(".gguf")) or "none"
+            raise UserError(f"No file in {repo} matches {pattern!r}; its GGUF files: {listed}.")
         # one part of a split GGUF brings the others
         for name in list(chosen):
             match = _SPLIT_GGUF.search(name)
@@ -344,7 +351,7 @@ def _pick(names: list[str], pattern: str | None, repo: str) -> set[str]:
 def _modelscope_dataset_tree(endpoint: str, repo: str, revision: str, headers: dict[str, str]) -> dict[str, dict]:
     """Every file of a ModelScope dataset repository: its tree API lists one folder per call."""
     files: dict[str, dict] = {}
-    folders, seen = [""], set()
+    folders, seen = [""], set[str]()
     while folders:
         root = folders.pop()
         if root in seen or len(seen) > 2000:
@@ -365,4 +372,13 @@ def _modelscope_dataset_tree(endpoint: str, repo: str, revision: str, headers: d
     return files
 
 
-__all__ = ["DownloadError", "Resolved", "resolve", "resolve_dataset", "resolve_hf", "resolve_modelscope", "resolve_url"]
+__all__ = [
+    "DownloadError",
+    "Resolved",
+    "resolve",
+    "resolve_choice",
+    "resolve_dataset",
+    "resolve_hf",
+    "resolve_modelscope",
+    "resolve_url",
+]

@@ -8,19 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from internlocal.catalog import open_catalog
-from internlocal.config import load_settings
 from internlocal.hub.files import path_size, sha256_path
 from internlocal.jobs.context import JobContext
 
 
 def verify_models(ctx: JobContext, names: list[str] | None = None) -> dict[str, str]:
     """Result: model name → ``ok`` | ``changed`` | ``missing`` | ``unhashed``."""
-    catalog = open_catalog(load_settings())
-    try:
-        models = [catalog.get_model(n) for n in names] if names else catalog.list_models()
-    finally:
-        catalog.close()
+    catalog = ctx.catalog
+    models = [catalog.get_model(n) for n in names] if names else catalog.list_models()
     models = [m for m in models if m.format != "remote"]  # an endpoint has no file to hash
     results: dict[str, str] = ctx.state.setdefault("results", {})
     sizes = {m.name: path_size(Path(m.path)) if Path(m.path).exists() else 0 for m in models}

@@ -12,6 +12,7 @@ import re
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from internlocal.engines.base import Engine, Generation, GenerationParams, GenerationResult, Message
@@ -145,7 +146,7 @@ def fit_threshold(answerable: Sequence[float], unanswerable: Sequence[float]) ->
     if not answerable or not unanswerable:
         raise ValueError("fitting a threshold needs answerable and unanswerable examples")
     values = sorted(set(answerable) | set(unanswerable))
-    candidates = [values[0] - 1e-6] + [(a + b) / 2 for a, b in zip(values, values[1:])] + [values[-1] + 1e-6]
+    candidates = [values[0] - 1e-6] + [(a + b) / 2 for a, b in pairwise(values)] + [values[-1] + 1e-6]
     total = len(answerable) + len(unanswerable)
 
     def accuracy(t: float) -> float:

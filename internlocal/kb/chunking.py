@@ -60,9 +60,9 @@ def _pieces(block: Block, code: bool) -> list[_Piece]:
     text = block.text
     if code:
         parts, offset = [], 0
-        for line in text.split("\n"):
-            parts.append((line + "\n", offset))
-            offset += len(line) + 1
+        for row in text.split("\n"):
+            parts.append((row + "\n", offset))
+            offset += len(row) + 1
     else:
         parts = sentences(text)
     pieces = []
@@ -117,15 +117,15 @@ def chunk_blocks(blocks: list[Block], size: int = 800, overlap: int = 120, code:
 
     for block in blocks:
         key = (block.heading, block.page)
-        if group and key != group_key:
-            pack(group, group_key[0])  # type: ignore[index]
+        if group and group_key is not None and key != group_key:
+            pack(group, group_key[0])
             group = []
         group_key = key
         if group:
             group.append(_Piece("\n\n", None, None, block.page))
         group.extend(_pieces(block, code))
-    if group:
-        pack(group, group_key[0])  # type: ignore[index]
+    if group and group_key is not None:
+        pack(group, group_key[0])
     return chunks
 
 

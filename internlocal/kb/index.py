@@ -7,19 +7,17 @@ dropped (or reused) by the next one. A chunk's id comes from its file, its conte
 occurrence in the file, so an unchanged chunk keeps its id and its vector: only changed chunks
 are embedded again (khoj's design).
 
-Retrieval fuses three ranked lists by reciprocal rank (GPT4All's LocalDocs design): dense cosine
-similarity, BM25 over words (``unicode61``) and, for Chinese/Japanese/Korean queries, BM25 over
-overlapping character bigrams (Lucene's CJK approach: ``unicode61`` sees an unspaced CJK sentence as
-one token, and FTS5's ``trigram`` tokenizer cannot match the two-character words most Chinese words are).
+A search reads as candidates → fuse → hydrate → rerank: ranked lists from dense cosine similarity, BM25
+over words and, for Chinese/Japanese/Korean queries, BM25 over character bigrams; reciprocal-rank fusion
+(GPT4All's LocalDocs design); the fused ids that SQLite has become ``Hit``s; a cross-encoder, when given,
+reorders them. Beside this file: ``walk.py`` finds the documents, ``chunkdb.py`` holds the SQLite tables,
+``vectors.py`` the chromadb collection, ``query.py`` the query texts and the fusion.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import re
-import sqlite3
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,53 +25,14 @@ from typing import Any, Literal
 
 from internlocal.engines.base import Embedder
 from internlocal.errors import UserError
+from internlocal.kb import chunkdb
 from internlocal.kb.chunking import Chunk, chunk_blocks
 from internlocal.kb.extract import Unreadable, extract, kind_of
+from internlocal.kb.query import bigram_query, fuse, identifier_query, word_query
+from internlocal.kb.vectors import all_ids, cosine, delete_ids, open_vectors
+from internlocal.kb.walk import under, walk
 
-RRF_K = 60  # the constant of Cormack et al.; ranks below ~60 contribute little
 EMBED_BATCH = 256  # chunks embedded per call: sentence-transformers sorts a call by length, so bigger calls pad less
-SKIPPED_DIRS = {".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".mypy_cache", ".idea"}
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS file (
-    id INTEGER PRIMARY KEY,
-    path TEXT NOT NULL UNIQUE,          -- absolute, as found under a root (links not resolved)
-    root TEXT NOT NULL,
-    relpath TEXT NOT NULL,              -- shown in citations
-    kind TEXT,
-    size INTEGER,
-    mtime_ns INTEGER,
-    sha256 TEXT,
-    status TEXT NOT NULL,               -- indexed | skipped
-    reason TEXT,                        -- why skipped
-    chunks INTEGER NOT NULL DEFAULT 0,
-    synced_at REAL
-);
-CREATE TABLE IF NOT EXISTS chunk (
-    rid INTEGER PRIMARY KEY,
-    cid TEXT NOT NULL UNIQUE,           -- the vector's id in chromadb
-    file_id INTEGER NOT NULL REFERENCES file(id),
-    ordinal INTEGER NOT NULL,
-    hash TEXT NOT NULL,
-    heading TEXT,
-    text TEXT NOT NULL,
-    start_line INTEGER,
-    end_line INTEGER,
-    page INTEGER
-);
-CREATE INDEX IF NOT EXISTS chunk_by_file ON chunk(file_id);
-CREATE VIRTUAL TABLE IF NOT EXISTS chunk_words USING fts5(heading, text, content='chunk', content_rowid='rid',
-    tokenize='unicode61 remove_diacritics 2');
-CREATE VIRTUAL TABLE IF NOT EXISTS chunk_bigrams USING fts5(grams, tokenize='unicode61');
-CREATE TRIGGER IF NOT EXISTS chunk_added AFTER INSERT ON chunk BEGIN
-    INSERT INTO chunk_words(rowid, heading, text) VALUES (new.rid, new.heading, new.text);
-END;
-CREATE TRIGGER IF NOT EXISTS chunk_removed AFTER DELETE ON chunk BEGIN
-    INSERT INTO chunk_words(chunk_words, rowid, heading, text) VALUES ('delete', old.rid, old.heading, old.text);
-    DELETE FROM chunk_bigrams WHERE rowid = old.rid;
-END;
-"""
 
 
 @dataclass
@@ -139,75 +98,6 @@ class SyncReport:
         }
 
 
-class _EmbeddingFunction:
-    """chromadb wants an embedding function on the collection, or it builds its default one, which
-    downloads a model; ours names the catalog model and is never called (we pass vectors ourselves)."""
-
-    def __init__(self, model: str = "unknown"):
-        self.model = model
-
-    def __call__(self, input):
-        raise RuntimeError("internlocal passes embeddings to chromadb explicitly")
-
-    @staticmethod
-    def name() -> str:
-        return "internlocal"
-
-    def get_config(self) -> dict[str, Any]:
-        return {"model": self.model}
-
-    @staticmethod
-    def build_from_config(config: dict[str, Any]) -> _EmbeddingFunction:
-        return _EmbeddingFunction(config.get("model", "unknown"))
-
-    def is_legacy(self) -> bool:
-        return False
-
-    def default_space(self) -> str:
-        return "cosine"
-
-    def supported_spaces(self) -> list[str]:
-        return ["cosine"]
-
-
-def collection_name(embedder: str, dimension: int) -> str:
-    return f"chunks-{hashlib.sha256(f'{embedder}:{dimension}'.encode()).hexdigest()[:12]}"
-
-
-def open_vectors(path: Path, embedder: str, dimension: int, *, create: bool):
-    """The chromadb collection of ``embedder``'s vectors, checked: a collection built by another model or
-    with another dimension is never written to or queried with these vectors."""
-    import chromadb
-    from chromadb.config import Settings as ChromaSettings
-
-    client = chromadb.PersistentClient(
-        path=str(path / "chroma"), settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False)
-    )
-    name = collection_name(embedder, dimension)
-    function = _EmbeddingFunction(embedder)
-    if create:
-        collection = client.get_or_create_collection(
-            name,
-            embedding_function=function,  # type: ignore[arg-type]
-            metadata={"embedder": embedder, "dimension": dimension},
-            configuration={"hnsw": {"space": "cosine"}},
-        )
-    else:
-        try:
-            collection = client.get_collection(name, embedding_function=function)  # type: ignore[arg-type]
-        except Exception:
-            raise UserError(
-                f"The knowledge base's vectors for {embedder} are missing; `internlocal kb reembed` rebuilds them."
-            ) from None
-    meta = collection.metadata or {}
-    if meta.get("embedder") != embedder or int(meta.get("dimension", -1)) != dimension:
-        raise UserError(
-            f"The knowledge base's vectors come from {meta.get('embedder')} ({meta.get('dimension')} dimensions), "
-            f"not {embedder} ({dimension}); `internlocal kb reembed` rebuilds them with another model."
-        )
-    return client, collection
-
-
 class Index:
     def __init__(
         self,
@@ -225,11 +115,7 @@ class Index:
         self.embedder_name = embedder_name or embedder.model_name
         self.chunk_size, self.chunk_overlap, self.max_file_bytes = chunk_size, chunk_overlap, max_file_bytes
         self.embedded = 0  # texts sent to the embedder by this object (tests count them)
-        self.db = sqlite3.connect(self.path / "index.sqlite", timeout=30, check_same_thread=False, isolation_level=None)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
+        self.db = chunkdb.connect(self.path / "index.sqlite")
         self.client, self.vectors = open_vectors(self.path, self.embedder_name, embedder.dimension, create=True)
 
     def close(self) -> None:
@@ -245,11 +131,11 @@ class Index:
         should_stop: Callable[[], bool] | None = None,
     ) -> SyncReport:
         """Make the index match the files under ``roots`` (folders or single files)."""
-        roots = [Path(r).expanduser().absolute() for r in roots]
+        folders = [Path(r).expanduser().absolute() for r in roots]
         report = SyncReport()
-        found, skipped = walk(roots)
+        found, skipped = walk(folders)
         report.skipped.extend(skipped)
-        for path, reason in skipped:
+        for path, _reason in skipped:
             self._remove_file(path)
         seen = {str(p) for p, _ in found} | {p for p, _ in skipped}
         pending: list[_Prepared] = []
@@ -267,7 +153,7 @@ class Index:
             if progress is not None:
                 progress(done, len(found), str(file))
         self._flush(pending, report)
-        root_texts = [str(r) for r in roots]
+        root_texts = [str(r) for r in folders]
         for row in self.db.execute("SELECT path, root FROM file").fetchall():
             if row["path"] not in seen or row["root"] not in root_texts:
                 report.chunks_removed += self._remove_file(row["path"])
@@ -275,9 +161,22 @@ class Index:
         self._drop_orphan_vectors()
         return report
 
+    def forget(self, folders: Iterable[str | Path], keep: Iterable[str | Path] = ()) -> tuple[int, int]:
+        """Drop what was indexed under ``folders`` (taken out of the knowledge base) from both stores, except
+        files a ``keep`` folder holds too (the next sync files them under it); nothing is read or embedded.
+        (files, chunks) removed."""
+        gone = {str(Path(f).expanduser().absolute()) for f in folders}
+        kept = [str(Path(k).expanduser().absolute()) for k in keep]
+        files = chunks = 0
+        for row in self.db.execute("SELECT path, root FROM file").fetchall():
+            if row["root"] in gone and not any(under(row["path"], k) for k in kept):
+                chunks += self._remove_file(row["path"])
+                files += 1
+        return files, chunks
+
     def _prepare(self, file: Path, root: Path, report: SyncReport) -> _Prepared | None:
         """Read, extract and chunk a new or changed file; None when there is nothing to write for it."""
-        row = self.db.execute("SELECT * FROM file WHERE path = ?", (str(file),)).fetchone()
+        row = chunkdb.file_row(self.db, str(file))
         try:
             stat = file.stat()
             if (
@@ -304,9 +203,7 @@ class Index:
             return None
         sha = hashlib.sha256(data).hexdigest()
         if row is not None and row["sha256"] == sha and row["status"] == "indexed" and row["root"] == str(root):
-            self.db.execute(
-                "UPDATE file SET size = ?, mtime_ns = ? WHERE id = ?", (stat.st_size, stat.st_mtime_ns, row["id"])
-            )
+            chunkdb.touch_file(self.db, row["id"], stat)
             report.files_unchanged += 1
             return None
         kind = kind_of(file)
@@ -318,15 +215,10 @@ class Index:
         if not chunks:
             self._mark_skipped(file, root, stat, "no text", report)
             return None
-        relpath = file.name if root == file else str(file.relative_to(root))
+        relpath = _relpath(file, root)
         ids = chunk_ids(relpath if root != file else str(file), chunks)
-        old = {
-            r["cid"]
-            for r in self.db.execute(
-                "SELECT cid FROM chunk JOIN file ON file.id = chunk.file_id WHERE file.path = ?", (str(file),)
-            )
-        }
-        new = [(cid, c) for cid, c in zip(ids, chunks) if cid not in old]
+        old = set(chunkdb.file_cids(self.db, str(file)))
+        new = [(cid, c) for cid, c in zip(ids, chunks, strict=True) if cid not in old]
         present = set(self.vectors.get(ids=[cid for cid, _ in new], include=[])["ids"]) if new else set()
         todo = [(cid, c) for cid, c in new if cid not in present]
         report.chunks_reused += len(new) - len(todo)
@@ -341,28 +233,16 @@ class Index:
             vectors = self.embed([c.embed_text for _, c, _ in batch])
             self.vectors.upsert(
                 ids=[cid for cid, _, _ in batch],
-                embeddings=vectors,  # type: ignore[arg-type]
+                embeddings=vectors,
                 metadatas=[{"kind": p.kind or "", "relpath": p.relpath} for _, _, p in batch],
             )
         report.chunks_embedded += len(todo)
         for p in pending:
-            with self._transaction():
-                file_id = self._upsert_file(
-                    p.file, p.root, p.relpath, p.kind, p.stat, p.sha, "indexed", None, len(p.chunks)
+            with chunkdb.transaction(self.db):
+                file_id = chunkdb.upsert_file(
+                    self.db, p.file, p.root, p.relpath, p.kind, p.stat, p.sha, "indexed", None, len(p.chunks)
                 )
-                self.db.execute("DELETE FROM chunk WHERE file_id = ?", (file_id,))
-                self.db.executemany(
-                    "INSERT INTO chunk (cid, file_id, ordinal, hash, heading, text, start_line, end_line, page) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (cid, file_id, n, c.hash, c.heading, c.text, c.start_line, c.end_line, c.page)
-                        for n, (cid, c) in enumerate(zip(p.ids, p.chunks))
-                    ],
-                )
-                self.db.executemany(
-                    "INSERT INTO chunk_bigrams(rowid, grams) SELECT rid, ? FROM chunk WHERE cid = ?",
-                    [(g, cid) for cid, c in zip(p.ids, p.chunks) if (g := cjk_bigrams(c.embed_text))],
-                )
+                chunkdb.replace_chunks(self.db, file_id, p.ids, p.chunks)
             if p.stale:
                 self.vectors.delete(ids=p.stale)
             report.chunks_removed += len(p.stale)
@@ -381,68 +261,18 @@ class Index:
         self, file: Path, root: Path, stat: os.stat_result | None, reason: str, report: SyncReport
     ) -> None:
         report.skipped.append((str(file), reason))
-        old = [
-            r["cid"]
-            for r in self.db.execute(
-                "SELECT cid FROM chunk JOIN file ON file.id = chunk.file_id WHERE path = ?", (str(file),)
+        old = chunkdb.file_cids(self.db, str(file))
+        with chunkdb.transaction(self.db):
+            file_id = chunkdb.upsert_file(
+                self.db, file, root, _relpath(file, root), kind_of(file), stat, None, "skipped", reason, 0
             )
-        ]
-        relpath = file.name if root == file else str(file.relative_to(root))
-        with self._transaction():
-            file_id = self._upsert_file(file, root, relpath, kind_of(file), stat, None, "skipped", reason, 0)
-            self.db.execute("DELETE FROM chunk WHERE file_id = ?", (file_id,))
+            chunkdb.replace_chunks(self.db, file_id, [], [])
         if old:
             self.vectors.delete(ids=old)
             report.chunks_removed += len(old)
 
-    def _upsert_file(
-        self,
-        file: Path,
-        root: Path,
-        relpath: str,
-        kind: str | None,
-        stat: os.stat_result | None,
-        sha: str | None,
-        status: str,
-        reason: str | None,
-        chunks: int,
-    ) -> int:
-        values = (
-            str(root),
-            relpath,
-            kind,
-            stat.st_size if stat else None,
-            stat.st_mtime_ns if stat else None,
-            sha,
-            status,
-            reason,
-            chunks,
-            time.time(),
-        )
-        row = self.db.execute("SELECT id FROM file WHERE path = ?", (str(file),)).fetchone()
-        if row is None:
-            return int(
-                self.db.execute(
-                    "INSERT INTO file (root, relpath, kind, size, mtime_ns, sha256, status, reason, chunks, "
-                    "synced_at, path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (*values, str(file)),
-                ).lastrowid
-            )
-        self.db.execute(
-            "UPDATE file SET root = ?, relpath = ?, kind = ?, size = ?, mtime_ns = ?, sha256 = ?, status = ?, "
-            "reason = ?, chunks = ?, synced_at = ? WHERE id = ?",
-            (*values, row["id"]),
-        )
-        return int(row["id"])
-
     def _remove_file(self, path: str) -> int:
-        row = self.db.execute("SELECT id FROM file WHERE path = ?", (path,)).fetchone()
-        if row is None:
-            return 0
-        cids = [r["cid"] for r in self.db.execute("SELECT cid FROM chunk WHERE file_id = ?", (row["id"],))]
-        with self._transaction():
-            self.db.execute("DELETE FROM chunk WHERE file_id = ?", (row["id"],))
-            self.db.execute("DELETE FROM file WHERE id = ?", (row["id"],))
+        cids = chunkdb.delete_file(self.db, path)
         if cids:
             self.vectors.delete(ids=cids)
         return len(cids)
@@ -450,44 +280,20 @@ class Index:
     def _drop_orphan_vectors(self) -> int:
         """Vectors SQLite does not know: written by a sync interrupted between its two writes. Run after a
         sync, which has reused those of files still there (same content, same id)."""
-        known = {r[0] for r in self.db.execute("SELECT cid FROM chunk")}
-        offset, orphans = 0, []
-        while True:
-            page = self.vectors.get(include=[], limit=5000, offset=offset)["ids"]
-            if not page:
-                break
-            orphans.extend(i for i in page if i not in known)
-            offset += len(page)
-        for start in range(0, len(orphans), 5000):
-            self.vectors.delete(ids=orphans[start : start + 5000])
+        known = chunkdb.all_cids(self.db)
+        orphans = [cid for cid in all_ids(self.vectors) if cid not in known]
+        delete_ids(self.vectors, orphans)
         return len(orphans)
-
-    class _Tx:
-        def __init__(self, db: sqlite3.Connection):
-            self.db = db
-
-        def __enter__(self):
-            self.db.execute("BEGIN IMMEDIATE")
-
-        def __exit__(self, kind, value, tb):
-            self.db.execute("COMMIT" if kind is None else "ROLLBACK")
-
-    def _transaction(self) -> Index._Tx:
-        return Index._Tx(self.db)
 
     # -- queries ---------------------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
-        files = self.db.execute("SELECT count(*) FROM file WHERE status = 'indexed'").fetchone()[0]
-        skipped = self.db.execute("SELECT count(*) FROM file WHERE status = 'skipped'").fetchone()[0]
-        chunks = self.db.execute("SELECT count(*) FROM chunk").fetchone()[0]
-        return {"files": files, "skipped_files": skipped, "chunks": chunks, "vectors": self.vectors.count()}
+        return {**chunkdb.counts(self.db), "vectors": self.vectors.count()}
 
     def files(self) -> list[dict[str, Any]]:
-        return [
-            dict(r)
-            for r in self.db.execute("SELECT path, relpath, kind, status, reason, chunks FROM file ORDER BY path")
-        ]
+        return chunkdb.files(self.db)
+
+    # -- search: candidates → fuse → hydrate → rerank --------------------------------------------------
 
     def search(
         self,
@@ -499,49 +305,63 @@ class Index:
         folder: str | None = None,
         reranker: Any = None,
     ) -> list[Hit]:
-        """The k best chunks; with a ``reranker`` (``score(query, texts)``), the fused top 3k (at least 20)
-        are read together with the query by the cross-encoder and reordered by its scores."""
+        """The k best chunks: candidates from each retriever, fused by reciprocal rank, hydrated from SQLite
+        (filtered by kind and folder); with a ``reranker`` (``score(query, texts)``), the fused top 3k (at least
+        20) are read together with the query by the cross-encoder and reordered by its scores."""
         query = query.strip()
         if not query:
             raise UserError("The search query is empty.")
-        final_k = k
+        wanted = max(3 * k, 20) if reranker is not None else k
+        depth = max(4 * wanted, 20) if (kinds or folder) else max(2 * wanted, 20)
+        query_vector = self.embed([query])[0]
+        rankings, similarity = self._candidates(query, query_vector, mode, kinds, depth)
+        hits = self._hydrate(fuse(rankings), similarity, query_vector, kinds, folder, wanted)
         if reranker is not None:
-            k = max(3 * k, 20)
-        depth = max(4 * k, 20) if (kinds or folder) else max(2 * k, 20)
-        qv = self.embed([query])[0]
-        ranked: list[list[str]] = []
+            hits = self._rerank(query, hits, reranker)
+        return hits[:k]
+
+    def _candidates(
+        self, query: str, query_vector: list[float], mode: str, kinds: list[str] | None, depth: int
+    ) -> tuple[list[list[str]], dict[str, float]]:
+        """Ranked chunk ids from each retriever the mode uses, and the dense retriever's cosine similarities."""
+        rankings: list[list[str]] = []
         similarity: dict[str, float] = {}
-        if mode in ("hybrid", "dense"):
-            count = self.vectors.count()
-            if count:
-                found = self.vectors.query(
-                    query_embeddings=[qv],
-                    n_results=min(depth, count),  # type: ignore[arg-type]
-                    where={"kind": {"$in": kinds}} if kinds else None,
-                    include=["distances"],
-                )
-                ids, distances = found["ids"][0], found["distances"][0]  # type: ignore[index]
-                similarity.update({i: 1.0 - d for i, d in zip(ids, distances)})
-                ranked.append(list(ids))
+        if mode in ("hybrid", "dense") and (count := self.vectors.count()):
+            found = self.vectors.query(
+                query_embeddings=[query_vector],
+                n_results=min(depth, count),
+                where={"kind": {"$in": kinds}} if kinds else None,
+                include=["distances"],
+            )
+            ids, distances = found["ids"][0], found["distances"][0]
+            similarity.update({i: 1.0 - d for i, d in zip(ids, distances, strict=True)})
+            rankings.append(list(ids))
         if mode in ("hybrid", "bm25"):
-            ranked.append(self._bm25("chunk_words", word_query(query), depth))
-            grams = cjk_bigrams(query).split()
-            if grams:
-                ranked.append(self._bm25("chunk_bigrams", " OR ".join(f'"{g}"' for g in dict.fromkeys(grams)), depth))
+            rankings.append(chunkdb.bm25(self.db, "chunk_words", word_query(query), depth))
+            if grams := bigram_query(query):
+                rankings.append(chunkdb.bm25(self.db, "chunk_bigrams", grams, depth))
         if mode == "hybrid" and (exact := identifier_query(query)):
             # codes and numbers ("E-4127", "KX-55-0192", "192.168.50.1") mean what they say: the chunks containing
             # them verbatim are one more ranked list, or fusion lets a chunk both lists like a little outrank them
-            ranked.append(self._bm25("chunk_words", exact, depth))
-        fused: dict[str, float] = {}
-        for ranking in ranked:
-            for rank, cid in enumerate(ranking, start=1):
-                fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + rank)
-        order = sorted(fused, key=lambda c: -fused[c])
-        rows = self._rows(order)
+            rankings.append(chunkdb.bm25(self.db, "chunk_words", exact, depth))
+        return rankings, similarity
+
+    def _hydrate(
+        self,
+        fused: dict[str, float],
+        similarity: dict[str, float],
+        query_vector: list[float],
+        kinds: list[str] | None,
+        folder: str | None,
+        limit: int,
+    ) -> list[Hit]:
+        """Up to ``limit`` hits from the fused ids, best first: only chunks SQLite has, of the kinds and under the
+        folder asked for, each with its cosine similarity to the query (the refusal evidence)."""
+        rows = chunkdb.chunk_rows(self.db, list(fused))
         hits = []
-        for cid in order:
+        for cid, score in fused.items():
             row = rows.get(cid)  # a vector whose chunk SQLite does not have (yet) is not a result
-            if row is None or (kinds and row["kind"] not in kinds) or (folder and not _under(row["path"], folder)):
+            if row is None or (kinds and row["kind"] not in kinds) or (folder and not under(row["path"], folder)):
                 continue
             hits.append(
                 Hit(
@@ -554,52 +374,28 @@ class Index:
                     row["start_line"],
                     row["end_line"],
                     row["page"],
-                    fused[cid],
+                    score,
                     similarity.get(cid, float("nan")),
                 )
             )
-            if len(hits) == k:
+            if len(hits) == limit:
                 break
         missing = [h for h in hits if h.similarity != h.similarity]
         if missing:  # found by BM25 alone: its cosine similarity still decides refusal
             got = self.vectors.get(ids=[h.cid for h in missing], include=["embeddings"])
-            vectors = dict(zip(got["ids"], got["embeddings"]))  # type: ignore[arg-type]
+            vectors = dict(zip(got["ids"], got["embeddings"], strict=True))
             for h in missing:
                 v = vectors.get(h.cid)
-                h.similarity = _cosine(qv, v) if v is not None else 0.0
-        if reranker is not None:
-            for hit, score in zip(
-                hits, reranker.score(query, [f"{h.heading}\n{h.text}" if h.heading else h.text for h in hits])
-            ):
-                hit.rerank_score = score
-            hits.sort(key=lambda h: -(h.rerank_score or 0.0))
-        return hits[:final_k]
+                h.similarity = cosine(query_vector, v) if v is not None else 0.0
+        return hits
 
-    def _bm25(self, table: str, match: str, limit: int) -> list[str]:
-        if not match:
-            return []
-        try:
-            rows = self.db.execute(
-                f"SELECT chunk.cid FROM {table} JOIN chunk ON chunk.rid = {table}.rowid "
-                f"WHERE {table} MATCH ? ORDER BY bm25({table}) LIMIT ?",
-                (match, limit),
-            ).fetchall()
-        except sqlite3.OperationalError:
-            return []
-        return [r[0] for r in rows]
-
-    def _rows(self, cids: list[str]) -> dict[str, sqlite3.Row]:
-        out: dict[str, sqlite3.Row] = {}
-        for start in range(0, len(cids), 500):
-            part = cids[start : start + 500]
-            marks = ",".join("?" * len(part))
-            for row in self.db.execute(
-                f"SELECT chunk.*, file.path, file.relpath, file.kind FROM chunk JOIN file "
-                f"ON file.id = chunk.file_id WHERE chunk.cid IN ({marks})",
-                part,
-            ):
-                out[row["cid"]] = row
-        return out
+    @staticmethod
+    def _rerank(query: str, hits: list[Hit], reranker: Any) -> list[Hit]:
+        """The hits in the order of the cross-encoder's scores for (query, heading + text)."""
+        scores = reranker.score(query, [f"{h.heading}\n{h.text}" if h.heading else h.text for h in hits])
+        for hit, score in zip(hits, scores, strict=True):
+            hit.rerank_score = score
+        return sorted(hits, key=lambda h: -(h.rerank_score or 0.0))
 
 
 @dataclass
@@ -628,106 +424,6 @@ def chunk_ids(source: str, chunks: list[Chunk]) -> list[str]:
     return ids
 
 
-# question words and glue: they match nearly every chunk, cost BM25 a scan of every posting and add nothing
-STOP_WORDS = frozenset(
-    ["a", "an", "and", "are", "as", "at", "be", "been", "but", "by", "can", "could", "did", "do", "does", "doing", "for", "from", "had", "has", "have", "how", "i", "if", "in", "into", "is", "it", "its", "me", "my", "of", "on", "or", "our", "should", "so", "than", "that", "the", "their", "them", "then", "there", "these", "they", "this", "to", "was", "we", "were", "what", "when", "where", "which", "who", "whom", "why", "will", "with", "would", "you", "your", "about", "after", "again", "all", "also", "am", "any", "because", "before", "between", "both", "each", "few", "further", "here", "just", "more", "most", "no", "nor", "not", "now", "off", "once", "only", "other", "over", "own", "same", "some", "such", "too", "under", "until", "up", "very", "while"]
-)
-
-
-def word_query(query: str) -> str:
-    tokens = [t for t in re.findall(r"\w+", query.lower()) if len(t) > 1 or t.isdigit()]
-    kept = [t for t in tokens if t not in STOP_WORDS] or tokens
-    return " OR ".join(f'"{t}"' for t in dict.fromkeys(kept))
-
-
-_IDENTIFIER = re.compile(r"\b(?=[\w.\-/]*\d)[A-Za-z0-9]+(?:[.\-/_][A-Za-z0-9]+)+\b|\b[A-Za-z]*\d{3,}[A-Za-z]*\b")
-
-
-def identifier_query(query: str) -> str:
-    """An FTS5 query matching chunks that contain every code-like token of the query as a phrase."""
-    phrases = []
-    for token in dict.fromkeys(_IDENTIFIER.findall(query)):
-        words = re.findall(r"\w+", token.lower())
-        if words:
-            phrases.append('"' + " ".join(words) + '"')
-    return " AND ".join(phrases)
-
-
-def cjk_bigrams(text: str) -> str:
-    """The CJK runs of ``text`` as space-separated overlapping bigrams (a lone character as itself)."""
-    grams = []
-    for run in _CJK.findall(text):
-        grams.extend([run] if len(run) == 1 else [run[i : i + 2] for i in range(len(run) - 1)])
-    return " ".join(grams)
-
-
-def walk(roots: list[Path]) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
-    """(file, root) pairs under the roots, and (path, reason) for what is skipped on the way: links that
-    lead outside the roots, link loops, hidden and tool folders are not descended."""
-    real_roots = [r.resolve() for r in roots]
-    found: list[tuple[Path, Path]] = []
-    skipped: list[tuple[str, str]] = []
-    seen_files: set[str] = set()
-    for root, real_root in zip(roots, real_roots):
-        if not root.exists():
-            raise UserError(f"{root} does not exist (any more); remove it from the knowledge base or restore it.")
-        if root.is_file():
-            if str(root) not in seen_files:
-                seen_files.add(str(root))
-                found.append((root, root))
-            continue
-        visited: set[str] = set()
-        for directory, dirs, files in os.walk(root, followlinks=True):
-            try:
-                real = Path(directory).resolve(strict=True)
-            except (OSError, RuntimeError):
-                skipped.append((directory, "symlink loop"))
-                dirs[:] = []
-                continue
-            if str(real) in visited:
-                skipped.append((directory, "symlink loop (folder already visited)"))
-                dirs[:] = []
-                continue
-            if not any(real == r or r in real.parents for r in real_roots):
-                skipped.append((directory, "links outside the knowledge base's folders"))
-                dirs[:] = []
-                continue
-            visited.add(str(real))
-            dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS and not d.startswith("."))
-            for name in sorted(files):
-                if name.startswith("."):
-                    continue
-                path = Path(directory) / name
-                if str(path) in seen_files:
-                    continue
-                seen_files.add(str(path))
-                try:
-                    target = path.resolve(strict=True)
-                except FileNotFoundError:
-                    skipped.append((str(path), "broken link"))
-                    continue
-                except (OSError, RuntimeError):
-                    skipped.append((str(path), "symlink loop"))
-                    continue
-                if not any(target == r or r in target.parents for r in real_roots):
-                    skipped.append((str(path), "links outside the knowledge base's folders"))
-                    continue
-                if not target.is_file():
-                    continue
-                if kind_of(path) is None:
-                    continue  # other file types are not documents: not listed as problems either
-                found.append((path, root))
-    return found, skipped
-
-
-def _under(path: str, folder: str) -> bool:
-    folder = str(Path(folder).expanduser().absolute())
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
-def _cosine(a: list[float], b: Any) -> float:
-    import numpy as np
-
-    va, vb = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
-    denominator = float(np.linalg.norm(va) * np.linalg.norm(vb)) or 1.0
-    return float(va @ vb) / denominator
+def _relpath(file: Path, root: Path) -> str:
+    """How citations name a file: relative to its folder, or by its name when it was added on its own."""
+    return file.name if root == file else str(file.relative_to(root))

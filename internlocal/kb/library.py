@@ -3,21 +3,24 @@ job, re-embed with another model, remove. The index itself lives in ``<home>/kb/
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from internlocal.catalog.catalog import Catalog
 from internlocal.catalog.schema import KnowledgeBase
-from internlocal.config import Settings, load_settings
+from internlocal.config import Settings
 from internlocal.engines.base import Embedder
 from internlocal.errors import UserError
 from internlocal.hub.library import check_model_name
 from internlocal.jobs.context import JobCancelled, JobContext
-from internlocal.kb.index import Index, open_vectors
+from internlocal.kb.index import Index
+from internlocal.kb.vectors import collection_name, open_vectors
 
 DEFAULT_EMBEDDER = "all-minilm-l6-v2"
 # cosine similarity of the best passage below which a question is refused; `kb eval --tune` fits it
@@ -116,7 +119,10 @@ def add_folders(catalog: Catalog, name: str, folders: list[str]) -> KnowledgeBas
     return catalog.update_kb(name, folders_json=json.dumps(roots))
 
 
-def remove_folders(catalog: Catalog, name: str, folders: list[str]) -> KnowledgeBase:
+def remove_folders(catalog: Catalog, name: str, folders: list[str]) -> dict[str, Any]:
+    """Take folders out of a knowledge base: the index drops what was found under them (from SQLite and
+    chromadb: their content is no longer found), then the catalog forgets them. Nothing is read or embedded,
+    and the documents themselves are never touched. A file that a remaining folder also holds stays."""
     kb = catalog.get_kb(name)
     drop = {str(Path(f).expanduser().absolute()) for f in folders}
     unknown = drop - set(kb.folders)
@@ -124,7 +130,38 @@ def remove_folders(catalog: Catalog, name: str, folders: list[str]) -> Knowledge
         raise UserError(
             f"{', '.join(sorted(unknown))} is not among {name}'s folders: {', '.join(kb.folders) or 'none'}."
         )
-    return catalog.update_kb(name, folders_json=json.dumps([f for f in kb.folders if f not in drop]))
+    remaining = [f for f in kb.folders if f not in drop]
+    index = Index(Path(kb.path), _NoEmbedder(kb.embedder, kb.dimension), embedder_name=kb.embedder)
+    try:
+        files, chunks = index.forget(drop, keep=remaining)
+        counts = index.counts()
+    finally:
+        index.close()
+    # a new synced_at: an index a chat keeps open is opened again (see ChatService.kb_index)
+    stats = {**kb.stats, **counts, "synced_at": time.time()}
+    catalog.update_kb(name, folders_json=json.dumps(remaining), stats_json=json.dumps(stats))
+    return {
+        "knowledge_base": name,
+        "removed_folders": [f for f in kb.folders if f in drop],
+        "folders": remaining,
+        "files_removed": files,
+        "chunks_removed": chunks,
+        **counts,
+    }
+
+
+class _NoEmbedder:
+    """Stands in for the embedding model where an index only loses files: nothing is embedded, so no model
+    is loaded (MiniLM costs seconds)."""
+
+    def __init__(self, model_name: str, dimension: int):
+        self.model_name, self.dimension = model_name, dimension
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        raise RuntimeError("this index was opened to remove files, not to embed")
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        raise RuntimeError("this index was opened to remove files, not to count tokens")
 
 
 def open_index(catalog: Catalog, name: str, *, embedder: str | None = None) -> Index:
@@ -176,13 +213,7 @@ def sync_kb(catalog: Catalog, name: str, ctx: JobContext | None = None) -> dict[
 def sync_job(ctx: JobContext, name: str) -> dict[str, Any]:
     """``kb add`` / ``kb sync`` as a job: its own process, progress per file, cancellable; a cancelled or
     killed sync leaves every file either as it was or fully updated, and the next sync finishes it."""
-    from internlocal.catalog import open_catalog
-
-    catalog = open_catalog(load_settings())
-    try:
-        summary = sync_kb(catalog, name, ctx)
-    finally:
-        catalog.close()
+    summary = sync_kb(ctx.catalog, name, ctx)
     ctx.log(
         f"{summary['files_indexed']} files indexed, {summary['files_unchanged']} unchanged, "
         f"{summary['files_removed']} removed; {summary['chunks_embedded']} chunks embedded"
@@ -208,19 +239,15 @@ def reembed_kb(catalog: Catalog, name: str, embedder: str, ctx: JobContext | Non
         texts = [f"{r['heading']}\n{r['text']}" if r["heading"] else r["text"] for r in batch]
         vectors.upsert(
             ids=[r["cid"] for r in batch],
-            embeddings=model.embed(texts),  # type: ignore[arg-type]
+            embeddings=model.embed(texts),
             metadatas=[{"kind": r["kind"] or "", "relpath": r["relpath"]} for r in batch],
         )
         if ctx is not None:
             ctx.progress(min(start + 64, len(rows)), len(rows), unit="chunks")
     updated = catalog.update_kb(name, embedder=embedder, dimension=model.dimension)
-    from internlocal.kb.index import collection_name
-
     if (kb.embedder, kb.dimension) != (embedder, model.dimension):
-        try:
+        with contextlib.suppress(Exception):  # already gone: nothing to free
             client.delete_collection(collection_name(kb.embedder, kb.dimension))
-        except Exception:  # already gone: nothing to free
-            pass
     client.close()
     return updated
 

@@ -1,20 +1,25 @@
-"""Knowledge screen: create a knowledge base, add folders, watch indexing, search with sources."""
+"""Knowledge screen: create a knowledge base, add and remove folders, watch indexing, search with sources."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Input, ProgressBar, Static
+from textual.screen import ModalScreen
+from textual.widgets import Button, DataTable, Footer, Input, OptionList, ProgressBar, Static
+from textual.widgets.option_list import Option
 
 from internlocal.errors import UserError
-from internlocal.tui.screens.dialogs import ConfirmDialog
+from internlocal.tui.screens.base import AppScreen
+from internlocal.tui.screens.chat import ChatScreen
+from internlocal.tui.screens.dialogs import DIALOG_CSS, ConfirmDialog
 from internlocal.tui.widgets.job_watch import JobWatcher
 
 
-class KnowledgeScreen(Screen):
+class KnowledgeScreen(AppScreen):
     DEFAULT_CSS = """
     KnowledgeScreen .heading { text-style: bold; padding: 0 1; background: $panel; }
     KnowledgeScreen #form { height: 3; }
@@ -24,8 +29,9 @@ class KnowledgeScreen(Screen):
     KnowledgeScreen #kbs { height: 10; }
     KnowledgeScreen #hits { height: 1fr; }
     """
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+s", "sync", "Sync", priority=True),
+        Binding("ctrl+r", "remove_folder", "Remove folder", priority=True),
         Binding("ctrl+d", "delete_kb", "Delete", priority=True),
         Binding("ctrl+t", "chat_with_kb", "Chat with it", priority=True),
     ]
@@ -37,7 +43,8 @@ class KnowledgeScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Static(
-            "Knowledge  —  your documents, searchable, with sources (ctrl+s sync · ctrl+t chat with it · ctrl+d delete)",
+            "Knowledge  —  your documents, searchable, with sources "
+            "(ctrl+s sync · ctrl+r remove a folder · ctrl+t chat with it · ctrl+d delete)",
             classes="heading",
         )
         with Horizontal(id="form"):
@@ -53,10 +60,6 @@ class KnowledgeScreen(Screen):
         yield Input(placeholder="search the highlighted knowledge base (Enter)", id="query")
         yield DataTable(id="hits", cursor_type="row", zebra_stripes=True)
         yield Footer()
-
-    @property
-    def services(self):
-        return self.app.services  # type: ignore[attr-defined]
 
     def on_mount(self) -> None:
         kbs = self.query_one("#kbs", DataTable)
@@ -80,7 +83,7 @@ class KnowledgeScreen(Screen):
             return
         table = self.query_one("#kbs", DataTable)
         table.clear()
-        for kb in self.services.catalog.list_kbs():
+        for kb in self.ready_services.catalog.list_kbs():
             stats = kb.stats
             table.add_row(
                 kb.name,
@@ -112,10 +115,10 @@ class KnowledgeScreen(Screen):
             self.notify("Give a knowledge base name and a folder.", severity="warning")
             return
         try:
-            if self.services.catalog.find_kb(name) is None:
+            if self.ready_services.catalog.find_kb(name) is None:
                 self._create(name, folder)
                 return
-            add_folders(self.services.catalog, name, [folder])
+            add_folders(self.ready_services.catalog, name, [folder])
         except UserError as exc:
             self.notify(str(exc), severity="error", timeout=10)
             return
@@ -131,7 +134,7 @@ class KnowledgeScreen(Screen):
             self.query_one("#info", Static).update, f"Creating {name} (loading the embedding model) …"
         )
         try:
-            create_kb(self.services.settings, self.services.catalog, name, [folder])
+            create_kb(self.ready_services.settings, self.ready_services.catalog, name, [folder])
         except UserError as exc:
             self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=10)
             self.app.call_from_thread(self.query_one("#info", Static).update, "")
@@ -149,9 +152,9 @@ class KnowledgeScreen(Screen):
             self.start_sync(name)
 
     def start_sync(self, name: str) -> None:
-        from internlocal.kb.library import sync_job
+        from internlocal.services.knowledge import start_sync
 
-        job = self.services.jobs.submit(sync_job, {"name": name}, kind="kb.sync", title=f"Sync {name}")
+        job = start_sync(self.ready_services, name)
         self.watcher.watch(job.id)
         self.query_one("#bar", ProgressBar).display = True
         self.query_one("#info", Static).update(f"Indexing {name} (job {job.id}) …")
@@ -170,7 +173,8 @@ class KnowledgeScreen(Screen):
                 r = job.result or {}
                 skipped = r.get("skipped", [])
                 self.query_one("#info", Static).update(
-                    f"{r.get('files', 0)} files, {r.get('chunks', 0)} chunks; {r.get('chunks_embedded', 0)} chunks embedded"
+                    f"{r.get('files', 0)} files, {r.get('chunks', 0)} chunks; "
+                    f"{r.get('chunks_embedded', 0)} chunks embedded"
                     + (
                         f"; skipped {len(skipped)}: "
                         + "; ".join(f"{s['path'].rsplit('/', 1)[-1]} ({s['reason']})" for s in skipped[:3])
@@ -194,7 +198,7 @@ class KnowledgeScreen(Screen):
     @work(thread=True, exclusive=True, group="kb-search")
     def _search(self, name: str, query: str) -> None:
         try:
-            hits = self.services.chats.kb_index(name).search(query, k=8)
+            hits = self.ready_services.chats.kb_index(name).search(query, k=8)
         except UserError as exc:
             self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=10)
             return
@@ -210,6 +214,58 @@ class KnowledgeScreen(Screen):
             f"{len(hits)} passages from {name}" if hits else f"nothing found in {name}"
         )
 
+    # -- remove a folder -------------------------------------------------------------------------------
+
+    def action_remove_folder(self) -> None:
+        """Take a folder out of the highlighted knowledge base (picked when it has several), after a confirmation."""
+        name = self.selected()
+        if name is None or self.services is None:
+            return
+        folders = self.ready_services.catalog.get_kb(name).folders
+        if not folders:
+            self.notify(f"{name} has no folders.", severity="warning")
+        elif len(folders) == 1:
+            self._confirm_remove(name, folders[0])
+        else:
+
+            def picked(folder: str | None) -> None:
+                if folder:
+                    self._confirm_remove(name, folder)
+
+            self.app.push_screen(FolderPickerDialog(name, folders), picked)
+
+    def _confirm_remove(self, name: str, folder: str) -> None:
+        def done(confirmed: bool | None) -> None:
+            if confirmed:
+                self._remove_folder(name, folder)
+
+        self.app.push_screen(
+            ConfirmDialog(
+                f"Take {folder} out of {name}? Its passages leave the index; your files stay.", confirm_label="Remove"
+            ),
+            done,
+        )
+
+    @work(thread=True, exclusive=True, group="kb-remove")
+    def _remove_folder(self, name: str, folder: str) -> None:
+        from internlocal.kb.library import remove_folders
+
+        try:
+            result = remove_folders(self.ready_services.catalog, name, [folder])
+        except UserError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=10)
+            return
+        self.app.call_from_thread(self._folder_removed, result)
+
+    def _folder_removed(self, result: dict) -> None:
+        self.refresh_kbs()
+        self.hits = []
+        self.query_one("#hits", DataTable).clear()  # they may quote the folder's files
+        self.query_one("#info", Static).update(
+            f"Removed {', '.join(result['removed_folders'])} from {result['knowledge_base']}: "
+            f"{result['files_removed']} files, {result['chunks_removed']} chunks left the index (your files stay)"
+        )
+
     # -- delete / chat ---------------------------------------------------------------------------------
 
     def action_delete_kb(self) -> None:
@@ -221,8 +277,8 @@ class KnowledgeScreen(Screen):
 
         def done(confirmed: bool | None) -> None:
             if confirmed:
-                self.services.chats.close_kb(name)
-                remove_kb(self.services.catalog, name)
+                self.ready_services.chats.close_kb(name)
+                remove_kb(self.ready_services.catalog, name)
                 self.refresh_kbs()
                 self.notify(f"Removed {name} (your documents are untouched)")
 
@@ -234,8 +290,31 @@ class KnowledgeScreen(Screen):
         name = self.selected()
         if name is None or self.services is None:
             return
-        chat = self.services.chats.new_chat()
-        self.services.chats.set_mode(chat.id, "kb", name)
+        chat = self.ready_services.chats.new_chat()
+        self.ready_services.chats.set_mode(chat.id, "kb", name)
         await self.app.switch_mode("chat")
-        await self.app.screen.open_chat(chat.id)  # type: ignore[attr-defined]
-        await self.app.screen.refresh_sessions()  # type: ignore[attr-defined]
+        screen = self.app.screen
+        if isinstance(screen, ChatScreen):
+            await screen.open_chat(chat.id)
+            await screen.refresh_sessions()
+
+
+class FolderPickerDialog(ModalScreen[str | None]):
+    """Which of a knowledge base's folders to take out."""
+
+    DEFAULT_CSS = (
+        DIALOG_CSS.format(name="FolderPickerDialog") + "FolderPickerDialog OptionList { height: auto; max-height: 20; }"
+    )
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, name: str, folders: list[str]) -> None:
+        super().__init__()
+        self.kb_name, self.folders = name, folders
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(f"Which folder leaves {self.kb_name}?", classes="title")
+            yield OptionList(*[Option(folder) for folder in self.folders], id="folders")
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(self.folders[event.option_index])
