@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from internlocal.engines.base import GenerationParams
-from internlocal.engines.lmdeploy_engine import LMDeployEngine, LMDeployOptions, install_commands, server_command
+from internlocal.engines.lmdeploy_engine import LMDeployEngine, LMDeployOptions, server_command
+from internlocal.envs import lmdeploy_install_commands
 from internlocal.errors import UserError
 from tests.conftest import QUESTION
 
@@ -46,7 +47,7 @@ def test_commands_are_built_as_lmdeploy_expects(tmp_path):
         LMDeployOptions(backend="pytorch", kv_cache="int8", model_format="awq", tp=2),
     )
     assert command[:4] == ["/env/bin/lmdeploy", "serve", "api_server", "/models/x"]
-    flags = dict(zip(command[4::2], command[5::2]))
+    flags = dict(zip(command[4::2], command[5::2], strict=True))
     assert flags == {
         "--server-name": "127.0.0.1",
         "--server-port": "23333",
@@ -60,7 +61,7 @@ def test_commands_are_built_as_lmdeploy_expects(tmp_path):
     }
     with pytest.raises(UserError, match="KV cache type"):
         server_command(Path("l"), "m", "m", 1, LMDeployOptions(kv_cache="int2"))
-    venv, upgrade, install = install_commands(tmp_path)
+    venv, _upgrade, install = lmdeploy_install_commands(tmp_path)
     assert venv[-1] == str(tmp_path / "envs" / "lmdeploy") and install[-1] == "lmdeploy==0.18.*"
 
 
@@ -94,7 +95,7 @@ def test_serves_chats_restarts_and_stops(tmp_path, fake_lmdeploy, monkeypatch):
 
 def test_a_server_that_cannot_start_fails_clearly(tmp_path, fake_lmdeploy, monkeypatch):
     monkeypatch.setenv("FAKE_LMDEPLOY_FAIL_START", "1")
-    with pytest.raises(UserError, match="LMDeploy exited with code 1 while starting: .*no CUDA GPUs"):
+    with pytest.raises(UserError, match=r"LMDeploy exited with code 1 while starting: .*no CUDA GPUs"):
         LMDeployEngine("/models/m", home=tmp_path, model_name="m", start_timeout=60)
 
 

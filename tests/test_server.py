@@ -8,6 +8,7 @@ import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import openai
 import pytest
@@ -33,6 +34,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def serving(app):
+    """``app`` on a free loopback port for the block (its engines are the caller's to close)."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 class Running:
@@ -182,6 +202,27 @@ def test_completions_and_embeddings(server):
     assert len(vectors.data) == 2 and len(vectors.data[0].embedding) == 384
 
 
+def test_embeddings_usage_counts_the_models_tokens(server, minilm_path):
+    """usage counts what the model reads: its own tokenizer's tokens, [CLS] and [SEP] included (OpenAI's usage
+    counts the tokens fed to the model), never whitespace-separated words (the Chinese sentence is one "word")."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path))
+    client = server.client()
+    one = client.embeddings.create(model="all-minilm-l6-v2", input="巴黎在法国。")
+    expected = len(tokenizer("巴黎在法国。", add_special_tokens=True)["input_ids"])
+    assert one.usage.prompt_tokens == one.usage.total_tokens == expected > 1
+    two = client.embeddings.create(model="all-minilm-l6-v2", input=["巴黎在法国。", "Paris is in France."])
+    assert two.usage.prompt_tokens == expected + len(tokenizer("Paris is in France.")["input_ids"])
+
+    from internlocal.engines.remote import RemoteEmbedder  # a remote embedder counts by the endpoint's usage
+
+    remote = RemoteEmbedder(f"{server.url}/v1", "all-minilm-l6-v2")
+    assert remote.count_tokens(["巴黎在法国。"]) == expected
+    remote.embed(["巴黎在法国。", "Paris is in France."])
+    assert remote.count_tokens(["巴黎在法国。", "Paris is in France."]) == two.usage.prompt_tokens
+
+
 def test_eight_concurrent_clients_each_get_their_own_answer(server):
     client = server.client()
 
@@ -254,8 +295,10 @@ def test_client_disconnect_cancels_generation(server):
 
 
 def test_full_queue_answers_503_with_retry_after(server):
+    from internlocal.server.state import ServerState
+
     app = server.server.config.app
-    gate = app.state.admission
+    gate = ServerState.of(app).admission
     saved = gate.in_flight
     gate.in_flight = gate.limit  # every slot and the queue taken
     try:
@@ -368,8 +411,8 @@ def test_prompt_logprobs_let_a_remote_endpoint_score_like_the_local_engine(serve
     remote = RemoteEngine(f"{server.url}/v1", "smollm2-135m-instruct-q4_1")
     try:
         got = remote.loglikelihood(pairs)
-        assert [g.logprob for g in got] == pytest.approx([l.logprob for l in local], abs=1e-3)
-        assert [(g.is_greedy, g.n_tokens) for g in got] == [(l.is_greedy, l.n_tokens) for l in local]
+        assert [g.logprob for g in got] == pytest.approx([h.logprob for h in local], abs=1e-3)
+        assert [(g.is_greedy, g.n_tokens) for g in got] == [(h.is_greedy, h.n_tokens) for h in local]
         assert got[0].logprob > got[1].logprob  # Paris over Berlin
         # this model adds no BOS, so the server scores every token after the first: a rolling score is
         # then log P(rest | first word), which the in-process engine computes by its own route
@@ -390,7 +433,7 @@ def test_prompt_logprobs_let_a_remote_endpoint_score_like_the_local_engine(serve
         # in-process, items reuse the KV cache of the prefix they share with the previous one, so tokens are
         # decoded in other batch shapes than the server's whole-prompt pass: llama.cpp's logits then differ
         # in the last digits (measured up to 0.034 nats on a 3-token option)
-        for a, b in zip(there.items, here.items):
+        for a, b in zip(there.items, here.items, strict=False):
             assert a["scores"]["loglikelihoods"] == pytest.approx(b["scores"]["loglikelihoods"], abs=0.05)
 
         # a generation task through the endpoint answers as in-process (greedy, through the chat template)
@@ -451,3 +494,81 @@ def test_an_endpoint_without_prompt_logprobs_is_reported_as_unsupported():
     finally:
         engine.close()
         httpd.shutdown()
+
+
+# -- one router on a bare app: each resource's handlers stand alone over a ServerState
+
+
+def test_health_router_alone_reports_the_engines_queue(engine):
+    from fastapi import FastAPI
+
+    from internlocal.server.routes import health
+    from internlocal.server.state import ServerConfig, ServerState
+
+    app = FastAPI()
+    ServerState.build(engine, ServerConfig(model_name="smol", slots=2)).attach(app)
+    app.include_router(health.router)
+    with serving(app) as url:
+        assert requests.get(f"{url}/health").json() == {
+            "status": "ok",
+            "model": "smol",
+            "slots": 2,
+            "in_flight": 0,
+            "queue_depth": 0,  # a plain llama.cpp engine queues nothing (EngineBase's declared default)
+        }
+        log = requests.get(f"{url}/internlocal/log").json()
+        assert (log["model"], log["queue_depth"], log["recent"]) == ("smol", 0, [])
+        assert "internlocal_queue_depth 0.0" in requests.get(f"{url}/metrics").text
+        assert requests.get(f"{url}/v1/models").status_code == 404  # only the health router is mounted
+
+
+def test_models_router_alone_behind_the_api_key(engine):
+    from fastapi import FastAPI
+
+    from internlocal.server import middleware
+    from internlocal.server.routes import models
+    from internlocal.server.state import ServerConfig, ServerState
+
+    app = FastAPI()
+    config = ServerConfig(model_name="smol", api_key="s3cret", embedding_model="minilm")
+    ServerState.build(engine, config).attach(app)
+    middleware.install(app)
+    app.include_router(models.router)
+    with serving(app) as url:
+        listed = requests.get(f"{url}/v1/models", headers={"Authorization": "Bearer s3cret"}).json()
+        assert [m["id"] for m in listed["data"]] == ["smol", "minilm"]
+        for headers in ({}, {"Authorization": "Bearer s3cre"}, {"Authorization": "Bearer s3cret\xe9"}):
+            refused = requests.get(f"{url}/v1/models", headers=headers)
+            assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_completions_router_alone_refuses_scoring_an_engine_does_not_declare(server):
+    """A remote engine (this module's server, as any OpenAI endpoint) completes but declares no prompt_logprobs."""
+    from fastapi import FastAPI
+
+    from internlocal.engines.base import Capability
+    from internlocal.engines.remote import RemoteEngine
+    from internlocal.server import middleware
+    from internlocal.server.routes import completions
+    from internlocal.server.state import ServerConfig, ServerState
+
+    remote = RemoteEngine(f"{server.url}/v1", "smollm2-135m-instruct-q4_1")
+    assert Capability.PROMPT_LOGPROBS not in remote.capabilities
+    assert Capability.PROMPT_LOGPROBS in server.engine.capabilities
+    app = FastAPI()
+    ServerState.build(remote, ServerConfig(model_name="proxy")).attach(app)
+    middleware.install(app)
+    app.include_router(completions.router)
+    try:
+        with serving(app) as url:
+            scored = requests.post(
+                f"{url}/v1/completions", json={"prompt": "Hi", "echo": True, "logprobs": 1, "max_tokens": 1}
+            )
+            assert scored.status_code == 400
+            assert scored.json()["error"]["message"] == "The remote OpenAI endpoint engine cannot score prompts."
+            done = requests.post(
+                f"{url}/v1/completions", json={"prompt": "The capital of France is", "max_tokens": 4, "temperature": 0}
+            ).json()
+            assert "Paris" in done["choices"][0]["text"] and done["model"] == "proxy"
+    finally:
+        remote.close()

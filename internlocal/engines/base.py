@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
@@ -24,12 +24,20 @@ Message = dict[str, Any]
 
 
 class Capability(StrEnum):
+    """What an engine can do beyond the protocol's shape; each value names the method(s) it unlocks.
+
+    Coming next, each as a value here with its method or parameter on ``Engine`` when an engine
+    really implements it (not before): ``vision`` (image content parts in chat messages) and
+    ``logprobs`` (log-probabilities of generated tokens, with the top alternatives).
+    """
+
     CHAT = "chat"  # streamed, cancellable chat through the model's own template
     COMPLETION = "completion"  # raw text continuation
     TOKENIZE = "tokenize"  # tokenize / detokenize
     LOGLIKELIHOOD = "loglikelihood"  # log P(continuation | context), rolling log-likelihood
     CONSTRAINED = "constrained"  # response_format json_object / json_schema, GBNF grammars
     TOOLS = "tools"  # tool calls
+    PROMPT_LOGPROBS = "prompt_logprobs"  # prompt_logprobs(): each prompt token's log-probability (echo + logprobs)
 
 
 class GenerationParams(BaseModel):
@@ -105,7 +113,7 @@ class Generation:
         self._cancel = cancel_event
         self.result: GenerationResult | None = None
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Generator[str, None, GenerationResult]:
         self.result = yield from self._producer
         return self.result
 
@@ -198,6 +206,7 @@ class Engine(Protocol):
     """A loaded model that can generate (and, per its capabilities, score, constrain, call tools)."""
 
     model_name: str
+    engine_name: str  # the runtime, for messages ("llama.cpp")
     capabilities: frozenset[Capability]
     context_length: int
 
@@ -222,6 +231,16 @@ class Engine(Protocol):
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[LogLikelihood]: ...
 
     def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]: ...
+
+    def prompt_logprobs(self, text: str, top: int = 0, *, next_token: bool = False) -> list[TokenLogprob]:
+        """Each token of ``text`` with its log-probability given the ones before it, and the ``top`` likeliest
+        tokens there; ``next_token`` appends the greedy next token (capability ``prompt_logprobs``)."""
+        ...
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for a free slot (0 for an engine that does not queue)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -265,6 +284,14 @@ class EngineBase:
         self.require(Capability.LOGLIKELIHOOD)
         raise NotImplementedError
 
+    def prompt_logprobs(self, text, top=0, *, next_token=False) -> list[TokenLogprob]:
+        self.require(Capability.PROMPT_LOGPROBS)
+        raise NotImplementedError
+
+    @property
+    def queue_depth(self) -> int:
+        return 0  # engines that serve one request at a time queue nothing; the batched one overrides this
+
     def close(self) -> None:
         pass
 
@@ -283,3 +310,9 @@ class Embedder(Protocol):
     dimension: int
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """Tokens the model reads for ``texts`` together, by its own tokenizer, special tokens included and
+        truncated as ``embed`` truncates (what OpenAI's embeddings ``usage`` reports). Raises ``Unsupported``
+        when the model cannot tell (a remote endpoint that reports no usage)."""
+        ...

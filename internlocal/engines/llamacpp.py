@@ -52,6 +52,7 @@ class LlamaCppEngine(EngineBase):
             Capability.LOGLIKELIHOOD,
             Capability.CONSTRAINED,
             Capability.TOOLS,
+            Capability.PROMPT_LOGPROBS,
         }
     )
 
@@ -99,7 +100,8 @@ class LlamaCppEngine(EngineBase):
             ) from None
         self.context_length = self._llm.n_ctx()
         self._lock = threading.Lock()  # one generation at a time per loaded model
-        self._context_logits = None  # (context tokens, logits at its last position) of the last scoring request
+        # (context tokens, logits at its last position) of the last scoring request
+        self._context_logits: tuple[tuple[int, ...], Any] | None = None
         self._formatter = None
         template = chat_template or info.chat_template
         self.chat_template = template
@@ -283,7 +285,7 @@ class LlamaCppEngine(EngineBase):
             if len(tokens) + int(next_token) > self.context_length:
                 raise ContextOverflow(f"The prompt is {len(tokens)} tokens; the context holds {self.context_length}.")
             # row i predicts tokens[i + 1]; a placeholder target makes the last row the next-token one
-            rows = self._logprob_rows(tokens[:1], tokens[1:] + [0])
+            rows = self._logprob_rows(tokens[:1], [*tokens[1:], 0])
         vocab = self._llm._model.vocab
         has_bos = len(tokens) > 1 and tokens[0] == self._llm.token_bos()
         out: list[TokenLogprob] = []

@@ -65,6 +65,7 @@ class BatchedLlamaCpp(EngineBase):
             Capability.LOGLIKELIHOOD,
             Capability.CONSTRAINED,
             Capability.TOOLS,
+            Capability.PROMPT_LOGPROBS,
         }
     )
 
@@ -212,7 +213,7 @@ class BatchedLlamaCpp(EngineBase):
                 self._wake.clear()
                 continue
             for slot in busy:
-                if slot.request.cancel.is_set():  # type: ignore[union-attr]
+                if slot.request is not None and slot.request.cancel.is_set():
                     self._finish(slot, "cancelled")
             busy = [s for s in self._slots if s.request is not None]
             if not busy:
@@ -222,7 +223,8 @@ class BatchedLlamaCpp(EngineBase):
             if code != 0:
                 error = UserError(f"llama.cpp could not decode (code {code}); the context may be full.")
                 for slot in busy:
-                    slot.request.out.put(("error", error))  # type: ignore[union-attr]
+                    if slot.request is not None:
+                        slot.request.out.put(("error", error))
                     self._free(slot, keep_cache=False)
                 continue
             for slot in busy:
@@ -293,7 +295,8 @@ class BatchedLlamaCpp(EngineBase):
         generating = [s for s in busy if not s.pending]
         prefilling = [s for s in busy if s.pending]
         for slot in generating:
-            self._add(slot, slot.last_token, logits=True, index=n)  # type: ignore[arg-type]
+            assert slot.last_token is not None  # a slot generates once its prompt is decoded and sampled
+            self._add(slot, slot.last_token, logits=True, index=n)
             slot.batch_index = n
             n += 1
         budget -= len(generating)

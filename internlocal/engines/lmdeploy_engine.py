@@ -2,7 +2,7 @@
 
 LMDeploy's wheels need CUDA and pin torch<=2.12.1 and peft<=0.14, which conflict with ours, so
 ``internlocal engines install lmdeploy`` gives it a virtual environment of its own
-(``<home>/envs/lmdeploy``). The engine starts the server as a subprocess (TurboMind or PyTorch
+(``<home>/envs/lmdeploy``, see ``envs.py``). The engine starts the server as a subprocess (TurboMind or PyTorch
 backend, AWQ W4A16 models, KV-cache int8/int4 via ``--quant-policy``), waits until it answers,
 talks to it over the OpenAI protocol (``RemoteEngine``), and stops its whole process group.
 ``INTERNLOCAL_LMDEPLOY`` may point at another ``lmdeploy`` executable.
@@ -14,35 +14,16 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from internlocal.engines.base import Capability, EngineBase, Generation
 from internlocal.engines.remote import RemoteEngine
+from internlocal.envs import lmdeploy_executable
 from internlocal.errors import UserError
 
 KV_QUANT = {"none": 0, "int8": 8, "int4": 4}
-
-
-def env_dir(home: Path) -> Path:
-    return Path(home) / "envs" / "lmdeploy"
-
-
-def executable(home: Path) -> Path | None:
-    override = os.environ.get("INTERNLOCAL_LMDEPLOY")
-    if override:
-        return Path(override)
-    candidate = env_dir(home) / "bin" / "lmdeploy"
-    return candidate if candidate.exists() else None
-
-
-def install_commands(home: Path, python: str = sys.executable, version: str = "0.18.*") -> list[list[str]]:
-    """The commands ``engines install lmdeploy`` runs (a venv, then LMDeploy and its pinned torch)."""
-    venv = env_dir(home)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
-    return [[python, "-m", "venv", str(venv)], pip + ["--upgrade", "pip"], pip + [f"lmdeploy=={version}"]]
 
 
 @dataclass
@@ -107,7 +88,7 @@ class LMDeployEngine(EngineBase):
         start_timeout: float = 600,
         log_path: Path | None = None,
     ):
-        lmdeploy = executable(home)
+        lmdeploy = lmdeploy_executable(home)
         if lmdeploy is None:
             raise UserError(
                 "LMDeploy is not installed; run `internlocal engines install lmdeploy` on a machine with an NVIDIA GPU."
@@ -209,18 +190,3 @@ class LMDeployEngine(EngineBase):
 
     def complete(self, prompt, params=None, *, response_format=None) -> Generation:
         return self._ensure_alive().complete(prompt, params, response_format=response_format)
-
-
-def awq_command(lmdeploy: Path, model_path: str, work_dir: str, *, w_bits: int = 4, group_size: int = 128) -> list[str]:
-    return [
-        str(lmdeploy),
-        "lite",
-        "auto_awq",
-        model_path,
-        "--work-dir",
-        work_dir,
-        "--w-bits",
-        str(w_bits),
-        "--w-group-size",
-        str(group_size),
-    ]

@@ -23,9 +23,9 @@ def choose_engine(model: Model, settings: Settings) -> str:
     elif meta.get("engine") == "lmdeploy" or meta.get("model_format") == "awq":
         wanted = "lmdeploy"
     else:
-        from internlocal.engines.lmdeploy_engine import executable
+        from internlocal.envs import lmdeploy_executable
 
-        wanted = "lmdeploy" if executable(settings.home) is not None and _has_cuda() else "transformers"
+        wanted = "lmdeploy" if lmdeploy_executable(settings.home) is not None and _has_cuda() else "transformers"
     if wanted == "llama.cpp" and model.format != "gguf":
         raise UserError(
             f"llama.cpp runs GGUF files; {model.name} is {model.format} (convert it, or choose another engine)."

@@ -217,7 +217,7 @@ class RemoteEngine(EngineBase):
         except (ValueError, KeyError, IndexError, TypeError):
             raise unsupported from None
         entries = []
-        for token, value, offset, top in zip(tokens, values, offsets, tops):
+        for token, value, offset, top in zip(tokens, values, offsets, tops, strict=False):
             if offset >= len(prompt):
                 break  # the generated token (max_tokens=1), not part of the prompt
             entries.append({"logprob": value, "top": top or {}, "end": offset + len(token)})
@@ -249,12 +249,14 @@ class RemoteEmbedder:
         self._headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
         self._timeout, self._batch = timeout, batch_size
         self._session = requests.Session()
+        self._last_usage: tuple[tuple[str, ...], int | None] | None = None  # texts last embedded, their token count
         self.dimension = len(self.embed(["dimension probe"])[0])
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         import requests
 
         vectors: list[list[float]] = []
+        tokens: int | None = 0  # the endpoint's usage, summed over batches; None when a batch reports none
         for start in range(0, len(texts), self._batch):
             batch = list(texts[start : start + self._batch])
             try:
@@ -269,8 +271,24 @@ class RemoteEmbedder:
             if response.status_code >= 400:
                 raise UserError(f"{self.base_url}/embeddings answered {response.status_code}: {response.text[:200]}")
             try:
-                data = sorted(response.json()["data"], key=lambda d: d["index"])
+                answer = response.json()
+                data = sorted(answer["data"], key=lambda d: d["index"])
                 vectors.extend([float(x) for x in d["embedding"]] for d in data)
             except (ValueError, KeyError, TypeError):
                 raise UserError(f"{self.base_url}/embeddings did not answer in the OpenAI format.") from None
+            usage = answer.get("usage") if isinstance(answer, dict) else None
+            used = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+            tokens = tokens + used if tokens is not None and isinstance(used, int) else None
+        self._last_usage = (tuple(texts), tokens)
         return vectors
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """The endpoint's own count: the ``usage`` its embeddings answer reports (texts just embedded are not sent
+        again). An endpoint that reports no usage raises ``Unsupported``."""
+        last = self._last_usage
+        if last is None or last[0] != tuple(texts):
+            self.embed(texts)
+            last = self._last_usage
+        if last is None or last[1] is None:
+            raise Unsupported(f"{self.base_url}/embeddings reports no token usage, so its tokens cannot be counted.")
+        return last[1]

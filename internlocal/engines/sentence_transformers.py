@@ -23,6 +23,17 @@ class SentenceTransformerEmbedder:
         vectors = self._model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True)
         return vectors.tolist()
 
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """Tokens the model reads for ``texts``: tokenized as ``encode`` tokenizes them ([CLS]/[SEP] included,
+        truncated to the model's max_seq_length), counted by the attention mask."""
+        # sentence-transformers 6 renamed tokenize (now deprecated) to preprocess
+        prepare = self._model.preprocess if hasattr(self._model, "preprocess") else self._model.tokenize
+        total = 0
+        for start in range(0, len(texts), 64):
+            features = prepare(list(texts[start : start + 64]))
+            total += int(features["attention_mask"].sum())
+        return total
+
 
 class CrossEncoderReranker:
     """A cross-encoder (query and passage read together) scoring retrieved passages for reranking."""

@@ -16,6 +16,7 @@ Either way the engine's ``GenerationResult`` ends with ``tool_calls`` (OpenAI sh
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import uuid
@@ -30,7 +31,7 @@ _BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
 
 
 def has_native_tool_format(template: str | None) -> bool:
-    return bool(template) and "<tool_call>" in template and "tools" in template  # type: ignore[operator]
+    return template is not None and "<tool_call>" in template and "tools" in template
 
 
 def _function(tool: dict[str, Any]) -> dict[str, Any]:
@@ -116,10 +117,8 @@ def native_history(messages: Sequence[Message]) -> list[Message]:
             for call in m["tool_calls"]:
                 fn = dict(call.get("function") or {})
                 if isinstance(fn.get("arguments"), str):
-                    try:
+                    with contextlib.suppress(json.JSONDecodeError):
                         fn["arguments"] = json.loads(fn["arguments"] or "{}")
-                    except json.JSONDecodeError:
-                        pass
                 calls.append({**call, "function": fn})
             m["tool_calls"] = calls
             m.setdefault("content", "")

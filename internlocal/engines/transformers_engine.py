@@ -242,7 +242,8 @@ class TransformersEngine(EngineBase):
                         results[request] = LogLikelihood(
                             logprob=float(picked.sum()), is_greedy=greedy, n_tokens=len(targets)
                         )
-        return results  # type: ignore[return-value]
+        assert all(r is not None for r in results)  # every request sits in one of the packs
+        return [r for r in results if r is not None]
 
     def _packs(self, encoded: list[tuple[list[int], list[int]]]) -> list[_Pack]:
         """Requests grouped by identical context tokens, each group split to stay within the context window."""
@@ -366,7 +367,7 @@ class _Pack:
     def scoring(self):
         """(request, rows whose logits predict its tokens, its tokens) for each continuation."""
         for request, start, length in self.members:
-            predictors = [self.context_len - 1] + list(range(start, start + length - 1))
+            predictors = [self.context_len - 1, *list(range(start, start + length - 1))]
             yield request, predictors, self.ids[start : start + length]
 
     def scored_rows(self) -> set[int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -34,7 +35,12 @@ class ServerMetrics:
         )
         # plain copies for the TUI's Serve screen (GET /internlocal/log)
         self.recent: deque[dict] = deque(maxlen=200)
-        self.totals = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "last_tokens_per_s": None}
+        self.totals: dict[str, Any] = {
+            "requests": 0,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "last_tokens_per_s": None,
+        }
 
     def request(self, path: str, status: int, seconds: float | None = None, method: str = "") -> None:
         if path.startswith("/v1/"):

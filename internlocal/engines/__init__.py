@@ -1,0 +1,1 @@
+"""Model runtimes behind one ``Engine`` protocol (``base.py``): llama.cpp, transformers, LMDeploy, remote endpoints."""
