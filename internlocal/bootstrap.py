@@ -1,27 +1,15 @@
-"""Start-up shared by the front ends: settings, catalog (migrated), embedded models, services."""
+"""Start-up shared by the front ends: settings → catalog (migrated) → embedded models → ``Services``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from internlocal.catalog import open_catalog
-from internlocal.catalog.catalog import Catalog
 from internlocal.chat.service import ChatService
 from internlocal.config import Settings, load_settings
 from internlocal.hub.embedded import register_embedded
 from internlocal.jobs.runner import JobRunner
+from internlocal.services import Services
 
-
-@dataclass
-class Services:
-    settings: Settings
-    catalog: Catalog
-    jobs: JobRunner
-    chats: ChatService
-
-    def close(self) -> None:
-        self.chats.close()
-        self.catalog.close()
+__all__ = ["Services", "bootstrap"]
 
 
 def bootstrap(settings: Settings | None = None) -> Services:

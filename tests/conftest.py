@@ -101,3 +101,10 @@ def hf_model_dir(tmp_path_factory, gguf_path) -> Path:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def pytest_collection_modifyitems(items):
+    """``subprocess`` for every test that runs the real console script (the fixtures say so)."""
+    for item in items:
+        if {"internlocal_bin", "cli_env"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.subprocess)

@@ -559,3 +559,38 @@ async def test_knowledge_screen_indexes_a_folder_searches_and_opens_a_chat_that_
         assert "1889" in messages(app)[1][1]
         reply_view = list(chat.query(MessageView))[1]
         assert "[1] paris.md:5" in reply_view._stats
+
+
+def test_the_first_paint_imports_no_catalog_no_model_runtime_and_no_unopened_screen():
+    """What `internlocal` imports before its first frame: the console script, the app and the Chat screen.
+    The catalog (sqlmodel/SQLAlchemy), the model runtimes and every other screen load later (start-up
+    regressed to a 0.84 s first paint when a screen's widget imported the catalog schema)."""
+    import json
+    import subprocess
+    import sys
+
+    probe = (
+        "import json, sys\n"
+        "import internlocal.cli.entry\n"
+        "from internlocal.tui.app import InternLocalApp\n"
+        "app = InternLocalApp()\n"
+        "first = InternLocalApp.MODES[InternLocalApp.DEFAULT_MODE]()\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    loaded = set(
+        json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout)
+    )
+    heavy = {
+        "sqlmodel",
+        "sqlalchemy",
+        "torch",
+        "transformers",
+        "chromadb",
+        "sentence_transformers",
+        "peft",
+        "llama_cpp",
+    }
+    assert not {m.split(".")[0] for m in loaded} & heavy
+    assert not [m for m in loaded if m.startswith("internlocal.catalog")]
+    screens = {m.rsplit(".", 1)[1] for m in loaded if m.startswith("internlocal.tui.screens.")}
+    assert screens <= {"base", "chat", "dialogs"}, screens  # models, jobs, serve, evaluate, train, knowledge, help wait

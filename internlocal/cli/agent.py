@@ -13,9 +13,7 @@ from internlocal.cli.common import services
 
 
 def agent(
-    question: Annotated[
-        str | None, typer.Argument(help="The question; read from stdin when omitted or '-'.")
-    ] = None,
+    question: Annotated[str | None, typer.Argument(help="The question; read from stdin when omitted or '-'.")] = None,
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="Catalog model name (default: the embedded chat model).")
     ] = None,

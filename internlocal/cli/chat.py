@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from internlocal.cli.common import print_json, services
+
+if TYPE_CHECKING:
+    from internlocal.chat.service import Reply
+    from internlocal.engines.base import Generation
 
 
 def chat(
@@ -54,8 +58,9 @@ def chat(
         if overrides:
             stored = chat_params(svc.catalog.get_chat(session)).model_dump()
             svc.chats.set_params(session, GenerationParams.from_user(**{**stored, **overrides}))
-        stream = svc.chats.send(session, prompt)
-        model_name = stream.model.name
+        reply = svc.chats.send(session, prompt)
+        stream: Reply | Generation = reply
+        model_name = reply.model.name
     else:
         model_row, stream = svc.chats.ask(prompt, model, system, GenerationParams.from_user(**overrides))
         model_name = model_row.name
@@ -68,6 +73,7 @@ def chat(
         stream.cancel()
         raise
     result = stream.result
+    assert result is not None  # the stream was read to its end
     if as_json:
         print_json(
             {

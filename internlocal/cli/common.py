@@ -7,7 +7,8 @@ import sys
 from functools import lru_cache
 from typing import Any
 
-from internlocal.bootstrap import Services, bootstrap
+from internlocal.bootstrap import bootstrap
+from internlocal.services import Services
 
 
 @lru_cache(maxsize=1)

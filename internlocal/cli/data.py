@@ -30,9 +30,7 @@ def import_(
     name: Annotated[str | None, typer.Option("--name")] = None,
     form: Annotated[str, typer.Option("--format", help="auto, messages, sharegpt, alpaca or text.")] = "auto",
     validation: Annotated[float, typer.Option("--validation", help="Held-out share (0.05) or count (200).")] = 0.05,
-    model: Annotated[
-        str | None, typer.Option("--model", help="Tokenizer for the statistics (default model).")
-    ] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Tokenizer for the statistics (default model).")] = None,
     seed: int = 42,
     trust_remote_code: TrustOpt = False,
     as_json: JsonOpt = False,

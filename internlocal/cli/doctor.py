@@ -53,9 +53,8 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
     out(f"disk free:       {human_bytes(info['disk_free_bytes'])}")
     if info["gpus"]:
         for gpu in info["gpus"]:
-            out(
-                f"gpu {gpu['index']}:           {gpu['name']} ({human_bytes(gpu['free_bytes'])} free of {human_bytes(gpu['total_bytes'])})"
-            )
+            free, total = human_bytes(gpu["free_bytes"]), human_bytes(gpu["total_bytes"])
+            out(f"gpu {gpu['index']}:           {gpu['name']} ({free} free of {total})")
     else:
         out("gpus:            none (torch sees no CUDA/MPS device)")
     out(f"llama.cpp gpu offload: {'yes' if info['llama_cpp_gpu_offload'] else 'no (CPU build)'}")

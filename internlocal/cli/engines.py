@@ -18,10 +18,10 @@ def list_engines(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
     import importlib.util
 
     from internlocal.config import load_settings
-    from internlocal.engines.lmdeploy_engine import executable
+    from internlocal.envs import lmdeploy_executable
 
     settings = load_settings()
-    lmdeploy = executable(settings.home)
+    lmdeploy = lmdeploy_executable(settings.home)
     rows = [
         {"engine": "llama.cpp", "formats": "gguf", "available": importlib.util.find_spec("llama_cpp") is not None},
         {
@@ -52,12 +52,12 @@ def install(
 ) -> None:
     """Install LMDeploy into its own virtual environment (its pins conflict with ours)."""
     from internlocal.config import load_settings
-    from internlocal.engines.lmdeploy_engine import install_commands
+    from internlocal.envs import lmdeploy_install_commands
     from internlocal.errors import UserError
 
     if name != "lmdeploy":
         raise UserError(f"Only lmdeploy is installed this way; {name!r} is not.")
-    commands = install_commands(load_settings().home)
+    commands = lmdeploy_install_commands(load_settings().home)
     for command in commands:
         typer.echo(" ".join(command))
         if not dry_run and subprocess.run(command).returncode != 0:

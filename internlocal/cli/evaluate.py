@@ -109,27 +109,11 @@ def run(
 ) -> None:
     """Evaluate MODEL(s) on tasks (a resumable job; answers are cached)."""
     from internlocal.cli.progress import follow_job
-    from internlocal.errors import UserError
-    from internlocal.evals.job import run_eval
-    from internlocal.evals.tasks import get_task
+    from internlocal.services.evaluation import start_eval
 
     svc = services()
     models = [m.strip() for m in model.split(",") if m.strip()]
-    if not models:
-        raise UserError("Name at least one model (`internlocal models list`).")
-    for name in models:
-        svc.catalog.get_model(name)
-    for name in task_names:
-        get_task(name, svc.settings.home)
-    params = {"model": models[0] if len(models) == 1 else models, "tasks": task_names, "limit": limit}
-    job = follow_job(
-        svc.jobs,
-        svc.jobs.submit(
-            run_eval, params, kind="eval.run", title=f"Eval {', '.join(models)} on {', '.join(task_names)}"
-        ),
-        detach=detach,
-        as_json=as_json,
-    )
+    job = follow_job(svc.jobs, start_eval(svc, models, task_names, limit=limit), detach=detach, as_json=as_json)
     if job is not None and not as_json:
         for name, tasks in (job.result or {}).get("models", {}).items():
             for task, result in tasks.items():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -31,12 +31,11 @@ def _table(*columns: str):
     return table
 
 
-def _run_job(target, params: dict[str, Any], *, kind: str, title: str, detach: bool, as_json: bool) -> None:
-    """Start a job and follow it to the end (progress bar, or NDJSON with --json)."""
+def _follow(job, *, detach: bool, as_json: bool) -> None:
+    """Follow a started job to the end (progress bar, or NDJSON with --json) and say what it made."""
     from internlocal.cli.progress import follow_job
 
-    svc = services()
-    job = follow_job(svc.jobs, svc.jobs.submit(target, params, kind=kind, title=title), detach=detach, as_json=as_json)
+    job = follow_job(services().jobs, job, detach=detach, as_json=as_json)
     if job is None:
         return
     if not as_json:
@@ -187,16 +186,9 @@ def pull(
     as_json: JsonOpt = False,
 ) -> None:
     """Download a model (resumable, verified) into the store and the catalog."""
-    from internlocal.hub.pull import pull_model
+    from internlocal.services.models import start_pull
 
-    _run_job(
-        pull_model,
-        {"spec": spec, "name": name, "hub": hub, "parts": parts},
-        kind="models.pull",
-        title=f"Pull {spec}",
-        detach=detach,
-        as_json=as_json,
-    )
+    _follow(start_pull(services(), spec, name=name, hub=hub, parts=parts), detach=detach, as_json=as_json)
 
 
 @app.command("import")
@@ -223,9 +215,7 @@ def import_(
 def add_remote(
     name: Annotated[str, typer.Argument(help="Catalog name for the endpoint.")],
     url: Annotated[str, typer.Argument(help="Base URL of an OpenAI-compatible server, e.g. http://host:11434/v1")],
-    model: Annotated[
-        str | None, typer.Option("--model", help="Model id on that server (default: its first).")
-    ] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model id on that server (default: its first).")] = None,
     api_key_env: Annotated[
         str | None, typer.Option("--api-key-env", help="Environment variable holding its API key.")
     ] = None,
@@ -302,22 +292,9 @@ def convert(
     as_json: JsonOpt = False,
 ) -> None:
     """Convert between GGUF and Hugging Face formats (a new model, linked to its parent)."""
-    from internlocal.errors import UserError
-    from internlocal.hub.convert import gguf_to_hf, hf_to_gguf
+    from internlocal.services.models import start_convert
 
-    services().catalog.get_model(name)
-    if to == "hf":
-        params = {"model": name, "name": out, "dtype": outtype or "bfloat16"}
-        _run_job(
-            gguf_to_hf, params, kind="models.convert", title=f"Convert {name} to HF", detach=detach, as_json=as_json
-        )
-    elif to == "gguf":
-        params = {"model": name, "name": out, "outtype": outtype or "f16"}
-        _run_job(
-            hf_to_gguf, params, kind="models.convert", title=f"Convert {name} to GGUF", detach=detach, as_json=as_json
-        )
-    else:
-        raise UserError(f"--to {to!r}: convert to hf or gguf.")
+    _follow(start_convert(services(), name, to, outtype=outtype, name=out), detach=detach, as_json=as_json)
 
 
 @app.command("quantize")
@@ -330,30 +307,9 @@ def quantize(
     as_json: JsonOpt = False,
 ) -> None:
     """Quantize a model: GGUF types with llama.cpp, or AWQ W4A16 with LMDeploy (a new model, linked to its parent)."""
-    from internlocal.errors import UserError
-    from internlocal.hub.convert import quantize_awq, quantize_gguf
+    from internlocal.services.models import start_quantize
 
-    services().catalog.get_model(name)
-    if method == "awq":
-        _run_job(
-            quantize_awq,
-            {"model": name, "name": out},
-            kind="models.quantize",
-            title=f"AWQ {name}",
-            detach=detach,
-            as_json=as_json,
-        )
-    elif method == "gguf":
-        _run_job(
-            quantize_gguf,
-            {"model": name, "qtype": qtype, "name": out},
-            kind="models.quantize",
-            title=f"Quantize {name} to {qtype.upper()}",
-            detach=detach,
-            as_json=as_json,
-        )
-    else:
-        raise UserError(f"--method {method!r}: use gguf or awq.")
+    _follow(start_quantize(services(), name, qtype, method=method, name=out), detach=detach, as_json=as_json)
 
 
 @app.command("verify")
@@ -364,12 +320,10 @@ def verify(
 ) -> None:
     """Re-hash model files (a background job) and report any that changed or went missing."""
     from internlocal.cli.progress import follow
-    from internlocal.hub.verify import verify_models
+    from internlocal.services.models import start_verify
 
     svc = services()
-    for name in names or []:
-        svc.catalog.get_model(name)  # fail now, not in the job, on a typo
-    job = svc.jobs.submit(verify_models, {"names": names or None}, kind="models.verify", title="Verify models")
+    job = start_verify(svc, names)
     if detach:
         print_json({"job": job.id}) if as_json else typer.echo(
             f"job {job.id} started; `internlocal jobs watch {job.id}`"

@@ -33,30 +33,15 @@ def prepare(
 ) -> None:
     """Tokenize, de-duplicate and pack a corpus into shards (once; a pretrain recipe can then name it)."""
     from internlocal.cli.progress import follow_job
-    from internlocal.train.job import prepare_corpus_job
+    from internlocal.services.training import prepare_corpus
 
     svc = services()
-    svc.catalog.get_model(model)
-    job = follow_job(
-        svc.jobs,
-        svc.jobs.submit(
-            prepare_corpus_job,
-            {
-                "source": source,
-                "model": model,
-                "seq_len": seq_len,
-                "validation": validation,
-                "name": name,
-                "trust_remote_code": trust_remote_code,
-            },
-            kind="pretrain.prepare",
-            title=f"Prepare {source}",
-        ),
-        detach=detach,
-        as_json=as_json,
+    job = prepare_corpus(
+        svc, source, model, seq_len, validation=validation, name=name, trust_remote_code=trust_remote_code
     )
-    if job is not None and not as_json:
-        r = job.result
+    done = follow_job(svc.jobs, job, detach=detach, as_json=as_json)
+    if done is not None and not as_json:
+        r = done.result
         typer.echo(
             f"{r['dataset']}: {r['documents']:,} documents ({r['duplicates']:,} duplicates removed), "
             f"{r['tokens']:,} tokens → {r['train_sequences']:,} training and {r['validation_sequences']:,} "
@@ -94,21 +79,20 @@ def run(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the resolved recipe and memory estimate only.")
     ] = False,
-    gpus: Annotated[int | None, typer.Option("--gpus", help="Processes per node under torchrun.")] = None,
+    gpus: Annotated[int | None, typer.Option("--gpus", help="Processes per node under torchrun.", min=1)] = None,
     nodes: Annotated[int | None, typer.Option("--nodes", help="Machines (each runs this same command).")] = None,
-    rdzv_endpoint: Annotated[
-        str | None, typer.Option("--rdzv-endpoint", help="host:port of the rendezvous.")
-    ] = None,
+    rdzv_endpoint: Annotated[str | None, typer.Option("--rdzv-endpoint", help="host:port of the rendezvous.")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Run name (the same on every node).")] = None,
     detach: Annotated[bool, typer.Option("--detach", "-d")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Pretrain from a recipe (the same job as `train run`): prepare the corpus if needed, train, export, register."""
     from internlocal.cli import train as train_cli
+    from internlocal.train.recipe import parse_overrides
 
-    items = list(overrides or [])
+    parsed = parse_overrides(overrides or [])
     if nodes is not None:
-        items.append(f"nodes={nodes}")
+        parsed["nodes"] = nodes
     if rdzv_endpoint is not None:
-        items.append(f"rdzv_endpoint={rdzv_endpoint}")
-    train_cli.run(recipe, items, dry_run=dry_run, gpus=gpus, name=name, detach=detach, as_json=as_json)
+        parsed["rdzv_endpoint"] = rdzv_endpoint  # as typed: YAML would read "10:30" as a number
+    train_cli.start(recipe, parsed, gpus=gpus, name=name, dry_run=dry_run, detach=detach, as_json=as_json)

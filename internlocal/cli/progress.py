@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import Any
 
 from internlocal.catalog.schema import Job
 from internlocal.jobs.events import ProgressTracker
@@ -16,8 +17,8 @@ class _Bar:
 
     def __init__(self, title: str):
         self.title = title
-        self.progress = None
-        self.task = None
+        self.progress: Any = None  # rich.progress.Progress, imported with the first event
+        self.task: Any = None
 
     def update(self, done: float, total: float | None, unit: str, message: str) -> None:
         from rich import progress as rp
@@ -89,7 +90,7 @@ def follow_job(runner: JobRunner, job: Job, *, detach: bool, as_json: bool) -> J
     try:
         job = follow(runner, job.id, as_json=as_json)
     except KeyboardInterrupt:
-        runner.cancel(job.id)  # type: ignore[arg-type]
+        runner.cancel(job.id)
         typer.echo(f"\ncancelled; `internlocal jobs resume {job.id}` continues where it stopped", err=True)
         raise typer.Exit(130) from None
     if job.status != "succeeded":

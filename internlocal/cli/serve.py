@@ -10,9 +10,7 @@ from internlocal.cli.common import services
 
 
 def serve(
-    model: Annotated[
-        str | None, typer.Argument(help="Catalog GGUF model (default: the embedded chat model).")
-    ] = None,
+    model: Annotated[str | None, typer.Argument(help="Catalog GGUF model (default: the embedded chat model).")] = None,
     host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --api-key.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     api_key: Annotated[

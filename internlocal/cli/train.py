@@ -1,8 +1,8 @@
-"""``internlocal train``: recipes (list, show, run with key=value overrides, --dry-run) and runs (resume, stop, save)."""
+"""``internlocal train``: recipes (list, show, run with key=value overrides, --dry-run), runs (resume, stop, save)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -10,6 +10,8 @@ from internlocal.cli.common import print_json, services
 
 app = typer.Typer(help="Finetune models from recipes (recipes/*.yaml).", no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+Overrides = Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. lr=1e-4 lora.r=8")]
+GpusOpt = Annotated[int | None, typer.Option("--gpus", help="Processes under torchrun: one per GPU.", min=1)]
 
 
 def _gib(value: int | None) -> str:
@@ -24,25 +26,17 @@ def list_(as_json: JsonOpt = False) -> None:
 
 def print_recipes(wanted, as_json: bool) -> None:
     """The recipes ``wanted(recipe)`` accepts (invalid ones always shown), with estimate and fit."""
-    import shutil
+    from internlocal.services.training import recipe_rows
 
-    from internlocal.train.job import plan_run
-    from internlocal.train.recipe import list_recipes
-
-    svc = services()
-    rows = []
-    # a GPU's free memory is asked of nvidia-smi only (cheap, no CUDA context); without it GPU recipes show "?"
-    gpu_known = shutil.which("nvidia-smi") is not None
-    for name, recipe, command in list_recipes():
-        if recipe is None:
-            rows.append({"recipe": name, "error": command})
+    rows: list[dict[str, Any]] = []
+    for row in recipe_rows(services(), wanted):
+        if row.recipe is None or row.plan is None:
+            rows.append({"recipe": row.name, "error": row.command_or_error})
             continue
-        if not wanted(recipe):
-            continue
-        plan = plan_run(svc.settings, svc.catalog, name, measure_free=recipe.hardware == "cpu" or gpu_known)
+        recipe, plan = row.recipe, row.plan
         rows.append(
             {
-                "recipe": name,
+                "recipe": row.name,
                 "method": recipe.method,
                 "init": recipe.init,
                 "hardware": recipe.hardware,
@@ -51,105 +45,113 @@ def print_recipes(wanted, as_json: bool) -> None:
                 "estimate_bytes": plan.estimate.total if plan.estimate else None,
                 "fits": plan.fits,
                 "description": recipe.description,
-                "command": command,
+                "command": row.command_or_error,
             }
         )
     if as_json:
         print_json(rows)
         return
-    for row in rows:
-        if "error" in row:
-            typer.echo(f"{row['recipe']:34} invalid: {row['error']}")
+    for item in rows:
+        if "error" in item:
+            typer.echo(f"{item['recipe']:34} invalid: {item['error']}")
             continue
-        fit = {True: "fits", False: "too big", None: "?"}[row["fits"]]
-        kind = row["method"] if row["method"] != "pretrain" else row["init"]
+        fit = {True: "fits", False: "too big", None: "?"}[item["fits"]]
+        kind = item["method"] if item["method"] != "pretrain" else item["init"]
         typer.echo(
-            f"{row['recipe']:34} {kind:10} {row['hardware']:9} ~{_gib(row['estimate_bytes']):>10} {fit:8} "
-            f"{row['description']}"
+            f"{item['recipe']:34} {kind:10} {item['hardware']:9} ~{_gib(item['estimate_bytes']):>10} {fit:8} "
+            f"{item['description']}"
         )
 
 
 @app.command("show")
-def show(
-    recipe: str,
-    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides")] = None,
-    as_json: JsonOpt = False,
-) -> None:
+def show(recipe: str, overrides: Overrides = None, gpus: GpusOpt = None, as_json: JsonOpt = False) -> None:
     """The resolved recipe and its memory estimate (same as run --dry-run)."""
-    _dry_run(recipe, overrides or [], as_json)
-
-
-def _dry_run(recipe: str, overrides: list[str], as_json: bool) -> None:
-    import yaml
-
-    from internlocal.train.job import plan_run
     from internlocal.train.recipe import parse_overrides
 
-    svc = services()
-    plan = plan_run(svc.settings, svc.catalog, recipe, parse_overrides(overrides))
+    _print_plan(recipe, parse_overrides(overrides or []), gpus, as_json)
+
+
+def _print_plan(recipe: str, overrides: dict[str, Any], gpus: int | None, as_json: bool) -> None:
+    import yaml
+
+    from internlocal.services.training import plan
+
+    planned = plan(services(), recipe, overrides, gpus=gpus)
     if as_json:
-        print_json(plan.as_dict())
+        print_json(planned.as_dict())
         return
-    typer.echo(yaml.safe_dump(plan.recipe.model_dump(), sort_keys=False, allow_unicode=True).rstrip())
-    if plan.estimate is not None:
-        typer.echo(f"\nmemory estimate ({plan.device}), {plan.estimate.trainable_parameters:,} trainable parameters:")
-        typer.echo(plan.estimate.table())
-    fit = {True: "fits", False: "does NOT fit", None: "unknown"}[plan.fits]
-    typer.echo(f"free: {_gib(plan.available_bytes)} → {fit}")
-    for note in plan.notes:
+    typer.echo(yaml.safe_dump(planned.recipe.model_dump(), sort_keys=False, allow_unicode=True).rstrip())
+    if planned.estimate is not None:
+        typer.echo(
+            f"\nmemory estimate ({planned.device}), {planned.estimate.trainable_parameters:,} trainable parameters:"
+        )
+        typer.echo(planned.estimate.table())
+    fit = {True: "fits", False: "does NOT fit", None: "unknown"}[planned.fits]
+    typer.echo(f"free: {_gib(planned.available_bytes)} → {fit}")
+    for note in planned.notes:
         typer.echo(f"note: {note}")
 
 
 @app.command("run")
 def run(
     recipe: str,
-    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. lr=1e-4 lora.r=8")] = None,
+    overrides: Overrides = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the resolved recipe and memory estimate only.")
     ] = False,
-    gpus: Annotated[int | None, typer.Option("--gpus", help="Processes under torchrun (multi-gpu recipes).")] = None,
+    gpus: GpusOpt = None,
     name: Annotated[str | None, typer.Option("--name", help="Run name (default: recipe and time).")] = None,
     detach: Annotated[bool, typer.Option("--detach", "-d")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Train from a recipe as a job: the model is merged, exported to GGUF, quantized and registered at the end."""
-    from internlocal.cli.progress import follow_job
-    from internlocal.train.job import plan_run, refuse_if_too_big, train
     from internlocal.train.recipe import parse_overrides
 
-    items = list(overrides or [])
-    if gpus is not None:
-        items.append(f"gpus={gpus}")
+    start(
+        recipe, parse_overrides(overrides or []), gpus=gpus, name=name, dry_run=dry_run, detach=detach, as_json=as_json
+    )
+
+
+def start(
+    recipe: str,
+    overrides: dict[str, Any],
+    *,
+    gpus: int | None,
+    name: str | None,
+    dry_run: bool,
+    detach: bool,
+    as_json: bool,
+) -> None:
+    """``train run`` and ``pretrain run``: the dry run, or the run followed to its end."""
+    from internlocal.cli.progress import follow_job
+    from internlocal.services.training import start_training
+
     if dry_run:
-        _dry_run(recipe, items, as_json)
+        _print_plan(recipe, overrides, gpus, as_json)
         return
     svc = services()
-    parsed = parse_overrides(items)
-    refuse_if_too_big(plan_run(svc.settings, svc.catalog, recipe, parsed))  # refused before anything loads
-    job = follow_job(
-        svc.jobs,
-        svc.jobs.submit(
-            train, {"recipe": recipe, "overrides": parsed, "name": name}, kind="train.run", title=f"Train {recipe}"
-        ),
-        detach=detach,
-        as_json=as_json,
+    job = start_training(svc, recipe, overrides, gpus=gpus, name=name)
+    report_run(follow_job(svc.jobs, job, detach=detach, as_json=as_json), as_json)
+
+
+def report_run(job, as_json: bool) -> None:
+    """What a finished training job made: final loss, peak memory against the estimate, the models."""
+    if job is None or as_json:
+        return
+    result = job.result or {}
+    typer.echo(
+        f"run {result.get('run')}: final loss {result.get('final_loss')}, peak {_gib(result.get('peak_memory'))} "
+        f"(estimated {_gib(result.get('estimated_peak'))})"
     )
-    if job is not None and not as_json:
-        result = job.result or {}
-        typer.echo(
-            f"run {result.get('run')}: final loss {result.get('final_loss')}, peak {_gib(result.get('peak_memory'))} "
-            f"(estimated {_gib(result.get('estimated_peak'))})"
-        )
-        for key in ("merged_model", "gguf_model", "quantized_model"):
-            if result.get(key):
-                typer.echo(f"{key.replace('_', ' ')}: {result[key]}")
+    for key in ("merged_model", "gguf_model", "quantized_model"):
+        if result.get(key):
+            typer.echo(f"{key.replace('_', ' ')}: {result[key]}")
 
 
 @app.command("runs")
 def runs(as_json: JsonOpt = False) -> None:
     """Training runs: status, final loss, the models they produced."""
-    svc = services()
-    rows = svc.catalog.list_train_runs()
+    rows = services().catalog.list_train_runs()
     if as_json:
         print_json([r.model_dump() | {"summary": r.summary} for r in rows])
         return
@@ -161,25 +163,21 @@ def runs(as_json: JsonOpt = False) -> None:
         )
 
 
-def _run(ref: str):
-    return services().catalog.get_train_run(ref)
-
-
 @app.command("stop")
 def stop(run: str) -> None:
     """Checkpoint and stop a running run (resume continues it)."""
-    from internlocal.train.job import touch_trigger
+    from internlocal.services.training import stop as stop_run
 
-    touch_trigger(_run(run), "STOP")
+    stop_run(services(), run)
     typer.echo(f"asked {run} to checkpoint and stop")
 
 
 @app.command("save")
 def save(run: str) -> None:
     """Write a checkpoint now, without stopping."""
-    from internlocal.train.job import touch_trigger
+    from internlocal.services.training import save_now
 
-    touch_trigger(_run(run), "SAVE_NOW")
+    save_now(services(), run)
     typer.echo(f"asked {run} to save a checkpoint")
 
 
@@ -188,16 +186,15 @@ def resume(
     run: str,
     detach: Annotated[bool, typer.Option("--detach", "-d")] = False,
     gpus: Annotated[
-        int | None, typer.Option("--gpus", help="Continue on this many processes (pretraining, FSDP).")
+        int | None, typer.Option("--gpus", help="Continue on this many processes (pretraining, FSDP).", min=1)
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Continue a stopped, failed or killed run from its newest checkpoint."""
     from internlocal.cli.progress import follow_job
-    from internlocal.train.job import resume_run
+    from internlocal.services.training import resume as resume_run
 
     svc = services()
-    row = _run(run)
-    job = follow_job(svc.jobs, resume_run(svc.jobs, svc.catalog, row, gpus=gpus), detach=detach, as_json=as_json)
+    job = follow_job(svc.jobs, resume_run(svc, run, gpus=gpus), detach=detach, as_json=as_json)
     if job is not None and not as_json:
-        typer.echo(f"run {row.name} finished: {job.result}")
+        typer.echo(f"run {run} finished: {job.result}")

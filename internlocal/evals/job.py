@@ -7,9 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from internlocal.catalog import open_catalog
 from internlocal.catalog.schema import EvalItem, EvalRun
-from internlocal.config import load_settings
 from internlocal.engines.base import Capability, Engine
 from internlocal.engines.loader import choose_engine, load_engine
 from internlocal.evals.runner import RequestCache, evaluate
@@ -22,28 +20,24 @@ def run_eval(
 ) -> dict[str, Any]:
     """Evaluate one model, or several in turn (one loaded at a time), on the same tasks."""
     models = [model] if isinstance(model, str) else list(model)
-    settings = load_settings()
-    catalog = open_catalog(settings)
-    try:
-        rows = [catalog.get_model(m) for m in models]
-        loaded = [get_task(t, settings.home) for t in tasks]  # every name checked before a model loads
-        results = {}
-        for number, row in enumerate(rows):
-            results[row.name] = _evaluate_model(
-                ctx,
-                catalog,
-                settings,
-                row,
-                loaded,
-                limit,
-                seed,
-                done_before=number * len(loaded),
-                total=len(rows) * len(loaded),
-            )
-        ctx.progress(len(rows) * len(loaded), len(rows) * len(loaded), unit="tasks", message="done")
-        return {"models": results}
-    finally:
-        catalog.close()
+    catalog, settings = ctx.catalog, ctx.settings
+    rows = [catalog.get_model(m) for m in models]
+    loaded = [get_task(t, settings.home) for t in tasks]  # every name checked before a model loads
+    results = {}
+    for number, row in enumerate(rows):
+        results[row.name] = _evaluate_model(
+            ctx,
+            catalog,
+            settings,
+            row,
+            loaded,
+            limit,
+            seed,
+            done_before=number * len(loaded),
+            total=len(rows) * len(loaded),
+        )
+    ctx.progress(len(rows) * len(loaded), len(rows) * len(loaded), unit="tasks", message="done")
+    return {"models": results}
 
 
 def _evaluate_model(
@@ -131,7 +125,7 @@ def _evaluate_model(
                     for it in outcome.items
                 ],
             )
-            catalog.add_lineage(("model", row.id), ("eval_run", run.id), "evaluate", {"task": task.name})  # type: ignore[arg-type]
+            catalog.add_lineage(("model", row.id), ("eval_run", run.id), "evaluate", {"task": task.name})
             ctx.log(
                 f"{row.name} · {task.name}: {outcome.metrics} ({outcome.skipped} skipped, "
                 f"{outcome.cached}/{outcome.requests} cached)"
@@ -153,7 +147,8 @@ class LazyEngine:
     """
 
     def __init__(self, load: Callable[[], Engine], cache: RequestCache):
-        self._load, self._cache, self._engine = load, cache, None
+        self._load, self._cache = load, cache
+        self._engine: Engine | None = None
         self._facts_key = cache.key(["engine"])
         facts = cache.get([self._facts_key]).get(self._facts_key)
         if facts is None:

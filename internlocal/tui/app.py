@@ -1,47 +1,52 @@
 """The Textual application: screens as modes, a command palette, start-up off the paint path.
 
-Only Textual and our light modules are imported before the first paint; the catalog
-(sqlmodel, ~0.6 s), settings (pydantic) and the model engine load in a worker thread after it.
+Only Textual, the Chat screen and our light modules are imported before the first paint; every other
+screen is imported when its mode is first entered, and the catalog (sqlmodel, ~0.5 s), settings
+(pydantic) and the model engine load in a worker thread after the paint.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+import importlib
+import sys
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import work
 from textual.app import App, SystemCommand
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
 from internlocal.errors import UserError
 from internlocal.tui.screens.chat import ChatScreen, ServicesReady
-from internlocal.tui.screens.evaluate import EvalScreen
-from internlocal.tui.screens.help import HelpScreen
-from internlocal.tui.screens.jobs import JobsScreen
-from internlocal.tui.screens.knowledge import KnowledgeScreen
-from internlocal.tui.screens.models import ModelsScreen
-from internlocal.tui.screens.serve import ServeScreen
-from internlocal.tui.screens.train import TrainScreen
 
 if TYPE_CHECKING:
-    from internlocal.bootstrap import Services
     from internlocal.config import Settings
+    from internlocal.services import Services
+
+
+def _screen(module: str, name: str) -> Callable[[], Screen]:
+    """A mode's screen, imported when the mode is first entered."""
+
+    def make() -> Screen:
+        return getattr(importlib.import_module(f"internlocal.tui.screens.{module}"), name)()
+
+    return make
 
 
 class InternLocalApp(App):
     TITLE = "internlocal"
-    MODES = {
+    MODES: ClassVar[dict[str, str | Callable[[], Screen]]] = {
         "chat": ChatScreen,
-        "models": ModelsScreen,
-        "jobs": JobsScreen,
-        "serve": ServeScreen,
-        "eval": EvalScreen,
-        "train": TrainScreen,
-        "knowledge": KnowledgeScreen,
+        "models": _screen("models", "ModelsScreen"),
+        "jobs": _screen("jobs", "JobsScreen"),
+        "serve": _screen("serve", "ServeScreen"),
+        "eval": _screen("evaluate", "EvalScreen"),
+        "train": _screen("train", "TrainScreen"),
+        "knowledge": _screen("knowledge", "KnowledgeScreen"),
     }
     DEFAULT_MODE = "chat"
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("f1", "help", "Help"),
         Binding("f5", "switch_mode('chat')", "Chat"),
         Binding("f6", "switch_mode('jobs')", "Jobs"),
@@ -85,6 +90,8 @@ class InternLocalApp(App):
             screen.show_startup_error(error)
 
     def action_help(self) -> None:
+        from internlocal.tui.screens.help import HelpScreen
+
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
 
@@ -123,7 +130,8 @@ class InternLocalApp(App):
                 screen.action_agent_mode,
             )
             yield SystemCommand("Plain chat", "The model alone, no knowledge base or tools", screen.action_plain_mode)
-        if isinstance(screen, JobsScreen):
+        jobs = sys.modules.get("internlocal.tui.screens.jobs")  # imported once the Jobs screen was opened
+        if jobs is not None and isinstance(screen, jobs.JobsScreen):
             yield SystemCommand("Verify models", "Re-hash every model file as a job", screen.action_verify_models)
 
     async def action_quit(self) -> None:

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, ListItem, ListView, Static
 
 from internlocal.errors import UserError
+from internlocal.tui.screens.base import AppScreen
+
+if TYPE_CHECKING:
+    from textual.widgets.markdown import MarkdownStream
+
+    from internlocal.chat.service import Reply
 from internlocal.tui.screens.dialogs import ChatSettingsDialog, ConfirmDialog, ModelPickerDialog, TextPromptDialog
 from internlocal.tui.widgets.messages import ChatLog, MessageView, message_stats
 from internlocal.tui.widgets.status import StatusLine
@@ -51,7 +57,7 @@ class SessionItem(ListItem):
         self.chat_id = chat_id
 
 
-class ChatScreen(Screen):
+class ChatScreen(AppScreen):
     DEFAULT_CSS = """
     ChatScreen #sidebar { width: 32; border-right: solid $panel-lighten-1; }
     ChatScreen #sidebar .heading { text-style: bold; padding: 0 1; background: $panel; }
@@ -59,7 +65,7 @@ class ChatScreen(Screen):
     ChatScreen #prompt { margin: 0 1; }
     """
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+n", "new_chat", "New chat"),
         Binding("f2", "rename_chat", "Rename"),
         Binding("ctrl+d", "delete_chat", "Delete chat", priority=True),  # the prompt Input binds ctrl+d too
@@ -71,10 +77,10 @@ class ChatScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self.chat_id: int | None = None
-        self.reply = None
+        self.reply: Reply | None = None
         self.generating = False
         self._stop_requested = False
-        self._stream = None
+        self._stream: MarkdownStream | None = None
         self._reply_view: MessageView | None = None
         self._ready = False  # sessions listed, a chat open, the prompt enabled
         self._starting = False
@@ -91,10 +97,6 @@ class ChatScreen(Screen):
         yield Footer()
 
     @property
-    def services(self):
-        return self.app.services  # type: ignore[attr-defined]
-
-    @property
     def status(self) -> StatusLine:
         return self.query_one(StatusLine)
 
@@ -102,8 +104,8 @@ class ChatScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one(ChatLog).mount(Static("Opening the catalog…", classes="empty"))
-        if self.app.startup_error:  # start-up failed before this screen existed
-            self.show_startup_error(self.app.startup_error)
+        if self.state.startup_error:  # start-up failed before this screen existed
+            self.show_startup_error(self.state.startup_error)
         elif self.services is not None:
             self.post_message(ServicesReady())
 
@@ -116,8 +118,8 @@ class ChatScreen(Screen):
             return
         self._starting = True
         try:
-            chats = self.services.catalog.list_chats()
-            chat_id = chats[0].id if chats else self.services.chats.new_chat().id
+            chats = self.ready_services.catalog.list_chats()
+            chat_id = chats[0].id if chats else self.ready_services.chats.new_chat().id
         except UserError as exc:  # e.g. no chat model in the catalog at all
             self.show_startup_error(str(exc))
             return
@@ -138,9 +140,11 @@ class ChatScreen(Screen):
     @work(thread=True, group="preload")
     def preload_model(self) -> None:
         """Load the chat's model in the background so the first reply starts at once."""
+        if self.chat_id is None:
+            return
         try:
-            chat = self.services.catalog.get_chat(self.chat_id)
-            self.services.chats.engines.get(self.services.chats.model_for(chat))
+            chat = self.ready_services.catalog.get_chat(self.chat_id)
+            self.ready_services.chats.engines.get(self.ready_services.chats.model_for(chat))
         except UserError as exc:
             self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=10)
 
@@ -151,7 +155,7 @@ class ChatScreen(Screen):
         if not sessions.is_attached:  # the app is closing (a reply ended while it quit)
             return
         await sessions.clear()
-        chats = self.services.catalog.list_chats()
+        chats = self.ready_services.catalog.list_chats()
         await sessions.extend([SessionItem(c.id, c.title) for c in chats])
         for index, chat in enumerate(chats):
             if chat.id == self.chat_id:
@@ -159,9 +163,9 @@ class ChatScreen(Screen):
 
     async def open_chat(self, chat_id: int) -> None:
         self.chat_id = chat_id
-        chat = self.services.catalog.get_chat(chat_id)
+        chat = self.ready_services.catalog.get_chat(chat_id)
         views = []
-        for m in self.services.catalog.messages(chat_id):
+        for m in self.ready_services.catalog.messages(chat_id):
             views.append(MessageView(m.role, m.content, message_stats(m) if m.role == "assistant" else ""))
         log = self.query_one(ChatLog)
         if not views:
@@ -194,8 +198,8 @@ class ChatScreen(Screen):
             return
         model = None
         if self.chat_id is not None:
-            model = self.services.catalog.get_chat(self.chat_id).model_name
-        chat = self.services.chats.new_chat(model_name=model)
+            model = self.ready_services.catalog.get_chat(self.chat_id).model_name
+        chat = self.ready_services.chats.new_chat(model_name=model)
         self.chat_id = chat.id
         await self.refresh_sessions()
         await self.open_chat(chat.id)
@@ -204,11 +208,11 @@ class ChatScreen(Screen):
     def action_rename_chat(self) -> None:
         if not self._ready or self.chat_id is None:
             return
-        chat = self.services.catalog.get_chat(self.chat_id)
+        chat = self.ready_services.catalog.get_chat(self.chat_id)
 
         async def done(title: str | None) -> None:
             if title:
-                self.services.catalog.update_chat(chat.id, title=title)
+                self.ready_services.catalog.update_chat(chat.id, title=title)
                 await self.refresh_sessions()
 
         self.app.push_screen(TextPromptDialog("Rename chat", chat.title), done)
@@ -216,14 +220,14 @@ class ChatScreen(Screen):
     def action_delete_chat(self) -> None:
         if not self._ready or self.chat_id is None or self.generating:
             return
-        chat = self.services.catalog.get_chat(self.chat_id)
+        chat = self.ready_services.catalog.get_chat(self.chat_id)
 
         async def done(confirmed: bool | None) -> None:
             if not confirmed:
                 return
-            self.services.catalog.delete_chat(chat.id)
-            remaining = self.services.catalog.list_chats()
-            self.chat_id = remaining[0].id if remaining else self.services.chats.new_chat().id
+            self.ready_services.catalog.delete_chat(chat.id)
+            remaining = self.ready_services.catalog.list_chats()
+            self.chat_id = remaining[0].id if remaining else self.ready_services.chats.new_chat().id
             await self.refresh_sessions()
             await self.open_chat(self.chat_id)
 
@@ -234,15 +238,15 @@ class ChatScreen(Screen):
             return
         from internlocal.formatting import human_bytes
 
-        chat = self.services.catalog.get_chat(self.chat_id)
+        chat = self.ready_services.catalog.get_chat(self.chat_id)
         models = [
             (m.name, f"{m.name}  ({m.quantization or m.format}, {human_bytes(m.size_bytes)})")
-            for m in self.services.catalog.list_models(kind="chat")
+            for m in self.ready_services.catalog.list_models(kind="chat")
         ]
 
         def done(name: str | None) -> None:
             if name and name != chat.model_name:
-                self.services.catalog.update_chat(chat.id, model_name=name)
+                self.ready_services.catalog.update_chat(chat.id, model_name=name)
                 self.status.model = name
                 self.preload_model()
 
@@ -251,11 +255,11 @@ class ChatScreen(Screen):
     def action_kb_mode(self) -> None:
         if not self._ready or self.chat_id is None:
             return
-        names = [kb.name for kb in self.services.catalog.list_kbs()]
+        names = [kb.name for kb in self.ready_services.catalog.list_kbs()]
         if not names:
             self.notify("No knowledge base yet; create one on the Knowledge screen (F11).", severity="warning")
             return
-        chat = self.services.catalog.get_chat(self.chat_id)
+        chat = self.ready_services.catalog.get_chat(self.chat_id)
 
         async def done(name: str | None) -> None:
             if name:
@@ -265,15 +269,17 @@ class ChatScreen(Screen):
 
     async def action_agent_mode(self) -> None:
         if self._ready and self.chat_id is not None:
-            await self._set_mode("agent", self.services.catalog.get_chat(self.chat_id).kb_name)
+            await self._set_mode("agent", self.ready_services.catalog.get_chat(self.chat_id).kb_name)
 
     async def action_plain_mode(self) -> None:
         if self._ready and self.chat_id is not None:
             await self._set_mode("chat", None)
 
     async def _set_mode(self, mode: str, kb_name: str | None) -> None:
+        if self.chat_id is None:
+            return
         try:
-            self.services.chats.set_mode(self.chat_id, mode, kb_name)
+            self.ready_services.chats.set_mode(self.chat_id, mode, kb_name)
         except UserError as exc:
             self.notify(str(exc), severity="error")
             return
@@ -291,12 +297,12 @@ class ChatScreen(Screen):
             return
         from internlocal.chat.service import chat_params
 
-        chat = self.services.catalog.get_chat(self.chat_id)
+        chat = self.ready_services.catalog.get_chat(self.chat_id)
 
         def done(result: dict | None) -> None:
             if result:
-                self.services.catalog.update_chat(chat.id, system_prompt=result["system_prompt"])
-                self.services.chats.set_params(chat.id, result["params"])
+                self.ready_services.catalog.update_chat(chat.id, system_prompt=result["system_prompt"])
+                self.ready_services.chats.set_params(chat.id, result["params"])
                 self.notify("Chat settings saved.")
 
         self.app.push_screen(ChatSettingsDialog(chat.system_prompt, chat_params(chat).model_dump()), done)
@@ -326,7 +332,7 @@ class ChatScreen(Screen):
     @work(thread=True, exclusive=True, group="reply")
     def generate(self, chat_id: int, text: str) -> None:
         try:
-            reply = self.services.chats.send(chat_id, text)
+            reply = self.ready_services.chats.send(chat_id, text)
         except UserError as exc:
             self.post_message(ReplyFailed(str(exc)))
             return

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, Static, TextArea
@@ -13,7 +13,9 @@ from textual.widgets.option_list import Option
 
 DIALOG_CSS = """
 {name} {{ align: center middle; }}
-{name} > Vertical {{ width: 72; height: auto; max-height: 90%; border: thick $primary; background: $surface; padding: 1 2; }}
+{name} > Vertical {{
+    width: 72; height: auto; max-height: 90%; border: thick $primary; background: $surface; padding: 1 2;
+}}
 {name} .title {{ text-style: bold; margin-bottom: 1; }}
 {name} .error {{ color: $error; height: auto; }}
 {name} .buttons {{ height: auto; align-horizontal: right; margin-top: 1; }}
@@ -23,7 +25,10 @@ DIALOG_CSS = """
 
 class ConfirmDialog(ModalScreen[bool]):
     DEFAULT_CSS = DIALOG_CSS.format(name="ConfirmDialog")
-    BINDINGS = [Binding("escape", "dismiss(False)", "Cancel"), Binding("y", "dismiss(True)", "Yes", show=False)]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "dismiss(False)", "Cancel"),
+        Binding("y", "dismiss(True)", "Yes", show=False),
+    ]
 
     def __init__(self, question: str, confirm_label: str = "Delete") -> None:
         super().__init__()
@@ -42,7 +47,7 @@ class ConfirmDialog(ModalScreen[bool]):
 
 class TextPromptDialog(ModalScreen[str | None]):
     DEFAULT_CSS = DIALOG_CSS.format(name="TextPromptDialog")
-    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss(None)", "Cancel")]
 
     def __init__(self, title: str, value: str = "") -> None:
         super().__init__()
@@ -84,7 +89,10 @@ class ChatSettingsDialog(ModalScreen[dict[str, Any] | None]):
     ChatSettingsDialog Grid Label { padding-top: 1; }
     """
     )
-    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel"), Binding("ctrl+s", "save", "Save")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "dismiss(None)", "Cancel"),
+        Binding("ctrl+s", "save", "Save"),
+    ]
 
     def __init__(self, system_prompt: str, params: dict[str, Any]) -> None:
         super().__init__()
@@ -135,7 +143,7 @@ class ModelPickerDialog(ModalScreen[str | None]):
     DEFAULT_CSS = (
         DIALOG_CSS.format(name="ModelPickerDialog") + "ModelPickerDialog OptionList { height: auto; max-height: 20; }"
     )
-    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss(None)", "Cancel")]
 
     def __init__(self, models: list[tuple[str, str]], current: str | None) -> None:
         super().__init__()

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from typing import ClassVar
 
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, ProgressBar, SelectionList, Static
 
 from internlocal.errors import UserError
+from internlocal.tui.screens.base import AppScreen
 from internlocal.tui.widgets.job_watch import JobWatcher
 
 
-class EvalScreen(Screen):
+class EvalScreen(AppScreen):
     DEFAULT_CSS = """
     EvalScreen .heading { text-style: bold; padding: 0 1; background: $panel; }
     EvalScreen #pickers { width: 40; }
@@ -28,7 +30,7 @@ class EvalScreen(Screen):
     EvalScreen #board { height: 1fr; }
     EvalScreen #items { height: 1fr; }
     """
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+r", "run", "Run evaluation", priority=True),
         Binding("ctrl+e", "export", "Export leaderboard", priority=True),
     ]
@@ -62,10 +64,6 @@ class EvalScreen(Screen):
                 yield DataTable(id="items", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
-    @property
-    def services(self):
-        return self.app.services  # type: ignore[attr-defined]
-
     def on_mount(self) -> None:
         items = self.query_one("#items", DataTable)
         for column in ("#", "target", "answer", "score"):
@@ -86,17 +84,17 @@ class EvalScreen(Screen):
         models = self.query_one("#models", SelectionList)
         chosen = set(models.selected)
         if not chosen:
-            try:
-                chosen = {self.services.chats.default_model().name}
-            except UserError:
-                pass  # no chat model yet: nothing ticked
+            with contextlib.suppress(UserError):  # no chat model yet: nothing ticked
+                chosen = {self.ready_services.chats.default_model().name}
         models.clear_options()
-        models.add_options([(m.name, m.name, m.name in chosen) for m in self.services.catalog.list_models(kind="chat")])
+        models.add_options(
+            [(m.name, m.name, m.name in chosen) for m in self.ready_services.catalog.list_models(kind="chat")]
+        )
         tasks = self.query_one("#tasks", SelectionList)
         chosen = set(tasks.selected) or {"capitals_en", "capitals_zh", "capitals_en_qa", "sample_text"}
         tasks.clear_options()
         try:
-            found = all_tasks(self.services.settings.home)
+            found = all_tasks(self.ready_services.settings.home)
         except UserError as exc:
             self.notify(str(exc), severity="error")
             return
@@ -111,7 +109,7 @@ class EvalScreen(Screen):
 
         if self.services is None:
             return
-        leaderboard = build_from_catalog(self.services.catalog, self.services.settings.home)
+        leaderboard = build_from_catalog(self.ready_services.catalog, self.ready_services.settings.home)
         board = self.query_one("#board", DataTable)
         board.clear(columns=True)
         board.add_column("task", key="task")
@@ -145,11 +143,11 @@ class EvalScreen(Screen):
 
         if self.services is None:
             return
-        leaderboard = build_from_catalog(self.services.catalog, self.services.settings.home)
+        leaderboard = build_from_catalog(self.ready_services.catalog, self.ready_services.settings.home)
         if not leaderboard.rows:
             self.notify("Nothing to export yet: run an evaluation first.", severity="warning")
             return
-        folder = self.services.settings.home / "exports"
+        folder = self.ready_services.settings.home / "exports"
         stem = folder / f"leaderboard-{datetime.now():%Y%m%d-%H%M%S}"
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -172,7 +170,7 @@ class EvalScreen(Screen):
         table.clear()
         if score is None:
             return
-        for item in self.services.catalog.eval_items(score.run):
+        for item in self.ready_services.catalog.eval_items(score.run):
             scores = json.loads(item.scores_json)
             value = scores.get("acc", scores.get("exact_match", scores.get("loglikelihood")))
             answer = (
@@ -191,8 +189,7 @@ class EvalScreen(Screen):
         self.action_run()
 
     def action_run(self) -> None:
-        from internlocal.evals.job import run_eval
-        from internlocal.evals.tasks import get_task
+        from internlocal.services.evaluation import start_eval
 
         if self.services is None:
             return
@@ -203,19 +200,10 @@ class EvalScreen(Screen):
             self.notify("Tick at least one model and one task.", severity="warning")
             return
         try:
-            for name in models:
-                self.services.catalog.get_model(name)
-            for name in tasks:
-                get_task(name, self.services.settings.home)
+            job = start_eval(self.ready_services, models, tasks, limit=int(limit) if limit else None)
         except UserError as exc:
             self.notify(str(exc), severity="error")
             return
-        params = {
-            "model": models[0] if len(models) == 1 else models,
-            "tasks": tasks,
-            "limit": int(limit) if limit else None,
-        }
-        job = self.services.jobs.submit(run_eval, params, kind="eval.run", title=f"Eval {', '.join(models)}")
         self.watcher.watch(job.id)
         self.query_one("#bar", ProgressBar).display = True
         self.notify(f"Evaluating {', '.join(models)} on {len(tasks)} task(s) (job {job.id})")

@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.screen import Screen
+from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Static
 
 from internlocal.formatting import human_bytes, human_duration
 from internlocal.jobs.events import ProgressTracker
+from internlocal.tui.screens.base import AppScreen
 
 
 def _bar(fraction: float | None, width: int = 20) -> str:
     if fraction is None:
         return "·" * width
-    filled = int(round(fraction * width))
+    filled = round(fraction * width)
     return "█" * filled + "░" * (width - filled)
 
 
-class JobsScreen(Screen):
+class JobsScreen(AppScreen):
     DEFAULT_CSS = """
     JobsScreen .heading { text-style: bold; padding: 0 1; background: $panel; }
     JobsScreen DataTable { height: 1fr; }
     """
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("c", "cancel_job", "Cancel job"),
         Binding("r", "resume_job", "Resume job"),
         Binding("v", "verify_models", "Verify models"),
@@ -47,15 +49,11 @@ class JobsScreen(Screen):
         self.set_interval(0.5, self.refresh_jobs)
         self.refresh_jobs()
 
-    @property
-    def services(self):
-        return self.app.services  # type: ignore[attr-defined]
-
     def refresh_jobs(self) -> None:
         if self.services is None:
             return
         table = self.query_one(DataTable)
-        runner = self.services.jobs
+        runner = self.ready_services.jobs
         for job in runner.refresh():
             if job.id in self._final:
                 continue
@@ -83,7 +81,7 @@ class JobsScreen(Screen):
             )
             key = str(job.id)
             if key in table.rows:
-                for column, value in zip(self.COLUMNS, row):
+                for column, value in zip(self.COLUMNS, row, strict=True):
                     table.update_cell(key, column, value)
             else:
                 table.add_row(*row, key=key)
@@ -92,12 +90,12 @@ class JobsScreen(Screen):
         table = self.query_one(DataTable)
         if table.row_count == 0:
             return None
-        return int(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        return int(str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value))
 
     def action_cancel_job(self) -> None:
         job_id = self._selected_job()
         if job_id is not None:
-            job = self.services.jobs.cancel(job_id)
+            job = self.ready_services.jobs.cancel(job_id)
             self._final.discard(job_id)
             self.notify(f"Job {job_id}: {job.status}")
 
@@ -108,15 +106,15 @@ class JobsScreen(Screen):
         if job_id is None:
             return
         try:
-            self.services.jobs.resume(job_id)
+            self.ready_services.jobs.resume(job_id)
             self._final.discard(job_id)
         except UserError as exc:
             self.notify(str(exc), severity="warning")
 
     def action_verify_models(self) -> None:
-        from internlocal.hub.verify import verify_models
+        from internlocal.services.models import start_verify
 
         if self.services is not None:
-            job = self.services.jobs.submit(verify_models, {"names": None}, kind="models.verify", title="Verify models")
+            job = start_verify(self.ready_services)
             self.notify(f"Started job {job.id}: verify models")
             self.refresh_jobs()

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, ProgressBar, Static
 
 from internlocal.errors import UserError
 from internlocal.formatting import human_bytes, human_count, human_duration
+from internlocal.tui.screens.base import AppScreen
 from internlocal.tui.screens.dialogs import ConfirmDialog, TextPromptDialog
 from internlocal.tui.widgets.job_watch import JobWatcher
 
 
-class ModelsScreen(Screen):
+class ModelsScreen(AppScreen):
     DEFAULT_CSS = """
     ModelsScreen .heading { text-style: bold; padding: 0 1; background: $panel; }
     ModelsScreen #pull-row { height: 3; }
@@ -26,7 +28,7 @@ class ModelsScreen(Screen):
     ModelsScreen #registry { height: 1fr; }
     ModelsScreen #search { margin: 0 0; }
     """
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+d", "delete_model", "Delete model", priority=True),
         Binding("x", "cancel_pull", "Cancel pull"),
         Binding("r", "resume_pull", "Resume pull"),
@@ -62,10 +64,6 @@ class ModelsScreen(Screen):
         yield DataTable(id="registry", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
-    @property
-    def services(self):
-        return self.app.services  # type: ignore[attr-defined]
-
     def on_mount(self) -> None:
         local = self.query_one("#local", DataTable)
         for column in ("name", "kind", "format", "quant", "params", "ctx", "size", "where", "source"):
@@ -89,7 +87,7 @@ class ModelsScreen(Screen):
         table = self.query_one("#local", DataTable)
         selected = self._selected_local()
         table.clear()
-        for m in self.services.catalog.list_models():
+        for m in self.ready_services.catalog.list_models():
             table.add_row(
                 m.name,
                 m.kind,
@@ -153,14 +151,14 @@ class ModelsScreen(Screen):
         self.start_pull(str(event.row_key.value))
 
     def start_pull(self, spec: str) -> None:
-        from internlocal.hub.pull import pull_model
+        from internlocal.services.models import start_pull
 
         if self.services is None:
             return
-        if self.job_id is not None and self.services.catalog.get_job(self.job_id).status in ("queued", "running"):
+        if self.job_id is not None and self.ready_services.catalog.get_job(self.job_id).status in ("queued", "running"):
             self.notify("A pull is running; wait for it or cancel it (x) first.", severity="warning")
             return
-        job = self.services.jobs.submit(pull_model, {"spec": spec}, kind="models.pull", title=f"Pull {spec}")
+        job = start_pull(self.ready_services, spec)
         self._watch(job.id)
         self.query_one("#local", DataTable).focus()  # so x / r act on the pull at once
         self.notify(f"Pulling {spec} (job {job.id}); x cancels, r resumes")
@@ -198,14 +196,14 @@ class ModelsScreen(Screen):
 
     def action_cancel_pull(self) -> None:
         if self.job_id is not None:
-            job = self.services.jobs.cancel(self.job_id)
+            job = self.ready_services.jobs.cancel(self.job_id)
             self.notify(f"Job {job.id}: {job.status}; r resumes it.")
 
     def action_resume_pull(self) -> None:
         if self.job_id is None:
             return
         try:
-            self.services.jobs.resume(self.job_id)
+            self.ready_services.jobs.resume(self.job_id)
         except UserError as exc:
             self.notify(str(exc), severity="warning")
             return
@@ -225,7 +223,7 @@ class ModelsScreen(Screen):
             from internlocal.hub.store import Store
 
             try:
-                result = remove_model(self.services.catalog, Store(self.services.settings.store_dir), name)
+                result = remove_model(self.ready_services.catalog, Store(self.ready_services.settings.store_dir), name)
             except UserError as exc:
                 self.notify(str(exc), severity="error")
                 return
@@ -243,14 +241,13 @@ class ModelsScreen(Screen):
 
         def done(qtype: str | None) -> None:
             if qtype:
-                from internlocal.hub.convert import quantize_gguf
+                from internlocal.services.models import start_quantize
 
-                job = self.services.jobs.submit(
-                    quantize_gguf,
-                    {"model": name, "qtype": qtype},
-                    kind="models.quantize",
-                    title=f"Quantize {name} to {qtype.upper()}",
-                )
+                try:
+                    job = start_quantize(self.ready_services, name, qtype)
+                except UserError as exc:
+                    self.notify(str(exc), severity="error")
+                    return
                 self._watch(job.id)
 
         self.app.push_screen(TextPromptDialog(f"Quantize {name} to (Q4_K_M, Q5_K_M, Q8_0, …)", "Q4_K_M"), done)
@@ -259,11 +256,11 @@ class ModelsScreen(Screen):
         name = self._selected_local()
         if name is None or self.services is None:
             return
-        from internlocal.hub.convert import gguf_to_hf, hf_to_gguf
+        from internlocal.services.models import start_convert
 
-        model = self.services.catalog.get_model(name)
-        target, kind = (gguf_to_hf, "HF") if model.format == "gguf" else (hf_to_gguf, "GGUF")
-        job = self.services.jobs.submit(
-            target, {"model": name}, kind="models.convert", title=f"Convert {name} to {kind}"
-        )
+        try:
+            job = start_convert(self.ready_services, name)
+        except UserError as exc:
+            self.notify(str(exc), severity="error")
+            return
         self._watch(job.id)

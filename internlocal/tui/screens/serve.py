@@ -8,16 +8,18 @@ import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Static
 
+from internlocal.tui.screens.base import AppScreen
 
-class ServeScreen(Screen):
+
+class ServeScreen(AppScreen):
     DEFAULT_CSS = """
     ServeScreen .heading { text-style: bold; padding: 0 1; background: $panel; }
     ServeScreen #form { height: 3; }
@@ -29,7 +31,7 @@ class ServeScreen(Screen):
     ServeScreen #totals { padding: 0 1; height: 1; color: $text-muted; }
     ServeScreen DataTable { height: 1fr; }
     """
-    BINDINGS = [Binding("ctrl+s", "toggle", "Start/stop server", priority=True)]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("ctrl+s", "toggle_server", "Start/stop server", priority=True)]
 
     def __init__(self) -> None:
         super().__init__()
@@ -61,15 +63,11 @@ class ServeScreen(Screen):
             table.add_column(column, key=column)
         self.set_interval(1.0, self.poll)
 
-    @property
-    def services(self):
-        return self.app.services  # type: ignore[attr-defined]
-
     @on(Button.Pressed, "#toggle")
     def pressed(self) -> None:
-        self.action_toggle()
+        self.action_toggle_server()
 
-    def action_toggle(self) -> None:
+    def action_toggle_server(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.stop()
         else:
@@ -81,19 +79,20 @@ class ServeScreen(Screen):
         model = self.query_one("#model", Input).value.strip()
         port = self.query_one("#port", Input).value.strip() or "8000"
         slots = self.query_one("#slots", Input).value.strip() or "4"
-        log = self.services.settings.jobs_dir / "serve.log"
+        log = self.ready_services.settings.jobs_dir / "serve.log"
         command = [sys.executable, "-m", "internlocal.cli.entry", "serve", "--port", port, "--slots", slots]
         if model:
             command.insert(4, model)
-        env = dict(os.environ, INTERNLOCAL_HOME=str(self.services.settings.home))
-        self.process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=Path(log).open("w"),
-            env=env,
-            start_new_session=True,
-        )
+        env = dict(os.environ, INTERNLOCAL_HOME=str(self.ready_services.settings.home))
+        with Path(log).open("w") as stderr:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                env=env,
+                start_new_session=True,
+            )
         self.url = f"http://127.0.0.1:{port}"
         self.query_one("#toggle", Button).label = "Stop"
         self.query_one("#state", Static).update(f"starting on {self.url} … (log: {log})")
@@ -134,7 +133,7 @@ class ServeScreen(Screen):
 
     def _exited(self, code: int) -> None:
         if self.process is not None:
-            log = self.services.settings.jobs_dir / "serve.log" if self.services else None
+            log = self.ready_services.settings.jobs_dir / "serve.log" if self.services else None
             last = ""
             if log and Path(log).exists():
                 lines = [line for line in Path(log).read_text(errors="replace").splitlines() if line.strip()]

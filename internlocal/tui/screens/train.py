@@ -8,17 +8,21 @@ and peak memory come from there. ``p`` shows which tokens of the recipe's data a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen, Screen
+from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, ProgressBar, Static
 
 from internlocal.errors import UserError
 from internlocal.formatting import human_bytes, human_count, human_duration
+from internlocal.tui.screens.base import AppScreen
+
+if TYPE_CHECKING:
+    from internlocal.train.plan import Plan
 
 
 class MaskPreview(ModalScreen[None]):
@@ -26,9 +30,11 @@ class MaskPreview(ModalScreen[None]):
 
     DEFAULT_CSS = """
     MaskPreview { align: center middle; }
-    MaskPreview > VerticalScroll { width: 90%; height: 80%; border: thick $primary; background: $surface; padding: 1 2; }
+    MaskPreview > VerticalScroll {
+        width: 90%; height: 80%; border: thick $primary; background: $surface; padding: 1 2;
+    }
     """
-    BINDINGS = [Binding("escape", "dismiss", "Close")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss", "Close")]
 
     def __init__(self, title: str, tokens: list[tuple[str, bool]]) -> None:
         super().__init__()
@@ -40,13 +46,13 @@ class MaskPreview(ModalScreen[None]):
         text = Text()
         for piece, trained in self.tokens:
             text.append(piece, style="bold black on green" if trained else "dim")
-        trained = sum(1 for _, t in self.tokens if t)
+        count = sum(1 for _, t in self.tokens if t)
         with VerticalScroll():
-            yield Static(f"{self.title_text}  —  {trained} of {len(self.tokens)} tokens trained (green)  ·  Esc closes")
+            yield Static(f"{self.title_text}  —  {count} of {len(self.tokens)} tokens trained (green)  ·  Esc closes")
             yield Static(text, id="preview-text")
 
 
-class TrainScreen(Screen):
+class TrainScreen(AppScreen):
     DEFAULT_CSS = """
     TrainScreen .heading { text-style: bold; padding: 0 1; background: $panel; }
     TrainScreen #top { height: 1fr; }
@@ -57,7 +63,7 @@ class TrainScreen(Screen):
     TrainScreen #curve { height: 2fr; }
     TrainScreen #samples { height: 4; padding: 0 1; color: $text-muted; }
     """
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "save_now", "Save now"),
         Binding("x", "stop", "Stop"),
         Binding("r", "resume", "Resume"),
@@ -90,10 +96,6 @@ class TrainScreen(Screen):
         yield Static("", id="samples")
         yield Footer()
 
-    @property
-    def services(self):
-        return self.app.services  # type: ignore[attr-defined]
-
     def on_mount(self) -> None:
         recipes = self.query_one("#recipes", DataTable)
         for column in ("recipe", "method", "hardware", "memory", "fit"):
@@ -114,25 +116,24 @@ class TrainScreen(Screen):
     @work(thread=True, exclusive=True, group="plans")
     def load_recipes(self) -> None:
         """Plans (memory estimate vs free memory) off the UI thread: a GPU recipe may import torch."""
-        from internlocal.train.job import plan_run
-        from internlocal.train.recipe import list_recipes
+        from internlocal.services.training import recipe_rows
 
-        services = self.services
-        rows = []
-        for name, recipe, error in list_recipes():
+        if self.services is None:
+            return
+        rows: list[tuple[str, str, str, str, str, Plan | None]] = []
+        for row in recipe_rows(self.services, measure_gpus=True):
+            recipe, plan = row.recipe, row.plan
             if recipe is None:
-                rows.append((name, "-", "-", "-", "invalid", None))
+                rows.append((row.name, "-", "-", "-", "invalid", None))
                 continue
-            plan = plan_run(services.settings, services.catalog, name, measure_free=True) if services else None
+            fit = {True: "✓ fits", False: "✗ too big", None: "? no GPU" if recipe.on_gpu else "?"}
             rows.append(
                 (
-                    name,
+                    row.name,
                     recipe.method,
                     recipe.hardware,
                     human_bytes(plan.estimate.total) if plan and plan.estimate else "?",
-                    {True: "✓ fits", False: "✗ too big", None: "? no GPU" if recipe.hardware != "cpu" else "?"}[
-                        plan.fits if plan else None
-                    ],
+                    fit[plan.fits if plan else None],
                     plan,
                 )
             )
@@ -164,7 +165,7 @@ class TrainScreen(Screen):
     def refresh_runs(self) -> None:
         if self.services is None:
             return
-        runs = self.services.catalog.list_train_runs()
+        runs = self.ready_services.catalog.list_train_runs()
         table = self.query_one("#runs", DataTable)
         table.clear()
         for run in reversed(runs):
@@ -179,12 +180,12 @@ class TrainScreen(Screen):
     def run_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if self.services is None or event.row_key is None:
             return
-        run = self.services.catalog.get_train_run(str(event.row_key.value))
+        run = self.ready_services.catalog.get_train_run(str(event.row_key.value))
         if self.watched is None or run.id != self.watched.id:
             self.watch_run(run)
 
     def watch_run(self, run) -> None:
-        from internlocal.train.job import MetricsTail
+        from internlocal.train.metrics import MetricsTail
 
         self.watched, self._tail, self._steps, self._evals = run, MetricsTail(Path(run.run_dir)), [], []
         self._val_ppl = None
@@ -194,7 +195,7 @@ class TrainScreen(Screen):
     def poll(self) -> None:
         if self.services is None or self.watched is None:
             return
-        run = self.services.catalog.get_train_run(self.watched.id)
+        run = self.ready_services.catalog.get_train_run(self.watched.id)
         if run.status != self.watched.status:
             self.refresh_runs()
         self.watched = run
@@ -255,29 +256,31 @@ class TrainScreen(Screen):
     # -- actions ---------------------------------------------------------------------------------------
 
     def action_start(self) -> None:
-        from internlocal.train.job import refuse_if_too_big, train
-
         name = self.selected_recipe()
         if self.services is None or name is None:
             return
-        plan = self.plans.get(name)
-        try:
-            if plan is None:
-                raise UserError(f"Recipe {name} is not valid; `internlocal train show {name}` says why.")
-            refuse_if_too_big(plan)
-        except UserError as exc:
-            self.notify(str(exc), severity="error", timeout=15)
+        if self.plans.get(name) is None:
+            self.notify(f"Recipe {name} is not valid; `internlocal train show {name}` says why.", severity="error")
             return
-        job = self.services.jobs.submit(
-            train, {"recipe": name, "overrides": {}, "name": None}, kind="train.run", title=f"Train {name}"
-        )
-        self.notify(f"Training {name} (job {job.id}); the curve appears with the first step")
-        self.set_timer(1.0, lambda: self._follow_job(job.id))
+        self._start(name)
+
+    @work(thread=True, exclusive=True, group="start")
+    def _start(self, name: str) -> None:
+        # in a thread: planning a GPU recipe asks nvidia-smi (or imports torch where there is none)
+        from internlocal.services.training import start_training
+
+        try:
+            job = start_training(self.ready_services, name)
+        except UserError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=15)
+            return
+        self.app.call_from_thread(self.notify, f"Training {name} (job {job.id}); the curve appears with the first step")
+        self.app.call_from_thread(self.set_timer, 1.0, lambda: self._follow_job(job.id))
 
     def _follow_job(self, job_id: int, tries: int = 0) -> None:
-        run = next((r for r in self.services.catalog.list_train_runs() if r.job_id == job_id), None)
+        run = next((r for r in self.ready_services.catalog.list_train_runs() if r.job_id == job_id), None)
         if run is None:
-            job = self.services.jobs.refresh_one(self.services.catalog.get_job(job_id))
+            job = self.ready_services.jobs.refresh_one(self.ready_services.catalog.get_job(job_id))
             if job.status in ("failed", "cancelled"):
                 self.notify(job.error or job.status, severity="error", timeout=15)
             elif tries < 600:
@@ -286,22 +289,24 @@ class TrainScreen(Screen):
         self.refresh_runs()
         self.watch_run(run)
 
-    def _trigger(self, trigger: str, said: str) -> None:
-        from internlocal.train.job import touch_trigger
-
-        if self.watched is None:
+    def _trigger(self, action, said: str) -> None:
+        if self.watched is None or self.services is None:
             return
         try:
-            touch_trigger(self.services.catalog.get_train_run(self.watched.id), trigger)
+            action(self.ready_services, self.watched.id)
             self.notify(said)
         except UserError as exc:
             self.notify(str(exc), severity="warning")
 
     def action_save_now(self) -> None:
-        self._trigger("SAVE_NOW", "A checkpoint is written after this step")
+        from internlocal.services.training import save_now
+
+        self._trigger(save_now, "A checkpoint is written after this step")
 
     def action_stop(self) -> None:
-        self._trigger("STOP", "Stopping after this step (a checkpoint is written; r resumes)")
+        from internlocal.services.training import stop
+
+        self._trigger(stop, "Stopping after this step (a checkpoint is written; r resumes)")
 
     def action_resume(self) -> None:
         if self.services is not None and self.watched is not None:
@@ -310,11 +315,11 @@ class TrainScreen(Screen):
     @work(thread=True, exclusive=True, group="resume")
     def _resume(self, run_id: str) -> None:
         # in a thread: a run that was just stopped takes a moment to wind down before it can resume
-        from internlocal.train.job import resume_run
+        from internlocal.services.training import resume
 
-        run = self.services.catalog.get_train_run(run_id)
+        run = self.ready_services.catalog.get_train_run(run_id)
         try:
-            resume_run(self.services.jobs, self.services.catalog, run)
+            resume(self.ready_services, run_id)
         except UserError as exc:
             self.app.call_from_thread(self.notify, str(exc), severity="error")
             return
@@ -331,7 +336,7 @@ class TrainScreen(Screen):
         from internlocal.data.formats import load_examples
         from internlocal.data.library import load_tokenizer, read_split
         from internlocal.data.rendering import preview
-        from internlocal.train.job import recipe_dataset
+        from internlocal.train.inputs import recipe_dataset
         from internlocal.train.recipe import dataset_file, load_recipe
 
         try:
@@ -343,7 +348,7 @@ class TrainScreen(Screen):
                     "trained; the preview shows the masking of chat datasets only.",
                 )
                 return
-            catalog = self.services.catalog
+            catalog = self.ready_services.catalog
             dataset = recipe_dataset(catalog, recipe)
             if dataset is not None:
                 example = (read_split(Path(dataset.path), "train") or read_split(Path(dataset.path), "validation"))[0]
