@@ -15,13 +15,25 @@ TORCH_INDEX ?=
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 PIP := $(PY) -m pip install --disable-pip-version-check
 
-.PHONY: run test install bench clean
+.PHONY: run test test-fast lint install bench clean
 
 run: $(STAMP)
 	$(VENV)/bin/internlocal
 
+# the whole suite; GPU-only tests are selected with `pytest -m gpu` on a machine that has one
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q --durations=15 -m "not gpu"
+
+# the inner loop: everything but the tests marked slow (whole finetunes, pretraining runs, agreement runs)
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not gpu"
+
+# format, lint rules, types, and the layer contract (DESIGN.md: arrows point down)
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 install: $(STAMP)
 

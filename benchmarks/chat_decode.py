@@ -83,7 +83,8 @@ def main() -> None:
             statistics.pstdev(r[1] for r in runs),
         )
     print(
-        f"model {Path(path).name}, {threads} threads, n_ctx {args.n_ctx}, max_tokens {args.max_tokens}, {args.reps} reps (median)"
+        f"model {Path(path).name}, {threads} threads, n_ctx {args.n_ctx}, "
+        f"max_tokens {args.max_tokens}, {args.reps} reps (median)"
     )
     print(f"{'':22}{'TTFT ms':>10}{'decode tok/s':>15}{'± sd':>8}{'tokens':>8}")
     for name, (ttft, tps, n, sd) in summary.items():

@@ -14,6 +14,7 @@ Target (issue 3): single-stream ratio internlocal/curl >= 0.9.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import socket
@@ -109,10 +110,8 @@ def time_resume(url: str, size: int, sha: str, work: Path) -> float:
             raise Halt()
 
     start = time.perf_counter()
-    try:
+    with contextlib.suppress(Halt):
         Downloader(store, parts=1).fetch(remote, on_bytes, stop_half)
-    except Halt:
-        pass
     Downloader(store, parts=1).fetch(remote)
     elapsed = time.perf_counter() - start
     shutil.rmtree(work / "store")
@@ -171,7 +170,8 @@ def main() -> None:
         print(f"{mib:.0f} MiB from nginx on 127.0.0.1, {args.reps} reps, median; writes to {work}")
         print(f"{'client':36}{'seconds':>9}{'MiB/s':>9}  transfer-only MiB/s")
         print(
-            f"{'curl -o FILE':36}{c_t:>9.2f}{mib / c_t:>9.0f}  {med(s for _, s in curl) / 2**20:.0f} (curl's own figure)"
+            f"{'curl -o FILE':36}{c_t:>9.2f}{mib / c_t:>9.0f}  "
+            f"{med(s for _, s in curl) / 2**20:.0f} (curl's own figure)"
         )
         cv = med(curl_verified)
         print(f"{'curl -o FILE && sha256sum FILE':36}{cv:>9.2f}{mib / cv:>9.0f}")

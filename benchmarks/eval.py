@@ -47,7 +47,8 @@ def make_task(work: Path, copies: int) -> tuple[Path, int]:
     )
     (work / "lme").mkdir(exist_ok=True)
     (work / "lme" / "bench_capitals.yaml").write_text(
-        f"task: bench_capitals\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\ntest_split: test\n"
+        f"task: bench_capitals\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\n"
+        "test_split: test\n"
         'output_type: multiple_choice\ndoc_to_text: "Question: {{question}}\\nAnswer:"\ndoc_to_choice: "{{choices}}"\n'
         'doc_to_target: "{{answer}}"\nmetric_list:\n  - metric: acc\n  - metric: acc_norm\n'
     )

@@ -35,7 +35,36 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from common import make_hf_dir  # noqa: E402
 
-WORDS = ["the", "model", "learns", "from", "data", "and", "answers", "questions", "about", "science", "history", "cooking", "travel", "music", "code", "numbers", "rivers", "mountains", "cities", "languages", "planets", "animals", "weather", "sport", "art", "books", "games", "health"]
+WORDS = [
+    "the",
+    "model",
+    "learns",
+    "from",
+    "data",
+    "and",
+    "answers",
+    "questions",
+    "about",
+    "science",
+    "history",
+    "cooking",
+    "travel",
+    "music",
+    "code",
+    "numbers",
+    "rivers",
+    "mountains",
+    "cities",
+    "languages",
+    "planets",
+    "animals",
+    "weather",
+    "sport",
+    "art",
+    "books",
+    "games",
+    "health",
+]
 
 
 def make_data(work: Path, n: int, seed: int = 0) -> Path:
@@ -54,7 +83,8 @@ def make_data(work: Path, n: int, seed: int = 0) -> Path:
 BASELINE = r"""
 import json, resource, sys, time
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, DataCollatorForSeq2Seq, Trainer, TrainingArguments
+from transformers import (AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, DataCollatorForSeq2Seq, Trainer,
+                          TrainingArguments)
 from peft import LoraConfig, get_peft_model
 from internlocal.data.rendering import render
 model_dir, data, method, seq_len, out = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
@@ -67,12 +97,15 @@ for r in rows:
     features.append({"input_ids": x.input_ids, "labels": x.labels, "attention_mask": [1] * len(x.input_ids)})
 kw = {}
 if method == "qlora":
-    kw = dict(quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+    kw = dict(quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                     bnb_4bit_use_double_quant=True,
                                                      bnb_4bit_compute_dtype=torch.float32), device_map="cpu")
 model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, **kw)
-model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"))
+model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
+                                         task_type="CAUSAL_LM"))
 args = TrainingArguments(output_dir=out, per_device_train_batch_size=4, num_train_epochs=1, learning_rate=2e-4,
-                         lr_scheduler_type="cosine", warmup_steps=int(0.03 * -(-len(features) // 4)), logging_steps=1000, save_strategy="no", report_to=[],
+                         lr_scheduler_type="cosine", warmup_steps=int(0.03 * -(-len(features) // 4)),
+                         logging_steps=1000, save_strategy="no", report_to=[],
                          use_cpu=True, dataloader_num_workers=0, seed=42, disable_tqdm=True, max_grad_norm=1.0)
 trainer = Trainer(model=model, args=args, train_dataset=features,
                   data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100))
@@ -149,7 +182,8 @@ def run_ours(
     events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [e for e in events if e["type"] == "step"]
     result = json.loads((run_dir / "result.json").read_text())
-    # training time: from the first step's start to the last step (model load and final save excluded, as for the baseline)
+    # training time: from the first step's start to the last step
+    # (model load and final save excluded, as for the baseline)
     first = next(e for e in events if e["type"] == "start")["t"]
     seconds = steps[-1]["t"] - first
     loss = sum(e["loss"] for e in steps) / len(steps)
@@ -206,14 +240,16 @@ def main() -> None:
         f"{per_row:.1f} examples per packed row of {args.seq_len}), {args.threads} threads"
     )
     print(
-        f"{'HF Trainer + peft, 4 padded examples':42} {base['seconds']:7.1f} s  {base['tokens'] / base['seconds']:7.1f} tokens/s  "
+        f"{'HF Trainer + peft, 4 padded examples':42} {base['seconds']:7.1f} s  "
+        f"{base['tokens'] / base['seconds']:7.1f} tokens/s  "
         f"peak {base['peak'] / 2**30:5.2f} GiB  mean loss {base['loss']:.3f}"
     )
     for name, mb, r in results:
         est = estimate_for(model_dir, args.method, args.seq_len, data, mb)
         speed = (r["tokens"] / r["seconds"]) / (base["tokens"] / base["seconds"])
         print(
-            f"{name:42} {r['seconds']:7.1f} s  {r['tokens'] / r['seconds']:7.1f} tokens/s  peak {r['peak'] / 2**30:5.2f} GiB  "
+            f"{name:42} {r['seconds']:7.1f} s  {r['tokens'] / r['seconds']:7.1f} tokens/s  "
+            f"peak {r['peak'] / 2**30:5.2f} GiB  "
             f"mean loss {r['loss']:.3f}  → {speed:.2f}x tokens/s, {r['peak'] / base['peak']:.2f}x peak, "
             f"estimate {est / 2**30:.2f} GiB ({(est - r['peak']) / r['peak'] * 100:+.0f}%)"
         )

@@ -2,8 +2,8 @@
 
 Both continue pretraining the embedded SmolLM2-135M (float32 Hugging Face folder) on the very same
 token sequences: 3,000 generated notes prepared by `data/corpus.py` into --seq-len sequences
-(every token trained), enough that no sequence is seen twice. Same settings on both sides: full training, micro-batch 4, AdamW
-lr 5e-5 with cosine decay, --steps steps, fp32 on the CPU. The baseline is the usual recipe: a
+(every token trained), enough that no sequence is seen twice. Same settings on both sides: full training,
+micro-batch 4, AdamW lr 5e-5 with cosine decay, --steps steps, fp32 on the CPU. The baseline is the usual recipe: a
 `Dataset` of `input_ids`/`labels`, `DataCollatorForLanguageModeling(mlm=False)`, `Trainer.train()`.
 Ours computes logits in 1024-token chunks recomputed in backward instead of a whole vocabulary-sized
 tensor. Each side is a fresh process; tokens/s counts the training steps only; peak is peak RSS.
@@ -28,7 +28,8 @@ from common import make_hf_dir  # noqa: E402
 BASELINE = r"""
 import json, resource, sys, time
 import numpy as np, torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer, TrainingArguments
+from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer,
+                          TrainingArguments)
 from internlocal.data.corpus import CorpusIndex
 model_dir, corpus, steps, out, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 torch.set_num_threads(threads)
@@ -38,7 +39,8 @@ rows = np.concatenate([np.asarray(s) for s in index.sequences("train")])
 features = [{"input_ids": r.astype(np.int64).tolist()} for r in rows[: steps * 4]]
 model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
 args = TrainingArguments(output_dir=out, per_device_train_batch_size=4, max_steps=steps, learning_rate=5e-5,
-                         lr_scheduler_type="cosine", warmup_steps=1, logging_steps=1000, save_strategy="no", report_to=[],
+                         lr_scheduler_type="cosine", warmup_steps=1, logging_steps=1000, save_strategy="no",
+                         report_to=[],
                          use_cpu=True, dataloader_num_workers=0, seed=42, disable_tqdm=True, max_grad_norm=1.0)
 trainer = Trainer(model=model, args=args, train_dataset=features,
                   data_collator=DataCollatorForLanguageModeling(tok, mlm=False))
@@ -141,13 +143,12 @@ def main() -> None:
         )
         for label, r in (("HF Trainer", base), ("internlocal", ours)):
             print(
-                f"{label:12} {r['seconds']:7.1f} s  {r['tokens'] / r['seconds']:8.1f} tokens/s  peak {r['peak'] / gib:.2f} GiB  "
+                f"{label:12} {r['seconds']:7.1f} s  {r['tokens'] / r['seconds']:8.1f} tokens/s  "
+                f"peak {r['peak'] / gib:.2f} GiB  "
                 f"mean loss {r['loss']:.4f}"
             )
-        print(
-            f"internlocal / HF Trainer: tokens/s {ours['tokens'] / ours['seconds'] / (base['tokens'] / base['seconds']):.2f}x, "
-            f"peak {ours['peak'] / base['peak']:.2f}x"
-        )
+        speed = ours["tokens"] / ours["seconds"] / (base["tokens"] / base["seconds"])
+        print(f"internlocal / HF Trainer: tokens/s {speed:.2f}x, peak {ours['peak'] / base['peak']:.2f}x")
 
 
 if __name__ == "__main__":

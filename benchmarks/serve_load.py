@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import requests
@@ -92,7 +93,7 @@ def one_request(url: str, i: int, max_tokens: int) -> dict:
     return {
         "ttft": stamps[0] - start if stamps else None,
         "tokens": len(stamps),
-        "itl": [b - a for a, b in zip(stamps, stamps[1:])],
+        "itl": [b - a for a, b in pairwise(stamps)],
         "seconds": end - start,
     }
 
@@ -196,7 +197,7 @@ def main() -> None:
         urls = {"internlocal": f"http://127.0.0.1:{ours_port}", "llama_cpp.server": f"http://127.0.0.1:{theirs_port}"}
         wait_ready(urls["internlocal"], ours)
         wait_ready(urls["llama_cpp.server"], theirs)
-        for name, url in urls.items():
+        for url in urls.values():
             load(url, 1, 2, 8)  # warm-up
         for level in levels:
             total = max(args.requests, level)
@@ -212,7 +213,8 @@ def main() -> None:
         f"requests per level max({args.requests}, concurrency)"
     )
     print(
-        f"{'server':18}{'conc':>5}{'req/s':>8}{'out tok/s':>11}{'TTFT p50':>10}{'p95':>8}{'ITL p50':>9}{'p95':>8}{'errors':>8}  (ms)"
+        f"{'server':18}{'conc':>5}{'req/s':>8}{'out tok/s':>11}{'TTFT p50':>10}{'p95':>8}{'ITL p50':>9}{'p95':>8}"
+        f"{'errors':>8}  (ms)"
     )
     for level in levels:
         for name in results:

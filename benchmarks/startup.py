@@ -1,8 +1,8 @@
 """Start-up: time from launching `internlocal` to the first painted Chat screen, in a real terminal.
 
 Drives tmux as a person would: a fresh tmux window runs the command, and the screen is polled
-(capture-pane every 5 ms; tmux's own start, ~10 ms, is included) until the Chat screen's text appears, then until the catalog has
-filled in (status line says "ready"). The floor it is compared with is a minimal Textual app
+(capture-pane every 5 ms; tmux's own start, ~10 ms, is included) until the Chat screen's text appears, then until
+the catalog has filled in (status line says "ready"). The floor it is compared with is a minimal Textual app
 (one Static, same Python, same terminal): the cost of Python + Textual alone.
 
     python benchmarks/startup.py [--runs 7]

@@ -113,7 +113,8 @@ def load_settings(**overrides) -> Settings:
         err = exc.errors()[0]
         name = ".".join(str(p) for p in err["loc"])
         raise UserError(
-            f"Invalid setting {name}: {err['msg'].lower()}; fix INTERNLOCAL_{name.upper()} or {default_home() / 'config.toml'}."
+            f"Invalid setting {name}: {err['msg'].lower()}; "
+            f"fix INTERNLOCAL_{name.upper()} or {default_home() / 'config.toml'}."
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{default_home() / 'config.toml'} is not valid TOML ({exc}); fix or remove it.") from None

@@ -32,7 +32,7 @@ def report(settings: Settings) -> dict[str, Any]:
 
     from internlocal.hub.embedded import EMBEDDED_MODELS
 
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
             versions[name] = importlib.metadata.version(name)

@@ -330,7 +330,8 @@ def test_python_has_no_network_and_cannot_start_processes():
             f"import socket\nsocket.create_connection(('127.0.0.1', {port}))\nprint('connected')",
             f"import urllib.request\nurllib.request.urlopen('http://127.0.0.1:{port}/')\nprint('connected')",
             f"import _socket\ns = _socket.socket()\ns.connect(('127.0.0.1', {port}))\nprint('connected')",
-            f"import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.sendto(b'x', ('127.0.0.1', {port}))",
+            "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            f"s.sendto(b'x', ('127.0.0.1', {port}))",
         ]
         for code in attempts:
             text = py.call({"code": code})
@@ -356,7 +357,7 @@ def test_python_runs_in_a_scratch_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     py = python_tool()
     assert (
-        py.call({"code": "open('left.txt', 'w').write('x')\nimport os\nprint(os.getcwd() != %r)" % str(tmp_path)})
+        py.call({"code": f"open('left.txt', 'w').write('x')\nimport os\nprint(os.getcwd() != {str(tmp_path)!r})"})
         == "True"
     )
     assert not (tmp_path / "left.txt").exists()

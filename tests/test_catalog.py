@@ -156,7 +156,7 @@ def test_chats_and_messages_round_trip(tmp_path):
     second = cat.create_chat("second", "sys", "m")
     cat.add_message(first.id, "user", "hi")
     cat.add_message(first.id, "assistant", "hello", prompt_tokens=10, completion_tokens=2, finish_reason="stop")
-    assert [c.id for c in cat.list_chats()][0] == first.id  # most recently active first
+    assert next(c.id for c in cat.list_chats()) == first.id  # most recently active first
     cat.delete_chat(first.id)
     assert [c.id for c in cat.list_chats()] == [second.id]
     assert cat.messages(first.id) == []

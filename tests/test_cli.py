@@ -201,7 +201,11 @@ def test_models_search_and_import(internlocal_bin, cli_env, gguf_path):
 def test_gpus_are_read_from_nvidia_smi_without_a_cuda_context():
     from internlocal.doctor import parse_nvidia_smi
 
-    text = "0, NVIDIA H100 80GB HBM3, 81559, 80897, 9.0\n1, NVIDIA GeForce RTX 3070, 8192, 7800, 8.6\n2, Tesla T4, 15360, 15000, 7.5\n"
+    text = (
+        "0, NVIDIA H100 80GB HBM3, 81559, 80897, 9.0\n"
+        "1, NVIDIA GeForce RTX 3070, 8192, 7800, 8.6\n"
+        "2, Tesla T4, 15360, 15000, 7.5\n"
+    )
     every = parse_nvidia_smi(text)
     assert [g["name"] for g in every] == ["NVIDIA H100 80GB HBM3", "NVIDIA GeForce RTX 3070", "Tesla T4"]
     assert every[1]["free_bytes"] == 7800 * 2**20 and [g["bf16"] for g in every] == [True, True, False]

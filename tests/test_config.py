@@ -39,7 +39,7 @@ def test_config_toml_and_environment_override(tmp_path, monkeypatch):
 def test_invalid_values_are_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("INTERNLOCAL_HOME", str(tmp_path))
     monkeypatch.setenv("INTERNLOCAL_CONTEXT_LENGTH", "10")
-    with pytest.raises(UserError, match="Invalid setting context_length.*INTERNLOCAL_CONTEXT_LENGTH"):
+    with pytest.raises(UserError, match=r"Invalid setting context_length.*INTERNLOCAL_CONTEXT_LENGTH"):
         load_settings()
     monkeypatch.delenv("INTERNLOCAL_CONTEXT_LENGTH")
     (tmp_path / "config.toml").write_text("threads = [", encoding="utf-8")

@@ -107,7 +107,7 @@ def test_bad_rows_are_named_by_line_and_nothing_is_imported(tmp_path, services):
     assert services.catalog.find_dataset("bad") is None and not (services.settings.home / "datasets" / "bad").exists()
     with pytest.raises(UserError, match="cannot tell the dataset form"):
         load_examples(write_jsonl(tmp_path / "odd.jsonl", [{"question": "x", "reply": "y"}]))
-    with pytest.raises(UserError, match="unknown file type .txt"):
+    with pytest.raises(UserError, match=r"unknown file type \.txt"):
         load_examples(tmp_path / "odd.txt") if (tmp_path / "odd.txt").write_text("x") else None
 
 
@@ -198,7 +198,8 @@ def test_csv_cells_carry_conversations_as_json_and_a_bad_cell_is_named_by_line(t
 
 
 def test_a_forced_form_overrides_detection(tmp_path, services, tokenizer):
-    """Rows that look like Alpaca (instruction + output) also carry the text; forced to text, the text is what is kept."""
+    """Rows that look like Alpaca (instruction + output) also carry the text; forced to text, the text is what is
+    kept."""
     rows = [
         {"instruction": f"Summarize note {i}.", "output": f"Note {i}.", "text": f"Note {i} is about otters."}
         for i in range(4)

@@ -16,5 +16,5 @@ def test_minilm_embeds_and_ranks_by_meaning(minilm_path):
         ["Where is the Eiffel Tower?", "The Eiffel Tower is in Paris.", "Bananas are yellow."]
     )
     assert len(query) == 384 and math.isclose(sum(x * x for x in query), 1.0, rel_tol=1e-4)
-    dot = lambda a, b: sum(x * y for x, y in zip(a, b))  # noqa: E731
+    dot = lambda a, b: sum(x * y for x, y in zip(a, b, strict=True))  # noqa: E731
     assert dot(query, near) > dot(query, far) + 0.2

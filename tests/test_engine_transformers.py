@@ -46,7 +46,7 @@ def test_scores_agree_with_llama_cpp(hf_engine, engine):
     ours = hf_engine.loglikelihood(pairs)
     reference = engine.loglikelihood(pairs)
     assert ours[0].logprob > ours[1].logprob and ours[0].is_greedy
-    for a, b in zip(ours, reference):  # same weights (dequantized Q4_1): close, not identical
+    for a, b in zip(ours, reference, strict=True):  # same weights (dequantized Q4_1): close, not identical
         assert a.logprob == pytest.approx(b.logprob, abs=0.15)
     [rolling] = hf_engine.loglikelihood_rolling(["The quick brown fox jumps over the lazy dog."])
     assert rolling == pytest.approx(
@@ -87,5 +87,5 @@ def test_lora_adapter_applied_and_merged(hf_model_dir, tmp_path, hf_engine):
 def test_not_a_model_folder(tmp_path):
     from internlocal.engines.transformers_engine import TransformersEngine
 
-    with pytest.raises(ModelFileError, match="no config.json"):
+    with pytest.raises(ModelFileError, match=r"no config\.json"):
         TransformersEngine(tmp_path)

@@ -58,7 +58,7 @@ def test_per_item_loglikelihoods_and_accuracy_match_lm_eval(hf_model_dir, lm_eva
     theirs_metrics, theirs = lm_eval_samples
     with TransformersEngine(hf_model_dir, n_ctx=2048) as engine:
         ours = evaluate(engine, get_task("capitals_en"), RequestCache(None, "agree"), limit=N)
-    for item, expected in zip(ours.items, theirs):
+    for item, expected in zip(ours.items, theirs, strict=True):
         assert item["scores"]["loglikelihoods"] == pytest.approx(expected, abs=1e-3)
     assert ours.metrics["acc"] == theirs_metrics["acc,none"]
     assert ours.metrics["acc_norm"] == theirs_metrics["acc_norm,none"]
@@ -73,8 +73,8 @@ def test_llama_cpp_backend_agrees_within_a_stated_tolerance(engine, lm_eval_samp
     ours = evaluate(engine, get_task("capitals_en"), RequestCache(None, "agree-gguf"), limit=N)
     diffs = [
         abs(a - b)
-        for item, expected in zip(ours.items, theirs)
-        for a, b in zip(item["scores"]["loglikelihoods"], expected)
+        for item, expected in zip(ours.items, theirs, strict=True)
+        for a, b in zip(item["scores"]["loglikelihoods"], expected, strict=True)
     ]
     assert sum(diffs) / len(diffs) < 0.6 and max(diffs) < 1.5
     assert ours.metrics["acc"] == theirs_metrics["acc,none"]

@@ -66,7 +66,7 @@ def test_ceval_and_cmmlu_csv(tmp_path):
     task = load_task(import_benchmark(tmp_path / "home", "cmmlu", tmp_path / "cmmlu"))
     assert task.text(task.docs[0]).endswith("答案：") and task.gold_index(task.docs[0], 0) == 0
     (cmmlu / "agronomy.csv").write_text(",Question,A,B,C,D,Answer\n0,问？,a,b,c,d,E\n", encoding="utf-8")
-    with pytest.raises(UserError, match="agronomy.csv line 2: the answer must be one of A, B, C, D"):
+    with pytest.raises(UserError, match=r"agronomy\.csv line 2: the answer must be one of A, B, C, D"):
         import_benchmark(tmp_path / "home", "cmmlu", tmp_path / "cmmlu")
 
 
@@ -125,8 +125,8 @@ def test_arc_and_truthfulqa_in_their_original_release_formats(tmp_path):
             {
                 "id": "Mercury_7175875",
                 "question": {
-                    "stem": "An astronomer observes that a planet rotates faster after a meteorite impact. Which is the most likely "
-                    "effect of this increase in rotation?",
+                    "stem": "An astronomer observes that a planet rotates faster after a meteorite impact. "
+                    "Which is the most likely effect of this increase in rotation?",
                     "choices": [
                         {"text": "Planetary density will decrease.", "label": "A"},
                         {"text": "Planetary years will become longer.", "label": "B"},
@@ -154,7 +154,10 @@ def test_arc_and_truthfulqa_in_their_original_release_formats(tmp_path):
                     "question": "What is the smallest country in the world that is at least one square mile in area?",
                     "mc1_targets": {
                         "Nauru is the smallest country in the world that is at least one square mile in area.": 1,
-                        "The smallest country in the world that is at least one square mile in area is Vatican City.": 0,
+                        (
+                            "The smallest country in the world that is at least one square mile in area "
+                            "is Vatican City."
+                        ): 0,
                         "The smallest country in the world that is at least one square mile in area is Monaco.": 0,
                     },
                     "mc2_targets": {"Nauru": 1, "Vatican City": 0},
@@ -172,7 +175,7 @@ def test_mmlu_refuses_an_answer_that_is_not_one_letter(tmp_path):
     folder.mkdir(parents=True)
     with (folder / "anatomy_test.csv").open("w", newline="") as fh:
         csv.writer(fh).writerows([["Q1?", "a", "b", "c", "d", "A"], ["Q2?", "a", "b", "c", "d", "AB"]])
-    with pytest.raises(UserError, match="anatomy_test.csv line 2: expected question,A,B,C,D,answer"):
+    with pytest.raises(UserError, match=r"anatomy_test\.csv line 2: expected question,A,B,C,D,answer"):
         import_benchmark(tmp_path / "home", "mmlu", tmp_path / "mmlu")
 
 
@@ -223,7 +226,7 @@ def test_gsm8k_and_wikitext(tmp_path, engine):
 def test_unknown_benchmark_or_empty_folder(tmp_path):
     with pytest.raises(UserError, match="Unknown benchmark"):
         import_benchmark(tmp_path, "superglue", tmp_path)
-    with pytest.raises(UserError, match="No \\*_test.csv or \\*.jsonl or \\*.parquet files"):
+    with pytest.raises(UserError, match=r"No \*_test\.csv or \*\.jsonl or \*\.parquet files"):
         import_benchmark(tmp_path, "mmlu", tmp_path)
 
 
@@ -358,5 +361,5 @@ def test_benchmarks_download_from_the_hub_and_modelscope(hub, tmp_path, cli_env,
         fetch_benchmark(home, tmp_path / "store", "arc", "hf:allenai/ai2_arc:ARC-Easy/*")
     hub.add_dataset_file("broken/arc", "test.parquet", b"PAR1 not really")
     folder, source = fetch_benchmark(home, tmp_path / "store", "arc", "hf:broken/arc")
-    with pytest.raises(UserError, match="test.parquet: not a readable Parquet file"):
+    with pytest.raises(UserError, match=r"test\.parquet: not a readable Parquet file"):
         import_benchmark(home, "arc", folder)

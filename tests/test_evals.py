@@ -59,7 +59,7 @@ def test_acc_and_acc_norm_by_hand(engine, tmp_path):
     for row in rows:
         lls = [r.logprob for r in engine.loglikelihood([(row["q"], " " + c) for c in row["choices"]])]
         expected_acc.append(max(range(len(lls)), key=lls.__getitem__) == row["a"])
-        norm = [ll / len(c) for ll, c in zip(lls, row["choices"])]
+        norm = [ll / len(c) for ll, c in zip(lls, row["choices"], strict=True)]
         expected_norm.append(max(range(len(norm)), key=norm.__getitem__) == row["a"])
     assert outcome.metrics["acc"] == sum(expected_acc) / 2
     assert outcome.metrics["acc_norm"] == sum(expected_norm) / 2
@@ -86,7 +86,10 @@ def test_perplexity_matches_an_independent_computation(engine, hf_model_dir, tmp
 
     from internlocal.engines.transformers_engine import TransformersEngine
 
-    text = "The lighthouse stood at the end of the rocky point, and every night its lamp turned slowly over the dark water."
+    text = (
+        "The lighthouse stood at the end of the rocky point, "
+        "and every night its lamp turned slowly over the dark water."
+    )
     task = load_task(write_task(tmp_path, [{"text": text}], output_type="perplexity"))
     tokenizer = AutoTokenizer.from_pretrained(hf_model_dir)
     model = AutoModelForCausalLM.from_pretrained(hf_model_dir)
@@ -211,10 +214,10 @@ def test_perplexity_reports_a_bootstrap_standard_error(engine):
 
 def test_bad_task_files_name_the_file_and_line(tmp_path):
     (tmp_path / "broken.yaml").write_text("name: [unclosed")
-    with pytest.raises(UserError, match="broken.yaml is not valid YAML"):
+    with pytest.raises(UserError, match=r"broken\.yaml is not valid YAML"):
         load_task(tmp_path / "broken.yaml")
     (tmp_path / "wrong.yaml").write_text("name: t\nversion: '1'\noutput_type: essay\ndataset: d.jsonl\n")
-    with pytest.raises(UserError, match="wrong.yaml is invalid: output_type"):
+    with pytest.raises(UserError, match=r"wrong\.yaml is invalid: output_type"):
         load_task(tmp_path / "wrong.yaml")
     path = write_task(
         tmp_path,

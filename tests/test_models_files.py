@@ -35,7 +35,7 @@ def test_hf_directory_of_the_embedded_embedding_model(minilm_path):
 
 
 def test_hf_directory_faults(tmp_path):
-    with pytest.raises(ModelFileError, match="no config.json"):
+    with pytest.raises(ModelFileError, match=r"no config\.json"):
         read_hf_dir(tmp_path)
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ModelFileError, match="not valid JSON"):

@@ -88,7 +88,8 @@ def test_native_format_with_a_required_call(hermes_engine):
 
 
 def test_native_history_renders_calls_and_results_through_the_template(hermes_engine):
-    history = ASK + [
+    history = [
+        *ASK,
         {
             "role": "assistant",
             "content": None,

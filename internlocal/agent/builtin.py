@@ -111,9 +111,9 @@ def _eval(node: ast.AST) -> int | float:
 def _check_power(base: int | float, exponent: int | float) -> None:
     if abs(exponent) > MAX_EXPONENT:
         raise ToolError(f"the exponent {exponent} is too large (limit {MAX_EXPONENT})")
-    if isinstance(base, int) and isinstance(exponent, int) and exponent > 0 and abs(base) > 1:
-        if exponent * math.log2(abs(base)) > MAX_INT_BITS:  # decide before computing, not after
-            raise ToolError("the result is too large to compute")
+    grows = isinstance(base, int) and isinstance(exponent, int) and exponent > 0 and abs(base) > 1
+    if grows and exponent * math.log2(abs(base)) > MAX_INT_BITS:  # decide before computing, not after
+        raise ToolError("the result is too large to compute")
 
 
 def _check_size(value: Any) -> Any:
@@ -229,7 +229,8 @@ def kb_search_tool(
 
     @tool(description=description)
     def kb_search(query: str) -> str:
-        """Search the user's notes and documents. Use it for any question about the user's notes, documents, projects or files.
+        """Search the user's notes and documents. Use it for any question about the user's notes, documents,
+        projects or files.
 
         Args:
             query: The words to search for.

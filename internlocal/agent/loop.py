@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from internlocal.agent.tools import Tool
-from internlocal.engines.base import Engine, GenerationParams, GenerationResult, Message
+from internlocal.engines.base import Engine, Generation, GenerationParams, GenerationResult, Message
 
 StepKind = Literal["tool_call", "tool_result", "answer", "stopped"]
 
@@ -84,7 +84,7 @@ class Agent:
         self.max_steps = max_steps
         self.params = params or GenerationParams.greedy(max_tokens=DEFAULT_MAX_TOKENS)
         self._cancel = threading.Event()
-        self._generation = None
+        self._generation: Generation | None = None
         self.messages: list[Message] = []  # the conversation of the last run, for inspection
 
     def cancel(self) -> None:

@@ -15,6 +15,7 @@ Layers, each cheap and each covering what the others miss:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -122,8 +123,9 @@ def run_python(code: str, timeout_s: float = 10, memory_mb: int = 512) -> Sandbo
         )
         out, err = _Reader(proc.stdout), _Reader(proc.stderr)
         try:
-            proc.stdin.write(code.encode("utf-8", "replace"))  # type: ignore[union-attr]
-            proc.stdin.close()  # type: ignore[union-attr]
+            assert proc.stdin is not None  # stdin=PIPE
+            proc.stdin.write(code.encode("utf-8", "replace"))
+            proc.stdin.close()
         except BrokenPipeError:
             pass  # the child died at start (e.g. memory limit too small); its stderr says why
         deadline = time.monotonic() + timeout_s
@@ -135,15 +137,14 @@ def run_python(code: str, timeout_s: float = 10, memory_mb: int = 512) -> Sandbo
             _kill_group(proc)
             proc.wait()
         _kill_group(proc)  # anything the code left behind in its session
-        out.join(), err.join()
+        out.join()
+        err.join()
         stderr = err.text()
         returncode = proc.returncode
         if returncode == -signal.SIGXCPU:
             timed_out = True
-        killed_for_memory = (
-            (returncode == 3
-            and "MemoryError" in stderr)
-            or (returncode is not None and returncode < 0 and "MemoryError" in stderr)
+        killed_for_memory = (returncode == 3 and "MemoryError" in stderr) or (
+            returncode is not None and returncode < 0 and "MemoryError" in stderr
         )
         return SandboxResult(
             stdout=out.text(),
@@ -187,10 +188,8 @@ def _limits(timeout_s: float, memory_mb: int):
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 class _Reader:

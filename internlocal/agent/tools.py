@@ -94,12 +94,14 @@ class Tool:
         if model is None:
             from pydantic import ConfigDict, create_model
 
-            fields = {}
+            fields: dict[str, Any] = {}
             hints = typing.get_type_hints(self.fn)
             for name, param in inspect.signature(self.fn).parameters.items():
                 default = ... if param.default is inspect.Parameter.empty else param.default
                 fields[name] = (hints.get(name, Any), default)
-            model = create_model(f"{self.name}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
+            model = create_model(  # field definitions built at run time
+                f"{self.name}_arguments", __config__=ConfigDict(extra="forbid"), **fields
+            )
             self.__dict__["_pydantic_model"] = model
         return model
 

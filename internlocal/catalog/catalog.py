@@ -10,7 +10,7 @@ from typing import Any
 
 import sqlalchemy.exc
 from sqlalchemy import event
-from sqlmodel import Session, create_engine, select
+from sqlmodel import Session, col, create_engine, select
 
 from internlocal.catalog import db
 from internlocal.catalog.schema import (
@@ -56,7 +56,7 @@ class Catalog:
         except sqlalchemy.exc.IntegrityError:
             raise
         except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.DatabaseError) as exc:
-            raise db._explain(self.path, exc.orig if exc.orig is not None else exc) from None  # type: ignore[arg-type]
+            raise db._explain(self.path, exc.orig if exc.orig is not None else exc) from None  # type: ignore[arg-type]  # .orig: the DB-API error, typed BaseException
 
     # -- models -----------------------------------------------------------------------------------
 
@@ -79,7 +79,7 @@ class Catalog:
             found = s.exec(select(Model).where(Model.name == ref)).first()
             if found:
                 return found
-            matches = s.exec(select(Model).where(Model.name.startswith(ref))).all()  # type: ignore[attr-defined]
+            matches = s.exec(select(Model).where(col(Model.name).startswith(ref))).all()
             return matches[0] if len(matches) == 1 else None
 
     def has_model(self, name: str) -> bool:
@@ -102,7 +102,7 @@ class Catalog:
 
     def list_models(self, kind: str | None = None) -> list[Model]:
         with self.session() as s:
-            query = select(Model).order_by(Model.id)
+            query = select(Model).order_by(col(Model.id))
             if kind:
                 query = query.where(Model.kind == kind)
             return list(s.exec(query).all())
@@ -135,12 +135,12 @@ class Catalog:
     def parents(self, child: Artefact) -> list[Lineage]:
         with self.session() as s:
             query = select(Lineage).where(Lineage.child_type == child[0], Lineage.child_id == child[1])
-            return list(s.exec(query.order_by(Lineage.id)).all())
+            return list(s.exec(query.order_by(col(Lineage.id))).all())
 
     def children(self, parent: Artefact) -> list[Lineage]:
         with self.session() as s:
             query = select(Lineage).where(Lineage.parent_type == parent[0], Lineage.parent_id == parent[1])
-            return list(s.exec(query.order_by(Lineage.id)).all())
+            return list(s.exec(query.order_by(col(Lineage.id))).all())
 
     # -- chats ------------------------------------------------------------------------------------
 
@@ -157,8 +157,10 @@ class Catalog:
     def list_chats(self) -> list[ChatSession]:
         with self.session() as s:
             return list(
-                s.exec(select(ChatSession).order_by(ChatSession.updated_at.desc(), ChatSession.id.desc())).all()
-            )  # type: ignore[attr-defined]
+                s.exec(
+                    select(ChatSession).order_by(col(ChatSession.updated_at).desc(), col(ChatSession.id).desc())
+                ).all()
+            )
 
     def get_chat(self, chat_id: int) -> ChatSession:
         with self.session() as s:
@@ -201,7 +203,7 @@ class Catalog:
 
     def messages(self, session_id: int) -> list[ChatMessage]:
         with self.session() as s:
-            query = select(ChatMessage).where(ChatMessage.session_id == session_id).order_by(ChatMessage.id)
+            query = select(ChatMessage).where(ChatMessage.session_id == session_id).order_by(col(ChatMessage.id))
             return list(s.exec(query).all())
 
     # -- jobs -------------------------------------------------------------------------------------
@@ -230,9 +232,9 @@ class Catalog:
 
     def list_jobs(self, status: tuple[str, ...] | None = None, limit: int = 200) -> list[Job]:
         with self.session() as s:
-            query = select(Job).order_by(Job.id.desc()).limit(limit)  # type: ignore[union-attr]
+            query = select(Job).order_by(col(Job.id).desc()).limit(limit)
             if status:
-                query = query.where(Job.status.in_(status))  # type: ignore[attr-defined]
+                query = query.where(col(Job.status).in_(status))
             return list(s.exec(query).all())
 
     # -- evaluation -------------------------------------------------------------------------------
@@ -243,13 +245,13 @@ class Catalog:
             s.add(run)
             s.flush()
             for item in items:
-                item.run_id = run.id  # type: ignore[assignment]
+                item.run_id = run.id
                 s.add(item)
         return run
 
     def eval_runs(self, task: str | None = None, model: str | None = None, job_id: int | None = None) -> list[EvalRun]:
         with self.session() as s:
-            query = select(EvalRun).order_by(EvalRun.id)
+            query = select(EvalRun).order_by(col(EvalRun.id))
             if task:
                 query = query.where(EvalRun.task == task)
             if model:
@@ -260,14 +262,14 @@ class Catalog:
 
     def eval_items(self, run_id: int) -> list[EvalItem]:
         with self.session() as s:
-            return list(s.exec(select(EvalItem).where(EvalItem.run_id == run_id).order_by(EvalItem.idx)).all())
+            return list(s.exec(select(EvalItem).where(EvalItem.run_id == run_id).order_by(col(EvalItem.idx))).all())
 
     def cache_get(self, keys: list[str]) -> dict[str, Any]:
         found: dict[str, Any] = {}
         with self.session() as s:
             for start in range(0, len(keys), 500):
                 chunk = keys[start : start + 500]
-                for row in s.exec(select(EvalCache).where(EvalCache.key.in_(chunk))).all():  # type: ignore[attr-defined]
+                for row in s.exec(select(EvalCache).where(col(EvalCache.key).in_(chunk))).all():
                     found[row.key] = json.loads(row.value_json)
         return found
 
@@ -309,7 +311,7 @@ class Catalog:
 
     def list_datasets(self) -> list[Dataset]:
         with self.session() as s:
-            return list(s.exec(select(Dataset).order_by(Dataset.id)).all())
+            return list(s.exec(select(Dataset).order_by(col(Dataset.id))).all())
 
     def delete_dataset(self, name: str) -> Dataset:
         with self.session() as s:
@@ -341,7 +343,7 @@ class Catalog:
 
     def list_kbs(self) -> list[KnowledgeBase]:
         with self.session() as s:
-            return list(s.exec(select(KnowledgeBase).order_by(KnowledgeBase.id)).all())
+            return list(s.exec(select(KnowledgeBase).order_by(col(KnowledgeBase.id))).all())
 
     def update_kb(self, name: str, **values: Any) -> KnowledgeBase:
         with self.session() as s:
@@ -380,7 +382,7 @@ class Catalog:
 
     def list_train_runs(self) -> list[TrainRun]:
         with self.session() as s:
-            return list(s.exec(select(TrainRun).order_by(TrainRun.id)).all())
+            return list(s.exec(select(TrainRun).order_by(col(TrainRun.id))).all())
 
     def update_train_run(self, run_id: int, **fields: Any) -> TrainRun:
         with self.session() as s:

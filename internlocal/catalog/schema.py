@@ -20,7 +20,7 @@ def utcnow() -> str:
 class Model(SQLModel, table=True):
     __tablename__ = "model"
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)  # None until inserted; every stored row has one
     name: str = Field(unique=True)
     family: str | None = None
     kind: str = "chat"
@@ -71,7 +71,7 @@ class Lineage(SQLModel, table=True):
 
     __tablename__ = "lineage"
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)  # None until inserted; every stored row has one
     parent_type: str
     parent_id: int
     child_type: str
@@ -84,7 +84,7 @@ class Lineage(SQLModel, table=True):
 class ChatSession(SQLModel, table=True):
     __tablename__ = "chat_session"
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)  # None until inserted; every stored row has one
     title: str
     model_name: str | None = None
     system_prompt: str
@@ -98,7 +98,7 @@ class ChatSession(SQLModel, table=True):
 class ChatMessage(SQLModel, table=True):
     __tablename__ = "chat_message"
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)  # None until inserted; every stored row has one
     session_id: int = Field(foreign_key="chat_session.id")
     role: str
     content: str
@@ -119,7 +119,7 @@ class ChatMessage(SQLModel, table=True):
 class Job(SQLModel, table=True):
     __tablename__ = "job"
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)  # None until inserted; every stored row has one
     kind: str
     target: str
     title: str
@@ -146,7 +146,7 @@ class Job(SQLModel, table=True):
 class EvalRun(SQLModel, table=True):
     __tablename__ = "eval_run"
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)  # None until inserted; every stored row has one
     model_name: str
     model_sha256: str | None = None
     quantization: str | None = None
@@ -175,8 +175,8 @@ class EvalRun(SQLModel, table=True):
 class EvalItem(SQLModel, table=True):
     __tablename__ = "eval_item"
 
-    id: int | None = Field(default=None, primary_key=True)
-    run_id: int = Field(foreign_key="eval_run.id")
+    id: int = Field(default=None, primary_key=True)  # None until inserted; every stored row has one
+    run_id: int = Field(default=None, foreign_key="eval_run.id")  # set by Catalog.add_eval_run with its run
     idx: int
     prompt: str
     target: str | None = None
@@ -199,7 +199,7 @@ JOB_FINISHED = ("succeeded", "failed", "cancelled")
 class Dataset(SQLModel, table=True):
     __tablename__ = "dataset"
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)  # None until inserted; every stored row has one
     name: str = Field(unique=True)
     form: str
     path: str
@@ -218,7 +218,7 @@ class Dataset(SQLModel, table=True):
 class TrainRun(SQLModel, table=True):
     __tablename__ = "train_run"
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)  # None until inserted; every stored row has one
     name: str = Field(unique=True)
     recipe: str
     config_json: str = "{}"
@@ -248,7 +248,7 @@ class TrainRun(SQLModel, table=True):
 class KnowledgeBase(SQLModel, table=True):
     __tablename__ = "knowledge_base"
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int = Field(default=None, primary_key=True)  # None until inserted; every stored row has one
     name: str = Field(unique=True)
     path: str
     folders_json: str = "[]"

@@ -76,7 +76,7 @@ class Reply:
                     "assistant",
                     text,
                     model_name=self.model.name,
-                    **stats,  # type: ignore[arg-type]
+                    **stats,
                 )
 
     def cancel(self) -> None:
@@ -177,7 +177,7 @@ class ChatService:
         messages: list[Message] = []
         if chat.system_prompt:
             messages.append({"role": "system", "content": chat.system_prompt})
-        for m in self.catalog.messages(chat.id):  # type: ignore[arg-type]
+        for m in self.catalog.messages(chat.id):
             if m.finish_reason == "cancelled" and not m.content:
                 continue
             messages.append({"role": m.role, "content": m.content})

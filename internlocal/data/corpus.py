@@ -241,7 +241,9 @@ def prepare_corpus(
         def run(batch: list[tuple[str, str]], upto: int) -> None:
             texts = [t for _, t in batch]
             chunks = [texts[i : i + DOCS_PER_TASK] for i in range(0, len(texts), DOCS_PER_TASK)]
-            for where_text, ids in zip(batch, [ids for part in pool.map(_tokenize, chunks) for ids in part]):
+            for where_text, ids in zip(
+                batch, [ids for part in pool.map(_tokenize, chunks) for ids in part], strict=True
+            ):
                 digest = hashlib.sha256(where_text[1].encode("utf-8")).hexdigest()
                 split = "validation" if validation and int(digest[:8], 16) / 0xFFFFFFFF < validation else "train"
                 if split == "validation":

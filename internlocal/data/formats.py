@@ -131,7 +131,7 @@ def normalize(row: Any, form: str) -> dict[str, Any]:
                 raise ValueError("'history' must be a list of [question, answer] pairs")
             messages += [{"role": "user", "content": str(turn[0])}, {"role": "assistant", "content": str(turn[1])}]
         user = instruction if not row.get("input") else f"{instruction}\n\n{row['input']}"
-        return {"messages": messages + [{"role": "user", "content": user}, {"role": "assistant", "content": output}]}
+        return {"messages": [*messages, {"role": "user", "content": user}, {"role": "assistant", "content": output}]}
     if form == "sharegpt":
         turns = _listed(row, "conversations")
         if not isinstance(turns, list) or not turns:

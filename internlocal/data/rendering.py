@@ -85,7 +85,7 @@ def _encode(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
     offsets = [tuple(o) for o in encoded["offset_mapping"]]
     bos = getattr(tokenizer, "bos_token_id", None)
     if bos is not None and getattr(tokenizer, "add_bos_token", False) and (not ids or ids[0] != bos):
-        ids, offsets = [bos] + ids, [(0, 0)] + offsets
+        ids, offsets = [bos, *ids], [(0, 0), *offsets]
     return ids, offsets
 
 
@@ -94,7 +94,7 @@ def render(tokenizer, example: dict[str, Any], max_len: int | None = None, train
     ids, offsets = _encode(tokenizer, text)
     labels = [
         tid if any(s <= start < e for s, e in spans) and end > start else IGNORE
-        for tid, (start, end) in zip(ids, offsets)
+        for tid, (start, end) in zip(ids, offsets, strict=True)
     ]
     truncated = bool(max_len and len(ids) > max_len)
     if truncated:
@@ -105,4 +105,7 @@ def render(tokenizer, example: dict[str, Any], max_len: int | None = None, train
 def preview(tokenizer, example: dict[str, Any], train_on: str = "assistant") -> list[tuple[str, bool]]:
     """(token text, trained?) for each token of the rendered example: what the Train screen highlights."""
     rendered = render(tokenizer, example, train_on=train_on)
-    return [(tokenizer.decode([tid]), label != IGNORE) for tid, label in zip(rendered.input_ids, rendered.labels)]
+    return [
+        (tokenizer.decode([tid]), label != IGNORE)
+        for tid, label in zip(rendered.input_ids, rendered.labels, strict=True)
+    ]

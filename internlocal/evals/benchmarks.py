@@ -3,12 +3,13 @@
 Each loader reads the files as their authors publish them (downloaded from the Hugging Face Hub
 or ModelScope by ``fetch_benchmark``, or a copy made offline) and writes one JSONL plus a task
 YAML under ``<home>/tasks/``, with the prompt conventions lm-evaluation-harness uses for that
-benchmark. JSONL and the Hub's Parquet files carry the same columns; zip archives are unpacked.
+benchmark. JSONL and the Hub's Parquet files carry the same columns (MMLU's from cais/mmlu: question,
+subject, choices, answer); zip archives are unpacked.
 
 | benchmark | files read | task type |
 |---|---|---|
-| mmlu | `*_test.csv` (hendrycks: question,A,B,C,D,answer, no header) or JSONL/Parquet (cais/mmlu: question, subject, choices, answer) | multiple_choice |
-| ceval | the val split: `*_val.csv` or `<subject>/val-*.parquet` (id,question,A,B,C,D,answer[,explanation]) | multiple_choice |
+| mmlu | `*_test.csv` (hendrycks: question,A,B,C,D,answer, no header) or JSONL/Parquet | multiple_choice |
+| ceval | val split `*_val.csv` or `<subject>/val-*.parquet` (id,question,A-D,answer[,explanation]) | multiple_choice |
 | cmmlu | `test/*.csv` (,Question,A,B,C,D,Answer), e.g. from cmmlu_v1_0_1.zip | multiple_choice |
 | arc | JSONL/Parquet (id, question, choices {text, label}, answerKey) | multiple_choice |
 | hellaswag | JSONL/Parquet (activity_label, ctx_a, ctx_b, endings, label) | multiple_choice |
@@ -22,7 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,8 @@ def _files(folder: Path, *groups: tuple[str, ...]) -> list[Path]:
     raise UserError(f"No {wanted} files under {folder}; point at the benchmark's data folder.")
 
 
-def _csv(path: Path, header: bool) -> Iterator[tuple[str, list[str] | dict[str, str]]]:
+def _csv(path: Path, header: bool) -> Iterator[tuple[str, Any]]:
+    """(line label, row): rows as lists, or as dicts by the header line when ``header``."""
     with path.open(encoding="utf-8", newline="") as fh:
         reader: Any = csv.DictReader(fh) if header else csv.reader(fh)
         for n, row in enumerate(reader, start=2 if header else 1):
@@ -70,7 +72,7 @@ def _subject(path: Path, suffixes: tuple[str, ...] = ("_test", "_val", "_dev")) 
 
 
 def mmlu(folder: Path) -> tuple[list[dict], dict]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for path in _files(folder, ("*_test.csv", *ROWS)):
         if path.suffix == ".csv":
             for n, row in _csv(path, header=False):
@@ -107,7 +109,7 @@ def mmlu(folder: Path) -> tuple[list[dict], dict]:
 
 
 def _chinese_mcq(
-    folder: Path, groups: list[tuple[str, ...]], q: str, answer: str, intro: str
+    folder: Path, groups: Sequence[tuple[str, ...]], q: str, answer: str, intro: str
 ) -> tuple[list[dict], dict]:
     rows = []
     for path in _files(folder, *groups):
@@ -255,7 +257,8 @@ def wikitext(folder: Path) -> tuple[list[dict], dict]:
             lines += [row.get("text", "") for _, row in read_rows(path)]
         else:
             lines += path.read_text(encoding="utf-8").splitlines(keepends=True)
-    documents, current = [], []
+    documents: list[str] = []
+    current: list[str] = []
     for line in lines:
         if re.match(r"^ = [^=].* = \n?$", line) and current:  # a top-level heading starts the next article
             documents.append("".join(current).strip())

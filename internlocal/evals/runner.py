@@ -77,7 +77,7 @@ def _token_counts(engine: Engine, cache: RequestCache, texts: list[str], add_spe
     keys = [cache.key(["tokens", t, add_special]) for t in texts]
     known = cache.get(list(dict.fromkeys(keys)))
     fresh = {}
-    for key, text in zip(keys, texts):
+    for key, text in zip(keys, texts, strict=True):
         if key not in known and key not in fresh:
             fresh[key] = len(engine.tokenize(text, add_special=add_special))
     cache.put(fresh)
@@ -96,7 +96,7 @@ def _overflows(engine: Engine, cache: RequestCache, texts: list[str]) -> list[st
     ]
 
 
-def _skipped_item(idx: int, prompt: str, target: str | None, reason: str) -> dict[str, Any]:
+def _skipped_item(idx: int, prompt: str, target: str | None, reason: str | None) -> dict[str, Any]:
     return {"idx": idx, "prompt": prompt, "target": target, "response": None, "scores": {"skipped": reason}}
 
 
@@ -104,7 +104,7 @@ def score_choices(loglikelihoods: list[float], choices: list[str], gold: int) ->
     """(prediction, length-normalised prediction, acc, acc_norm): argmax of the log-likelihoods, and of
     the log-likelihoods per character of each choice (lm-evaluation-harness's acc_norm)."""
     pred = max(range(len(loglikelihoods)), key=lambda k: loglikelihoods[k])
-    norm = [ll / max(1, len(c)) for ll, c in zip(loglikelihoods, choices)]
+    norm = [ll / max(1, len(c)) for ll, c in zip(loglikelihoods, choices, strict=True)]
     pred_norm = max(range(len(norm)), key=lambda k: norm[k])
     return pred, pred_norm, pred == gold, pred_norm == gold
 
@@ -119,7 +119,7 @@ def _multiple_choice(engine, task, docs, cache, progress, check_cancelled, seed)
         requests = [(context, task.target_delimiter + c) for c in choices]
         candidates.append((i, task.gold_index(doc, i), choices, requests))
     longest = [p[3][0][0] + max(p[3], key=lambda r: len(r[1]))[1] for p in candidates]
-    reasons = dict(zip((p[0] for p in candidates), _overflows(engine, cache, longest)))
+    reasons = dict(zip((p[0] for p in candidates), _overflows(engine, cache, longest), strict=True))
     plans = [p for p in candidates if reasons[p[0]] is None]
     answers = _loglikelihoods(engine, [r for p in plans for r in p[3]], cache, progress, check_cancelled)
     items, correct, correct_norm = [], [], []
@@ -131,7 +131,7 @@ def _multiple_choice(engine, task, docs, cache, progress, check_cancelled, seed)
             reasons[i] = next(a for a in got if isinstance(a, str))
             continue
         lls = [a[0] for a in got]
-        pred, pred_norm, ok, ok_norm = score_choices(lls, choices, gold)
+        pred, _, ok, ok_norm = score_choices(lls, choices, gold)
         correct.append(ok)
         correct_norm.append(ok_norm)
         items.append(
@@ -176,10 +176,12 @@ def _loglikelihoods(engine, requests, cache: RequestCache, progress, check_cance
                     results.extend(engine.loglikelihood([requests[i]]))
                 except ContextOverflow as exc:
                     results.append(str(exc))
-        fresh = {keys[i]: [r.logprob, r.is_greedy] for i, r in zip(chunk, results) if not isinstance(r, str)}
+        fresh = {
+            keys[i]: [r.logprob, r.is_greedy] for i, r in zip(chunk, results, strict=True) if not isinstance(r, str)
+        }
         cache.put(fresh)  # saved per batch: a crash loses at most one batch
         known.update(fresh)
-        known.update({keys[i]: r for i, r in zip(chunk, results) if isinstance(r, str)})
+        known.update({keys[i]: r for i, r in zip(chunk, results, strict=True) if isinstance(r, str)})
         done += len(chunk)
         progress(done, total)
     out = _Answers(known[k] for k in keys)
@@ -249,7 +251,7 @@ def _perplexity(engine, task, docs, cache, progress, check_cancelled, seed) -> O
     cached = sum(1 for k in keys if k in known)
     can_tokenize = Capability.TOKENIZE in engine.capabilities  # a remote endpoint cannot: no token perplexity
     counts = _token_counts(engine, cache, texts, add_special=False) if can_tokenize else [0] * len(texts)
-    for i, (text, key) in enumerate(zip(texts, keys)):
+    for i, (text, key) in enumerate(zip(texts, keys, strict=True)):
         check_cancelled()
         if key not in known:
             try:
