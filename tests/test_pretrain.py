@@ -91,7 +91,7 @@ def test_prepared_shards_detokenize_to_the_documents_in_order_with_eos_and_dupli
 
 def test_bad_corpora_are_refused_with_a_clear_message(tmp_path, hf_model_dir):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match="holds no .txt, .md, .jsonl or .parquet files"):
+    with pytest.raises(UserError, match=r"holds no \.txt, \.md, \.jsonl or \.parquet files"):
         prepare_corpus(tmp_path / "empty", hf_model_dir, tmp_path / "o1", seq_len=16)
     (tmp_path / "binary.txt").write_bytes(b"\x7fELF\x00\x00\x01binary")
     with pytest.raises(UserError, match="binary file"):
