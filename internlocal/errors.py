@@ -1,12 +1,36 @@
-"""Errors a user can cause and fix.
+"""Errors a user can cause and fix, and the exit codes the CLI gives them.
 
 Front ends print ``str(error)`` (one sentence that says what to do) and never a traceback.
 Anything that is not a ``UserError`` is a bug and is shown with its traceback.
+
+Exit codes (``internlocal …``; the README lists them): 0 done; 1 a user error (bad input, missing
+model, not enough memory …); 2 a usage error (unknown command or option); 3 a job failed (the
+command started one and followed it); 4 a network failure (a server could not be reached or broke
+off: the Hub, ModelScope, a download, a remote endpoint); 70 a bug (with its traceback); 130
+interrupted (Ctrl+C).
 """
+
+EXIT_USAGE = 2  # click's own code for usage errors
+EXIT_BUG = 70  # sysexits' EX_SOFTWARE
+EXIT_INTERRUPTED = 130
 
 
 class UserError(Exception):
     """A problem the user can fix; the message says how."""
+
+    exit_code = 1
+
+
+class NetworkError(UserError):
+    """A server could not be reached, or broke off: check the connection (or the endpoint) and try again."""
+
+    exit_code = 4
+
+
+class JobFailed(UserError):
+    """A job the command started ended without its result (its error says why)."""
+
+    exit_code = 3
 
 
 class DataDirError(UserError):

@@ -15,6 +15,20 @@ from internlocal.hub.embedded import CHAT_MODEL, EMBEDDING_MODEL
 QUESTION = "What is the capital of France? Answer in one word."
 
 
+def pytest_configure(config):
+    """No test reads or writes the user's real folders: the platform's config, data and cache directories point
+    into a temporary folder for the whole session (and every subprocess it starts)."""
+    import tempfile
+
+    # pip's and uv's caches stay where they are: the install tests reuse the built llama-cpp-python wheel
+    real_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    os.environ.setdefault("PIP_CACHE_DIR", str(real_cache / "pip"))
+    os.environ.setdefault("UV_CACHE_DIR", str(real_cache / "uv"))
+    base = Path(tempfile.mkdtemp(prefix="internlocal-xdg-"))
+    for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME"):
+        os.environ[name] = str(base / name.lower())
+
+
 @pytest.fixture(scope="session")
 def gguf_path() -> Path:
     path = CHAT_MODEL.locate()

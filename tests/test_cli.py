@@ -175,7 +175,7 @@ def test_models_pull_show_du_rm_from_the_command_line(internlocal_bin, cli_env, 
         assert "Paris" in out.stdout
 
         out = run(internlocal_bin, env, "models", "pull", "hf:acme/nothing-here")
-        assert out.returncode == 1 and "was not found" in out.stderr and "Traceback" not in out.stderr
+        assert out.returncode == 3 and "was not found" in out.stderr and "Traceback" not in out.stderr  # the job failed
 
         removed = json.loads(run(internlocal_bin, env, "models", "rm", "tiny-q4_1", "--json").stdout)
         assert removed[0]["blobs_removed"]

@@ -11,7 +11,7 @@ from internlocal.formatting import human_bytes
 
 
 def doctor(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
-    """Show where data lives, what is installed, and what hardware is available."""
+    """Where settings, data and the Hugging Face cache live, what is installed, and what hardware is here."""
     from internlocal.config import load_settings
     from internlocal.doctor import report
 

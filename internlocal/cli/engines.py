@@ -1,4 +1,5 @@
-"""``internlocal engines …``: which runtimes are usable here, and installing LMDeploy apart."""
+"""``internlocal engines …``: which runtimes are usable here, and installing the tools that live apart
+(LMDeploy, llama.cpp's HF→GGUF converter)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def list_engines(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
     import importlib.util
 
     from internlocal.config import load_settings
-    from internlocal.envs import lmdeploy_executable
+    from internlocal.envs import converter_dir, lmdeploy_executable
 
     settings = load_settings()
     lmdeploy = lmdeploy_executable(settings.home)
@@ -36,6 +37,12 @@ def list_engines(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
             "path": str(lmdeploy) if lmdeploy else None,
         },
         {"engine": "remote", "formats": "any OpenAI-compatible endpoint (models add-remote)", "available": True},
+        {
+            "engine": "converter",
+            "formats": "hf → gguf (llama.cpp's converter: engines install converter)",
+            "available": (converter_dir(settings.home) / "convert_hf_to_gguf.py").exists(),
+            "path": str(converter_dir(settings.home)),
+        },
     ]
     if as_json:
         print_json({"selected": settings.engine, "engines": rows})
@@ -47,18 +54,26 @@ def list_engines(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
 
 @app.command("install")
 def install(
-    name: Annotated[str, typer.Argument(help="lmdeploy")],
+    name: Annotated[str, typer.Argument(help="lmdeploy (NVIDIA GPUs) or converter (llama.cpp's HF→GGUF converter)")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the commands instead of running them.")] = False,
 ) -> None:
-    """Install LMDeploy into its own virtual environment (its pins conflict with ours)."""
+    """Install a tool apart from internlocal's packages: LMDeploy into its own virtual environment (its pins
+    conflict with ours), or the HF→GGUF converter into its own folder (it bundles a newer gguf)."""
     from internlocal.config import load_settings
-    from internlocal.envs import lmdeploy_install_commands
+    from internlocal.envs import converter_install_commands, lmdeploy_install_commands
     from internlocal.errors import UserError
 
-    if name != "lmdeploy":
-        raise UserError(f"Only lmdeploy is installed this way; {name!r} is not.")
-    commands = lmdeploy_install_commands(load_settings().home)
+    home = load_settings().home
+    if name == "lmdeploy":
+        commands, failed = (
+            lmdeploy_install_commands(home),
+            "Installing LMDeploy failed (it needs Linux x86-64 with CUDA)",
+        )
+    elif name == "converter":
+        commands, failed = converter_install_commands(home), "Installing the HF→GGUF converter failed"
+    else:
+        raise UserError(f"{name!r} is not installed this way; name lmdeploy or converter.")
     for command in commands:
         typer.echo(" ".join(command))
         if not dry_run and subprocess.run(command).returncode != 0:
-            raise UserError("Installing LMDeploy failed (it needs Linux x86-64 with CUDA); see the output above.")
+            raise UserError(f"{failed}; see the output above.")

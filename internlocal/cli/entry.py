@@ -1,26 +1,42 @@
-"""Console script ``internlocal``: no arguments opens the TUI without importing the CLI stack."""
+"""Console script ``internlocal``: no arguments opens the TUI without importing the CLI stack.
+
+A shell's completion request also comes with no arguments (its words travel in environment variables):
+it goes to the CLI, which answers it, and never opens the TUI. Exit codes are listed in ``errors.py``.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 
 
 def main() -> None:
-    from internlocal.errors import UserError
+    from internlocal.errors import EXIT_BUG, EXIT_INTERRUPTED, UserError
 
+    completing = any(name.startswith("_INTERNLOCAL_COMPLETE") for name in os.environ)
     try:
-        if len(sys.argv) == 1:
+        if len(sys.argv) == 1 and not completing:
+            from internlocal.logs import configure
             from internlocal.tui.app import run
 
+            configure()
             sys.exit(run())
         from internlocal.cli.main import app
 
         app()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception:  # a bug: its traceback, and an exit code that says so
+        import traceback
+
+        traceback.print_exc()
+        print(
+            "internal error: this is a bug in internlocal; please report it with the traceback above.", file=sys.stderr
+        )
+        sys.exit(EXIT_BUG)
 
 
 if __name__ == "__main__":

@@ -2,17 +2,61 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from internlocal.cli import agent, chat, data, doctor, engines, evaluate, jobs, kb, models, pretrain, serve, train
+from internlocal.cli import (
+    agent,
+    chat,
+    config,
+    data,
+    doctor,
+    engines,
+    evaluate,
+    jobs,
+    kb,
+    models,
+    pretrain,
+    serve,
+    train,
+)
 
 app = typer.Typer(
     name="internlocal",
     help="The InternLM full chain, local-first. Run without a command to open the terminal UI.",
     no_args_is_help=False,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion; completion requests never open the TUI
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from internlocal import __version__
+
+        typer.echo(f"internlocal {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Show the libraries' warnings, progress bars and logs (or INTERNLOCAL_LOG=debug)."
+        ),
+    ] = False,
+) -> None:
+    """The InternLM full chain, local-first. Run without a command to open the terminal UI."""
+    from internlocal.logs import configure
+
+    configure(verbose)
+
+
 app.command("chat")(chat.chat)
 app.command("agent")(agent.agent)
 app.command("doctor")(doctor.doctor)
@@ -25,6 +69,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(train.app, name="train")
 app.add_typer(pretrain.app, name="pretrain")
 app.add_typer(kb.app, name="kb")
+app.add_typer(config.app, name="config")
 
 
 @app.command("tui")

@@ -74,8 +74,8 @@ def follow(runner: JobRunner, job_id: int, *, as_json: bool, poll_s: float = 0.1
 def follow_job(runner: JobRunner, job: Job, *, detach: bool, as_json: bool) -> Job | None:
     """What every job-starting command does next: return at once (--detach), or follow the job to its end.
 
-    Returns the succeeded job, or None when detached; a failed job exits 1 with its error, and
-    Ctrl+C cancels it (resumable) and exits 130.
+    Returns the succeeded job, or None when detached; a failed job exits 3 (4 when it failed on the
+    network) with its error, and Ctrl+C cancels it (resumable) and exits 130.
     """
     import typer
 
@@ -96,5 +96,17 @@ def follow_job(runner: JobRunner, job: Job, *, detach: bool, as_json: bool) -> J
     if job.status != "succeeded":
         if not as_json:
             typer.echo(f"error: {job.error or job.status}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(failed_exit_code(runner, job))
     return job
+
+
+def failed_exit_code(runner: JobRunner, job: Job) -> int:
+    """4 when the job failed on the network, else 3 (see errors.py for every exit code)."""
+    from internlocal.errors import JobFailed, NetworkError
+
+    assert job.id is not None
+    events, _ = runner.read_events(job.id)
+    errors = [e for e in events if e.get("type") == "error"]
+    if errors and errors[-1].get("exit_code") == NetworkError.exit_code:
+        return NetworkError.exit_code
+    return JobFailed.exit_code

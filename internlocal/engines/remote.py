@@ -23,7 +23,7 @@ from internlocal.engines.base import (
     LogLikelihood,
     StreamTimer,
 )
-from internlocal.errors import ContextOverflow, Unsupported, UserError
+from internlocal.errors import ContextOverflow, NetworkError, Unsupported, UserError
 
 
 class RemoteEngine(EngineBase):
@@ -102,7 +102,7 @@ class RemoteEngine(EngineBase):
                 url, headers=self._headers, data=json.dumps(body), stream=True, timeout=(10, self._timeout)
             )
         except requests.RequestException as exc:
-            raise UserError(f"Cannot reach {self.base_url} ({exc}); is the server running?") from None
+            raise NetworkError(f"Cannot reach {self.base_url} ({exc}); is the server running?") from None
         with response:
             if response.status_code >= 400:
                 try:
@@ -197,7 +197,7 @@ class RemoteEngine(EngineBase):
                 timeout=(10, self._timeout),
             )
         except requests.RequestException as exc:
-            raise UserError(f"Cannot reach {self.base_url} ({exc}); is the server running?") from None
+            raise NetworkError(f"Cannot reach {self.base_url} ({exc}); is the server running?") from None
         unsupported = Unsupported(
             f"{self.base_url} does not return prompt log-probabilities (completions with echo and "
             "logprobs), so it cannot score multiple-choice or perplexity tasks; run generation "
@@ -267,7 +267,7 @@ class RemoteEmbedder:
                     data=json.dumps({"model": self.remote_model, "input": batch}),
                 )
             except requests.RequestException as exc:
-                raise UserError(f"Cannot reach {self.base_url} ({exc}); is the embedding server running?") from None
+                raise NetworkError(f"Cannot reach {self.base_url} ({exc}); is the embedding server running?") from None
             if response.status_code >= 400:
                 raise UserError(f"{self.base_url}/embeddings answered {response.status_code}: {response.text[:200]}")
             try:

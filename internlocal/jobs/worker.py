@@ -12,10 +12,12 @@ from internlocal.catalog import open_catalog
 from internlocal.config import load_settings
 from internlocal.jobs.context import JobContext
 from internlocal.jobs.runner import JobRunner, execute
+from internlocal.logs import configure
 
 
 def main(argv: list[str]) -> int:
     job_id = int(argv[1])
+    configure()  # INTERNLOCAL_LOG, inherited from the front end that started the job, decides the level
     settings = load_settings()
     catalog = open_catalog(settings)
     runner = JobRunner(catalog, settings)

@@ -7,7 +7,6 @@ reported like a bad file.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,13 +14,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from internlocal.errors import UserError
+from internlocal.resources import resource_dir
 from internlocal.train.memory import Shape
 
 
 def recipes_dir() -> Path:
-    """``recipes/`` of the repository (editable install), else the copy installed under ``share/``."""
-    repo = Path(__file__).resolve().parents[2] / "recipes"
-    return repo if repo.is_dir() else Path(sys.prefix) / "share" / "internlocal" / "recipes"
+    """The recipes shipped with the package (in a clone: the repository's ``recipes/``)."""
+    return resource_dir("recipes")
 
 
 class _Strict(BaseModel):
