@@ -65,7 +65,9 @@ class InternLocalApp(App):
         self.startup_error: str | None = None
 
     def on_mount(self) -> None:
-        self.open_services()
+        # after the first frame: the start-up thread's imports (sqlmodel, pydantic) would hold the GIL while the
+        # screen paints
+        self.call_after_refresh(self.open_services)
 
     @work(thread=True, group="startup")
     def open_services(self) -> None:

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from textual.widgets.markdown import MarkdownStream
 
     from internlocal.chat.service import Reply
-from internlocal.tui.screens.dialogs import ChatSettingsDialog, ConfirmDialog, ModelPickerDialog, TextPromptDialog
 from internlocal.tui.widgets.messages import ChatLog, MessageView, message_stats
 from internlocal.tui.widgets.status import StatusLine
 
@@ -206,6 +205,8 @@ class ChatScreen(AppScreen):
         self.query_one("#prompt", Input).focus()
 
     def action_rename_chat(self) -> None:
+        from internlocal.tui.screens.dialogs import TextPromptDialog  # dialogs load when first opened
+
         if not self._ready or self.chat_id is None:
             return
         chat = self.ready_services.catalog.get_chat(self.chat_id)
@@ -218,6 +219,8 @@ class ChatScreen(AppScreen):
         self.app.push_screen(TextPromptDialog("Rename chat", chat.title), done)
 
     def action_delete_chat(self) -> None:
+        from internlocal.tui.screens.dialogs import ConfirmDialog  # dialogs load when first opened
+
         if not self._ready or self.chat_id is None or self.generating:
             return
         chat = self.ready_services.catalog.get_chat(self.chat_id)
@@ -234,6 +237,8 @@ class ChatScreen(AppScreen):
         self.app.push_screen(ConfirmDialog(f"Delete the chat “{chat.title}” and its messages?"), done)
 
     def action_pick_model(self) -> None:
+        from internlocal.tui.screens.dialogs import ModelPickerDialog  # dialogs load when first opened
+
         if not self._ready or self.chat_id is None or self.generating:
             return
         from internlocal.formatting import human_bytes
@@ -253,6 +258,8 @@ class ChatScreen(AppScreen):
         self.app.push_screen(ModelPickerDialog(models, chat.model_name), done)
 
     def action_kb_mode(self) -> None:
+        from internlocal.tui.screens.dialogs import TextPromptDialog  # dialogs load when first opened
+
         if not self._ready or self.chat_id is None:
             return
         names = [kb.name for kb in self.ready_services.catalog.list_kbs()]
@@ -293,6 +300,8 @@ class ChatScreen(AppScreen):
         )
 
     def action_chat_settings(self) -> None:
+        from internlocal.tui.screens.dialogs import ChatSettingsDialog  # dialogs load when first opened
+
         if not self._ready or self.chat_id is None:
             return
         from internlocal.chat.service import chat_params

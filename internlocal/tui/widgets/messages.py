@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
-from textual.widgets import Markdown, Static
+from textual.widgets import Static
+
+if TYPE_CHECKING:
+    from textual.widgets import Markdown
 
 ROLE_LABELS = {"user": "You", "assistant": "Assistant", "system": "System", "error": "Error"}
 
@@ -29,12 +34,17 @@ class MessageView(Vertical):
         self._stats = stats
 
     def compose(self) -> ComposeResult:
+        from textual.widgets import Markdown  # markdown-it and Textual's Markdown: imported with the first message,
+        # after the first paint (no message is shown before the catalog is open)
+
         yield Static(ROLE_LABELS.get(self.role, self.role), classes="role")
         yield Markdown(self._content)
         yield Static(self._stats, classes="stats")
 
     @property
     def markdown(self) -> Markdown:
+        from textual.widgets import Markdown
+
         return self.query_one(Markdown)
 
     def set_stats(self, text: str) -> None:
