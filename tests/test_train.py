@@ -457,3 +457,35 @@ def test_the_gpu_qlora_scripts_run_at_a_tiny_shape_on_the_cpu(tmp_path):
     result = json.loads(ours.stdout.strip().splitlines()[-1])
     assert (result["tool"], result["shape"], result["seq"], result["device"]) == ("internlocal", "tiny", 64, "cpu")
     assert result["tokens_per_s"] > 0 and result["peak_alloc_gib"] > 0 and math.isfinite(result["final_loss"])
+
+
+def test_a_run_saves_its_recipe_as_the_file_plus_overrides_and_runs_saved_before_still_load(services):
+    """The saved recipe is the file plus the overrides, nothing filled in or rewritten; --gpus travels as an int
+    from the front end to the plan; a config.json written before RunConfig (the whole validated recipe, with the
+    hardware a validator used to rewrite) still loads."""
+    import yaml
+
+    from internlocal.services.training import plan
+    from internlocal.train.recipe import recipe_path
+    from internlocal.train.run_config import RunConfig, saved_recipe
+
+    name, recipe = load_recipe("internlm2_5-1_8b_qlora_gpu8", {"lr": 1e-4, "lora": {"r": 8}}, gpus=2)
+    raw = yaml.safe_load(recipe_path(name).read_text(encoding="utf-8"))
+    expected = {**raw, "lr": 1e-4, "lora": {**raw.get("lora", {}), "r": 8}, "gpus": 2}
+    assert saved_recipe(recipe) == json.loads(json.dumps(expected))  # the file + overrides, as JSON keeps them
+    assert "hardware" not in expected or expected["hardware"] == recipe.hardware == "gpu"
+    planned = plan(services, name, {"lr": 1e-4}, gpus=2)
+    assert planned.recipe.gpus == 2 and isinstance(planned.recipe.gpus, int) and planned.recipe.on_gpu
+
+    legacy = {
+        "recipe": {**recipe.model_dump(), "hardware": "multi-gpu"},
+        "recipe_name": name,
+        "model_path": "/models/base",
+        "train_file": "/data/train.jsonl",
+        "validation_file": None,
+        "threads": 2,
+        "estimate": {"total_bytes": 1},
+    }
+    config = RunConfig.model_validate(legacy)
+    assert (config.recipe.gpus, config.recipe.hardware, config.recipe.lora.r) == (2, "multi-gpu", 8)
+    assert RunConfig.model_validate(json.loads(json.dumps(config.as_json()))) == config

@@ -13,14 +13,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 GIB = 2**30
 CPU_RUNTIME = int(0.45 * GIB)  # torch + transformers + peft + bitsandbytes imported, tokenizer, data (measured)
-LOGIT_CHUNK = 1024  # tokens per chunk in the loop's loss (see loop.chunked_loss)
+LOGIT_CHUNK = 1024  # tokens per chunk in the loop's loss (see loss.py)
 _LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-@dataclass
-class Shape:
+class Shape(BaseModel):
+    """A model's dimensions, from its config, its GGUF header, or a recipe's ``shape:`` (a pydantic model so that a
+    recipe saved with ``exclude_unset`` keeps only the dimensions it gave)."""
+
+    model_config = ConfigDict(extra="forbid")
+
     parameters: int
     hidden: int
     layers: int

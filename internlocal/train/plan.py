@@ -67,7 +67,7 @@ def free_memory(device: str) -> tuple[int | None, int | None]:
 
 def shape_of(model: Model | None, recipe: Recipe) -> Shape | None:
     if recipe.shape is not None:
-        return Shape(**vars(recipe.shape))  # a copy: the estimate may adjust it
+        return recipe.shape.model_copy()  # a copy: the estimate may adjust it
     if recipe.init == "scratch" and recipe.architecture is not None:
         a = recipe.architecture
         vocab = (
