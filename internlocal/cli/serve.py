@@ -26,7 +26,8 @@ def serve(
 
     def ready(url: str, name: str) -> None:
         typer.echo(f"serving {name} at {url}/v1  (Ctrl-C stops)")
-        auth = ' -H "Authorization: Bearer $INTERNLOCAL_API_KEY"' if api_key else ""  # never the key itself: logs keep it
+        # the variable's name, never the key itself: logs (a container's too) keep this line
+        auth = ' -H "Authorization: Bearer $INTERNLOCAL_API_KEY"' if api_key else ""
         typer.echo(
             f"try: curl {url}/v1/chat/completions{auth} -H 'Content-Type: application/json' "
             f'-d \'{{"model": "{name}", "messages": [{{"role": "user", "content": "Hello"}}]}}\''
