@@ -35,10 +35,11 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def level_from(verbose: bool) -> int:
+    """``INTERNLOCAL_LOG`` when set, else WARNING; ``--verbose`` asks for at least INFO whatever the variable says
+    (a shell or a parent process may have left it quieter)."""
     named = os.environ.get("INTERNLOCAL_LOG", "").strip().upper()
-    if named in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        return getattr(logging, named)
-    return logging.INFO if verbose else logging.WARNING
+    level = getattr(logging, named) if named in ("DEBUG", "INFO", "WARNING", "ERROR") else logging.WARNING
+    return min(level, logging.INFO) if verbose else level
 
 
 def configure(verbose: bool = False) -> int:
@@ -46,14 +47,15 @@ def configure(verbose: bool = False) -> int:
     level = level_from(verbose)
     quiet = level > logging.INFO
     if quiet:
-        os.environ["INTERNLOCAL_LOG"] = "warning"  # job workers and servers started from here stay quiet too
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bar too
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         warnings.filterwarnings("ignore")
-    else:
+    else:  # asked for: job workers and servers started from here speak too
         os.environ["INTERNLOCAL_LOG"] = logging.getLevelName(level).lower()
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "0"
+        os.environ["TRANSFORMERS_VERBOSITY"] = "info" if level > logging.DEBUG else "debug"
     root = logging.getLogger()
     if not any(isinstance(h, _StderrHandler) for h in root.handlers):  # configured once per process
         handler = _StderrHandler(sys.stderr)
