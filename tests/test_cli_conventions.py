@@ -30,7 +30,12 @@ def test_version_and_completion_scripts_for_every_shell_without_opening_the_tui(
     assert asked.returncode == 0 and asked.stdout.split() == ["train"], asked.stdout + asked.stderr
     # --show-completion / --install-completion find the shell they run in: a user's bash here
     shown = subprocess.run(
-        ["bash", "-c", f"{internlocal_bin} --show-completion"], env=cli_env, capture_output=True, text=True, timeout=60
+        # a second command keeps bash from exec'ing into internlocal, so bash stays its parent whoever started it
+        ["bash", "-c", f"{internlocal_bin} --show-completion; exit $?"],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert shown.returncode == 0 and "_internlocal_completion" in shown.stdout, shown.stderr
 
