@@ -17,7 +17,7 @@ TORCH_INDEX ?=
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 LLAMA_WHEEL_INDEX ?=
 
-.PHONY: run test test-fast test-install lint install dist bench clean
+.PHONY: run test test-fast test-install test-snapshots-update lint install dist bench clean
 
 run: $(STAMP)
 	$(VENV)/bin/internlocal
@@ -33,6 +33,11 @@ test-install: $(STAMP)
 # the inner loop: everything but the tests marked slow (whole finetunes, pretraining runs, agreement runs)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not gpu and not install"
+
+# after a deliberate layout change: rewrite the SVG snapshots of every screen (tests/__snapshots__), then look at
+# `git diff --stat` and the images before committing them; `make test` fails on any snapshot not updated this way
+test-snapshots-update: $(STAMP)
+	$(PY) -m pytest -q tests/test_tui_layouts.py -k snapshot --snapshot-update
 
 # format, lint rules, types, and the layer contract (DESIGN.md: arrows point down)
 lint: $(STAMP)

@@ -23,6 +23,15 @@ def human_count(n: int | None) -> str:
     return str(n)
 
 
+def rough_duration(seconds: float) -> str:
+    """An estimate in words: "under a minute", "about 4 min", "about 2.5 h"."""
+    if seconds < 60:
+        return "under a minute"
+    if seconds < 3600:
+        return f"about {round(seconds / 60)} min"
+    return f"about {seconds / 3600:.1f} h"
+
+
 def human_duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from internlocal.errors import UserError
@@ -9,6 +11,56 @@ from internlocal.services import Services
 
 if TYPE_CHECKING:
     from internlocal.catalog.schema import Job
+    from internlocal.evals.tasks import Task
+
+# a guess for a model this machine has not evaluated yet: seconds per item per billion parameters (a scored
+# item on a laptop CPU through llama.cpp); generating an answer costs several scorings
+GUESS_S_PER_ITEM_PER_B = 0.3
+GUESS_MIN_S_PER_ITEM = 0.02
+GENERATION_FACTOR = 4.0
+
+
+@dataclass
+class EvalEstimate:
+    items: int  # every (model, item) pair the run would answer
+    seconds: float
+    measured: bool  # from this machine's earlier evaluations of every chosen model, not a guess from their size
+
+    def describe(self) -> str:
+        from internlocal.formatting import rough_duration
+
+        basis = "measured here" if self.measured else "guessed from the model's size"
+        return f"{self.items} items, {rough_duration(self.seconds)} ({basis})"
+
+
+def _seconds_per_item(svc: Services, model: str) -> float | None:
+    """Seconds per item of the newest finished evaluation job that evaluated only ``model``."""
+    for job_id in sorted({run.job_id for run in svc.catalog.eval_runs(model=model) if run.job_id}, reverse=True):
+        job = svc.catalog.get_job(job_id)
+        runs = svc.catalog.eval_runs(job_id=job_id)
+        items = sum(run.n_items for run in runs)
+        if job.started_at and job.finished_at and items and all(run.model_name == model for run in runs):
+            elapsed = datetime.fromisoformat(job.finished_at) - datetime.fromisoformat(job.started_at)
+            return elapsed.total_seconds() / items
+    return None
+
+
+def estimate_eval(svc: Services, models: list[str], tasks: list[Task], *, limit: int | None = None) -> EvalEstimate:
+    """How many items ``models`` × ``tasks`` is and about how long it takes here, before anything runs."""
+    total_items, seconds, measured = 0, 0.0, True
+    for name in models:
+        per_item = _seconds_per_item(svc, name)
+        guessed = per_item is None
+        if per_item is None:
+            measured = False
+            parameters = svc.catalog.get_model(name).parameters or 1e9
+            per_item = max(GUESS_MIN_S_PER_ITEM, GUESS_S_PER_ITEM_PER_B * parameters / 1e9)
+        for task in tasks:
+            items = len(task.docs) if limit is None else min(limit, len(task.docs))
+            factor = GENERATION_FACTOR if guessed and task.output_type == "generate_until" else 1.0
+            total_items += items
+            seconds += items * per_item * factor
+    return EvalEstimate(total_items, seconds, measured and bool(models))
 
 
 def start_eval(svc: Services, models: list[str], tasks: list[str], *, limit: int | None = None) -> Job:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from internlocal.errors import UserError
@@ -9,6 +10,74 @@ from internlocal.services import Services
 
 if TYPE_CHECKING:
     from internlocal.catalog.schema import Job
+    from internlocal.hub.registry import RegistryModel
+
+GB = 1e9  # the registry states sizes in decimal gigabytes, as the hubs do
+BIG_PULL_GB = 1.0  # the Models screen asks before a download larger than this
+
+
+@dataclass
+class RegistryRow:
+    """A registry model as the Models screen lists it: its default tag, and whether that fits this machine."""
+
+    model: RegistryModel
+    tag: str
+    size_gb: float | None
+    memory_gb: float | None
+    fits: bool | None  # None: the registry does not say how much memory it needs
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+
+def memory_for_models() -> int:
+    """Bytes a model can use here: free RAM, or the first GPU's free memory where that is more (llama.cpp
+    offloads the layers there)."""
+    from internlocal.train.plan import free_memory
+
+    ram, _ = free_memory("cpu")
+    gpu, _ = free_memory("cuda")
+    return max(ram or 0, gpu or 0)
+
+
+def registry_rows(text: str = "", *, available: int | None = None) -> list[RegistryRow]:
+    """Registry models matching ``text``, those that fit in ``available`` bytes (this machine's by default)
+    first, in registry order within each group."""
+    from internlocal.hub.registry import load_registry
+
+    available = memory_for_models() if available is None else available
+    rows = []
+    for _, model in load_registry().search(text):
+        tag = model.default
+        memory = model.memory_gb(tag)
+        fits = None if memory is None else memory * GB <= available
+        rows.append(RegistryRow(model, tag, model.size_gb(tag), memory, fits))
+    rows.sort(key=lambda row: {True: 0, None: 1, False: 2}[row.fits])
+    return rows
+
+
+def pull_question(spec: str) -> str | None:
+    """What to ask before pulling ``spec`` when it is a registry model over ``BIG_PULL_GB``: its download size
+    and the memory it needs against what is free. None: small, or not a registry name (its size is unknown)."""
+    from internlocal.hub.registry import load_registry
+
+    name, _, tag = spec.partition(":")
+    registry = load_registry()
+    if name not in registry.models:
+        return None
+    model = registry.get(name)
+    tag = (tag or model.default).lower()
+    size = model.size_gb(tag)
+    if size is None or size <= BIG_PULL_GB:
+        return None
+    memory = model.memory_gb(tag)
+    free = memory_for_models() / GB
+    need = ""
+    if memory is not None:
+        verdict = "it fits" if memory <= free else "more than is free, so it would not run here"
+        need = f" To run it needs about {memory:g} GB of memory; {free:.1f} GB is free ({verdict})."
+    return f"Pull {name}:{tag}? It is a {size:g} GB download.{need}"
 
 
 def start_pull(svc: Services, spec: str, *, name: str | None = None, hub: str | None = None, parts: int = 4) -> Job:

@@ -17,7 +17,21 @@ class InternLocalAppState(Protocol):
     startup_error: str | None
 
 
+# Below 100 columns a screen has the class -narrow (side panels hide or narrow, tables drop their least important
+# columns), above it -wide; below 32 rows the Train screen is -short (its loss curve shrinks).
+WIDTH_BREAKPOINTS: list[tuple[int, str]] = [(0, "-narrow"), (100, "-wide")]
+HEIGHT_BREAKPOINTS: list[tuple[int, str]] = [(0, "-short"), (32, "-tall")]
+
+
 class AppScreen(Screen):
+    HORIZONTAL_BREAKPOINTS = WIDTH_BREAKPOINTS
+    # a heading is one line on every terminal: what does not fit ends in "…" instead of wrapping over the content
+    DEFAULT_CSS = """
+    AppScreen .heading {
+        text-style: bold; padding: 0 1; background: $panel; height: 1; text-wrap: nowrap; text-overflow: ellipsis;
+    }
+    """
+
     @property
     def state(self) -> InternLocalAppState:
         return cast("InternLocalAppState", self.app)

@@ -1,4 +1,6 @@
-"""Chat screen: session list, streamed Markdown replies, per-chat model, system prompt and parameters."""
+"""Chat screen: session list, streamed Markdown replies, per-chat model, system prompt and parameters.
+
+Below 100 columns the session list is hidden behind Ctrl+B so the conversation gets the width."""
 
 from __future__ import annotations
 
@@ -59,12 +61,15 @@ class SessionItem(ListItem):
 class ChatScreen(AppScreen):
     DEFAULT_CSS = """
     ChatScreen #sidebar { width: 32; border-right: solid $panel-lighten-1; }
-    ChatScreen #sidebar .heading { text-style: bold; padding: 0 1; background: $panel; }
+    ChatScreen.-narrow #sidebar { width: 26; display: none; }
+    ChatScreen.-narrow.-sidebar-open #sidebar { display: block; }
+    ChatScreen.-wide.-sidebar-closed #sidebar { display: none; }
     ChatScreen #sessions { height: 1fr; }
     ChatScreen #prompt { margin: 0 1; }
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+b", "toggle_sidebar", "Chats"),
         Binding("ctrl+n", "new_chat", "New chat"),
         Binding("f2", "rename_chat", "Rename"),
         Binding("ctrl+d", "delete_chat", "Delete chat", priority=True),  # the prompt Input binds ctrl+d too
@@ -148,6 +153,16 @@ class ChatScreen(AppScreen):
             self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=10)
 
     # -- sessions ----------------------------------------------------------------------------------
+
+    def action_toggle_sidebar(self) -> None:
+        """Show or hide the session list (hidden at first below 100 columns, shown above)."""
+        shown = self.query_one("#sidebar").display
+        self.set_class(not shown and self.has_class("-narrow"), "-sidebar-open")
+        self.set_class(shown and self.has_class("-wide"), "-sidebar-closed")
+        if shown and not self.query_one("#prompt", Input).disabled:
+            self.query_one("#prompt", Input).focus()
+        elif not shown:
+            self.query_one("#sessions", ListView).focus()
 
     async def refresh_sessions(self) -> None:
         sessions = self.query_one("#sessions", ListView)

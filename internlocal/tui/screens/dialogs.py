@@ -9,6 +9,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, Static, TextArea
+from textual.widgets.button import ButtonVariant
 from textual.widgets.option_list import Option
 
 DIALOG_CSS = """
@@ -30,16 +31,16 @@ class ConfirmDialog(ModalScreen[bool]):
         Binding("y", "dismiss(True)", "Yes", show=False),
     ]
 
-    def __init__(self, question: str, confirm_label: str = "Delete") -> None:
+    def __init__(self, question: str, confirm_label: str = "Delete", variant: ButtonVariant = "error") -> None:
         super().__init__()
-        self.question, self.confirm_label = question, confirm_label
+        self.question, self.confirm_label, self.variant = question, confirm_label, variant
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static(self.question, classes="title")
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="no")
-                yield Button(self.confirm_label, id="yes", variant="error")
+                yield Button(self.confirm_label, id="yes", variant=self.variant)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")

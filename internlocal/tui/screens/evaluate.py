@@ -1,9 +1,13 @@
-"""Eval screen: run tasks on a model as a job, the leaderboard (tasks × models), per-item drill-down."""
+"""Eval screen: run tasks on a model as a job, the leaderboard (tasks × models), per-item drill-down.
+
+It opens with the chat's current model and the built-in sample tasks ticked, and says how many items the
+ticked choice is and about how long it takes before Ctrl+R runs it."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+from pathlib import Path
 from typing import ClassVar
 
 from rich.text import Text
@@ -20,9 +24,11 @@ from internlocal.tui.widgets.job_watch import JobWatcher
 
 class EvalScreen(AppScreen):
     DEFAULT_CSS = """
-    EvalScreen .heading { text-style: bold; padding: 0 1; background: $panel; }
     EvalScreen #pickers { width: 40; }
     EvalScreen #pickers SelectionList { height: 1fr; border: round $primary; }
+    EvalScreen #estimate { height: 1; padding: 0 1; color: $text-muted; text-wrap: nowrap; text-overflow: ellipsis; }
+    EvalScreen.-narrow #pickers { width: 32; }
+    EvalScreen.-narrow #run { min-width: 5; width: auto; }
     EvalScreen #limit-row { height: 3; }
     EvalScreen #limit-row Label { padding: 1 1 0 1; }
     EvalScreen #limit { width: 10; }
@@ -38,6 +44,7 @@ class EvalScreen(AppScreen):
     def __init__(self) -> None:
         super().__init__()
         self.watcher = JobWatcher()
+        self._tasks: dict = {}  # name → Task, as last listed
 
     def compose(self) -> ComposeResult:
         yield Static(
@@ -58,6 +65,7 @@ class EvalScreen(AppScreen):
                     yield Label("items")
                     yield Button("Run", id="run", variant="success")
             with Vertical():
+                yield Static("", id="estimate")
                 with Vertical(id="status"):
                     yield ProgressBar(id="bar", show_eta=True)
                 yield DataTable(id="board", cursor_type="cell", zebra_stripes=True)
@@ -76,8 +84,9 @@ class EvalScreen(AppScreen):
         self.refresh_board()
 
     def refresh_pickers(self) -> None:
-        """Catalog chat models (the default ticked at first) and every task; ticks are kept across refreshes."""
-        from internlocal.evals.tasks import all_tasks
+        """Catalog chat models and every task; at first the current chat's model and the built-in sample tasks
+        are ticked (never everything: that is every finetune × every benchmark). Ticks are kept across refreshes."""
+        from internlocal.evals.tasks import BUILTIN_DIR, all_tasks
 
         if self.services is None:
             return
@@ -85,22 +94,51 @@ class EvalScreen(AppScreen):
         chosen = set(models.selected)
         if not chosen:
             with contextlib.suppress(UserError):  # no chat model yet: nothing ticked
-                chosen = {self.ready_services.chats.default_model().name}
+                chosen = {self._current_chat_model()}
         models.clear_options()
         models.add_options(
             [(m.name, m.name, m.name in chosen) for m in self.ready_services.catalog.list_models(kind="chat")]
         )
         tasks = self.query_one("#tasks", SelectionList)
-        chosen = set(tasks.selected) or {"capitals_en", "capitals_zh", "capitals_en_qa", "sample_text"}
-        tasks.clear_options()
         try:
             found = all_tasks(self.ready_services.settings.home)
         except UserError as exc:
             self.notify(str(exc), severity="error")
             return
+        self._tasks = found
+        builtin = {t.name for t in found.values() if t.source_path and Path(t.source_path).parent == BUILTIN_DIR}
+        chosen = set(tasks.selected) or builtin
+        tasks.clear_options()
         tasks.add_options(
             [(f"{t.name}  ({t.output_type.replace('_', ' ')})", t.name, t.name in chosen) for t in found.values()]
         )
+        self.show_estimate()
+
+    def _current_chat_model(self) -> str:
+        """The model of the chat the Chat screen opens (the newest), or the default chat model."""
+        chats = self.ready_services.catalog.list_chats()
+        if chats:
+            return self.ready_services.chats.model_for(chats[0]).name
+        return self.ready_services.chats.default_model().name
+
+    @on(SelectionList.SelectedChanged)
+    @on(Input.Changed, "#limit")
+    def show_estimate(self) -> None:
+        from internlocal.services.evaluation import estimate_eval
+
+        if self.services is None:
+            return
+        models = list(self.query_one("#models", SelectionList).selected)
+        tasks = [self._tasks[n] for n in self.query_one("#tasks", SelectionList).selected if n in self._tasks]
+        limit = self.query_one("#limit", Input).value.strip()
+        text = "Tick a model and a task."
+        if models and tasks:
+            try:
+                estimate = estimate_eval(self.ready_services, models, tasks, limit=int(limit) if limit else None)
+                text = estimate.describe()
+            except UserError as exc:
+                text = str(exc)
+        self.query_one("#estimate", Static).update(text)
 
     # -- leaderboard -------------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ Chat with local models, run long work as background jobs, and keep everything in
 |---|---|
 | Enter | send the message |
 | Esc | stop the reply being written (what was written is kept) |
+| Ctrl+B | show or hide the chat list (hidden at first on terminals under 100 columns) |
 | Ctrl+N | new chat |
 | F2 | rename the chat |
 | Ctrl+D | delete the chat |
@@ -48,7 +49,8 @@ catalog, also if the app is killed mid-reply.
 | key | action |
 |---|---|
 | Enter (pull box) | pull: a registry name[:tag], `hf:org/repo[:file]`, `modelscope:org/repo[:file]` or a URL |
-| Enter (registry row) | pull that model's default tag |
+| typing (search box) | filter the registry; models that fit in this machine's free memory come first |
+| Enter (registry row) | pull that model's default tag (a download over 1 GB asks first, with its size) |
 | x / r | cancel / resume the pull (a resumed pull continues from the bytes it has) |
 | Ctrl+D | remove the selected model (your own files are kept) |
 | k | quantize the selected GGUF model |
@@ -64,19 +66,22 @@ Chat with a model on another server: `internlocal models add-remote NAME URL`, t
 ## Train
 | key | action |
 |---|---|
-| Enter (recipe row) | start that recipe as a job (refused first when it will not fit in memory) |
+| typing (filter box) | filter the recipes ("qlora cpu"); Enter starts the first, ↓ goes to the list |
+| Enter (recipe row) | start that recipe as a job (refused when it will not fit; asks first for a GPU recipe, no GPU) |
+| m | the loss curve full screen (Esc returns) |
 | s | save a checkpoint now |
 | x | checkpoint and stop the run |
 | r | resume the selected run from its newest checkpoint |
 | p | show the recipe's first example with the trained tokens highlighted |
 
 When a run finishes, its adapter is merged (and checked), exported to GGUF, quantized and
-registered: the new model is in the Chat model picker (F3).
+registered: the new model is in the Chat model picker (F3). Recipes that fit this machine are
+listed first.
 
 ## Eval
 | key | action |
 |---|---|
-| Space / Enter in a list | tick or untick a model or a task |
+| Space / Enter in a list | tick or untick a model or a task (at first: the chat's model, the built-in tasks) |
 | Ctrl+R | run the ticked tasks on the ticked models, one model after another (a job; answers are cached) |
 | Enter on a score | that run's items: target, the model's answer, score |
 | Ctrl+E | save the leaderboard as Markdown, CSV and JSON in `<data dir>/exports/` |
@@ -84,6 +89,18 @@ registered: the new model is in the Chat model picker (F3).
 Only scores made the same way share a row: a task run with another version, prompt or item limit
 ("first N") gets a row of its own. Group averages (bold) are shown for models with every task of
 the group.
+
+The line under the lists says how many items the ticked choice is and about how long it takes.
+
+## Knowledge
+| key | action |
+|---|---|
+| Enter (folder box) | create the knowledge base named on the left with that folder, or add it there; then index |
+| Enter (search box) | search the highlighted knowledge base: passages with their source and similarity |
+| Ctrl+S | sync: index what changed in its folders |
+| Ctrl+R | remove a folder from the knowledge base (your files are untouched) |
+| Ctrl+T | open a chat that answers from it, with citations |
+| Ctrl+D | delete the knowledge base (its index, not your files) |
 
 ## Jobs
 | key | action |

@@ -6,11 +6,12 @@ from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import Footer, Static
 
 from internlocal.formatting import human_bytes, human_duration
 from internlocal.jobs.events import ProgressTracker
 from internlocal.tui.screens.base import AppScreen
+from internlocal.tui.widgets.fitted_table import Column, FittedTable
 
 
 def _bar(fraction: float | None, width: int = 20) -> str:
@@ -22,7 +23,6 @@ def _bar(fraction: float | None, width: int = 20) -> str:
 
 class JobsScreen(AppScreen):
     DEFAULT_CSS = """
-    JobsScreen .heading { text-style: bold; padding: 0 1; background: $panel; }
     JobsScreen DataTable { height: 1fr; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -30,7 +30,18 @@ class JobsScreen(AppScreen):
         Binding("r", "resume_job", "Resume job"),
         Binding("v", "verify_models", "Verify models"),
     ]
-    COLUMNS = ("id", "kind", "title", "status", "progress", "%", "rate", "ETA", "message")
+    # on a narrow terminal the kind goes first (the title says it too), then the rate, then the drawn bar
+    COLUMNS = (
+        Column("id"),
+        Column("kind", drop=4),
+        Column("title"),
+        Column("status"),
+        Column("progress", drop=2),
+        Column("%"),
+        Column("rate", drop=3),
+        Column("ETA"),
+        Column("message", drop=1),
+    )
 
     def __init__(self) -> None:
         super().__init__()
@@ -39,20 +50,18 @@ class JobsScreen(AppScreen):
 
     def compose(self) -> ComposeResult:
         yield Static("Jobs  (downloads, training, evaluation, indexing run here in the background)", classes="heading")
-        yield DataTable(id="jobs", cursor_type="row", zebra_stripes=True)
+        yield FittedTable(self.COLUMNS, id="jobs", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        for column in self.COLUMNS:
-            table.add_column(column, key=column)
+        self.query_one(FittedTable).set_rows([])
         self.set_interval(0.5, self.refresh_jobs)
         self.refresh_jobs()
 
     def refresh_jobs(self) -> None:
         if self.services is None:
             return
-        table = self.query_one(DataTable)
+        table = self.query_one(FittedTable)
         runner = self.ready_services.jobs
         for job in runner.refresh():
             if job.id in self._final:
@@ -79,18 +88,11 @@ class JobsScreen(AppScreen):
                 human_duration(p.eta_s) if job.status == "running" else "-",
                 job.error or p.message,
             )
-            key = str(job.id)
-            if key in table.rows:
-                for column, value in zip(self.COLUMNS, row, strict=True):
-                    table.update_cell(key, column, value)
-            else:
-                table.add_row(*row, key=key)
+            table.put_row(str(job.id), row)
 
     def _selected_job(self) -> int | None:
-        table = self.query_one(DataTable)
-        if table.row_count == 0:
-            return None
-        return int(str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value))
+        key = self.query_one(FittedTable).highlighted_key
+        return None if key is None else int(key)
 
     def action_cancel_job(self) -> None:
         job_id = self._selected_job()

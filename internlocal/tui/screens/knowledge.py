@@ -16,18 +16,19 @@ from internlocal.errors import UserError
 from internlocal.tui.screens.base import AppScreen
 from internlocal.tui.screens.chat import ChatScreen
 from internlocal.tui.screens.dialogs import DIALOG_CSS, ConfirmDialog
+from internlocal.tui.widgets.fitted_table import Column, FittedTable
 from internlocal.tui.widgets.job_watch import JobWatcher
 
 
 class KnowledgeScreen(AppScreen):
     DEFAULT_CSS = """
-    KnowledgeScreen .heading { text-style: bold; padding: 0 1; background: $panel; }
     KnowledgeScreen #form { height: 3; }
     KnowledgeScreen #kb-name { width: 24; }
+    KnowledgeScreen.-narrow #kb-name { width: 18; }
     KnowledgeScreen #folder { width: 1fr; }
     KnowledgeScreen #status { height: 2; padding: 0 1; }
-    KnowledgeScreen #kbs { height: 10; }
-    KnowledgeScreen #hits { height: 1fr; }
+    KnowledgeScreen #kbs { height: 1fr; max-height: 10; }
+    KnowledgeScreen #hits { height: 2fr; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+s", "sync", "Sync", priority=True),
@@ -56,15 +57,25 @@ class KnowledgeScreen(AppScreen):
         with Vertical(id="status"):
             yield ProgressBar(id="bar", show_eta=True)
             yield Static("", id="info")
-        yield DataTable(id="kbs", cursor_type="row", zebra_stripes=True)
+        yield FittedTable(
+            [
+                Column("name"),
+                Column("files"),
+                Column("chunks"),
+                Column("skipped", drop=2),
+                Column("embedder", drop=3),
+                Column("threshold", drop=4),
+                Column("folders", drop=1),
+            ],
+            id="kbs",
+            cursor_type="row",
+            zebra_stripes=True,
+        )
         yield Input(placeholder="search the highlighted knowledge base (Enter)", id="query")
         yield DataTable(id="hits", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
     def on_mount(self) -> None:
-        kbs = self.query_one("#kbs", DataTable)
-        for column in ("name", "files", "chunks", "skipped", "embedder", "threshold", "folders"):
-            kbs.add_column(column, key=column)
         hits = self.query_one("#hits", DataTable)
         for column in ("#", "source", "similarity", "passage"):
             hits.add_column(column, key=column)
@@ -81,26 +92,24 @@ class KnowledgeScreen(AppScreen):
     def refresh_kbs(self) -> None:
         if self.services is None:
             return
-        table = self.query_one("#kbs", DataTable)
-        table.clear()
-        for kb in self.ready_services.catalog.list_kbs():
-            stats = kb.stats
-            table.add_row(
+        self.query_one("#kbs", FittedTable).set_rows(
+            (
                 kb.name,
-                str(stats.get("files", 0)),
-                str(stats.get("chunks", 0)),
-                str(stats.get("skipped_files", 0)),
-                kb.embedder,
-                f"{kb.threshold:.3f}",
-                ", ".join(kb.folders),
-                key=kb.name,
+                (
+                    kb.name,
+                    str(kb.stats.get("files", 0)),
+                    str(kb.stats.get("chunks", 0)),
+                    str(kb.stats.get("skipped_files", 0)),
+                    kb.embedder,
+                    f"{kb.threshold:.3f}",
+                    ", ".join(kb.folders),
+                ),
             )
+            for kb in self.ready_services.catalog.list_kbs()
+        )
 
     def selected(self) -> str | None:
-        table = self.query_one("#kbs", DataTable)
-        if table.row_count == 0:
-            return None
-        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        return self.query_one("#kbs", FittedTable).highlighted_key
 
     # -- create / add / sync ---------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Models screen: the catalog's models, the curated registry, pulls with live progress, convert, delete."""
+"""Models screen: the catalog's models, the curated registry (what fits this machine first), pulls with live
+progress (a multi-GB download asks first), convert, delete."""
 
 from __future__ import annotations
 
@@ -7,26 +8,25 @@ from typing import ClassVar
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Vertical
 from textual.widgets import DataTable, Footer, Input, ProgressBar, Static
 
 from internlocal.errors import UserError
 from internlocal.formatting import human_bytes, human_count, human_duration
 from internlocal.tui.screens.base import AppScreen
 from internlocal.tui.screens.dialogs import ConfirmDialog, TextPromptDialog
+from internlocal.tui.widgets.fitted_table import Column, FittedTable
 from internlocal.tui.widgets.job_watch import JobWatcher
 
 
 class ModelsScreen(AppScreen):
     DEFAULT_CSS = """
-    ModelsScreen .heading { text-style: bold; padding: 0 1; background: $panel; }
-    ModelsScreen #pull-row { height: 3; }
-    ModelsScreen #pull { width: 1fr; }
+    ModelsScreen #pull { margin: 0 1; }
     ModelsScreen #pull-status { height: 2; padding: 0 1; }
     ModelsScreen #pull-status ProgressBar { width: 60; }
-    ModelsScreen #local { height: 1fr; }
-    ModelsScreen #registry { height: 1fr; }
-    ModelsScreen #search { margin: 0 0; }
+    ModelsScreen #local { height: 1fr; max-height: 12; }
+    ModelsScreen #registry { height: 2fr; }
+    ModelsScreen #search { margin: 0 1; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+d", "delete_model", "Delete model", priority=True),
@@ -49,29 +49,55 @@ class ModelsScreen(AppScreen):
             "Models  —  pull from the registry, Hugging Face (hf:org/repo[:file]), ModelScope or a URL",
             classes="heading",
         )
-        with Horizontal(id="pull-row"):
-            yield Input(
-                placeholder="pull: NAME[:TAG] | hf:org/repo[:FILE] | modelscope:org/repo[:FILE] | https://…  (Enter)",
-                id="pull",
-            )
+        yield Input(
+            placeholder="pull: NAME[:TAG] | hf:org/repo[:FILE] | modelscope:org/repo[:FILE] | https://…  (Enter)",
+            id="pull",
+            compact=True,
+        )
         with Vertical(id="pull-status"):
             yield ProgressBar(id="pull-bar", show_eta=False)
             yield Static("", id="pull-info")
         yield Static("In the catalog  (ctrl+d delete · k quantize · t convert)", classes="heading")
-        yield DataTable(id="local", cursor_type="row", zebra_stripes=True)
-        yield Static("Registry  (Enter on a row pulls its default tag)", classes="heading")
-        yield Input(placeholder="search the registry: internlm, qwen 7b, apache…", id="search")
-        yield DataTable(id="registry", cursor_type="row", zebra_stripes=True)
+        yield FittedTable(
+            [
+                Column("name"),
+                Column("kind", drop=1),
+                Column("format"),
+                Column("quant"),
+                Column("params", drop=2),
+                Column("ctx", drop=3),
+                Column("size"),
+                Column("where", drop=4),
+                Column("source", drop=5),
+            ],
+            id="local",
+            cursor_type="row",
+            zebra_stripes=True,
+        )
+        yield Static("Registry  (what fits this machine first · Enter pulls the default tag)", classes="heading")
+        yield Input(placeholder="search the registry: internlm, qwen 7b, apache…", id="search", compact=True)
+        yield FittedTable(
+            [
+                Column("name"),
+                Column("params", drop=2),
+                Column("ctx", drop=3),
+                Column("default", drop=1),
+                Column("size"),
+                Column("memory"),
+                Column("fit"),
+                Column("licence", drop=4),
+                Column("tags", drop=5),
+            ],
+            id="registry",
+            cursor_type="row",
+            zebra_stripes=True,
+        )
         yield Footer()
 
     def on_mount(self) -> None:
-        local = self.query_one("#local", DataTable)
-        for column in ("name", "kind", "format", "quant", "params", "ctx", "size", "where", "source"):
-            local.add_column(column, key=column)
-        registry = self.query_one("#registry", DataTable)
-        for column in ("name", "params", "ctx", "default", "size", "memory", "licence", "tags"):
-            registry.add_column(column, key=column)
         self.query_one("#pull-bar", ProgressBar).display = False
+        self.query_one("#pull-status").display = False  # until a pull starts: the rows go to the tables
+        self.query_one("#search", Input).focus()  # F7, type a name, Enter pulls it
         self.set_interval(0.25, self.poll_job)
         self.refresh_local()
         self.refresh_registry("")
@@ -84,58 +110,57 @@ class ModelsScreen(AppScreen):
     def refresh_local(self) -> None:
         if self.services is None:
             return
-        table = self.query_one("#local", DataTable)
-        selected = self._selected_local()
-        table.clear()
-        for m in self.ready_services.catalog.list_models():
-            table.add_row(
+        self.query_one("#local", FittedTable).set_rows(
+            (
                 m.name,
-                m.kind,
-                m.format,
-                m.quantization or "-",
-                human_count(m.parameters),
-                str(m.context_length or "-"),
-                human_bytes(m.size_bytes),
-                m.storage,
-                m.source or "-",
-                key=m.name,
+                (
+                    m.name,
+                    m.kind,
+                    m.format,
+                    m.quantization or "-",
+                    human_count(m.parameters),
+                    str(m.context_length or "-"),
+                    human_bytes(m.size_bytes),
+                    m.storage,
+                    m.source or "-",
+                ),
             )
-        if selected and selected in table.rows:
-            table.move_cursor(row=table.get_row_index(selected))
+            for m in self.ready_services.catalog.list_models()
+        )
 
     def refresh_registry(self, text: str) -> None:
-        from internlocal.hub.registry import load_registry
+        from internlocal.services.models import registry_rows
 
-        table = self.query_one("#registry", DataTable)
-        table.clear()
         try:
-            hits = load_registry().search(text)
+            rows = registry_rows(text)
         except UserError as exc:
             self.notify(str(exc), severity="error")
             return
-        for _, m in hits:
-            tag = m.default
-            table.add_row(
-                m.name,
-                f"{m.parameters_b:g}B",
-                str(m.context_length),
-                tag,
-                f"{m.size_gb(tag) or '-'} GB",
-                f"{m.memory_gb(tag) or '-'} GB",
-                m.license.split(" ")[0] + (" (gated)" if m.gated else ""),
-                " ".join(m.tags),
-                key=m.name,
+        fit = {True: "✓ fits", False: "✗ too big", None: "?"}
+        self.query_one("#registry", FittedTable).set_rows(
+            (
+                row.name,
+                (
+                    row.name,
+                    f"{row.model.parameters_b:g}B",
+                    str(row.model.context_length),
+                    row.tag,
+                    f"{row.size_gb or '-'} GB",
+                    f"{row.memory_gb or '-'} GB",
+                    fit[row.fits],
+                    row.model.license.split(" ")[0] + (" (gated)" if row.model.gated else ""),
+                    " ".join(row.model.tags),
+                ),
             )
+            for row in rows
+        )
 
     @on(Input.Changed, "#search")
     def search_changed(self, event: Input.Changed) -> None:
         self.refresh_registry(event.value)
 
     def _selected_local(self) -> str | None:
-        table = self.query_one("#local", DataTable)
-        if table.row_count == 0:
-            return None
-        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return self.query_one("#local", FittedTable).highlighted_key
 
     # -- pulls -------------------------------------------------------------------------------------
 
@@ -150,14 +175,33 @@ class ModelsScreen(AppScreen):
     def registry_selected(self, event: DataTable.RowSelected) -> None:
         self.start_pull(str(event.row_key.value))
 
+    @on(Input.Submitted, "#search")
+    def search_submitted(self) -> None:
+        """Enter in the search box pulls the first match (the one that fits best), as Enter on its row would."""
+        name = self.query_one("#registry", FittedTable).highlighted_key
+        if name is not None:
+            self.start_pull(name)
+
     def start_pull(self, spec: str) -> None:
-        from internlocal.services.models import start_pull
+        from internlocal.services.models import pull_question
 
         if self.services is None:
             return
         if self.job_id is not None and self.ready_services.catalog.get_job(self.job_id).status in ("queued", "running"):
             self.notify("A pull is running; wait for it or cancel it (x) first.", severity="warning")
             return
+        question = pull_question(spec)
+        if question is None:
+            self._pull(spec)
+        else:
+            self.app.push_screen(
+                ConfirmDialog(question, confirm_label="Pull", variant="primary"),
+                lambda yes: self._pull(spec) if yes else None,
+            )
+
+    def _pull(self, spec: str) -> None:
+        from internlocal.services.models import start_pull
+
         job = start_pull(self.ready_services, spec)
         self._watch(job.id)
         self.query_one("#local", DataTable).focus()  # so x / r act on the pull at once
@@ -167,6 +211,7 @@ class ModelsScreen(AppScreen):
         self.watcher.watch(job_id)
         bar = self.query_one("#pull-bar", ProgressBar)
         bar.display = True
+        self.query_one("#pull-status").display = True
         bar.update(total=None, progress=0)
 
     def poll_job(self) -> None:

@@ -21,7 +21,6 @@ from internlocal.tui.screens.base import AppScreen
 
 class ServeScreen(AppScreen):
     DEFAULT_CSS = """
-    ServeScreen .heading { text-style: bold; padding: 0 1; background: $panel; }
     ServeScreen #form { height: 3; }
     ServeScreen #form Label { padding: 1 1 0 1; }
     ServeScreen #model { width: 1fr; }

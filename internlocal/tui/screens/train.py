@@ -3,6 +3,10 @@
 The screen never owns training: Enter submits the finetuning job (which runs the loop in its own
 process) and the screen tails the run's ``metrics.jsonl`` — the loss curve, step / ETA, tokens/s
 and peak memory come from there. ``p`` shows which tokens of the recipe's data are trained on.
+
+Recipes that fit this machine are listed first, and typing filters the list, so on a small terminal
+the recipe to start is one filter and Enter away; below 32 rows the loss curve shrinks (``m`` shows
+it full screen).
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Footer, ProgressBar, Static
+from textual.widgets import DataTable, Footer, Input, ProgressBar, Static
 
 from internlocal.errors import UserError
 from internlocal.formatting import human_bytes, human_count, human_duration
-from internlocal.tui.screens.base import AppScreen
+from internlocal.tui.screens.base import HEIGHT_BREAKPOINTS, AppScreen
+from internlocal.tui.screens.dialogs import ConfirmDialog
+from internlocal.tui.widgets.fitted_table import Column, FittedTable
 
 if TYPE_CHECKING:
     from internlocal.train.plan import Plan
@@ -52,27 +58,42 @@ class MaskPreview(ModalScreen[None]):
             yield Static(text, id="preview-text")
 
 
+FIT_ORDER = {True: 0, None: 1, False: 2}  # what fits first, then what cannot be judged here, then what does not
+
+
+def recipe_matches(words: list[str], *fields: str) -> bool:
+    """Every typed word is in one of the fields (the filter box: "qlora cpu", "7b gpu")."""
+    haystack = " ".join(fields).lower()
+    return all(word in haystack for word in words)
+
+
 class TrainScreen(AppScreen):
     DEFAULT_CSS = """
-    TrainScreen .heading { text-style: bold; padding: 0 1; background: $panel; }
-    TrainScreen #top { height: 1fr; }
-    TrainScreen #recipes { width: 3fr; }
-    TrainScreen #runs { width: 2fr; }
-    TrainScreen #status { height: 3; padding: 0 1; }
+    TrainScreen #filter { margin: 0 1; }
+    TrainScreen #top { height: 1fr; min-height: 8; }
+    TrainScreen #recipes { width: 1fr; }
+    TrainScreen #runs { width: 40; }
+    TrainScreen.-narrow #runs { width: 24; }
+    TrainScreen #status { height: 2; padding: 0 1; }
     TrainScreen #status ProgressBar { width: 50; }
     TrainScreen #curve { height: 2fr; }
-    TrainScreen #samples { height: 4; padding: 0 1; color: $text-muted; }
+    TrainScreen.-short #curve { height: 8; }
+    TrainScreen #samples { height: 3; padding: 0 1; color: $text-muted; }
+    TrainScreen.-short #samples { height: 1; }
     """
+    VERTICAL_BREAKPOINTS = HEIGHT_BREAKPOINTS
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "save_now", "Save now"),
         Binding("x", "stop", "Stop"),
         Binding("r", "resume", "Resume"),
         Binding("p", "preview", "Preview data"),
+        Binding("m", "curve", "Curve"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self.plans: dict[str, Any] = {}
+        self._recipe_rows: list[tuple[str, tuple[str, ...], bool | None]] = []  # name, cells, fits
         self.watched: Any = None  # the TrainRun whose curve is shown
         self._tail: Any = None
         self._steps: list[tuple[int, float]] = []
@@ -86,9 +107,26 @@ class TrainScreen(AppScreen):
             "Train  —  Enter starts the highlighted recipe · s save now · x stop · r resume · p preview data",
             classes="heading",
         )
+        yield Input(placeholder="filter recipes: qlora, cpu, 7b …  (Enter starts the first)", id="filter", compact=True)
         with Horizontal(id="top"):
-            yield DataTable(id="recipes", cursor_type="row", zebra_stripes=True)
-            yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+            yield FittedTable(
+                [
+                    Column("recipe"),
+                    Column("method", drop=1),
+                    Column("hardware", drop=2),
+                    Column("memory"),
+                    Column("fit"),
+                ],
+                id="recipes",
+                cursor_type="row",
+                zebra_stripes=True,
+            )
+            yield FittedTable(
+                [Column("run"), Column("status"), Column("loss", drop=1)],
+                id="runs",
+                cursor_type="row",
+                zebra_stripes=True,
+            )
         with Vertical(id="status"):
             yield ProgressBar(id="bar", show_eta=False)
             yield Static("", id="info")
@@ -97,13 +135,8 @@ class TrainScreen(AppScreen):
         yield Footer()
 
     def on_mount(self) -> None:
-        recipes = self.query_one("#recipes", DataTable)
-        for column in ("recipe", "method", "hardware", "memory", "fit"):
-            recipes.add_column(column, key=column)
-        runs = self.query_one("#runs", DataTable)
-        for column in ("run", "status", "loss"):
-            runs.add_column(column, key=column)
         self.query_one("#bar", ProgressBar).display = False
+        self.query_one("#filter", Input).focus()  # F10, type a filter, Enter starts the first recipe that matches
         self.draw_curve()
         self.load_recipes()
         self.set_interval(1.0, self.poll)
@@ -120,32 +153,45 @@ class TrainScreen(AppScreen):
 
         if self.services is None:
             return
-        rows: list[tuple[str, str, str, str, str, Plan | None]] = []
+        rows: list[tuple[str, tuple[str, ...], bool | None, Plan | None]] = []
         for row in recipe_rows(self.services, measure_gpus=True):
             recipe, plan = row.recipe, row.plan
             if recipe is None:
-                rows.append((row.name, "-", "-", "-", "invalid", None))
+                rows.append((row.name, (row.name, "-", "-", "-", "invalid"), False, None))
                 continue
+            fits = plan.fits if plan else None
             fit = {True: "✓ fits", False: "✗ too big", None: "? no GPU" if recipe.on_gpu else "?"}
-            rows.append(
-                (
-                    row.name,
-                    recipe.method,
-                    recipe.hardware,
-                    human_bytes(plan.estimate.total) if plan and plan.estimate else "?",
-                    fit[plan.fits if plan else None],
-                    plan,
-                )
-            )
+            memory = human_bytes(plan.estimate.total) if plan and plan.estimate else "?"
+            rows.append((row.name, (row.name, recipe.method, recipe.hardware, memory, fit[fits]), fits, plan))
+        # what fits this machine first (the sort is stable: by name within each group)
+        rows.sort(key=lambda r: FIT_ORDER[r[2]])
         self.app.call_from_thread(self._show_recipes, rows)
 
     def _show_recipes(self, rows: list) -> None:
-        table = self.query_one("#recipes", DataTable)
-        table.clear()
-        for name, method, hardware, memory, fit, plan in rows:
-            self.plans[name] = plan
-            table.add_row(name, method, hardware, memory, fit, key=name)
+        self.plans = {name: plan for name, _, _, plan in rows}
+        self._recipe_rows = [(name, cells, fits) for name, cells, fits, _ in rows]
+        self.show_filtered()
         self.refresh_runs()
+
+    @on(Input.Changed, "#filter")
+    def show_filtered(self) -> None:
+        words = self.query_one("#filter", Input).value.lower().split()
+        table = self.query_one("#recipes", FittedTable)
+        table.set_rows((name, cells) for name, cells, _ in self._recipe_rows if recipe_matches(words, *cells))
+        if words and table.row_count:
+            table.move_cursor(row=0)  # Enter in the box starts the best match: the first that fits
+
+    @on(Input.Submitted, "#filter")
+    def filter_submitted(self) -> None:
+        self.action_start()
+
+    def key_down(self) -> None:
+        # from the filter box, Down (or Esc) goes on into the list, where s / x / r / p / m act
+        if self.focused is self.query_one("#filter", Input):
+            self.query_one("#recipes", FittedTable).focus()
+
+    def key_escape(self) -> None:
+        self.key_down()
 
     def on_services_ready(self, _message=None) -> None:
         self.load_recipes()
@@ -155,10 +201,7 @@ class TrainScreen(AppScreen):
         self.action_start()
 
     def selected_recipe(self) -> str | None:
-        table = self.query_one("#recipes", DataTable)
-        if table.row_count == 0:
-            return None
-        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        return self.query_one("#recipes", FittedTable).highlighted_key
 
     # -- runs ------------------------------------------------------------------------------------------
 
@@ -166,13 +209,12 @@ class TrainScreen(AppScreen):
         if self.services is None:
             return
         runs = self.ready_services.catalog.list_train_runs()
-        table = self.query_one("#runs", DataTable)
-        table.clear()
+        table = self.query_one("#runs", FittedTable)
+        rows = []
         for run in reversed(runs):
             loss = run.summary.get("final_loss")
-            table.add_row(
-                run.name, run.status, f"{loss:.4f}" if isinstance(loss, (int, float)) else "-", key=str(run.id)
-            )
+            rows.append((str(run.id), (run.name, run.status, f"{loss:.4f}" if isinstance(loss, (int, float)) else "-")))
+        table.set_rows(rows)
         if self.watched is None and runs:
             self.watch_run(runs[-1])
 
@@ -259,10 +301,37 @@ class TrainScreen(AppScreen):
         name = self.selected_recipe()
         if self.services is None or name is None:
             return
-        if self.plans.get(name) is None:
+        plan = self.plans.get(name)
+        if plan is None:
             self.notify(f"Recipe {name} is not valid; `internlocal train show {name}` says why.", severity="error")
             return
+        if plan.recipe.on_gpu and plan.fits is None:
+            # a GPU recipe where no GPU answered: say what it needs before anything is submitted
+            estimate = f" about {human_bytes(plan.estimate.total)} of GPU memory" if plan.estimate else " a GPU"
+            self.app.push_screen(
+                ConfirmDialog(
+                    f"{name} is a GPU recipe and needs{estimate}; no GPU is visible here, so it will most likely "
+                    "fail. Start it anyway?",
+                    confirm_label="Start",
+                    variant="warning",
+                ),
+                lambda yes: self._start_if(yes, name),
+            )
+            return
         self._start(name)
+
+    def _start_if(self, confirmed: bool | None, name: str) -> None:
+        if confirmed:
+            self._start(name)
+
+    def action_curve(self) -> None:
+        """The loss curve full screen (Esc returns): on a short terminal it is only a few rows high."""
+        from textual_plotext import PlotextPlot
+
+        if self.maximized is None:
+            self.maximized = self.query_one("#curve", PlotextPlot)
+        else:
+            self.minimize()
 
     @work(thread=True, exclusive=True, group="start")
     def _start(self, name: str) -> None:
@@ -275,6 +344,7 @@ class TrainScreen(AppScreen):
             self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=15)
             return
         self.app.call_from_thread(self.notify, f"Training {name} (job {job.id}); the curve appears with the first step")
+        self.app.call_from_thread(self.query_one("#runs", FittedTable).focus)  # so s / x / r act on the run at once
         self.app.call_from_thread(self.set_timer, 1.0, lambda: self._follow_job(job.id))
 
     def _follow_job(self, job_id: int, tries: int = 0) -> None:
