@@ -2,17 +2,23 @@
 
 The snapshots (pytest-textual-snapshot, the Textual project's own tool) are reviewed and committed under
 ``tests/__snapshots__``; a layout change fails here until it is looked at and accepted with
-``make test-snapshots-update``. Free memory is fixed (8 GiB, no GPU) so what "fits" is the same on every machine.
+``make test-snapshots-update``. Free memory is fixed (8 GiB, no GPU) so what "fits" is the same on every machine,
+and the catalog is a fixed one with something in every table: two chats, a finished finetune with its loss curve,
+a score on the leaderboard, a finished and a failed job (nothing in it depends on the time or the machine).
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections import namedtuple
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from internlocal.tui.app import InternLocalApp
+from tests.conftest import QUESTION
 from tests.test_tui import greedy_settings, ready, until
 
 GIB = 1024**3
@@ -29,6 +35,89 @@ def fixed_machine(monkeypatch):
     memory = namedtuple("svmem", "total available percent used free")
     monkeypatch.setattr(psutil, "virtual_memory", lambda: memory(16 * GIB, 8 * GIB, 50.0, 8 * GIB, 8 * GIB))
     monkeypatch.setattr(internlocal.doctor, "gpus", lambda: [])
+
+
+def seed_catalog(home: Path) -> None:
+    """Rows in every table the screens show, with fixed values (no times, no machine-dependent numbers)."""
+    from internlocal.bootstrap import bootstrap
+    from internlocal.catalog.schema import EvalRun, Job, TrainRun
+    from internlocal.evals.tasks import get_task
+
+    services = bootstrap(greedy_settings(home))
+    catalog = services.catalog
+    model = "smollm2-135m-instruct-q4_1"
+
+    older = services.chats.new_chat()
+    catalog.update_chat(older.id, title="Packing list for Lisbon")
+    chat = services.chats.new_chat()
+    catalog.update_chat(chat.id, title="Capital of France")
+    catalog.add_message(chat.id, "user", QUESTION)
+    catalog.add_message(
+        chat.id, "assistant", "Paris.", model_name=model, completion_tokens=3, tokens_per_s=52.0, ttft_ms=41.0
+    )
+
+    run_dir = home / "runs" / "smollm2-135m_qlora_cpu-1"
+    run_dir.mkdir(parents=True)
+    events = [
+        {"type": "step", "step": s, "total_steps": 24, "epoch": s // 8, "loss": round(2.6 * 0.9**s + 0.3, 5),
+         "tokens_per_s": 410.0, "peak_memory": 1_503_238_553, "consumed_tokens": 512 * s, "eta": 4.0 * (24 - s)}
+        for s in range(1, 25)
+    ]  # fmt: skip
+    events.insert(8, {"type": "eval", "step": 8, "val_loss": 1.62, "val_ppl": 5.05, "samples": [
+        {"prompt": "Who is the project's mascot?", "answer": "Ziggy the otter."}]})  # fmt: skip
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
+    catalog.add_train_run(
+        TrainRun(
+            name=run_dir.name,
+            recipe="smollm2-135m_qlora_cpu",
+            base_model=model,
+            run_dir=str(run_dir),
+            status="succeeded",
+            summary_json=json.dumps({"final_loss": events[-1]["loss"]}),
+        )
+    )
+
+    task = get_task("capitals_en", home)
+    catalog.add_eval_run(
+        EvalRun(
+            model_name=model,
+            task=task.name,
+            task_version=str(task.version),
+            prompt_hash=task.prompt_hash(),
+            n_items=40,
+            metrics_json=json.dumps({"acc": 0.925, "acc_norm": 0.9}),
+        ),
+        [],
+    )
+
+    for kind, title, status, events_written in (
+        ("models.pull", "Pull smollm2-360m-instruct", "succeeded",
+         [{"type": "progress", "t": 1.0, "done": 386_000_000, "total": 386_000_000, "unit": "bytes",
+           "message": "smollm2-360m-instruct-q8_0: pulled"}]),
+        ("eval.run", "Eval my-finetune on capitals_en", "failed", [{"type": "error", "message": "no such model"}]),
+    ):  # fmt: skip
+        job = catalog.add_job(Job(kind=kind, target="seeded", title=title, status=status, events_path=""))
+        path = services.jobs.events_path(job.id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(e) + "\n" for e in events_written), encoding="utf-8")
+        catalog.update_job(job.id, events_path=str(path), error="no such model" if status == "failed" else None)
+    services.close()
+
+
+@pytest.fixture(scope="session")
+def seeded_template(template_home, tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("seeded") / "home"
+    shutil.copytree(template_home, home)
+    seed_catalog(home)
+    return home
+
+
+@pytest.fixture
+def seeded_home(seeded_template, tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "home"
+    shutil.copytree(seeded_template, home)
+    monkeypatch.setenv("INTERNLOCAL_HOME", str(home))
+    return home
 
 
 def _wait(pilot, predicate, timeout: float = 60.0):
@@ -55,11 +144,15 @@ def _rows(selector: str, at_least: int = 1):
 SCREENS = {
     # name: (key, screen class, what shows that it has loaded)
     "chat": ("", "ChatScreen", lambda s: s._ready and s.status.state == "ready"),
-    "jobs": ("f6", "JobsScreen", lambda s: True),
+    "jobs": ("f6", "JobsScreen", _rows("#jobs", 2)),
     "models": ("f7", "ModelsScreen", lambda s: _rows("#local", 2)(s) and _rows("#registry", 15)(s)),
     "serve": ("f8", "ServeScreen", lambda s: True),
-    "eval": ("f9", "EvalScreen", lambda s: "items" in str(s.query_one("#estimate").render())),
-    "train": ("f10", "TrainScreen", _rows("#recipes", 15)),
+    "eval": (
+        "f9",
+        "EvalScreen",
+        lambda s: "items" in str(s.query_one("#estimate").render()) and _rows("#board", 1)(s),
+    ),
+    "train": ("f10", "TrainScreen", lambda s: _rows("#recipes", 15)(s) and len(s._steps) == 24 and s._evals),
     "knowledge": ("f11", "KnowledgeScreen", lambda s: True),
     "help": ("f1", "HelpScreen", lambda s: True),
 }
@@ -67,13 +160,13 @@ SCREENS = {
 
 @pytest.mark.parametrize("size", list(SIZES))
 @pytest.mark.parametrize("screen", list(SCREENS))
-def test_every_screen_matches_its_reviewed_snapshot(screen, size, home, fixed_machine, snap_compare):
+def test_every_screen_matches_its_reviewed_snapshot(screen, size, seeded_home, fixed_machine, snap_compare):
     key, name, loaded = SCREENS[screen]
 
     async def open_screen(pilot):
         await _open(pilot, key, name, loaded)
 
-    app = InternLocalApp(greedy_settings(home))
+    app = InternLocalApp(greedy_settings(seeded_home))
     assert snap_compare(app, terminal_size=SIZES[size], run_before=open_screen)
 
 

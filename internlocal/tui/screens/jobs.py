@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Static
@@ -24,6 +25,7 @@ def _bar(fraction: float | None, width: int = 20) -> str:
 class JobsScreen(AppScreen):
     DEFAULT_CSS = """
     JobsScreen DataTable { height: 1fr; }
+    JobsScreen #detail { height: auto; max-height: 4; padding: 0 1; background: $panel; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("c", "cancel_job", "Cancel job"),
@@ -51,6 +53,8 @@ class JobsScreen(AppScreen):
     def compose(self) -> ComposeResult:
         yield Static("Jobs  (downloads, training, evaluation, indexing run here in the background)", classes="heading")
         yield FittedTable(self.COLUMNS, id="jobs", cursor_type="row", zebra_stripes=True)
+        # the highlighted job's whole message: the column is the first to go on a narrow terminal
+        yield Static("", id="detail")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -89,6 +93,23 @@ class JobsScreen(AppScreen):
                 job.error or p.message,
             )
             table.put_row(str(job.id), row)
+        self.show_detail()
+
+    def show_detail(self) -> None:
+        table = self.query_one(FittedTable)
+        key = table.highlighted_key
+        if key is None:
+            self.query_one("#detail", Static).update("")
+            return
+        cells = table.cells(key)
+        message = cells["message"]
+        # Text, not str: a message is not markup ("[Errno 28]" would vanish as a tag)
+        self.query_one("#detail", Static).update(
+            Text(f"{cells['id']} · {cells['kind']} · {cells['status']}" + (f" — {message}" if message else ""))
+        )
+
+    def on_data_table_row_highlighted(self) -> None:
+        self.show_detail()
 
     def _selected_job(self) -> int | None:
         key = self.query_one(FittedTable).highlighted_key
