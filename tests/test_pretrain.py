@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from internlocal.data.corpus import CorpusIndex, prepare_corpus
@@ -127,8 +128,13 @@ def test_kill_9_during_preparation_resumes_to_the_same_shards(tmp_path, hf_model
         state.exists() and json.loads(state.read_text() or "{}").get("splits", {}).get("train", {}).get("shards")
     ):
         time.sleep(0.01)
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    assert workers  # the tokenizing pool is running
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    # its pool workers go with it (they used to wait on the dead pool's queue for good, orphaned)
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, [p.pid for p in alive]
     assert not (tmp_path / "killed" / "index.json").exists()  # killed part-way, after some shards
     resumed = prepare_corpus(source, hf_model_dir, tmp_path / "killed", seq_len=32, validation=0.02, workers=1)
     assert resumed.stats == reference.stats

@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -75,8 +77,21 @@ def tokenizer_fingerprint(tokenizer) -> str:
 _worker_tokenizer = None
 
 
-def _init_worker(tokenizer_dir: str, trust_remote_code: bool) -> None:
+def _die_with_parent(parent: int) -> None:
+    """A pool worker ends when the process that started it dies, also by SIGKILL (which runs no cleanup, so the
+    pool cannot stop its workers, and they would wait on its queue forever): Linux's parent-death signal."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+
+def _init_worker(parent: int, tokenizer_dir: str, trust_remote_code: bool) -> None:
     global _worker_tokenizer
+    _die_with_parent(parent)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from internlocal.data.tokenizer import hf_tokenizer
 
@@ -235,7 +250,7 @@ def prepare_corpus(
         tokenizer.save_pretrained(str(tokenizer_copy))  # the workers load it; training checks against it
 
     with ProcessPoolExecutor(
-        max_workers=workers, initializer=_init_worker, initargs=(str(tokenizer_copy), trust_remote_code)
+        max_workers=workers, initializer=_init_worker, initargs=(os.getpid(), str(tokenizer_copy), trust_remote_code)
     ) as pool:
 
         def run(batch: list[tuple[str, str]], upto: int) -> None:
