@@ -64,13 +64,18 @@ def template_home(tmp_path_factory) -> Path:
     return home
 
 
-@pytest.fixture
-def home(tmp_path, template_home, monkeypatch) -> Path:
-    """A fresh data directory with a ready catalog; INTERNLOCAL_HOME points at it (also for subprocesses)."""
+def use_copy_of(template: Path, tmp_path: Path, monkeypatch) -> Path:
+    """A copy of a prepared data directory in ``tmp_path``; INTERNLOCAL_HOME points at it (also for subprocesses)."""
     home = tmp_path / "home"
-    shutil.copytree(template_home, home)
+    shutil.copytree(template, home)
     monkeypatch.setenv("INTERNLOCAL_HOME", str(home))
     return home
+
+
+@pytest.fixture
+def home(tmp_path, template_home, monkeypatch) -> Path:
+    """A fresh data directory with a ready catalog."""
+    return use_copy_of(template_home, tmp_path, monkeypatch)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from internlocal.tui.app import InternLocalApp
-from tests.conftest import QUESTION
+from tests.conftest import QUESTION, use_copy_of
 from tests.test_tui import greedy_settings, ready, until
 
 GIB = 1024**3
@@ -114,10 +114,7 @@ def seeded_template(template_home, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def seeded_home(seeded_template, tmp_path, monkeypatch) -> Path:
-    home = tmp_path / "home"
-    shutil.copytree(seeded_template, home)
-    monkeypatch.setenv("INTERNLOCAL_HOME", str(home))
-    return home
+    return use_copy_of(seeded_template, tmp_path, monkeypatch)
 
 
 def _wait(pilot, predicate, timeout: float = 60.0):
@@ -178,20 +175,25 @@ async def type_text(pilot, text: str) -> None:
         await pilot.press("space" if char == " " else char)
 
 
-async def test_train_at_80x24_shows_what_fits_first_and_a_filter_and_enter_start_the_cpu_qlora_recipe(
-    home, fixed_machine
-):
+async def open_train(pilot):
+    """F10 from the Chat screen, until every recipe is listed: the screen and its recipe table."""
     from internlocal.tui.screens.train import TrainScreen
     from internlocal.tui.widgets.fitted_table import FittedTable
 
+    await ready(pilot)
+    await pilot.press("f10")
+    await _wait(pilot, lambda: isinstance(pilot.app.screen, TrainScreen))
+    recipes = pilot.app.screen.query_one("#recipes", FittedTable)
+    await _wait(pilot, lambda: recipes.row_count >= 15)
+    return pilot.app.screen, recipes
+
+
+async def test_train_at_80x24_shows_what_fits_first_and_a_filter_and_enter_start_the_cpu_qlora_recipe(
+    home, fixed_machine
+):
     app = InternLocalApp(greedy_settings(home))
     async with app.run_test(size=(80, 24)) as pilot:
-        await ready(pilot)
-        await pilot.press("f10")
-        await _wait(pilot, lambda: isinstance(app.screen, TrainScreen))
-        screen = app.screen
-        recipes = screen.query_one("#recipes", FittedTable)
-        await _wait(pilot, lambda: recipes.row_count >= 15)
+        _, recipes = await open_train(pilot)
         assert recipes.size.height - 1 >= 6  # at least six recipe rows visible below the header
         fits = [recipes.cells(key)["fit"] for key in (str(r.key.value) for r in recipes.ordered_rows)]
         first_unfit = next(i for i, fit in enumerate(fits) if fit != "✓ fits")
@@ -210,17 +212,10 @@ async def test_train_at_80x24_shows_what_fits_first_and_a_filter_and_enter_start
 
 async def test_train_asks_before_starting_a_gpu_recipe_where_no_gpu_is_visible(home, fixed_machine):
     from internlocal.tui.screens.dialogs import ConfirmDialog
-    from internlocal.tui.screens.train import TrainScreen
-    from internlocal.tui.widgets.fitted_table import FittedTable
 
     app = InternLocalApp(greedy_settings(home))
     async with app.run_test(size=(80, 24)) as pilot:
-        await ready(pilot)
-        await pilot.press("f10")
-        await _wait(pilot, lambda: isinstance(app.screen, TrainScreen))
-        screen = app.screen
-        recipes = screen.query_one("#recipes", FittedTable)
-        await _wait(pilot, lambda: recipes.row_count >= 15)
+        screen, recipes = await open_train(pilot)
         await type_text(pilot, "7b qlora")
         await _wait(pilot, lambda: recipes.row_count == 1)
         await pilot.press("enter")

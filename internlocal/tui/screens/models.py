@@ -39,6 +39,7 @@ class ModelsScreen(AppScreen):
     def __init__(self) -> None:
         super().__init__()
         self.watcher = JobWatcher()
+        self._available = 0  # bytes a model may use here, measured when the screen is shown
 
     @property
     def job_id(self) -> int | None:
@@ -100,10 +101,18 @@ class ModelsScreen(AppScreen):
         self.query_one("#search", Input).focus()  # F7, type a name, Enter pulls it
         self.set_interval(0.25, self.poll_job)
         self.refresh_local()
-        self.refresh_registry("")
+        self.measure_and_sort()
 
     def on_screen_resume(self) -> None:
         self.refresh_local()
+        self.measure_and_sort()
+
+    def measure_and_sort(self) -> None:
+        """Free memory is measured once per visit (nvidia-smi where there is a GPU), not on every keystroke."""
+        from internlocal.services.models import memory_for_models
+
+        self._available = memory_for_models()
+        self.refresh_registry(self.query_one("#search", Input).value)
 
     # -- tables ------------------------------------------------------------------------------------
 
@@ -132,7 +141,7 @@ class ModelsScreen(AppScreen):
         from internlocal.services.models import registry_rows
 
         try:
-            rows = registry_rows(text)
+            rows = registry_rows(text, available=self._available)
         except UserError as exc:
             self.notify(str(exc), severity="error")
             return

@@ -62,7 +62,7 @@ FIT_ORDER = {True: 0, None: 1, False: 2}  # what fits first, then what cannot be
 
 
 def recipe_matches(words: list[str], *fields: str) -> bool:
-    """Every typed word is in one of the fields (the filter box: "qlora cpu", "7b gpu")."""
+    """Every typed word is in one of the fields, a recipe's shown cells (the filter box: "qlora cpu", "7b fits")."""
     haystack = " ".join(fields).lower()
     return all(word in haystack for word in words)
 
