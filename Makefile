@@ -17,14 +17,18 @@ TORCH_INDEX ?=
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 LLAMA_WHEEL_INDEX ?=
 
-.PHONY: run test test-fast test-install test-snapshots-update lint install dist bench clean
+.PHONY: run test test-fast test-long test-install test-snapshots-update lint install dist bench clean
 
 run: $(STAMP)
 	$(VENV)/bin/internlocal
 
 # the whole suite; GPU-only tests are selected with `pytest -m gpu` on a machine that has one
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=15 -m "not gpu and not install"
+	$(PY) -m pytest -q --durations=15 -m "not gpu and not install and not long"
+
+# experiments too long for `make test` (the forgetting guard and replay: two whole finetunes compared)
+test-long: $(STAMP)
+	$(PY) -m pytest -q -s --durations=5 -m long
 
 # installs of the built wheel into fresh environments (install.sh, uv tool), outside the repository
 test-install: $(STAMP)
@@ -32,7 +36,7 @@ test-install: $(STAMP)
 
 # the inner loop: everything but the tests marked slow (whole finetunes, pretraining runs, agreement runs)
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not gpu and not install"
+	$(PY) -m pytest -q -m "not slow and not gpu and not install and not long"
 
 # after a deliberate layout change: rewrite the SVG snapshots of every screen (tests/__snapshots__), then look at
 # `git diff --stat` and the images before committing them; `make test` fails on any snapshot not updated this way

@@ -171,15 +171,20 @@ def test_qlora_teaches_a_fact_through_merge_and_gguf(cli_env, internlocal_bin, h
         timeout=120,
     )
     out = subprocess.run(
-        [internlocal_bin, "train", "run", "smollm2-135m_qlora_cpu", "model=smol-hf", "--json"],
+        [internlocal_bin, "train", "run", "smollm2-135m_qlora_cpu", "model=smol-hf"],
         env=cli_env,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    result = [json.loads(line) for line in out.stdout.splitlines() if '"result"' in line][-1]["result"]
-    assert result["status"] == "finished" and result["final_loss"] < 1.0
+    runs = json.loads(
+        subprocess.run(
+            [internlocal_bin, "train", "runs", "--json"], env=cli_env, capture_output=True, text=True, check=True
+        ).stdout
+    )
+    result = {**runs[0]["summary"], "run": runs[0]["name"]}
+    assert runs[0]["status"] == "finished" and result["status"] == "finished" and result["final_loss"] < 1.0
     check = result["merge_check"]
     assert "Zorblax" in check["merged_answer"] and "Zorblax" not in check["base_answer"]
     assert check["max_logit_diff"] <= 1e-3 * max(1.0, check["logit_scale"])
@@ -214,12 +219,25 @@ def test_qlora_teaches_a_fact_through_merge_and_gguf(cli_env, internlocal_bin, h
         ("finetune", "dataset internlocal-mascot"),
         ("produced", f"train_run {result['run']}"),
     } <= parents
-    runs = json.loads(
+
+    # the forgetting guard: the base and the Q8_0 the user chats with, measured before → after, in the CLI's
+    # output, the run's record and the leaderboard (the bundled data mixes in general examples: nothing is lost)
+    guard = result["guard"]
+    assert guard["base_model"] == "smol-hf" and guard["result_model"] == result["quantized_model"]
+    checks = {c["task"]: c for c in guard["tasks"]}
+    assert set(checks) == {"capitals_en_qa", "sample_text"}
+    assert checks["capitals_en_qa"]["base"] >= 0.5 and not checks["capitals_en_qa"]["worse"], checks
+    assert guard["warning"] is None
+    assert f"forgetting guard: smol-hf (base) → {result['quantized_model']}" in out.stdout
+    assert "  capitals_en_qa exact_match: " in out.stdout and "✓ kept" in out.stdout
+    board = json.loads(
         subprocess.run(
-            [internlocal_bin, "train", "runs", "--json"], env=cli_env, capture_output=True, text=True, check=True
+            [internlocal_bin, "eval", "results", "--json"], env=cli_env, capture_output=True, text=True, check=True
         ).stdout
     )
-    assert runs[0]["status"] == "finished" and runs[0]["summary"]["quantized_model"] == result["quantized_model"]
+    row = next(r for r in board["rows"] if r["task"] == "capitals_en_qa")
+    assert {"smol-hf", result["quantized_model"]} <= set(row["scores"])
+    assert board["lineage"][result["quantized_model"]] == "finetune of smol-hf"
 
 
 @pytest.mark.slow

@@ -37,6 +37,29 @@ def fixed_machine(monkeypatch):
     monkeypatch.setattr(internlocal.doctor, "gpus", lambda: [])
 
 
+# a finished run's forgetting guard, as the job records it: one task kept, one lost
+GUARD = {
+    "enabled": True,
+    "base_model": "smollm2-135m-instruct-q4_1",
+    "result_model": "smollm2-135m_qlora_cpu-1-q8_0",
+    "tasks": [
+        {"task": "capitals_en_qa", "metric": "exact_match", "base": 0.7, "result": 0.2, "change": -0.5, "worse": True},
+        {
+            "task": "sample_text",
+            "metric": "token_perplexity",
+            "base": 21.3,
+            "result": 23.1,
+            "change": 0.08,
+            "worse": False,
+        },
+    ],
+    "knobs": ["replay.ratio=3", "epochs=4", "lr=5.0e-04"],
+    "warning": "The finetune lost general ability: capitals_en_qa exact_match 0.70 → 0.20 (limits: a fall of 0.1 in "
+    "score, a rise of 200% in perplexity). Train more gently (epochs=4 or lr=5.0e-04) or mix in general examples the "
+    "base answered (replay.ratio=3).",
+}
+
+
 def seed_catalog(home: Path) -> None:
     """Rows in every table the screens show, with fixed values (no times, no machine-dependent numbers)."""
     from internlocal.bootstrap import bootstrap
@@ -73,7 +96,7 @@ def seed_catalog(home: Path) -> None:
             base_model=model,
             run_dir=str(run_dir),
             status="succeeded",
-            summary_json=json.dumps({"final_loss": events[-1]["loss"]}),
+            summary_json=json.dumps({"final_loss": events[-1]["loss"], "guard": GUARD}),
         )
     )
 
@@ -413,3 +436,17 @@ async def test_a_fitted_table_drops_the_least_important_columns_first_and_brings
         assert table.get_row("a")[2] == "2 GB"
         with pytest.raises(ValueError, match="3 cells for 4 columns"):
             table.set_rows([("b", ("beta", "", "3 GB"))])
+
+
+async def test_train_shows_a_finished_runs_forgetting_guard_and_its_warning(seeded_home, fixed_machine):
+    """The watched run's guard, before → after per task, with the warning in red, also at 80×24."""
+    app = InternLocalApp(greedy_settings(seeded_home))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen, _ = await open_train(pilot)
+        guard = screen.query_one("#guard")
+        await _wait(pilot, lambda: guard.display)
+        shown = str(guard.render())
+        assert "forgetting guard vs smollm2-135m-instruct-q4_1: capitals_en_qa 0.70 → 0.20 ✗" in shown
+        assert "sample_text 21.30 → 23.10 ✓" in shown
+        assert shown.splitlines()[1] == "lost general ability: try replay.ratio=3 or epochs=4 or lr=5.0e-04"
+        assert guard.size.height == 2  # a short terminal keeps it to two lines, each cut to the width

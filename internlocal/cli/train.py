@@ -86,6 +86,8 @@ def _print_plan(recipe: str, overrides: dict[str, Any], gpus: int | None, as_jso
             f"\nmemory estimate ({planned.device}), {planned.estimate.trainable_parameters:,} trainable parameters:"
         )
         typer.echo(planned.estimate.table())
+    if planned.adaptation is not None:
+        typer.echo(f"\n{planned.adaptation.describe()}")
     fit = {True: "fits", False: "does NOT fit", None: "unknown"}[planned.fits]
     typer.echo(f"free: {_gib(planned.available_bytes)} → {fit}")
     for note in planned.notes:
@@ -146,6 +148,21 @@ def report_run(job, as_json: bool) -> None:
     for key in ("merged_model", "gguf_model", "quantized_model"):
         if result.get(key):
             typer.echo(f"{key.replace('_', ' ')}: {result[key]}")
+    print_run_notes(result)
+
+
+def print_run_notes(summary: dict[str, Any]) -> None:
+    """How the run adapted to the data, what replay mixed in, and the forgetting guard's before → after."""
+    from internlocal.train.guard import guard_lines
+
+    if summary.get("adaptation"):
+        a = summary["adaptation"]
+        typer.echo(f"adapted to {a['examples']} examples: epochs {a['epochs']:g}, lr {a['lr']:.2e} ({a['rule']})")
+    if summary.get("replay"):
+        r = summary["replay"]
+        typer.echo(f"replay: {r['examples']} general examples answered by {r['answered_by']} (ratio {r['ratio']:g})")
+    for line in guard_lines(summary.get("guard") or {}):
+        typer.echo(line, err=line.startswith("warning:"))
 
 
 @app.command("runs")
@@ -196,5 +213,4 @@ def resume(
 
     svc = services()
     job = follow_job(svc.jobs, resume_run(svc, run, gpus=gpus), detach=detach, as_json=as_json)
-    if job is not None and not as_json:
-        typer.echo(f"run {run} finished: {job.result}")
+    report_run(job, as_json)

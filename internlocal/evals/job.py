@@ -25,7 +25,7 @@ def run_eval(
     loaded = [get_task(t, settings.home) for t in tasks]  # every name checked before a model loads
     results = {}
     for number, row in enumerate(rows):
-        results[row.name] = _evaluate_model(
+        results[row.name] = evaluate_model(
             ctx,
             catalog,
             settings,
@@ -40,9 +40,11 @@ def run_eval(
     return {"models": results}
 
 
-def _evaluate_model(
+def evaluate_model(
     ctx: JobContext, catalog, settings, row, loaded: list, limit: int | None, seed: int, done_before: int, total: int
 ) -> dict[str, Any]:
+    """``row`` on the ``loaded`` tasks: one ``eval_run`` per task (with lineage from the model), answers from the
+    request cache where it has them; {task: {run, metrics…, skipped}}. Progress counts tasks of ``total``."""
     engine_name = choose_engine(row, settings)
     # the requested context (with the model's sha256 it decides the engine's actual one) keys the cache,
     # so the key is known before, or without, loading the model

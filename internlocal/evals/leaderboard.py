@@ -62,6 +62,7 @@ class Leaderboard:
     models: list[str]
     rows: list[Row]
     groups: list[GroupAverage]
+    lineage: dict[str, str] = field(default_factory=dict)  # model → what it was trained from ("finetune of X")
 
     # -- exports -----------------------------------------------------------------------------------
 
@@ -92,6 +93,7 @@ class Leaderboard:
                 }
                 for g in self.groups
             ],
+            "lineage": self.lineage,
         }
 
     def to_json(self) -> str:
@@ -109,6 +111,7 @@ class Leaderboard:
                 + " | ".join(format_value(g.values[m]) for m in self.models)
                 + " |"
             )
+        lines += ["", *(f"- {m}: {origin}" for m, origin in self.lineage.items())] if self.lineage else []
         return "\n".join(lines) + "\n"
 
     def to_csv(self) -> str:
@@ -169,6 +172,7 @@ class Leaderboard:
                 + g.metric[:16].ljust(18)
                 + "".join(format_value(g.values[m], "-").ljust(width + 2) for m in self.models)
             )
+        lines += [f"{m}: {origin}" for m, origin in self.lineage.items()]
         return "\n".join(lines)
 
 
@@ -224,7 +228,28 @@ def build_from_catalog(catalog, home: Path | None = None, task: str | None = Non
         groups = {name: t.group for name, t in all_tasks(home).items()}
     except UserError:  # a broken task file elsewhere must not hide the scores
         groups = {}
-    return build(catalog.eval_runs(task=task), groups)
+    board = build(catalog.eval_runs(task=task), groups)
+    board.lineage = {m: origin for m in board.models if (origin := trained_from(catalog, m))}
+    return board
+
+
+TRAINING_OPERATIONS = ("finetune", "pretrain.continued")
+
+
+def trained_from(catalog, model: str) -> str | None:
+    """ "finetune of BASE" for a model a run made (through its GGUF conversion and quantization), else None."""
+    row = catalog.find_model(model)
+    for _ in range(8):  # conversions and quantizations between the trained model and this file
+        if row is None or row.id is None:
+            return None
+        edges = [e for e in catalog.parents(("model", row.id)) if e.parent_type == "model"]
+        if not edges:
+            return None
+        parent = catalog.find_model(edges[0].parent_id)
+        if parent is not None and edges[0].operation in TRAINING_OPERATIONS:
+            return f"{edges[0].operation} of {parent.name}"
+        row = parent
+    return None
 
 
 def _label(rows: list[Row]) -> None:

@@ -20,9 +20,11 @@ from internlocal.data.library import import_corpus
 from internlocal.errors import UserError
 from internlocal.jobs.context import JobCancelled, JobContext
 from internlocal.train.export import export_run
+from internlocal.train.guard import run_guard
 from internlocal.train.inputs import corpus_source, hf_base, training_data
 from internlocal.train.plan import plan_run, refuse_if_too_big
 from internlocal.train.process import run_training_process
+from internlocal.train.replay import mix_replay
 from internlocal.train.run_config import RunConfig
 
 
@@ -56,7 +58,22 @@ def train(
             ctx.save_state({**ctx.state, "stage": "export", "result": result})
         result = ctx.state["result"]
         outputs = export_run(ctx, run, config)
-        summary = {**result, **outputs, "estimated_peak": (config.estimate or {}).get("total_bytes")}
+        if "guard" not in ctx.state:
+            chatted = outputs.get("quantized_model") or outputs.get("gguf_model") or outputs.get("merged_model")
+            try:
+                guard = run_guard(ctx, run, config.recipe, chatted)
+            except UserError as exc:  # the model is registered already: say what could not be measured
+                guard = {"enabled": False, "note": f"could not measure: {exc}"}
+                ctx.log(f"forgetting guard: {guard['note']}", level="warning")
+            ctx.save_state({**ctx.state, "guard": guard})
+        summary = {
+            **result,
+            **outputs,
+            "estimated_peak": (config.estimate or {}).get("total_bytes"),
+            "guard": ctx.state["guard"],
+            **({"adaptation": config.adaptation} if config.adaptation else {}),
+            **({"replay": config.replay} if config.replay else {}),
+        }
         catalog.update_train_run(run.id, status="finished", summary_json=json.dumps(summary))
         return {"run": run.name, **summary}
     except UserError as exc:
@@ -82,22 +99,34 @@ def _new_run(
         plan = plan_run(catalog, recipe, overrides, gpus=gpus)
     refuse_if_too_big(plan)
     r = plan.recipe
+    if r.guard.enabled:
+        from internlocal.evals.tasks import get_task
+
+        for task in r.guard.tasks:  # a misspelt guard task is refused now, not after hours of training
+            get_task(task, settings.home)
     base_hf = hf_base(ctx, base)
     dataset = training_data(ctx, r, base_hf)
     run_name = name or _run_name(catalog, plan.name)
     run_dir = settings.home / "runs" / run_name
     run_dir.mkdir(parents=True, exist_ok=False)
+    if plan.adaptation is not None:
+        ctx.log(plan.adaptation.describe())
+    train_file, replay = Path(dataset.path) / "train.jsonl", None
+    if r.method != "pretrain" and r.replay.ratio > 0:
+        train_file, replay = mix_replay(ctx, r, base, train_file, run_dir)
     config = RunConfig(
         recipe=r,
         recipe_name=plan.name,
         model_path=str(Path(base_hf.path).resolve()),
         base_model=base_hf.name,
         dataset=dataset.name,
-        train_file=str(Path(dataset.path) / "train.jsonl"),
+        train_file=str(train_file),
         validation_file=str(Path(dataset.path) / "validation.jsonl"),
         corpus_dir=dataset.path if r.method == "pretrain" else None,
         threads=settings.threads,
         estimate=plan.estimate.as_dict() if plan.estimate else None,
+        adaptation=plan.adaptation.as_dict() if plan.adaptation else None,
+        replay=replay,
     )
     config.save(run_dir)
     run = catalog.add_train_run(

@@ -15,6 +15,7 @@ from typing import Any
 from internlocal.catalog.catalog import Catalog
 from internlocal.catalog.schema import Model
 from internlocal.errors import NotEnoughMemory, UserError
+from internlocal.train.adapt import Adaptation, adapt_recipe
 from internlocal.train.inputs import recipe_dataset
 from internlocal.train.memory import GIB, Estimate, Shape, estimate, fp32_master_weights
 from internlocal.train.recipe import Recipe, load_recipe
@@ -31,6 +32,7 @@ class Plan:
     device: str
     notes: list[str] = field(default_factory=list)
     visible_gpus: int | None = None  # CUDA devices this process sees (None: not measured, or a cpu recipe)
+    adaptation: Adaptation | None = None  # epochs and lr derived from the user's dataset (the recipe's adapt:)
 
     @property
     def fits(self) -> bool | None:
@@ -49,6 +51,7 @@ class Plan:
             "fits": self.fits,
             "notes": self.notes,
             "visible_gpus": self.visible_gpus,
+            "adaptation": self.adaptation.as_dict() if self.adaptation else None,
         }
 
 
@@ -117,6 +120,7 @@ def plan_run(
 ) -> Plan:
     """The recipe with ``overrides`` (and ``gpus`` processes when given) planned against this machine."""
     name, recipe = load_recipe(recipe_name, overrides, gpus=gpus)
+    recipe, adaptation = adapt_recipe(catalog, recipe, load_recipe(recipe_name)[1].dataset, overrides or {})
     base = catalog.find_model(recipe.model)
     shape = shape_of(base, recipe)
     device = recipe.device
@@ -154,7 +158,7 @@ def plan_run(
         notes.append("no CUDA GPU is visible: this recipe cannot run here")
     elif visible is not None and recipe.gpus > visible:
         notes.append(f"gpus={recipe.gpus} but {visible} CUDA GPU(s) are visible: this recipe cannot run here")
-    return Plan(name, recipe, base, shape, est, available, device, notes, visible)
+    return Plan(name, recipe, base, shape, est, available, device, notes, visible, adaptation)
 
 
 def refuse_if_too_big(plan: Plan) -> None:

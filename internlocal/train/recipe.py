@@ -40,6 +40,50 @@ class ExportSettings(_Strict):
     quantize: str | None = "Q8_0"  # then quantize it (None: keep the f16 GGUF)
 
 
+class GuardSettings(_Strict):
+    """The forgetting guard: the base and the result measured on general tasks before the result is registered."""
+
+    enabled: bool = True
+    # built-in tasks the embedded model does well on (or any eval task by name or file)
+    tasks: list[str] = Field(default_factory=lambda: ["capitals_en_qa", "sample_text"])
+    max_drop: float = Field(0.10, ge=0, le=1)  # accuracy-like scores: the largest fall (absolute) before a warning
+    # perplexities: the largest rise (relative) before a warning. Chat finetunes of the 135M model raise its
+    # plain-text perplexity by 110-150% even when its answers are intact (docs/benchmarks.md), so the default warns
+    # at a tripling: damage beyond a change of style
+    max_perplexity_rise: float = Field(2.0, ge=0)
+    limit: int | None = Field(None, ge=1)  # items per task (None: all)
+
+
+class ReplaySettings(_Strict):
+    """Replay against forgetting: general prompts the base model itself answered, mixed into the training data."""
+
+    ratio: float = Field(0.0, ge=0, le=8)  # replay examples per training example (0: off)
+    prompts: str = "data/general_prompts.jsonl"  # relative to the recipes folder, or a path
+    max_tokens: int = Field(96, ge=8, le=1024)  # the base's answers are cut here
+
+
+class AdaptSettings(_Strict):
+    """What a recipe intends, for data the user brings: epochs and learning rate follow the dataset's size.
+
+    epochs = target_examples / examples, within [min_epochs, max_epochs]; the learning rate is the top of ``lr``
+    from ``full_lr_examples`` examples up and falls with the square root of the size below it (a small set is
+    seen more times, so each pass steps more gently), never under the bottom of ``lr``."""
+
+    target_examples: int = Field(ge=1)  # examples the run should see in all (each counted once per epoch)
+    min_epochs: float = Field(1.0, gt=0)
+    max_epochs: float = Field(8.0, gt=0)
+    lr: tuple[float, float]  # (lowest, highest)
+    full_lr_examples: int = Field(200, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AdaptSettings:
+        if not 0 < self.lr[0] <= self.lr[1]:
+            raise ValueError("lr is a range (lowest, highest) of positive rates")
+        if self.min_epochs > self.max_epochs:
+            raise ValueError("min_epochs is above max_epochs")
+        return self
+
+
 class Architecture(_Strict):
     """A model trained from scratch: the Llama layout (what InternLM2 also is, with its weights fused)."""
 
@@ -104,6 +148,9 @@ class Recipe(_Strict):
     probe: str | None = None  # the prompt the merge check compares on (default: the first sample prompt)
     shape: Shape | None = None  # dimensions for the memory estimate when the model is not on disk yet
     export: ExportSettings = Field(default_factory=ExportSettings)
+    guard: GuardSettings = Field(default_factory=GuardSettings)
+    replay: ReplaySettings = Field(default_factory=ReplaySettings)
+    adapt: AdaptSettings | None = None  # epochs and lr for the user's own data (None: the recipe's, always)
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:

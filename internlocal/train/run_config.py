@@ -31,6 +31,8 @@ class RunConfig(BaseModel):
     corpus_dir: str | None = None  # pretraining: the prepared token shards
     threads: int | None = None  # torch threads per process (None: torch's default)
     estimate: dict[str, Any] | None = None  # the memory estimate the run was admitted with
+    adaptation: dict[str, Any] | None = None  # epochs and lr derived from the user's dataset, and the rule
+    replay: dict[str, Any] | None = None  # the replay examples mixed in (how many, from which prompts)
 
     @classmethod
     def load(cls, run_dir: Path) -> RunConfig:

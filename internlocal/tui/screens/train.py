@@ -80,6 +80,8 @@ class TrainScreen(AppScreen):
     TrainScreen.-short #curve { height: 8; }
     TrainScreen #samples { height: 3; padding: 0 1; color: $text-muted; }
     TrainScreen.-short #samples { height: 1; }
+    TrainScreen #guard { height: auto; max-height: 4; padding: 0 1; }
+    TrainScreen.-short #guard { height: 2; text-wrap: nowrap; text-overflow: ellipsis; }
     """
     VERTICAL_BREAKPOINTS = HEIGHT_BREAKPOINTS
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -132,10 +134,12 @@ class TrainScreen(AppScreen):
             yield Static("", id="info")
         yield PlotextPlot(id="curve")
         yield Static("", id="samples")
+        yield Static("", id="guard")
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#bar", ProgressBar).display = False
+        self.query_one("#guard", Static).display = False
         self.query_one("#filter", Input).focus()  # F10, type a filter, Enter starts the first recipe that matches
         self.draw_curve()
         self.load_recipes()
@@ -241,6 +245,7 @@ class TrainScreen(AppScreen):
         if run.status != self.watched.status:
             self.refresh_runs()
         self.watched = run
+        self.show_guard(run.summary.get("guard"))
         events, restarted = self._tail.read()
         if restarted:
             self._steps, self._evals = [], []
@@ -281,6 +286,20 @@ class TrainScreen(AppScreen):
             )
         elif not self._steps:
             self.query_one("#info", Static).update(f"{run.name}  ·  {run.status}")
+
+    def show_guard(self, guard: dict | None) -> None:
+        """The forgetting guard's before → after for the watched run (hidden until a run has one)."""
+        from rich.text import Text
+
+        from internlocal.train.guard import guard_summary
+
+        line, warning = guard_summary(guard or {})
+        text = Text(line)
+        if warning:
+            text.append("\n" + warning, style="bold red")
+        widget = self.query_one("#guard", Static)
+        widget.display = bool(line)
+        widget.update(text)
 
     def draw_curve(self) -> None:
         from textual_plotext import PlotextPlot
