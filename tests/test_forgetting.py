@@ -116,6 +116,24 @@ def test_the_guard_warning_names_what_was_lost_and_the_knobs():
     assert guard_lines(off) == ["forgetting guard: off — " + off["note"]]
 
 
+def test_a_recipe_that_switches_the_guard_off_says_so(services, tmp_path):
+    from internlocal.jobs.context import JobContext
+    from internlocal.jobs.events import EventWriter
+    from internlocal.train.guard import run_guard
+
+    ctx = JobContext(
+        1, EventWriter(tmp_path / "e.jsonl"), tmp_path / "s", tmp_path / "c", settings=services.settings,
+        catalog=services.catalog,
+    )  # fmt: skip
+    _, recipe = load_recipe("smollm2-135m_qlora_cpu", {"guard": {"enabled": False}})
+    off = run_guard(ctx, recipe, "smollm2-135m-instruct-q4_1")
+    assert guard_lines(off) == [
+        "forgetting guard: off — the recipe switches the forgetting guard off (guard.enabled: false)"
+    ]
+    _, scratch = load_recipe("smollm2-tiny_pretrain_cpu")
+    assert "no base to compare with" in run_guard(ctx, scratch, "smollm2-135m-instruct-q4_1")["note"]
+
+
 def test_replay_prompts_are_not_the_guards_questions():
     """Replay must not teach the probe itself: no bundled replay prompt is a question of a guard task."""
     from internlocal.evals.tasks import get_task
@@ -188,6 +206,7 @@ def held_out_answered(gguf: Path) -> list[tuple[str, str]]:
 
 
 @pytest.mark.long
+@pytest.mark.timeout(2400)  # two whole finetunes (the second three times the data): about 13 minutes on 2 cores
 async def test_the_guard_reports_what_a_plain_finetune_forgot_and_replay_keeps_it(home, cli_env, internlocal_bin):
     """The issue's experiment on a fact set of ours, both runs on the recipe's adapted settings: without replay
     the guard warns that general answers were lost; with replay the facts are learned (held-out paraphrases) and
@@ -238,6 +257,9 @@ async def test_the_guard_reports_what_a_plain_finetune_forgot_and_replay_keeps_i
     assert all(not c["worse"] for c in replayed["guard"]["tasks"])
     assert len(facts["with-replay"]) >= 5, facts  # a majority of the paraphrases nobody trained on
     assert "replay: 42 general examples answered by smollm2-135m-instruct-q4_1" in replayed_out.stdout
+    logs = [json.loads(line).get("message", "") for f in (home / "jobs").glob("*.jsonl") for line in f.open()]
+    cached = "smollm2-135m-instruct-q4_1: every answer came from the cache; the model was not loaded"
+    assert logs.count(cached) == 1  # the second run's guard did not measure the base again
 
     app = InternLocalApp(greedy_settings(home))
     async with app.run_test(size=(120, 40)) as pilot:

@@ -158,6 +158,7 @@ def test_more_gpus_than_visible_are_refused_and_hf_datasets_are_found_under_thei
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # training, merge, GGUF, Q8_0 and the forgetting guard: about 5 minutes on 2 cores
 def test_qlora_teaches_a_fact_through_merge_and_gguf(cli_env, internlocal_bin, hf_model_dir, gguf_path):
     """The issue's proof: before, the mascot is unknown; after QLoRA, merge, GGUF export and Q8_0, llama.cpp
     knows it."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from internlocal.catalog.schema import TrainRun
 from internlocal.evals.job import evaluate_model
 from internlocal.evals.tasks import get_task
 from internlocal.jobs.context import JobContext
@@ -25,7 +24,7 @@ def lower_is_better(metric: str) -> bool:
     return any(word in metric for word in LOWER_IS_BETTER)
 
 
-def run_guard(ctx: JobContext, run: TrainRun, recipe: Recipe, result_model: str | None) -> dict[str, Any]:
+def run_guard(ctx: JobContext, recipe: Recipe, result_model: str | None) -> dict[str, Any]:
     """Measure the base and ``result_model`` on the guard's tasks; the comparison, and a warning when the result
     lost more than the recipe allows."""
     guard = recipe.guard

@@ -61,7 +61,7 @@ def train(
         if "guard" not in ctx.state:
             chatted = outputs.get("quantized_model") or outputs.get("gguf_model") or outputs.get("merged_model")
             try:
-                guard = run_guard(ctx, run, config.recipe, chatted)
+                guard = run_guard(ctx, config.recipe, chatted)
             except UserError as exc:  # the model is registered already: say what could not be measured
                 guard = {"enabled": False, "note": f"could not measure: {exc}"}
                 ctx.log(f"forgetting guard: {guard['note']}", level="warning")
