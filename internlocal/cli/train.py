@@ -153,11 +153,11 @@ def report_run(job, as_json: bool) -> None:
 
 def print_run_notes(summary: dict[str, Any]) -> None:
     """How the run adapted to the data, what replay mixed in, and the forgetting guard's before → after."""
+    from internlocal.train.adapt import Adaptation
     from internlocal.train.guard import guard_lines
 
     if summary.get("adaptation"):
-        a = summary["adaptation"]
-        typer.echo(f"adapted to {a['examples']} examples: epochs {a['epochs']:g}, lr {a['lr']:.2e} ({a['rule']})")
+        typer.echo(Adaptation(**summary["adaptation"]).describe())
     if summary.get("replay"):
         r = summary["replay"]
         typer.echo(f"replay: {r['examples']} general examples answered by {r['answered_by']} (ratio {r['ratio']:g})")

@@ -247,9 +247,18 @@ def trained_from(catalog, model: str) -> str | None:
             return None
         parent = catalog.find_model(edges[0].parent_id)
         if parent is not None and edges[0].operation in TRAINING_OPERATIONS:
-            return f"{edges[0].operation} of {parent.name}"
+            return f"{edges[0].operation} of {_converted_from(catalog, parent).name}"
         row = parent
     return None
+
+
+def _converted_from(catalog, model):
+    """The model a training run's base was converted from (a GGUF the user chats with → its HF folder), or itself."""
+    assert model.id is not None
+    for edge in catalog.parents(("model", model.id)):
+        if edge.operation == "convert.gguf_to_hf" and edge.parent_type == "model":
+            return catalog.find_model(edge.parent_id) or model
+    return model
 
 
 def _label(rows: list[Row]) -> None:

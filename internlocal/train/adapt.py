@@ -76,17 +76,16 @@ def adapt_recipe(
 
 
 def training_examples(catalog: Catalog, recipe: Recipe) -> int | None:
-    """How many examples the run trains on: the imported dataset's train split, or the file's rows less the
-    validation share (as the import will split it); None when the data cannot be read yet (a Hub dataset)."""
+    """How many examples the run trains on: a file's rows less the validation share (as the import will split it;
+    the file itself, which may have changed since an earlier import), or a catalog dataset's train split; None when
+    the data cannot be read yet (a Hub dataset not imported)."""
     from internlocal.data.library import find_imported
 
     assert recipe.dataset is not None
-    found = find_imported(catalog, recipe.dataset)
-    if found is not None:
-        return found.train_rows
     path = dataset_file(recipe)
     if path is None:
-        return None
+        found = find_imported(catalog, recipe.dataset)
+        return found.train_rows if found is not None else None
     from internlocal.data.formats import load_examples
     from internlocal.data.library import split
 

@@ -10,6 +10,7 @@ A fall beyond the recipe's thresholds is a warning that names the knobs to turn.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from internlocal.evals.job import evaluate_model
@@ -58,6 +59,9 @@ def run_guard(ctx: JobContext, recipe: Recipe, result_model: str | None) -> dict
         before, after = scores[base.name][task.name], scores[result_model][task.name]
         metric = next(k for k in before if k not in ("run", "skipped"))  # the task's primary metric comes first
         b, a = float(before[metric]), float(after[metric])
+        if math.isnan(a) or math.isnan(b):  # every item skipped: nothing to compare, which is not "kept"
+            checks.append({"task": task.name, "metric": metric, "base": b, "result": a, "change": 0.0, "worse": True})
+            continue
         if lower_is_better(metric):
             change = (a - b) / b if b else 0.0
             worse = change > guard.max_perplexity_rise
@@ -96,7 +100,7 @@ def warning(checks: list[dict[str, Any]], recipe: Recipe) -> str | None:
 def knobs(recipe: Recipe) -> list[str]:
     """The overrides to try, most effective first: more replay, fewer epochs, a lower learning rate."""
     # three replay examples per example kept the capitals of a 14-fact run (docs/benchmarks.md); one did not
-    ratio = 3 if recipe.replay.ratio == 0 else round(recipe.replay.ratio * 2, 2)
+    ratio = 3 if recipe.replay.ratio == 0 else min(8, round(recipe.replay.ratio * 2, 2))  # 8: the setting's bound
     return [f"replay.ratio={ratio:g}", f"epochs={max(1, round(recipe.epochs / 2, 2)):g}", f"lr={recipe.lr / 2:.1e}"]
 
 

@@ -24,7 +24,7 @@ from internlocal.train.guard import run_guard
 from internlocal.train.inputs import corpus_source, hf_base, training_data
 from internlocal.train.plan import plan_run, refuse_if_too_big
 from internlocal.train.process import run_training_process
-from internlocal.train.replay import mix_replay
+from internlocal.train.replay import base_answers, mix_replay, replay_prompts
 from internlocal.train.run_config import RunConfig
 
 
@@ -62,7 +62,9 @@ def train(
             chatted = outputs.get("quantized_model") or outputs.get("gguf_model") or outputs.get("merged_model")
             try:
                 guard = run_guard(ctx, config.recipe, chatted)
-            except UserError as exc:  # the model is registered already: say what could not be measured
+            except JobCancelled:
+                raise
+            except Exception as exc:  # the model is registered already: say what could not be measured, and go on
                 guard = {"enabled": False, "note": f"could not measure: {exc}"}
                 ctx.log(f"forgetting guard: {guard['note']}", level="warning")
             ctx.save_state({**ctx.state, "guard": guard})
@@ -104,6 +106,9 @@ def _new_run(
 
         for task in r.guard.tasks:  # a misspelt guard task is refused now, not after hours of training
             get_task(task, settings.home)
+    replaying = r.method != "pretrain" and r.replay.ratio > 0
+    if replaying:  # the base answers the replay prompts before the run exists: a failure here leaves nothing behind
+        base_answers(ctx, base, replay_prompts(r)[1], r.replay.max_tokens)
     base_hf = hf_base(ctx, base)
     dataset = training_data(ctx, r, base_hf)
     run_name = name or _run_name(catalog, plan.name)
@@ -112,8 +117,8 @@ def _new_run(
     if plan.adaptation is not None:
         ctx.log(plan.adaptation.describe())
     train_file, replay = Path(dataset.path) / "train.jsonl", None
-    if r.method != "pretrain" and r.replay.ratio > 0:
-        train_file, replay = mix_replay(ctx, r, base, train_file, run_dir)
+    if replaying:
+        train_file, replay = mix_replay(ctx, r, base, train_file, run_dir)  # the answers come from the cache now
     config = RunConfig(
         recipe=r,
         recipe_name=plan.name,

@@ -18,7 +18,7 @@ from internlocal.errors import NotEnoughMemory, UserError
 from internlocal.train.adapt import Adaptation, adapt_recipe
 from internlocal.train.inputs import recipe_dataset
 from internlocal.train.memory import GIB, Estimate, Shape, estimate, fp32_master_weights
-from internlocal.train.recipe import Recipe, load_recipe
+from internlocal.train.recipe import Recipe, load_recipe, recipe_file_value
 
 
 @dataclass
@@ -120,7 +120,7 @@ def plan_run(
 ) -> Plan:
     """The recipe with ``overrides`` (and ``gpus`` processes when given) planned against this machine."""
     name, recipe = load_recipe(recipe_name, overrides, gpus=gpus)
-    recipe, adaptation = adapt_recipe(catalog, recipe, load_recipe(recipe_name)[1].dataset, overrides or {})
+    recipe, adaptation = adapt_recipe(catalog, recipe, recipe_file_value(recipe_name, "dataset"), overrides or {})
     base = catalog.find_model(recipe.model)
     shape = shape_of(base, recipe)
     device = recipe.device

@@ -41,7 +41,7 @@ class ExportSettings(_Strict):
 
 
 class GuardSettings(_Strict):
-    """The forgetting guard: the base and the result measured on general tasks before the result is registered."""
+    """The forgetting guard: the base and the registered result measured on general tasks, side by side."""
 
     enabled: bool = True
     # built-in tasks the embedded model does well on (or any eval task by name or file)
@@ -253,6 +253,15 @@ def load_recipe(
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'recipe'}: {e['msg']}" for e in exc.errors())
         raise UserError(f"{path.name}: {problems}.") from None
     return path.stem, recipe
+
+
+def recipe_file_value(name_or_path: str, key: str) -> Any:
+    """A top-level value as the recipe file gives it, before overrides (None when absent or unreadable)."""
+    try:
+        raw = yaml.safe_load(recipe_path(name_or_path).read_text(encoding="utf-8"))
+    except (UserError, OSError, yaml.YAMLError):
+        return None
+    return raw.get(key) if isinstance(raw, dict) else None
 
 
 def launch_command(path: Path) -> str:

@@ -46,10 +46,12 @@ def replay_prompts(recipe: Recipe) -> tuple[Path, list[str]]:
 def base_answers(ctx: JobContext, base: Model, prompts: list[str], max_tokens: int) -> dict[str, str | None]:
     """prompt → the base's greedy answer (None when it ran into ``max_tokens``), generated once per base."""
     from internlocal.engines.base import GenerationParams
-    from internlocal.engines.loader import load_engine
+    from internlocal.engines.loader import choose_engine, load_engine
     from internlocal.evals.runner import RequestCache
 
-    cache = RequestCache(ctx.catalog, json.dumps(["replay", base.sha256 or base.path]))
+    # what changes an answer: the weights, the engine, the chat template, the context
+    identity = ["replay", base.sha256 or base.path, choose_engine(base, ctx.settings), base.chat_template]
+    cache = RequestCache(ctx.catalog, json.dumps([*identity, ctx.settings.context_length]))
     keys = {p: cache.key([p, max_tokens]) for p in prompts}
     known = cache.get(list(keys.values()))
     missing = [p for p in prompts if keys[p] not in known]
