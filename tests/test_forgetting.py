@@ -116,15 +116,25 @@ def test_the_guard_warning_names_what_was_lost_and_the_knobs():
     assert guard_lines(off) == ["forgetting guard: off — " + off["note"]]
 
 
-def test_a_recipe_that_switches_the_guard_off_says_so(services, tmp_path):
+def job_context(services, folder: Path, number: int = 1):
+    """What a job function is handed, over the test's catalog, with its event file at ``folder/<number>.jsonl``."""
     from internlocal.jobs.context import JobContext
     from internlocal.jobs.events import EventWriter
+
+    return JobContext(
+        number,
+        EventWriter(folder / f"{number}.jsonl"),
+        folder / f"{number}.state",
+        folder / f"{number}.cancel",
+        settings=services.settings,
+        catalog=services.catalog,
+    )
+
+
+def test_a_recipe_that_switches_the_guard_off_says_so(services, tmp_path):
     from internlocal.train.guard import run_guard
 
-    ctx = JobContext(
-        1, EventWriter(tmp_path / "e.jsonl"), tmp_path / "s", tmp_path / "c", settings=services.settings,
-        catalog=services.catalog,
-    )  # fmt: skip
+    ctx = job_context(services, tmp_path)
     _, recipe = load_recipe("smollm2-135m_qlora_cpu", {"guard": {"enabled": False}})
     off = run_guard(ctx, recipe, "smollm2-135m-instruct-q4_1")
     assert guard_lines(off) == [
@@ -148,8 +158,7 @@ def test_replay_prompts_are_not_the_guards_questions():
 def test_replay_answers_come_from_the_base_once_and_are_mixed_in(services, tmp_path):
     """The embedded model answers the general prompts once (kept in the catalog); a second run reuses them without
     loading it, and the mixed training file holds the user's rows plus ratio × as many replay examples."""
-    from internlocal.jobs.context import JobContext
-    from internlocal.jobs.events import EventWriter, read_events
+    from internlocal.jobs.events import read_events
     from internlocal.train.replay import base_answers, mix_replay
 
     prompts = ["What is 2 + 2?", "What is 100 divided by 4?", "Complete the sentence: The early bird catches the ..."]
@@ -158,15 +167,8 @@ def test_replay_answers_come_from_the_base_once_and_are_mixed_in(services, tmp_p
     _, recipe = load_recipe("smollm2-135m_qlora_cpu", {"replay": {"ratio": 1.5, "prompts": str(own_prompts)}})
     base = services.catalog.get_model("smollm2-135m-instruct-q4_1")
 
-    def context(n: int) -> JobContext:
-        return JobContext(
-            n,
-            EventWriter(tmp_path / f"{n}.jsonl"),
-            tmp_path / f"{n}.state",
-            tmp_path / f"{n}.cancel",
-            settings=services.settings,
-            catalog=services.catalog,
-        )
+    def context(n: int):
+        return job_context(services, tmp_path, n)
 
     first = base_answers(context(1), base, prompts, max_tokens=96)
     assert "25" in (first["What is 100 divided by 4?"] or "") and "worm" in (first[prompts[2]] or ""), first

@@ -13,8 +13,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from internlocal.evals.job import evaluate_model
-from internlocal.evals.tasks import get_task
 from internlocal.jobs.context import JobContext
 from internlocal.train.recipe import Recipe
 
@@ -35,6 +33,10 @@ def run_guard(ctx: JobContext, recipe: Recipe, result_model: str | None) -> dict
         return {"enabled": False, "note": "a model trained from scratch has no base to compare with"}
     if result_model is None:
         return {"enabled": False, "note": "the run made no merged model to measure (export.merge: false)"}
+    # here, not at the top: the Train screen and the CLI import this module for guard_summary / guard_lines only
+    from internlocal.evals.job import evaluate_model
+    from internlocal.evals.tasks import get_task
+
     catalog, settings = ctx.catalog, ctx.settings
     base = catalog.find_model(recipe.model)
     if base is None:
