@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -19,6 +20,13 @@ def pytest_configure(config):
     """No test reads or writes the user's real folders: the platform's config, data and cache directories point
     into a temporary folder for the whole session (and every subprocess it starts)."""
     import tempfile
+
+    from hypothesis import HealthCheck, settings
+
+    # fuzzing (tests/test_fuzz.py): a bounded run in `make test`, a long one in `make test-fuzz`
+    settings.register_profile("ci", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile("fuzz", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile(os.environ.get("INTERNLOCAL_FUZZ_PROFILE", "ci"))
 
     # pip's and uv's caches stay where they are: the install tests reuse the built llama-cpp-python wheel
     real_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -127,3 +135,81 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if {"internlocal_bin", "cli_env"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.subprocess)
+
+
+# -- no test leaves a process behind ------------------------------------------------------------------------------
+# Every process a test starts inherits this session's XDG folders (pytest_configure) and the test's id, so one that
+# outlives its test is found even after it was orphaned (reparented to pid 1): a killed job, a pool worker, a server.
+
+TEST_ID_VARIABLE = "INTERNLOCAL_TEST_ID"
+
+
+def _started_by_this_session(test_id: str | None = None) -> list:
+    import psutil
+
+    ours = os.environ["XDG_DATA_HOME"]
+    found = []
+    for proc in psutil.process_iter():
+        if proc.pid == os.getpid():
+            continue
+        try:
+            env = proc.environ()
+            if env.get("XDG_DATA_HOME") != ours or proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if test_id is None or env.get(TEST_ID_VARIABLE) == test_id:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def _describe(procs) -> str:
+    import psutil
+
+    lines = []
+    for proc in procs:
+        try:
+            lines.append(f"pid {proc.pid} (parent {proc.ppid()}): {' '.join(proc.cmdline())[:200]}")
+        except psutil.Error:
+            lines.append(f"pid {proc.pid}")
+    return "\n".join(lines)
+
+
+def _end(procs, grace_s: float):
+    """Processes still alive after ``grace_s`` (time to finish a cancel), which are then killed."""
+    import psutil
+
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    return alive
+
+
+@pytest.fixture(autouse=True)
+def no_stray_processes(request):
+    """A test fails when a process it started is still running after its teardown (killed, and named)."""
+    os.environ[TEST_ID_VARIABLE] = request.node.nodeid
+    yield
+    leftovers = _started_by_this_session(request.node.nodeid)
+    if leftovers:
+        alive = _end(leftovers, grace_s=15)
+        if alive:
+            pytest.fail(f"the test left {len(alive)} process(es) running (now killed):\n{_describe(alive)}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Processes started outside any test (session fixtures) must be gone too."""
+    if "XDG_DATA_HOME" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    if getattr(session.config.option, "numprocesses", None) and not os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # the xdist controller: each worker checks its own
+    alive = _end(_started_by_this_session(), grace_s=15)
+    if alive:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                f"processes left running by the test session (now killed):\n{_describe(alive)}", red=True
+            )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

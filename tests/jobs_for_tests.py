@@ -41,3 +41,17 @@ def stops_slowly(ctx, catalog_path: str, run_id: int, wind_down_s: float):
     ctx.save_state({"stopped": True})
     time.sleep(wind_down_s)
     raise JobCancelled()
+
+
+def starts_a_child(ctx, pid_file: str):
+    """Starts a long child process the way jobs start theirs (owned_child), then works until cancelled or killed."""
+    import subprocess
+    from pathlib import Path
+
+    from internlocal.jobs.processes import owned_child
+
+    child = subprocess.Popen(["sleep", "600"], preexec_fn=owned_child())
+    Path(pid_file).write_text(str(child.pid))
+    while True:
+        ctx.check_cancelled()
+        time.sleep(0.05)

@@ -107,6 +107,23 @@ def test_killed_worker_is_found_interrupted_and_resumes(services):
     assert 0 < job.result["resumed_from"] < 150
 
 
+def test_a_killed_worker_takes_the_processes_it_started_with_it(services, tmp_path):
+    """Before the parent-death signal, a SIGKILLed job's children (the training loop, the converter) ran on,
+    orphaned, holding memory."""
+    import psutil
+
+    runner = services.jobs
+    pid_file = tmp_path / "child.pid"
+    job = runner.submit(jobs_for_tests.starts_a_child, {"pid_file": str(pid_file)}, kind="test.child", title="child")
+    wait_for(lambda: pid_file.exists() and pid_file.read_text())
+    child = psutil.Process(int(pid_file.read_text()))
+    assert child.is_running()
+    os.kill(job.pid, signal.SIGKILL)
+    _, alive = psutil.wait_procs([child], timeout=10)
+    assert alive == []
+    assert runner.wait(job.id, timeout=30).status == "interrupted"
+
+
 def test_thread_jobs_and_failures(services):
     runner = services.jobs
     ok = runner.submit(jobs_for_tests.count, {"n": 3, "delay": 0}, kind="t", title="t", in_thread=True)

@@ -17,8 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
-import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from internlocal.errors import UserError
+from internlocal.jobs.processes import die_with_parent
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".text"}
 DOCS_PER_TASK = 64  # documents per worker task: big enough to amortise the pickling, small enough to stream
@@ -77,21 +76,9 @@ def tokenizer_fingerprint(tokenizer) -> str:
 _worker_tokenizer = None
 
 
-def _die_with_parent(parent: int) -> None:
-    """A pool worker ends when the process that started it dies, also by SIGKILL (which runs no cleanup, so the
-    pool cannot stop its workers, and they would wait on its queue forever): Linux's parent-death signal."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before the signal was armed
-        os._exit(1)
-
-
 def _init_worker(parent: int, tokenizer_dir: str, trust_remote_code: bool) -> None:
     global _worker_tokenizer
-    _die_with_parent(parent)
+    die_with_parent(parent)  # a SIGKILLed parent runs no cleanup: its pool would wait on a dead queue
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from internlocal.data.tokenizer import hf_tokenizer
 

@@ -22,6 +22,7 @@ from internlocal.engines.base import Capability, EngineBase, Generation
 from internlocal.engines.remote import RemoteEngine
 from internlocal.envs import lmdeploy_executable
 from internlocal.errors import UserError
+from internlocal.jobs.processes import owned_child
 
 KV_QUANT = {"none": 0, "int8": 8, "int4": 4}
 
@@ -117,6 +118,7 @@ class LMDeployEngine(EngineBase):
             stdout=self._log_path.open("ab"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=owned_child(),  # a server holding the GPU ends with the app that started it
         )
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self._wait_ready()

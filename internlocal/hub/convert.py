@@ -13,11 +13,15 @@ Outputs are written under ``store/partial`` and moved into the store only when c
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,8 @@ from internlocal.errors import UserError
 from internlocal.hub.library import add_to_store, register, unique_name
 from internlocal.hub.store import Store, check_model_name
 from internlocal.jobs.context import JobContext
+from internlocal.jobs.locks import exclusive
+from internlocal.jobs.processes import owned_child
 
 QUANT_TYPES = {  # name → llama_ftype constant name in llama_cpp
     "Q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0",
@@ -73,6 +79,21 @@ def _base_name(model: Model) -> str:
 # -- GGUF → HF -------------------------------------------------------------------------------------
 
 
+def one_at_a_time(job: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """The same conversion of the same model (same arguments) started twice: the second is refused with a sentence
+    instead of writing the same output beside the first."""
+
+    @functools.wraps(job)
+    def locked(ctx: JobContext, model: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        key = hashlib.sha256(json.dumps([job.__name__, model, args, sorted(kwargs.items())], default=str).encode())
+        what = f"{job.__name__.replace('_', ' ')} of {model}"
+        with exclusive(ctx.settings.store_dir / "locks" / f"{key.hexdigest()[:16]}.lock", what, wait=False, ctx=ctx):
+            return job(ctx, model, *args, **kwargs)
+
+    return locked
+
+
+@one_at_a_time
 def gguf_to_hf(ctx: JobContext, model: str, name: str | None = None, dtype: str = "bfloat16") -> dict[str, Any]:
     catalog, store = ctx.catalog, Store(ctx.settings.store_dir)
     source = catalog.get_model(model)
@@ -129,6 +150,7 @@ def gguf_to_hf(ctx: JobContext, model: str, name: str | None = None, dtype: str 
 # -- HF → GGUF -------------------------------------------------------------------------------------
 
 
+@one_at_a_time
 def hf_to_gguf(ctx: JobContext, model: str, name: str | None = None, outtype: str = "f16") -> dict[str, Any]:
     catalog, store = ctx.catalog, Store(ctx.settings.store_dir)
     source = catalog.get_model(model)
@@ -161,6 +183,7 @@ def hf_to_gguf(ctx: JobContext, model: str, name: str | None = None, outtype: st
         env=env,
         text=True,
         errors="replace",
+        preexec_fn=owned_child(),
     )
     tail: list[str] = []
     assert proc.stdout is not None
@@ -196,6 +219,7 @@ def hf_to_gguf(ctx: JobContext, model: str, name: str | None = None, outtype: st
 # -- quantize --------------------------------------------------------------------------------------
 
 
+@one_at_a_time
 def quantize_gguf(
     ctx: JobContext, model: str, qtype: str = "Q4_K_M", name: str | None = None, threads: int | None = None
 ) -> dict[str, Any]:
@@ -257,6 +281,7 @@ def quantize_gguf(
 # -- AWQ (LMDeploy) --------------------------------------------------------------------------------
 
 
+@one_at_a_time
 def quantize_awq(
     ctx: JobContext, model: str, name: str | None = None, w_bits: int = 4, group_size: int = 128
 ) -> dict[str, Any]:
@@ -282,6 +307,7 @@ def quantize_awq(
         capture_output=True,
         text=True,
         errors="replace",
+        preexec_fn=owned_child(),
     )
     ctx.check_cancelled()
     if proc.returncode != 0 or not (work / "config.json").exists():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import signal
 import sys
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from internlocal.errors import TrainingError, UserError
+from internlocal.jobs.processes import die_with_parent
 from internlocal.train.checkpoint import Checkpoints, TrainingParts, save_final_model
 from internlocal.train.distributed import Processes, wrap_for_processes
 from internlocal.train.flops import flops_per_token, peak_flops, peak_memory
@@ -469,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # a rank torchrun started ends with it (a SIGKILLed agent cleans nothing)
+        die_with_parent()
     trainer = Trainer(Path(args.run_dir), resume=args.resume)
     try:
         trainer.setup()

@@ -16,6 +16,7 @@ from typing import Any
 from internlocal.catalog.schema import TrainRun
 from internlocal.errors import UserError
 from internlocal.jobs.context import JobContext
+from internlocal.jobs.processes import owned_child
 from internlocal.train.memory import GIB
 from internlocal.train.metrics import MetricsTail
 from internlocal.train.recipe import Recipe
@@ -71,6 +72,7 @@ def run_training_process(
             stderr=subprocess.STDOUT,
             env=env,
             stdin=subprocess.DEVNULL,
+            preexec_fn=owned_child(),
         )
     (run_dir / "pid").write_text(str(proc.pid))
     catalog.update_train_run(run.id, status="running")

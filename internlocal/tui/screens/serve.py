@@ -16,6 +16,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import Button, DataTable, Footer, Input, Label, Static
 
+from internlocal.jobs.processes import owned_child
 from internlocal.tui.screens.base import AppScreen
 
 
@@ -91,6 +92,7 @@ class ServeScreen(AppScreen):
                 stderr=stderr,
                 env=env,
                 start_new_session=True,
+                preexec_fn=owned_child(),  # the server ends with the window that started it, even a killed one
             )
         self.url = f"http://127.0.0.1:{port}"
         self.query_one("#toggle", Button).label = "Stop"
