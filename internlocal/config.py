@@ -89,6 +89,15 @@ class Settings(BaseSettings):
         "when installed, else transformers; AWQ → LMDeploy).",
     )
 
+    # limits on what one file may bring in; a refusal names the limit and how to raise it (docs/reliability.md)
+    kb_max_file_mb: int = Field(50, ge=1, description="Knowledge bases skip files larger than this (MB).")
+    kb_max_line_chars: int = Field(
+        100_000, ge=1000, description="Knowledge bases skip files with a longer line (generated or minified data)."
+    )
+    kb_max_chunks_per_file: int = Field(5_000, ge=1, description="Knowledge bases skip files that make more chunks.")
+    data_max_rows: int = Field(5_000_000, ge=1, description="Datasets with more rows are refused.")
+    data_max_row_chars: int = Field(1_000_000, ge=100, description="Datasets with a longer row are refused.")
+
     @classmethod
     def settings_customise_sources(
         cls,

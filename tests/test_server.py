@@ -13,6 +13,9 @@ from contextlib import contextmanager
 import openai
 import pytest
 import requests
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from internlocal.config import Settings
 from tests.conftest import QUESTION
@@ -572,3 +575,34 @@ def test_completions_router_alone_refuses_scoring_an_engine_does_not_declare(ser
             assert "Paris" in done["choices"][0]["text"] and done["model"] == "proxy"
     finally:
         remote.close()
+
+
+FUZZ_KEYS = [
+    "model", "messages", "prompt", "input", "max_tokens", "temperature", "top_p", "stop", "stream", "n", "seed",
+    "logprobs", "tools", "tool_choice", "response_format", "stream_options", "role", "content", "encoding_format",
+]  # fmt: skip
+FUZZ_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.floats(allow_nan=False, width=32) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(FUZZ_KEYS), inner, max_size=4),
+    max_leaves=10,
+)
+
+
+@pytest.mark.fuzz
+@hsettings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    path=st.sampled_from(["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]),
+    body=st.dictionaries(st.sampled_from(FUZZ_KEYS), FUZZ_JSON, max_size=6) | FUZZ_JSON,
+    raw=st.none() | st.binary(max_size=40),
+)
+def test_no_request_body_makes_the_server_answer_500(server, path, body, raw):
+    """A client's mistake is a 4xx with an OpenAI-style error; a well-formed request is answered."""
+    if isinstance(body, dict) and path != "/v1/embeddings":
+        body["max_tokens"] = min(abs(body["max_tokens"]), 4) if isinstance(body.get("max_tokens"), int) else 2
+    data = raw if raw is not None else json.dumps(body).encode()
+    response = requests.post(
+        f"{server.url}{path}", data=data, headers={"content-type": "application/json"}, timeout=120
+    )
+    assert response.status_code < 500, (response.status_code, response.text[:500])
+    if response.status_code >= 400:
+        assert response.json()["error"]["message"].strip()

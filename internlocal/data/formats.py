@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +43,51 @@ _SHAREGPT_ROLES = {
 MAX_ERRORS_SHOWN = 5
 
 
-def read_rows(path: Path) -> Iterator[tuple[str, Any]]:
-    """(where, row) for each row of the file; ``where`` is "line N" or "row N" for messages."""
+@dataclass(frozen=True)
+class DataLimits:
+    """How big a dataset may be: rows, and characters per row (``data_max_*`` settings)."""
+
+    max_rows: int = 5_000_000
+    max_row_chars: int = 1_000_000
+
+    @classmethod
+    def from_settings(cls) -> DataLimits:
+        from internlocal.config import load_settings
+
+        settings = load_settings()
+        return cls(settings.data_max_rows, settings.data_max_row_chars)
+
+
+def read_rows(path: Path, limits: DataLimits | None = None) -> Iterator[tuple[str, Any]]:
+    """(where, row) for each row of the file; ``where`` is "line N" or "row N" for messages. A file that is not
+    what its name says, or a row or row count over a limit, is refused with a sentence naming the place."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} does not exist or is not a file.")
+    limits = limits or DataLimits.from_settings()
+    count = 0
+    try:
+        for where, row, chars in _rows(path):
+            count += 1
+            if count > limits.max_rows:
+                raise UserError(
+                    f"{path} has more than {limits.max_rows:,} rows (data_max_rows); "
+                    f"`internlocal config set data_max_rows N` raises the limit."
+                )
+            if chars > limits.max_row_chars:
+                raise UserError(
+                    f"{path} {where} is {chars:,} characters, longer than data_max_row_chars = "
+                    f"{limits.max_row_chars:,}; `internlocal config set data_max_row_chars {chars}` raises the limit."
+                )
+            yield where, row
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8.") from None
+    except RecursionError:
+        raise UserError(f"{path}: nested too deeply to read.") from None
+
+
+def _rows(path: Path) -> Iterator[tuple[str, Any, int]]:
+    """(where, row, characters) for each row of the file."""
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         with path.open(encoding="utf-8") as fh:
@@ -54,7 +95,7 @@ def read_rows(path: Path) -> Iterator[tuple[str, Any]]:
                 if not line.strip():
                     continue
                 try:
-                    yield f"line {n}", json.loads(line)
+                    yield f"line {n}", json.loads(line), len(line)
                 except json.JSONDecodeError as exc:
                     raise UserError(f"{path} line {n}: not valid JSON ({exc.msg}).") from None
     elif suffix == ".json":
@@ -67,11 +108,15 @@ def read_rows(path: Path) -> Iterator[tuple[str, Any]]:
         if not isinstance(data, list):
             raise UserError(f"{path}: expected a JSON list of examples.")
         for n, row in enumerate(data, start=1):
-            yield f"item {n}", row
+            yield f"item {n}", row, _chars(row)
     elif suffix == ".csv":
+        csv.field_size_limit(2**31 - 1)  # data_max_row_chars is the limit that speaks to the user
         with path.open(encoding="utf-8", newline="") as fh:
-            for n, row in enumerate(csv.DictReader(fh), start=2):
-                yield f"line {n}", row
+            try:
+                for n, row in enumerate(csv.DictReader(fh), start=2):
+                    yield f"line {n}", row, sum(len(k or "") + _chars(v) for k, v in row.items())
+            except csv.Error as exc:
+                raise UserError(f"{path}: not readable as CSV ({exc}).") from None
     elif suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -80,9 +125,19 @@ def read_rows(path: Path) -> Iterator[tuple[str, Any]]:
         except Exception as exc:  # pyarrow raises several types for a damaged file
             raise UserError(f"{path}: not a readable Parquet file ({exc}).") from None
         for n, row in enumerate(table.to_pylist(), start=1):
-            yield f"row {n}", row
+            yield f"row {n}", row, _chars(row)
     else:
         raise UserError(f"{path}: unknown file type {suffix or '(none)'}; use .jsonl, .json, .csv or .parquet.")
+
+
+def _chars(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(len(str(k)) + _chars(v) for k, v in value.items())
+    if isinstance(value, list):
+        return sum(_chars(v) for v in value)
+    return len(str(value)) if value is not None else 0
 
 
 def detect_format(row: Any) -> str | None:

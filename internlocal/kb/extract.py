@@ -219,23 +219,28 @@ def _pdf(data: bytes) -> list[Block]:
             blocks.extend(Block(b.text, page=number) for b in _lines(text, heading=None))
     except Unreadable:
         raise
-    except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
+    except PdfReadError as exc:
         raise Unreadable(f"damaged PDF ({exc})") from None
+    except Exception as exc:  # pypdf fails in many ways on a damaged file (KeyError, TypeError, RecursionError …)
+        raise Unreadable(f"damaged PDF ({type(exc).__name__}: {exc})") from None
     if not blocks:
         raise Unreadable("PDF without a text layer (scanned pages need OCR first)")
     return blocks
 
 
 def _docx(data: bytes) -> list[Block]:
+    try:
+        return _docx_blocks(data)
+    except Exception as exc:  # python-docx has no error type of its own: a damaged part fails anywhere inside it
+        raise Unreadable(f"damaged DOCX ({type(exc).__name__}: {exc})") from None
+
+
+def _docx_blocks(data: bytes) -> list[Block]:
     import io
-    import zipfile
 
     import docx
 
-    try:
-        document = docx.Document(io.BytesIO(data))
-    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise Unreadable(f"damaged DOCX ({exc})") from None
+    document = docx.Document(io.BytesIO(data))
     blocks: list[Block] = []
     path: list[tuple[int, str]] = []
     for number, paragraph in enumerate(document.paragraphs, start=1):

@@ -27,12 +27,52 @@ from internlocal.engines.base import Embedder
 from internlocal.errors import UserError
 from internlocal.kb import chunkdb
 from internlocal.kb.chunking import Chunk, chunk_blocks
-from internlocal.kb.extract import Unreadable, extract, kind_of
+from internlocal.kb.extract import Block, Unreadable, extract, kind_of
 from internlocal.kb.query import bigram_query, fuse, identifier_query, word_query
 from internlocal.kb.vectors import all_ids, cosine, delete_ids, open_vectors
 from internlocal.kb.walk import under, walk
 
 EMBED_BATCH = 256  # chunks embedded per call: sentence-transformers sorts a call by length, so bigger calls pad less
+
+
+@dataclass(frozen=True)
+class FileLimits:
+    """What one file may bring into an index; a file over a limit is skipped with a reason that names the setting
+    (``kb_max_*``) and how to raise it."""
+
+    max_file_bytes: int = 50 * 1024 * 1024
+    max_line_chars: int = 100_000
+    max_chunks: int = 5_000
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> FileLimits:
+        return cls(settings.kb_max_file_mb * 1024 * 1024, settings.kb_max_line_chars, settings.kb_max_chunks_per_file)
+
+    def check_lines(self, blocks: list[Block]) -> None:
+        longest = max((len(line) for b in blocks for line in b.text.split("\n")), default=0)
+        if longest > self.max_line_chars:
+            raise Unreadable(
+                f"has a line of {longest:,} characters, longer than kb_max_line_chars = {self.max_line_chars:,} "
+                f"(generated or minified data?); `internlocal config set kb_max_line_chars {longest}` indexes it"
+            )
+
+    def check_chunks(self, count: int) -> None:
+        if count > self.max_chunks:
+            raise Unreadable(
+                f"makes {count:,} chunks, more than kb_max_chunks_per_file = {self.max_chunks:,}; "
+                f"`internlocal config set kb_max_chunks_per_file {count}` indexes it"
+            )
+
+    def check_size(self, size: int) -> None:
+        if size > self.max_file_bytes:
+            raise Unreadable(
+                f"is {_size(size)}, larger than the limit of {_size(self.max_file_bytes)} (kb_max_file_mb); "
+                f"`internlocal config set kb_max_file_mb {-(-size // (1024 * 1024))}` indexes it"
+            )
+
+
+def _size(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MB" if n >= 1024 * 1024 else f"{n / 1024:.1f} KB"
 
 
 @dataclass
@@ -107,13 +147,14 @@ class Index:
         embedder_name: str | None = None,
         chunk_size: int = 800,
         chunk_overlap: int = 120,
-        max_file_bytes: int = 50 * 1024 * 1024,
+        limits: FileLimits | None = None,
     ):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.embedder = embedder
         self.embedder_name = embedder_name or embedder.model_name
-        self.chunk_size, self.chunk_overlap, self.max_file_bytes = chunk_size, chunk_overlap, max_file_bytes
+        self.chunk_size, self.chunk_overlap = chunk_size, chunk_overlap
+        self.limits = limits or FileLimits()
         self.embedded = 0  # texts sent to the embedder by this object (tests count them)
         self.db = chunkdb.connect(self.path / "index.sqlite")
         self.client, self.vectors = open_vectors(self.path, self.embedder_name, embedder.dimension, create=True)
@@ -184,13 +225,13 @@ class Index:
                 and row["size"] == stat.st_size
                 and row["mtime_ns"] == stat.st_mtime_ns
                 and row["root"] == str(root)
+                and not (row["status"] == "skipped" and "kb_max_" in (row["reason"] or ""))  # a limit may be raised
             ):
                 report.files_unchanged += 1
                 if row["status"] == "skipped":
                     report.skipped.append((str(file), row["reason"]))
                 return None
-            if stat.st_size > self.max_file_bytes:
-                raise Unreadable(f"larger than {self.max_file_bytes // (1024 * 1024)} MB")
+            self.limits.check_size(stat.st_size)
             data = file.read_bytes()
         except FileNotFoundError:  # deleted while we were syncing: it is simply gone
             report.chunks_removed += self._remove_file(str(file))
@@ -208,9 +249,15 @@ class Index:
             return None
         kind = kind_of(file)
         try:
-            chunks = chunk_blocks(extract(file, data), self.chunk_size, self.chunk_overlap, code=kind == "code")
+            blocks = extract(file, data)
+            self.limits.check_lines(blocks)
+            chunks = chunk_blocks(blocks, self.chunk_size, self.chunk_overlap, code=kind == "code")
+            self.limits.check_chunks(len(chunks))
         except Unreadable as exc:
             self._mark_skipped(file, root, stat, str(exc), report)
+            return None
+        except Exception as exc:  # a parser's bug on one strange file: that file is skipped, never the whole sync
+            self._mark_skipped(file, root, stat, f"could not be read ({type(exc).__name__}: {exc})", report)
             return None
         if not chunks:
             self._mark_skipped(file, root, stat, "no text", report)

@@ -12,6 +12,7 @@ import time
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from internlocal.errors import UserError
 from internlocal.server.openai_schema import APIError
@@ -31,6 +32,18 @@ async def validation_error(_: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(APIError(400, "The request body is not valid JSON.").body(), status_code=400)
     message = f"Invalid value for {'.'.join(loc) or 'the request'}: {err.get('msg')}."
     return JSONResponse(APIError(400, message, param=".".join(loc) or None).body(), status_code=400)
+
+
+async def http_error(_: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's own refusals (a body that is not JSON text at all, an unknown path, a wrong method) in the same
+    OpenAI shape as every other error."""
+    assert isinstance(exc, StarletteHTTPException)
+    message = (
+        "The request body is not valid JSON." if exc.detail == "There was an error parsing the body" else exc.detail
+    )
+    return JSONResponse(
+        APIError(exc.status_code, str(message)).body(), status_code=exc.status_code, headers=exc.headers
+    )
 
 
 async def user_error(_: Request, exc: Exception) -> JSONResponse:
@@ -79,4 +92,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(APIError, api_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(UserError, user_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.middleware("http")(guard)
