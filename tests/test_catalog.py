@@ -183,3 +183,54 @@ def test_concurrent_writers_from_threads(tmp_path):
         t.join()
     assert errors == []
     assert len(cat.messages(chat.id)) == 100
+
+
+WRITER = """
+import sys, time
+from pathlib import Path
+from internlocal.catalog.catalog import Catalog
+from internlocal.catalog.schema import Job
+cat = Catalog(Path(sys.argv[1]))
+chat, seconds, n = int(sys.argv[2]), float(sys.argv[3]), 0
+deadline = time.monotonic() + seconds
+while time.monotonic() < deadline:
+    job = cat.add_job(Job(kind="test", target="x:y", title=f"w{n}", status="queued", params_json="{}", events_path=""))
+    cat.update_job(job.id, status="running")
+    cat.add_message(chat, "user", f"message {n}")
+    cat.list_jobs()
+    n += 1
+print(n)
+"""
+
+
+def test_processes_writing_at_once_never_see_database_is_locked(tmp_path):
+    """The TUI, the CLI and job workers write the same catalog: several processes writing as fast as they can for a
+    bounded time all succeed, and every write is there."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "c.sqlite"
+    cat = Catalog(path)
+    chat = cat.create_chat("shared", "s", None)
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), str(chat.id), "6"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    ours = 0
+    for _ in range(100):  # this process writes meanwhile, as the TUI would
+        cat.add_message(chat.id, "assistant", "from the window")
+        ours += 1
+    counts = []
+    for writer in writers:
+        out, err = writer.communicate(timeout=120)
+        assert writer.returncode == 0, err[-2000:]
+        counts.append(int(out))
+    assert all(n > 0 for n in counts)
+    assert len(cat.messages(chat.id)) == sum(counts) + ours
+    assert len([j for j in cat.list_jobs(limit=10**6) if j.status == "running"]) == sum(counts)
+    cat.close()

@@ -151,6 +151,20 @@ def test_resume_after_kill_continues_from_the_partial_bytes(services, hub, gguf_
     assert list(store.partial.iterdir()) == []
 
 
+def test_the_same_pull_started_twice_downloads_once(services, hub, gguf_path):
+    """The second waits for the first's lock, then finds the model registered."""
+    hub.faults["delay_s"] = 0.002  # slow enough that the two overlap
+    jobs = [
+        services.jobs.submit(pull_model, {"spec": f"hf:{REPO}:*.gguf"}, kind="models.pull", title=f"pull {i}")
+        for i in range(2)
+    ]
+    done = [services.jobs.wait(job.id, timeout=120) for job in jobs]
+    assert [job.status for job in done] == ["succeeded", "succeeded"], [job.error for job in done]
+    assert sorted(job.result["status"] for job in done) == ["already present", "pulled"]
+    assert hub.total_sent() < gguf_path.stat().st_size + (1 << 20)  # one download
+    assert [m.name for m in services.catalog.list_models()].count("tiny-q4_1") == 1
+
+
 def test_dropped_connection_is_retried_from_where_it_stopped(services, hub, gguf_path):
     hub.faults["drop_after"] = 5 << 20
     job = pull(services, f"hf:{REPO}:*.gguf", parts=1)

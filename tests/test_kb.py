@@ -229,7 +229,7 @@ def test_sync_cites_the_right_span_reembeds_only_changed_chunks_and_forgets_dele
 
 
 def test_faults_symlinks_huge_binary_deleted_mid_sync_and_interrupted_sync(tmp_path, minilm):
-    from internlocal.kb.index import Index
+    from internlocal.kb.index import FileLimits, Index
 
     docs = write_corpus(tmp_path)
     (docs / "loop").symlink_to(docs, target_is_directory=True)  # a folder linking to its parent
@@ -242,7 +242,9 @@ def test_faults_symlinks_huge_binary_deleted_mid_sync_and_interrupted_sync(tmp_p
     for i in range(6):
         (docs / f"note{i}.txt").write_text(f"Note {i}: the meeting room number is {100 + i}.\n")
 
-    index = Index(tmp_path / "index", Counting(minilm), chunk_size=300, chunk_overlap=0, max_file_bytes=10_000)
+    index = Index(
+        tmp_path / "index", Counting(minilm), chunk_size=300, chunk_overlap=0, limits=FileLimits(max_file_bytes=10_000)
+    )
     deleted = []
 
     def delete_next(done, total, path):  # a file vanishes while the sync runs
@@ -255,7 +257,7 @@ def test_faults_symlinks_huge_binary_deleted_mid_sync_and_interrupted_sync(tmp_p
     reasons = {Path(p).name: r for p, r in report.skipped}
     assert reasons["private.md"] == "links outside the knowledge base's folders"
     assert "symlink loop" in reasons["loop"]
-    assert reasons["huge.txt"].startswith("larger than")
+    assert reasons["huge.txt"].startswith("is 24.4 KB, larger than the limit of 9.8 KB (kb_max_file_mb)")
     assert reasons["photo.md"].startswith("binary")
     assert reasons["broken.pdf"].startswith("damaged PDF")
     assert all("4471" not in h.text for h in index.search("What is the safe code?", k=10))
@@ -268,20 +270,28 @@ def test_faults_symlinks_huge_binary_deleted_mid_sync_and_interrupted_sync(tmp_p
     # an interrupted sync: Ctrl+C while embedding; the next sync completes it, nothing lost or doubled
     shutil.rmtree(tmp_path / "index")
     crashing = Index(
-        tmp_path / "index", Counting(minilm, fail_after=0), chunk_size=300, chunk_overlap=0, max_file_bytes=10_000
+        tmp_path / "index",
+        Counting(minilm, fail_after=0),
+        chunk_size=300,
+        chunk_overlap=0,
+        limits=FileLimits(max_file_bytes=10_000),
     )
     with pytest.raises(KeyboardInterrupt):
         crashing.sync([docs])
     assert crashing.counts()["chunks"] == 0  # no file half-indexed
     crashing.close()
-    resumed = Index(tmp_path / "index", Counting(minilm), chunk_size=300, chunk_overlap=0, max_file_bytes=10_000)
+    resumed = Index(
+        tmp_path / "index", Counting(minilm), chunk_size=300, chunk_overlap=0, limits=FileLimits(max_file_bytes=10_000)
+    )
     resumed.sync([docs])
     assert resumed.counts() == complete
     resumed.close()
 
     # stopped between files (the job's cancel): what was done stays, the rest follows next time
     shutil.rmtree(tmp_path / "index")
-    stopping = Index(tmp_path / "index", Counting(minilm), chunk_size=300, chunk_overlap=0, max_file_bytes=10_000)
+    stopping = Index(
+        tmp_path / "index", Counting(minilm), chunk_size=300, chunk_overlap=0, limits=FileLimits(max_file_bytes=10_000)
+    )
     calls = []
     with pytest.raises(InterruptedError):
         stopping.sync([docs], should_stop=lambda: calls.append(1) or len(calls) > 4)
@@ -685,3 +695,128 @@ def test_a_cross_encoder_reorders_the_fused_candidates_by_its_own_scores(tmp_pat
     assert [h.rerank_score for h in reranked] == sorted((h.rerank_score for h in reranked), reverse=True)
     assert all(h.similarity == h.similarity for h in reranked)  # the refusal evidence is still the cosine similarity
     index.close()
+
+
+def damaged_docx() -> bytes:
+    """A real DOCX whose content-types part is replaced by other XML: python-docx fails inside with an
+    AttributeError ('lxml.etree._Element' object has no attribute 'overrides'), not an error of its own."""
+    import io
+    import zipfile
+
+    import docx
+
+    document = docx.Document()
+    document.add_paragraph("This paragraph is never read.")
+    original = io.BytesIO()
+    document.save(original)
+    damaged = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(original.getvalue())) as source, zipfile.ZipFile(damaged, "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            target.writestr(
+                item.filename, b"<?xml version='1.0'?><junk/>" if item.filename == "[Content_Types].xml" else data
+            )
+    return damaged.getvalue()
+
+
+def test_one_bad_file_skips_itself_and_limits_name_the_setting_that_raises_them(tmp_path, minilm):
+    from internlocal.config import Settings
+    from internlocal.kb.index import FileLimits, Index
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "notes.md").write_text("# Keys\n\nThe spare key is under the blue flowerpot.\n")
+    (docs / "report.docx").write_bytes(damaged_docx())
+    (docs / "dump.txt").write_text("qzx" * 70_000)  # one line of 210,000 characters: generated data
+    (docs / "long.txt").write_text("\n\n".join(f"Paragraph {i}: " + "lorem ipsum dolor " * 40 for i in range(80)))
+    limits = FileLimits.from_settings(Settings(home=tmp_path / "home", kb_max_chunks_per_file=40))
+    index = Index(tmp_path / "index", Counting(minilm), limits=limits)
+    report = index.sync([docs])
+    reasons = {Path(p).name: r for p, r in report.skipped}
+    assert reasons["report.docx"].startswith("damaged DOCX (AttributeError: ")
+    assert reasons["dump.txt"] == (
+        "has a line of 210,000 characters, longer than kb_max_line_chars = 100,000 (generated or minified data?); "
+        "`internlocal config set kb_max_line_chars 210000` indexes it"
+    )
+    assert reasons["long.txt"].startswith("makes ") and "more than kb_max_chunks_per_file = 40" in reasons["long.txt"]
+    assert report.files_indexed == 1  # the healthy file beside them
+    assert "flowerpot" in index.search("Where is the spare key?", k=1)[0].text
+    index.close()
+
+    # the limit raised (what the sentence says to do): the next sync indexes the file it skipped for it
+    raised = Index(tmp_path / "index", Counting(minilm), limits=FileLimits(max_chunks=200))
+    again = raised.sync([docs])
+    assert again.files_indexed == 1 and "long.txt" not in {Path(p).name for p, _ in again.skipped}
+    assert {Path(p).name for p, _ in again.skipped} == {"report.docx", "dump.txt"}
+    assert any("Paragraph 79" in h.text for h in raised.search("Paragraph 79: lorem ipsum", k=3, mode="bm25"))
+    raised.close()
+
+
+def test_two_syncs_started_together_embed_each_change_once(tmp_path, internlocal_bin, cli_env):
+    """Before the sync lock, both re-embedded every changed file; now the second waits, then finds nothing to do.
+    The folder holds a damaged DOCX too: `kb create` used to end with its AttributeError and index nothing."""
+    import subprocess
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "notes.md").write_text("# Keys\n\nThe spare key is under the blue flowerpot.\n")
+    (docs / "report.docx").write_bytes(damaged_docx())
+    created = subprocess.run(
+        [internlocal_bin, "kb", "create", "home", str(docs), "--json"], env=cli_env, capture_output=True, text=True
+    )
+    assert created.returncode == 0, created.stderr
+    result = [e for e in map(json.loads, filter(None, created.stdout.splitlines())) if e.get("type") == "result"]
+    assert [s["path"] for s in result[-1]["result"]["skipped"]] == [str(docs / "report.docx")]
+    for i in range(12):
+        (docs / f"new{i}.md").write_text(f"# Room {i}\n\nThe meeting room {i} has {i + 3} chairs and a whiteboard.\n")
+    syncs = [
+        subprocess.Popen(
+            [internlocal_bin, "kb", "sync", "home", "--json"],
+            env=cli_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [proc.communicate(timeout=240) for proc in syncs]
+    embedded = []
+    for proc, (out, err) in zip(syncs, outputs, strict=True):
+        assert proc.returncode == 0, err
+        done = [e for e in map(json.loads, filter(None, out.splitlines())) if e.get("type") == "result"]
+        embedded.append(done[-1]["result"]["chunks_embedded"])
+    assert sorted(embedded) == [0, 12]
+    found = subprocess.run(
+        [internlocal_bin, "kb", "search", "home", "How many chairs does meeting room 7 have?", "-k", "1", "--json"],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+    )
+    assert "meeting room 7 has 10 chairs" in json.loads(found.stdout)[0]["text"]
+
+
+def test_a_lock_held_elsewhere_refuses_with_a_sentence_or_waits(tmp_path):
+    import subprocess
+    import sys
+
+    from internlocal.jobs.locks import exclusive
+
+    lock = tmp_path / "thing.lock"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom pathlib import Path\nfrom internlocal.jobs.locks import exclusive\n"
+            f"with exclusive(Path({str(lock)!r}), 'a test', wait=False):\n"
+            "    print('held', flush=True)\n    time.sleep(3)\nprint('released', flush=True)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    refused = rf"^a test is already running \(pid {holder.pid}\); wait for it"
+    with pytest.raises(UserError, match=refused), exclusive(lock, "a test", wait=False):
+        pass
+    with exclusive(lock, "a test", wait=True):  # waits until the holder lets go
+        assert holder.stdout.readline().strip() == "released"
+    holder.wait()

@@ -9,7 +9,7 @@ from pathlib import Path
 from internlocal.catalog.migrations import LATEST_VERSION, MIGRATIONS
 from internlocal.errors import CatalogError
 
-BUSY_TIMEOUT_S = 5.0
+BUSY_TIMEOUT_S = 30.0  # a writer waits this long for another (a job, the TUI, the CLI) before "locked"
 
 
 def _explain(path: Path, exc: sqlite3.Error) -> CatalogError:
@@ -82,3 +82,28 @@ def _backup(conn: sqlite3.Connection, target: Path) -> None:
     finally:
         dest.close()
     shutil.move(tmp, target)
+
+
+def copy_database(source: Path, target: Path) -> None:
+    """A consistent copy of any SQLite file (the catalog, an index) through SQLite's online backup: safe while other
+    processes read and write it, and it includes what is still in the WAL file, which copying the file would miss."""
+    conn = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+    try:
+        _backup(conn, target)
+    except sqlite3.Error as exc:
+        raise _explain(source, exc) from None
+    finally:
+        conn.close()
+
+
+def integrity(path: Path) -> str:
+    """SQLite's own check of a database file: "ok", or what it found damaged (first lines)."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+        try:
+            rows = [r[0] for r in conn.execute("PRAGMA integrity_check(5)").fetchall()]
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return str(exc)
+    return "ok" if rows == ["ok"] else "; ".join(rows)

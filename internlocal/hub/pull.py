@@ -18,6 +18,7 @@ from internlocal.hub.library import register
 from internlocal.hub.sources import Resolved, resolve
 from internlocal.hub.store import Manifest, ManifestFile, Store, check_model_name
 from internlocal.jobs.context import JobContext
+from internlocal.jobs.locks import exclusive
 
 DISK_MARGIN = 512 << 20
 
@@ -25,11 +26,18 @@ DISK_MARGIN = 512 << 20
 def pull_model(
     ctx: JobContext, spec: str, name: str | None = None, hub: str | None = None, parts: int = 4
 ) -> dict[str, Any]:
-    settings, catalog = ctx.settings, ctx.catalog
-    store = Store(settings.store_dir)
+    settings = ctx.settings
     ctx.log(f"resolving {spec}")
     resolved = resolve(spec, hub or settings.hub)
     name = check_model_name(name) if name else resolved.default_name
+    # the same pull started twice: the second waits, then finds the model registered (one download, one record)
+    with exclusive(settings.store_dir / "locks" / f"pull-{name}.lock", f"a pull of {name}", wait=True, ctx=ctx):
+        return _pull_locked(ctx, spec, resolved, name, parts)
+
+
+def _pull_locked(ctx: JobContext, spec: str, resolved: Resolved, name: str, parts: int) -> dict[str, Any]:
+    settings, catalog = ctx.settings, ctx.catalog
+    store = Store(settings.store_dir)
     if catalog.has_model(name):
         existing = catalog.get_model(name)
         if existing.source == resolved.source or existing.source == spec:

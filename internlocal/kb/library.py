@@ -14,12 +14,13 @@ from typing import Any
 
 from internlocal.catalog.catalog import Catalog
 from internlocal.catalog.schema import KnowledgeBase
-from internlocal.config import Settings
+from internlocal.config import Settings, load_settings
 from internlocal.engines.base import Embedder
 from internlocal.errors import UserError
 from internlocal.hub.library import check_model_name
 from internlocal.jobs.context import JobCancelled, JobContext
-from internlocal.kb.index import Index
+from internlocal.jobs.locks import exclusive
+from internlocal.kb.index import FileLimits, Index
 from internlocal.kb.vectors import collection_name, open_vectors
 
 DEFAULT_EMBEDDER = "all-minilm-l6-v2"
@@ -131,12 +132,13 @@ def remove_folders(catalog: Catalog, name: str, folders: list[str]) -> dict[str,
             f"{', '.join(sorted(unknown))} is not among {name}'s folders: {', '.join(kb.folders) or 'none'}."
         )
     remaining = [f for f in kb.folders if f not in drop]
-    index = Index(Path(kb.path), _NoEmbedder(kb.embedder, kb.dimension), embedder_name=kb.embedder)
-    try:
-        files, chunks = index.forget(drop, keep=remaining)
-        counts = index.counts()
-    finally:
-        index.close()
+    with sync_lock(kb):
+        index = Index(Path(kb.path), _NoEmbedder(kb.embedder, kb.dimension), embedder_name=kb.embedder)
+        try:
+            files, chunks = index.forget(drop, keep=remaining)
+            counts = index.counts()
+        finally:
+            index.close()
     # a new synced_at: an index a chat keeps open is opened again (see ChatService.kb_index)
     stats = {**kb.stats, **counts, "synced_at": time.time()}
     catalog.update_kb(name, folders_json=json.dumps(remaining), stats_json=json.dumps(stats))
@@ -164,7 +166,7 @@ class _NoEmbedder:
         raise RuntimeError("this index was opened to remove files, not to count tokens")
 
 
-def open_index(catalog: Catalog, name: str, *, embedder: str | None = None) -> Index:
+def open_index(catalog: Catalog, name: str, *, embedder: str | None = None, limits: FileLimits | None = None) -> Index:
     """The index of ``name``; asking for another embedding model than it was built with is an error
     (vectors of two models are never mixed)."""
     kb = catalog.get_kb(name)
@@ -180,15 +182,33 @@ def open_index(catalog: Catalog, name: str, *, embedder: str | None = None) -> I
             f"`internlocal kb reembed {name}` rebuilds it."
         )
     return Index(
-        Path(kb.path), model, embedder_name=kb.embedder, chunk_size=kb.chunk_size, chunk_overlap=kb.chunk_overlap
+        Path(kb.path),
+        model,
+        embedder_name=kb.embedder,
+        chunk_size=kb.chunk_size,
+        chunk_overlap=kb.chunk_overlap,
+        limits=limits,
     )
+
+
+def sync_lock(kb: KnowledgeBase, ctx: JobContext | None = None, *, wait: bool = True):
+    """Held while an index changes (sync, folder removal, re-embedding): a second sync started meanwhile waits,
+    then finds the files already indexed, instead of embedding them a second time."""
+    return exclusive(Path(kb.path) / "sync.lock", f"a sync of knowledge base {kb.name}", wait=wait, ctx=ctx)
 
 
 def sync_kb(catalog: Catalog, name: str, ctx: JobContext | None = None) -> dict[str, Any]:
     kb = catalog.get_kb(name)
     if not kb.folders:
         raise UserError(f"Knowledge base {name} has no folders yet; `internlocal kb add {name} FOLDER` adds one.")
-    index = open_index(catalog, name)
+    with sync_lock(kb, ctx):
+        return _sync_locked(catalog, name, ctx)
+
+
+def _sync_locked(catalog: Catalog, name: str, ctx: JobContext | None) -> dict[str, Any]:
+    kb = catalog.get_kb(name)  # again: the folders may have changed while this sync waited
+    settings = ctx.settings if ctx is not None else load_settings()
+    index = open_index(catalog, name, limits=FileLimits.from_settings(settings))
     started = time.monotonic()
     try:
 
@@ -224,6 +244,11 @@ def sync_job(ctx: JobContext, name: str) -> dict[str, Any]:
 def reembed_kb(catalog: Catalog, name: str, embedder: str, ctx: JobContext | None = None) -> KnowledgeBase:
     """Vectors from another model, for every chunk the index has (no file is read again). The new
     collection is complete before the catalog switches to it; the old one is dropped after."""
+    with sync_lock(catalog.get_kb(name), ctx):
+        return _reembed_locked(catalog, name, embedder, ctx)
+
+
+def _reembed_locked(catalog: Catalog, name: str, embedder: str, ctx: JobContext | None) -> KnowledgeBase:
     kb = catalog.get_kb(name)
     model = embedder_for(catalog, embedder)
     old_index = open_index(catalog, name)

@@ -9,6 +9,7 @@ and skips the export stages it has already done.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from internlocal.catalog.schema import TrainRun
 from internlocal.data.library import import_corpus
 from internlocal.errors import UserError
 from internlocal.jobs.context import JobCancelled, JobContext
+from internlocal.jobs.locks import exclusive
 from internlocal.train.export import export_run
 from internlocal.train.guard import run_guard
 from internlocal.train.inputs import corpus_source, hf_base, training_data
@@ -38,6 +40,7 @@ def train(
     """Train ``recipe`` with ``overrides`` on ``gpus`` processes (default: the recipe's ``gpus``). A resumed job
     is called with the parameters it was submitted with (``gpus`` replaced when the resume names one)."""
     catalog = ctx.catalog
+    held = contextlib.ExitStack()
     try:
         run_id = ctx.state.get("run_id")
         if run_id is None:
@@ -47,7 +50,10 @@ def train(
             run = catalog.get_train_run(run_id)
             config = RunConfig.model_validate(run.config)  # also a config saved before RunConfig: the whole recipe
             resume = True
-            catalog.update_train_run(run_id, job_id=ctx.job_id)
+        # one job at a time per run directory: a second (a resume racing a stop that winds down) waits for the first
+        held.enter_context(exclusive(Path(run.run_dir) / "job.lock", f"training run {run.name}", wait=True, ctx=ctx))
+        if resume:
+            catalog.update_train_run(run.id, job_id=ctx.job_id)
         assert run.id is not None
         if ctx.state.get("stage", "train") == "train":
             processes = gpus if gpus is not None else config.recipe.gpus
@@ -83,6 +89,8 @@ def train(
         if run_id is not None:
             catalog.update_train_run(run_id, status="failed", summary_json=json.dumps({"error": str(exc)}))
         raise
+    finally:
+        held.close()
 
 
 def _new_run(
