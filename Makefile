@@ -17,18 +17,23 @@ TORCH_INDEX ?=
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 LLAMA_WHEEL_INDEX ?=
 
-.PHONY: run test test-fast test-long test-install test-snapshots-update lint install dist bench clean
+.PHONY: run test test-fast test-long test-fuzz test-install test-snapshots-update lint install dist bench clean
 
 run: $(STAMP)
 	$(VENV)/bin/internlocal
 
 # the whole suite; GPU-only tests are selected with `pytest -m gpu` on a machine that has one
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=15 -m "not gpu and not install and not long"
+	$(PY) -m pytest -q --durations=15 -m "not gpu and not install and not long and not chaos"
 
-# experiments too long for `make test` (the forgetting guard and replay: two whole finetunes compared)
+# past `make test`'s budget: the forgetting experiment (two whole finetunes compared) and the chaos harness killing
+# every job kind at several points (docs/reliability.md)
 test-long: $(STAMP)
-	$(PY) -m pytest -q -s --durations=5 -m long
+	$(PY) -m pytest -q -s --durations=5 -m "long or chaos"
+
+# the fuzzing properties of `make test` with many more examples each (hypothesis profile "fuzz", tests/conftest.py)
+test-fuzz: $(STAMP)
+	INTERNLOCAL_FUZZ_PROFILE=fuzz $(PY) -m pytest -q --durations=5 -m fuzz
 
 # installs of the built wheel into fresh environments (install.sh, uv tool), outside the repository
 test-install: $(STAMP)
@@ -36,7 +41,7 @@ test-install: $(STAMP)
 
 # the inner loop: everything but the tests marked slow (whole finetunes, pretraining runs, agreement runs)
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not gpu and not install and not long"
+	$(PY) -m pytest -q -m "not slow and not gpu and not install and not long and not chaos"
 
 # after a deliberate layout change: rewrite the SVG snapshots of every screen (tests/__snapshots__), then look at
 # `git diff --stat` and the images before committing them; `make test` fails on any snapshot not updated this way

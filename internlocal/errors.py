@@ -64,3 +64,23 @@ class Unsupported(UserError):
 class TrainingError(UserError):
     """A training run cannot go on for a reason the user can fix (data, recipe, disk); the loop writes it to
     metrics.jsonl and stderr."""
+
+
+class DiskFull(UserError):
+    """A write failed because the disk is full; what was stored before stays as it was."""
+
+
+def disk_full(exc: BaseException) -> DiskFull | None:
+    """The sentence for an error that is a full disk (errno ENOSPC, SQLite's "database or disk is full", the same
+    from chromadb's Rust core), or None for any other error."""
+    import errno
+
+    text = str(exc)
+    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or any(
+        sign in text for sign in ("database or disk is full", "No space left on device", "disk is full")
+    ):
+        return DiskFull(
+            f"The disk is full ({text.strip().splitlines()[-1] if text.strip() else type(exc).__name__}); free some "
+            "space and try again. What was stored before is intact."
+        )
+    return None

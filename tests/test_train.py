@@ -172,7 +172,9 @@ def test_qlora_teaches_a_fact_through_merge_and_gguf(cli_env, internlocal_bin, h
         timeout=120,
     )
     out = subprocess.run(
-        [internlocal_bin, "train", "run", "smollm2-135m_qlora_cpu", "model=smol-hf"],
+        # the guard measures perplexity only here (the transformers engine answering 40 capitals twice costs about
+        # 50 s); test_forgetting measures both tasks on whole finetunes
+        [internlocal_bin, "train", "run", "smollm2-135m_qlora_cpu", "model=smol-hf", "guard.tasks=[sample_text]"],
         env=cli_env,
         capture_output=True,
         text=True,
@@ -226,17 +228,17 @@ def test_qlora_teaches_a_fact_through_merge_and_gguf(cli_env, internlocal_bin, h
     guard = result["guard"]
     assert guard["base_model"] == "smol-hf" and guard["result_model"] == result["quantized_model"]
     checks = {c["task"]: c for c in guard["tasks"]}
-    assert set(checks) == {"capitals_en_qa", "sample_text"}
-    assert checks["capitals_en_qa"]["base"] >= 0.5 and not checks["capitals_en_qa"]["worse"], checks
+    assert set(checks) == {"sample_text"}
+    assert checks["sample_text"]["base"] > 1 and not checks["sample_text"]["worse"], checks
     assert guard["warning"] is None
     assert f"forgetting guard: smol-hf (base) → {result['quantized_model']}" in out.stdout
-    assert "  capitals_en_qa exact_match: " in out.stdout and "✓ kept" in out.stdout
+    assert "  sample_text token_perplexity: " in out.stdout and "✓ kept" in out.stdout
     board = json.loads(
         subprocess.run(
             [internlocal_bin, "eval", "results", "--json"], env=cli_env, capture_output=True, text=True, check=True
         ).stdout
     )
-    row = next(r for r in board["rows"] if r["task"] == "capitals_en_qa")
+    row = next(r for r in board["rows"] if r["task"] == "sample_text")
     assert {"smol-hf", result["quantized_model"]} <= set(row["scores"])
     assert board["lineage"][result["quantized_model"]] == "finetune of smol-hf"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -21,6 +22,7 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
 
     try:
         from internlocal.bootstrap import bootstrap
+        from internlocal.catalog.db import integrity
         from internlocal.catalog.migrations import LATEST_VERSION
 
         svc = bootstrap(settings)
@@ -29,6 +31,8 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
             "schema_version": LATEST_VERSION,
             "models": len(svc.catalog.list_models()),
             "chats": len(svc.catalog.list_chats()),
+            "integrity": integrity(settings.catalog_path),
+            "indexes": {kb.name: integrity(Path(kb.path) / "index.sqlite") for kb in svc.catalog.list_kbs()},
         }
         svc.close()
     except UserError as exc:  # doctor reports a broken catalog or data directory instead of failing on it
@@ -44,6 +48,9 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
     cat = info["catalog"]
     if cat["status"] == "ok":
         out(f"catalog:         ok (schema {cat['schema_version']}, {cat['models']} models, {cat['chats']} chats)")
+        out(f"  integrity:     {cat['integrity']}")
+        for name, state in cat["indexes"].items():
+            out(f"  index {name}: {state}")
     else:
         out(f"catalog:         {cat['status']}")
     cpu = info["cpu"]

@@ -29,7 +29,13 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
-    except Exception:  # a bug: its traceback, and an exit code that says so
+    except Exception as exc:  # a bug: its traceback, and an exit code that says so
+        from internlocal.errors import disk_full
+
+        full = disk_full(exc)
+        if full is not None:  # not a bug: the machine's disk is full
+            print(f"error: {full}", file=sys.stderr)
+            sys.exit(full.exit_code)
         import traceback
 
         traceback.print_exc()

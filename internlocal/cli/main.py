@@ -8,6 +8,7 @@ import typer
 
 from internlocal.cli import (
     agent,
+    backup,
     chat,
     config,
     data,
@@ -61,6 +62,8 @@ app.command("chat")(chat.chat)
 app.command("agent")(agent.agent)
 app.command("doctor")(doctor.doctor)
 app.command("serve")(serve.serve)
+app.command("backup")(backup.backup)
+app.command("restore")(backup.restore)
 app.add_typer(models.app, name="models")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(engines.app, name="engines")

@@ -31,7 +31,7 @@ from typing import Any
 from internlocal.catalog.catalog import Catalog
 from internlocal.catalog.schema import Job, utcnow
 from internlocal.config import Settings
-from internlocal.errors import UserError
+from internlocal.errors import UserError, disk_full
 from internlocal.jobs.context import JobCancelled, JobContext
 from internlocal.jobs.events import EventWriter, read_events
 
@@ -231,10 +231,15 @@ def execute(
         events.emit("error", message=str(exc), exit_code=exc.exit_code)
         fields = dict(status="failed", error=str(exc))
     except Exception as exc:  # a bug in the job: keep the traceback in its events for the report
-        events.emit("log", level="error", message=traceback.format_exc())
-        message = f"{type(exc).__name__}: {exc}"
-        events.emit("error", message=message)
-        fields = dict(status="failed", error=message)
+        full = disk_full(exc)
+        if full is not None:  # not a bug: the disk is full (the job resumes once there is space)
+            events.emit("error", message=str(full), exit_code=full.exit_code)
+            fields = dict(status="failed", error=str(full))
+        else:
+            events.emit("log", level="error", message=traceback.format_exc())
+            message = f"{type(exc).__name__}: {exc}"
+            events.emit("error", message=message)
+            fields = dict(status="failed", error=message)
     events.emit("status", status=fields["status"])
     events.close()
     return catalog.update_job(job_id, finished_at=utcnow(), **fields)

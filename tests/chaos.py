@@ -1,0 +1,68 @@
+"""One harness to kill any job with SIGKILL part-way, resume it, and compare its end state with a run that was never
+interrupted. A job kind joins by saying how to start it, how far it is, and what its end state is (what "equal"
+means for it); ``KILL_POINTS`` bounds how many kills `make test` tries, the ``chaos`` marker tries more.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+from internlocal.catalog.schema import Job
+from internlocal.services import Services
+
+KILL_POINTS = (0.5,)  # fractions of the job's progress; `make test-chaos` uses CHAOS_KILL_POINTS
+CHAOS_KILL_POINTS = (0.15, 0.5, 0.85)
+
+
+@dataclass
+class JobKind:
+    name: str
+    equal: str  # what "the same end state" means for this kind (docs/reliability.md lists it)
+    start: Callable[[Services, str], Job]  # (services, label) → the submitted job
+    end_state: Callable[[Services, Job, str], Any]  # (services, finished job, label) → comparable value
+
+
+def progress(services: Services, job: Job) -> float:
+    """How far the job says it is, 0…1, from its last progress event."""
+    events, _ = services.jobs.read_events(job.id)
+    fractions = [e["done"] / e["total"] for e in events if e.get("type") == "progress" and e.get("total")]
+    return fractions[-1] if fractions else 0.0
+
+
+def kill_at(services: Services, job: Job, point: float, timeout: float = 300) -> Job:
+    """SIGKILL the job's worker once it is ``point`` of the way; the job is found interrupted and nothing it
+    started survives it (its children die with it: jobs/processes.py)."""
+    deadline = time.monotonic() + timeout
+    while progress(services, job) < point:
+        current = services.catalog.get_job(job.id)
+        assert current.status in ("queued", "running"), f"{job.title} ended ({current.status}) before {point:.0%}"
+        assert time.monotonic() < deadline, f"{job.title} did not reach {point:.0%} in {timeout} s"
+        time.sleep(0.02)
+    pid = services.catalog.get_job(job.id).pid
+    assert pid
+    children = psutil.Process(pid).children(recursive=True)
+    os.kill(pid, signal.SIGKILL)
+    job = services.jobs.wait(job.id, timeout=30)
+    assert job.status == "interrupted", job.status
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, [p.cmdline() for p in alive]
+    return job
+
+
+def run_through_kills(services: Services, kind: JobKind, points: tuple[float, ...], label: str) -> Any:
+    """Start a job of ``kind``, kill it at each point in turn (resuming after each), let it finish: its end state."""
+    job = kind.start(services, label)
+    for point in points:
+        job = kill_at(services, job, point)
+        job = services.jobs.resume(job.id)
+    job = services.jobs.wait(job.id, timeout=600)
+    assert job.status == "succeeded", job.error
+    assert job.attempts == len(points) + 1
+    return kind.end_state(services, job, label)
