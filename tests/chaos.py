@@ -29,18 +29,23 @@ class JobKind:
     end_state: Callable[[Services, Job, str], Any]  # (services, finished job, label) → comparable value
 
 
-def progress(services: Services, job: Job) -> float:
-    """How far the job says it is, 0…1, from its last progress event."""
+def progress(services: Services, job: Job, attempt: int) -> float:
+    """How far attempt number ``attempt`` of the job says it is, 0…1, from its last progress event (-1 while that
+    attempt has not started: the events of an earlier attempt say nothing about this one)."""
     events, _ = services.jobs.read_events(job.id)
-    fractions = [e["done"] / e["total"] for e in events if e.get("type") == "progress" and e.get("total")]
+    starts = [i for i, e in enumerate(events) if e.get("type") == "status" and e.get("attempt") == attempt]
+    if not starts:
+        return -1.0
+    current = events[starts[-1] :]
+    fractions = [e["done"] / e["total"] for e in current if e.get("type") == "progress" and e.get("total")]
     return fractions[-1] if fractions else 0.0
 
 
-def kill_at(services: Services, job: Job, point: float, timeout: float = 300) -> Job:
-    """SIGKILL the job's worker once it is ``point`` of the way; the job is found interrupted and nothing it
-    started survives it (its children die with it: jobs/processes.py)."""
+def kill_at(services: Services, job: Job, point: float, attempt: int = 1, timeout: float = 300) -> Job:
+    """SIGKILL the job's worker once its attempt ``attempt`` is ``point`` of the way; the job is found interrupted
+    and nothing it started survives it (its children die with it: jobs/processes.py)."""
     deadline = time.monotonic() + timeout
-    while progress(services, job) < point:
+    while progress(services, job, attempt) < point:
         current = services.catalog.get_job(job.id)
         assert current.status in ("queued", "running"), f"{job.title} ended ({current.status}) before {point:.0%}"
         assert time.monotonic() < deadline, f"{job.title} did not reach {point:.0%} in {timeout} s"
@@ -59,8 +64,8 @@ def kill_at(services: Services, job: Job, point: float, timeout: float = 300) ->
 def run_through_kills(services: Services, kind: JobKind, points: tuple[float, ...], label: str) -> Any:
     """Start a job of ``kind``, kill it at each point in turn (resuming after each), let it finish: its end state."""
     job = kind.start(services, label)
-    for point in points:
-        job = kill_at(services, job, point)
+    for attempt, point in enumerate(points, start=1):
+        job = kill_at(services, job, point, attempt)
         job = services.jobs.resume(job.id)
     job = services.jobs.wait(job.id, timeout=600)
     assert job.status == "succeeded", job.error
