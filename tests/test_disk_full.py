@@ -55,9 +55,15 @@ print(json.dumps(results))
 
 
 def _can_mount() -> bool:
-    if not sys.platform.startswith("linux") or shutil.which("unshare") is None:
+    """Whether this machine lets us mount a tmpfs in a private mount namespace (root, with the capability)."""
+    import tempfile
+
+    if not sys.platform.startswith("linux") or shutil.which("unshare") is None or shutil.which("mount") is None:
         return False
-    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    with tempfile.TemporaryDirectory() as folder:
+        probe = subprocess.run(
+            ["unshare", "-m", "mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", folder], capture_output=True
+        )
     return probe.returncode == 0
 
 
