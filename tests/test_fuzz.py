@@ -141,6 +141,18 @@ def test_dataset_loaders_refuse_bytes_that_are_not_their_format(suffix, data):
             assert str(exc).strip()
 
 
+def load_or_refuse(document: Any, name: str, load) -> None:
+    """``document`` (text, or YAML made from a value) as the file ``name`` in a fresh folder: ``load(path)`` reads
+    it or refuses with a sentence."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / name
+        path.write_text(document if isinstance(document, str) else yaml.safe_dump(document))
+        try:
+            load(path)
+        except UserError as exc:
+            assert str(exc).strip()
+
+
 RECIPE_KEYS = ["base", "dataset", "method", "epochs", "lr", "lora", "export", "guard", "replay", "seq_len", "gpus"]
 
 
@@ -152,13 +164,7 @@ RECIPE_KEYS = ["base", "dataset", "method", "epochs", "lr", "lora", "export", "g
 def test_recipe_files_load_or_refuse(document):
     from internlocal.train.recipe import load_recipe
 
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "mine.yaml"
-        path.write_text(document if isinstance(document, str) else yaml.safe_dump(document))
-        try:
-            load_recipe(str(path))
-        except UserError as exc:
-            assert str(exc).strip()
+    load_or_refuse(document, "mine.yaml", lambda path: load_recipe(str(path)))
 
 
 TASK_KEYS = ["name", "dataset", "output_type", "doc_to_text", "doc_to_target", "doc_to_choice", "metric_list", "kind"]
@@ -172,13 +178,7 @@ TASK_KEYS = ["name", "dataset", "output_type", "doc_to_text", "doc_to_target", "
 def test_task_files_load_or_refuse(document):
     from internlocal.evals.tasks import load_task
 
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "task.yaml"
-        path.write_text(document if isinstance(document, str) else yaml.safe_dump(document))
-        try:
-            load_task(path)
-        except UserError as exc:
-            assert str(exc).strip()
+    load_or_refuse(document, "task.yaml", load_task)
 
 
 @given(
@@ -189,13 +189,7 @@ def test_task_files_load_or_refuse(document):
 def test_model_registry_files_load_or_refuse(document):
     from internlocal.hub.registry import load_registry
 
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "family.yaml"
-        path.write_text(document if isinstance(document, str) else yaml.safe_dump(document))
-        try:
-            load_registry(Path(folder))
-        except UserError as exc:
-            assert str(exc).strip()
+    load_or_refuse(document, "family.yaml", lambda path: load_registry(path.parent))
 
 
 @pytest.fixture(scope="module")

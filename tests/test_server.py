@@ -81,8 +81,10 @@ class Running:
         self.base.close()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, template_home):
+@contextmanager
+def served(tmp_path_factory, template_home, **options):
+    """The real server (``ServeOptions(**options)``) on a free loopback port over a copy of the prepared data
+    directory; stopped and closed after the block."""
     import shutil
 
     from internlocal.bootstrap import bootstrap
@@ -91,11 +93,19 @@ def server(tmp_path_factory, template_home):
     home = tmp_path_factory.mktemp("serve-home")
     shutil.copytree(template_home, home, dirs_exist_ok=True)
     services = bootstrap(Settings(home=home, context_length=1024))
-    engine, base, app = build(ServeOptions(slots=8, max_queue=4), services)
+    engine, base, app = build(ServeOptions(**options), services)
     running = Running(app, engine, base, free_port())
-    yield running
-    running.stop()
-    services.close()
+    try:
+        yield running
+    finally:
+        running.stop()
+        services.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, template_home):
+    with served(tmp_path_factory, template_home, slots=8, max_queue=4) as running:
+        yield running
 
 
 def test_models_health_and_chat(server):

@@ -4,6 +4,7 @@ what the clients sent, and every well-formed request is answered."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -14,8 +15,7 @@ import psutil
 import pytest
 import requests
 
-from internlocal.config import Settings
-from tests.test_server import SYSTEM, Running, free_port
+from tests.test_server import SYSTEM, served
 
 SOAK_S = 90
 CLIENTS = 16
@@ -37,16 +37,8 @@ def _counted(metrics: str) -> Counter:
 @pytest.mark.chaos
 @pytest.mark.timeout(900)
 def test_a_soak_with_disconnects_and_bad_requests_leaks_nothing(tmp_path_factory, template_home):
-    import shutil
-
-    from internlocal.bootstrap import bootstrap
-    from internlocal.server.serve import ServeOptions, build
-
-    home = tmp_path_factory.mktemp("soak-home")
-    shutil.copytree(template_home, home, dirs_exist_ok=True)
-    services = bootstrap(Settings(home=home, context_length=1024))
-    engine, base, app = build(ServeOptions(slots=4, max_queue=64), services)
-    server = Running(app, engine, base, free_port())
+    stack = contextlib.ExitStack()
+    server = stack.enter_context(served(tmp_path_factory, template_home, slots=4, max_queue=64))
     chat = f"{server.url}/v1/chat/completions"
     sent: Counter = Counter()
     unanswered: list[str] = []
@@ -111,5 +103,4 @@ def test_a_soak_with_disconnects_and_bad_requests_leaks_nothing(tmp_path_factory
         assert growth < MEMORY_BOUND, f"RSS grew by {growth >> 20} MiB"
         print(f"soak: {sum(sent.values())} requests, {dict(sent)}, RSS growth {growth >> 20} MiB")
     finally:
-        server.stop()
-        services.close()
+        stack.close()
