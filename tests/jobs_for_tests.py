@@ -55,3 +55,18 @@ def starts_a_child(ctx, pid_file: str):
     while True:
         ctx.check_cancelled()
         time.sleep(0.05)
+
+
+def never_checks(ctx, pid_file: str):
+    """Stuck where it never calls check_cancelled (a hung native call), with a child of its own; resumed, it ends."""
+    import subprocess
+    from pathlib import Path
+
+    from internlocal.jobs.processes import owned_child
+
+    if ctx.state.get("started"):
+        return {"resumed": True}
+    child = subprocess.Popen(["sleep", "600"], preexec_fn=owned_child())
+    Path(pid_file).write_text(str(child.pid))
+    ctx.save_state({"started": True})
+    time.sleep(600)

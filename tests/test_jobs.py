@@ -124,6 +124,45 @@ def test_a_killed_worker_takes_the_processes_it_started_with_it(services, tmp_pa
     assert runner.wait(job.id, timeout=30).status == "interrupted"
 
 
+def test_a_job_that_never_checks_is_stopped_by_force_and_resumes(services, tmp_path, internlocal_bin, cli_env):
+    """Before ``--force``, cancel only asked: a job stuck in a call that never returns to its check ran on, and the
+    user's only way out was kill -9 by hand. Forced, the worker and its child die, the job reads cancelled (not
+    interrupted), says why in its events, and resumes from what it saved."""
+    import subprocess
+
+    import psutil
+
+    runner = services.jobs
+    pid_file = tmp_path / "child.pid"
+    job = runner.submit(jobs_for_tests.never_checks, {"pid_file": str(pid_file)}, kind="test.stuck", title="stuck")
+    wait_for(lambda: pid_file.exists() and pid_file.read_text() and runner.state_path(job.id).exists())
+    child = psutil.Process(int(pid_file.read_text()))
+
+    assert runner.cancel(job.id).status == "running"  # asked: it never checks, so it runs on
+    time.sleep(1.0)
+    assert services.catalog.get_job(job.id).status == "running" and child.is_running()
+
+    forced = subprocess.run(
+        [internlocal_bin, "jobs", "cancel", str(job.id), "--force", "--json"],
+        env={**cli_env, "PYTHONPATH": os.environ["PYTHONPATH"]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads(forced.stdout)["status"] == "cancelled"
+    _, alive = psutil.wait_procs([child], timeout=10)
+    assert alive == []
+    job = runner.refresh_one(services.catalog.get_job(job.id))
+    assert job.status == "cancelled"  # not "interrupted": the user stopped it
+    events, _ = runner.read_events(job.id)
+    assert any("stopped by force" in e.get("message", "") for e in events) and events[-1]["status"] == "cancelled"
+
+    runner.resume(job.id)
+    assert runner.wait(job.id, timeout=60).result == {"resumed": True}
+    assert runner.cancel(job.id, force=True).status == "succeeded"  # a finished job: nothing to kill
+
+
 def test_thread_jobs_and_failures(services):
     runner = services.jobs
     ok = runner.submit(jobs_for_tests.count, {"n": 3, "delay": 0}, kind="t", title="t", in_thread=True)

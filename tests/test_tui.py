@@ -206,6 +206,37 @@ async def test_help_palette_and_jobs_screen(home):
         await until(pilot, lambda: isinstance(app.screen, ChatScreen))
 
 
+async def test_jobs_screen_asks_a_job_to_stop_then_stops_it_by_force(home, tmp_path, monkeypatch):
+    import os
+    from pathlib import Path
+
+    from textual.widgets import DataTable
+
+    from tests import jobs_for_tests
+
+    monkeypatch.setenv(
+        "PYTHONPATH", str(Path(__file__).resolve().parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    )
+    app = InternLocalApp(greedy_settings(home))
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        pid_file = tmp_path / "child.pid"
+        job = app.services.jobs.submit(
+            jobs_for_tests.never_checks, {"pid_file": str(pid_file)}, kind="test.stuck", title="stuck"
+        )
+        await until(pilot, lambda: pid_file.exists() and bool(pid_file.read_text()), timeout=60)
+        await pilot.press("f6")
+        await until(pilot, lambda: type(app.screen).__name__ == "JobsScreen")
+        table = app.screen.query_one(DataTable)
+        await until(pilot, lambda: table.row_count == 1 and "running" in str(table.get_row_at(0)))
+        await pilot.press("c")
+        await until(pilot, lambda: any("press c again" in str(n.message) for n in app._notifications))
+        assert app.services.catalog.get_job(job.id).status == "running"
+        await pilot.press("c")
+        await until(pilot, lambda: "cancelled" in str(table.get_row_at(0)), timeout=30)
+        assert app.services.catalog.get_job(job.id).status == "cancelled"
+
+
 async def test_corrupt_catalog_shows_the_reason_instead_of_crashing(home):
     for suffix in ("-wal", "-shm"):
         (home / f"catalog.sqlite{suffix}").unlink(missing_ok=True)

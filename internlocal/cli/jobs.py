@@ -64,9 +64,15 @@ def watch(job_id: int, as_json: JsonOpt = False) -> None:
 
 
 @app.command("cancel")
-def cancel(job_id: int, as_json: JsonOpt = False) -> None:
+def cancel(
+    job_id: int,
+    force: Annotated[
+        bool, typer.Option("--force", help="Kill its processes now, for a job stuck where it never checks.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Ask a job to stop; it keeps what it finished and can be resumed."""
-    job = services().jobs.cancel(job_id)
+    job = services().jobs.cancel(job_id, force=force)
     print_json(_row(job)) if as_json else typer.echo(f"job {job.id}: {job.status}")
 
 

@@ -91,7 +91,11 @@ def follow_job(runner: JobRunner, job: Job, *, detach: bool, as_json: bool) -> J
         job = follow(runner, job.id, as_json=as_json)
     except KeyboardInterrupt:
         runner.cancel(job.id)
-        typer.echo(f"\ncancelled; `internlocal jobs resume {job.id}` continues where it stopped", err=True)
+        typer.echo(
+            f"\ncancelled; `internlocal jobs resume {job.id}` continues where it stopped "
+            f"(one that does not stop: `internlocal jobs cancel {job.id} --force`)",
+            err=True,
+        )
         raise typer.Exit(130) from None
     if job.status != "succeeded":
         if not as_json:

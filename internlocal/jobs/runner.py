@@ -124,21 +124,62 @@ class JobRunner:
         self._processes[job.id] = proc
         self.catalog.update_job(job.id, pid=proc.pid)
 
-    def cancel(self, job_id: int) -> Job:
-        """Ask a job to stop at its next check; a job that is not alive is marked cancelled now."""
+    def cancel(self, job_id: int, *, force: bool = False) -> Job:
+        """Ask a job to stop at its next check; a job that is not alive is marked cancelled now.
+
+        ``force`` kills a subprocess job's worker and everything in its process group now (SIGKILL), for a job
+        stuck where it never checks (a hung download, a native call). What it saved stays: it resumes from there,
+        as after a crash; the locks it held are the kernel's and go with it."""
         job = self.catalog.get_job(job_id)
         if job.status not in ("queued", "running"):
             return job
         self.cancel_path(job_id).touch()
         if job_id in self._threads:
+            if force:
+                raise UserError(
+                    f"Job {job_id} runs inside this program and cannot be killed alone; it stops at its next check."
+                )
             for ctx in self._threads[job_id][1]:
                 ctx.request_cancel()
         elif job.pid and self._alive(job):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(job.pid, signal.SIGTERM)
+            if force:
+                self._kill_worker(job)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(job.pid, signal.SIGTERM)
         if not self._alive(job):
+            if force:
+                events = EventWriter(self.events_path(job_id))
+                events.emit(
+                    "log",
+                    level="warning",
+                    message="stopped by force (its processes were killed); resume continues from what it saved",
+                )
+                events.emit("status", status="cancelled")
+                events.close()
             return self.catalog.update_job(job_id, status="cancelled", finished_at=utcnow())
         return self.catalog.get_job(job_id)
+
+    def _kill_worker(self, job: Job, timeout_s: float = 10.0) -> None:
+        """SIGKILL to the worker's process group (its own session: the loop, converters and pools it started are in
+        it or die with it by their parent-death signal), then wait for the worker to be gone."""
+        import psutil
+
+        assert job.pid is not None
+        try:
+            worker = psutil.Process(job.pid)
+            group = os.getpgid(job.pid)
+            if group == job.pid:  # started with start_new_session: the group is the job's alone
+                os.killpg(group, signal.SIGKILL)
+            else:
+                worker.kill()
+        except (psutil.NoSuchProcess, ProcessLookupError):
+            return
+        if job.id in self._processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._processes[job.id].wait(timeout_s)  # reaped here: not a zombie the next check mistakes
+        else:
+            psutil.wait_procs([worker], timeout=timeout_s)
 
     def resume(self, job_id: int, *, params: dict[str, Any] | None = None, in_thread: bool = False) -> Job:
         """Run a failed, cancelled or interrupted job again with its saved state; ``params`` replace some of the

@@ -49,6 +49,7 @@ class JobsScreen(AppScreen):
         super().__init__()
         self._trackers: dict[int, tuple[ProgressTracker, int]] = {}
         self._final: set[int] = set()  # finished jobs whose last events have been read
+        self._cancel_asked: set[int] = set()  # jobs asked to stop: the next cancel press kills them
 
     def compose(self) -> ComposeResult:
         yield Static("Jobs  (downloads, training, evaluation, indexing run here in the background)", classes="heading")
@@ -116,11 +117,25 @@ class JobsScreen(AppScreen):
         return None if key is None else int(key)
 
     def action_cancel_job(self) -> None:
+        """The first press asks the job to stop at its next check; a second press on a job still running kills it."""
+        from internlocal.errors import UserError
+
         job_id = self._selected_job()
-        if job_id is not None:
-            job = self.ready_services.jobs.cancel(job_id)
-            self._final.discard(job_id)
-            self.notify(f"Job {job_id}: {job.status}")
+        if job_id is None:
+            return
+        force = job_id in self._cancel_asked
+        try:
+            job = self.ready_services.jobs.cancel(job_id, force=force)
+        except UserError as exc:
+            self.notify(str(exc), severity="warning")
+            return
+        self._final.discard(job_id)
+        if job.status in ("queued", "running"):
+            self._cancel_asked.add(job_id)
+            self.notify(f"Job {job_id}: asked to stop; press c again to stop it by force")
+        else:
+            self._cancel_asked.discard(job_id)
+            self.notify(f"Job {job_id}: {job.status}" + (" (by force)" if force else ""))
 
     def action_resume_job(self) -> None:
         from internlocal.errors import UserError
