@@ -108,6 +108,28 @@ def server(tmp_path_factory, template_home):
         yield running
 
 
+def test_sampling_settings_at_their_edges_are_served_and_the_server_keeps_serving(server):
+    """Found by schemathesis: any repeat_penalty but 1.0 raised a TypeError in the batching thread (a changed
+    binding signature), and a top_k or seed too big for C's int32/uint32 raised there too; the thread died and every
+    later request waited forever. Each is served now, streamed or not, and the server answers afterwards."""
+    url = f"{server.url}/v1/chat/completions"
+    base = {"messages": [{"role": "user", "content": QUESTION}], "max_tokens": 4}
+    for extra in (
+        {"repeat_penalty": 0.5},
+        {"repeat_penalty": 1.3, "stream": True},
+        {"temperature": 0.7, "top_k": 2**62},
+        {"temperature": 0.7, "seed": -5},
+        {"temperature": 0.7, "seed": 2**70, "stream": True},
+    ):
+        response = requests.post(url, json={**base, **extra}, timeout=60)
+        assert response.status_code == 200, (extra, response.text)
+        assert ("data: [DONE]" in response.text) if extra.get("stream") else response.json()["choices"], extra
+    empty = requests.post(f"{server.url}/v1/completions", json={"prompt": "", "max_tokens": 4}, timeout=60)
+    assert empty.status_code == 400 and "The prompt is empty" in empty.json()["error"]["message"]  # was a 500
+    answer = requests.post(url, json={**base, "max_tokens": 8, "temperature": 0}, timeout=60).json()
+    assert "Paris" in answer["choices"][0]["message"]["content"]
+
+
 def test_models_health_and_chat(server):
     client = server.client()
     ids = [m.id for m in client.models.list().data]

@@ -19,6 +19,10 @@ def serve(
     slots: Annotated[int, typer.Option(help="Requests decoded together (batched); each gets its own context.")] = 4,
     ctx: Annotated[int | None, typer.Option("--ctx", help="Context length per slot.")] = None,
     max_queue: Annotated[int, typer.Option("--max-queue", help="Requests waiting beyond busy slots before 503.")] = 16,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option("--max-tokens", min=1, help="Most tokens one request may generate (default: the context length)."),
+    ] = None,
 ) -> None:
     """Serve a model over the OpenAI API (chat, completions, embeddings, tools, JSON output)."""
     from internlocal.server.serve import ServeOptions
@@ -35,7 +39,14 @@ def serve(
 
     run(
         ServeOptions(
-            model=model, host=host, port=port, api_key=api_key, slots=slots, context_length=ctx, max_queue=max_queue
+            model=model,
+            host=host,
+            port=port,
+            api_key=api_key,
+            slots=slots,
+            context_length=ctx,
+            max_queue=max_queue,
+            max_tokens=max_tokens,
         ),
         services(),
         on_ready=ready,

@@ -10,6 +10,7 @@ llama-server. Everything else (tokenize, log-likelihood, templates) is the wrapp
 
 from __future__ import annotations
 
+import logging
 import queue
 import random
 import threading
@@ -29,6 +30,8 @@ from internlocal.engines.base import (
 )
 from internlocal.engines.llamacpp import LlamaCppEngine, grammar_for, kv_cache_type, token_bytes
 from internlocal.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -90,6 +93,7 @@ class BatchedLlamaCpp(EngineBase):
         self.n_batch = n_batch
         model = engine._llm._model
         self._vocab = model.vocab
+        self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = self.context_length * self.slots_n
         params.n_batch = n_batch
@@ -157,6 +161,8 @@ class BatchedLlamaCpp(EngineBase):
     def complete(self, prompt, params=None, *, response_format=None) -> Generation:
         params = params or GenerationParams()
         tokens = self.tokenize(prompt, add_special=True)
+        if not tokens:  # a model without a BOS token has nothing to continue from
+            raise UserError("The prompt is empty; send some text to continue.")
         if len(tokens) >= self.context_length:
             raise UserError(
                 f"The prompt has {len(tokens)} tokens but the context holds {self.context_length}; shorten it."
@@ -202,34 +208,44 @@ class BatchedLlamaCpp(EngineBase):
     # -- the scheduler -----------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        while not self._closing:
+            try:
+                self._step()
+            except Exception as exc:  # a bug fails the requests under way, not the server (the thread goes on)
+                log.exception("batch step failed")
+                for slot in self._slots:
+                    if slot.request is not None:
+                        slot.request.out.put(("error", exc))
+                        self._free(slot, keep_cache=False)
+
+    def _step(self) -> None:
         import llama_cpp
 
-        while not self._closing:
-            self._admit()
-            busy = [s for s in self._slots if s.request is not None]
-            self.active = len(busy)
-            if not busy:
-                self._wake.wait(0.5)
-                self._wake.clear()
-                continue
+        self._admit()
+        busy = [s for s in self._slots if s.request is not None]
+        self.active = len(busy)
+        if not busy:
+            self._wake.wait(0.5)
+            self._wake.clear()
+            return
+        for slot in busy:
+            if slot.request is not None and slot.request.cancel.is_set():
+                self._finish(slot, "cancelled")
+        busy = [s for s in self._slots if s.request is not None]
+        if not busy:
+            return
+        self._fill_batch(busy)
+        code = llama_cpp.llama_decode(self._ctx, self._batch)
+        if code != 0:
+            error = UserError(f"llama.cpp could not decode (code {code}); the context may be full.")
             for slot in busy:
-                if slot.request is not None and slot.request.cancel.is_set():
-                    self._finish(slot, "cancelled")
-            busy = [s for s in self._slots if s.request is not None]
-            if not busy:
-                continue
-            self._fill_batch(busy)
-            code = llama_cpp.llama_decode(self._ctx, self._batch)
-            if code != 0:
-                error = UserError(f"llama.cpp could not decode (code {code}); the context may be full.")
-                for slot in busy:
-                    if slot.request is not None:
-                        slot.request.out.put(("error", error))
-                    self._free(slot, keep_cache=False)
-                continue
-            for slot in busy:
-                if slot.batch_index >= 0:
-                    self._sample(slot)
+                if slot.request is not None:
+                    slot.request.out.put(("error", error))
+                self._free(slot, keep_cache=False)
+            return
+        for slot in busy:
+            if slot.batch_index >= 0:
+                self._sample(slot)
 
     def _admit(self) -> None:
         """Give waiting requests free slots, preferring the slot that already holds the longest prefix
@@ -259,7 +275,12 @@ class BatchedLlamaCpp(EngineBase):
             slot.last_token = None
             slot.text = TextAssembler(request.params.stop)
             slot.timer = StreamTimer(started=request.enqueued)
-            slot.sampler = self._make_sampler(request)
+            try:
+                slot.sampler = self._make_sampler(request)
+            except Exception as exc:  # this request's settings: it fails alone (a UserError is the client's 400)
+                request.out.put(("error", exc))
+                self._free(slot, keep_cache=False)
+                continue
             self.reused_tokens += prefix
 
     def _make_sampler(self, request: _Request):
@@ -272,18 +293,20 @@ class BatchedLlamaCpp(EngineBase):
             if not grammar:
                 raise UserError("The output grammar could not be compiled; simplify the JSON schema.")
             llama_cpp.llama_sampler_chain_add(chain, grammar)
-        if p.repeat_penalty != 1.0:
+        if p.repeat_penalty != 1.0:  # this binding's signature: (n_vocab, last_n, repeat, frequency, presence)
             llama_cpp.llama_sampler_chain_add(
-                chain, llama_cpp.llama_sampler_init_penalties(64, p.repeat_penalty, 0.0, 0.0)
+                chain, llama_cpp.llama_sampler_init_penalties(self._n_vocab, 64, p.repeat_penalty, 0.0, 0.0)
             )
         if p.temperature <= 0:
             llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
         else:
-            if p.top_k > 0:
-                llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_k(p.top_k))
+            if p.top_k > 0:  # past the vocabulary top-k keeps everything; C's int32 could not even hold it
+                top_k = min(p.top_k, self._n_vocab)
+                llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_k(top_k))
             llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(p.top_p, 1))
             llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(p.temperature))
-            seed = p.seed if p.seed is not None else random.getrandbits(31)
+            # OpenAI's seed is any integer; llama.cpp's a uint32 (the same seed still gives the same text)
+            seed = p.seed % 2**32 if p.seed is not None else random.getrandbits(31)
             llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed))
         return chain
 

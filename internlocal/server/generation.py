@@ -25,7 +25,7 @@ from internlocal.server.state import ServerConfig, ServerState
 def sampling(body: SamplingFields, config: ServerConfig) -> GenerationParams:
     if body.n != 1:
         raise APIError(400, "Only n=1 is supported.", param="n")
-    max_tokens = body.max_completion_tokens or body.max_tokens or 512
+    max_tokens = body.max_completion_tokens or body.max_tokens or min(512, config.max_tokens_limit)
     if max_tokens > config.max_tokens_limit:
         raise APIError(
             400,

@@ -38,6 +38,7 @@ class ServeOptions:
     slots: int = 4
     context_length: int | None = None
     max_queue: int = 16
+    max_tokens: int | None = None  # the most one request may generate (None: the context length)
 
 
 def build(options: ServeOptions, services):
@@ -73,7 +74,7 @@ def build(options: ServeOptions, services):
         model_name=model.name,
         slots=options.slots,
         max_queue=options.max_queue,
-        max_tokens_limit=engine.context_length,
+        max_tokens_limit=min(options.max_tokens or engine.context_length, engine.context_length),
         api_key=options.api_key,
         embedding_model=embedding.name if embedding else None,
     )
