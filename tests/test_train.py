@@ -243,7 +243,8 @@ def test_qlora_teaches_a_fact_through_merge_and_gguf(cli_env, internlocal_bin, h
     assert board["lineage"][result["quantized_model"]] == "finetune of smol-hf"
 
 
-@pytest.mark.slow
+@pytest.mark.chaos  # fault injection, after `make test` (make test-long): the suite's time budget
+@pytest.mark.timeout(900)
 def test_kill_9_resume_continues_the_loss_curve_and_a_full_disk_keeps_the_last_checkpoint(tmp_path, hf_model_dir):
     # LoRA dropout draws from torch's RNG every step: the resumed losses match only if the checkpoint's RNG is restored
     dropout = {"lora": {"r": 16, "alpha": 32, "dropout": 0.1, "targets": "all-linear"}}
