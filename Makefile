@@ -26,8 +26,8 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=15 -m "not gpu and not install and not long and not chaos"
 
-# past `make test`'s budget: the forgetting experiment (two whole finetunes compared) and the chaos harness killing
-# every job kind at several points (docs/reliability.md)
+# past `make test`'s budget: the forgetting experiment (two whole finetunes compared), the chaos harness killing
+# every job kind at several points, and training's kill -9 and lost-rank tests (docs/reliability.md)
 test-long: $(STAMP)
 	$(PY) -m pytest -q -s --durations=5 -m "long or chaos"
 
