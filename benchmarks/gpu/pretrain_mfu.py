@@ -176,12 +176,10 @@ def baseline(model: Path, corpus: Path, work: Path, shape: str, seq: int, mb: in
 
 def _flops(model: Path, seq: int) -> tuple[float, float | None]:
     import torch
-    from transformers import AutoConfig
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(model)
-    with torch.device("meta"):
-        from transformers import AutoModelForCausalLM
-
+    with torch.device("meta"):  # the parameter count without allocating the weights
         params = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return flops_per_token(config, seq, params), peak_flops(device)
