@@ -134,10 +134,14 @@ class Settings(BaseSettings):
                     f"Cannot create the data directory {path} ({exc.strerror}); "
                     "set INTERNLOCAL_HOME to a folder you can write to."
                 ) from None
-        probe = self.home / ".write-test"
+        import tempfile
+
+        # a name of its own per start: with one fixed name, two processes starting together could delete each
+        # other's probe and one of them would report the folder unwritable
         try:
-            probe.write_bytes(b"")
-            probe.unlink()
+            handle, probe = tempfile.mkstemp(prefix=".write-test-", dir=self.home)
+            os.close(handle)
+            os.unlink(probe)
         except OSError as exc:
             raise DataDirError(
                 f"Cannot write to the data directory {self.home} ({exc.strerror}); "

@@ -49,3 +49,20 @@ def test_invalid_values_are_refused(tmp_path, monkeypatch):
         GenerationParams.from_user(top_p=0)
     with pytest.raises(UserError, match="Invalid max_tokens"):
         GenerationParams.from_user(max_tokens="many")
+
+
+def test_processes_starting_together_all_find_the_data_directory_writable(tmp_path):
+    """Each start probes that it can write to the data directory. The probe used to be one fixed file name, so two
+    `kb sync` started together could delete each other's probe and one stopped with "Cannot write … (No such file
+    or directory)". Threads stand in for the processes here: the race is between the same system calls."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = Settings(home=tmp_path / "h")
+
+    def start_many(_):
+        for _ in range(300):
+            settings.ensure_dirs()
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(start_many, range(4)))  # re-raises the first DataDirError
+    assert not list(settings.home.glob(".write-test*"))  # no probe is left behind

@@ -208,6 +208,8 @@ async def open_train(pilot):
     await _wait(pilot, lambda: isinstance(pilot.app.screen, TrainScreen))
     recipes = pilot.app.screen.query_one("#recipes", FittedTable)
     await _wait(pilot, lambda: recipes.row_count >= 15)
+    # the table is laid out again on the refresh after its rows arrive; under load the test can run before it
+    await _wait(pilot, lambda: recipes.size.height > 1)
     return pilot.app.screen, recipes
 
 
