@@ -83,7 +83,7 @@ def write_notes(folder: Path, files: int, rng: random.Random) -> None:
         (folder / f"note-{n:04d}.md").write_text(f"# Note {n}\n\n" + "\n\n".join(sections) + "\n")
 
 
-def ingestion(embedder, work: Path, files: int, reps: int = 2) -> dict:
+def ingestion(embedder, reference, work: Path, files: int, reps: int = 2) -> dict:
     """Alternating runs (ours, direct, ours, direct …), each on a fresh index; the best of each."""
     from internlocal.kb.index import Index
 
@@ -102,7 +102,7 @@ def ingestion(embedder, work: Path, files: int, reps: int = 2) -> dict:
         ]
         index.close()
         started = time.perf_counter()
-        embedder._model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+        reference.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
         direct.append(time.perf_counter() - started)
     return {
         "chunks": len(texts),
@@ -203,14 +203,18 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     args = parser.parse_args()
 
-    from internlocal.engines.sentence_transformers import SentenceTransformerEmbedder
+    from internlocal.engines.loader import local_embedder
     from internlocal.hub.embedded import EMBEDDING_MODEL
 
-    embedder = SentenceTransformerEmbedder(EMBEDDING_MODEL.locate(), model_name="all-minilm-l6-v2")
+    from sentence_transformers import SentenceTransformer
+
+    embedder = local_embedder(EMBEDDING_MODEL.locate(), model_name="all-minilm-l6-v2")
     embedder.embed(["warm up"])
+    reference = SentenceTransformer(str(EMBEDDING_MODEL.locate()), device="cpu", local_files_only=True)
+    reference.encode(["warm up"])
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        ing = ingestion(embedder, work, args.files)
+        ing = ingestion(embedder, reference, work, args.files)
         print(
             f"ingestion: {ing['chunks']} chunks from {args.files} files — internlocal sync {ing['ours_s']:.1f} s "
             f"({ing['ours_cps']:.0f} chunks/s), sentence-transformers alone {ing['direct_s']:.1f} s "

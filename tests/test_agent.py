@@ -385,14 +385,14 @@ def test_agent_uses_the_calculator(engine):
 
 def test_agent_searches_the_knowledge_base(engine, minilm_path, tmp_path):
     """kb_search over a real knowledge-base index (MiniLM vectors, chromadb, FTS5) of notes the test writes."""
-    from internlocal.engines.sentence_transformers import SentenceTransformerEmbedder
+    from internlocal.engines.loader import local_embedder
     from internlocal.kb.index import Index
 
     notes = tmp_path / "notes"
     notes.mkdir()
     for citation, text in NOTES.items():
         (notes / citation.split("/")[1].split(":")[0]).write_text(text + "\n")
-    index = Index(tmp_path / "index", SentenceTransformerEmbedder(minilm_path, model_name="all-minilm-l6-v2"))
+    index = Index(tmp_path / "index", local_embedder(minilm_path, model_name="all-minilm-l6-v2"))
     index.sync([notes])
     kb = kb_search_tool(index.search, k=4)
     agent = Agent(engine, [kb, calculator])  # the order `internlocal agent --kb` and agent chats use

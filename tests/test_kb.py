@@ -47,9 +47,9 @@ def make_pdf(pages: list[str]) -> bytes:
 
 @pytest.fixture(scope="module")
 def minilm(minilm_path):
-    from internlocal.engines.sentence_transformers import SentenceTransformerEmbedder
+    from internlocal.engines.loader import local_embedder
 
-    return SentenceTransformerEmbedder(minilm_path, model_name="all-minilm-l6-v2")
+    return local_embedder(minilm_path, model_name="all-minilm-l6-v2")
 
 
 class Counting:
