@@ -1,7 +1,9 @@
 """The training loss: the sum of token cross-entropies over trained positions (what DDP / FSDP wrap).
 
 Logits are computed only where a trained token is predicted, in ``LOGIT_CHUNK``-row chunks that are
-recomputed in the backward pass, so vocabulary-sized tensors never exist for a whole batch. Models
+recomputed in the backward pass, so vocabulary-sized tensors never exist for a whole batch. A batch
+that fits in one chunk is not recomputed: the peak would be the same (one chunk's logits and their
+gradient) and the output layer's matmul would run once more for nothing. Models
 whose forward post-processes the logits (soft-capping and the like) take the plain path instead.
 """
 
@@ -54,6 +56,8 @@ def causal_lm_loss(model):
             selected = hidden[:, :-1][keep]
             wanted = targets[keep]
             head = inner.get_output_embeddings()
+            if selected.shape[0] <= LOGIT_CHUNK:  # the CPU recipes' batches (2 × 256): one chunk, kept
+                return _chunk_cross_entropy(head, selected, wanted)
             total = hidden.new_zeros((), dtype=torch.float32)
             for start in range(0, selected.shape[0], LOGIT_CHUNK):
                 total = total + checkpoint(
