@@ -279,6 +279,28 @@ def test_downloader_without_ranges_and_with_stalls(tmp_path, hub, gguf_path):
     assert got == digest and sum(seen) >= len(data)
 
 
+def test_nobody_listening_is_told_after_three_tries_and_a_busy_server_gets_all_six(tmp_path, hub):
+    """A refused connection seldom heals in seconds: the user hears it after three tries (it was six, with a
+    wait after the last: 33 s for a mistyped address). A server that answers 503 is tried as often as allowed."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    waits: list[int] = []
+    downloader = Downloader(Store(tmp_path / "store"), retries=6)
+    downloader._backoff = waits.append  # count the waits between tries instead of sleeping
+    with pytest.raises(DownloadError, match="could not be reached"):
+        downloader.fetch(RemoteFile(url=f"http://127.0.0.1:{port}/m.gguf", path="m.gguf"))
+    assert waits == [0, 1]
+    url = hub.add_file("busy.gguf", b"GGUF")
+    hub.faults["status"] = {"/files/busy.gguf": 503}
+    waits.clear()
+    with pytest.raises(DownloadError, match="could not be reached"):
+        downloader.fetch(RemoteFile(url=url, path="busy.gguf"))
+    assert waits == [0, 1, 2, 3, 4]
+
+
 def test_split_gguf_parts_come_together():
     names = ["q-00001-of-00002.gguf", "q-00002-of-00002.gguf", "other.gguf", "README.md"]
     assert _choose_files(names, "q-00001-of-00002.gguf", "r") == {"q-00001-of-00002.gguf", "q-00002-of-00002.gguf"}

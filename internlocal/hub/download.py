@@ -29,6 +29,9 @@ from internlocal.hub.store import Store
 CHUNK = 4 << 20
 MIN_PART = 32 << 20
 SAVE_EVERY_S = 1.0
+# a first contact that finds nobody there (connection refused, no such host) is tried this many times, not
+# ``retries``: it seldom heals within seconds, and a user who typed a wrong address or is offline hears it at once
+UNREACHED_TRIES = 3
 
 
 class DownloadError(UserError):
@@ -81,6 +84,16 @@ def _raise_for_status(status: int, remote: RemoteFile) -> None:
 
 class _Retry(Exception):
     """A transient failure: try again from the bytes already on disk."""
+
+
+def _never_connected(exc: Exception) -> bool:
+    """Whether ``exc`` is a connection that was never made (refused, or a host name that does not resolve), as
+    opposed to one that broke or timed out."""
+    import urllib3
+
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    # a connect timeout raises ConnectTimeoutError, NewConnectionError's base class: not caught here
+    return isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
 class _Hasher:
@@ -259,6 +272,8 @@ class Downloader:
                 return size, resp.headers.get("Accept-Ranges", "").lower() == "bytes"
             except (requests.ConnectionError, requests.Timeout, _Retry) as exc:
                 error = exc
+                if attempt + 1 >= (UNREACHED_TRIES if _never_connected(exc) else self.retries):
+                    break  # no wait after the last try
                 self._backoff(attempt)
         raise Unreachable(f"{remote.url} could not be reached ({error}); check the connection and pull again.")
 
