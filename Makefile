@@ -24,12 +24,13 @@ run: $(STAMP)
 
 # the whole suite; GPU-only tests are selected with `pytest -m gpu` on a machine that has one
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=15 -m "not gpu and not install and not long and not chaos"
+	$(PY) -m pytest -q --durations=15 -m "not gpu and not install and not long and not chaos and not distributed"
 
 # past `make test`'s budget: the forgetting experiment (two whole finetunes compared), the chaos harness killing
-# every job kind at several points, and training's kill -9 and lost-rank tests (docs/reliability.md)
+# every job kind at several points, training's kill -9 and lost-rank tests (docs/reliability.md), and training
+# over several gloo processes (DDP, FSDP: the multi-GPU code paths, a process per rank)
 test-long: $(STAMP)
-	$(PY) -m pytest -q -s --durations=5 -m "long or chaos"
+	$(PY) -m pytest -q -s --durations=5 -m "long or chaos or distributed"
 
 # the fuzzing properties of `make test` with many more examples each (hypothesis profile "fuzz", tests/conftest.py)
 test-fuzz: $(STAMP)
@@ -41,7 +42,7 @@ test-install: $(STAMP)
 
 # the inner loop: everything but the tests marked slow (whole finetunes, pretraining runs, agreement runs)
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not gpu and not install and not long and not chaos"
+	$(PY) -m pytest -q -m "not slow and not gpu and not install and not long and not chaos and not distributed"
 
 # after a deliberate layout change: rewrite the SVG snapshots of every screen (tests/__snapshots__), then look at
 # `git diff --stat` and the images before committing them; `make test` fails on any snapshot not updated this way

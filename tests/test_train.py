@@ -290,6 +290,7 @@ def test_kill_9_resume_continues_the_loss_curve_and_a_full_disk_keeps_the_last_c
 
 
 @pytest.mark.slow
+@pytest.mark.distributed
 def test_two_process_ddp_gives_the_single_process_loss_curve(tmp_path, hf_model_dir):
     single = make_run(tmp_path, hf_model_dir, "single", max_steps=3, packing=False, micro_batch=4)
     proc = loop(single)
@@ -314,6 +315,7 @@ def test_two_process_ddp_gives_the_single_process_loss_curve(tmp_path, hf_model_
 
 
 @pytest.mark.slow
+@pytest.mark.distributed
 def test_fsdp_full_finetune_over_two_processes_stops_resumes_and_matches_one_process(tmp_path, hf_model_dir):
     """FSDP2 (parameters, gradients and optimizer states sharded; gloo on the CPU), checkpointed with torch DCP."""
     from internlocal.train.process import loop_command
