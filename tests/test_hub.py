@@ -197,7 +197,7 @@ def test_missing_and_forbidden_give_clear_messages(services, hub):
 def test_not_enough_disk_is_refused_before_downloading(services, hub):
     hub.faults["claimed_size"] = {"tiny-q4_1.gguf": 10**16}
     job = pull(services, f"hf:{REPO}:*.gguf")
-    assert job.status == "failed" and "GiB is free" in job.error
+    assert job.status == "failed" and "are kept free beside it" in job.error and "GiB is free" in job.error
     assert hub.total_sent() == 0
 
 

@@ -7,12 +7,15 @@ import sqlite3
 from pathlib import Path
 
 from internlocal.catalog.migrations import LATEST_VERSION, MIGRATIONS
-from internlocal.errors import CatalogError
+from internlocal.errors import CatalogError, UserError, disk_full
 
 BUSY_TIMEOUT_S = 30.0  # a writer waits this long for another (a job, the TUI, the CLI) before "locked"
 
 
-def _explain(path: Path, exc: sqlite3.Error) -> CatalogError:
+def _explain(path: Path, exc: sqlite3.Error) -> UserError:
+    full = disk_full(exc)
+    if full is not None:
+        return full
     text = str(exc).lower()
     if "locked" in text or "busy" in text:
         return CatalogError(

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from internlocal.catalog.schema import Job
+from internlocal.errors import DiskFull, JobFailed
 from internlocal.jobs.events import ProgressTracker
 from internlocal.jobs.runner import JobRunner
 
@@ -61,7 +62,13 @@ def follow(runner: JobRunner, job_id: int, *, as_json: bool, poll_s: float = 0.1
     try:
         while True:
             consume()
-            job = runner.refresh_one(runner.catalog.get_job(job_id))
+            try:
+                job = runner.refresh_one(runner.catalog.get_job(job_id))
+            except DiskFull as exc:
+                # the worker died of the full disk and not even its end could be written; the job reads
+                # "interrupted" (resumable) the first time it is looked at with space again
+                consume()
+                raise JobFailed(f"{exc} `internlocal jobs resume {job_id}` continues the job.") from None
             if job.status not in ("queued", "running"):
                 consume()
                 return job

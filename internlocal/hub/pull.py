@@ -124,7 +124,10 @@ def _check_disk(store: Store, files: list[RemoteFile]) -> None:
     need = sum((f.size or 0) for f in files if not (f.sha256 and store.has_blob(f.sha256, f.size)))
     free = shutil.disk_usage(store.root).free
     if need + DISK_MARGIN > free:
+        from internlocal.formatting import human_bytes
+
         raise DownloadError(
-            f"This model needs {need / 2**30:.1f} GiB but only {free / 2**30:.1f} GiB is free in {store.root}; "
-            "free some space (`internlocal models du`, `models rm`) or set INTERNLOCAL_HOME to a bigger disk."
+            f"This model needs {human_bytes(need)}, and {human_bytes(DISK_MARGIN)} are kept free beside it, but only "
+            f"{human_bytes(free)} is free in {store.root}; free some space (`internlocal models du`, `models rm`) or "
+            "set INTERNLOCAL_HOME to a bigger disk."
         )
