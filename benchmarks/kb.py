@@ -203,10 +203,10 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     args = parser.parse_args()
 
+    from sentence_transformers import SentenceTransformer
+
     from internlocal.engines.loader import local_embedder
     from internlocal.hub.embedded import EMBEDDING_MODEL
-
-    from sentence_transformers import SentenceTransformer
 
     embedder = local_embedder(EMBEDDING_MODEL.locate(), model_name="all-minilm-l6-v2")
     embedder.embed(["warm up"])

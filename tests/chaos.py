@@ -27,6 +27,16 @@ class JobKind:
     equal: str  # what "the same end state" means for this kind (docs/reliability.md lists it)
     start: Callable[[Services, str], Job]  # (services, label) → the submitted job
     end_state: Callable[[Services, Job, str], Any]  # (services, finished job, label) → comparable value
+    # where the chaos run kills it, when CHAOS_KILL_POINTS do not fit (a job that reports only a few steps): a
+    # fraction of its progress, or a test of its own (services, job, attempt) → whether to kill now
+    chaos_points: tuple[float | Callable[[Services, Job, int], bool], ...] | None = None
+
+
+def attempt_started_at(services: Services, job: Job, attempt: int) -> float | None:
+    """When attempt number ``attempt`` of the job began (its status event), or None before it has."""
+    events, _ = services.jobs.read_events(job.id)
+    starts = [e["t"] for e in events if e.get("type") == "status" and e.get("attempt") == attempt]
+    return starts[-1] if starts else None
 
 
 def progress(services: Services, job: Job, attempt: int) -> float:
@@ -41,14 +51,21 @@ def progress(services: Services, job: Job, attempt: int) -> float:
     return fractions[-1] if fractions else 0.0
 
 
-def kill_at(services: Services, job: Job, point: float, attempt: int = 1, timeout: float = 300) -> Job:
-    """SIGKILL the job's worker once its attempt ``attempt`` is ``point`` of the way; the job is found interrupted
-    and nothing it started survives it (its children die with it: jobs/processes.py)."""
+def kill_at(services: Services, job: Job, point, attempt: int = 1, timeout: float = 300) -> Job:
+    """SIGKILL the job's worker once its attempt ``attempt`` is ``point`` of the way (or once ``point(services, job,
+    attempt)`` says so); the job is found interrupted and nothing it started survives it (its children die with it:
+    jobs/processes.py)."""
     deadline = time.monotonic() + timeout
-    while progress(services, job, attempt) < point:
+    reached = (
+        (lambda: progress(services, job, attempt) >= point)
+        if isinstance(point, float)
+        else (lambda: point(services, job, attempt))
+    )
+    while not reached():
         current = services.catalog.get_job(job.id)
-        assert current.status in ("queued", "running"), f"{job.title} ended ({current.status}) before {point:.0%}"
-        assert time.monotonic() < deadline, f"{job.title} did not reach {point:.0%} in {timeout} s"
+        where = f"{point:.0%}" if isinstance(point, float) else getattr(point, "__doc__", None) or "its kill point"
+        assert current.status in ("queued", "running"), f"{job.title} ended ({current.status}) before {where}"
+        assert time.monotonic() < deadline, f"{job.title} did not reach {where} in {timeout} s"
         time.sleep(0.02)
     pid = services.catalog.get_job(job.id).pid
     assert pid

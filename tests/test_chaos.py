@@ -1,6 +1,7 @@
 """Chaos for every job kind (tests/chaos.py): killed with SIGKILL part-way and resumed, each ends where a run that
-was never interrupted ends. Pulls, corpus preparation and training have their own kill tests with finer checks
-(test_hub, test_pretrain, test_train); docs/reliability.md lists them all."""
+was never interrupted ends. Pulls also have a kill test that counts the bytes sent again (test_hub); corpus
+preparation and training have their own kill tests with finer checks (test_pretrain, test_train);
+docs/reliability.md lists them all."""
 
 from __future__ import annotations
 
@@ -12,8 +13,13 @@ import pytest
 
 from internlocal.bootstrap import bootstrap
 from internlocal.config import Settings
-from tests.chaos import CHAOS_KILL_POINTS, KILL_POINTS, JobKind, run_through_kills
+from internlocal.hub.files import sha256_path
+from tests.chaos import CHAOS_KILL_POINTS, KILL_POINTS, JobKind, attempt_started_at, run_through_kills
 from tests.conftest import use_copy_of
+from tests.hubserver import HubServer
+
+EMBEDDED_CHAT = "smollm2-135m-instruct-q4_1"
+HUB_REPO = "acme/tiny-GGUF"
 
 
 def _documents(folder: Path) -> Path:
@@ -61,9 +67,83 @@ def _eval_state(services, job, label):
     ]
 
 
+def _store_files(services) -> list[str]:
+    """Every file in the model store but lock files: blobs by content hash, manifests by model name; nothing left
+    in ``partial``."""
+    store = services.settings.store_dir
+    return sorted(p.relative_to(store).as_posix() for p in store.rglob("*") if p.is_file() and p.suffix != ".lock")
+
+
+def _model_state(services, name: str) -> dict:
+    """A derived model as the catalog and the disk hold it."""
+    model = services.catalog.get_model(name)
+    parents = sorted(
+        (e.operation, e.parent_type, e.parent_id, e.params_json) for e in services.catalog.parents(("model", model.id))
+    )
+    return {
+        "row": (model.name, model.format, model.quantization, model.sha256, model.size_bytes),
+        "content": sha256_path(Path(model.path)),
+        "parents": parents,
+        "models": sorted(m.name for m in services.catalog.list_models()),
+        "store": _store_files(services),
+    }
+
+
+def _start_pull(services, label):
+    from internlocal.services.models import start_pull
+
+    return start_pull(services, f"hf:{HUB_REPO}:*.gguf", name="pulled", parts=2)
+
+
+def _start_convert(services, label):
+    from internlocal.services.models import start_convert
+
+    return start_convert(services, EMBEDDED_CHAT, "hf", name="converted")
+
+
+def _start_quantize(services, label):
+    from internlocal.services.models import start_quantize
+
+    return start_quantize(services, EMBEDDED_CHAT, "Q8_0", name="quantized")
+
+
+def _writing_the_quantized_file(services, job, attempt) -> bool:
+    """while llama.cpp writes the quantized file"""  # (the kill point's name in a failure message)
+    started = attempt_started_at(services, job, attempt)
+    work = services.settings.store_dir / "partial" / f"quantize-{job.id}.gguf"
+    try:
+        stat = work.stat()
+    except FileNotFoundError:
+        return False
+    # this attempt's file (a killed attempt leaves its own behind), some megabytes in
+    return started is not None and stat.st_mtime >= started and stat.st_size > 4 << 20
+
+
 KINDS = {
     "kb.sync": JobKind("kb.sync", "the same chunk ids, file rows and counts in the index", _start_sync, _sync_state),
     "evaluate": JobKind("evaluate", "the same scores and the same answer for every item", _start_eval, _eval_state),
+    "models.pull": JobKind(
+        "models.pull",
+        "the same catalog row, file hash and store files (blobs, manifest; nothing left partial)",
+        _start_pull,
+        lambda services, job, label: _model_state(services, "pulled"),
+    ),
+    # gguf→hf reports three steps: kill while it saves the safetensors, then while it moves them into the store
+    "models.convert": JobKind(
+        "models.convert",
+        "the same catalog row, lineage, content hash and store files",
+        _start_convert,
+        lambda services, job, label: _model_state(services, "converted"),
+        chaos_points=(0.3, 0.6),
+    ),
+    # one step with no progress inside it: killed as soon as the first attempt starts, then while llama.cpp writes
+    "models.quantize": JobKind(
+        "models.quantize",
+        "the same catalog row, lineage, content hash and store files",
+        _start_quantize,
+        lambda services, job, label: _model_state(services, "quantized"),
+        chaos_points=(0.0, _writing_the_quantized_file),
+    ),
 }
 
 
@@ -73,8 +153,22 @@ def _services(tmp_path, template_home, monkeypatch, name):
     return bootstrap(Settings(home=home, context_length=2048))
 
 
+@pytest.fixture
+def hub(tmp_path, monkeypatch, gguf_path):
+    """The Hub look-alike serving the embedded GGUF slowly enough (about 16 MB/s a connection) to be killed
+    mid-file."""
+    server = HubServer(tmp_path / "srv")
+    server.add_repo_file(HUB_REPO, "tiny-q4_1.gguf", gguf_path)
+    server.faults["delay_s"] = 0.004
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    yield server
+    server.close()
+
+
 def _compare(kind_name, points, tmp_path, template_home, monkeypatch):
     kind = KINDS[kind_name]
+    points = (kind.chaos_points or points) if points == CHAOS_KILL_POINTS else points
     reference = _services(tmp_path, template_home, monkeypatch, "reference")
     try:
         expected = run_through_kills(reference, kind, (), "reference")
@@ -98,5 +192,9 @@ def test_a_job_killed_part_way_and_resumed_ends_as_an_uninterrupted_one(
 @pytest.mark.chaos
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("kind_name", sorted(KINDS))
-def test_a_job_killed_again_and_again_ends_as_an_uninterrupted_one(kind_name, tmp_path, template_home, monkeypatch):
+def test_a_job_killed_again_and_again_ends_as_an_uninterrupted_one(
+    kind_name, tmp_path, template_home, monkeypatch, request
+):
+    if kind_name == "models.pull":
+        request.getfixturevalue("hub")
     _compare(kind_name, CHAOS_KILL_POINTS, tmp_path, template_home, monkeypatch)

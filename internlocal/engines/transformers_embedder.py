@@ -92,7 +92,11 @@ class TransformersEmbedder:
 
     def _features(self, texts: Sequence[str]):
         return self._tokenizer(
-            [text.lower() for text in texts] if self._lower_case else list(texts), padding=True, truncation="longest_first", max_length=self._max_length, return_tensors="pt"
+            [text.lower() for text in texts] if self._lower_case else list(texts),
+            padding=True,
+            truncation="longest_first",
+            max_length=self._max_length,
+            return_tensors="pt",
         )
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
