@@ -39,6 +39,15 @@ def attempt_started_at(services: Services, job: Job, attempt: int) -> float | No
     return starts[-1] if starts else None
 
 
+def done_so_far(services: Services, job: Job, attempt: int) -> float:
+    """The ``done`` of attempt number ``attempt``'s last progress event (-1 before it has one): for jobs whose total
+    is not known in advance (a streamed corpus)."""
+    events, _ = services.jobs.read_events(job.id)
+    starts = [i for i, e in enumerate(events) if e.get("type") == "status" and e.get("attempt") == attempt]
+    done = [e["done"] for e in events[starts[-1] :] if e.get("type") == "progress"] if starts else []
+    return done[-1] if done else -1.0
+
+
 def progress(services: Services, job: Job, attempt: int) -> float:
     """How far attempt number ``attempt`` of the job says it is, 0…1, from its last progress event (-1 while that
     attempt has not started: the events of an earlier attempt say nothing about this one)."""

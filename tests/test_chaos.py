@@ -6,6 +6,7 @@ docs/reliability.md lists them all."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from internlocal.bootstrap import bootstrap
 from internlocal.config import Settings
 from internlocal.hub.files import sha256_path
-from tests.chaos import CHAOS_KILL_POINTS, KILL_POINTS, JobKind, attempt_started_at, run_through_kills
+from tests.chaos import CHAOS_KILL_POINTS, KILL_POINTS, JobKind, attempt_started_at, done_so_far, run_through_kills
 from tests.conftest import use_copy_of
 from tests.hubserver import HubServer
 
@@ -107,6 +108,37 @@ def _start_quantize(services, label):
     return start_quantize(services, EMBEDDED_CHAT, "Q8_0", name="quantized")
 
 
+def _start_prepare(services, label):
+    """A 30,000-document corpus for the Hugging Face copy of the embedded model (registered by the test)."""
+    from internlocal.services.training import prepare_corpus
+
+    source = services.settings.home.parent.parent / "corpus.jsonl"  # one file for both runs: its path is recorded
+    if not source.exists():
+        source.write_text(
+            "".join(
+                json.dumps({"text": f"Line {i}: the heron waits by the marsh in spring, {i * 7}."}) + "\n"
+                for i in range(30000)
+            )
+        )
+    return prepare_corpus(services, str(source), "smol-hf", 32, validation=0.02, name="herons")
+
+
+def _documents_read(count: int):
+    def reached(services, job, attempt) -> bool:
+        return done_so_far(services, job, attempt) >= count
+
+    reached.__doc__ = f"{count} documents read"
+    return reached
+
+
+def _prepare_state(services, job, label):
+    dataset = services.catalog.find_dataset("herons")
+    folder = Path(dataset.path)
+    shards = {p.relative_to(folder).as_posix(): sha256_path(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+    row = (dataset.name, dataset.form, dataset.train_rows, dataset.validation_rows, dataset.stats)
+    return {"row": row, "files": shards}
+
+
 def _writing_the_quantized_file(services, job, attempt) -> bool:
     """while llama.cpp writes the quantized file"""  # (the kill point's name in a failure message)
     started = attempt_started_at(services, job, attempt)
@@ -136,6 +168,14 @@ KINDS = {
         lambda services, job, label: _model_state(services, "converted"),
         chaos_points=(0.3, 0.6),
     ),
+    "pretrain.prepare": JobKind(
+        "pretrain.prepare",
+        "the same dataset row and every file of the prepared corpus byte for byte (token shards, index)",
+        _start_prepare,
+        _prepare_state,
+        # a streamed corpus has no total to take fractions of: 15, 50 and 85 % of its 30,000 documents
+        chaos_points=(_documents_read(4500), _documents_read(15000), _documents_read(25500)),
+    ),
     # one step with no progress inside it: killed as soon as the first attempt starts, then while llama.cpp writes
     "models.quantize": JobKind(
         "models.quantize",
@@ -150,7 +190,18 @@ KINDS = {
 def _services(tmp_path, template_home, monkeypatch, name):
     home = use_copy_of(template_home, tmp_path / name, monkeypatch)
     _documents(home.parent / "docs")
-    return bootstrap(Settings(home=home, context_length=2048))
+    services = bootstrap(Settings(home=home, context_length=2048))
+    if os.environ.get("INTERNLOCAL_TEST_HF_MODEL"):  # corpus preparation tokenizes with a Hugging Face folder
+        from internlocal.hub.library import import_model
+        from internlocal.hub.store import Store
+
+        import_model(
+            services.catalog,
+            Store(services.settings.store_dir),
+            Path(os.environ["INTERNLOCAL_TEST_HF_MODEL"]),
+            name="smol-hf",
+        )
+    return services
 
 
 @pytest.fixture
@@ -197,4 +248,6 @@ def test_a_job_killed_again_and_again_ends_as_an_uninterrupted_one(
 ):
     if kind_name == "models.pull":
         request.getfixturevalue("hub")
+    if kind_name == "pretrain.prepare":
+        monkeypatch.setenv("INTERNLOCAL_TEST_HF_MODEL", str(request.getfixturevalue("hf_model_dir")))
     _compare(kind_name, CHAOS_KILL_POINTS, tmp_path, template_home, monkeypatch)
