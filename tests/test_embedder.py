@@ -10,6 +10,7 @@ import shutil
 import pytest
 
 from internlocal.engines.base import Embedder
+from internlocal.errors import UserError
 from internlocal.engines.sentence_transformers import SentenceTransformerEmbedder
 from internlocal.engines.transformers_embedder import TransformersEmbedder, plain_layout
 
@@ -82,3 +83,15 @@ def test_folders_of_another_shape_are_left_to_sentence_transformers(minilm_path,
     assert isinstance(load_embedder(record(minilm_path)), TransformersEmbedder)
     (folder / "modules.json").write_text(json.dumps(modules))  # the same folder, back to the plain shape
     assert isinstance(load_embedder(record(folder)), TransformersEmbedder)
+
+
+def test_a_knowledge_base_learns_the_vector_size_without_loading_the_model(services):
+    """`kb create` reads the size from the folder's configuration: the command does not pay for loading MiniLM (the
+    sync job loads it)."""
+    from internlocal.kb import library
+
+    library._embedders.pop("all-minilm-l6-v2", None)
+    assert library.embedding_dimension(services.catalog, "all-minilm-l6-v2") == 384
+    assert "all-minilm-l6-v2" not in library._embedders
+    with pytest.raises(UserError, match="not an embedding model"):
+        library.embedding_dimension(services.catalog, "smollm2-135m-instruct-q4_1")
