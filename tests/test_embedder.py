@@ -10,9 +10,9 @@ import shutil
 import pytest
 
 from internlocal.engines.base import Embedder
-from internlocal.errors import UserError
 from internlocal.engines.sentence_transformers import SentenceTransformerEmbedder
 from internlocal.engines.transformers_embedder import TransformersEmbedder, plain_layout
+from internlocal.errors import UserError
 
 TEXTS = [
     "Where is the Eiffel Tower?",
