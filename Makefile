@@ -80,6 +80,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/finetune.py
 	$(PY) benchmarks/pretrain.py
 	$(PY) benchmarks/kb.py
+	$(PY) benchmarks/embedder.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
