@@ -30,6 +30,8 @@ class JobKind:
     # where the chaos run kills it, when CHAOS_KILL_POINTS do not fit (a job that reports only a few steps): a
     # fraction of its progress, or a test of its own (services, job, attempt) → whether to kill now
     chaos_points: tuple[float | Callable[[Services, Job, int], bool], ...] | None = None
+    # how two end states are compared when "equal" is not `==` (loss curves: within a tolerance)
+    same: Callable[[Any, Any], bool] | None = None
 
 
 def attempt_started_at(services: Services, job: Job, attempt: int) -> float | None:
