@@ -34,30 +34,32 @@ class JobKind:
     same: Callable[[Any, Any], bool] | None = None
 
 
-def attempt_started_at(services: Services, job: Job, attempt: int) -> float | None:
-    """When attempt number ``attempt`` of the job began (its status event), or None before it has."""
+def attempt_events(services: Services, job: Job, attempt: int) -> list[dict] | None:
+    """The events of attempt number ``attempt`` of the job, from its status event on; None while that attempt has
+    not started (the events of an earlier attempt say nothing about this one)."""
     events, _ = services.jobs.read_events(job.id)
-    starts = [e["t"] for e in events if e.get("type") == "status" and e.get("attempt") == attempt]
-    return starts[-1] if starts else None
+    starts = [i for i, e in enumerate(events) if e.get("type") == "status" and e.get("attempt") == attempt]
+    return events[starts[-1] :] if starts else None
+
+
+def attempt_started_at(services: Services, job: Job, attempt: int) -> float | None:
+    """When attempt number ``attempt`` of the job began, or None before it has."""
+    current = attempt_events(services, job, attempt)
+    return current[0]["t"] if current else None
 
 
 def done_so_far(services: Services, job: Job, attempt: int) -> float:
-    """The ``done`` of attempt number ``attempt``'s last progress event (-1 before it has one): for jobs whose total
-    is not known in advance (a streamed corpus)."""
-    events, _ = services.jobs.read_events(job.id)
-    starts = [i for i, e in enumerate(events) if e.get("type") == "status" and e.get("attempt") == attempt]
-    done = [e["done"] for e in events[starts[-1] :] if e.get("type") == "progress"] if starts else []
+    """The ``done`` of the attempt's last progress event (-1 before it has one): for jobs whose total is not known
+    in advance (a streamed corpus)."""
+    done = [e["done"] for e in attempt_events(services, job, attempt) or [] if e.get("type") == "progress"]
     return done[-1] if done else -1.0
 
 
 def progress(services: Services, job: Job, attempt: int) -> float:
-    """How far attempt number ``attempt`` of the job says it is, 0…1, from its last progress event (-1 while that
-    attempt has not started: the events of an earlier attempt say nothing about this one)."""
-    events, _ = services.jobs.read_events(job.id)
-    starts = [i for i, e in enumerate(events) if e.get("type") == "status" and e.get("attempt") == attempt]
-    if not starts:
+    """How far the attempt says it is, 0…1, from its last progress event (-1 while it has not started)."""
+    current = attempt_events(services, job, attempt)
+    if current is None:
         return -1.0
-    current = events[starts[-1] :]
     fractions = [e["done"] / e["total"] for e in current if e.get("type") == "progress" and e.get("total")]
     return fractions[-1] if fractions else 0.0
 
