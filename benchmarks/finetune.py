@@ -1,4 +1,5 @@
-"""Finetuning speed and memory: internlocal's training loop vs a plain Hugging Face Trainer + peft, same run.
+"""Finetuning speed and memory: internlocal's training loop vs a plain Hugging Face Trainer + peft and TRL's
+SFTTrainer (supervised), or TRL's DPOTrainer (``--objective dpo``), same run.
 
 Both train the same model (the embedded SmolLM2-135M as a float32 Hugging Face folder) on the same
 examples with the same settings: LoRA or QLoRA (NF4, double quantization) r=16 on all linear
@@ -18,6 +19,13 @@ Ours runs twice: with as many packed rows per micro-batch as carry the baseline'
 
 Target (issue 5): >= 1.3x the baseline's trained (non-padding) tokens/s, peak memory no higher,
 and the memory estimate within 15% of our measured peak.
+
+``--objective dpo``: LoRA DPO of --examples pairs (a question, its answer as chosen and another question's
+answer as rejected), 4 pairs per micro-batch, one epoch, lr 5e-6 constant, beta 0.1, both sides padded and
+truncated to --seq-len. TRL as a user gets it (the reference from the adapter switched off, a forward pass
+per step) and with ``precompute_ref_log_probs`` (one pass before training, as ours always does). Tokens/s
+counts every non-padding token of both answers' sequences; ours is shown with and without its one-time
+reference pass. Target (issue 19): >= 1.2x TRL's tokens/s, peak memory no higher.
 """
 
 from __future__ import annotations
@@ -118,12 +126,50 @@ print(json.dumps({"seconds": seconds, "tokens": sum(len(f["input_ids"]) for f in
 """
 
 
-def run_baseline(model_dir: Path, data: Path, method: str, seq_len: int, work: Path, threads: int) -> dict:
+TRL_SFT = r"""
+import json, resource, sys, time
+import torch
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+from peft import LoraConfig
+from trl import SFTConfig, SFTTrainer
+model_dir, data, method, seq_len, out = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+torch.set_num_threads(int(sys.argv[6]))
+tok = AutoTokenizer.from_pretrained(model_dir)
+rows = [json.loads(l) for l in open(data)]
+# prompt/completion pairs: SFTTrainer trains the completion (the assistant's answer) only, as the others do
+data = Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows])
+kw = {}
+if method == "qlora":
+    kw = dict(quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                     bnb_4bit_use_double_quant=True,
+                                                     bnb_4bit_compute_dtype=torch.float32), device_map="cpu")
+model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, **kw)
+args = SFTConfig(output_dir=out, per_device_train_batch_size=4, num_train_epochs=1, learning_rate=2e-4,
+                 lr_scheduler_type="cosine", warmup_steps=int(0.03 * -(-len(rows) // 4)), max_length=seq_len,
+                 packing=False, logging_steps=1000, save_strategy="no", report_to=[], use_cpu=True, bf16=False,
+                 dataloader_num_workers=0, seed=42, disable_tqdm=True, max_grad_norm=1.0)
+trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
+                     peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
+                                            task_type="CAUSAL_LM"))
+tokens = sum(len(x["input_ids"]) for x in trainer.train_dataset)
+trained = sum(sum(x["completion_mask"][1:]) for x in trainer.train_dataset)
+start = time.perf_counter()
+result = trainer.train()
+seconds = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "tokens": tokens, "trained_tokens": trained, "loss": result.training_loss,
+                  "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+"""
+
+
+def run_baseline(
+    model_dir: Path, data: Path, method: str, seq_len: int, work: Path, threads: int, script: str = BASELINE
+) -> dict:
     out = subprocess.run(
         [
             sys.executable,
             "-c",
-            BASELINE,
+            script,
             str(model_dir),
             str(data),
             method,
@@ -198,6 +244,127 @@ def run_ours(
     }
 
 
+def make_pairs(work: Path, data: Path) -> Path:
+    """Preference pairs from the chat examples: each question, its answer (chosen) and the next one's (rejected)."""
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    pairs = [
+        {
+            "messages": row["messages"][:-1],
+            "chosen": row["messages"][-1]["content"],
+            "rejected": rows[(i + 1) % len(rows)]["messages"][-1]["content"],
+        }
+        for i, row in enumerate(rows)
+    ]
+    path = work / "pairs.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    return path
+
+
+def run_ours_dpo(model_dir: Path, pairs: Path, seq_len: int, work: Path, threads: int, steps: int) -> dict:
+    from internlocal.train.recipe import Recipe
+
+    recipe = Recipe(
+        model="bench",
+        method="lora",
+        objective="dpo",
+        beta=0.1,
+        dataset=str(pairs),
+        seq_len=seq_len,
+        micro_batch=4,
+        max_steps=steps,
+        lr=5e-6,
+        lr_scheduler="constant",
+        warmup_ratio=0,
+        save_every=0,
+        seed=42,
+    )
+    run_dir = work / "ours-dpo"
+    run_dir.mkdir()
+    config = {
+        "recipe": recipe.model_dump(),
+        "model_path": str(model_dir),
+        "train_file": str(pairs),
+        "validation_file": None,
+        "threads": threads,
+    }
+    (run_dir / "config.json").write_text(json.dumps(config))
+    out = subprocess.run(
+        [sys.executable, "-m", "internlocal.train.loop", str(run_dir)], capture_output=True, text=True, cwd=REPO
+    )
+    if out.returncode != 0:
+        raise RuntimeError(out.stdout[-2000:] + out.stderr[-2000:])
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    step_events = [e for e in events if e["type"] == "step"]
+    first = next(e for e in events if e["type"] == "start")["t"]
+    return {
+        "seconds": step_events[-1]["t"] - first,
+        "reference_seconds": next(e for e in events if e["type"] == "reference")["seconds"],
+        "tokens": sum(e["tokens"] for e in step_events),
+        "losses": [e["loss"] for e in step_events],
+        "peak": json.loads((run_dir / "result.json").read_text())["peak_memory"],
+    }
+
+
+def run_trl_dpo(model_dir: Path, pairs: Path, seq_len: int, work: Path, threads: int, steps: int, precompute: bool):
+    out_file = work / f"trl-dpo{'-precompute' if precompute else ''}.json"
+    command = [
+        sys.executable,
+        str(REPO / "benchmarks" / "trl_dpo.py"),
+        str(model_dir),
+        str(pairs),
+        str(out_file),
+        "--method",
+        "lora",
+        "--steps",
+        str(steps),
+        "--batch",
+        "4",
+        "--max-length",
+        str(seq_len),
+        "--threads",
+        str(threads),
+    ] + (["--precompute"] if precompute else [])
+    out = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    result = json.loads(out_file.read_text())
+    result["seconds"] = sum(result["step_seconds"])
+    return result
+
+
+def compare_dpo(model_dir: Path, work: Path, args) -> None:
+    pairs = make_pairs(work, make_data(work, args.examples))
+    steps = args.examples // 4  # one epoch of 4-pair micro-batches
+    ours = run_ours_dpo(model_dir, pairs, args.seq_len, work, args.threads, steps)
+    trl = run_trl_dpo(model_dir, pairs, args.seq_len, work, args.threads, steps, precompute=False)
+    trl_pre = run_trl_dpo(model_dir, pairs, args.seq_len, work, args.threads, steps, precompute=True)
+    print(
+        f"LoRA DPO, {args.examples} pairs, 4 per micro-batch, {steps} steps, seq_len {args.seq_len}, "
+        f"{args.threads} threads"
+    )
+    for name, r in (
+        ("TRL DPOTrainer (reference per step)", trl),
+        ("TRL DPOTrainer, precompute_ref_log_probs", trl_pre),
+    ):
+        print(
+            f"{name:44} {r['seconds']:7.1f} s  {r['tokens'] / r['seconds']:7.1f} tokens/s  "
+            f"peak {r['peak_rss'] / 2**30:5.2f} GiB  first losses {[round(x, 4) for x in r['losses'][:3]]}"
+        )
+    with_reference = ours["seconds"] + ours["reference_seconds"]
+    print(
+        f"{'internlocal (reference once, before step 1)':44} {ours['seconds']:7.1f} s  "
+        f"{ours['tokens'] / ours['seconds']:7.1f} tokens/s  peak {ours['peak'] / 2**30:5.2f} GiB  "
+        f"first losses {ours['losses'][:3]}  (+{ours['reference_seconds']:.1f} s reference pass)"
+    )
+    for name, r in (("TRL", trl), ("TRL precompute", trl_pre)):
+        print(
+            f"vs {name}: {(ours['tokens'] / ours['seconds']) / (r['tokens'] / r['seconds']):.2f}x tokens/s over the "
+            f"steps, {(ours['tokens'] / with_reference) / (r['tokens'] / r['seconds']):.2f}x counting our reference "
+            f"pass, {ours['peak'] / r['peak_rss']:.2f}x peak"
+        )
+    print("target: >= 1.2x TRL's tokens/s, peak no higher")
+
+
 def estimate_for(model_dir: Path, method: str, seq_len: int, data: Path, micro_batch: int) -> int:
     from transformers import AutoTokenizer
 
@@ -223,11 +390,15 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=96)
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--objective", default="sft", choices=("sft", "dpo"))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="il-ftbench-"))
     model_dir = make_hf_dir(work)
     data = make_data(work, args.examples)
+    if args.objective == "dpo":
+        return compare_dpo(model_dir, work, args)
     base = run_baseline(model_dir, data, args.method, args.seq_len, work, args.threads)
+    trl = run_baseline(model_dir, data, args.method, args.seq_len, work, args.threads, TRL_SFT)
     # a packed row holds seq_len / (mean example length) examples: this many rows carry the baseline's 4 examples
     per_row = args.seq_len / (base["tokens"] / args.examples)
     same = max(1, round(4 / per_row))
@@ -244,13 +415,20 @@ def main() -> None:
         f"{base['tokens'] / base['seconds']:7.1f} tokens/s  "
         f"peak {base['peak'] / 2**30:5.2f} GiB  mean loss {base['loss']:.3f}"
     )
+    print(
+        f"{'TRL SFTTrainer + peft, 4 padded examples':42} {trl['seconds']:7.1f} s  "
+        f"{trl['tokens'] / trl['seconds']:7.1f} tokens/s  "
+        f"peak {trl['peak'] / 2**30:5.2f} GiB  mean loss {trl['loss']:.3f}"
+    )
     for name, mb, r in results:
         est = estimate_for(model_dir, args.method, args.seq_len, data, mb)
         speed = (r["tokens"] / r["seconds"]) / (base["tokens"] / base["seconds"])
+        trl_speed = (r["tokens"] / r["seconds"]) / (trl["tokens"] / trl["seconds"])
         print(
             f"{name:42} {r['seconds']:7.1f} s  {r['tokens'] / r['seconds']:7.1f} tokens/s  "
             f"peak {r['peak'] / 2**30:5.2f} GiB  "
-            f"mean loss {r['loss']:.3f}  → {speed:.2f}x tokens/s, {r['peak'] / base['peak']:.2f}x peak, "
+            f"mean loss {r['loss']:.3f}  → {speed:.2f}x tokens/s, {r['peak'] / base['peak']:.2f}x peak "
+            f"(vs SFTTrainer: {trl_speed:.2f}x, {r['peak'] / trl['peak']:.2f}x), "
             f"estimate {est / 2**30:.2f} GiB ({(est - r['peak']) / r['peak'] * 100:+.0f}%)"
         )
     print("targets: >= 1.3x tokens/s, <= 1.0x peak at the same examples per micro-batch, estimate within 15%")

@@ -38,6 +38,7 @@ def print_recipes(wanted, as_json: bool) -> None:
             {
                 "recipe": row.name,
                 "method": recipe.method,
+                "objective": recipe.objective,
                 "init": recipe.init,
                 "hardware": recipe.hardware,
                 "gpus": recipe.gpus,
@@ -57,6 +58,7 @@ def print_recipes(wanted, as_json: bool) -> None:
             continue
         fit = {True: "fits", False: "too big", None: "?"}[item["fits"]]
         kind = item["method"] if item["method"] != "pretrain" else item["init"]
+        kind += f" {item['objective']}" if item["objective"] != "sft" else ""
         typer.echo(
             f"{item['recipe']:34} {kind:10} {item['hardware']:9} ~{_gib(item['estimate_bytes']):>10} {fit:8} "
             f"{item['description']}"
@@ -145,6 +147,10 @@ def report_run(job, as_json: bool) -> None:
         f"run {result.get('run')}: final loss {result.get('final_loss')}, peak {_gib(result.get('peak_memory'))} "
         f"(estimated {_gib(result.get('estimated_peak'))})"
     )
+    if result.get("held_out"):
+        from internlocal.train.preference import held_out_line
+
+        typer.echo(held_out_line(result["held_out"]))
     for key in ("merged_model", "gguf_model", "quantized_model"):
         if result.get(key):
             typer.echo(f"{key.replace('_', ' ')}: {result[key]}")

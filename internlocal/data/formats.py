@@ -9,8 +9,10 @@ the first row's keys unless given:
 | ``sharegpt`` | ``conversations: [{from, value}]`` (+ ``system``) | the conversation |
 | ``alpaca`` | ``instruction``, ``input``, ``output`` (+ ``system``, ``history``) | user → assistant |
 | ``text`` | ``text`` | raw text (pretraining style: every token trained) |
+| ``preference`` | ``chosen``, ``rejected`` (+ a prompt: see ``normalize_pair``) | a prompt and two answers |
 
-A normalized example is ``{"messages": [...]}`` or ``{"text": "..."}``. A list held as JSON text (a CSV
+A normalized example is ``{"messages": [...]}`` or ``{"text": "..."}``; a preference pair is
+``{"messages": [prompt turns], "chosen": "answer", "rejected": "answer"}``. A list held as JSON text (a CSV
 cell) is decoded. Every row is checked; errors name the file and the line (or row) and say what is wrong.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +28,7 @@ from typing import Any
 
 from internlocal.errors import UserError
 
-FORMATS = ("messages", "sharegpt", "alpaca", "text")
+FORMATS = ("messages", "sharegpt", "alpaca", "text", "preference")
 ROLES = ("system", "user", "assistant", "tool")
 _SHAREGPT_ROLES = {
     "system": "system",
@@ -143,6 +146,8 @@ def _chars(value: Any) -> int:
 def detect_format(row: Any) -> str | None:
     if not isinstance(row, dict):
         return None
+    if "chosen" in row and "rejected" in row:  # before the others: a ShareGPT pair has conversations too
+        return "preference"
     if "messages" in row:
         return "messages"
     if "conversations" in row:
@@ -169,6 +174,8 @@ def normalize(row: Any, form: str) -> dict[str, Any]:
     """One row in ``form`` → a normalized example; ``ValueError`` says what is wrong."""
     if not isinstance(row, dict):
         raise ValueError(f"expected an object, found {type(row).__name__}")
+    if form == "preference":
+        return normalize_pair(row)
     if form == "text":
         text = row.get("text")
         if not isinstance(text, str) or not text.strip():
@@ -218,6 +225,113 @@ def normalize(row: Any, form: str) -> dict[str, Any]:
     raise ValueError(f"unknown form {form!r}")
 
 
+def normalize_pair(row: dict[str, Any]) -> dict[str, Any]:
+    """A preference row → ``{"messages": prompt turns, "chosen": answer, "rejected": answer}``.
+
+    The prompt is ``prompt`` (text or turns), ``conversations`` (ShareGPT, LLaMA-Factory's pairs), ``messages``,
+    ``question`` (Orca pairs) or ``instruction`` + ``input`` (Alpaca pairs), with an optional ``system``. Without
+    one, it is what ``chosen`` and ``rejected`` share: two conversations ending in different answers
+    (UltraFeedback's layout) or two "\n\nHuman: … \n\nAssistant: …" transcripts (Anthropic HH). An answer is
+    text, one assistant turn, or turns whose last is the assistant's."""
+    chosen, rejected = _maybe_json(row.get("chosen")), _maybe_json(row.get("rejected"))
+    prompt = _pair_prompt(row)
+    if prompt is None:  # the prompt is implicit: the turns both sides share
+        chosen_turns, rejected_turns = _as_turns(chosen, "chosen"), _as_turns(rejected, "rejected")
+        if chosen_turns[:-1] != rejected_turns[:-1]:
+            raise ValueError("no prompt, and 'chosen' and 'rejected' do not share the turns before their answers")
+        prompt = chosen_turns[:-1]
+    pair = {"messages": prompt, "chosen": _answer(chosen, "chosen"), "rejected": _answer(rejected, "rejected")}
+    if not any(m["role"] == "user" for m in prompt):
+        raise ValueError("the prompt has no user turn")
+    if pair["chosen"] == pair["rejected"]:
+        raise ValueError("'chosen' and 'rejected' are the same answer: nothing to prefer")
+    return pair
+
+
+def _pair_prompt(row: dict[str, Any]) -> list[dict[str, str]] | None:
+    """The prompt turns a preference row gives explicitly (None: it gives none)."""
+    system = [{"role": "system", "content": str(row["system"])}] if row.get("system") else []
+    if row.get("prompt") not in (None, ""):
+        prompt = _maybe_json(row["prompt"])
+        if isinstance(prompt, str):
+            return [*system, {"role": "user", "content": prompt}]
+        return [*system, *_turns(prompt, "prompt")]
+    for key in ("conversations", "messages"):
+        if row.get(key):
+            return [*system, *_turns(_listed(row, key), key)]
+    if isinstance(row.get("question"), str) and row["question"].strip():
+        return [*system, {"role": "user", "content": row["question"]}]
+    if isinstance(row.get("instruction"), str) and row["instruction"].strip():
+        user = row["instruction"] if not row.get("input") else f"{row['instruction']}\n\n{row['input']}"
+        return [*system, {"role": "user", "content": user}]
+    return None
+
+
+def _maybe_json(value: Any) -> Any:
+    """Turns held as JSON text (a CSV cell) decoded; any other text (an answer, a prompt) as it is."""
+    if isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            pass  # text that starts with a bracket
+    return value
+
+
+def _turns(value: Any, key: str) -> list[dict[str, str]]:
+    """Turns as OpenAI messages (``role``/``content``) or ShareGPT (``from``/``value``), checked."""
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"'{key}' must be text or a non-empty list of turns")
+    out = []
+    for i, turn in enumerate(value, start=1):
+        if not isinstance(turn, dict):
+            raise ValueError(f"'{key}' turn {i} is not an object")
+        speaker = turn.get("role", turn.get("from"))
+        role = _SHAREGPT_ROLES.get(str(speaker).lower()) if speaker is not None else None
+        content = turn.get("content", turn.get("value"))
+        if isinstance(content, list):  # content parts: keep the text ones
+            content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        if role is None or not isinstance(content, str):
+            raise ValueError(f"'{key}' turn {i} needs a role (or from) and text content (or value)")
+        out.append({"role": role, "content": content})
+    return out
+
+
+_HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
+
+
+def _as_turns(value: Any, key: str) -> list[dict[str, str]]:
+    """An answer given with its conversation: a list of turns, or an Anthropic HH transcript."""
+    if isinstance(value, str):
+        parts = _HH_TURN.split("\n\n" + value.lstrip("\n")) if value.lstrip("\n").startswith("Human: ") else []
+        if len(parts) < 5:  # "", Human, text, Assistant, text
+            raise ValueError(f"'{key}' is plain text and the row has no prompt (prompt, question or conversations)")
+        turns = [
+            {"role": "user" if who == "Human" else "assistant", "content": text.strip()}
+            for who, text in zip(parts[1::2], parts[2::2], strict=True)
+        ]
+    else:
+        turns = _turns(value, key)
+    if turns[-1]["role"] != "assistant":
+        raise ValueError(f"'{key}' does not end with an assistant answer")
+    return turns
+
+
+def _answer(value: Any, key: str) -> str:
+    """The answer a pair's side holds: text, one assistant turn, or the last of a list of turns."""
+    if isinstance(value, dict):
+        value = [value]
+    if isinstance(value, list):
+        turns = _turns(value, key)
+        if turns[-1]["role"] != "assistant":
+            raise ValueError(f"'{key}' does not end with an assistant answer")
+        value = turns[-1]["content"]
+    elif isinstance(value, str) and _HH_TURN.search("\n\n" + value.lstrip("\n")) and "Assistant: " in value:
+        value = _as_turns(value, key)[-1]["content"]
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"'{key}' is missing or empty")
+    return value
+
+
 def _check_messages(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
         raise ValueError("no assistant message with text: nothing to train on")
@@ -238,7 +352,8 @@ def load_examples(path: Path, form: str = "auto") -> tuple[str, list[dict[str, A
                 keys = ", ".join(row) if isinstance(row, dict) else type(row).__name__
                 raise UserError(
                     f"{path} {where}: cannot tell the dataset form from its keys ({keys}); expected messages, "
-                    "conversations (ShareGPT), instruction/output (Alpaca) or text, or pass --format."
+                    "conversations (ShareGPT), instruction/output (Alpaca), text, or chosen/rejected (preference "
+                    "pairs), or pass --format."
                 )
         try:
             examples.append(normalize(row, used))

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from internlocal.catalog.catalog import Catalog
 from internlocal.catalog.schema import Dataset, Model
 from internlocal.data.formats import load_examples
-from internlocal.data.rendering import render
+from internlocal.data.rendering import is_pair, render, render_pair
 from internlocal.errors import UserError
 from internlocal.hub.files import sha256_file
 from internlocal.hub.store import check_model_name
@@ -39,10 +39,12 @@ def split(examples: list[dict[str, Any]], validation: float, seed: int) -> tuple
 
 def token_stats(tokenizer, examples: list[dict[str, Any]], train_on: str = "assistant") -> dict[str, Any]:
     lengths, trained = [], []
-    for example in examples:
-        rendered = render(tokenizer, example, train_on=train_on)
-        lengths.append(len(rendered.input_ids))
-        trained.append(rendered.trained_tokens)
+    for example in examples:  # a preference pair counts as its two renderings (what a training step reads)
+        for rendered in (
+            render_pair(tokenizer, example) if is_pair(example) else [render(tokenizer, example, train_on=train_on)]
+        ):
+            lengths.append(len(rendered.input_ids))
+            trained.append(rendered.trained_tokens)
     ordered = sorted(lengths)
 
     def pct(q: float) -> int:
@@ -84,6 +86,8 @@ def import_dataset(
         used, rows = load_examples(file, form)
         forms.add(used)
         examples += rows
+    if "preference" in forms and len(forms) > 1:
+        raise UserError(f"{path} mixes preference pairs with other examples; import them as separate datasets.")
     used = forms.pop() if len(forms) == 1 else "mixed"
     stats: dict[str, Any] = {
         "rows": len(examples),

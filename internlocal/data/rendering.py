@@ -4,7 +4,9 @@ Only assistant turns are trained on by default (labels of every other token are 
 template is rendered up to each assistant turn with the generation prompt and up to the end of
 that turn, and the characters in between (the answer and its end-of-turn marker) are the trained
 span. Token offsets from the tokenizer map spans to tokens, so templates need no special support.
-Text examples train every token. ``preview`` shows which tokens are trained on.
+Text examples train every token. A preference pair is rendered twice, prompt + chosen and prompt +
+rejected, scoring only the final answer in each (``render_pair``). ``preview`` shows which tokens are
+trained on.
 """
 
 from __future__ import annotations
@@ -49,8 +51,9 @@ def trained_spans(tokenizer, example: dict[str, Any], train_on: str = "assistant
         return full, [(0, len(full))]
     spans = []
     cursor = 0
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant") if train_on == "last" else -1
     for i, message in enumerate(messages):
-        if message["role"] != "assistant":
+        if message["role"] != "assistant" or i < last:
             continue
         before = _template(tokenizer, messages[:i], generation_prompt=True) if i else ""
         through = _template(tokenizer, messages[: i + 1], generation_prompt=False)
@@ -102,9 +105,39 @@ def render(tokenizer, example: dict[str, Any], max_len: int | None = None, train
     return Rendered(ids, labels, truncated)
 
 
+def is_pair(example: dict[str, Any]) -> bool:
+    return "chosen" in example and "rejected" in example
+
+
+def render_pair(tokenizer, example: dict[str, Any], max_len: int | None = None) -> tuple[Rendered, Rendered]:
+    """(prompt + chosen, prompt + rejected), each scoring only its final answer (and end-of-turn marker)."""
+    prompt = example["messages"]
+    return tuple(  # type: ignore[return-value]
+        render(
+            tokenizer,
+            {"messages": [*prompt, {"role": "assistant", "content": example[side]}]},
+            max_len=max_len,
+            train_on="last",
+        )
+        for side in ("chosen", "rejected")
+    )
+
+
 def preview(tokenizer, example: dict[str, Any], train_on: str = "assistant") -> list[tuple[str, bool]]:
-    """(token text, trained?) for each token of the rendered example: what the Train screen highlights."""
-    rendered = render(tokenizer, example, train_on=train_on)
+    """(token text, trained?) for each token of the rendered example: what the Train screen highlights. A
+    preference pair shows both renderings, each under a heading (not a token)."""
+    if is_pair(example):
+        chosen, rejected = render_pair(tokenizer, example)
+        return [
+            ("── chosen ──\n", False),
+            *_tokens(tokenizer, chosen),
+            ("\n── rejected ──\n", False),
+            *_tokens(tokenizer, rejected),
+        ]
+    return _tokens(tokenizer, render(tokenizer, example, train_on=train_on))
+
+
+def _tokens(tokenizer, rendered: Rendered) -> list[tuple[str, bool]]:
     return [
         (tokenizer.decode([tid]), label != IGNORE)
         for tid, label in zip(rendered.input_ids, rendered.labels, strict=True)

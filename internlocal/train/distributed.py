@@ -69,6 +69,13 @@ class Processes:
             dist.all_reduce(tensor)
         return tensor.tolist()
 
+    def sum_tensor(self, tensor) -> None:
+        """``tensor`` summed over all processes, in place."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(tensor)
+
     def all_agree(self, flag: bool) -> bool:
         return self.sum(0.0 if flag else 1.0)[0] == 0.0
 

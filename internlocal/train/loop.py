@@ -1,4 +1,5 @@
-"""The training loop: one explicit loop for full, LoRA, QLoRA and pretraining (setup → train → save → cleanup).
+"""The training loop: one explicit loop for full, LoRA, QLoRA and pretraining (setup → train → save → cleanup),
+learning a dataset's answers (SFT) or preferences between two answers (DPO, ORPO: ``preference``).
 
 Run as ``python -m internlocal.train.loop RUN_DIR`` (or under ``torchrun`` for several processes);
 ``RUN_DIR/config.json`` (``RunConfig``) holds the recipe and the paths. Nothing here imports the
@@ -43,6 +44,14 @@ from internlocal.train.packing import (
     rank_share,
     trained_per_example,
 )
+from internlocal.train.preference import (
+    STATS,
+    held_out_summary,
+    load_or_compute_references,
+    load_pairs,
+    make_pair_batch,
+    preference_loss,
+)
 from internlocal.train.run_config import RunConfig
 
 
@@ -51,6 +60,8 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.config = RunConfig.load(self.run_dir)
         self.recipe = self.config.recipe
+        self.preference = self.recipe.objective != "sft"  # pairs of answers: DPO or ORPO
+        self.references: dict[str, Any] = {}  # DPO: reference log-probabilities of the train/validation pairs
         self.resume = resume
         self.stop_requested = False
         self.processes = Processes.from_env()
@@ -93,7 +104,16 @@ class Trainer:
         torch.manual_seed(r.seed)
         self._load_model()
         self._load_data()
-        self.trained_in = trained_per_example(self.examples)
+        # what a step's loss is averaged over: trained tokens, or pairs
+        self.trained_in = (lambda _: 1) if self.preference else trained_per_example(self.examples)
+        if r.objective == "dpo":  # before a resume restores its checkpoint: the weights are still the reference
+            started = time.monotonic()
+            self.references = load_or_compute_references(self, self.run_dir)
+            self.emit(
+                "reference",
+                pairs=len(self.examples) + len(self.validation),
+                seconds=round(time.monotonic() - started, 2),
+            )
         base = base_model(self.model)
         self.flops_per_token = flops_per_token(base.config, r.seq_len, sum(p.numel() for p in base.parameters()))
         self.peak = peak_flops(self.device)
@@ -122,7 +142,8 @@ class Trainer:
         self.autocast = None
         if fp32_master_weights(r.method, self.precision, self.device.type == "cuda"):
             self.autocast = {"fp16": torch.float16, "bf16": torch.bfloat16}[self.precision]
-        self.packing = r.packing and r.method != "pretrain"  # corpus sequences are already full
+        # corpus sequences are already full; preference pairs are padded (each answer is scored as a whole)
+        self.packing = r.packing and r.method != "pretrain" and not self.preference
         # examples in a packed row must not see each other: our attention splits rows at position resets;
         # pretraining rows are one causal sequence each (documents joined by EOS), so one batched SDPA call does
         attention = "sdpa" if r.method == "pretrain" else register()
@@ -143,7 +164,11 @@ class Trainer:
                 "instead of packed",
             )
         self.model = prepare_for_training(model, r, self.device)
-        self.loss_module = causal_lm_loss(self.model)
+        self.loss_module = (
+            preference_loss(self.model, r.objective, r.beta, r.sft_weight)
+            if self.preference
+            else causal_lm_loss(self.model)
+        )
         self.wrapped = wrap_for_processes(self.loss_module, self.model, r.distributed, self.processes)
         # after sharding: FSDP replaces the parameters with sharded ones
         self.trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
@@ -159,14 +184,24 @@ class Trainer:
             )
             self._count_steps(len(self.examples))
             return
+        pad = getattr(self.tokenizer, "pad_token_id", None)
+        self.pad_id = pad if pad is not None else 0
+        if self.preference:
+            pairs, held, dropped = load_pairs(
+                self.tokenizer, config.train_file, config.validation_file, r.seq_len, r.objective
+            )
+            # a pair's four lists, read by preference.py (the loop itself only counts and shuffles them)
+            self.examples, self.validation = pairs, held  # type: ignore[assignment]
+            if dropped:
+                self.emit("warning", message=f"{dropped} pairs lost an answer to seq_len={r.seq_len} and were skipped")
+            self._count_steps(len(pairs))
+            return
         train, self.validation, dropped = load_examples(
             self.tokenizer, config.train_file, config.validation_file, r.seq_len, r.train_on
         )
         self.examples = train
         if dropped:
             self.emit("warning", message=f"{dropped} training examples had no trainable token and were skipped")
-        pad = getattr(self.tokenizer, "pad_token_id", None)
-        self.pad_id = pad if pad is not None else 0
         self._count_steps(len(epoch_rows(train, r.seq_len, self.packing, r.seed, 0)))
 
     def _count_steps(self, rows_per_epoch: int) -> None:
@@ -259,15 +294,23 @@ class Trainer:
         shares = [rows[rank :: self.world][:per_rank] for rank in range(self.world)]
         return [[share[i : i + r.micro_batch] for i in range(0, len(share), r.micro_batch)] for share in shares]
 
-    def _forward(self, batch: Batch):
+    def _make_batch(self, examples: Examples, rows: list[list[int]], split: str = "train") -> Batch:
+        if self.preference:  # rows of one pair each
+            return make_pair_batch(examples, [row[0] for row in rows], self.pad_id, self.references.get(split))  # type: ignore[arg-type]
+        return make_batch(examples, rows, self.pad_id, self.packing if split == "train" else False)
+
+    def _forward(self, batch: Batch, **extra: Any):
+        """The loss (SFT: a number; DPO/ORPO: the loss and its ``STATS``) of one micro-batch."""
         import torch
 
         args = [t.to(self.device) for t in (batch.input_ids, batch.labels, batch.position_ids)]
         mask = batch.attention_mask.to(self.device) if batch.attention_mask is not None else None
+        if batch.reference is not None:
+            extra["reference"] = batch.reference.to(self.device)
         if self.autocast is not None:
             with torch.autocast("cuda", dtype=self.autocast):
-                return self.wrapped(*args, attention_mask=mask)
-        return self.wrapped(*args, attention_mask=mask)
+                return self.wrapped(*args, attention_mask=mask, **extra)
+        return self.wrapped(*args, attention_mask=mask, **extra)
 
     def train(self) -> str:
         """Optimizer steps until total_steps (``finished``) or a stop request (``stopped``).
@@ -300,8 +343,8 @@ class Trainer:
             flops_per_token=self.flops_per_token,
             peak_flops_per_device=self.peak,
         )
-        if r.method == "pretrain" and self.step == 0 and self.validation:
-            self.evaluate()  # the starting point of the validation curve
+        if (r.method == "pretrain" or self.preference) and self.step == 0 and self.validation:
+            self.evaluate()  # the starting point of the validation curve (and of held-out preference accuracy)
         step_started = time.monotonic()
         first_step = self.step
         window_real = window_trained = 0
@@ -316,7 +359,7 @@ class Trainer:
                     continue
                 step_range = range(first_pending, self.batch_in_epoch)
                 first_pending = None
-                made = [make_batch(self.examples, batches[i], self.pad_id, self.packing) for i in step_range]
+                made = [self._make_batch(self.examples, batches[i]) for i in step_range]
                 step_tokens = sum(
                     self.trained_in(example)
                     for share in every_rank
@@ -325,16 +368,20 @@ class Trainer:
                     for example in row
                 )
                 loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)  # read once, in the all-reduce
+                stats_sum = torch.zeros(len(STATS) if self.preference else 0, dtype=torch.float64, device=self.device)
                 for batch in made:
                     loss = self._forward(batch)
+                    if self.preference:
+                        loss, stats = loss
+                        stats_sum += stats.double()
                     scaled = loss * (self.world / max(step_tokens, 1))
                     (self.scaler.scale(scaled) if self.scaler else scaled).backward()
                     loss_sum += loss.detach().double()
                     window_real += batch.real_tokens
                     window_trained += batch.trained_tokens
                 wants = (self.stop_requested or stop_file.exists(), save_file.exists())
-                all_loss, real_all, trained_all, stops, saves = self.processes.sum(
-                    loss_sum, window_real, window_trained, *(float(flag) for flag in wants)
+                all_loss, real_all, trained_all, stops, saves, *stats_all = self.processes.sum(
+                    loss_sum, window_real, window_trained, *(float(flag) for flag in wants), *stats_sum.unbind()
                 )
                 if not math.isfinite(all_loss):  # an inf/nan loss on any rank: this step's update is dropped
                     self.optimizer.zero_grad(set_to_none=True)
@@ -389,6 +436,7 @@ class Trainer:
                     peak_memory=self.peak_memory(),
                     elapsed=round(elapsed, 2),
                     eta=round(per_step * (self.total_steps - self.step), 1),
+                    **{name: round(v / max(step_tokens, 1), 5) for name, v in zip(STATS, stats_all, strict=True)},
                 )
                 window_real = window_trained = 0
                 if r.eval_every and self.step % r.eval_every == 0 and self.step < self.total_steps:
@@ -418,11 +466,14 @@ class Trainer:
         r = self.recipe
         self.loss_module.eval()
         total = tokens = 0.0
+        preference: dict[str, Any] = {}
         with torch.no_grad():
-            mine = rank_share(self.validation, self.rank, self.world)
+            if self.preference:
+                preference = self._validate_pairs()
+            mine = rank_share(self.validation, self.rank, self.world) if not self.preference else []
             # every rank runs the same number of forward passes (under FSDP each one gathers weights from all
             # ranks, so a rank with one batch more would wait forever); a rank out of rows repeats one, uncounted
-            per_rank = math.ceil(len(self.validation) / self.world)
+            per_rank = math.ceil(len(self.validation) / self.world) if not self.preference else 0
             for k in range(math.ceil(per_rank / r.micro_batch)):
                 start = k * r.micro_batch
                 rows = [[i] for i in range(start, min(start + r.micro_batch, len(mine)))]
@@ -442,6 +493,9 @@ class Trainer:
                 for p in r.sample_prompts
             ]
         self.loss_module.train()
+        if self.preference:
+            self.emit("eval", step=self.step, **preference, samples=samples)
+            return
         val_loss = total / tokens if tokens else None
         self.emit(
             "eval",
@@ -451,6 +505,29 @@ class Trainer:
             val_ppl=round(math.exp(min(val_loss, 50)), 4) if val_loss is not None else None,
             samples=samples,
         )
+
+    def _validate_pairs(self) -> dict[str, Any]:
+        """The preference objective and its ``STATS`` over the held-out pairs (mean per pair, ``val_``-prefixed).
+        Every rank runs the same number of forward passes (see ``evaluate``)."""
+        import torch
+
+        n, micro = len(self.validation), self.recipe.micro_batch
+        mine = list(range(self.rank, n, self.world))
+        totals = torch.zeros(1 + len(STATS), dtype=torch.float64, device=self.device)
+        for k in range(math.ceil(math.ceil(n / self.world) / micro)):
+            indices = mine[k * micro : (k + 1) * micro]
+            batch = self._make_batch(self.validation, [[i] for i in indices or [0]], "validation")
+            loss, stats = self._forward(batch)
+            if indices:
+                totals += torch.cat([loss.detach().double().reshape(1), stats.double()])
+        total, *stats = self.processes.sum(*totals.unbind())
+        if not n:
+            return {"val_loss": None, "val_pairs": 0}
+        return {
+            "val_loss": round(total / n, 5),
+            "val_pairs": n,
+            **{f"val_{name}": round(v / n, 5) for name, v in zip(STATS, stats, strict=True)},
+        }
 
     # -- the result -------------------------------------------------------------------------------
 
@@ -488,6 +565,10 @@ def main(argv: list[str] | None = None) -> int:
             "tokens_seen": trainer.tokens_seen,
             **outputs,
         }
+        if trainer.preference and trainer.processes.leader:
+            held_out = held_out_summary(trainer.metrics_path)
+            if held_out is not None:
+                result["held_out"] = held_out
         if trainer.processes.leader:
             (trainer.run_dir / "result.json").write_text(json.dumps(result, indent=1))
             trainer.emit("done", **result)

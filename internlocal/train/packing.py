@@ -36,6 +36,7 @@ class Batch:
     attention_mask: Any | None
     real_tokens: int
     trained_tokens: int
+    reference: Any | None = None  # DPO: the reference log-probability of each row (train/preference.py)
 
 
 def render_examples(
@@ -46,6 +47,10 @@ def render_examples(
 
     out, dropped = [], 0
     for row in rows:
+        if "chosen" in row and "rejected" in row:
+            raise TrainingError(
+                "This dataset holds preference pairs (chosen, rejected); train on them with objective: dpo or orpo."
+            )
         if "input_ids" in row:  # already tokenized (pretraining data, benchmarks): labels default to every token
             ids = list(row["input_ids"])[:seq_len]
             rendered = Rendered(ids, list(row.get("labels") or ids)[:seq_len])

@@ -138,7 +138,8 @@ def plan_run(
             shape,
             method="full" if recipe.method == "pretrain" else recipe.method,
             seq_len=recipe.seq_len,
-            micro_batch=recipe.micro_batch,
+            # a preference micro-batch holds each pair's two answers: twice the sequences
+            micro_batch=recipe.micro_batch * (2 if recipe.objective != "sft" else 1),
             gradient_checkpointing=recipe.gradient_checkpointing,
             optimizer=recipe.optimizer,
             dtype_bytes=dtype_bytes,
@@ -151,6 +152,11 @@ def plan_run(
         )
     else:
         notes.append(f"{recipe.model} is not in the catalog and the recipe gives no shape: no memory estimate")
+    if recipe.objective == "dpo":
+        notes.append(
+            "DPO: the reference log-probabilities are computed once before the first step (one forward pass over "
+            "the pairs); no reference copy of the model is kept in memory"
+        )
     if base is None:
         notes.append(f"{recipe.model} will be pulled first")
     available, visible = free_memory(device) if measure_free else (None, None)

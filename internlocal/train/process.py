@@ -104,12 +104,24 @@ def run_training_process(
                     event["step"],
                     event["total_steps"],
                     unit="steps",
-                    message=f"loss {event['loss']:.4f} · {event['tokens_per_s']:.0f} tok/s · "
-                    f"peak {event['peak_memory'] / GIB:.2f} GiB",
+                    message=f"loss {event['loss']:.4f} · "
+                    + (  # preference tuning: how far apart the two answers' rewards are, and how often in order
+                        f"margin {event['reward_margin']:.3f} · accuracy {event['reward_accuracy']:.0%} · "
+                        if "reward_margin" in event
+                        else ""
+                    )
+                    + f"{event['tokens_per_s']:.0f} tok/s · peak {event['peak_memory'] / GIB:.2f} GiB",
                 )
             elif kind == "eval":
                 ctx.log(
                     f"step {event['step']}: validation loss {event['val_loss']}"
+                    + (
+                        f", reward margin {event['val_reward_margin']}, preference accuracy "
+                        f"{event['val_reward_accuracy']:.0%}, chosen more likely than rejected in "
+                        f"{round(event['val_prefers_chosen'] * event['val_pairs'])}/{event['val_pairs']} held-out pairs"
+                        if "val_reward_margin" in event
+                        else ""
+                    )
                     + "".join(f"\n  {s['prompt']} → {s['answer']}" for s in event.get("samples", []))
                 )
             elif kind in ("checkpoint", "warning", "resumed", "stopped"):

@@ -110,6 +110,13 @@ class Recipe(_Strict):
     # from-scratch pretraining run, the model whose tokenizer the new model uses
     model: str
     method: Literal["full", "lora", "qlora", "pretrain"]
+    # what is learnt: the dataset's answers (sft), or which of two answers is better (dpo, orpo: preference pairs)
+    objective: Literal["sft", "dpo", "orpo"] = "sft"
+    # dpo: how far the policy may move from the reference (TRL's beta); orpo: the weight of the odds-ratio term
+    beta: float = Field(0.1, gt=0)
+    # dpo: plus this weight times the chosen answer's mean token NLL (TRL's loss_type [sigmoid, sft]): keeps the
+    # preferred answers likely while the rejected ones are pushed down, which a small model needs to stay fluent
+    sft_weight: float = Field(0.0, ge=0)
     hardware: Literal["cpu", "gpu", "multi-gpu"] = "cpu"
     dataset: str | None = None  # a catalog dataset, or a file (relative to the recipes folder) imported on first use
     # pretraining: a prepared corpus (catalog dataset), or a folder/file/hf: dataset prepared on first use
@@ -161,6 +168,12 @@ class Recipe(_Strict):
                 raise ValueError("init: scratch needs architecture: (hidden, layers, heads, intermediate)")
         elif not self.dataset:
             raise ValueError(f"a {self.method} recipe needs dataset:")
+        if self.sft_weight and self.objective != "dpo":
+            raise ValueError("sft_weight is for objective: dpo (orpo has its own NLL term; sft is all NLL)")
+        if self.objective != "sft" and self.replay.ratio > 0:
+            raise ValueError("replay mixes in answers to learn (sft); it does not apply to preference pairs")
+        if self.objective != "sft" and self.method == "pretrain":
+            raise ValueError(f"objective {self.objective} is for full, lora or qlora finetuning, not pretraining")
         if self.init == "scratch" and self.method != "pretrain":
             raise ValueError("init: scratch is for method: pretrain")
         if self.optimizer != "adamw" and self.hardware == "cpu":

@@ -101,6 +101,8 @@ class TrainScreen(AppScreen):
         self._steps: list[tuple[int, float]] = []
         self._evals: list[tuple[int, float]] = []
         self._val_ppl: float | None = None
+        self._margins: list[tuple[int, float]] = []  # preference tuning: the reward margin per step
+        self._val_accuracy: float | None = None  # preference tuning: on the held-out pairs
 
     def compose(self) -> ComposeResult:
         from textual_plotext import PlotextPlot
@@ -166,7 +168,8 @@ class TrainScreen(AppScreen):
             fits = plan.fits if plan else None
             fit = {True: "✓ fits", False: "✗ too big", None: "? no GPU" if recipe.on_gpu else "?"}
             memory = human_bytes(plan.estimate.total) if plan and plan.estimate else "?"
-            rows.append((row.name, (row.name, recipe.method, recipe.hardware, memory, fit[fits]), fits, plan))
+            kind = recipe.method if recipe.objective == "sft" else f"{recipe.method} {recipe.objective}"
+            rows.append((row.name, (row.name, kind, recipe.hardware, memory, fit[fits]), fits, plan))
         # what fits this machine first (the sort is stable: by name within each group)
         rows.sort(key=lambda r: FIT_ORDER[r[2]])
         self.app.call_from_thread(self._show_recipes, rows)
@@ -234,6 +237,7 @@ class TrainScreen(AppScreen):
         from internlocal.train.metrics import MetricsTail
 
         self.watched, self._tail, self._steps, self._evals = run, MetricsTail(Path(run.run_dir)), [], []
+        self._margins, self._val_accuracy = [], None
         self._val_ppl = None
         self.query_one("#samples", Static).update("")
         self.poll()
@@ -248,20 +252,26 @@ class TrainScreen(AppScreen):
         self.show_guard(run.summary.get("guard"))
         events, restarted = self._tail.read()
         if restarted:
-            self._steps, self._evals = [], []
+            self._steps, self._evals, self._margins = [], [], []
         last_step = None
         for event in events:
             kind = event.get("type")
             if kind == "step":
                 self._steps = [s for s in self._steps if s[0] < event["step"]] + [(event["step"], event["loss"])]
+                if "reward_margin" in event:
+                    self._margins = [m for m in self._margins if m[0] < event["step"]] + [
+                        (event["step"], event["reward_margin"])
+                    ]
                 last_step = event
             elif kind == "eval" and event.get("val_loss") is not None:
                 self._evals.append((event["step"], event["val_loss"]))
                 self._val_ppl = event.get("val_ppl")
+                self._val_accuracy = event.get("val_reward_accuracy")
                 samples = "  ".join(f"{s['prompt'][:40]} → {s['answer'][:60]}" for s in event.get("samples", []))
                 self.query_one("#samples", Static).update(samples)
             elif kind == "resumed":
                 self._steps = [s for s in self._steps if s[0] <= event["step"]]
+                self._margins = [m for m in self._margins if m[0] <= event["step"]]
         if events:
             self.draw_curve()
         if last_step is not None:
@@ -271,7 +281,14 @@ class TrainScreen(AppScreen):
             estimate = (run.estimate or {}).get("total_bytes")
             self.query_one("#info", Static).update(
                 f"{run.name}  ·  {run.status}  ·  step {last_step['step']}/{last_step['total_steps']}  ·  "
-                f"loss {last_step['loss']:.4f}  ·  {last_step['tokens_per_s']:.0f} tok/s  ·  "
+                f"loss {last_step['loss']:.4f}  ·  "
+                + (
+                    f"margin {last_step['reward_margin']:.3f}  ·  accuracy {last_step['reward_accuracy']:.0%}  ·  "
+                    if "reward_margin" in last_step
+                    else ""
+                )
+                + (f"held-out accuracy {self._val_accuracy:.0%}  ·  " if self._val_accuracy is not None else "")
+                + f"{last_step['tokens_per_s']:.0f} tok/s  ·  "
                 f"peak {human_bytes(last_step['peak_memory'])}"
                 + (f" (estimated {human_bytes(estimate)})" if estimate else "")
                 + (
@@ -307,9 +324,11 @@ class TrainScreen(AppScreen):
         plot = self.query_one("#curve", PlotextPlot)
         plt = plot.plt
         plt.clear_data()
-        plt.title("loss")
+        plt.title("loss · reward margin" if self._margins else "loss")
         if self._steps:
             plt.plot([s for s, _ in self._steps], [v for _, v in self._steps], label="train", marker="braille")
+        if self._margins:
+            plt.plot([s for s, _ in self._margins], [v for _, v in self._margins], label="margin", marker="braille")
         if self._evals:
             plt.scatter([s for s, _ in self._evals], [v for _, v in self._evals], label="validation")
         plot.refresh()
