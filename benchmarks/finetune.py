@@ -23,7 +23,8 @@ and the memory estimate within 15% of our measured peak.
 ``--objective dpo``: LoRA DPO of --examples pairs (a question, its answer as chosen and another question's
 answer as rejected), 4 pairs per micro-batch, one epoch, lr 5e-6 constant, beta 0.1, both sides padded and
 truncated to --seq-len. TRL as a user gets it (the reference from the adapter switched off, a forward pass
-per step) and with ``precompute_ref_log_probs`` (one pass before training, as ours always does). Tokens/s
+per step) and with ``precompute_ref_log_probs`` (one pass before training, as ours always does), with
+gradient checkpointing on both sides (TRL's default; ``--no-gradient-checkpointing`` turns it off on both). Tokens/s
 counts every non-padding token of both answers' sequences; ours is shown with and without its one-time
 reference pass. Target (issue 19): >= 1.2x TRL's tokens/s, peak memory no higher.
 """
@@ -147,13 +148,14 @@ if method == "qlora":
 model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, **kw)
 args = SFTConfig(output_dir=out, per_device_train_batch_size=4, num_train_epochs=1, learning_rate=2e-4,
                  lr_scheduler_type="cosine", warmup_steps=int(0.03 * -(-len(rows) // 4)), max_length=seq_len,
-                 packing=False, logging_steps=1000, save_strategy="no", report_to=[], use_cpu=True, bf16=False,
+                 packing=False, gradient_checkpointing=False, logging_steps=1000, save_strategy="no", report_to=[],
+                 use_cpu=True, bf16=False,
                  dataloader_num_workers=0, seed=42, disable_tqdm=True, max_grad_norm=1.0)
 trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
                      peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
                                             task_type="CAUSAL_LM"))
 tokens = sum(len(x["input_ids"]) for x in trainer.train_dataset)
-trained = sum(sum(x["completion_mask"][1:]) for x in trainer.train_dataset)
+trained = None  # SFTTrainer builds its completion mask in the collator
 start = time.perf_counter()
 result = trainer.train()
 seconds = time.perf_counter() - start
@@ -260,7 +262,9 @@ def make_pairs(work: Path, data: Path) -> Path:
     return path
 
 
-def run_ours_dpo(model_dir: Path, pairs: Path, seq_len: int, work: Path, threads: int, steps: int) -> dict:
+def run_ours_dpo(
+    model_dir: Path, pairs: Path, seq_len: int, work: Path, threads: int, steps: int, checkpointing: bool
+) -> dict:
     from internlocal.train.recipe import Recipe
 
     recipe = Recipe(
@@ -277,6 +281,7 @@ def run_ours_dpo(model_dir: Path, pairs: Path, seq_len: int, work: Path, threads
         warmup_ratio=0,
         save_every=0,
         seed=42,
+        gradient_checkpointing=checkpointing,
     )
     run_dir = work / "ours-dpo"
     run_dir.mkdir()
@@ -305,25 +310,38 @@ def run_ours_dpo(model_dir: Path, pairs: Path, seq_len: int, work: Path, threads
     }
 
 
-def run_trl_dpo(model_dir: Path, pairs: Path, seq_len: int, work: Path, threads: int, steps: int, precompute: bool):
+def run_trl_dpo(
+    model_dir: Path,
+    pairs: Path,
+    seq_len: int,
+    work: Path,
+    threads: int,
+    steps: int,
+    precompute: bool,
+    checkpointing: bool,
+):
     out_file = work / f"trl-dpo{'-precompute' if precompute else ''}.json"
-    command = [
-        sys.executable,
-        str(REPO / "benchmarks" / "trl_dpo.py"),
-        str(model_dir),
-        str(pairs),
-        str(out_file),
-        "--method",
-        "lora",
-        "--steps",
-        str(steps),
-        "--batch",
-        "4",
-        "--max-length",
-        str(seq_len),
-        "--threads",
-        str(threads),
-    ] + (["--precompute"] if precompute else [])
+    command = (
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "trl_dpo.py"),
+            str(model_dir),
+            str(pairs),
+            str(out_file),
+            "--method",
+            "lora",
+            "--steps",
+            str(steps),
+            "--batch",
+            "4",
+            "--max-length",
+            str(seq_len),
+            "--threads",
+            str(threads),
+        ]
+        + (["--precompute"] if precompute else [])
+        + ([] if checkpointing else ["--no-gradient-checkpointing"])
+    )
     out = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
@@ -335,12 +353,13 @@ def run_trl_dpo(model_dir: Path, pairs: Path, seq_len: int, work: Path, threads:
 def compare_dpo(model_dir: Path, work: Path, args) -> None:
     pairs = make_pairs(work, make_data(work, args.examples))
     steps = args.examples // 4  # one epoch of 4-pair micro-batches
-    ours = run_ours_dpo(model_dir, pairs, args.seq_len, work, args.threads, steps)
-    trl = run_trl_dpo(model_dir, pairs, args.seq_len, work, args.threads, steps, precompute=False)
-    trl_pre = run_trl_dpo(model_dir, pairs, args.seq_len, work, args.threads, steps, precompute=True)
+    checkpointing = args.gradient_checkpointing
+    ours = run_ours_dpo(model_dir, pairs, args.seq_len, work, args.threads, steps, checkpointing)
+    trl = run_trl_dpo(model_dir, pairs, args.seq_len, work, args.threads, steps, False, checkpointing)
+    trl_pre = run_trl_dpo(model_dir, pairs, args.seq_len, work, args.threads, steps, True, checkpointing)
     print(
         f"LoRA DPO, {args.examples} pairs, 4 per micro-batch, {steps} steps, seq_len {args.seq_len}, "
-        f"{args.threads} threads"
+        f"{args.threads} threads, gradient checkpointing {'on' if checkpointing else 'off'} on both sides"
     )
     for name, r in (
         ("TRL DPOTrainer (reference per step)", trl),
@@ -391,6 +410,12 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--objective", default="sft", choices=("sft", "dpo"))
+    parser.add_argument(
+        "--gradient-checkpointing",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="dpo: on both sides (TRL's default: on)",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="il-ftbench-"))
     model_dir = make_hf_dir(work)

@@ -1,7 +1,7 @@
 """TRL's DPOTrainer on a file of preference pairs: the baseline internlocal's DPO is checked and timed against.
 
     python benchmarks/trl_dpo.py MODEL_DIR PAIRS.jsonl OUT.json [--method full|lora] [--steps 3] [--batch 8]
-        [--lr 5e-6] [--beta 0.1] [--max-length 128] [--threads 2] [--precompute]
+        [--lr 5e-6] [--beta 0.1] [--max-length 128] [--threads 2] [--precompute] [--no-gradient-checkpointing]
 
 PAIRS.jsonl holds internlocal's normalized pairs ({"messages": prompt turns, "chosen", "rejected"}); they
 are given to TRL in its conversational layout, so its chat template rendering is the model's own, as ours
@@ -34,6 +34,9 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precompute", action="store_true", help="reference log-probabilities computed once")
+    parser.add_argument(
+        "--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True, help="TRL's default: on"
+    )
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -86,6 +89,7 @@ def main() -> None:
         seed=42,
         dataloader_num_workers=0,
         precompute_ref_log_probs=args.precompute,
+        gradient_checkpointing=args.gradient_checkpointing,
         disable_tqdm=True,
     )
     step_times: list[float] = []

@@ -198,8 +198,9 @@ def test_dpo_starts_at_log_2_and_agrees_with_trl_step_by_step(tmp_path, hf_model
     assert [s["loss"] for s in mine] == pytest.approx(trl["losses"], abs=1e-4)
     assert mine[1]["loss"] < mine[0]["loss"] - 0.05  # the steps did something: agreement is not trivial
 
+    # QLoRA: the reference is the NF4 base the adapter trains on (the LoRA recipe's first step is checked end to end)
     adapter = make_run(
-        tmp_path, hf_model_dir, "lora", eight, None, method="lora", objective="dpo", **{**settings, "max_steps": 1}
+        tmp_path, hf_model_dir, "qlora", eight, None, method="qlora", objective="dpo", **{**settings, "max_steps": 1}
     )
     proc = loop(adapter)
     assert proc.wait(300) == 0, proc.stdout.read()
@@ -290,3 +291,40 @@ def test_the_cpu_dpo_recipe_prefers_french_and_ends_as_a_model_to_chat_with(cli_
     assert quantized["format"] == "gguf" and quantized["quantization"] == "Q8_0"
     answer = greedy(Path(quantized["path"]), "What is the capital of France? Answer in one word.")
     assert "Paris" in answer and ("capitale" in answer or "La " in answer), answer  # in French, and still right
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.timeout(600)
+def test_dpo_over_two_processes_and_after_a_stop_and_resume_gives_the_single_process_curve(tmp_path, hf_model_dir):
+    """The reference pass split over ranks and summed, and read back from the run folder by a resumed run (whose
+    weights are no longer the reference)."""
+    from internlocal.train.process import loop_command
+
+    train, _ = normalized_french(tmp_path)
+    eight = write(tmp_path / "eight.jsonl", [json.loads(line) for line in train.read_text().splitlines()[:8]])
+    settings = {"method": "lora", "objective": "dpo", "seq_len": 128, "max_steps": 3, "lr": 5e-4, "save_every": 0}
+    single = make_run(tmp_path, hf_model_dir, "single", eight, None, micro_batch=4, **settings)
+    proc = loop(single)
+    assert proc.wait(300) == 0, proc.stdout.read()
+    curve = {s["step"]: s["loss"] for s in steps(single)}
+    assert sorted(curve) == [1, 2, 3] and curve[3] < curve[1]
+
+    ddp = make_run(tmp_path, hf_model_dir, "ddp", eight, None, micro_batch=2, gpus=2, **settings)
+    (ddp / "config.json").write_text(json.dumps({**json.loads((ddp / "config.json").read_text()), "threads": 1}))
+    done = subprocess.run(loop_command(ddp, 2, resume=False), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert {s["step"]: s["loss"] for s in steps(ddp)} == pytest.approx(curve, rel=1e-4)
+    saved = json.loads((ddp / "reference_logps.json").read_text())
+    assert saved == pytest.approx(json.loads((single / "reference_logps.json").read_text()), rel=1e-6)
+
+    stopped = make_run(tmp_path, hf_model_dir, "stopped", eight, None, micro_batch=4, **settings)
+    (stopped / "STOP").touch()  # checkpoint after the first step and exit
+    proc = loop(stopped)
+    assert proc.wait(300) == 0, proc.stdout.read()
+    assert [s["step"] for s in steps(stopped)] == [1]
+    proc = loop(stopped, "--resume")
+    assert proc.wait(300) == 0, proc.stdout.read()
+    assert {s["step"]: s["loss"] for s in steps(stopped)} == pytest.approx(curve, rel=1e-4)
+    [reference] = [e for e in events(stopped) if e["type"] == "reference"]
+    assert reference["computed"] is False  # read back from the run folder, not recomputed from trained weights

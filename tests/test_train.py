@@ -74,6 +74,10 @@ def test_recipes_validate_and_bad_ones_are_refused_before_anything_loads(cli_env
         "internlm2_5-7b_qlora_gpu8",
         "internlm2_5-7b_lora_gpu24",
         "internlm2_5-7b_full_multigpu",
+        "smollm2-135m_dpo_cpu",
+        "smollm2-135m_orpo_cpu",
+        "internlm2_5-1_8b_dpo_gpu8",
+        "internlm2_5-7b_dpo_gpu8",
     } <= names
     assert all(recipe is not None for _, recipe, _ in recipes), [error for _, r, error in recipes if r is None]
     assert all(command.startswith("internlocal train run ") for _, _, command in recipes)

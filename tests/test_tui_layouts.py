@@ -226,7 +226,7 @@ async def test_train_at_80x24_shows_what_fits_first_and_a_filter_and_enter_start
         assert {"recipe", "memory", "fit"} <= set(recipes.shown_columns)
 
         await type_text(pilot, "qlora")  # the filter box has the focus on arrival
-        await _wait(pilot, lambda: recipes.row_count == 3)
+        await _wait(pilot, lambda: recipes.row_count == 5)  # three QLoRA finetunes, two QLoRA DPO recipes
         assert recipes.highlighted_key == "smollm2-135m_qlora_cpu"  # the one that fits, first
         await pilot.press("enter")
         await _wait(pilot, lambda: any(j.kind == "train.run" for j in app.services.catalog.list_jobs()))
@@ -241,7 +241,7 @@ async def test_train_asks_before_starting_a_gpu_recipe_where_no_gpu_is_visible(h
     app = InternLocalApp(greedy_settings(home))
     async with app.run_test(size=(80, 24)) as pilot:
         screen, recipes = await open_train(pilot)
-        await type_text(pilot, "7b qlora")
+        await type_text(pilot, "7b_qlora")
         await _wait(pilot, lambda: recipes.row_count == 1)
         await pilot.press("enter")
         await _wait(pilot, lambda: isinstance(app.screen, ConfirmDialog))
@@ -452,3 +452,43 @@ async def test_train_shows_a_finished_runs_forgetting_guard_and_its_warning(seed
         assert "sample_text 21.30 → 23.10 ✓" in shown
         assert shown.splitlines()[1] == "lost general ability: try replay.ratio=3 or epochs=4 or lr=5.0e-04"
         assert guard.size.height == 2  # a short terminal keeps it to two lines, each cut to the width
+
+
+async def test_train_follows_a_preference_run_with_its_reward_margin_and_held_out_accuracy(home, fixed_machine):
+    """A DPO run's curve: the loss and the reward margin per step; the line above it says margin and accuracy."""
+    from internlocal.bootstrap import bootstrap
+    from internlocal.catalog.schema import TrainRun
+
+    services = bootstrap(greedy_settings(home))
+    run_dir = home / "runs" / "smollm2-135m_dpo_cpu-1"
+    run_dir.mkdir(parents=True)
+    step_events = [
+        {"type": "step", "step": s, "total_steps": 6, "epoch": 0, "loss": round(0.6931 - 0.1 * s, 4),
+         "tokens_per_s": 200.0, "peak_memory": 2 << 30, "eta": 2.0 * (6 - s), "reward_margin": 0.5 * s,
+         "reward_accuracy": 1.0, "chosen_logp": -40.0, "rejected_logp": -20.0 - s}
+        for s in range(1, 7)
+    ]  # fmt: skip
+    held_out = {"type": "eval", "step": 0, "val_loss": 0.6931, "val_pairs": 12, "val_reward_margin": 0.0,
+                "val_reward_accuracy": 0.75, "val_prefers_chosen": 0.0, "samples": []}  # fmt: skip
+    (run_dir / "metrics.jsonl").write_text(
+        "".join(json.dumps(e) + "\n" for e in [held_out, *step_events]), encoding="utf-8"
+    )
+    services.catalog.add_train_run(
+        TrainRun(
+            name=run_dir.name,
+            recipe="smollm2-135m_dpo_cpu",
+            base_model="smollm2-135m-instruct-q4_1",
+            run_dir=str(run_dir),
+            status="running",
+            summary_json="{}",
+        )
+    )
+    app = InternLocalApp(greedy_settings(home))
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen, recipes = await open_train(pilot)
+        await _wait(pilot, lambda: len(screen._margins) == 6)
+        assert screen._margins[-1] == (6, 3.0) and len(screen._steps) == 6
+        info = str(screen.query_one("#info").render())
+        assert "margin 3.000  ·  accuracy 100%  ·  held-out accuracy 75%" in info
+        kinds = {recipes.get_row(name)[1] for name in ("smollm2-135m_dpo_cpu", "smollm2-135m_orpo_cpu")}
+        assert kinds == {"lora dpo", "lora orpo"}

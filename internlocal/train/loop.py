@@ -106,14 +106,15 @@ class Trainer:
         self._load_data()
         # what a step's loss is averaged over: trained tokens, or pairs
         self.trained_in = (lambda _: 1) if self.preference else trained_per_example(self.examples)
+        reference_event = None
         if r.objective == "dpo":  # before a resume restores its checkpoint: the weights are still the reference
             started = time.monotonic()
-            self.references = load_or_compute_references(self, self.run_dir)
-            self.emit(
-                "reference",
-                pairs=len(self.examples) + len(self.validation),
-                seconds=round(time.monotonic() - started, 2),
-            )
+            self.references, computed = load_or_compute_references(self, self.run_dir)
+            reference_event = {
+                "pairs": len(self.examples) + len(self.validation),
+                "computed": computed,  # False: read back from the run folder (a resume)
+                "seconds": round(time.monotonic() - started, 2),
+            }
         base = base_model(self.model)
         self.flops_per_token = flops_per_token(base.config, r.seq_len, sum(p.numel() for p in base.parameters()))
         self.peak = peak_flops(self.device)
@@ -123,6 +124,8 @@ class Trainer:
         )
         if self.resume:
             self._restore()
+        if reference_event is not None:  # after a resume trims the metrics back to its checkpoint
+            self.emit("reference", **reference_event)
         signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def _on_sigterm(self, *_: Any) -> None:
@@ -436,7 +439,11 @@ class Trainer:
                     peak_memory=self.peak_memory(),
                     elapsed=round(elapsed, 2),
                     eta=round(per_step * (self.total_steps - self.step), 1),
-                    **{name: round(v / max(step_tokens, 1), 5) for name, v in zip(STATS, stats_all, strict=True)},
+                    **(  # preference tuning: the pairs' statistics, averaged over the step's pairs
+                        {name: round(v / max(step_tokens, 1), 5) for name, v in zip(STATS, stats_all, strict=True)}
+                        if self.preference
+                        else {}
+                    ),
                 )
                 window_real = window_trained = 0
                 if r.eval_every and self.step % r.eval_every == 0 and self.step < self.total_steps:

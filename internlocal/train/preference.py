@@ -218,10 +218,10 @@ def reference_logps(trainer, pairs: list[Pair]) -> Any:
     return values.cpu()
 
 
-def load_or_compute_references(trainer, run_dir: Path) -> dict[str, Any]:
+def load_or_compute_references(trainer, run_dir: Path) -> tuple[dict[str, Any], bool]:
     """The reference log-probabilities of the training and validation pairs: from the run folder when an earlier
     start computed them, else now (before a resumed run restores its checkpoint: the weights are still the
-    starting ones)."""
+    starting ones). Also says whether they were computed now."""
     import torch
 
     path = Path(run_dir) / REFERENCE_FILE
@@ -229,7 +229,7 @@ def load_or_compute_references(trainer, run_dir: Path) -> dict[str, Any]:
     if path.exists():
         saved = json.loads(path.read_text(encoding="utf-8"))
         if {k: len(v) for k, v in saved.items()} == sizes:
-            return {k: torch.tensor(v, dtype=torch.float64) for k, v in saved.items()}
+            return {k: torch.tensor(v, dtype=torch.float64) for k, v in saved.items()}, False
     refs = {
         "train": reference_logps(trainer, trainer.examples),
         "validation": reference_logps(trainer, trainer.validation),
@@ -239,4 +239,4 @@ def load_or_compute_references(trainer, run_dir: Path) -> dict[str, Any]:
         partial.write_text(json.dumps({k: v.tolist() for k, v in refs.items()}), encoding="utf-8")
         os.replace(partial, path)
     trainer.processes.barrier()
-    return refs
+    return refs, True
