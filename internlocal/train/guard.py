@@ -91,19 +91,32 @@ def warning(checks: list[dict[str, Any]], recipe: Recipe) -> str | None:
         return None
     what = "; ".join(f"{c['task']} {c['metric']} {_value(c['base'])} → {_value(c['result'])}" for c in lost)
     g = recipe.guard
-    replay, epochs, lr = knobs(recipe)
+    first, *gentler = knobs(recipe)
+    if recipe.objective == "orpo":  # no replay (pairs), no reference to stay near: only gentler training
+        advice = f"Train more gently ({first} or {gentler[0]})."
+    else:
+        advice = f"Train more gently ({gentler[0]} or {gentler[1]}) or " + (
+            f"stay closer to the base ({first})."
+            if recipe.objective == "dpo"
+            else f"mix in general examples the base answered ({first})."
+        )
     return (
         f"The finetune lost general ability: {what} (limits: a fall of {g.max_drop:g} in score, "
-        f"a rise of {g.max_perplexity_rise:.0%} in perplexity). Train more gently ({epochs} or {lr}) or mix in "
-        f"general examples the base answered ({replay})."
+        f"a rise of {g.max_perplexity_rise:.0%} in perplexity). {advice}"
     )
 
 
 def knobs(recipe: Recipe) -> list[str]:
-    """The overrides to try, most effective first: more replay, fewer epochs, a lower learning rate."""
+    """The overrides to try, most effective first: more replay (SFT; DPO: a higher beta, which keeps the policy
+    nearer its reference; replay does not apply to pairs), fewer epochs, a lower learning rate."""
+    gentler = [f"epochs={max(1, round(recipe.epochs / 2, 2)):g}", f"lr={recipe.lr / 2:.1e}"]
+    if recipe.objective == "dpo":
+        return [f"beta={recipe.beta * 2:g}", *gentler]
+    if recipe.objective == "orpo":
+        return gentler
     # three replay examples per example kept the capitals of a 14-fact run (docs/benchmarks.md); one did not
     ratio = 3 if recipe.replay.ratio == 0 else min(8, round(recipe.replay.ratio * 2, 2))  # 8: the setting's bound
-    return [f"replay.ratio={ratio:g}", f"epochs={max(1, round(recipe.epochs / 2, 2)):g}", f"lr={recipe.lr / 2:.1e}"]
+    return [f"replay.ratio={ratio:g}", *gentler]
 
 
 def guard_lines(guard: dict[str, Any]) -> list[str]:
