@@ -188,6 +188,25 @@ def run_baseline(
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def run_loop(run_dir: Path, recipe, model_dir: Path, train_file: Path, threads: int) -> list[dict]:
+    """``recipe`` trained by internlocal's loop in a fresh process in ``run_dir``: its metrics events."""
+    run_dir.mkdir()
+    config = {
+        "recipe": recipe.model_dump(),
+        "model_path": str(model_dir),
+        "train_file": str(train_file),
+        "validation_file": None,
+        "threads": threads,
+    }
+    (run_dir / "config.json").write_text(json.dumps(config))
+    out = subprocess.run(
+        [sys.executable, "-m", "internlocal.train.loop", str(run_dir)], capture_output=True, text=True, cwd=REPO
+    )
+    if out.returncode != 0:
+        raise RuntimeError(out.stdout[-2000:] + out.stderr[-2000:])
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
 def run_ours(
     model_dir: Path, data: Path, method: str, seq_len: int, work: Path, threads: int, micro_batch: int
 ) -> dict:
@@ -209,25 +228,8 @@ def run_ours(
         export={"merge": False, "gguf": False, "quantize": None},
     )
     run_dir = work / f"ours-{method}-{micro_batch}"
-    run_dir.mkdir()
-    (run_dir / "config.json").write_text(
-        json.dumps(
-            {
-                "recipe": recipe.model_dump(),
-                "model_path": str(model_dir),
-                "train_file": str(data),
-                "validation_file": None,
-                "threads": threads,
-            }
-        )
-    )
     started = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, "-m", "internlocal.train.loop", str(run_dir)], capture_output=True, text=True, cwd=REPO
-    )
-    if out.returncode != 0:
-        raise RuntimeError(out.stdout[-2000:] + out.stderr[-2000:])
-    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    events = run_loop(run_dir, recipe, model_dir, data, threads)
     steps = [e for e in events if e["type"] == "step"]
     result = json.loads((run_dir / "result.json").read_text())
     # training time: from the first step's start to the last step
@@ -284,21 +286,7 @@ def run_ours_dpo(
         gradient_checkpointing=checkpointing,
     )
     run_dir = work / "ours-dpo"
-    run_dir.mkdir()
-    config = {
-        "recipe": recipe.model_dump(),
-        "model_path": str(model_dir),
-        "train_file": str(pairs),
-        "validation_file": None,
-        "threads": threads,
-    }
-    (run_dir / "config.json").write_text(json.dumps(config))
-    out = subprocess.run(
-        [sys.executable, "-m", "internlocal.train.loop", str(run_dir)], capture_output=True, text=True, cwd=REPO
-    )
-    if out.returncode != 0:
-        raise RuntimeError(out.stdout[-2000:] + out.stderr[-2000:])
-    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    events = run_loop(run_dir, recipe, model_dir, pairs, threads)
     step_events = [e for e in events if e["type"] == "step"]
     first = next(e for e in events if e["type"] == "start")["t"]
     return {

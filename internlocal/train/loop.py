@@ -467,30 +467,13 @@ class Trainer:
         return "finished"
 
     def evaluate(self) -> None:
-        """Validation loss over the held-out examples, and greedy answers to the sample prompts."""
+        """Validation over the held-out examples (or pairs), and greedy answers to the sample prompts."""
         import torch
 
         r = self.recipe
         self.loss_module.eval()
-        total = tokens = 0.0
-        preference: dict[str, Any] = {}
         with torch.no_grad():
-            if self.preference:
-                preference = self._validate_pairs()
-            mine = rank_share(self.validation, self.rank, self.world) if not self.preference else []
-            # every rank runs the same number of forward passes (under FSDP each one gathers weights from all
-            # ranks, so a rank with one batch more would wait forever); a rank out of rows repeats one, uncounted
-            per_rank = math.ceil(len(self.validation) / self.world) if not self.preference else 0
-            for k in range(math.ceil(per_rank / r.micro_batch)):
-                start = k * r.micro_batch
-                rows = [[i] for i in range(start, min(start + r.micro_batch, len(mine)))]
-                source, counted = (mine, True) if rows else (self.validation, False)
-                batch = make_batch(source, rows or [[0]], self.pad_id, packing=False)
-                loss = float(self._forward(batch))
-                if counted:
-                    total += loss
-                    tokens += batch.trained_tokens
-        total, tokens = self.processes.sum(total, tokens)
+            held_out = self._validate_pairs() if self.preference else self._validation_loss()
         samples = []
         # under FSDP every rank generates too (the same greedy steps, so the same number of gathers); rank 0 reports
         if r.sample_prompts and self.tokenizer is not None and (self._fsdp() or self.processes.leader):
@@ -500,22 +483,36 @@ class Trainer:
                 for p in r.sample_prompts
             ]
         self.loss_module.train()
-        if self.preference:
-            self.emit("eval", step=self.step, **preference, samples=samples)
-            return
+        self.emit("eval", step=self.step, **held_out, samples=samples)
+
+    def _validation_loss(self) -> dict[str, Any]:
+        """The mean token loss over the held-out examples (and its perplexity)."""
+        r = self.recipe
+        total = tokens = 0.0
+        mine = rank_share(self.validation, self.rank, self.world)
+        # every rank runs the same number of forward passes (under FSDP each one gathers weights from all
+        # ranks, so a rank with one batch more would wait forever); a rank out of rows repeats one, uncounted
+        per_rank = math.ceil(len(self.validation) / self.world)
+        for k in range(math.ceil(per_rank / r.micro_batch)):
+            start = k * r.micro_batch
+            rows = [[i] for i in range(start, min(start + r.micro_batch, len(mine)))]
+            source, counted = (mine, True) if rows else (self.validation, False)
+            batch = make_batch(source, rows or [[0]], self.pad_id, packing=False)
+            loss = float(self._forward(batch))
+            if counted:
+                total += loss
+                tokens += batch.trained_tokens
+        total, tokens = self.processes.sum(total, tokens)
         val_loss = total / tokens if tokens else None
-        self.emit(
-            "eval",
-            step=self.step,
-            val_loss=round(val_loss, 5) if val_loss is not None else None,
-            val_tokens=int(tokens),
-            val_ppl=round(math.exp(min(val_loss, 50)), 4) if val_loss is not None else None,
-            samples=samples,
-        )
+        return {
+            "val_loss": round(val_loss, 5) if val_loss is not None else None,
+            "val_tokens": int(tokens),
+            "val_ppl": round(math.exp(min(val_loss, 50)), 4) if val_loss is not None else None,
+        }
 
     def _validate_pairs(self) -> dict[str, Any]:
         """The preference objective and its ``STATS`` over the held-out pairs (mean per pair, ``val_``-prefixed).
-        Every rank runs the same number of forward passes (see ``evaluate``)."""
+        Every rank runs the same number of forward passes (see ``_validation_loss``)."""
         import torch
 
         n, micro = len(self.validation), self.recipe.micro_batch
