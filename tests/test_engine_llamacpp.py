@@ -248,3 +248,44 @@ def test_batched_slots_with_a_quantized_kv_cache(gguf_path):
             assert "Paris" in answer.text
         finally:
             batched.close()
+
+
+# long enough that copying another slot's cache pays (internlocal.engines.llamacpp_batched.MIN_GAIN)
+TRAVEL_DESK = (
+    "You are the assistant of a small travel agency. Answer questions about countries, cities and their "
+    "capitals briefly and correctly. When you are asked for one word, answer with exactly one word. Never "
+    "invent facts; say that you do not know when you are unsure. Keep a friendly, professional tone."
+)
+
+
+def test_a_prompt_starting_like_a_busy_slots_reuses_a_copy_of_its_cache(gguf_path):
+    """A shared system prompt is decoded once: the next request starts from a copy of that slot's KV."""
+    from internlocal.engines.llamacpp import LlamaCppEngine
+    from internlocal.engines.llamacpp_batched import BatchedLlamaCpp
+
+    story = [
+        {"role": "system", "content": TRAVEL_DESK},
+        {"role": "user", "content": "Tell me a long story about Rome."},
+    ]
+    question = [{"role": "system", "content": TRAVEL_DESK}, {"role": "user", "content": QUESTION}]
+    with LlamaCppEngine(gguf_path, n_ctx=1024) as base:
+        shared = 0
+        for a, b in zip(base._fit_chat(story, 64), base._fit_chat(question, 16), strict=False):
+            if a != b:
+                break
+            shared += 1
+        assert shared > 40
+        batched = BatchedLlamaCpp(base, slots=3)
+        try:
+            telling = batched.chat(story, GenerationParams.greedy(max_tokens=64))
+            pieces = iter(telling)
+            next(pieces)  # the story's prompt is in slot 0's KV now, and the story goes on
+            answer = batched.chat(question, GenerationParams.greedy(max_tokens=16)).collect()
+            told = telling.collect()
+        finally:
+            batched.close()
+    assert "Paris" in answer.text
+    assert batched.copied_tokens > shared  # slot 0's whole sequence so far went to slot 1
+    assert batched.reused_tokens >= shared  # … and the question decoded only what follows the shared part
+    assert batched._slots[1].cached[:shared] == batched._slots[0].cached[:shared]
+    assert told.finish_reason == "length" and told.completion_tokens == 64

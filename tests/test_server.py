@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import threading
@@ -345,6 +346,7 @@ def test_full_queue_answers_503_with_retry_after(server):
 
 
 def test_metrics_are_prometheus_text(server):
+    server.client().completions.create(model="default", prompt="The capital of France is", max_tokens=4)
     text = requests.get(f"{server.url}/metrics").text
     for name in (
         "internlocal_requests_total",
@@ -354,6 +356,14 @@ def test_metrics_are_prometheus_text(server):
         "internlocal_decode_tokens_per_second",
     ):
         assert name in text
+    # the scheduler's own profile: where each decode step's time went
+    counters = dict(
+        re.findall(r"^internlocal_scheduler_(\w+)_total ([0-9.e+-]+)$", text, flags=re.M),
+    )
+    assert set(counters) == {"steps", "batch_tokens", "step_seconds", "decode_seconds", "sample_seconds"}
+    values = {k: float(v) for k, v in counters.items()}
+    assert values["steps"] > 0 and values["batch_tokens"] >= values["steps"]
+    assert 0 < values["decode_seconds"] < values["step_seconds"]
 
 
 def test_network_bind_needs_an_api_key_and_port_in_use_is_clear(services, internlocal_bin, cli_env):

@@ -45,6 +45,17 @@ class _Request:
 
 
 @dataclass
+class SchedulerStats:
+    """Where the scheduler's time goes, summed over its steps (the server exports these in /metrics)."""
+
+    steps: int = 0
+    batch_tokens: int = 0  # tokens decoded, prompt chunks included
+    step_seconds: float = 0.0  # whole steps: admission, batch assembly, decode, sampling, delivery
+    decode_seconds: float = 0.0  # inside llama_decode
+    sample_seconds: float = 0.0  # choosing each slot's next token and handing its text over
+
+
+@dataclass
 class _Slot:
     seq: int
     request: _Request | None = None
@@ -122,6 +133,8 @@ class BatchedLlamaCpp(EngineBase):
         self._closing = False
         self.active = 0
         self.reused_tokens = 0  # prompt tokens not decoded again thanks to the slots' caches
+        self.copied_tokens = 0  # tokens of KV copied from one slot to another to reuse a prefix
+        self.stats = SchedulerStats()
         self._thread = threading.Thread(target=self._loop, name="llama-batch", daemon=True)
         self._thread.start()
 
@@ -221,6 +234,7 @@ class BatchedLlamaCpp(EngineBase):
     def _step(self) -> None:
         import llama_cpp
 
+        started = time.perf_counter()
         self._admit()
         busy = [s for s in self._slots if s.request is not None]
         self.active = len(busy)
@@ -235,7 +249,9 @@ class BatchedLlamaCpp(EngineBase):
         if not busy:
             return
         self._fill_batch(busy)
+        decode_started = time.perf_counter()
         code = llama_cpp.llama_decode(self._ctx, self._batch)
+        decoded = time.perf_counter()
         if code != 0:
             error = UserError(f"llama.cpp could not decode (code {code}); the context may be full.")
             for slot in busy:
@@ -246,10 +262,17 @@ class BatchedLlamaCpp(EngineBase):
         for slot in busy:
             if slot.batch_index >= 0:
                 self._sample(slot)
+        ended = time.perf_counter()
+        stats = self.stats
+        stats.steps += 1
+        stats.batch_tokens += self._batch.n_tokens
+        stats.decode_seconds += decoded - decode_started
+        stats.sample_seconds += ended - decoded
+        stats.step_seconds += ended - started
 
     def _admit(self) -> None:
-        """Give waiting requests free slots, preferring the slot that already holds the longest prefix
-        of the prompt in its KV cache (a shared system prompt, or the earlier turns of a chat)."""
+        """Give waiting requests free slots, reusing the longest prefix of the prompt that any slot holds
+        in its KV cache (a shared system prompt, or the earlier turns of a chat); see ``_place``."""
         import llama_cpp
 
         while True:
@@ -265,11 +288,13 @@ class BatchedLlamaCpp(EngineBase):
                     ("done", GenerationResult(finish_reason="cancelled", prompt_tokens=len(request.prompt)))
                 )
                 continue
-            slot, prefix = max(((s, _common_prefix(s.cached, request.prompt)) for s in free), key=lambda sp: sp[1])
+            slot, source, prefix = self._place(request.prompt, free)
             prefix = min(prefix, len(request.prompt) - 1)  # the last prompt token is decoded again for its logits
+            if source is not slot and not self._copy_cache(source, slot):
+                prefix = 0  # the copy failed (no room in the slot): decode the whole prompt
             llama_cpp.llama_memory_seq_rm(self._mem, slot.seq, prefix, -1)
+            slot.cached = (source.cached if source is not slot else slot.cached)[:prefix]
             slot.request = request
-            slot.cached = list(request.prompt[:prefix])
             slot.pending = list(request.prompt[prefix:])
             slot.position = prefix
             slot.last_token = None
@@ -282,6 +307,49 @@ class BatchedLlamaCpp(EngineBase):
                 self._free(slot, keep_cache=False)
                 continue
             self.reused_tokens += prefix
+
+    def _place(self, prompt: list[int], free: list[_Slot]) -> tuple[_Slot, _Slot, int]:
+        """The free slot for a prompt, the slot whose cache it starts from, and how many tokens it reuses.
+
+        Any slot, busy or free, can lend its cached prefix: copying a sequence's KV into another slot
+        costs about a millisecond per hundred tokens here, decoding them again about a second. Copying
+        is worth it when the copied sequence is mostly prefix (see ``_worth_copying``); otherwise a free
+        slot reuses only what it holds itself. The lowest-numbered free slot that reuses within
+        ``MIN_GAIN`` tokens of the best wins: llama.cpp decodes the sequences of separate KV streams
+        together only when their ids are consecutive (``split_equal``), so scattered busy slots would
+        split every step into several smaller batches (measured: 8 scattered slots cost as much as 16
+        consecutive ones).
+        """
+        lender, lent = max(((s, _common_prefix(s.cached, prompt)) for s in self._slots), key=lambda sp: sp[1])
+
+        def reuse(slot: _Slot) -> tuple[int, _Slot]:
+            own = lent if slot is lender else _common_prefix(slot.cached, prompt)
+            if lent > own and _worth_copying(lent - own, len(lender.cached)):
+                return lent, lender
+            return own, slot
+
+        reuses = {s.seq: reuse(s) for s in free}
+        best = max(prefix for prefix, _ in reuses.values())
+        slot = next(s for s in free if reuses[s.seq][0] > best - MIN_GAIN)  # ``free`` is in slot order
+        prefix, source = reuses[slot.seq]
+        return slot, source, prefix
+
+    def _copy_cache(self, source: _Slot, target: _Slot) -> bool:
+        """Replace ``target``'s KV cache with a copy of ``source``'s (through llama.cpp's sequence state)."""
+        import ctypes
+
+        import llama_cpp
+
+        size = llama_cpp.llama_state_seq_get_size(self._ctx, source.seq)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(self._ctx, buffer, size, source.seq)
+        llama_cpp.llama_memory_seq_rm(self._mem, target.seq, -1, -1)
+        if written and llama_cpp.llama_state_seq_set_data(self._ctx, buffer, written, target.seq):
+            self.copied_tokens += len(source.cached)
+            return True
+        llama_cpp.llama_memory_seq_rm(self._mem, target.seq, -1, -1)
+        target.cached = []
+        return False
 
     def _make_sampler(self, request: _Request):
         import llama_cpp
@@ -391,6 +459,20 @@ class BatchedLlamaCpp(EngineBase):
         if not keep_cache:
             slot.cached = []
             llama_cpp.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
+
+
+MIN_GAIN = 16  # prompt tokens: fewer saved do not justify a copy or a scattered slot
+
+
+def _worth_copying(gained: int, copied: int) -> bool:
+    """Copy another slot's cache when it saves at least ``MIN_GAIN`` tokens and a quarter of what is copied.
+
+    A copy moves the whole sequence (its KV bytes through host memory); decoding a token costs far
+    more than copying one on a CPU (~3 ms against ~20 us for the embedded model) and still a few
+    times more on a GPU, so a copy that is a quarter useful still wins; below 16 tokens the gain
+    is too small to matter.
+    """
+    return gained >= MIN_GAIN and 4 * gained >= copied
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

@@ -4,9 +4,35 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+_SCHEDULER_HELP = {
+    "steps": "Decode steps of the batching scheduler",
+    "batch_tokens": "Tokens decoded by the scheduler (prompt chunks included)",
+    "step_seconds": "Time in scheduler steps (admission, batch, decode, sampling, delivery)",
+    "decode_seconds": "Time inside llama_decode",
+    "sample_seconds": "Time choosing next tokens and handing text to the requests",
+}
+
+
+class _SchedulerCollector(Collector):
+    """The batching engine's own step counters, read when /metrics is scraped (nothing to keep in sync)."""
+
+    def __init__(self, read: Callable[[], Any]):
+        self.read = read
+
+    def collect(self):
+        stats = self.read()
+        if stats is None:
+            return
+        for name, value in asdict(stats).items():
+            yield CounterMetricFamily(f"internlocal_scheduler_{name}", _SCHEDULER_HELP[name], value=value)
 
 
 class ServerMetrics:
@@ -41,6 +67,10 @@ class ServerMetrics:
             "completion_tokens": 0,
             "last_tokens_per_s": None,
         }
+
+    def watch_scheduler(self, read: Callable[[], Any]) -> None:
+        """Export a batching engine's ``SchedulerStats`` (``read`` returns them, or None for other engines)."""
+        self.registry.register(_SchedulerCollector(read))
 
     def request(self, path: str, status: int, seconds: float | None = None, method: str = "") -> None:
         if path.startswith("/v1/"):

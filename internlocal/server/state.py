@@ -140,7 +140,9 @@ class ServerState:
         models = ServedModels(
             engine, config.model_name, embedding_name=config.embedding_model, embedder_factory=embedder_factory
         )
-        return cls(config, models, Admission(config.slots + config.max_queue))
+        state = cls(config, models, Admission(config.slots + config.max_queue))
+        state.metrics.watch_scheduler(lambda: getattr(models.engine, "stats", None))
+        return state
 
     def attach(self, app: FastAPI) -> None:
         app.state.internlocal = self
