@@ -12,11 +12,13 @@ import time
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from internlocal.errors import UserError
 from internlocal.server.openai_schema import APIError
-from internlocal.server.state import ServerState
+from internlocal.server.state import ServerConfig, ServerState
 
 
 async def api_error(_: Request, exc: Exception) -> JSONResponse:
@@ -55,18 +57,48 @@ def key_matches(authorization: str, api_key: str) -> bool:
     return hmac.compare_digest(authorization.encode(), f"Bearer {api_key}".encode())
 
 
-async def guard(request: Request, call_next):
-    """The API key (paths under ``/v1/``), the body size limit, and a metrics entry for every request."""
-    state = ServerState.of(request.app)
-    config, metrics = state.config, state.metrics
-    started = time.perf_counter()
-    path = request.url.path
-    if (
-        config.api_key
-        and path.startswith("/v1/")
-        and not key_matches(request.headers.get("authorization", ""), config.api_key)
-    ):
-        metrics.request(path, 401)
+class Guard:
+    """The API key (paths under ``/v1/``), the body size limit, and a metrics entry for every request.
+
+    Plain ASGI rather than ``@app.middleware("http")``: Starlette's ``BaseHTTPMiddleware`` passes every
+    chunk of a streamed response through an extra memory stream and task, which costs the event loop
+    (and, on a small machine, the decode threads it shares the cores with) work for every token.
+    """
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        state = ServerState.of(scope["app"])
+        metrics = state.metrics
+        started = time.perf_counter()
+        path, method = scope["path"], scope["method"]
+        refusal = refuse(state.config, path, Headers(scope=scope))
+        if refusal is not None:
+            metrics.request(path, refusal.status_code)
+            return await refusal(scope, receive, send)
+        answered = False
+
+        async def timed_send(message: Message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.start":  # timed until the response starts, as a client sees it
+                answered = True
+                metrics.request(path, message["status"], time.perf_counter() - started, method)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, timed_send)
+        except Exception:  # Starlette's outermost middleware answers 500 for it
+            if not answered:
+                metrics.request(path, 500, time.perf_counter() - started, method)
+            raise
+
+
+def refuse(config: ServerConfig, path: str, headers: Headers) -> JSONResponse | None:
+    """The answer to a request without the API key or with too large a body; None lets it through."""
+    if config.api_key and path.startswith("/v1/") and not key_matches(headers.get("authorization", ""), config.api_key):
         return JSONResponse(
             APIError(
                 401,
@@ -76,15 +108,12 @@ async def guard(request: Request, call_next):
             ).body(),
             status_code=401,
         )
-    length = request.headers.get("content-length")
+    length = headers.get("content-length")
     if length and length.isdigit() and int(length) > config.max_body_bytes:
-        metrics.request(path, 413)
         return JSONResponse(
             APIError(413, f"The request body is larger than {config.max_body_bytes} bytes.").body(), status_code=413
         )
-    response = await call_next(request)
-    metrics.request(path, response.status_code, time.perf_counter() - started, request.method)
-    return response
+    return None
 
 
 def install(app: FastAPI) -> None:
@@ -93,4 +122,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(UserError, user_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    app.middleware("http")(guard)
+    app.add_middleware(Guard)
