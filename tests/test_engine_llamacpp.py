@@ -289,3 +289,27 @@ def test_a_prompt_starting_like_a_busy_slots_reuses_a_copy_of_its_cache(gguf_pat
     assert batched.reused_tokens >= shared  # … and the question decoded only what follows the shared part
     assert batched._slots[1].cached[:shared] == batched._slots[0].cached[:shared]
     assert told.finish_reason == "length" and told.completion_tokens == 64
+
+
+def test_a_prompt_whose_slot_moved_on_is_restored_from_host_memory(gguf_path):
+    """With one slot, an unrelated request overwrites the shared system prompt's KV; it comes back from RAM."""
+    from internlocal.engines.llamacpp import LlamaCppEngine
+    from internlocal.engines.llamacpp_batched import BatchedLlamaCpp
+
+    question = [{"role": "system", "content": TRAVEL_DESK}, {"role": "user", "content": QUESTION}]
+    unrelated = [{"role": "user", "content": "Write a short poem about the sea and the wind over the waves."}]
+    with LlamaCppEngine(gguf_path, n_ctx=1024) as base:
+        prompt = base._fit_chat(question, 16)
+        batched = BatchedLlamaCpp(base, slots=1)
+        try:
+            first = batched.chat(question, GenerationParams.greedy(max_tokens=16)).collect()
+            batched.chat(unrelated, GenerationParams.greedy(max_tokens=16)).collect()
+            assert batched._slots[0].cached[:10] != prompt[:10]  # the slot holds the poem now
+            reused, copied = batched.reused_tokens, batched.copied_tokens
+            again = batched.chat(question, GenerationParams.greedy(max_tokens=16)).collect()
+        finally:
+            batched.close()
+    assert "Paris" in first.text and "Paris" in again.text
+    assert batched.reused_tokens - reused == len(prompt) - 1  # all but the last prompt token came back
+    assert batched.copied_tokens > copied
+    assert 0 < sum(saved.size for saved in batched._saved) <= batched.prompt_cache_bytes

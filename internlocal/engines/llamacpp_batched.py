@@ -69,6 +69,15 @@ class _Slot:
     cached: list[int] = field(default_factory=list)  # tokens whose KV this slot holds (kept after a request)
 
 
+@dataclass(eq=False)
+class _SavedPrefix:
+    """A sequence's KV kept in host memory after its slot moved on, to be restored into any slot later."""
+
+    cached: list[int]
+    state: Any  # the bytes of llama.cpp's sequence state (a ctypes array)
+    size: int
+
+
 class BatchedLlamaCpp(EngineBase):
     engine_name = "llama.cpp (batched)"
     capabilities = frozenset(
@@ -92,6 +101,7 @@ class BatchedLlamaCpp(EngineBase):
         n_batch: int = 512,
         n_threads: int | None = None,
         kv_cache: str = "f16",
+        prompt_cache_mb: int = 256,
     ):
         import llama_cpp
 
@@ -134,6 +144,10 @@ class BatchedLlamaCpp(EngineBase):
         self.active = 0
         self.reused_tokens = 0  # prompt tokens not decoded again thanks to the slots' caches
         self.copied_tokens = 0  # tokens of KV copied from one slot to another to reuse a prefix
+        self.costs = CopyCosts()
+        # sequences a slot gave up, kept in host memory like llama-server's --cache-ram (most recent last)
+        self.prompt_cache_bytes = prompt_cache_mb * 2**20
+        self._saved: list[_SavedPrefix] = []
         self.stats = SchedulerStats()
         self._thread = threading.Thread(target=self._loop, name="llama-batch", daemon=True)
         self._thread.start()
@@ -267,6 +281,7 @@ class BatchedLlamaCpp(EngineBase):
         stats.steps += 1
         stats.batch_tokens += self._batch.n_tokens
         stats.decode_seconds += decoded - decode_started
+        self.costs.decoded(self._batch.n_tokens, decoded - decode_started)
         stats.sample_seconds += ended - decoded
         stats.step_seconds += ended - started
 
@@ -290,6 +305,7 @@ class BatchedLlamaCpp(EngineBase):
                 continue
             slot, source, prefix = self._place(request.prompt, free)
             prefix = min(prefix, len(request.prompt) - 1)  # the last prompt token is decoded again for its logits
+            self._save(slot, keep=prefix if source is slot else 0)
             if source is not slot and not self._copy_cache(source, slot):
                 prefix = 0  # the copy failed (no room in the slot): decode the whole prompt
             llama_cpp.llama_memory_seq_rm(self._mem, slot.seq, prefix, -1)
@@ -308,23 +324,25 @@ class BatchedLlamaCpp(EngineBase):
                 continue
             self.reused_tokens += prefix
 
-    def _place(self, prompt: list[int], free: list[_Slot]) -> tuple[_Slot, _Slot, int]:
-        """The free slot for a prompt, the slot whose cache it starts from, and how many tokens it reuses.
+    def _place(self, prompt: list[int], free: list[_Slot]) -> tuple[_Slot, _Slot | _SavedPrefix, int]:
+        """The free slot for a prompt, the cache it starts from, and how many tokens it reuses.
 
-        Any slot, busy or free, can lend its cached prefix: copying a sequence's KV into another slot
-        costs about a millisecond per hundred tokens here, decoding them again about a second. Copying
-        is worth it when the copied sequence is mostly prefix (see ``_worth_copying``); otherwise a free
+        Any slot, busy or free, and any sequence saved in host memory (``_save``) can lend its cached
+        prefix: copying a sequence's KV into another slot costs about a millisecond per hundred tokens
+        here, decoding them again about a quarter of a second. Copying
+        is worth it when it costs less than decoding what it saves (``CopyCosts``); otherwise a free
         slot reuses only what it holds itself. The lowest-numbered free slot that reuses within
         ``MIN_GAIN`` tokens of the best wins: llama.cpp decodes the sequences of separate KV streams
         together only when their ids are consecutive (``split_equal``), so scattered busy slots would
         split every step into several smaller batches (measured: 8 scattered slots cost as much as 16
         consecutive ones).
         """
-        lender, lent = max(((s, _common_prefix(s.cached, prompt)) for s in self._slots), key=lambda sp: sp[1])
+        lenders: list[_Slot | _SavedPrefix] = [*self._slots, *self._saved]
+        lender, lent = max(((s, _common_prefix(s.cached, prompt)) for s in lenders), key=lambda sp: sp[1])
 
-        def reuse(slot: _Slot) -> tuple[int, _Slot]:
+        def reuse(slot: _Slot) -> tuple[int, _Slot | _SavedPrefix]:
             own = lent if slot is lender else _common_prefix(slot.cached, prompt)
-            if lent > own and _worth_copying(lent - own, len(lender.cached)):
+            if lent > own and self.costs.worth_copying(lent - own, len(lender.cached)):
                 return lent, lender
             return own, slot
 
@@ -334,22 +352,56 @@ class BatchedLlamaCpp(EngineBase):
         prefix, source = reuses[slot.seq]
         return slot, source, prefix
 
-    def _copy_cache(self, source: _Slot, target: _Slot) -> bool:
+    def _copy_cache(self, source: _Slot | _SavedPrefix, target: _Slot) -> bool:
         """Replace ``target``'s KV cache with a copy of ``source``'s (through llama.cpp's sequence state)."""
-        import ctypes
-
         import llama_cpp
 
-        size = llama_cpp.llama_state_seq_get_size(self._ctx, source.seq)
-        buffer = (ctypes.c_uint8 * size)()
-        written = llama_cpp.llama_state_seq_get_data(self._ctx, buffer, size, source.seq)
+        started = time.perf_counter()
+        if isinstance(source, _SavedPrefix):
+            buffer, written = source.state, source.size
+            if source in self._saved:  # (saving the target's own sequence may just have evicted it)
+                self._saved.remove(source)
+                self._saved.append(source)  # the most recently used is evicted last
+        else:
+            buffer, written = self._read_state(source.seq)
         llama_cpp.llama_memory_seq_rm(self._mem, target.seq, -1, -1)
         if written and llama_cpp.llama_state_seq_set_data(self._ctx, buffer, written, target.seq):
             self.copied_tokens += len(source.cached)
+            self.costs.copied(len(source.cached), time.perf_counter() - started)
             return True
         llama_cpp.llama_memory_seq_rm(self._mem, target.seq, -1, -1)
         target.cached = []
         return False
+
+    def _read_state(self, seq: int) -> tuple[Any, int]:
+        import ctypes
+
+        import llama_cpp
+
+        size = llama_cpp.llama_state_seq_get_size(self._ctx, seq)
+        buffer = (ctypes.c_uint8 * size)()
+        return buffer, llama_cpp.llama_state_seq_get_data(self._ctx, buffer, size, seq)
+
+    def _save(self, slot: _Slot, *, keep: int) -> None:
+        """Keep ``slot``'s sequence in host memory before all but its first ``keep`` tokens are dropped.
+
+        Only the lowest slots stay busy (see ``_place``), so without this a prompt seen a few requests
+        ago would be gone from every slot. The oldest saved sequences go first when the memory is full.
+        """
+        lost = len(slot.cached) - keep
+        if lost < MIN_GAIN or not self.costs.worth_copying(lost, len(slot.cached)):
+            return
+        if any(saved.cached == slot.cached for saved in self._saved):
+            return
+        started = time.perf_counter()
+        buffer, written = self._read_state(slot.seq)
+        if not written or written > self.prompt_cache_bytes:
+            return
+        self.costs.copied(len(slot.cached), time.perf_counter() - started)
+        self._saved.append(_SavedPrefix(list(slot.cached), buffer, written))
+        total = sum(saved.size for saved in self._saved)
+        while total > self.prompt_cache_bytes:
+            total -= self._saved.pop(0).size
 
     def _make_sampler(self, request: _Request):
         import llama_cpp
@@ -461,18 +513,46 @@ class BatchedLlamaCpp(EngineBase):
             llama_cpp.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
 
 
-MIN_GAIN = 16  # prompt tokens: fewer saved do not justify a copy or a scattered slot
+MIN_GAIN = 16  # prompt tokens: fewer saved do not justify a scattered slot
 
 
-def _worth_copying(gained: int, copied: int) -> bool:
-    """Copy another slot's cache when it saves at least ``MIN_GAIN`` tokens and a quarter of what is copied.
+class CopyCosts:
+    """When copying another slot's KV beats decoding the prefix again, from what both cost on this machine.
 
-    A copy moves the whole sequence (its KV bytes through host memory); decoding a token costs far
-    more than copying one on a CPU (~3 ms against ~20 us for the embedded model) and still a few
-    times more on a GPU, so a copy that is a quarter useful still wins; below 16 tokens the gain
-    is too small to matter.
+    A copy moves the lender's whole sequence through host memory; decoding re-computes only the tokens
+    saved. Their costs differ by orders of magnitude between machines: on this 2-core CPU a copied token
+    costs ~20 us and a prompt token in a large batch ~2.6 ms, on a GPU prompt tokens are cheap and
+    copies of a big model's KV are not. So both are measured as the engine runs (moving averages of
+    copies, and of decode steps large enough to be mostly prompt), and a copy is made when it saves at
+    least twice what it costs. Until a prompt-sized step has been measured a fixed rule stands in: at
+    least ``MIN_GAIN`` tokens saved and a quarter of what is copied.
     """
-    return gained >= MIN_GAIN and 4 * gained >= copied
+
+    PROMPT_STEP = 32  # tokens: a decode step this large costs about its prompt tokens' worth
+    MARGIN = 2.0
+
+    def __init__(self) -> None:
+        self.token_seconds: float | None = None  # decoding one more prompt token in a batch
+        self.copy_seconds: float | None = None  # copying one token of KV between slots
+
+    def decoded(self, tokens: int, seconds: float) -> None:
+        if tokens >= self.PROMPT_STEP:
+            self.token_seconds = _average(self.token_seconds, seconds / tokens)
+
+    def copied(self, tokens: int, seconds: float) -> None:
+        if tokens:
+            self.copy_seconds = _average(self.copy_seconds, seconds / tokens)
+
+    def worth_copying(self, gained: int, copied: int) -> bool:
+        if self.token_seconds is None:
+            return gained >= MIN_GAIN and 4 * gained >= copied
+        # before the first copy is timed, guess it at 1/32 of a token's decode (a copy then measures it)
+        copy_seconds = self.copy_seconds if self.copy_seconds is not None else self.token_seconds / 32
+        return gained > 0 and gained * self.token_seconds >= self.MARGIN * copied * copy_seconds
+
+
+def _average(old: float | None, new: float, weight: float = 0.2) -> float:
+    return new if old is None else (1 - weight) * old + weight * new
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
