@@ -389,7 +389,18 @@ def test_api_key_is_enforced_and_ctrl_c_stops_cleanly(internlocal_bin, cli_env):
 
     port = free_port()
     proc = subprocess.Popen(
-        [internlocal_bin, "serve", "--port", str(port), "--api-key", "s3cret", "--slots", "2"],
+        [
+            internlocal_bin,
+            "serve",
+            "--port",
+            str(port),
+            "--api-key",
+            "s3cret",
+            "--slots",
+            "2",
+            "--prompt-cache-mb",
+            "64",
+        ],
         env=cli_env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

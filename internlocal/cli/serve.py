@@ -23,6 +23,12 @@ def serve(
         int | None,
         typer.Option("--max-tokens", min=1, help="Most tokens one request may generate (default: the context length)."),
     ] = None,
+    prompt_cache_mb: Annotated[
+        int,
+        typer.Option(
+            "--prompt-cache-mb", min=0, help="Host memory for prompts' KV that left the slots, reused later (0: off)."
+        ),
+    ] = 256,
 ) -> None:
     """Serve a model over the OpenAI API (chat, completions, embeddings, tools, JSON output)."""
     from internlocal.server.serve import ServeOptions
@@ -47,6 +53,7 @@ def serve(
             context_length=ctx,
             max_queue=max_queue,
             max_tokens=max_tokens,
+            prompt_cache_mb=prompt_cache_mb,
         ),
         services(),
         on_ready=ready,

@@ -39,6 +39,7 @@ class ServeOptions:
     context_length: int | None = None
     max_queue: int = 16
     max_tokens: int | None = None  # the most one request may generate (None: the context length)
+    prompt_cache_mb: int = 256  # host memory for sequences the slots gave up (llama-server's --cache-ram)
 
 
 def build(options: ServeOptions, services):
@@ -68,7 +69,9 @@ def build(options: ServeOptions, services):
         n_gpu_layers=services.settings.gpu_layers,
         chat_template=model.chat_template,
     )
-    engine = BatchedLlamaCpp(base, slots=options.slots, kv_cache=services.settings.kv_cache)
+    engine = BatchedLlamaCpp(
+        base, slots=options.slots, kv_cache=services.settings.kv_cache, prompt_cache_mb=options.prompt_cache_mb
+    )
     embedding = catalog.find_model(EMBEDDING_MODEL.name)
     config = ServerConfig(
         model_name=model.name,
