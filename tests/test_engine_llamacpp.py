@@ -312,4 +312,4 @@ def test_a_prompt_whose_slot_moved_on_is_restored_from_host_memory(gguf_path):
     assert "Paris" in first.text and "Paris" in again.text
     assert batched.reused_tokens - reused == len(prompt) - 1  # all but the last prompt token came back
     assert batched.copied_tokens > copied
-    assert 0 < sum(saved.size for saved in batched._saved) <= batched.prompt_cache_bytes
+    assert 0 < batched.prompt_cache_used <= batched.prompt_cache_bytes

@@ -197,6 +197,11 @@ class BatchedLlamaCpp(EngineBase):
         return self._submit(tokens, params, response_format)
 
     @property
+    def prompt_cache_used(self) -> int:
+        """Bytes of host memory the saved sequences take (at most ``prompt_cache_bytes``)."""
+        return sum(saved.size for saved in self._saved)
+
+    @property
     def queue_depth(self) -> int:
         return self._waiting.qsize()
 
