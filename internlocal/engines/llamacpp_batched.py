@@ -286,9 +286,9 @@ class BatchedLlamaCpp(EngineBase):
         stats.steps += 1
         stats.batch_tokens += self._batch.n_tokens
         stats.decode_seconds += decoded - decode_started
-        self.costs.decoded(self._batch.n_tokens, decoded - decode_started)
         stats.sample_seconds += ended - decoded
         stats.step_seconds += ended - started
+        self.costs.decoded(self._batch.n_tokens, decoded - decode_started)
 
     def _admit(self) -> None:
         """Give waiting requests free slots, reusing the longest prefix of the prompt that any slot holds
@@ -333,14 +333,13 @@ class BatchedLlamaCpp(EngineBase):
         """The free slot for a prompt, the cache it starts from, and how many tokens it reuses.
 
         Any slot, busy or free, and any sequence saved in host memory (``_save``) can lend its cached
-        prefix: copying a sequence's KV into another slot costs about a millisecond per hundred tokens
-        here, decoding them again about a quarter of a second. Copying
-        is worth it when it costs less than decoding what it saves (``CopyCosts``); otherwise a free
-        slot reuses only what it holds itself. The lowest-numbered free slot that reuses within
-        ``MIN_GAIN`` tokens of the best wins: llama.cpp decodes the sequences of separate KV streams
-        together only when their ids are consecutive (``split_equal``), so scattered busy slots would
-        split every step into several smaller batches (measured: 8 scattered slots cost as much as 16
-        consecutive ones).
+        prefix: copying a sequence's KV into another slot costs about 2 ms per hundred tokens here,
+        decoding them again about a quarter of a second. Copying is worth it when it costs less than
+        decoding what it saves (``CopyCosts``); otherwise a free slot reuses only what it holds itself.
+        The lowest-numbered free slot that reuses within ``MIN_GAIN`` tokens of the best wins: llama.cpp
+        decodes the sequences of separate KV streams together only when their ids are consecutive
+        (``split_equal``), so scattered busy slots would split every step into several smaller batches
+        (measured: 8 scattered slots cost as much as 16 consecutive ones).
         """
         lenders: list[_Slot | _SavedPrefix] = [*self._slots, *self._saved]
         lender, lent = max(((s, _common_prefix(s.cached, prompt)) for s in lenders), key=lambda sp: sp[1])
@@ -404,9 +403,8 @@ class BatchedLlamaCpp(EngineBase):
             return
         self.costs.copied(len(slot.cached), time.perf_counter() - started)
         self._saved.append(_SavedPrefix(list(slot.cached), buffer, written))
-        total = sum(saved.size for saved in self._saved)
-        while total > self.prompt_cache_bytes:
-            total -= self._saved.pop(0).size
+        while self.prompt_cache_used > self.prompt_cache_bytes:
+            self._saved.pop(0)
 
     def _make_sampler(self, request: _Request):
         import llama_cpp
