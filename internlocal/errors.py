@@ -58,7 +58,11 @@ class ContextOverflow(UserError):
 
 
 class Unsupported(UserError):
-    """An engine was asked for a capability it does not declare."""
+    """An engine was asked for a capability it does not declare; ``field`` names the request field, when one."""
+
+    def __init__(self, message: str, *, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 class TrainingError(UserError):

@@ -54,6 +54,34 @@ def test_scores_agree_with_llama_cpp(hf_engine, engine):
     )
 
 
+def test_sampling_fields_and_logprobs(hf_engine):
+    """The same OpenAI fields the llama.cpp engines honour: logprobs are the model's own log-likelihood of the
+    tokens; a -100 bias on the greedy token changes the answer; min_p 1 at a high temperature is greedy;
+    penalties change a repetitive answer."""
+    plain = hf_engine.complete("The capital of France is", GenerationParams.greedy(max_tokens=6, logprobs=2)).collect()
+    entries = plain.logprobs
+    assert "".join(e.token for e in entries) == plain.text and len(entries) == plain.completion_tokens
+    assert all(e.top[e.token] == pytest.approx(e.logprob) and max(e.top.values()) == e.logprob for e in entries)
+    [own] = hf_engine.loglikelihood([("The capital of France is", plain.text)])
+    assert sum(e.logprob for e in entries) == pytest.approx(own.logprob, abs=1e-3)
+
+    first = hf_engine.tokenize(entries[0].token)[0]
+    banned = hf_engine.complete(
+        "The capital of France is", GenerationParams.greedy(max_tokens=6, logit_bias={first: -100})
+    ).collect()
+    assert not banned.text.startswith(entries[0].token)
+    for seed in (1, 2):
+        hot = GenerationParams(temperature=1.5, min_p=1.0, repeat_penalty=1.0, max_tokens=6, seed=seed)
+        assert hf_engine.complete("The capital of France is", hot).collect().text == plain.text
+    ask = [{"role": "user", "content": "Write the word cat five times."}]
+    base = GenerationParams.greedy(max_tokens=24, stop_on_repetition=False)
+    again = hf_engine.chat(ask, base).collect().text
+    assert hf_engine.chat(ask, base.model_copy(update={"frequency_penalty": 2.0})).collect().text != again
+    assert hf_engine.chat(ask, base.model_copy(update={"presence_penalty": 2.0})).collect().text != again
+    with pytest.raises(Unsupported, match="logit_bias"):
+        hf_engine.chat(ask, base.model_copy(update={"logit_bias": {10**7: 1.0}}))
+
+
 def test_constrained_output_is_unsupported_here(hf_engine):
     with pytest.raises(Unsupported, match="transformers engine cannot do constrained"):
         hf_engine.chat(ASK, response_format={"type": "json_object"})

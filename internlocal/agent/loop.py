@@ -41,6 +41,7 @@ class AgentStep:
     arguments: dict[str, Any] | None = None  # tool_call
     content: str = ""  # the tool's result, the answer, or why the agent stopped
     call_id: str | None = None
+    finish_reason: str | None = None  # answer: "repetition" when the answer was ended for looping
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -124,7 +125,7 @@ class Agent:
             if not calls:
                 answer = _answer_text(result)
                 if answer:
-                    yield AgentStep("answer", content=answer)
+                    yield AgentStep("answer", content=answer, finish_reason=_looped(result))
                 else:
                     yield from self._final(question, history or [], done, "the model gave an empty reply")
                 return
@@ -201,7 +202,7 @@ class Agent:
         if result.finish_reason == "cancelled":
             yield AgentStep("stopped", content="Cancelled.")
         elif answer:
-            yield AgentStep("answer", content=answer)
+            yield AgentStep("answer", content=answer, finish_reason=_looped(result))
         else:
             yield AgentStep("stopped", content=f"No answer: {reason}, and the model then gave no answer.")
 
@@ -214,10 +215,19 @@ class Agent:
         return found.call(call.arguments or {})
 
 
+def _looped(result: GenerationResult) -> str | None:
+    return "repetition" if result.finish_reason == "repetition" else None
+
+
 def _answer_text(result: GenerationResult) -> str:
-    """The answer; a fallback ``{"answer": "…`` cut off at max_tokens comes back raw, so unwrap it."""
+    """The answer; a fallback ``{"answer": "…`` cut off (at max_tokens, or because it looped) comes back raw,
+    so unwrap it."""
     text = result.text.strip()
-    cut = re.match(r'^\{\s*"answer"\s*:\s*"(.*)$', text, re.S) if result.finish_reason == "length" else None
+    cut = (
+        re.match(r'^\{\s*"answer"\s*:\s*"(.*)$', text, re.S)
+        if result.finish_reason in ("length", "repetition")
+        else None
+    )
     if cut:
         try:
             text = json.loads('"' + cut.group(1).rstrip("\\") + '"')

@@ -264,7 +264,7 @@ class ChatService:
                     steps[-1] += f" = {shown[:160]}"
                     yield f"  = {shown[:300]}\n\n"
                 elif step.kind == "answer":
-                    answer = step.content
+                    answer, finish = step.content, step.finish_reason or "stop"
                     yield answer
                 else:  # stopped: cancelled, or no answer after the step limit
                     answer, finish = step.content, "cancelled" if cancel.is_set() else "stop"

@@ -100,4 +100,8 @@ def _show(step) -> str:
         return "  " + body.replace("\n", "\n  ")
     if step.kind == "stopped":
         return f"stopped: {step.content}"
+    if step.finish_reason == "repetition":
+        from internlocal.engines.base import REPETITION_NOTE
+
+        return f"{step.content}\n({REPETITION_NOTE})"
     return step.content

@@ -27,6 +27,13 @@ def chat(
     max_tokens: Annotated[int | None, typer.Option("--max-tokens")] = None,
     seed: Annotated[int | None, typer.Option(help="Fixed seed for reproducible sampling.")] = None,
     stop: Annotated[list[str] | None, typer.Option("--stop", help="Stop string (repeatable).")] = None,
+    repetition_stop: Annotated[
+        bool | None,
+        typer.Option(
+            "--repetition-stop/--no-repetition-stop",
+            help="End an answer that repeats itself (on unless the chat's settings say otherwise).",
+        ),
+    ] = None,
     session: Annotated[
         int | None, typer.Option("--session", "-s", help="Continue (and save to) this stored chat.")
     ] = None,
@@ -51,6 +58,7 @@ def chat(
             max_tokens=max_tokens,
             seed=seed,
             stop=stop,
+            stop_on_repetition=repetition_stop,
         ).items()
         if v is not None
     }
@@ -88,3 +96,7 @@ def chat(
         )
     else:
         sys.stdout.write("\n")
+        if result.finish_reason == "repetition":
+            from internlocal.engines.base import REPETITION_NOTE
+
+            sys.stderr.write(f"({REPETITION_NOTE})\n")

@@ -190,9 +190,13 @@ def ask(
     finally:
         index.close()
     if as_json:
-        print_json({"answer": result.text, **result.record()})
+        print_json({"answer": result.text, "finish_reason": result.finish_reason, **result.record()})
         return
     typer.echo("")
+    if result.finish_reason == "repetition":
+        from internlocal.engines.base import REPETITION_NOTE
+
+        typer.echo(f"({REPETITION_NOTE})")
     if result.refused:
         typer.echo(f"(best passage similarity {result.evidence:.3f} < threshold {kb.threshold:.3f})")
     for source in result.sources:

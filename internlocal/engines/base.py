@@ -9,14 +9,15 @@ pass requests through unchanged.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from internlocal.errors import Unsupported
 
@@ -26,9 +27,8 @@ Message = dict[str, Any]
 class Capability(StrEnum):
     """What an engine can do beyond the protocol's shape; each value names the method(s) it unlocks.
 
-    Coming next, each as a value here with its method or parameter on ``Engine`` when an engine
-    really implements it (not before): ``vision`` (image content parts in chat messages) and
-    ``logprobs`` (log-probabilities of generated tokens, with the top alternatives).
+    Coming next, as a value here with its method or parameter on ``Engine`` when an engine really
+    implements it (not before): ``vision`` (image content parts in chat messages).
     """
 
     CHAT = "chat"  # streamed, cancellable chat through the model's own template
@@ -38,6 +38,103 @@ class Capability(StrEnum):
     CONSTRAINED = "constrained"  # response_format json_object / json_schema, GBNF grammars
     TOOLS = "tools"  # tool calls
     PROMPT_LOGPROBS = "prompt_logprobs"  # prompt_logprobs(): each prompt token's log-probability (echo + logprobs)
+    LOGPROBS = "logprobs"  # GenerationParams.logprobs: each generated token's log-probability and alternatives
+
+
+# GenerationParams fields beyond temperature/top_p/top_k/repeat_penalty/max_tokens/seed/stop that an
+# engine honours only if it lists them in ``sampling_fields``; a request that sets one it does not list
+# is refused by name (``EngineBase.check``), never silently sampled without it.
+OPTIONAL_SAMPLING = ("frequency_penalty", "presence_penalty", "min_p", "logit_bias")
+
+
+@dataclass(frozen=True)
+class RepetitionGuard:
+    """When a generation is repeating itself: a loop the model will not leave on its own (small models
+    do this: "The answer is 12345678." until the token limit).
+
+    Two rules, on the text as it streams:
+    - the text ends with one unit said ``repeats`` times in a row, and at least ``repeats`` × ``min_span``
+      characters of it (a greedy loop is exactly periodic: "The answer is 12345678. " three times, or
+      "Cat,\n" ten times);
+    - one sentence or line of at least ``min_span`` characters has occurred ``sentence_repeats`` times, and
+      since it was first said at least half of the sentences are ones said before (a sampled loop varies
+      what lies between its copies; an answer that lists passages under one repeated heading says
+      something new under each, and is left alone).
+    A unit without a letter or digit is left alone: a Markdown table rule or a line of dashes is
+    periodic on purpose.
+    """
+
+    min_span: int = 16
+    repeats: int = 3
+    sentence_repeats: int = 4
+    max_period: int = 400  # characters: longer loops are caught by the sentence rule
+
+    def watch(self) -> RepetitionWatch:
+        return RepetitionWatch(self)
+
+
+class RepetitionWatch:
+    """One generation's watch: ``feed`` each piece; True once the text loops."""
+
+    _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])|\n+")  # Chinese puts no space after a sentence
+
+    def __init__(self, guard: RepetitionGuard):
+        self.guard = guard
+        self.text = ""
+        self._counts: dict[str, int] = {}  # long sentences → times said
+        self._said: list[str] = []  # every finished sentence, in order
+        self._done = 0  # characters already split into finished sentences
+
+    def feed(self, piece: str) -> bool:
+        self.text += piece
+        looped = self._periodic() or self._sentence_repeated()
+        keep = self.guard.repeats * self.guard.max_period + 8  # what the periodic rule can look back on
+        if len(self.text) > 2 * keep:
+            cut = len(self.text) - keep
+            self.text, self._done = self.text[cut:], max(0, self._done - cut)
+        return looped
+
+    def _periodic(self) -> bool:
+        g, text = self.guard, self.text
+        n = len(text)
+        if n < g.repeats * g.min_span:
+            return False
+        # a loop of period p repeats the text's last characters p earlier: only those p are tried (found with
+        # rfind, in C), so ordinary text costs a few microseconds a piece, not one comparison per period
+        key = text[-4:]
+        start = max(0, n - len(key) - g.max_period)
+        at = text.rfind(key, start, n - 1)
+        while at >= 0:
+            period = n - len(key) - at
+            need = g.repeats * max(period, g.min_span)  # the loop's length before it counts
+            if need > n:
+                return False
+            tail = text[-need:]
+            if tail[period:] == tail[:-period] and any(c.isalnum() for c in tail[-period:]):  # ``period``-periodic
+                return True
+            at = text.rfind(key, start, at + len(key) - 1)
+        return False
+
+    def _sentence_repeated(self) -> bool:
+        g = self.guard
+        parts = self._SENTENCE_END.split(self.text[self._done :])
+        if len(parts) < 2:
+            return False
+        finished = parts[:-1]  # the last part may still grow
+        self._done = len(self.text) - len(parts[-1])
+        for sentence in finished:
+            key = " ".join(sentence.split()).lower()
+            if not key:
+                continue
+            self._said.append(key)
+            if len(key) < g.min_span or not any(c.isalnum() for c in key):
+                continue
+            self._counts[key] = self._counts.get(key, 0) + 1
+            if self._counts[key] >= g.sentence_repeats:
+                since = self._said[self._said.index(key) :]
+                if 2 * (len(since) - len(set(since))) >= len(since):
+                    return True
+        return False
 
 
 class GenerationParams(BaseModel):
@@ -52,6 +149,21 @@ class GenerationParams(BaseModel):
     max_tokens: int = Field(512, ge=1, le=1 << 20)
     seed: int | None = Field(None, description="fixed seed for reproducible sampling")
     stop: list[str] = Field(default_factory=list)
+    # OpenAI's penalties: subtract frequency_penalty × count and presence_penalty × (count > 0) from a token's logit
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    min_p: float = Field(0.0, ge=0.0, le=1.0, description="drop tokens below min_p × the likeliest's probability")
+    logit_bias: dict[int, float] = Field(default_factory=dict, description="token id → added to its logit")
+    logprobs: int | None = Field(None, ge=0, le=20, description="report each token's log-probability and the top n")
+    stop_on_repetition: bool = Field(True, description="end a generation that repeats itself (off for evaluation)")
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias_range(cls, bias: dict[int, float]) -> dict[int, float]:
+        for token, value in bias.items():
+            if not -100 <= value <= 100:
+                raise ValueError(f"the bias for token {token} must be between -100 and 100")
+        return bias
 
     @classmethod
     def from_user(cls, **values: Any) -> GenerationParams:
@@ -71,17 +183,25 @@ class GenerationParams(BaseModel):
     def greedy(cls, **overrides: Any) -> GenerationParams:
         return cls(temperature=0.0, top_k=1, repeat_penalty=1.0, **overrides)
 
+    def watch(self) -> RepetitionWatch | None:
+        return RepetitionGuard().watch() if self.stop_on_repetition else None
+
+
+# how every front end says why a generation ended early with finish_reason "repetition"
+REPETITION_NOTE = "stopped: the answer was repeating itself"
+
 
 @dataclass
 class GenerationResult:
     text: str = ""
-    finish_reason: str = "stop"  # stop | length | cancelled | tool_calls
+    finish_reason: str = "stop"  # stop | length | cancelled | tool_calls | repetition (RepetitionGuard ended it)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     ttft_s: float | None = None  # call to first piece of text
     decode_tokens_per_s: float | None = None  # completion tokens after the first, per second
     total_s: float = 0.0
     tool_calls: list[dict[str, Any]] | None = None
+    logprobs: list[TokenLogprob] | None = None  # per generated token, when GenerationParams.logprobs is set
 
 
 @dataclass
@@ -99,30 +219,107 @@ class TokenLogprob:
     logprob: float | None  # None for a first token nothing predicts
     top: dict[str, float]  # the most likely tokens at this position
     offset: int  # character offset of the token in the text
+    data: bytes | None = None  # the token's own bytes (a token may hold part of a UTF-8 character)
+
+
+def top_logprobs(row, n: int, piece_of: Callable[[int], bytes]) -> dict[str, float]:
+    """The ``n`` likeliest tokens of a log-probability row (numpy), as text → log-probability."""
+    import numpy as np
+
+    if n <= 0:
+        return {}
+    best = np.argpartition(-row, n)[:n]
+    return {piece_of(int(t)).decode("utf-8", errors="replace"): float(row[t]) for t in best[np.argsort(-row[best])]}
+
+
+class GeneratedLogprobs:
+    """Each generated token's log-probability and its ``top`` likeliest alternatives, from the logits that
+    chose it: the model's own distribution, before penalties, biases, grammar and temperature (as OpenAI's)."""
+
+    def __init__(self, top: int, piece_of: Callable[[int], bytes]):
+        self.top, self.piece_of = top, piece_of
+        self.tokens: list[TokenLogprob] = []
+        self._raw = b""
+
+    def add(self, logits, token: int) -> None:
+        """``logits``: the raw row (numpy or anything ``np.asarray`` takes) that chose ``token``."""
+        import numpy as np
+
+        row = np.asarray(logits, dtype=np.float64)
+        peak = row.max()
+        row = row - (peak + np.log(np.exp(row - peak).sum()))  # log-softmax
+        piece = self.piece_of(token)
+        offset = len(self._raw.decode("utf-8", errors="ignore"))
+        self._raw += piece
+        self.tokens.append(
+            TokenLogprob(
+                piece.decode("utf-8", errors="replace"),
+                float(row[token]),
+                top_logprobs(row, self.top, self.piece_of),
+                offset,
+                piece,
+            )
+        )
 
 
 class Generation:
     """A streamed generation: iterate for text pieces; ``result`` is set when iteration ends.
 
     ``cancel()`` may be called from any thread; the stream then ends at the next token with
-    ``finish_reason == "cancelled"`` and the text produced so far.
+    ``finish_reason == "cancelled"`` and the text produced so far. With a ``watch`` (from
+    ``GenerationParams.watch()``) a generation that loops is ended the same way and reported as
+    ``finish_reason == "repetition"``, its text what was streamed; every engine's generations go
+    through here, so every path (chat, agent, knowledge base, server) stops loops alike.
     """
 
-    def __init__(self, producer: Generator[str, None, GenerationResult], cancel_event: threading.Event):
+    def __init__(
+        self,
+        producer: Generator[str, None, GenerationResult],
+        cancel_event: threading.Event,
+        watch: RepetitionWatch | None = None,
+        logprobs: GeneratedLogprobs | None = None,
+    ):
         self._producer = producer
         self._cancel = cancel_event
+        self._watch = watch
+        self._looped = False
         self.result: GenerationResult | None = None
+        # with GenerationParams.logprobs: one entry per generated token, filled as the tokens come (a stream
+        # sends the new ones with each piece; ``result.logprobs`` holds them all at the end)
+        self.token_logprobs: list[TokenLogprob] | None = logprobs.tokens if logprobs is not None else None
 
     def __iter__(self) -> Generator[str, None, GenerationResult]:
-        self.result = yield from self._producer
-        return self.result
+        if self._watch is None:
+            self.result = yield from self._producer
+            return self.result
+        shown: list[str] = []
+        producer = self._producer
+        try:
+            while True:
+                piece = next(producer)
+                if self._looped:
+                    continue  # decoded before the cancel reached the engine: not shown
+                shown.append(piece)
+                yield piece
+                if self._watch.feed(piece):
+                    self._looped = True
+                    self._cancel.set()
+        except StopIteration as end:
+            result: GenerationResult = end.value
+        if self._looped:
+            result.finish_reason = "repetition"
+            result.text = "".join(shown)
+            if result.logprobs is not None:  # only the tokens of the text shown
+                result.logprobs = [t for t in result.logprobs if t.offset < len(result.text)]
+        self.result = result
+        return result
 
     def cancel(self) -> None:
         self._cancel.set()
 
     @property
     def cancelled(self) -> bool:
-        return self._cancel.is_set()
+        return self._cancel.is_set() and not self._looped
 
     def collect(self) -> GenerationResult:
         """Run to the end and return the result (text included)."""
@@ -250,6 +447,7 @@ class EngineBase:
 
     model_name: str = ""
     capabilities: frozenset[Capability] = frozenset()
+    sampling_fields: frozenset[str] = frozenset()  # which of OPTIONAL_SAMPLING this engine honours
     context_length: int = 0
     engine_name: str = "engine"
 
@@ -259,6 +457,18 @@ class EngineBase:
                 f"The {self.engine_name} engine cannot do {capability.value} with {self.model_name}; "
                 "choose another engine or model for this."
             )
+
+    def check(self, params: GenerationParams) -> GenerationParams:
+        """``params`` if this engine honours every field set in them; else ``Unsupported`` naming the field."""
+        for name in OPTIONAL_SAMPLING:
+            if name not in self.sampling_fields and getattr(params, name):
+                raise Unsupported(
+                    f"The {self.engine_name} engine does not support {name}; leave it out or choose another engine.",
+                    field=name,
+                )
+        if params.logprobs is not None:
+            self.require(Capability.LOGPROBS)
+        return params
 
     def chat(self, messages, params=None, *, response_format=None, tools=None, tool_choice=None) -> Generation:
         self.require(Capability.CHAT)

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from internlocal.engines.base import (
+    OPTIONAL_SAMPLING,
     Capability,
     EngineBase,
+    GeneratedLogprobs,
     Generation,
     GenerationParams,
     GenerationResult,
@@ -27,8 +29,9 @@ from internlocal.engines.base import (
     StreamTimer,
     TextAssembler,
     TokenLogprob,
+    top_logprobs,
 )
-from internlocal.errors import ContextOverflow, ModelFileError, NotEnoughMemory, UserError
+from internlocal.errors import ContextOverflow, ModelFileError, NotEnoughMemory, Unsupported, UserError
 from internlocal.hub.inspect import read_gguf
 
 # Bytes of memory per KV-cache element (f16) and a margin for compute buffers, for the fit check.
@@ -53,8 +56,10 @@ class LlamaCppEngine(EngineBase):
             Capability.CONSTRAINED,
             Capability.TOOLS,
             Capability.PROMPT_LOGPROBS,
+            Capability.LOGPROBS,
         }
     )
+    sampling_fields = frozenset(OPTIONAL_SAMPLING)
 
     def __init__(
         self,
@@ -79,10 +84,13 @@ class LlamaCppEngine(EngineBase):
 
         import llama_cpp
 
-        extra: dict[str, Any] = {}
+        # Flash attention always: without it llama.cpp computes a position's logits differently when it is
+        # decoded alone than in a batch (0.1 nats apart on the embedded model), so a generated token's logprob
+        # would disagree with the same text scored, and this engine with the batched one (which uses it).
+        extra: dict[str, Any] = {"flash_attn": True}
         kv_type = kv_cache_type(kv_cache)
         if kv_type is not None:
-            extra = {"type_k": kv_type, "type_v": kv_type, "flash_attn": True}
+            extra |= {"type_k": kv_type, "type_v": kv_type}
         if lora_path is not None:
             extra["lora_path"] = str(lora_path)
         try:
@@ -133,6 +141,18 @@ class LlamaCppEngine(EngineBase):
     def detokenize(self, tokens: Sequence[int]) -> str:
         return self._llm.detokenize(list(tokens)).decode("utf-8", errors="replace")
 
+    @property
+    def vocab_size(self) -> int:
+        return self._llm.n_vocab()
+
+    def _last_logits(self):
+        """The logits of the context's last decoded position (what the sampler just chose from), as numpy."""
+        import llama_cpp
+        import numpy as np
+
+        row = llama_cpp.llama_get_logits_ith(self._llm._ctx.ctx, -1)
+        return np.ctypeslib.as_array(row, shape=(self.vocab_size,))
+
     # -- generation --------------------------------------------------------------------------------
 
     def chat(self, messages, params=None, *, response_format=None, tools=None, tool_choice=None) -> Generation:
@@ -178,13 +198,23 @@ class LlamaCppEngine(EngineBase):
                 dropped += len(self.tokenize(str(messages[first].get("content") or ""))) + 4
                 del messages[first]
 
+    def check(self, params: GenerationParams) -> GenerationParams:
+        check_bias(params, self.vocab_size)
+        return super().check(params)
+
     def _generation(self, prompt_tokens: list[int], params: GenerationParams, response_format) -> Generation:
+        self.check(params)
         grammar = _grammar(response_format) if response_format else None
         cancel = threading.Event()
-        return Generation(self._stream(prompt_tokens, params, grammar, cancel), cancel)
+        vocab = self._llm._model.vocab
+        logprobs = (
+            GeneratedLogprobs(params.logprobs, lambda t: token_bytes(vocab, t)) if params.logprobs is not None else None
+        )
+        stream = self._stream(prompt_tokens, params, grammar, cancel, logprobs)
+        return Generation(stream, cancel, params.watch(), logprobs)
 
     def _stream(
-        self, prompt_tokens, params: GenerationParams, grammar, cancel: threading.Event
+        self, prompt_tokens, params: GenerationParams, grammar, cancel: threading.Event, logprobs=None
     ) -> Generator[str, None, GenerationResult]:
         import llama_cpp
 
@@ -201,8 +231,11 @@ class LlamaCppEngine(EngineBase):
                 temp=params.temperature,
                 top_k=params.top_k,
                 top_p=params.top_p,
-                min_p=0.0,
+                min_p=params.min_p,
                 repeat_penalty=params.repeat_penalty,
+                frequency_penalty=params.frequency_penalty,
+                presence_penalty=params.presence_penalty,
+                logits_processor=_biased(params.logit_bias) if params.logit_bias else None,
                 grammar=grammar,
             )
             result.finish_reason = "length"
@@ -215,6 +248,8 @@ class LlamaCppEngine(EngineBase):
                         result.finish_reason = "stop"
                         break
                     timer.token()
+                    if logprobs is not None:  # the logits that chose it: the model's own, before penalties
+                        logprobs.add(self._last_logits(), token)
                     piece = text.feed(token_bytes(vocab, token))
                     if text.stopped:
                         result.finish_reason = "stop"
@@ -232,6 +267,8 @@ class LlamaCppEngine(EngineBase):
             if rest:
                 yield rest
         result.text = text.text
+        if logprobs is not None:
+            result.logprobs = logprobs.tokens
         return timer.fill(result)
 
     # -- scoring -----------------------------------------------------------------------------------
@@ -321,15 +358,7 @@ class LlamaCppEngine(EngineBase):
 
     @staticmethod
     def _top(row, n: int, vocab) -> dict[str, float]:
-        import numpy as np
-
-        if n <= 0:
-            return {}
-        best = np.argpartition(-row, n)[:n]
-        return {
-            token_bytes(vocab, int(t)).decode("utf-8", errors="replace"): float(row[t])
-            for t in best[np.argsort(-row[best])]
-        }
+        return top_logprobs(row, n, lambda token: token_bytes(vocab, token))
 
     def _score(self, context: list[int], continuation: list[int]) -> LogLikelihood:
         import numpy as np
@@ -405,6 +434,31 @@ class LlamaCppEngine(EngineBase):
             with self._lock:
                 llm.close()
             self._llm = None
+
+
+def check_bias(params: GenerationParams, n_vocab: int) -> None:
+    bad = [t for t in params.logit_bias if not 0 <= t < n_vocab]
+    if bad:
+        raise Unsupported(
+            f"logit_bias names token {bad[0]}, which is not in this model's vocabulary of {n_vocab} tokens.",
+            field="logit_bias",
+        )
+
+
+def _biased(bias: dict[int, float]):
+    """A llama-cpp-python logits processor adding OpenAI's ``logit_bias`` (−100 bans a token, 100 forces it)."""
+    import numpy as np
+
+    ids = np.array(list(bias), dtype=np.int64)
+    values = np.array(list(bias.values()), dtype=np.float32)
+
+    def process(_input_ids, scores):
+        scores[ids] += values
+        return scores
+
+    from llama_cpp import LogitsProcessorList
+
+    return LogitsProcessorList([process])
 
 
 def token_bytes(vocab, token: int) -> bytes:

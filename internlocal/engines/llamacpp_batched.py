@@ -20,15 +20,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from internlocal.engines.base import (
+    OPTIONAL_SAMPLING,
     Capability,
     EngineBase,
+    GeneratedLogprobs,
     Generation,
     GenerationParams,
     GenerationResult,
     StreamTimer,
     TextAssembler,
 )
-from internlocal.engines.llamacpp import LlamaCppEngine, grammar_for, kv_cache_type, token_bytes
+from internlocal.engines.llamacpp import (
+    LlamaCppEngine,
+    check_bias,
+    grammar_for,
+    kv_cache_type,
+    token_bytes,
+)
 from internlocal.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -39,6 +47,7 @@ class _Request:
     prompt: list[int]
     params: GenerationParams
     grammar: str | None
+    logprobs: GeneratedLogprobs | None = None
     out: queue.Queue = field(default_factory=queue.Queue)  # ("piece", str) … then ("done", GenerationResult)
     cancel: threading.Event = field(default_factory=threading.Event)
     enqueued: float = field(default_factory=time.perf_counter)
@@ -65,6 +74,7 @@ class _Slot:
     last_token: int | None = None
     text: TextAssembler | None = None
     timer: StreamTimer | None = None
+    logprobs: GeneratedLogprobs | None = None
     batch_index: int = -1  # where this slot's logits are in the current batch
     cached: list[int] = field(default_factory=list)  # tokens whose KV this slot holds (kept after a request)
 
@@ -89,8 +99,10 @@ class BatchedLlamaCpp(EngineBase):
             Capability.CONSTRAINED,
             Capability.TOOLS,
             Capability.PROMPT_LOGPROBS,
+            Capability.LOGPROBS,
         }
     )
+    sampling_fields = frozenset(OPTIONAL_SAMPLING)
 
     def __init__(
         self,
@@ -163,6 +175,10 @@ class BatchedLlamaCpp(EngineBase):
     def detokenize(self, tokens):
         return self.engine.detokenize(tokens)
 
+    @property
+    def vocab_size(self) -> int:
+        return self._n_vocab
+
     def loglikelihood(self, requests):
         return self.engine.loglikelihood(requests)
 
@@ -205,12 +221,18 @@ class BatchedLlamaCpp(EngineBase):
     def queue_depth(self) -> int:
         return self._waiting.qsize()
 
+    def check(self, params: GenerationParams) -> GenerationParams:
+        check_bias(params, self._n_vocab)
+        return super().check(params)
+
     def _submit(self, prompt: list[int], params: GenerationParams, response_format) -> Generation:
+        self.check(params)
         grammar = grammar_for(response_format) if response_format else None
-        request = _Request(prompt=prompt, params=params, grammar=grammar)
+        logprobs = GeneratedLogprobs(params.logprobs, self._piece) if params.logprobs is not None else None
+        request = _Request(prompt=prompt, params=params, grammar=grammar, logprobs=logprobs)
         self._waiting.put(request)
         self._wake.set()
-        return Generation(self._receive(request), request.cancel)
+        return Generation(self._receive(request), request.cancel, params.watch(), logprobs)
 
     @staticmethod
     def _receive(request: _Request) -> Generator[str, None, GenerationResult]:
@@ -321,6 +343,7 @@ class BatchedLlamaCpp(EngineBase):
             slot.last_token = None
             slot.text = TextAssembler(request.params.stop)
             slot.timer = StreamTimer(started=request.enqueued)
+            slot.logprobs = request.logprobs
             try:
                 slot.sampler = self._make_sampler(request)
             except Exception as exc:  # this request's settings: it fails alone (a UserError is the client's 400)
@@ -416,9 +439,20 @@ class BatchedLlamaCpp(EngineBase):
             if not grammar:
                 raise UserError("The output grammar could not be compiled; simplify the JSON schema.")
             llama_cpp.llama_sampler_chain_add(chain, grammar)
-        if p.repeat_penalty != 1.0:  # this binding's signature: (n_vocab, last_n, repeat, frequency, presence)
+        if p.logit_bias:
+            biases = (llama_cpp.llama_logit_bias * len(p.logit_bias))(
+                *(llama_cpp.llama_logit_bias(token, bias) for token, bias in p.logit_bias.items())
+            )
             llama_cpp.llama_sampler_chain_add(
-                chain, llama_cpp.llama_sampler_init_penalties(self._n_vocab, 64, p.repeat_penalty, 0.0, 0.0)
+                chain, llama_cpp.llama_sampler_init_logit_bias(self._n_vocab, len(p.logit_bias), biases)
+            )
+        if p.repeat_penalty != 1.0 or p.frequency_penalty or p.presence_penalty:
+            # this binding's signature: (n_vocab, last_n, repeat, frequency, presence)
+            llama_cpp.llama_sampler_chain_add(
+                chain,
+                llama_cpp.llama_sampler_init_penalties(
+                    self._n_vocab, 64, p.repeat_penalty, p.frequency_penalty, p.presence_penalty
+                ),
             )
         if p.temperature <= 0:
             llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
@@ -427,6 +461,8 @@ class BatchedLlamaCpp(EngineBase):
                 top_k = min(p.top_k, self._n_vocab)
                 llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_k(top_k))
             llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(p.top_p, 1))
+            if p.min_p > 0:
+                llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_min_p(p.min_p, 1))
             llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(p.temperature))
             # OpenAI's seed is any integer; llama.cpp's a uint32 (the same seed still gives the same text)
             seed = p.seed % 2**32 if p.seed is not None else random.getrandbits(31)
@@ -471,15 +507,24 @@ class BatchedLlamaCpp(EngineBase):
         batch.logits[index] = logits
         slot.position += 1
 
+    def _piece(self, token: int) -> bytes:
+        return token_bytes(self._vocab, token)
+
     def _sample(self, slot: _Slot) -> None:
         import llama_cpp
 
         request = slot.request
         assert request is not None and slot.text is not None and slot.timer is not None
         token = llama_cpp.llama_sampler_sample(slot.sampler, self._ctx, slot.batch_index)
-        slot.batch_index = -1
         if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+            slot.batch_index = -1
             return self._finish(slot, "stop")
+        if slot.logprobs is not None:  # the logits that chose it: the model's own, before penalties and biases
+            import numpy as np
+
+            row = llama_cpp.llama_get_logits_ith(self._ctx, slot.batch_index)
+            slot.logprobs.add(np.ctypeslib.as_array(row, shape=(self._n_vocab,)), token)
+        slot.batch_index = -1
         slot.timer.token()
         piece = slot.text.feed(token_bytes(self._vocab, token))
         if slot.text.stopped:
@@ -499,6 +544,8 @@ class BatchedLlamaCpp(EngineBase):
         if rest:
             request.out.put(("piece", rest))
         result = GenerationResult(text=slot.text.text, finish_reason=reason, prompt_tokens=len(request.prompt))
+        if slot.logprobs is not None:
+            result.logprobs = slot.logprobs.tokens
         request.out.put(("done", slot.timer.fill(result)))
         self._free(slot)
 
@@ -510,6 +557,7 @@ class BatchedLlamaCpp(EngineBase):
             llama_cpp.llama_sampler_free(slot.sampler)
         slot.sampler = None
         slot.request = None
+        slot.logprobs = None
         slot.pending = []
         if not keep_cache:
             slot.cached = []

@@ -15,6 +15,7 @@ from collections.abc import Generator, Sequence
 from typing import Any
 
 from internlocal.engines.base import (
+    OPTIONAL_SAMPLING,
     Capability,
     EngineBase,
     Generation,
@@ -31,6 +32,7 @@ class RemoteEngine(EngineBase):
     capabilities = frozenset(
         {Capability.CHAT, Capability.COMPLETION, Capability.CONSTRAINED, Capability.TOOLS, Capability.LOGLIKELIHOOD}
     )
+    sampling_fields = frozenset(OPTIONAL_SAMPLING)  # sent on; the endpoint answers for them
 
     def __init__(
         self,
@@ -67,11 +69,20 @@ class RemoteEngine(EngineBase):
             body["seed"] = params.seed
         if params.stop:
             body["stop"] = params.stop
+        # passed on as they are: the endpoint honours them or answers with its own error
+        if params.frequency_penalty:
+            body["frequency_penalty"] = params.frequency_penalty
+        if params.presence_penalty:
+            body["presence_penalty"] = params.presence_penalty
+        if params.min_p:
+            body["min_p"] = params.min_p
+        if params.logit_bias:
+            body["logit_bias"] = {str(k): v for k, v in params.logit_bias.items()}
         body.update({k: v for k, v in extra.items() if v is not None})
         return body
 
     def chat(self, messages, params=None, *, response_format=None, tools=None, tool_choice=None) -> Generation:
-        params = params or GenerationParams()
+        params = self.check(params or GenerationParams())
         body = self._body(
             params,
             messages=list(messages),
@@ -80,12 +91,13 @@ class RemoteEngine(EngineBase):
             tool_choice=tool_choice,
         )
         cancel = threading.Event()
-        return Generation(self._stream("/chat/completions", body, cancel, chat=True), cancel)
+        return Generation(self._stream("/chat/completions", body, cancel, chat=True), cancel, params.watch())
 
     def complete(self, prompt, params=None, *, response_format=None) -> Generation:
-        params = params or GenerationParams()
+        params = self.check(params or GenerationParams())
         cancel = threading.Event()
-        return Generation(self._stream("/completions", self._body(params, prompt=prompt), cancel, chat=False), cancel)
+        body = self._body(params, prompt=prompt)
+        return Generation(self._stream("/completions", body, cancel, chat=False), cancel, params.watch())
 
     def _stream(
         self, path: str, body: dict, cancel: threading.Event, *, chat: bool

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from internlocal.engines.base import (
+    OPTIONAL_SAMPLING,
     Capability,
     EngineBase,
+    GeneratedLogprobs,
     Generation,
     GenerationParams,
     GenerationResult,
@@ -25,12 +27,15 @@ from internlocal.engines.base import (
     StreamTimer,
     TextAssembler,
 )
-from internlocal.errors import ContextOverflow, ModelFileError, UserError
+from internlocal.errors import ContextOverflow, ModelFileError, Unsupported, UserError
 
 
 class TransformersEngine(EngineBase):
     engine_name = "transformers"
-    capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.TOKENIZE, Capability.LOGLIKELIHOOD})
+    capabilities = frozenset(
+        {Capability.CHAT, Capability.COMPLETION, Capability.TOKENIZE, Capability.LOGLIKELIHOOD, Capability.LOGPROBS}
+    )
+    sampling_fields = frozenset(OPTIONAL_SAMPLING)
 
     def __init__(
         self,
@@ -141,11 +146,20 @@ class TransformersEngine(EngineBase):
                 f"The prompt has {len(prompt)} tokens but {self.model_name}'s context holds "
                 f"{self.context_length}; shorten it."
             )
+        self.check(params)
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        if any(not 0 <= t < vocab for t in params.logit_bias):
+            raise Unsupported(f"logit_bias names a token outside this model's {vocab} tokens.", field="logit_bias")
         cancel = threading.Event()
-        return Generation(self._stream(prompt, params, cancel), cancel)
+        logprobs = (
+            GeneratedLogprobs(params.logprobs, lambda t: _token_bytes(self.tokenizer, t))
+            if params.logprobs is not None
+            else None
+        )
+        return Generation(self._stream(prompt, params, cancel, logprobs), cancel, params.watch(), logprobs)
 
     def _stream(
-        self, prompt: list[int], params: GenerationParams, cancel: threading.Event
+        self, prompt: list[int], params: GenerationParams, cancel: threading.Event, logprobs=None
     ) -> Generator[str, None, GenerationResult]:
         import torch
 
@@ -165,11 +179,14 @@ class TransformersEngine(EngineBase):
                 out = self.model(input_ids=ids, use_cache=True, **{self._cache_arg: past}, **self._last_logits_only)
                 past = getattr(out, "cache", None) or out.past_key_values
                 logits = out.logits[0, -1].float()
-                token = _sample(logits, params, seen, generator)
+                raw = logits.cpu().numpy().copy() if logprobs is not None else None  # _sample edits logits
+                token = _sample(logits, params, seen, generator, generated=seen[len(prompt) :])
                 if token in self._eos:
                     result.finish_reason = "stop"
                     break
                 timer.token()
+                if logprobs is not None:
+                    logprobs.add(raw, token)
                 seen.append(token)
                 piece = text.feed(_token_bytes(self.tokenizer, token))
                 if text.stopped:
@@ -184,6 +201,8 @@ class TransformersEngine(EngineBase):
             if rest:
                 yield rest
         result.text = text.text
+        if logprobs is not None:
+            result.logprobs = logprobs.tokens
         return timer.fill(result)
 
     # -- scoring -----------------------------------------------------------------------------------
@@ -316,9 +335,21 @@ def _byte_decoder(bytes_to_unicode) -> dict[str, int]:
     return _BYTE_DECODER
 
 
-def _sample(logits, params: GenerationParams, seen: list[int], generator) -> int:
+def _sample(logits, params: GenerationParams, seen: list[int], generator, generated: Sequence[int] = ()) -> int:
+    """The next token, the way llama.cpp's sampler chain picks it: logit bias, penalties, then greedy or
+    top-k, top-p, min-p and temperature."""
     import torch
 
+    if params.logit_bias:
+        ids = torch.tensor(list(params.logit_bias), device=logits.device)
+        logits[ids] += torch.tensor(list(params.logit_bias.values()), device=logits.device, dtype=logits.dtype)
+    if (params.frequency_penalty or params.presence_penalty) and generated:
+        from collections import Counter
+
+        counts = Counter(generated[-64:])  # the same window as llama.cpp's penalties
+        ids = torch.tensor(list(counts), device=logits.device)
+        n = torch.tensor(list(counts.values()), device=logits.device, dtype=logits.dtype)
+        logits[ids] -= n * params.frequency_penalty + params.presence_penalty
     if params.repeat_penalty != 1.0 and seen:
         recent = torch.tensor(sorted(set(seen[-64:])), device=logits.device)
         values = logits[recent]
@@ -336,6 +367,9 @@ def _sample(logits, params: GenerationParams, seen: list[int], generator) -> int
         drop = cumulative - sorted_probs > params.top_p
         sorted_probs[drop] = 0
         probs = torch.zeros_like(probs).scatter(0, indices, sorted_probs)
+        probs /= probs.sum()
+    if params.min_p > 0:
+        probs[probs < params.min_p * probs.max()] = 0
         probs /= probs.sum()
     return int(torch.multinomial(probs, 1, generator=generator))
 

@@ -191,7 +191,8 @@ def _loglikelihoods(engine, requests, cache: RequestCache, progress, check_cance
 
 def _generate(engine, task, docs, cache, progress, check_cancelled, seed) -> Outcome:
 
-    params = GenerationParams.greedy(max_tokens=task.max_tokens, stop=task.until)
+    # no repetition stop: scores must agree with lm-eval, which lets every generation run to its limit
+    params = GenerationParams.greedy(max_tokens=task.max_tokens, stop=task.until, stop_on_repetition=False)
     items, scores, skipped, cached = [], [], 0, 0
     progress(0, len(docs))
     prompts = [task.fewshot_prefix(i) + task.text(doc) for i, doc in enumerate(docs)]

@@ -86,6 +86,11 @@ class KbAnswer:
             pass
         return self
 
+    @property
+    def finish_reason(self) -> str:
+        result = self.generation.result
+        return result.finish_reason if result else "cancelled"
+
     def record(self) -> dict[str, Any]:
         """What a chat message stores: the passages given (with which were cited), evidence, refusal."""
         return {

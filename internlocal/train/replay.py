@@ -63,7 +63,9 @@ def base_answers(ctx: JobContext, base: Model, prompts: list[str], max_tokens: i
                 ctx.check_cancelled()
                 ctx.progress(number, len(missing), unit="prompts", message=f"replay: {base.name} answering")
                 messages = [{"role": "user", "content": prompt}]
-                result = engine.chat(messages, GenerationParams.greedy(max_tokens=max_tokens)).collect()
+                # the base model's answers as they are (one that runs to max_tokens is dropped below)
+                params = GenerationParams.greedy(max_tokens=max_tokens, stop_on_repetition=False)
+                result = engine.chat(messages, params).collect()
                 answer = result.text.strip() if result.finish_reason != "length" and result.text.strip() else None
                 known[keys[prompt]] = answer
                 cache.put({keys[prompt]: answer})

@@ -86,6 +86,10 @@ def message_stats(message) -> str:
         parts.append("stopped")
     elif message.finish_reason == "length":
         parts.append("cut at max tokens")
+    elif message.finish_reason == "repetition":
+        from internlocal.engines.base import REPETITION_NOTE
+
+        parts.append(REPETITION_NOTE)
     line = " · ".join(parts)
     extra = getattr(message, "sources", None) or {}
     for step in extra.get("agent_steps", []):
