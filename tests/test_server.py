@@ -514,8 +514,19 @@ def test_prompt_logprobs_let_a_remote_endpoint_score_like_the_local_engine(serve
     assert len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["text_offset"]) == raw["usage"]["total_tokens"]
     assert raw["choices"][0]["text"] == "Hello world" + lp["tokens"][-1]
     assert all(len(t) == 2 for t in lp["top_logprobs"] if t is not None)
-    bad = requests.post(f"{server.url}/v1/completions", json={"prompt": "Hi", "logprobs": 1, "max_tokens": 5})
-    assert bad.status_code == 400 and "echo" in bad.json()["error"]["message"]
+    # without echo: the generated tokens' own; with echo and a longer answer: the prompt's, then the answer's
+    generated = requests.post(
+        f"{server.url}/v1/completions", json={"prompt": "Hi", "logprobs": 1, "max_tokens": 5, "temperature": 0}
+    ).json()["choices"][0]
+    assert "".join(generated["logprobs"]["tokens"]) == generated["text"]
+    echoed = requests.post(
+        f"{server.url}/v1/completions",
+        json={"prompt": "Hello world", "echo": True, "logprobs": 1, "max_tokens": 5, "temperature": 0},
+    ).json()["choices"][0]
+    text, lp = echoed["text"], echoed["logprobs"]
+    assert text.startswith("Hello world") and "".join(lp["tokens"]) == text
+    assert all(text[offset:].startswith(token) for token, offset in zip(lp["tokens"], lp["text_offset"], strict=True))
+    assert lp["token_logprobs"][0] is None and all(v is not None for v in lp["token_logprobs"][1:])
     assert requests.post(f"{server.url}/v1/completions", json={"prompt": "Hi", "max_tokens": 0}).status_code == 400
 
 

@@ -29,6 +29,18 @@ def serve(
             "--prompt-cache-mb", min=0, help="Host memory for prompts' KV that left the slots, reused later (0: off)."
         ),
     ] = 256,
+    repetition_stop: Annotated[
+        bool,
+        typer.Option(
+            "--repetition-stop/--no-repetition-stop",
+            help="End generations that repeat themselves (finish_reason stop, stop_reason repetition); "
+            "turn off to let evaluation harnesses see every generation run to its limit.",
+        ),
+    ] = True,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option("--cors-origin", help="A browser origin allowed to call the API (repeatable; none: CORS off)."),
+    ] = None,
 ) -> None:
     """Serve a model over the OpenAI API (chat, completions, embeddings, tools, JSON output)."""
     from internlocal.server.serve import ServeOptions
@@ -54,6 +66,8 @@ def serve(
             max_queue=max_queue,
             max_tokens=max_tokens,
             prompt_cache_mb=prompt_cache_mb,
+            stop_on_repetition=repetition_stop,
+            cors_origins=tuple(cors_origin or ()),
         ),
         services(),
         on_ready=ready,

@@ -1,4 +1,5 @@
-"""The OpenAI-compatible HTTP API (FastAPI): the route table, and ``create_app`` assembling the server.
+"""The OpenAI-compatible HTTP API, with Ollama's on the same port (FastAPI): the route table, and
+``create_app`` assembling the server.
 
 Generation runs on the engine's own threads (the batched llama.cpp scheduler); request handlers
 only wait on it, so many clients are served at once. Admission is bounded: with every slot busy
@@ -13,29 +14,36 @@ in ``middleware.py``; request bodies in ``openai_schema.py``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from fastapi import FastAPI
 
 from internlocal.engines.base import Embedder, Engine
 from internlocal.server import middleware
-from internlocal.server.routes import chat, completions, embeddings, health, models
-from internlocal.server.state import ServerConfig, ServerState
+from internlocal.server.routes import chat, completions, embeddings, health, models, ollama, tokens
+from internlocal.server.state import ModelCard, ServerConfig, ServerState
 
 __all__ = ["ServerConfig", "create_app"]
 
 ROUTES = (
     health.router,  # GET /health · GET /metrics · GET /internlocal/log
-    models.router,  # GET /v1/models
+    models.router,  # GET /v1/models · GET /v1/models/{id}
     chat.router,  # POST /v1/chat/completions
     completions.router,  # POST /v1/completions
     embeddings.router,  # POST /v1/embeddings
+    tokens.router,  # POST /tokenize · POST /detokenize
+    ollama.router,  # Ollama's API: /api/version · tags · show · ps · chat · generate · embed
 )
 
 
-def create_app(engine: Engine, config: ServerConfig, embedder_factory: Callable[[], Embedder] | None = None) -> FastAPI:
+def create_app(
+    engine: Engine,
+    config: ServerConfig,
+    embedder_factory: Callable[[], Embedder] | None = None,
+    cards: Sequence[ModelCard] = (),
+) -> FastAPI:
     app = FastAPI(title="internlocal", version="1", docs_url=None, redoc_url=None)
-    ServerState.build(engine, config, embedder_factory).attach(app)
+    ServerState.build(engine, config, embedder_factory, cards).attach(app)
     middleware.install(app)
     for router in ROUTES:
         app.include_router(router)

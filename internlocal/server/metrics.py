@@ -72,12 +72,15 @@ class ServerMetrics:
         """Export a batching engine's ``SchedulerStats`` (``read`` returns them, or None for other engines)."""
         self.registry.register(_SchedulerCollector(read))
 
-    def request(self, path: str, status: int, seconds: float | None = None, method: str = "") -> None:
+    def request(
+        self, path: str, status: int, seconds: float | None = None, method: str = "", request_id: str | None = None
+    ) -> None:
         if path.startswith("/v1/"):
             self.totals["requests"] += 1
             self.recent.append(
                 {
                     "t": time.time(),
+                    "id": request_id,
                     "method": method,
                     "path": path,
                     "status": status,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -48,6 +48,13 @@ class StreamOptions(_Lenient):
 
 
 class SamplingFields(_Lenient):
+    """The fields a generation request may carry. Every one is honoured; a field not declared here is
+    refused by name (``refuse_unknown``), except the few in ``IGNORED`` that cannot change an answer."""
+
+    IGNORED: ClassVar[frozenset[str]] = frozenset(
+        {"user", "metadata", "store", "safety_identifier", "prompt_cache_key"}  # bookkeeping for OpenAI's side
+    )
+
     model: str | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -62,7 +69,17 @@ class SamplingFields(_Lenient):
     repeat_penalty: float | None = Field(None, ge=0.5, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
+    min_p: float | None = Field(None, ge=0, le=1)
+    logit_bias: dict[str, float] | None = None
     response_format: dict[str, Any] | None = None
+    service_tier: Literal["auto", "default"] | None = None  # one tier here; others are refused
+    # internlocal's own: end a generation that repeats itself (unset: the server's --repetition-stop setting)
+    stop_on_repetition: bool | None = None
+
+    def refuse_unknown(self) -> None:
+        for name in self.model_extra or {}:
+            if name not in self.IGNORED:
+                raise APIError(400, f"The field {name!r} is not supported by this server; leave it out.", param=name)
 
 
 class ChatMessageIn(_Lenient):
@@ -89,12 +106,17 @@ class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessageIn] = Field(min_length=1)
     tools: list[ToolSpec] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool = True  # false: at most one tool call per reply
+    logprobs: bool = False  # the generated tokens' log-probabilities
+    top_logprobs: int | None = Field(None, ge=0, le=20)  # and the likeliest alternatives at each (needs logprobs)
 
 
 class CompletionRequest(SamplingFields):
     prompt: str | list[str]
     echo: bool = False
-    logprobs: int | None = Field(None, ge=0, le=20)  # with echo: the prompt's own token log-probabilities
+    logprobs: int | None = Field(
+        None, ge=0, le=20
+    )  # each token's log-probability and the top n (echo: the prompt's too)
     max_tokens: int | None = Field(None, ge=0)  # 0 is allowed with echo + logprobs (score the prompt only)
 
 

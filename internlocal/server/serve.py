@@ -40,6 +40,8 @@ class ServeOptions:
     max_queue: int = 16
     max_tokens: int | None = None  # the most one request may generate (None: the context length)
     prompt_cache_mb: int = 256  # host memory for sequences the slots gave up (llama-server's --cache-ram)
+    stop_on_repetition: bool = True  # end generations that loop (a request's stop_on_repetition overrides it)
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call (none: CORS off)
 
 
 def build(options: ServeOptions, services):
@@ -49,6 +51,7 @@ def build(options: ServeOptions, services):
     from internlocal.engines.loader import load_embedder
     from internlocal.hub.embedded import EMBEDDING_MODEL
     from internlocal.server.app import ServerConfig, create_app
+    from internlocal.server.state import ModelCard
 
     if not is_loopback(options.host) and not options.api_key:
         raise UserError(
@@ -80,8 +83,13 @@ def build(options: ServeOptions, services):
         max_tokens_limit=min(options.max_tokens or engine.context_length, engine.context_length),
         api_key=options.api_key,
         embedding_model=embedding.name if embedding else None,
+        stop_on_repetition=options.stop_on_repetition,
+        cors_origins=list(options.cors_origins),
     )
-    app = create_app(engine, config, (lambda: load_embedder(embedding)) if embedding else None)
+    cards = [ModelCard.of(model, context_length=engine.context_length)] + (
+        [ModelCard.of(embedding)] if embedding else []
+    )
+    app = create_app(engine, config, (lambda: load_embedder(embedding)) if embedding else None, cards)
     return engine, base, app
 
 

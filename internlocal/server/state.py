@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 
@@ -30,6 +30,8 @@ class ServerConfig:
     max_body_bytes: int = 4 << 20
     api_key: str | None = None
     embedding_model: str | None = None
+    stop_on_repetition: bool = True  # a request's stop_on_repetition overrides it
+    cors_origins: list[str] = field(default_factory=list)  # browser origins allowed to call; none by default
     created: int = field(default_factory=lambda: int(time.time()))
 
 
@@ -53,9 +55,46 @@ class Admission:
                 )
             self.in_flight += 1
 
-    def leave(self) -> None:
+    def leave(self, n: int = 1) -> None:
         with self._lock:
-            self.in_flight -= 1
+            self.in_flight -= n
+
+
+@dataclass
+class ModelCard:
+    """What clients are told about a served model (``/api/tags``, ``/api/show``, ``/api/ps``): catalog facts."""
+
+    name: str
+    kind: str = "chat"  # chat | embedding
+    format: str = "gguf"
+    family: str | None = None
+    architecture: str | None = None
+    quantization: str | None = None
+    parameters: int | None = None
+    context_length: int | None = None
+    size_bytes: int | None = None
+    sha256: str | None = None
+    chat_template: str | None = None
+    created_at: str | None = None
+    expires_at: float | None = None  # when a loaded model would be unloaded (None: kept while the server runs)
+
+    @classmethod
+    def of(cls, row: Any, *, context_length: int | None = None) -> ModelCard:
+        """From a catalog ``Model`` row; ``context_length`` is what the server gives each request."""
+        return cls(
+            name=row.name,
+            kind=row.kind,
+            format=row.format,
+            family=row.family,
+            architecture=row.architecture,
+            quantization=row.quantization,
+            parameters=row.parameters,
+            context_length=context_length or row.context_length,
+            size_bytes=row.size_bytes,
+            sha256=row.sha256,
+            chat_template=row.chat_template,
+            created_at=row.created_at,
+        )
 
 
 class ServedModels:
@@ -74,6 +113,7 @@ class ServedModels:
         *,
         embedding_name: str | None = None,
         embedder_factory: Callable[[], Embedder] | None = None,
+        cards: Sequence[ModelCard] = (),
     ):
         self.engine = engine
         self.name = name
@@ -81,6 +121,34 @@ class ServedModels:
         self._embedder_factory = embedder_factory
         self._embedder: Embedder | None = None
         self._embedder_lock = threading.Lock()
+        known = {card.name: card for card in cards}
+        self._cards = {n: known.get(n) or ModelCard(n, kind="chat" if n == name else "embedding") for n in self.names()}
+        self._cards[name].context_length = self._cards[name].context_length or engine.context_length
+
+    def cards(self) -> list[ModelCard]:
+        """Every model this server answers with, as its clients see it."""
+        return [self._cards[n] for n in self.names()]
+
+    def card(self, requested: str) -> ModelCard:
+        if requested in (self.name, "default"):
+            return self._cards[self.name]
+        if requested in self._cards:
+            return self._cards[requested]
+        raise self._not_found(requested, self.name)
+
+    def loaded(self) -> list[ModelCard]:
+        """The models in memory now: the generating one always, the embedder once it was used."""
+        return [c for c in self.cards() if c.kind != "embedding" or self._embedder is not None]
+
+    def used(self, requested: str | None, keep_alive: float | str | None) -> None:
+        """A request's Ollama ``keep_alive``. This server keeps its models loaded while it runs, so a duration is
+        met (they stay at least that long); unloading at once (0) cannot be, and is refused."""
+        if keep_alive in (0, "0", "0s", "0m"):
+            raise APIError(
+                400,
+                "This server keeps its models loaded while it runs; keep_alive 0 (unload now) is not supported.",
+                param="keep_alive",
+            )
 
     def names(self) -> list[str]:
         """What ``GET /v1/models`` lists: the generating model, then the embedding model."""
@@ -135,10 +203,18 @@ class ServerState:
 
     @classmethod
     def build(
-        cls, engine: Engine, config: ServerConfig, embedder_factory: Callable[[], Embedder] | None = None
+        cls,
+        engine: Engine,
+        config: ServerConfig,
+        embedder_factory: Callable[[], Embedder] | None = None,
+        cards: Sequence[ModelCard] = (),
     ) -> ServerState:
         models = ServedModels(
-            engine, config.model_name, embedding_name=config.embedding_model, embedder_factory=embedder_factory
+            engine,
+            config.model_name,
+            embedding_name=config.embedding_model,
+            embedder_factory=embedder_factory,
+            cards=cards,
         )
         state = cls(config, models, Admission(config.slots + config.max_queue))
         state.metrics.watch_scheduler(lambda: getattr(models.engine, "stats", None))

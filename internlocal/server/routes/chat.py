@@ -1,7 +1,8 @@
 """POST /v1/chat/completions: chat through the model's template, streamed or whole, with JSON output and tools.
 
-A tool reply is parsed by the engine when the generation ends, so a stream that may call tools
-sends it as one delta at the end (the text too, when no call came).
+``n`` choices are ``n`` generations in parallel slots. A tool reply is parsed by the engine when the
+generation ends, so a stream that may call tools sends it as one delta at the end (the text too,
+when no call came). With ``logprobs`` each chunk carries the log-probabilities of its tokens.
 """
 
 from __future__ import annotations
@@ -13,8 +14,19 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from internlocal.server.generation import collect, finish_reason, pieces, record, sampling, start, usage
-from internlocal.server.openai_schema import ChatCompletionRequest
+from internlocal.engines.base import Generation
+from internlocal.server.generation import (
+    chat_logprobs,
+    choice_params,
+    finish_fields,
+    merged,
+    new_logprobs,
+    record,
+    sampling,
+    start_all,
+    usage,
+)
+from internlocal.server.openai_schema import APIError, ChatCompletionRequest
 from internlocal.server.sse import sse_response
 from internlocal.server.state import StateDep
 
@@ -24,72 +36,108 @@ router = APIRouter()
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request, state: StateDep):
     model, engine = state.models.engine_for(body.model)
-    params = sampling(body, state.config)
+    if body.top_logprobs is not None and not body.logprobs:
+        raise APIError(400, "top_logprobs needs logprobs set to true.", param="top_logprobs")
+    params = sampling(body, state.config, logprobs=(body.top_logprobs or 0) if body.logprobs else None)
     messages = [m.model_dump(exclude_none=True) | {"content": m.text()} for m in body.messages]
     tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
     wants_tools = bool(tools) and body.tool_choice != "none"
-    generation = await start(
-        state,
-        engine,
-        lambda: engine.chat(
+
+    def make(index: int) -> Generation:
+        return engine.chat(
             messages,
-            params,
+            choice_params(params, index),
             response_format=body.response_format,
             tools=tools if wants_tools else None,
             tool_choice=body.tool_choice,
-        ),
-    )
+        )
+
+    generations = await start_all(state, engine, make, body.n)
     ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
 
+    def tool_calls(generation: Generation) -> list[dict[str, Any]] | None:
+        calls = generation.result.tool_calls if generation.result else None
+        return calls[:1] if calls and not body.parallel_tool_calls else calls
+
     if not body.stream:
         try:
-            await collect(generation, request, state.metrics)
+            async for _ in merged(generations, request, state.metrics):
+                pass
         finally:
-            state.admission.leave()
-        record(generation, state.metrics)
-        result = generation.result
-        message: dict[str, Any] = {"role": "assistant", "content": result.text if result else ""}
-        if result and result.tool_calls:
-            message["tool_calls"] = result.tool_calls
-            message["content"] = result.text or None
-        finish = "tool_calls" if result and result.tool_calls else finish_reason(generation)
+            state.admission.leave(len(generations))
+        choices = []
+        for index, generation in enumerate(generations):
+            record(generation, state.metrics)
+            result = generation.result
+            message: dict[str, Any] = {"role": "assistant", "content": result.text if result else ""}
+            calls = tool_calls(generation)
+            if calls:
+                message["tool_calls"] = calls
+                message["content"] = (result.text if result else "") or None
+            finish = {"finish_reason": "tool_calls"} if calls else finish_fields(generation)
+            logprobs = chat_logprobs(result.logprobs or []) if result and params.logprobs is not None else None
+            choices.append({"index": index, "message": message, **finish, "logprobs": logprobs})
         return {
             "id": ident,
             "object": "chat.completion",
             "created": created,
             "model": model,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
-            "usage": usage(generation),
+            "choices": choices,
+            "usage": usage(*generations),
         }
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     head = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model}
+    sent = [0] * len(generations)  # log-probability entries each choice has sent
 
-    def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
-        payload = head | {"choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+    def chunk(index: int, delta: dict[str, Any], finish: dict[str, Any] | None = None) -> dict[str, Any]:
+        logprobs = None
+        if params.logprobs is not None:
+            entries = new_logprobs(generations[index], sent[index])
+            sent[index] += len(entries)
+            logprobs = chat_logprobs(entries) if entries else None
+        choice = {"index": index, "delta": delta, "finish_reason": None, "logprobs": logprobs} | (finish or {})
+        payload = head | {"choices": [choice]}
         if include_usage:
             payload["usage"] = None
         return payload
 
     async def events() -> AsyncIterator[dict[str, Any]]:
-        yield chunk({"role": "assistant", "content": ""}, None)
-        async for piece in pieces(generation, request, state.metrics):
+        for index in range(len(generations)):
+            yield (
+                head
+                | {
+                    "choices": [
+                        {
+                            "index": index,
+                            "delta": {"role": "assistant", "content": ""},
+                            "finish_reason": None,
+                            "logprobs": None,
+                        }
+                    ]
+                }
+                | ({"usage": None} if include_usage else {})
+            )
+        async for index, piece in merged(generations, request, state.metrics):
             if not wants_tools:  # a tool reply is parsed at the end, then sent whole
-                yield chunk({"content": piece}, None)
-        result = generation.result
-        if result is None:
+                yield chunk(index, {"content": piece})
+        if any(g.result is None for g in generations):
             return  # the client went away
-        record(generation, state.metrics)
-        finish = finish_reason(generation)
-        if wants_tools:
-            if result.tool_calls:
-                yield chunk({"tool_calls": [{"index": i, **c} for i, c in enumerate(result.tool_calls)]}, None)
-                finish = "tool_calls"
-            elif result.text:
-                yield chunk({"content": result.text}, None)
-        yield chunk({}, finish)
+        for index, generation in enumerate(generations):
+            record(generation, state.metrics)
+            result = generation.result
+            assert result is not None
+            finish = finish_fields(generation)
+            if wants_tools:
+                calls = tool_calls(generation)
+                if calls:
+                    yield chunk(index, {"tool_calls": [{"index": i, **c} for i, c in enumerate(calls)]})
+                    finish = {"finish_reason": "tool_calls"}
+                elif result.text:
+                    yield chunk(index, {"content": result.text})
+            yield chunk(index, {}, finish)
         if include_usage:
-            yield head | {"choices": [], "usage": usage(generation)}
+            yield head | {"choices": [], "usage": usage(*generations)}
 
-    return sse_response(events(), generation, on_close=state.admission.leave)
+    return sse_response(events(), generations, on_close=lambda: state.admission.leave(len(generations)))

@@ -1,4 +1,5 @@
-"""POST /v1/completions: raw text continuation, streamed or whole; ``echo`` + ``logprobs`` scores the prompt."""
+"""POST /v1/completions: raw text continuation, streamed or whole, ``n`` choices, each token's log-probability;
+``echo`` + ``logprobs`` also scores the prompt."""
 
 from __future__ import annotations
 
@@ -10,9 +11,20 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from internlocal.engines.base import Capability, Engine
+from internlocal.engines.base import Capability, Engine, TokenLogprob
 from internlocal.errors import UserError
-from internlocal.server.generation import collect, context_error, finish_reason, pieces, record, sampling, start, usage
+from internlocal.server.generation import (
+    choice_params,
+    completion_logprobs,
+    context_error,
+    finish_fields,
+    merged,
+    new_logprobs,
+    record,
+    sampling,
+    start_all,
+    usage,
+)
 from internlocal.server.openai_schema import APIError, CompletionRequest
 from internlocal.server.sse import sse_response
 from internlocal.server.state import ServerState, StateDep
@@ -27,64 +39,96 @@ async def completions(body: CompletionRequest, request: Request, state: StateDep
         raise APIError(
             400, "max_tokens 0 only makes sense with echo and logprobs (scoring the prompt).", param="max_tokens"
         )
-    params = sampling(body, state.config)
+    params = sampling(body, state.config, logprobs=body.logprobs)
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     if len(prompts) != 1:
         raise APIError(400, "Send one prompt per request.", param="prompt")
     prompt = prompts[0]
-    if body.logprobs is not None:
-        return await scored_prompt(body, prompt, model, engine, state)
-    generation = await start(
-        state, engine, lambda: engine.complete(prompt, params, response_format=body.response_format)
+    echoed: list[TokenLogprob] = []  # the prompt's own entries, when echo + logprobs
+    if body.echo and body.logprobs is not None:
+        if (body.max_tokens or 0) <= 1 and body.n == 1:
+            return await scored_prompt(body, prompt, model, engine, state)
+        if body.stream:
+            raise APIError(400, "echo with logprobs is answered whole; send stream=false.", param="stream")
+        echoed = await prompt_entries(engine, prompt, body.logprobs, state)
+    generations = await start_all(
+        state,
+        engine,
+        lambda index: engine.complete(prompt, choice_params(params, index), response_format=body.response_format),
+        body.n,
     )
     ident = f"cmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
     head = {"id": ident, "object": "text_completion", "created": created, "model": model}
+    echo = prompt if body.echo else ""
 
     if not body.stream:
         try:
-            text = await collect(generation, request, state.metrics)
+            async for _ in merged(generations, request, state.metrics):
+                pass
         finally:
-            state.admission.leave()
-        record(generation, state.metrics)
-        choice = {
-            "index": 0,
-            "text": (prompt if body.echo else "") + text,
-            "finish_reason": finish_reason(generation),
-            "logprobs": None,
+            state.admission.leave(len(generations))
+        choices = []
+        for index, generation in enumerate(generations):
+            record(generation, state.metrics)
+            result = generation.result
+            logprobs = None
+            if result is not None and body.logprobs is not None:
+                logprobs = completion_logprobs(echoed) if echoed else None
+                generated = completion_logprobs(result.logprobs or [], offset=len(echo))
+                logprobs = {k: logprobs[k] + generated[k] for k in generated} if logprobs else generated
+            text = echo + (result.text if result else "")
+            choices.append({"index": index, "text": text, **finish_fields(generation), "logprobs": logprobs})
+        return head | {"choices": choices, "usage": usage(*generations)}
+
+    sent = [0] * len(generations)  # log-probability entries each choice has sent
+
+    def chunk(index: int, text: str, finish: dict[str, Any] | None = None) -> dict[str, Any]:
+        logprobs = None
+        if body.logprobs is not None:
+            entries = new_logprobs(generations[index], sent[index])
+            sent[index] += len(entries)
+            logprobs = completion_logprobs(entries, offset=len(echo)) if entries else None
+        return head | {
+            "choices": [{"index": index, "text": text, "finish_reason": None, "logprobs": logprobs} | (finish or {})]
         }
-        return head | {"choices": [choice], "usage": usage(generation)}
 
     async def events() -> AsyncIterator[dict[str, Any]]:
-        async for piece in pieces(generation, request, state.metrics):
-            yield head | {"choices": [{"index": 0, "text": piece, "finish_reason": None, "logprobs": None}]}
-        if generation.result is None:
+        if echo:
+            for index in range(len(generations)):
+                yield chunk(index, echo)
+        async for index, piece in merged(generations, request, state.metrics):
+            yield chunk(index, piece)
+        if any(g.result is None for g in generations):
             return  # the client went away
-        record(generation, state.metrics)
-        last = head | {
-            "choices": [{"index": 0, "text": "", "finish_reason": finish_reason(generation), "logprobs": None}]
-        }
+        for index, generation in enumerate(generations):
+            record(generation, state.metrics)
+            yield chunk(index, "", finish_fields(generation))
         if body.stream_options and body.stream_options.include_usage:
-            last["usage"] = usage(generation)
-        yield last
+            yield head | {"choices": [], "usage": usage(*generations)}
 
-    return sse_response(events(), generation, on_close=state.admission.leave)
+    return sse_response(events(), generations, on_close=lambda: state.admission.leave(len(generations)))
+
+
+async def prompt_entries(engine: Engine, prompt: str, top: int, state: ServerState) -> list[TokenLogprob]:
+    if Capability.PROMPT_LOGPROBS not in engine.capabilities:
+        raise APIError(400, f"The {engine.engine_name} engine cannot score prompts.", param="logprobs")
+    state.admission.enter()
+    try:
+        return await asyncio.to_thread(engine.prompt_logprobs, prompt, top)
+    except UserError as exc:
+        raise context_error(engine, exc) from None
+    finally:
+        state.admission.leave()
 
 
 async def scored_prompt(
     body: CompletionRequest, prompt: str, model: str, engine: Engine, state: ServerState
 ) -> dict[str, Any]:
-    """``echo`` + ``logprobs``: the prompt's token log-probabilities, as evaluation harnesses ask for them.
-
-    Generated tokens carry no log-probabilities here, so this answers for at most one token,
-    the greedy one (``max_tokens`` 0 or 1), as lm-evaluation-harness's completions backend asks.
-    """
-    if not body.echo or (body.max_tokens or 0) > 1 or body.stream:
-        raise APIError(
-            400,
-            "logprobs are returned for the prompt only: send echo=true, max_tokens 0 or 1 and no stream.",
-            param="logprobs",
-        )
+    """``echo`` + ``logprobs`` with ``max_tokens`` 0 or 1: the prompt's token log-probabilities and the greedy next
+    token, in one forward pass, as lm-evaluation-harness's completions backend asks (no generation slot)."""
+    if body.stream:
+        raise APIError(400, "echo with logprobs is answered whole; send stream=false.", param="stream")
     if Capability.PROMPT_LOGPROBS not in engine.capabilities:
         raise APIError(400, f"The {engine.engine_name} engine cannot score prompts.", param="logprobs")
     state.admission.enter()
