@@ -63,7 +63,7 @@ class Running:
     def __init__(self, app, engine, base, port):
         import uvicorn
 
-        self.engine, self.base, self.port = engine, base, port
+        self.engine, self.base, self.port, self.app = engine, base, port, app
         self.url = f"http://127.0.0.1:{port}"
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -76,8 +76,11 @@ class Running:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=kw.pop("api_key", "unused"), max_retries=0, **kw)
 
     def stop(self) -> None:
+        from internlocal.server.state import ServerState
+
         self.server.should_exit = True
         self.thread.join(10)
+        ServerState.of(self.app).models.close()  # every model it loaded
         self.engine.close()
         self.base.close()
 

@@ -408,6 +408,8 @@ async def test_serve_screen_starts_serves_logs_and_stops(home):
         log = screen.query_one("#log", DataTable)
         await until(pilot, lambda: log.row_count >= 1, timeout=30)
         assert "/v1/chat/completions" in str(log.get_row_at(log.row_count - 1))
+        totals = screen.query_one("#totals")
+        assert "loaded: smollm2-135m-instruct-q4_1 (kept)" in str(totals.render())  # what the server holds
         process = screen.process
         await pilot.press("ctrl+s")
         await until(pilot, lambda: "stopped" in str(screen.query_one("#state").render()), timeout=30)

@@ -41,8 +41,27 @@ def serve(
         list[str] | None,
         typer.Option("--cors-origin", help="A browser origin allowed to call the API (repeatable; none: CORS off)."),
     ] = None,
+    max_models: Annotated[
+        int,
+        typer.Option(
+            "--max-models",
+            min=1,
+            help="Catalog models loaded at once (a request may name any); the least recently "
+            "used is unloaded for another.",
+        ),
+    ] = 3,
+    models_memory_mb: Annotated[
+        int | None,
+        typer.Option(
+            "--models-memory-mb", min=1, help="Memory the loaded models may hold together (default: what is free)."
+        ),
+    ] = None,
+    keep_alive: Annotated[
+        str,
+        typer.Option("--keep-alive", help="How long a model stays loaded after its last request (5m, 1h; -1: always)."),
+    ] = "5m",
 ) -> None:
-    """Serve a model over the OpenAI API (chat, completions, embeddings, tools, JSON output)."""
+    """Serve models over the OpenAI API (chat, completions, embeddings, tools, JSON output) and Ollama's API."""
     from internlocal.server.serve import ServeOptions
     from internlocal.server.serve import serve as run
 
@@ -68,6 +87,9 @@ def serve(
             prompt_cache_mb=prompt_cache_mb,
             stop_on_repetition=repetition_stop,
             cors_origins=tuple(cors_origin or ()),
+            max_models=max_models,
+            models_memory_mb=models_memory_mb,
+            keep_alive=keep_alive,
         ),
         services(),
         on_ready=ready,

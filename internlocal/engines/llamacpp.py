@@ -512,10 +512,9 @@ def kv_cache_type(name: str) -> int | None:
     return types[name]
 
 
-def _check_fits(path: Path, info, n_ctx: int) -> None:
-    """Refuse to load a model whose weights plus KV cache exceed the memory that is free."""
-    import psutil
-
+def memory_estimate(info, n_ctx: int) -> int:
+    """Bytes a GGUF model holds loaded with ``n_ctx`` tokens of KV cache (all slots together): weights, an f16
+    cache, and llama.cpp's working buffers."""
     meta = info.metadata
     arch = info.architecture or ""
     layers = int(meta.get(f"{arch}.block_count", 0) or 0)
@@ -523,7 +522,14 @@ def _check_fits(path: Path, info, n_ctx: int) -> None:
     kv_heads = int(meta.get(f"{arch}.attention.head_count_kv", heads) or heads)
     embd = int(meta.get(f"{arch}.embedding_length", 0) or 0)
     kv = 2 * n_ctx * layers * (embd // heads * kv_heads if heads else 0) * _KV_BYTES
-    need = info.size_bytes + kv + _OVERHEAD_BYTES
+    return info.size_bytes + kv + _OVERHEAD_BYTES
+
+
+def _check_fits(path: Path, info, n_ctx: int) -> None:
+    """Refuse to load a model whose weights plus KV cache exceed the memory that is free."""
+    import psutil
+
+    need = memory_estimate(info, n_ctx)
     free = psutil.virtual_memory().available
     if need > free:
         raise NotEnoughMemory(

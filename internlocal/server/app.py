@@ -21,7 +21,8 @@ from fastapi import FastAPI
 from internlocal.engines.base import Embedder, Engine
 from internlocal.server import middleware
 from internlocal.server.routes import chat, completions, embeddings, health, models, ollama, tokens
-from internlocal.server.state import ModelCard, ServerConfig, ServerState
+from internlocal.server.served import Loader, ModelCard
+from internlocal.server.state import ServerConfig, ServerState
 
 __all__ = ["ServerConfig", "create_app"]
 
@@ -40,10 +41,17 @@ def create_app(
     engine: Engine,
     config: ServerConfig,
     embedder_factory: Callable[[], Embedder] | None = None,
-    cards: Sequence[ModelCard] = (),
+    cards: Sequence[ModelCard] | Callable[[], Sequence[ModelCard]] = (),
+    *,
+    loader: Loader | None = None,
+    estimate: Callable[[ModelCard], int] | None = None,
+    close_first: Callable[[], None] = lambda: None,
 ) -> FastAPI:
     app = FastAPI(title="internlocal", version="1", docs_url=None, redoc_url=None)
-    ServerState.build(engine, config, embedder_factory, cards).attach(app)
+    state = ServerState.build(
+        engine, config, embedder_factory, cards, loader=loader, estimate=estimate, close_first=close_first
+    )
+    state.attach(app)
     middleware.install(app)
     for router in ROUTES:
         app.include_router(router)

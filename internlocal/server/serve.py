@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from internlocal.errors import UserError
 
@@ -42,16 +44,20 @@ class ServeOptions:
     prompt_cache_mb: int = 256  # host memory for sequences the slots gave up (llama-server's --cache-ram)
     stop_on_repetition: bool = True  # end generations that loop (a request's stop_on_repetition overrides it)
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call (none: CORS off)
+    max_models: int = 3  # catalog models loaded at once; the least recently used is unloaded for another
+    models_memory_mb: int | None = None  # what they may hold together (None: whatever memory is free)
+    keep_alive: str = "5m"  # an on-demand model stays this long after its last request (Ollama's default)
 
 
 def build(options: ServeOptions, services):
     """The engine and the FastAPI app for ``options`` (used by ``serve`` and by tests)."""
-    from internlocal.engines.llamacpp import LlamaCppEngine
+    from internlocal.engines.llamacpp import LlamaCppEngine, memory_estimate
     from internlocal.engines.llamacpp_batched import BatchedLlamaCpp
     from internlocal.engines.loader import load_embedder
     from internlocal.hub.embedded import EMBEDDING_MODEL
+    from internlocal.hub.inspect import read_gguf
     from internlocal.server.app import ServerConfig, create_app
-    from internlocal.server.state import ModelCard
+    from internlocal.server.served import LoadedModel, ModelCard, keep_alive_seconds
 
     if not is_loopback(options.host) and not options.api_key:
         raise UserError(
@@ -76,6 +82,36 @@ def build(options: ServeOptions, services):
         base, slots=options.slots, kv_cache=services.settings.kv_cache, prompt_cache_mb=options.prompt_cache_mb
     )
     embedding = catalog.find_model(EMBEDDING_MODEL.name)
+
+    def servable() -> list[ModelCard]:
+        """Every catalog model a request may name: local GGUF chat models and embedding models."""
+        rows = [m for m in catalog.list_models() if m.kind == "embedding" or (m.kind == "chat" and m.format == "gguf")]
+        return [ModelCard.of(m, context_length=engine.context_length if m.kind == "chat" else None) for m in rows]
+
+    def estimate(card: ModelCard) -> int:
+        """Bytes a model will hold: a chat model's weights and every slot's KV cache; an embedder's files."""
+        if card.kind != "chat":
+            return int((card.size_bytes or 0) * 1.2)
+        info = read_gguf(Path(catalog.get_model(card.name).path))
+        return memory_estimate(info, engine.context_length * options.slots)
+
+    def load(card: ModelCard) -> LoadedModel:
+        row = catalog.get_model(card.name)
+        if row.kind == "embedding":
+            return LoadedModel(card, embedder=load_embedder(row), size=estimate(card))
+        other = LlamaCppEngine(
+            row.path,
+            model_name=row.name,
+            n_ctx=engine.context_length,
+            n_threads=services.settings.threads,
+            n_gpu_layers=services.settings.gpu_layers,
+            chat_template=row.chat_template,
+        )
+        batched = BatchedLlamaCpp(
+            other, slots=options.slots, kv_cache=services.settings.kv_cache, prompt_cache_mb=options.prompt_cache_mb
+        )
+        return LoadedModel(card, engine=batched, close=closer(batched, other), size=estimate(card))
+
     config = ServerConfig(
         model_name=model.name,
         slots=options.slots,
@@ -85,19 +121,39 @@ def build(options: ServeOptions, services):
         embedding_model=embedding.name if embedding else None,
         stop_on_repetition=options.stop_on_repetition,
         cors_origins=list(options.cors_origins),
+        max_models=options.max_models,
+        models_memory_bytes=options.models_memory_mb * 2**20 if options.models_memory_mb else None,
+        keep_alive_s=keep_alive_seconds(options.keep_alive, None),
     )
-    cards = [ModelCard.of(model, context_length=engine.context_length)] + (
-        [ModelCard.of(embedding)] if embedding else []
+    app = create_app(
+        engine,
+        config,
+        (lambda: load_embedder(embedding)) if embedding else None,
+        servable,
+        loader=load,
+        estimate=estimate,
+        close_first=closer(engine, base),
     )
-    app = create_app(engine, config, (lambda: load_embedder(embedding)) if embedding else None, cards)
     return engine, base, app
+
+
+def closer(*engines) -> Callable[[], None]:
+    """Close ``engines`` in order (the batched engine before the one whose weights it shares)."""
+
+    def close() -> None:
+        for engine in engines:
+            engine.close()
+
+    return close
 
 
 def serve(options: ServeOptions, services, on_ready=None) -> None:
     import uvicorn
 
+    from internlocal.server.state import ServerState
+
     check_port(options.host, options.port)
-    engine, base, app = build(options, services)
+    engine, _base, app = build(options, services)
     config = uvicorn.Config(
         app, host=options.host, port=options.port, log_level="warning", access_log=False, timeout_graceful_shutdown=5
     )
@@ -107,5 +163,4 @@ def serve(options: ServeOptions, services, on_ready=None) -> None:
     try:
         server.run()  # Ctrl-C / SIGTERM: uvicorn stops accepting, finishes or drops requests, returns
     finally:
-        engine.close()
-        base.close()
+        ServerState.of(app).models.close()  # every loaded model, the first one included

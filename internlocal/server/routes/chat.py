@@ -35,7 +35,7 @@ router = APIRouter()
 
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request, state: StateDep):
-    model, engine = state.models.engine_for(body.model)
+    model, engine = await state.models.engine_for(body.model)
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError(400, "top_logprobs needs logprobs set to true.", param="top_logprobs")
     params = sampling(body, state.config, logprobs=(body.top_logprobs or 0) if body.logprobs else None)

@@ -34,7 +34,7 @@ router = APIRouter()
 
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request, state: StateDep):
-    model, engine = state.models.engine_for(body.model)
+    model, engine = await state.models.engine_for(body.model)
     if body.max_tokens == 0 and body.logprobs is None:
         raise APIError(
             400, "max_tokens 0 only makes sense with echo and logprobs (scoring the prompt).", param="max_tokens"

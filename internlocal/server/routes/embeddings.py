@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import APIRouter
@@ -15,11 +14,10 @@ router = APIRouter()
 
 @router.post("/v1/embeddings")
 async def embeddings(body: EmbeddingRequest, state: StateDep):
-    model = state.models.embedding_for(body.model)
     texts = [body.input] if isinstance(body.input, str) else body.input
     if not texts or any(not isinstance(t, str) for t in texts):
         raise APIError(400, "input must be a string or a list of strings.", param="input")
-    vectors, tokens = await asyncio.to_thread(state.models.embed, texts)
+    model, vectors, tokens = await state.models.embed(body.model, texts)
     if body.encoding_format == "base64":
         import base64
 

@@ -19,13 +19,13 @@ async def health(state: StateDep) -> dict[str, Any]:
         "model": state.models.name,
         "slots": state.config.slots,
         "in_flight": state.admission.in_flight,
-        "queue_depth": state.models.engine.queue_depth,
+        "queue_depth": state.models.queue_depth(),
     }
 
 
 @router.get("/metrics")
 async def prometheus(state: StateDep) -> PlainTextResponse:
-    state.metrics.queue_depth.set(state.models.engine.queue_depth)
+    state.metrics.queue_depth.set(state.models.queue_depth())
     state.metrics.in_flight.set(state.admission.in_flight)
     return PlainTextResponse(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
@@ -35,8 +35,11 @@ async def request_log(state: StateDep) -> dict[str, Any]:
     """Recent requests and totals, for the TUI's Serve screen."""
     return {
         "model": state.models.name,
+        "loaded": [
+            {"name": card.name, "kind": card.kind, "expires_at": card.expires_at} for card in state.models.loaded()
+        ],
         "in_flight": state.admission.in_flight,
-        "queue_depth": state.models.engine.queue_depth,
+        "queue_depth": state.models.queue_depth(),
         "totals": state.metrics.totals,
         "recent": list(state.metrics.recent)[-50:],
     }

@@ -10,7 +10,6 @@ Every option is honoured or refused by name, as on the OpenAI side.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -22,10 +21,11 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from internlocal import __version__
-from internlocal.engines.base import Capability, Engine, Generation, GenerationParams
+from internlocal.engines.base import Engine, Generation, GenerationParams
 from internlocal.server.generation import merged, record, start_all
 from internlocal.server.openai_schema import APIError
-from internlocal.server.state import ModelCard, ServerConfig, ServerState, StateDep
+from internlocal.server.served import ModelCard
+from internlocal.server.state import ServerConfig, ServerState, StateDep
 
 router = APIRouter()
 
@@ -185,9 +185,7 @@ async def show(body: ModelRequest, state: StateDep) -> dict[str, Any]:
     card = state.models.card(name)
     capabilities = ["embedding"] if card.kind == "embedding" else ["completion"]
     if card.kind != "embedding":
-        _, engine = state.models.engine_for(name)
-        if Capability.TOOLS in engine.capabilities:
-            capabilities.append("tools")
+        capabilities.append("tools")  # every chat engine here plans tool calls (a grammar where the template has none)
     info = {"general.architecture": card.architecture or "", "general.parameter_count": card.parameters or 0}
     if card.context_length:
         info[f"{card.architecture or 'general'}.context_length"] = card.context_length
@@ -317,7 +315,7 @@ async def _answer(
 
 @router.post("/api/chat")
 async def chat(body: ChatRequest, request: Request, state: StateDep):
-    name, engine = state.models.engine_for(body.model)
+    name, engine = await state.models.engine_for(body.model)
     params = _params(body, state.config, engine)
     if not body.messages:  # Ollama's way to load a model ahead of use
         state.models.used(body.model, body.keep_alive)
@@ -377,7 +375,7 @@ def _arguments(text: str) -> Any:
 
 @router.post("/api/generate")
 async def generate(body: GenerateRequest, request: Request, state: StateDep):
-    name, engine = state.models.engine_for(body.model)
+    name, engine = await state.models.engine_for(body.model)
     params = _params(body, state.config, engine)
     for field_name in ("suffix", "template", "context", "images"):
         if getattr(body, field_name):
@@ -406,7 +404,6 @@ async def generate(body: GenerateRequest, request: Request, state: StateDep):
 
 @router.post("/api/embed")
 async def embed(body: EmbedRequest, state: StateDep) -> dict[str, Any]:
-    name = state.models.embedding_for(body.model)
     if body.options:
         raise APIError(400, "Embedding models take no options here.", param="options")
     if not body.truncate:
@@ -421,7 +418,7 @@ async def embed(body: EmbedRequest, state: StateDep) -> dict[str, Any]:
     if not texts:
         raise APIError(400, "input must be a string or a non-empty list of strings.", param="input")
     started = time.perf_counter()
-    vectors, tokens = await asyncio.to_thread(state.models.embed, texts)
+    name, vectors, tokens = await state.models.embed(body.model, texts)
     state.models.used(body.model, body.keep_alive)
     return {
         "model": name or body.model,

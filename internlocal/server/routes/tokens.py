@@ -33,7 +33,7 @@ class DetokenizeRequest(BaseModel):
 
 @router.post("/tokenize")
 async def tokenize(body: TokenizeRequest, state: StateDep) -> dict[str, Any]:
-    _, engine = state.models.engine_for(body.model)
+    _, engine = await state.models.engine_for(body.model)
     if Capability.TOKENIZE not in engine.capabilities:
         raise APIError(400, f"The {engine.engine_name} engine cannot tokenize.", param="content")
     tokens = await asyncio.to_thread(engine.tokenize, body.content, add_special=body.add_special)
@@ -44,7 +44,7 @@ async def tokenize(body: TokenizeRequest, state: StateDep) -> dict[str, Any]:
 
 @router.post("/detokenize")
 async def detokenize(body: DetokenizeRequest, state: StateDep) -> dict[str, Any]:
-    _, engine = state.models.engine_for(body.model)
+    _, engine = await state.models.engine_for(body.model)
     if Capability.TOKENIZE not in engine.capabilities:
         raise APIError(400, f"The {engine.engine_name} engine cannot detokenize.", param="tokens")
     n_vocab = getattr(engine, "vocab_size", None)

@@ -154,7 +154,8 @@ class ServeScreen(AppScreen):
         speed = f" · last {t['last_tokens_per_s']} tok/s" if t.get("last_tokens_per_s") else ""
         self.query_one("#totals", Static).update(
             f"{t['requests']} requests · {t['prompt_tokens']} prompt + {t['completion_tokens']} generated tokens · "
-            f"{data['in_flight']} in flight · {data['queue_depth']} queued{speed}"
+            f"{data['in_flight']} in flight · {data['queue_depth']} queued{speed}\n"
+            f"loaded: {loaded_line(data.get('loaded', []))}"
         )
         table = self.query_one("#log", DataTable)
         for entry in data["recent"]:
@@ -169,3 +170,22 @@ class ServeScreen(AppScreen):
                 str(entry["ms"]),
             )
             table.scroll_end(animate=False)
+
+
+def loaded_line(loaded: list[dict]) -> str:
+    """'smollm2 (kept) · smol-q8 (unloads in 4 min)': the models the server holds, most recently used first."""
+    import time
+
+    parts = []
+    for model in loaded:
+        expires = model.get("expires_at")
+        if expires is None:
+            parts.append(f"{model['name']} (kept)")
+            continue
+        left = max(0.0, expires - time.time())
+        parts.append(
+            f"{model['name']} (unloads in {left / 60:.0f} min)"
+            if left >= 60
+            else f"{model['name']} (unloads in {left:.0f} s)"
+        )
+    return " · ".join(parts) or "none"
