@@ -34,6 +34,7 @@ def test_lists_shows_and_reports_what_is_loaded(server, client):
     shown = client.show(chat_name)
     assert "tools" in shown.capabilities and "completion" in shown.capabilities
     assert "im_start" in shown.template and shown.modelinfo["general.architecture"] == "llama"
+    assert shown.parameters.splitlines() == ["temperature 0.2", "top_p 0.9"]  # its recommended sampling
     running = client.ps()
     assert [m.model for m in running.models][:1] == [chat_name] and running.models[0].context_length == 1024
     assert requests.get(f"{server.url}/api/version", headers={"Authorization": "Bearer s3cret"}).json()["version"]

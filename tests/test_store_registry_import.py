@@ -102,6 +102,7 @@ def test_the_registry_chooses_a_repository_and_files_without_fetching_anything()
         "tag": "q4_k_m",
         "license": registry.get("internlm2_5-7b-chat").license,
         "context_length": 32768,
+        "sampling": {"temperature": 0.8, "top_p": 0.8, "source": registry.sampling("internlm2_5-7b-chat").source},
     }
     assert registry.choose("internlm2_5-7b-chat").pattern == gguf.pattern  # the default tag
     folder = registry.choose("internlm2_5-7b-chat:hf")

@@ -167,6 +167,11 @@ async def test_new_rename_delete_and_settings(home):
         await pilot.press("f4")
         await until(pilot, lambda: isinstance(app.screen, ChatSettingsDialog))
         dialog = app.screen
+        # a new chat samples as the model's authors recommend (SmolLM2's card: 0.2 / 0.9), and says so
+        assert dialog.query_one("#temperature", Input).value == "0.2"
+        assert dialog.query_one("#top_p", Input).value == "0.9"
+        recommended = str(dialog.query_one("#recommended").render())
+        assert "Recommended for smollm2-135m-instruct-q4_1: temperature 0.2 · top p 0.9" in recommended
         dialog.query_one("#temperature", Input).value = "7"
         await pilot.press("ctrl+s")
         await pilot.pause()
@@ -302,7 +307,9 @@ async def test_view_follows_the_reply_only_while_at_the_bottom(home):
         assert screen.chat_id == chat.id
         log = screen.query_one(ChatLog)
         await until(pilot, lambda: log.max_scroll_y > 0 and log.scroll_y == log.max_scroll_y)
-        screen.services.chats.set_params(chat.id, GenerationParams(max_tokens=60, seed=7))
+        # long replies on purpose: sampled, and not ended for repeating themselves
+        long_replies = GenerationParams(temperature=0.7, top_p=0.95, max_tokens=60, seed=7, stop_on_repetition=False)
+        screen.services.chats.set_params(chat.id, long_replies)
         pace_replies(screen.services.chats, delay=0.02)
 
         # at the bottom: the view follows the reply

@@ -42,6 +42,14 @@ class Model(SQLModel, table=True):
     def metadata_dict(self) -> dict[str, Any]:
         return json.loads(self.metadata_json or "{}")
 
+    @property
+    def sampling(self) -> dict[str, Any]:
+        """The sampling the model's authors recommend (registry, generation_config.json or GGUF keys), as
+        ``GenerationParams`` fields; used where the user set none. ``metadata_dict["sampling"]["source"]`` says
+        where it is from."""
+        found = self.metadata_dict.get("sampling") or {}
+        return {k: v for k, v in found.items() if k in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty")}
+
     def summary(self) -> dict[str, Any]:
         """The fields a listing shows (``models list --json``)."""
         return {

@@ -24,8 +24,14 @@ NEW_CHAT_TITLE = "New chat"
 TITLE_CHARS = 48
 
 
-def chat_params(chat: ChatSession) -> GenerationParams:
-    return GenerationParams(**json.loads(chat.params_json or "{}"))
+def chat_params(chat: ChatSession, model: Model | None = None) -> GenerationParams:
+    """The chat's sampling: what its settings set, and for the rest the ``model``'s recommended sampling (the
+    registry's, its generation_config.json's), else ``GenerationParams``' defaults."""
+    return effective_params(json.loads(chat.params_json or "{}"), model)
+
+
+def effective_params(explicit: dict[str, Any], model: Model | None) -> GenerationParams:
+    return GenerationParams(**{**(model.sampling if model is not None else {}), **explicit})
 
 
 class Reply:
@@ -130,7 +136,7 @@ class ChatService:
             title=NEW_CHAT_TITLE,
             system_prompt=self.settings.system_prompt if system_prompt is None else system_prompt,
             model_name=model.name,
-            params=(params or GenerationParams()).model_dump(exclude_defaults=True),
+            params=params.model_dump(exclude_unset=True) if params is not None else {},
         )
 
     def set_mode(self, chat_id: int, mode: str, kb_name: str | None = None) -> ChatSession:
@@ -170,7 +176,9 @@ class ChatService:
         self.engines.close()
 
     def set_params(self, chat_id: int, params: GenerationParams) -> ChatSession:
-        return self.catalog.update_chat(chat_id, params_json=json.dumps(params.model_dump(exclude_defaults=True)))
+        """Store the fields ``params`` were given (not the defaults it filled in: those stay the model's
+        recommended sampling, or ours)."""
+        return self.catalog.update_chat(chat_id, params_json=json.dumps(params.model_dump(exclude_unset=True)))
 
     def history(self, chat: ChatSession) -> list[Message]:
         """The conversation as the engine receives it: system prompt, then stored messages."""
@@ -198,7 +206,8 @@ class ChatService:
         system_prompt = self.settings.system_prompt if system_prompt is None else system_prompt
         messages: list[Message] = [{"role": "system", "content": system_prompt}] if system_prompt else []
         messages.append({"role": "user", "content": prompt})
-        return model, self.engines.get(model).chat(messages, params or GenerationParams())
+        explicit = params.model_dump(exclude_unset=True) if params is not None else {}
+        return model, self.engines.get(model).chat(messages, effective_params(explicit, model))
 
     # -- replies -----------------------------------------------------------------------------------
 
@@ -222,7 +231,12 @@ class ChatService:
             kb = self.catalog.get_kb(chat.kb_name)
             earlier = [m for m in self.history(chat) if m["role"] in ("user", "assistant")][:-1]
             result = answer(
-                engine, self.kb_index(kb.name), text, threshold=kb.threshold, history=earlier, params=chat_params(chat)
+                engine,
+                self.kb_index(kb.name),
+                text,
+                threshold=kb.threshold,
+                history=earlier,
+                params=chat_params(chat, model),
             )
 
             def record(reply_text: str) -> dict[str, Any]:
@@ -232,7 +246,7 @@ class ChatService:
             return Reply(self, chat, model, result.generation, engine.context_length, record=record)
         if chat.mode == "agent":
             return self._agent_reply(chat, model, engine, text)
-        generation = engine.chat(self.history(chat), chat_params(chat))
+        generation = engine.chat(self.history(chat), chat_params(chat, model))
         return Reply(self, chat, model, generation, engine.context_length)
 
     def _agent_reply(self, chat: ChatSession, model: Model, engine, text: str) -> Reply:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import TYPE_CHECKING, Annotated
 
@@ -42,7 +43,6 @@ def chat(
     ] = False,
 ) -> None:
     """Answer one question on stdout, streamed as it is generated."""
-    from internlocal.chat.service import chat_params
     from internlocal.engines.base import GenerationParams
 
     if prompt is None or prompt == "-":
@@ -64,7 +64,7 @@ def chat(
     }
     if session is not None:
         if overrides:
-            stored = chat_params(svc.catalog.get_chat(session)).model_dump()
+            stored = json.loads(svc.catalog.get_chat(session).params_json or "{}")  # what the chat's settings set
             svc.chats.set_params(session, GenerationParams.from_user(**{**stored, **overrides}))
         reply = svc.chats.send(session, prompt)
         stream: Reply | Generation = reply

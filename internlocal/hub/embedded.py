@@ -59,7 +59,13 @@ def register_embedded(catalog: Catalog) -> list[Model]:
             continue
         existing = catalog.find_model(embedded.name)
         size = path_size(path)
-        if existing and existing.path == str(path) and existing.size_bytes == size:
+        recommended = _recommended_sampling(embedded)
+        if (
+            existing
+            and existing.path == str(path)
+            and existing.size_bytes == size
+            and ("sampling" in existing.metadata_dict or recommended is None)
+        ):
             registered.append(existing)
             continue
         from internlocal.hub.library import model_fields
@@ -73,9 +79,20 @@ def register_embedded(catalog: Catalog) -> list[Model]:
             sha256=sha256_path(path),
             family=embedded.family,
             kind=embedded.kind,
+            extra={"sampling": recommended} if recommended else None,
         )
         if existing:
             registered.append(catalog.update_model(existing.id, **fields))
         else:
             registered.append(catalog.add_model(Model(name=embedded.name, **fields)))
     return registered
+
+
+def _recommended_sampling(embedded) -> dict | None:
+    """The registry's recommended sampling for an embedded chat model's family (SmolLM2: its model card's)."""
+    if embedded.kind != "chat":
+        return None
+    from internlocal.hub.registry import load_registry
+
+    family = next((f for f in load_registry().families if f.family == embedded.family), None)
+    return family.sampling.model_dump(exclude_none=True) if family and family.sampling else None

@@ -165,6 +165,10 @@ def read_hf_dir(path: Path) -> ModelFileInfo:
         chat_template = json.loads(tok_config.read_text(encoding="utf-8")).get("chat_template")
     architectures = config.get("architectures") or [config.get("model_type")]
     quant = config.get("quantization_config", {}).get("quant_method") if config.get("quantization_config") else None
+    metadata: dict[str, Any] = {k: v for k, v in config.items() if isinstance(v, (str, int, float, bool))}
+    sampling = _generation_config_sampling(path / "generation_config.json")
+    if sampling:
+        metadata["sampling"] = sampling
     return ModelFileInfo(
         format="hf",
         architecture=architectures[0],
@@ -174,8 +178,37 @@ def read_hf_dir(path: Path) -> ModelFileInfo:
         context_length=config.get("max_position_embeddings"),
         chat_template=chat_template if isinstance(chat_template, str) else None,
         size_bytes=sum(f.stat().st_size for f in path.rglob("*") if f.is_file()),
-        metadata={k: v for k, v in config.items() if isinstance(v, (str, int, float, bool))},
+        metadata=metadata,
     )
+
+
+# generation_config.json's names → GenerationParams'
+_HF_SAMPLING = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
+                "repetition_penalty": "repeat_penalty"}  # fmt: skip
+# llama.cpp's GGUF keys for the sampling a model's authors recommend (written by convert_hf_to_gguf)
+_GGUF_SAMPLING = {"general.sampling.temp": "temperature", "general.sampling.top_p": "top_p",
+                  "general.sampling.top_k": "top_k", "general.sampling.min_p": "min_p",
+                  "general.sampling.penalty_repeat": "repeat_penalty"}  # fmt: skip
+
+
+def _generation_config_sampling(path: Path) -> dict[str, Any] | None:
+    """The sampling an HF folder's ``generation_config.json`` recommends (when it samples at all)."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not isinstance(config, dict) or config.get("do_sample") is False:
+        return None  # greedy by default, or no sampling keys: nothing to recommend beyond ours
+    found = {
+        ours: config[theirs] for theirs, ours in _HF_SAMPLING.items() if isinstance(config.get(theirs), int | float)
+    }
+    return {**found, "source": "generation_config.json"} if found else None
+
+
+def gguf_sampling(metadata: dict[str, Any]) -> dict[str, Any] | None:
+    """The sampling a GGUF's ``general.sampling.*`` keys recommend, if it has any."""
+    found = {ours: metadata[key] for key, ours in _GGUF_SAMPLING.items() if isinstance(metadata.get(key), int | float)}
+    return {**found, "source": "GGUF general.sampling keys"} if found else None
 
 
 def _safetensors_parameters(path: Path) -> int:

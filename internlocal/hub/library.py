@@ -62,6 +62,12 @@ def model_fields(
         if kind == "chat" and not (info.chat_template or chat_template) and info.format == "gguf":
             kind = "base"
     metadata = dict(info.metadata)
+    if info.format == "gguf" and "sampling" not in metadata:
+        from internlocal.hub.inspect import gguf_sampling
+
+        found = gguf_sampling(info.metadata)
+        if found:
+            metadata["sampling"] = found
     metadata.update(extra or {})
     return dict(
         family=family or guess_family(info.architecture, info.name, path.name),

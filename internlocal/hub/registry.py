@@ -36,6 +36,23 @@ class QuantFile(BaseModel):
         return self.ram_gb or round(self.size_gb * 1.15 + 0.5, 1)
 
 
+class Sampling(BaseModel):
+    """The sampling a model's authors recommend, used when the user sets none; ``source`` says where it is from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=0)
+    min_p: float | None = Field(None, ge=0, le=1)
+    repeat_penalty: float | None = Field(None, ge=0.5, le=2)
+    source: str = Field(min_length=1, description="the model card, generation_config.json, … this comes from")
+
+    def values(self) -> dict[str, Any]:
+        """The parameters set, as ``GenerationParams`` fields."""
+        return self.model_dump(exclude_none=True, exclude={"source"})
+
+
 class GgufRepos(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -63,6 +80,7 @@ class RegistryModel(BaseModel):
     hf_size_gb: float | None = Field(None, gt=0)
     gguf: GgufRepos | None = None
     default_tag: str | None = None
+    sampling: Sampling | None = None  # the family's when absent
 
     @model_validator(mode="after")
     def _check(self) -> RegistryModel:
@@ -100,6 +118,7 @@ class Family(BaseModel):
     family: str
     description: str
     homepage: str | None = None
+    sampling: Sampling | None = None  # recommended for every model of the family (a model may override it)
     models: list[RegistryModel]
 
 
@@ -140,6 +159,7 @@ class Registry:
         Nothing is fetched: ``sources.resolve`` turns the choice into remote files."""
         name, _, tag = spec.partition(":")
         model = self.get(name)
+        recommended = self.sampling(name)
         tag = (tag or model.default).lower()
         if tag not in model.tags:
             raise UserError(f"{name} has no tag {tag!r}; choose one of {', '.join(model.tags)}.")
@@ -160,8 +180,19 @@ class Registry:
             repo=repo,
             pattern=pattern,
             default_name=f"{name}-{tag}" if tag != "hf" else name,
-            metadata={"registry": name, "tag": tag, "license": model.license, "context_length": model.context_length},
+            metadata={
+                "registry": name,
+                "tag": tag,
+                "license": model.license,
+                "context_length": model.context_length,
+                **({"sampling": recommended.model_dump(exclude_none=True)} if recommended else {}),
+            },
         )
+
+    def sampling(self, name: str) -> Sampling | None:
+        """The recommended sampling of a registry model (its own, else its family's)."""
+        family, model = self.models[name]
+        return model.sampling or family.sampling
 
 
 def load_registry(directory: Path = REGISTRY_DIR) -> Registry:

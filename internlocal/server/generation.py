@@ -23,8 +23,11 @@ from internlocal.server.openai_schema import APIError, SamplingFields
 from internlocal.server.state import ServerConfig, ServerState
 
 
-def sampling(body: SamplingFields, config: ServerConfig, logprobs: int | None = None) -> GenerationParams:
-    """The request's sampling as ``GenerationParams``: every field it set, or a 400 naming the one that cannot be."""
+def sampling(
+    body: SamplingFields, config: ServerConfig, logprobs: int | None = None, recommended: dict[str, Any] | None = None
+) -> GenerationParams:
+    """The request's sampling as ``GenerationParams``: every field it set, or a 400 naming the one that cannot be;
+    for the sampling fields it leaves out, the model's ``recommended`` values, else ours."""
     body.refuse_unknown()
     if body.n > config.slots:
         raise APIError(400, f"n={body.n} is more than this server's {config.slots} slots.", param="n")
@@ -36,14 +39,16 @@ def sampling(body: SamplingFields, config: ServerConfig, logprobs: int | None = 
             param="max_tokens",
         )
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
-    values: dict[str, Any] = {"max_tokens": max_tokens, "stop": stop, "seed": body.seed}
+    values: dict[str, Any] = {"repeat_penalty": 1.0, **(recommended or {})}
+    values |= {"max_tokens": max_tokens, "stop": stop, "seed": body.seed}
     if body.temperature is not None:
         values["temperature"] = body.temperature
     if body.top_p is not None:
         values["top_p"] = body.top_p
     if body.top_k is not None:
         values["top_k"] = body.top_k
-    values["repeat_penalty"] = body.repeat_penalty if body.repeat_penalty is not None else 1.0
+    if body.repeat_penalty is not None:
+        values["repeat_penalty"] = body.repeat_penalty
     for name in ("frequency_penalty", "presence_penalty", "min_p"):
         if getattr(body, name) is not None:
             values[name] = getattr(body, name)

@@ -46,6 +46,7 @@ class ModelCard:
     sha256: str | None = None
     chat_template: str | None = None
     created_at: str | None = None
+    sampling: dict[str, Any] = field(default_factory=dict)  # recommended; used for what a request does not set
     expires_at: float | None = None  # a loaded model: when it will be unloaded (None: not while the server runs)
 
     @classmethod
@@ -64,6 +65,7 @@ class ModelCard:
             sha256=row.sha256,
             chat_template=row.chat_template,
             created_at=row.created_at,
+            sampling=row.sampling,
         )
 
 

@@ -38,7 +38,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
     model, engine = await state.models.engine_for(body.model)
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError(400, "top_logprobs needs logprobs set to true.", param="top_logprobs")
-    params = sampling(body, state.config, logprobs=(body.top_logprobs or 0) if body.logprobs else None)
+    top = (body.top_logprobs or 0) if body.logprobs else None
+    params = sampling(body, state.config, logprobs=top, recommended=state.models.card(model).sampling)
     messages = [m.model_dump(exclude_none=True) | {"content": m.text()} for m in body.messages]
     tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
     wants_tools = bool(tools) and body.tool_choice != "none"

@@ -39,7 +39,7 @@ async def completions(body: CompletionRequest, request: Request, state: StateDep
         raise APIError(
             400, "max_tokens 0 only makes sense with echo and logprobs (scoring the prompt).", param="max_tokens"
         )
-    params = sampling(body, state.config, logprobs=body.logprobs)
+    params = sampling(body, state.config, logprobs=body.logprobs, recommended=state.models.card(model).sampling)
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     if len(prompts) != 1:
         raise APIError(400, "Send one prompt per request.", param="prompt")

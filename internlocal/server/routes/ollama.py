@@ -191,7 +191,7 @@ async def show(body: ModelRequest, state: StateDep) -> dict[str, Any]:
         info[f"{card.architecture or 'general'}.context_length"] = card.context_length
     return {
         "modelfile": f"# served by internlocal\nFROM {card.name}\n",
-        "parameters": "",
+        "parameters": "\n".join(f"{key} {value}" for key, value in card.sampling.items()),  # Modelfile lines
         "template": card.chat_template or "",
         "details": _details(card),
         "model_info": info,
@@ -203,7 +203,8 @@ async def show(body: ModelRequest, state: StateDep) -> dict[str, Any]:
 # -- chat and generate -----------------------------------------------------------------------------
 
 
-def _params(body: _OllamaRequest, config: ServerConfig, engine: Engine) -> GenerationParams:
+def _params(body: _OllamaRequest, config: ServerConfig, engine: Engine, card: ModelCard) -> GenerationParams:
+    """Ollama's options as ``GenerationParams``; what they leave out comes from the model's recommended sampling."""
     body.refuse_unknown()
     options = body.options or OllamaOptions()
     for name in options.model_extra or {}:
@@ -225,13 +226,15 @@ def _params(body: _OllamaRequest, config: ServerConfig, engine: Engine) -> Gener
         max_tokens = limit  # -1 / -2: until the context (or the server's limit) is full
     else:
         max_tokens = max(1, min(predict, limit))
-    values: dict[str, Any] = {
+    values: dict[str, Any] = {"repeat_penalty": 1.0, **card.sampling}
+    values |= {
         "max_tokens": max_tokens,
         "stop": options.stop or [],
         "seed": options.seed,
-        "repeat_penalty": options.repeat_penalty if options.repeat_penalty is not None else 1.0,
         "stop_on_repetition": config.stop_on_repetition,
     }
+    if options.repeat_penalty is not None:
+        values["repeat_penalty"] = options.repeat_penalty
     for name in ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty"):
         if getattr(options, name) is not None:
             values[name] = getattr(options, name)
@@ -316,7 +319,7 @@ async def _answer(
 @router.post("/api/chat")
 async def chat(body: ChatRequest, request: Request, state: StateDep):
     name, engine = await state.models.engine_for(body.model)
-    params = _params(body, state.config, engine)
+    params = _params(body, state.config, engine, state.models.card(name))
     if not body.messages:  # Ollama's way to load a model ahead of use
         state.models.used(body.model, body.keep_alive)
         return {"model": name, "created_at": _timestamp(), "message": {"role": "assistant", "content": ""},
@@ -376,7 +379,7 @@ def _arguments(text: str) -> Any:
 @router.post("/api/generate")
 async def generate(body: GenerateRequest, request: Request, state: StateDep):
     name, engine = await state.models.engine_for(body.model)
-    params = _params(body, state.config, engine)
+    params = _params(body, state.config, engine, state.models.card(name))
     for field_name in ("suffix", "template", "context", "images"):
         if getattr(body, field_name):
             raise APIError(400, f"The field {field_name!r} is not supported by this server; leave it out.",

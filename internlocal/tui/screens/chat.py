@@ -329,7 +329,12 @@ class ChatScreen(AppScreen):
                 self.ready_services.chats.set_params(chat.id, result["params"])
                 self.notify("Chat settings saved.")
 
-        self.app.push_screen(ChatSettingsDialog(chat.system_prompt, chat_params(chat).model_dump()), done)
+        model = self.ready_services.chats.model_for(chat)
+        source = (model.metadata_dict.get("sampling") or {}).get("source")
+        recommended = " · ".join(f"{k.replace('_', ' ')} {v}" for k, v in model.sampling.items())
+        note = f"Recommended for {model.name}: {recommended} ({source})." if recommended else ""
+        dialog = ChatSettingsDialog(chat.system_prompt, chat_params(chat, model).model_dump(), recommended=note)
+        self.app.push_screen(dialog, done)
 
     # -- replies -----------------------------------------------------------------------------------
 

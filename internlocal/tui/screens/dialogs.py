@@ -95,9 +95,9 @@ class ChatSettingsDialog(ModalScreen[dict[str, Any] | None]):
         Binding("ctrl+s", "save", "Save"),
     ]
 
-    def __init__(self, system_prompt: str, params: dict[str, Any]) -> None:
+    def __init__(self, system_prompt: str, params: dict[str, Any], recommended: str = "") -> None:
         super().__init__()
-        self.system_prompt, self.params = system_prompt, params
+        self.system_prompt, self.params, self.recommended = system_prompt, params, recommended
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -111,6 +111,8 @@ class ChatSettingsDialog(ModalScreen[dict[str, Any] | None]):
                     yield Input(
                         "" if value is None else str(value), id=name, placeholder="random" if name == "seed" else ""
                     )
+            if self.recommended:  # the model's own sampling, used for whatever this chat does not set
+                yield Static(self.recommended, id="recommended")
             yield Static("", classes="error", id="error")
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel")
