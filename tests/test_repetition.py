@@ -102,7 +102,7 @@ def test_the_embedded_model_looping_is_stopped(engine):
 
 def test_cli_agent_and_chat_say_why_they_stopped(cli_env, internlocal_bin):
     agent = subprocess.run(
-        [internlocal_bin, "agent", "Write the word cat five times.", "--json"],
+        [internlocal_bin, "agent", "What is 1234 * 5678?", "--json"],  # the case, as a new user tried it
         env=cli_env,
         capture_output=True,
         text=True,

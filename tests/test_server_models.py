@@ -57,7 +57,8 @@ def alone(row) -> str:
     """What a model answers on its own, in-process."""
     from internlocal.engines.llamacpp import LlamaCppEngine
 
-    with LlamaCppEngine(row.path, n_ctx=1024, chat_template=row.chat_template) as engine:
+    # as the server loads it: flash attention on, so scores do not depend on how tokens are batched
+    with LlamaCppEngine(row.path, n_ctx=1024, chat_template=row.chat_template, flash_attention=True) as engine:
         return engine.chat(ASK, GenerationParams.greedy(max_tokens=12)).collect().text
 
 

@@ -73,6 +73,7 @@ class LlamaCppEngine(EngineBase):
         check_memory: bool = True,
         kv_cache: str = "f16",
         lora_path: str | Path | None = None,
+        flash_attention: bool = False,
     ):
         path = Path(path)
         info = read_gguf(path)  # clear errors for missing / foreign / truncated files before llama.cpp sees them
@@ -84,13 +85,14 @@ class LlamaCppEngine(EngineBase):
 
         import llama_cpp
 
-        # Flash attention always: without it llama.cpp computes a position's logits differently when it is
-        # decoded alone than in a batch (0.1 nats apart on the embedded model), so a generated token's logprob
-        # would disagree with the same text scored, and this engine with the batched one (which uses it).
-        extra: dict[str, Any] = {"flash_attn": True}
+        # Without flash attention llama.cpp computes a position's logits differently when it is decoded alone
+        # than inside a batch (0.1 nats apart on the embedded model), so a generated token's logprob would not
+        # match the same text scored. The server turns it on (its batched engine always uses it); elsewhere
+        # llama.cpp's default stays, which evaluation baselines and finetuning experiments were measured with.
+        extra: dict[str, Any] = {"flash_attn": True} if flash_attention else {}
         kv_type = kv_cache_type(kv_cache)
         if kv_type is not None:
-            extra |= {"type_k": kv_type, "type_v": kv_type}
+            extra |= {"type_k": kv_type, "type_v": kv_type, "flash_attn": True}
         if lora_path is not None:
             extra["lora_path"] = str(lora_path)
         try:

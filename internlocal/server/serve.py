@@ -77,6 +77,7 @@ def build(options: ServeOptions, services):
         n_threads=services.settings.threads,
         n_gpu_layers=services.settings.gpu_layers,
         chat_template=model.chat_template,
+        flash_attention=True,  # scores independent of batch shape, as the batched engine's (logprobs)
     )
     engine = BatchedLlamaCpp(
         base, slots=options.slots, kv_cache=services.settings.kv_cache, prompt_cache_mb=options.prompt_cache_mb
@@ -106,6 +107,7 @@ def build(options: ServeOptions, services):
             n_threads=services.settings.threads,
             n_gpu_layers=services.settings.gpu_layers,
             chat_template=row.chat_template,
+            flash_attention=True,  # scores independent of batch shape, as the batched engine's (logprobs)
         )
         batched = BatchedLlamaCpp(
             other, slots=options.slots, kv_cache=services.settings.kv_cache, prompt_cache_mb=options.prompt_cache_mb
