@@ -69,19 +69,24 @@ def build(options: ServeOptions, services):
         raise UserError(
             f"{model.name} is a {model.format} model; serve a GGUF model (convert it with `models convert --to gguf`)."
         )
-    ctx = options.context_length or services.settings.context_length
-    base = LlamaCppEngine(
-        model.path,
-        model_name=model.name,
-        n_ctx=ctx,
-        n_threads=services.settings.threads,
-        n_gpu_layers=services.settings.gpu_layers,
-        chat_template=model.chat_template,
-        flash_attention=True,  # scores independent of batch shape, as the batched engine's (logprobs)
-    )
-    engine = BatchedLlamaCpp(
-        base, slots=options.slots, kv_cache=services.settings.kv_cache, prompt_cache_mb=options.prompt_cache_mb
-    )
+
+    def open_gguf(row, n_ctx: int) -> tuple[LlamaCppEngine, BatchedLlamaCpp]:
+        """A GGUF chat model as the server runs it: the engine that scores, and the batched one on its weights."""
+        scorer = LlamaCppEngine(
+            row.path,
+            model_name=row.name,
+            n_ctx=n_ctx,
+            n_threads=services.settings.threads,
+            n_gpu_layers=services.settings.gpu_layers,
+            chat_template=row.chat_template,
+            flash_attention=True,  # scores independent of batch shape, as the batched engine's (logprobs)
+        )
+        batched = BatchedLlamaCpp(
+            scorer, slots=options.slots, kv_cache=services.settings.kv_cache, prompt_cache_mb=options.prompt_cache_mb
+        )
+        return scorer, batched
+
+    base, engine = open_gguf(model, options.context_length or services.settings.context_length)
     embedding = catalog.find_model(EMBEDDING_MODEL.name)
 
     def servable() -> list[ModelCard]:
@@ -100,18 +105,7 @@ def build(options: ServeOptions, services):
         row = catalog.get_model(card.name)
         if row.kind == "embedding":
             return LoadedModel(card, embedder=load_embedder(row), size=estimate(card))
-        other = LlamaCppEngine(
-            row.path,
-            model_name=row.name,
-            n_ctx=engine.context_length,
-            n_threads=services.settings.threads,
-            n_gpu_layers=services.settings.gpu_layers,
-            chat_template=row.chat_template,
-            flash_attention=True,  # scores independent of batch shape, as the batched engine's (logprobs)
-        )
-        batched = BatchedLlamaCpp(
-            other, slots=options.slots, kv_cache=services.settings.kv_cache, prompt_cache_mb=options.prompt_cache_mb
-        )
+        other, batched = open_gguf(row, engine.context_length)
         return LoadedModel(card, engine=batched, close=closer(batched, other), size=estimate(card))
 
     config = ServerConfig(
