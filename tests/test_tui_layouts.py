@@ -9,6 +9,8 @@ a score on the leaderboard, a finished and a failed job (nothing in it depends o
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import shutil
 from collections import namedtuple
@@ -149,6 +151,11 @@ async def _open(pilot, key: str, screen_name: str, loaded) -> None:
     if key:
         await pilot.press(key)
         await _wait(pilot, lambda: type(pilot.app.screen).__name__ == screen_name)
+    await _wait(pilot, lambda: loaded(pilot.app.screen))
+    # a screen may have started its loading twice (on mount, and again when the services came up): let every
+    # worker finish, so that a late one cannot redraw a table between the check above and the snapshot
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(pilot.app.workers.wait_for_complete(), timeout=30)
     await _wait(pilot, lambda: loaded(pilot.app.screen))
     from textual.widgets import Input
 
