@@ -58,7 +58,8 @@ lint: $(STAMP)
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile packaging/install.sh packaging/constraints.txt
+$(STAMP): pyproject.toml Makefile packaging/install.sh packaging/constraints.txt packaging/system-packages.sh
+	@packaging/system-packages.sh
 	@PYTHON="$(PYTHON)" TORCH_SPEC="$(TORCH_SPEC)" TORCH_INDEX="$(TORCH_INDEX)" \
 		LLAMA_CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" LLAMA_WHEEL_INDEX="$(LLAMA_WHEEL_INDEX)" \
 		packaging/install.sh $(VENV) -e ".[dev]"

@@ -19,7 +19,8 @@ from typing import Any
 
 class ScriptedModel:
     def __init__(self) -> None:
-        self.replies: list[list[str]] = []  # each reply as its streamed pieces, served in order (the last repeats)
+        # each reply as its streamed pieces, or a tool call, served in order (the last repeats)
+        self.replies: list[list[str] | dict[str, Any]] = []
         self.requests: list[dict[str, Any]] = []
         self.delay_s = 0.0  # between streamed pieces
         self.url = ""
@@ -28,7 +29,11 @@ class ScriptedModel:
     def reply(self, *pieces: str) -> None:
         self.replies.append(list(pieces))
 
-    def _next(self) -> list[str]:
+    def call_tool(self, name: str, arguments: dict[str, Any]) -> None:
+        """A reply that is one tool call (what a model steered by a document would send)."""
+        self.replies.append({"name": name, "arguments": json.dumps(arguments)})
+
+    def _next(self) -> list[str] | dict[str, Any]:
         return self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
 
 
@@ -48,6 +53,9 @@ def _handler(model: ScriptedModel):
             model.requests.append(body)
             pieces = model._next()
             chat = self.path.endswith("/chat/completions")
+            if isinstance(pieces, dict):
+                self._tool_call(pieces, bool(body.get("stream")))
+                return
             if not body.get("stream"):
                 text = "".join(pieces)
                 choice = {"index": 0, "finish_reason": "stop"}
@@ -70,6 +78,21 @@ def _handler(model: ScriptedModel):
                 self.wfile.write(b"data: [DONE]\n\n")
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client stopped reading
+
+        def _tool_call(self, call: dict[str, Any], stream: bool) -> None:
+            entry = {"id": "call_1", "type": "function", "function": call}
+            if not stream:
+                message = {"role": "assistant", "content": None, "tool_calls": [entry]}
+                choice = {"index": 0, "finish_reason": "tool_calls", "message": message}
+                self._json({"id": "x", "object": "chat.completion", "choices": [choice], "usage": _usage("")})
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            delta = {"role": "assistant", "tool_calls": [{"index": 0, **entry}]}
+            self._event({"id": "x", "choices": [{"index": 0, "finish_reason": None, "delta": delta}]})
+            self._event({"id": "x", "choices": [{"index": 0, "finish_reason": "tool_calls", "delta": {}}]})
+            self.wfile.write(b"data: [DONE]\n\n")
 
         def _event(self, payload: dict[str, Any]) -> None:
             self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())

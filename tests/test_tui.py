@@ -55,8 +55,8 @@ def pace_replies(chats, delay: float = 0.05) -> list[str]:
     pieces_seen: list[str] = []
     real_send = chats.send
 
-    def paced_send(chat_id, text):
-        reply = real_send(chat_id, text)
+    def paced_send(chat_id, text, **kwargs):
+        reply = real_send(chat_id, text, **kwargs)
         real = reply.generation
 
         class Paced:

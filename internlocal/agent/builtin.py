@@ -254,11 +254,12 @@ def kb_search_tool(
 # -- python ----------------------------------------------------------------------------------------
 
 
-def python_tool(timeout_s: float = 10, memory_mb: int = 512) -> Tool:
-    """An opt-in ``python(code)`` tool: runs in a limited subprocess without network (see sandbox)."""
+def python_tool(timeout_s: float = 10, memory_mb: int = 512, *, bubblewrap: bool | None = None) -> Tool:
+    """An opt-in ``python(code)`` tool: runs in a limited subprocess without network, under bubblewrap where the
+    machine has it (see sandbox); it acts, so each call needs the user's confirmation."""
     from internlocal.agent.sandbox import describe, run_python
 
-    @tool
+    @tool(acts=True)
     def python(code: str) -> str:
         """Run Python code and return what it prints. Use it for calculations or data work that needs a program.
 
@@ -267,7 +268,7 @@ def python_tool(timeout_s: float = 10, memory_mb: int = 512) -> Tool:
         """
         if not code.strip():
             raise ToolError("the code is empty")
-        return describe(run_python(code, timeout_s, memory_mb), timeout_s, memory_mb)
+        return describe(run_python(code, timeout_s, memory_mb, bubblewrap=bubblewrap), timeout_s, memory_mb)
 
     return python
 

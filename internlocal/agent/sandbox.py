@@ -2,6 +2,11 @@
 
 Layers, each cheap and each covering what the others miss:
 
+- bubblewrap (Debian's ``bubblewrap``), where the machine has it and may create namespaces: the code
+  sees a read-only system (``/usr``, the libraries, Python's own installation), a writable scratch
+  folder and an empty ``/tmp`` and home, nothing else of the user's files; no network at all
+  (``--unshare-net``: only a loopback nobody listens on) and its own process tree. Without it the
+  layers below remain, and the tool says once that it runs with the weaker guard;
 - a separate process (``sys.executable -I``: no user site, no cwd on the path, PYTHON* ignored)
   in its own session, in a fresh empty folder, with a minimal environment;
 - ``RLIMIT_AS`` (allocations fail → ``MemoryError``), ``RLIMIT_CPU`` (SIGXCPU on a busy loop),
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,8 +30,23 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
 OUTPUT_CAP = 16_000  # bytes kept per stream
+
+SCRATCH = "/scratch"  # the only writable folder the code sees under bubblewrap (its working directory)
+SANDBOX_HOME = "/home/sandbox"  # an empty tmpfs home
+# What of /etc the interpreter needs (the dynamic loader's cache, the time zone); not passwd, shadow or the
+# rest of the machine's configuration.
+_ETC = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/alternatives")
+_SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64")
+
+WEAK_GUARD_NOTE = (
+    "The python tool runs without bubblewrap ({why}): network and new processes are blocked, but the code can "
+    "read and write any file you can. Install bubblewrap (Debian/Ubuntu: apt install bubblewrap) for a sandbox "
+    "that sees only a scratch folder."
+)
 
 # Runs in the child before the model's code; sys.argv[1:] carries nothing, the code comes on stdin.
 _PRELUDE = r"""
@@ -104,14 +125,95 @@ class SandboxResult:
     timed_out: bool
     killed_for_memory: bool
     output_cut: bool = False
+    isolation: str = "guard"  # "bubblewrap", or "guard": the audit hook and limits only
 
 
-def run_python(code: str, timeout_s: float = 10, memory_mb: int = 512) -> SandboxResult:
-    """Run ``code`` in a limited subprocess and return what it printed and how it ended."""
+@dataclass(frozen=True)
+class Isolation:
+    """How the python tool will run here: under bubblewrap, or with the weaker guard and why."""
+
+    bubblewrap: str | None  # the bwrap executable that works here
+    why_not: str | None = None
+
+    @property
+    def name(self) -> str:
+        return "bubblewrap" if self.bubblewrap else "guard"
+
+    @property
+    def note(self) -> str | None:
+        """The sentence to show once when the sandbox is the weaker one; None under bubblewrap."""
+        return None if self.bubblewrap else WEAK_GUARD_NOTE.format(why=self.why_not)
+
+
+@cache
+def isolation() -> Isolation:
+    """Whether bubblewrap is installed and can make its namespaces here (probed once per process: a kernel or a
+    container may forbid user namespaces even where the binary exists)."""
+    found = shutil.which("bwrap")
+    if found is None:
+        return Isolation(None, "bubblewrap is not installed")
+    try:
+        probe = subprocess.run(
+            [found, *_bwrap_args(tempfile.gettempdir()), "--", sys.executable, "-I", "-c", "pass"],
+            capture_output=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Isolation(None, f"bubblewrap did not start: {exc}")
+    if probe.returncode != 0:
+        detail = probe.stderr.decode("utf-8", "replace").strip().splitlines()
+        return Isolation(
+            None, f"bubblewrap cannot create its sandbox here: {detail[-1] if detail else probe.returncode}"
+        )
+    return Isolation(found)
+
+
+def _bwrap_args(workdir: str) -> list[str]:
+    """bubblewrap's view of the machine: read-only system and Python, a writable scratch folder, nothing else."""
+    args = ["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    shared: list[str] = [*_SYSTEM, *_ETC]
+    # Python's installation and, for a venv, the venv (its bin/python links to the base interpreter; pyvenv.cfg
+    # beside it brings the venv's packages): read-only like the system
+    executable = Path(sys.executable)
+    for path in (
+        sys.base_prefix,
+        sys.prefix,
+        sys.exec_prefix,
+        str(executable.parent),
+        str(executable.resolve().parent),
+    ):
+        shared.append(path)
+    seen: set[str] = set()
+    for path in shared:
+        if path in seen:
+            continue
+        seen.add(path)
+        args += ["--ro-bind-try", path, path]
+    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/home", "--dir", SANDBOX_HOME]
+    args += ["--bind", workdir, SCRATCH, "--chdir", SCRATCH]
+    return args
+
+
+def run_python(
+    code: str, timeout_s: float = 10, memory_mb: int = 512, *, bubblewrap: bool | None = None
+) -> SandboxResult:
+    """Run ``code`` in a limited subprocess and return what it printed and how it ended.
+
+    ``bubblewrap``: None uses it where it works (``isolation()``); True requires it; False is the guard alone.
+    """
+    where = isolation()
+    if bubblewrap and where.bubblewrap is None:
+        raise RuntimeError(where.note)
+    use = where.bubblewrap if bubblewrap is not False else None
     with tempfile.TemporaryDirectory(prefix="internlocal-python-") as workdir:
-        env = {"HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", "PATH": "/usr/bin:/bin"}
+        if use:
+            env = {"HOME": SANDBOX_HOME, "TMPDIR": "/tmp", "LANG": "C.UTF-8", "PATH": "/usr/bin:/bin"}
+            command = [use, *_bwrap_args(workdir), "--", sys.executable, "-I", "-c", _PRELUDE]
+        else:
+            env = {"HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", "PATH": "/usr/bin:/bin"}
+            command = [sys.executable, "-I", "-c", _PRELUDE]
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-c", _PRELUDE],
+            command,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -141,6 +243,8 @@ def run_python(code: str, timeout_s: float = 10, memory_mb: int = 512) -> Sandbo
         err.join()
         stderr = err.text()
         returncode = proc.returncode
+        if use and returncode is not None and returncode > 128 and proc.returncode - 128 in _SIGNALS:
+            returncode = -(returncode - 128)  # bubblewrap passes a signal death on as 128 + the signal
         if returncode == -signal.SIGXCPU:
             timed_out = True
         killed_for_memory = (returncode == 3 and "MemoryError" in stderr) or (
@@ -153,6 +257,7 @@ def run_python(code: str, timeout_s: float = 10, memory_mb: int = 512) -> Sandbo
             timed_out=timed_out,
             killed_for_memory=killed_for_memory,
             output_cut=out.cut or err.cut,
+            isolation="bubblewrap" if use else "guard",
         )
 
 
@@ -185,6 +290,9 @@ def _limits(timeout_s: float, memory_mb: int):
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
     return apply
+
+
+_SIGNALS = {int(s) for s in signal.Signals}
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -40,6 +40,9 @@ class Tool:
     description: str
     parameters: dict[str, Any]  # JSON schema of the arguments object
     fn: Callable[..., Any]
+    # it writes or executes: the agent runs it only after the user confirms that call (the TUI asks; the CLI
+    # needs the flag that enables the tool), never on a model's or a document's say-so alone
+    acts: bool = False
 
     def openai(self) -> dict[str, Any]:
         return {
@@ -118,13 +121,19 @@ class _BadArguments(Exception):
     pass
 
 
-def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None, description: str | None = None):
-    """Decorator: ``@tool`` or ``@tool(name=…, description=…)`` turns a typed function into a ``Tool``."""
+def tool(
+    fn: Callable[..., Any] | None = None, *, name: str | None = None, description: str | None = None, acts: bool = False
+):
+    """Decorator: ``@tool`` or ``@tool(name=…, description=…, acts=True)`` turns a typed function into a ``Tool``."""
 
     def wrap(f: Callable[..., Any]) -> Tool:
         summary, arg_docs = parse_docstring(inspect.getdoc(f) or "")
         return Tool(
-            name=name or f.__name__, description=description or summary, parameters=schema_for(f, arg_docs), fn=f
+            name=name or f.__name__,
+            description=description or summary,
+            parameters=schema_for(f, arg_docs),
+            fn=f,
+            acts=acts,
         )
 
     return wrap(fn) if fn is not None else wrap

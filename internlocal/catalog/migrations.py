@@ -194,6 +194,8 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE chat_session ADD COLUMN mode TEXT NOT NULL DEFAULT 'chat'",  # chat | kb | agent
         "ALTER TABLE chat_message ADD COLUMN sources_json TEXT",
     ],
+    # 6: the tools that act (python) a user enabled in an agent chat, beyond the default read-only ones
+    ["ALTER TABLE chat_session ADD COLUMN tools_json TEXT NOT NULL DEFAULT '[]'"],
 ]
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -99,8 +99,13 @@ class ChatSession(SQLModel, table=True):
     params_json: str = "{}"
     kb_name: str | None = None  # the knowledge base a `kb` or `agent` chat answers from
     mode: str = "chat"  # chat | kb | agent
+    tools_json: str = "[]"  # tools that act (["python"]) the user enabled in an agent chat; each call is confirmed
     created_at: str = Field(default_factory=utcnow)
     updated_at: str = Field(default_factory=utcnow)
+
+    @property
+    def tools(self) -> list[str]:
+        return json.loads(self.tools_json or "[]")
 
 
 class ChatMessage(SQLModel, table=True):

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from internlocal.catalog.catalog import Catalog
 from internlocal.catalog.schema import ChatMessage, ChatSession, Model
@@ -20,7 +20,11 @@ from internlocal.engines.loader import EngineCache
 from internlocal.errors import NotFound, UserError
 from internlocal.hub.embedded import CHAT_MODEL
 
+if TYPE_CHECKING:
+    from internlocal.agent.loop import Confirm
+
 NEW_CHAT_TITLE = "New chat"
+ACTING_TOOLS = ("python",)  # tools an agent chat may add; each call asks the user (the read-only ones are always on)
 TITLE_CHARS = 48
 
 
@@ -139,16 +143,24 @@ class ChatService:
             params=params.model_dump(exclude_unset=True) if params is not None else {},
         )
 
-    def set_mode(self, chat_id: int, mode: str, kb_name: str | None = None) -> ChatSession:
+    def set_mode(self, chat_id: int, mode: str, kb_name: str | None = None, tools: Sequence[str] = ()) -> ChatSession:
         """``chat`` (the model alone), ``kb`` (answers from a knowledge base, with sources) or ``agent``
-        (the model calls tools; with a knowledge base, kb_search and read_file among them)."""
+        (the model calls tools; with a knowledge base, kb_search and read_file among them; ``tools`` adds
+        tools that act, each call confirmed by the user: ``python``)."""
         if mode not in ("chat", "kb", "agent"):
             raise UserError(f"Chat mode {mode!r} is not one of chat, kb, agent.")
+        unknown = sorted(set(tools) - set(ACTING_TOOLS))
+        if unknown or (tools and mode != "agent"):
+            raise UserError(
+                f"Tool {unknown[0]!r} cannot be enabled; the tools a chat can add are: {', '.join(ACTING_TOOLS)}."
+                if unknown
+                else "Tools are enabled in agent mode only."
+            )
         if mode == "kb" and not kb_name:
             raise UserError("Answering from a knowledge base needs one; `internlocal kb list` shows them.")
         if kb_name:
             self.catalog.get_kb(kb_name)
-        return self.catalog.update_chat(chat_id, mode=mode, kb_name=kb_name)
+        return self.catalog.update_chat(chat_id, mode=mode, kb_name=kb_name, tools_json=json.dumps(sorted(set(tools))))
 
     def kb_index(self, name: str):
         """The open index of a knowledge base, opened again after a sync (a job in another process wrote it:
@@ -211,8 +223,9 @@ class ChatService:
 
     # -- replies -----------------------------------------------------------------------------------
 
-    def send(self, chat_id: int, text: str) -> Reply:
-        """Save the user's message and start the reply (the model is loaded here if needed)."""
+    def send(self, chat_id: int, text: str, confirm: Confirm | None = None) -> Reply:
+        """Save the user's message and start the reply (the model is loaded here if needed). ``confirm`` asks the
+        user before an agent chat runs a tool that acts (python); without it such a call is refused."""
         text = text.strip()
         if not text:
             raise UserError("The message is empty; type something to send.")
@@ -245,14 +258,14 @@ class ChatService:
 
             return Reply(self, chat, model, result.generation, engine.context_length, record=record)
         if chat.mode == "agent":
-            return self._agent_reply(chat, model, engine, text)
+            return self._agent_reply(chat, model, engine, text, confirm)
         generation = engine.chat(self.history(chat), chat_params(chat, model))
         return Reply(self, chat, model, generation, engine.context_length)
 
-    def _agent_reply(self, chat: ChatSession, model: Model, engine, text: str) -> Reply:
+    def _agent_reply(self, chat: ChatSession, model: Model, engine, text: str, confirm: Confirm | None) -> Reply:
         """The agent's steps stream as lines (→ tool(arguments), = result) before its answer; the message
         keeps the answer as its text and the steps beside it."""
-        from internlocal.agent.builtin import calculator, current_datetime, kb_search_tool, read_file_tool
+        from internlocal.agent.builtin import calculator, current_datetime, kb_search_tool, python_tool, read_file_tool
         from internlocal.agent.loop import Agent
 
         tools = []
@@ -260,8 +273,12 @@ class ChatService:
             kb = self.catalog.get_kb(chat.kb_name)
             tools += [kb_search_tool(self.kb_index(kb.name).search), read_file_tool(kb.folders)]
         tools += [calculator, current_datetime]
+        if "python" in chat.tools:
+            tools.append(python_tool())
         params = chat_params(chat)
-        agent = Agent(engine, tools, params=GenerationParams.greedy(max_tokens=max(params.max_tokens, 64)))
+        agent = Agent(
+            engine, tools, params=GenerationParams.greedy(max_tokens=max(params.max_tokens, 64)), confirm=confirm
+        )
         earlier = [m for m in self.history(chat) if m["role"] in ("user", "assistant")][:-1]
         steps: list[str] = []
         cancel = _AgentCancel(agent)

@@ -27,7 +27,8 @@ def agent(
         bool,
         typer.Option(
             "--allow-python",
-            help="Let the agent run Python in a sandboxed subprocess (no network, limited time and memory).",
+            help="Let the agent run Python without asking for each call: in a sandboxed subprocess (bubblewrap where "
+            "installed: only a scratch folder, no network; limited time and memory).",
         ),
     ] = False,
     max_steps: Annotated[
@@ -56,11 +57,17 @@ def agent(
     if files:
         tools.append(read_file_tool(files))
     if allow_python:
+        from internlocal.agent.sandbox import isolation
+
         tools.append(python_tool())
+        if note := isolation().note:  # once, before anything runs: the user chose a weaker sandbox than they think
+            typer.secho(f"note: {note}", err=True, fg=typer.colors.YELLOW)
     model_row = svc.catalog.get_model(model) if model else svc.chats.default_model()
     engine = svc.chats.engines.get(model_row)
     params = GenerationParams.greedy(max_tokens=max_tokens or DEFAULT_MAX_TOKENS)
-    runner = Agent(engine, tools, max_steps=max_steps, params=params)
+    # --allow-python is the user's consent to every python call (the CLI has nobody to ask mid-run); tools that
+    # act and were not enabled by a flag are never called
+    runner = Agent(engine, tools, max_steps=max_steps, params=params, confirm=lambda _name, _args: allow_python)
     try:
         for step in runner.run(question):
             if as_json:

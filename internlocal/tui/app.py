@@ -131,6 +131,11 @@ class InternLocalApp(App):
                 "The model may call tools: calculator, date, and the knowledge base's search",
                 screen.action_agent_mode,
             )
+            yield SystemCommand(
+                "Agent mode with Python",
+                "The agent may also run Python in a sandbox; you confirm each program first",
+                screen.action_agent_python_mode,
+            )
             yield SystemCommand("Plain chat", "The model alone, no knowledge base or tools", screen.action_plain_mode)
         jobs = sys.modules.get("internlocal.tui.screens.jobs")  # imported once the Jobs screen was opened
         if jobs is not None and isinstance(screen, jobs.JobsScreen):

@@ -4,6 +4,8 @@ Below 100 columns the session list is hidden behind Ctrl+B so the conversation g
 
 from __future__ import annotations
 
+import json
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -293,19 +295,34 @@ class ChatScreen(AppScreen):
         if self._ready and self.chat_id is not None:
             await self._set_mode("agent", self.ready_services.catalog.get_chat(self.chat_id).kb_name)
 
+    async def action_agent_python_mode(self) -> None:
+        if self._ready and self.chat_id is not None:
+            kb_name = self.ready_services.catalog.get_chat(self.chat_id).kb_name
+            await self._set_mode("agent", kb_name, tools=("python",))
+
     async def action_plain_mode(self) -> None:
         if self._ready and self.chat_id is not None:
             await self._set_mode("chat", None)
 
-    async def _set_mode(self, mode: str, kb_name: str | None) -> None:
+    async def _set_mode(self, mode: str, kb_name: str | None, tools: tuple[str, ...] = ()) -> None:
         if self.chat_id is None:
             return
         try:
-            self.ready_services.chats.set_mode(self.chat_id, mode, kb_name)
+            self.ready_services.chats.set_mode(self.chat_id, mode, kb_name, tools)
         except UserError as exc:
             self.notify(str(exc), severity="error")
             return
         await self.open_chat(self.chat_id)
+        if tools:
+            from internlocal.agent.sandbox import isolation
+
+            note = isolation().note  # said where the user turns python on, so it is seen before any code runs
+            self.notify(
+                "Agent mode with Python: you are asked before each program runs" + (f"\n{note}" if note else ""),
+                severity="warning" if note else "information",
+                timeout=15 if note else 5,
+            )
+            return
         self.notify(
             {
                 "kb": f"Answers now come from {kb_name}, with sources",
@@ -313,6 +330,32 @@ class ChatScreen(AppScreen):
                 "chat": "Plain chat",
             }[mode]
         )
+
+    def confirm_tool(self, name: str, arguments: dict) -> bool:
+        """From the reply's worker thread: ask whether the agent may run this call (a tool that acts), and wait.
+        No answer (the reply stopped, the screen gone) is a no."""
+        from internlocal.tui.screens.dialogs import ConfirmDialog
+
+        shown = arguments.get("code") if name == "python" else json.dumps(arguments, ensure_ascii=False)
+        shown = str(shown)
+        if len(shown) > 1200:
+            shown = shown[:1200] + " …"
+        answered = threading.Event()
+        allowed: list[bool] = []
+
+        def answer(yes: bool | None) -> None:
+            allowed.append(bool(yes))
+            answered.set()
+
+        dialog = ConfirmDialog(
+            f"The agent wants to run {name}:\n\n{shown}\n\nRun it?", confirm_label="Run", variant="warning"
+        )
+        self.app.call_from_thread(self.app.push_screen, dialog, answer)
+        while not answered.wait(0.2):
+            if self._stop_requested or not self.is_attached:
+                self.app.call_from_thread(lambda: dialog.is_current and dialog.dismiss(False))
+                return False
+        return allowed[0]
 
     def action_chat_settings(self) -> None:
         from internlocal.tui.screens.dialogs import ChatSettingsDialog  # dialogs load when first opened
@@ -361,7 +404,7 @@ class ChatScreen(AppScreen):
     @work(thread=True, exclusive=True, group="reply")
     def generate(self, chat_id: int, text: str) -> None:
         try:
-            reply = self.ready_services.chats.send(chat_id, text)
+            reply = self.ready_services.chats.send(chat_id, text, confirm=self.confirm_tool)
         except UserError as exc:
             self.post_message(ReplyFailed(str(exc)))
             return
