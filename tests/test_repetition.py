@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from internlocal.engines.base import REPETITION_NOTE, GenerationParams, RepetitionGuard
+from internlocal.kb.answer import UNGROUNDED_LEAD
 from tests.scripted_openai import scripted_model
 
 LOOPING_SENTENCE = "The answer is 12345678. "
@@ -150,8 +151,17 @@ def test_kb_ask_that_looped_on_documentation_ends_early_and_says_why(cli_env, in
 
     run("create", "pydocs", str(docs))
     question = "How can I create a temporary directory that is cleaned up automatically when a with-block ends?"
-    answer = json.loads(run("ask", "pydocs", question, "--json").stdout)
+    answer = json.loads(run("ask", "pydocs", question, "--json", "--answers", "generate").stdout)
     assert answer["finish_reason"] == "repetition"
     assert answer["kb_sources"][0]["relpath"] == "tempfile.txt"
-    shown = run("ask", "pydocs", question).stdout
+    shown = run("ask", "pydocs", question, "--answers", "generate").stdout
     assert f"({REPETITION_NOTE})" in shown
+    # by default (issue 21) the looping answer, which cites nothing, is not shown as if it were grounded: the
+    # passages' best sentences are, each quoted with its citation; the stored decision says what happened
+    quoted = json.loads(run("ask", "pydocs", question, "--json").stdout)
+    assert quoted["answer"].startswith(UNGROUNDED_LEAD) and quoted["replaced_answer"]
+    assert quoted["quotes"] and all(q["citation"].startswith("tempfile.txt:") for q in quoted["quotes"])
+    assert "temporary directory" in quoted["quotes"][0]["text"]
+    assert "repeating itself" in quoted["pipeline"]["answer"] and "replaced" in quoted["pipeline"]["answer"]
+    plain = run("ask", "pydocs", question).stdout
+    assert f"({REPETITION_NOTE})" not in plain and "(tempfile.txt:" in plain

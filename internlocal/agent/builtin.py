@@ -182,7 +182,7 @@ def read_file_tool(roots: Sequence[Path | str], max_chars: int = MAX_FILE_CHARS)
             raise ToolError(f"{path!r} is outside the folders this tool may read ({shown})")
         raise ToolError(f"there is no file {path!r} in {shown}")
 
-    @tool
+    @tool(untrusted=True)
     def read_file(path: str) -> str:
         """Read a text file from the user's folders. Use it when the question names a file.
 
@@ -227,7 +227,7 @@ def kb_search_tool(
 ) -> Tool:
     """A ``kb_search(query)`` tool over ``search(query, k)`` (the knowledge-base package supplies it)."""
 
-    @tool(description=description)
+    @tool(description=description, untrusted=True)
     def kb_search(query: str) -> str:
         """Search the user's notes and documents. Use it for any question about the user's notes, documents,
         projects or files.
@@ -259,7 +259,7 @@ def python_tool(timeout_s: float = 10, memory_mb: int = 512, *, bubblewrap: bool
     machine has it (see sandbox); it acts, so each call needs the user's confirmation."""
     from internlocal.agent.sandbox import describe, run_python
 
-    @tool(acts=True)
+    @tool(acts=True, untrusted=True)
     def python(code: str) -> str:
         """Run Python code and return what it prints. Use it for calculations or data work that needs a program.
 

@@ -43,6 +43,9 @@ class Tool:
     # it writes or executes: the agent runs it only after the user confirms that call (the TUI asks; the CLI
     # needs the flag that enables the tool), never on a model's or a document's say-so alone
     acts: bool = False
+    # its results carry text from outside the user's question (documents, files, program output) that may try to
+    # give the model orders: the agent's prompt then says that tool results are data, not instructions
+    untrusted: bool = False
 
     def openai(self) -> dict[str, Any]:
         return {
@@ -122,9 +125,15 @@ class _BadArguments(Exception):
 
 
 def tool(
-    fn: Callable[..., Any] | None = None, *, name: str | None = None, description: str | None = None, acts: bool = False
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    acts: bool = False,
+    untrusted: bool = False,
 ):
-    """Decorator: ``@tool`` or ``@tool(name=…, description=…, acts=True)`` turns a typed function into a ``Tool``."""
+    """Decorator: ``@tool`` or ``@tool(name=…, description=…, acts=True, untrusted=True)`` turns a typed function
+    into a ``Tool``."""
 
     def wrap(f: Callable[..., Any]) -> Tool:
         summary, arg_docs = parse_docstring(inspect.getdoc(f) or "")
@@ -134,6 +143,7 @@ def tool(
             parameters=schema_for(f, arg_docs),
             fn=f,
             acts=acts,
+            untrusted=untrusted,
         )
 
     return wrap(fn) if fn is not None else wrap

@@ -14,6 +14,7 @@ from sqlmodel import Session, col, create_engine, select
 
 from internlocal.catalog import db
 from internlocal.catalog.schema import (
+    AnswerFeedback,
     ChatMessage,
     ChatSession,
     Dataset,
@@ -361,6 +362,19 @@ class Catalog:
                 raise NotFound(f"No knowledge base {name!r}.")
             s.delete(found)
             return found
+
+    def add_feedback(self, feedback: AnswerFeedback) -> AnswerFeedback:
+        if feedback.verdict not in ("bad", "good"):
+            raise UserError(f"A verdict is bad or good, not {feedback.verdict!r}.")
+        self.get_kb(feedback.kb_name)
+        with self.session() as s:
+            s.add(feedback)
+        return feedback
+
+    def list_feedback(self, kb_name: str) -> list[AnswerFeedback]:
+        with self.session() as s:
+            query = select(AnswerFeedback).where(AnswerFeedback.kb_name == kb_name)
+            return list(s.exec(query.order_by(col(AnswerFeedback.id))).all())
 
     # -- training runs ----------------------------------------------------------------------------
 

@@ -194,8 +194,26 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE chat_session ADD COLUMN mode TEXT NOT NULL DEFAULT 'chat'",  # chat | kb | agent
         "ALTER TABLE chat_message ADD COLUMN sources_json TEXT",
     ],
-    # 6: the tools that act (python) a user enabled in an agent chat, beyond the default read-only ones
-    ["ALTER TABLE chat_session ADD COLUMN tools_json TEXT NOT NULL DEFAULT '[]'"],
+    # 6: the tools that act (python) a user enabled in an agent chat, beyond the default read-only ones; a
+    # knowledge base's answer pipeline (question filter, relevance gate, answer check, extractive answers); the
+    # users' verdicts on answers, which `kb eval --tune` learns the refusal threshold from
+    [
+        "ALTER TABLE chat_session ADD COLUMN tools_json TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE knowledge_base ADD COLUMN pipeline_json TEXT NOT NULL DEFAULT '{}'",
+        """
+        CREATE TABLE answer_feedback (
+            id INTEGER PRIMARY KEY,
+            kb_name TEXT NOT NULL,
+            message_id INTEGER,                         -- the chat message judged, when it came from a chat
+            question TEXT NOT NULL,
+            answer TEXT NOT NULL,
+            verdict TEXT NOT NULL,                      -- bad | good
+            refused INTEGER NOT NULL DEFAULT 0,         -- the answer judged was the refusal
+            created_at TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX answer_feedback_kb ON answer_feedback (kb_name)",
+    ],
 ]
 
 LATEST_VERSION = len(MIGRATIONS)

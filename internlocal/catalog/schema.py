@@ -271,6 +271,7 @@ class KnowledgeBase(SQLModel, table=True):
     chunk_overlap: int
     threshold: float
     stats_json: str = "{}"
+    pipeline_json: str = "{}"  # the answer pipeline's switches that differ from the defaults (kb/answer.py)
     created_at: str = Field(default_factory=utcnow)
     updated_at: str = Field(default_factory=utcnow)
 
@@ -279,5 +280,25 @@ class KnowledgeBase(SQLModel, table=True):
         return json.loads(self.folders_json or "[]")
 
     @property
+    def pipeline(self) -> dict[str, Any]:
+        return json.loads(self.pipeline_json or "{}")
+
+    @property
     def stats(self) -> dict[str, Any]:
         return json.loads(self.stats_json or "{}")
+
+
+class AnswerFeedback(SQLModel, table=True):
+    """A user's verdict on a knowledge-base answer. When the threshold is fitted again (HuixiangDou's bad cases),
+    a bad answer counts as a question to refuse, a bad refusal as one to answer."""
+
+    __tablename__ = "answer_feedback"
+
+    id: int = Field(default=None, primary_key=True)  # None until inserted; every stored row has one
+    kb_name: str
+    message_id: int | None = None
+    question: str
+    answer: str
+    verdict: str  # bad | good
+    refused: bool = False  # the answer judged was the refusal (a bad one: it should have been answered)
+    created_at: str = Field(default_factory=utcnow)

@@ -162,6 +162,43 @@ class ChatService:
             self.catalog.get_kb(kb_name)
         return self.catalog.update_chat(chat_id, mode=mode, kb_name=kb_name, tools_json=json.dumps(sorted(set(tools))))
 
+    def toggle_quoting(self, chat_id: int) -> bool:
+        """Switch the chat's knowledge base between extractive answers and generated ones; True when quoting."""
+        from internlocal.kb.answer import AnswerPipeline
+
+        chat = self.catalog.get_chat(chat_id)
+        if chat.mode != "kb" or chat.kb_name is None:
+            raise UserError("Quoting the documents is for chats that answer from a knowledge base.")
+        kb = self.catalog.get_kb(chat.kb_name)
+        pipeline = AnswerPipeline.model_validate(kb.pipeline)
+        pipeline.answers = "auto" if pipeline.answers == "extractive" else "extractive"
+        self.catalog.update_kb(kb.name, pipeline_json=json.dumps(pipeline.model_dump(exclude_defaults=True)))
+        return pipeline.answers == "extractive"
+
+    def judge_answer(self, chat_id: int, verdict: str) -> ChatMessage:
+        """Store the user's verdict ("bad" or "good") on the chat's last knowledge-base answer; `kb eval --tune`
+        counts a bad answer as a question to refuse and a bad refusal as one to answer. Returns the answer judged."""
+        from internlocal.catalog.schema import AnswerFeedback
+
+        chat = self.catalog.get_chat(chat_id)
+        messages = self.catalog.messages(chat_id)
+        last = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].role == "assistant"), None)
+        if last is None or "kb_sources" not in messages[last].sources or chat.kb_name is None:
+            raise UserError("There is no knowledge-base answer in this chat to judge yet.")
+        question = next((m.content for m in reversed(messages[:last]) if m.role == "user"), "")
+        kb_name = messages[last].sources.get("kb") or chat.kb_name
+        self.catalog.add_feedback(
+            AnswerFeedback(
+                kb_name=kb_name,
+                message_id=messages[last].id,
+                question=question,
+                answer=messages[last].content,
+                verdict=verdict,
+                refused=bool(messages[last].sources.get("refused")),
+            )
+        )
+        return messages[last]
+
     def kb_index(self, name: str):
         """The open index of a knowledge base, opened again after a sync (a job in another process wrote it:
         chromadb's in-process vector cache would not see the new vectors)."""
@@ -239,7 +276,7 @@ class ChatService:
                 chat_id, title=title[:TITLE_CHARS] + ("…" if len(title) > TITLE_CHARS else "")
             )
         if chat.mode == "kb" and chat.kb_name:
-            from internlocal.kb.answer import answer
+            from internlocal.kb.answer import AnswerPipeline, answer
 
             kb = self.catalog.get_kb(chat.kb_name)
             earlier = [m for m in self.history(chat) if m["role"] in ("user", "assistant")][:-1]
@@ -250,11 +287,12 @@ class ChatService:
                 threshold=kb.threshold,
                 history=earlier,
                 params=chat_params(chat, model),
+                pipeline=AnswerPipeline.model_validate(kb.pipeline),
             )
 
             def record(reply_text: str) -> dict[str, Any]:
                 result.mark_cited(reply_text)
-                return result.record()
+                return {**result.record(), "kb": kb.name}
 
             return Reply(self, chat, model, result.generation, engine.context_length, record=record)
         if chat.mode == "agent":

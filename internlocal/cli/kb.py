@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -169,6 +170,18 @@ def ask(
     rerank: Annotated[
         str | None, typer.Option("--rerank", help="Cross-encoder (catalog model or folder) to reorder passages.")
     ] = None,
+    answers: Annotated[
+        str | None,
+        typer.Option(
+            "--answers",
+            help="auto (quotes replace an answer citing nothing), generate, or extractive (quotes only). "
+            "Default: the knowledge base's pipeline.",
+        ),
+    ] = None,
+    relevance_gate: Annotated[
+        bool | None,
+        typer.Option("--relevance-gate/--no-relevance-gate", help="Let the model drop passages it judges irrelevant."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Answer from the knowledge base with numbered sources, or say it has no answer."""
@@ -178,11 +191,18 @@ def ask(
     svc = services()
     reranker = reranker_for(svc.catalog, rerank) if rerank else None
     kb = svc.catalog.get_kb(name)
+    pipeline = _pipeline(kb, answers=answers, relevance_gate=relevance_gate)
     chat_model = svc.catalog.get_model(model) if model else svc.chats.default_model()
     index = open_index(svc.catalog, name)
     try:
         result = answer(
-            svc.chats.engines.get(chat_model), index, question, threshold=kb.threshold, k=k, reranker=reranker
+            svc.chats.engines.get(chat_model),
+            index,
+            question,
+            threshold=kb.threshold,
+            k=k,
+            reranker=reranker,
+            pipeline=pipeline,
         )
         for piece in result:
             if not as_json:
@@ -193,14 +213,70 @@ def ask(
         print_json({"answer": result.text, "finish_reason": result.finish_reason, **result.record()})
         return
     typer.echo("")
-    if result.finish_reason == "repetition":
+    if result.finish_reason == "repetition" and result.replaced is None:  # the text shown is the one that looped
         from internlocal.engines.base import REPETITION_NOTE
 
         typer.echo(f"({REPETITION_NOTE})")
-    if result.refused:
-        typer.echo(f"(best passage similarity {result.evidence:.3f} < threshold {kb.threshold:.3f})")
+    for step, decision in result.decisions.items():
+        if step == "relevance":
+            decision = ", ".join(f"{v['citation']} {'kept' if v['relevant'] else 'dropped'}" for v in decision)
+        typer.echo(f"({step}: {decision})")
     for source in result.sources:
         typer.echo(f"[{source['n']}] {source['citation']}{'' if source.get('cited') else '  (not cited)'}")
+
+
+def _pipeline(kb, **overrides: Any):
+    """The knowledge base's stored pipeline with the options given on the command line over it."""
+    from pydantic import ValidationError
+
+    from internlocal.errors import UserError
+    from internlocal.kb.answer import AnswerPipeline
+
+    values = {**kb.pipeline, **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        return AnswerPipeline.model_validate(values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(p) for p in error["loc"])
+        raise UserError(f"Pipeline setting {field}: {error['msg']} (got {error.get('input')!r}).") from None
+
+
+@app.command("pipeline")
+def pipeline(
+    name: str,
+    chit_chat: Annotated[
+        bool | None, typer.Option("--chit-chat/--no-chit-chat", help="Answer small talk without retrieval.")
+    ] = None,
+    relevance_gate: Annotated[
+        bool | None,
+        typer.Option(
+            "--relevance-gate/--no-relevance-gate",
+            help="The model judges each passage; irrelevant ones are dropped (for models stronger than 135M).",
+        ),
+    ] = None,
+    answer_check: Annotated[
+        bool | None,
+        typer.Option("--answer-check/--no-answer-check", help="Withhold a reply that only says it does not know."),
+    ] = None,
+    answers: Annotated[
+        str | None, typer.Option("--answers", help="auto, generate or extractive (see `kb ask --help`).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show or change the steps around retrieval for a knowledge base (HuixiangDou's pipeline)."""
+    svc = services()
+    kb = svc.catalog.get_kb(name)
+    chosen = _pipeline(
+        kb, chit_chat=chit_chat, relevance_gate=relevance_gate, answer_check=answer_check, answers=answers
+    )
+    if any(v is not None for v in (chit_chat, relevance_gate, answer_check, answers)):
+        kb = svc.catalog.update_kb(name, pipeline_json=json.dumps(chosen.model_dump(exclude_defaults=True)))
+    if as_json:
+        print_json(chosen.model_dump())
+        return
+    for key, value in chosen.model_dump().items():
+        shown = ("on" if value else "off") if isinstance(value, bool) else value
+        typer.echo(f"{key.replace('_', '-'):15} {shown}")
 
 
 @app.command("list")
@@ -280,8 +356,12 @@ def reembed(
 def eval_(
     name: str,
     questions: Annotated[
-        Path, typer.Argument(help='JSONL: {"question": …, "sources": [relative paths]} ([] = unanswerable).')
-    ],
+        Path | None,
+        typer.Argument(
+            help='JSONL: {"question": …, "sources": [relative paths]} ([] = unanswerable). Answers marked bad in '
+            "chats are added as questions to refuse."
+        ),
+    ] = None,
     k: Annotated[int, typer.Option("-k", help="Cut-off for recall@k.")] = 5,
     mode: Mode = "hybrid",
     tune: Annotated[
@@ -299,12 +379,24 @@ def eval_(
         raise UserError("--mode is one of hybrid, dense, bm25.")
     svc = services()
     kb = svc.catalog.get_kb(name)
-    rows = load_questions(questions)
+    rows = load_questions(questions) if questions is not None else []
+    # HuixiangDou's bad cases: an answer a user marked bad should have been a refusal, and a refusal marked bad
+    # should have been an answer (the latest verdict on a question counts)
+    verdicts = {f.question: f.refused for f in svc.catalog.list_feedback(name) if f.verdict == "bad" and f.question}
+    asked = {r["question"] for r in rows}
+    rows += [
+        {"question": q, "sources": [], "from": "feedback", "expect": "answer" if refused else "refuse"}
+        for q, refused in verdicts.items()
+        if q not in asked
+    ]
+    if not rows:
+        raise UserError("No questions: give a questions file, or mark answers bad in a knowledge-base chat first.")
     index = open_index(svc.catalog, name)
     try:
         result = evaluate(index, rows, threshold=kb.threshold, k=k, mode=search_mode)
     finally:
         index.close()
+    result["from_feedback"] = sum(1 for r in rows if r.get("from") == "feedback")
     if tune:
         if "fitted_threshold" not in result:
             raise UserError('Tuning the threshold needs answerable and unanswerable questions ("sources": []).')
@@ -316,7 +408,11 @@ def eval_(
     def fmt(value: float | None) -> str:
         return "-" if value is None else f"{value:.3f}"
 
-    typer.echo(f"{result['questions']} questions ({result['answerable']} answerable), {mode} retrieval")
+    from_feedback = result["from_feedback"]
+    typer.echo(
+        f"{result['questions']} questions ({result['answerable']} answerable), {mode} retrieval"
+        + (f"; {from_feedback} from answers marked bad in chats" if from_feedback else "")
+    )
     typer.echo(f"recall@{k} {fmt(result[f'recall@{k}'])}  MRR {fmt(result['mrr'])}  nDCG@10 {fmt(result['ndcg@10'])}")
     typer.echo(
         f"refusal at threshold {result['threshold']:.3f}: precision {fmt(result['refusal_precision'])}, "

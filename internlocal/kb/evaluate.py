@@ -4,6 +4,10 @@ and how well the refusal threshold separates answerable from unanswerable questi
 The questions file is JSONL: ``{"question": "...", "sources": ["devices/router.txt", ...]}`` with
 sources relative to a knowledge-base folder; ``"sources": []`` marks a question the documents do not
 answer (it should be refused).
+
+Users' verdicts in chats come in as rows with ``"expect"``: an answer marked bad should have been refused
+(``"refuse"``), a refusal marked bad should have been answered (``"answer"``). They count only where the
+threshold is concerned (refusal scores and the fit), not in recall, MRR or nDCG, having no labelled files.
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ def evaluate(
 ) -> dict[str, Any]:
     depth = max(k, 10)
     recall, reciprocal, ndcg = [], [], []
-    answerable_evidence, unanswerable_evidence = [], []
+    answerable_evidence: list[float] = []
+    unanswerable_evidence: list[float] = []
     per_question = []
     for item in questions:
         hits = index.search(item["question"], k=depth, mode=mode)
@@ -57,7 +62,10 @@ def evaluate(
             "retrieved": files[:k],
             "evidence": round(evidence, 4),
         }
-        if relevant:
+        if "expect" in item:  # a user's verdict: evidence for the threshold only
+            row["expect"] = item["expect"]
+            (answerable_evidence if item["expect"] == "answer" else unanswerable_evidence).append(evidence)
+        elif relevant:
             answerable_evidence.append(evidence)
             found = relevant & set(files[:k])
             recall.append(len(found) / len(relevant))
@@ -71,7 +79,7 @@ def evaluate(
             unanswerable_evidence.append(evidence)
         row["refused"] = evidence < threshold
         per_question.append(row)
-    refused_right = sum(1 for r in per_question if r["refused"] and not r["sources"])
+    refused_right = sum(1 for r in per_question if r["refused"] and _should_refuse(r))
     refused_all = sum(1 for r in per_question if r["refused"])
     result: dict[str, Any] = {
         "mode": mode,
@@ -91,6 +99,10 @@ def evaluate(
         best, accuracy = fit_threshold(answerable_evidence, unanswerable_evidence)
         result["fitted_threshold"], result["fitted_accuracy"] = best, accuracy
     return result
+
+
+def _should_refuse(row: dict[str, Any]) -> bool:
+    return row["expect"] == "refuse" if "expect" in row else not row["sources"]
 
 
 def _mean(values: list[float]) -> float | None:

@@ -132,6 +132,17 @@ class InternLocalApp(App):
                 screen.action_agent_mode,
             )
             yield SystemCommand(
+                "Quote the documents",
+                "Knowledge-base answers as the documents' own sentences with citations (again: generated)",
+                screen.action_quote_answers,
+            )
+            yield SystemCommand(
+                "Bad answer",
+                "Mark the last knowledge-base answer bad: `kb eval --tune` learns to refuse such questions",
+                screen.action_bad_answer,
+            )
+            yield SystemCommand("Good answer", "Mark the last knowledge-base answer good", screen.action_good_answer)
+            yield SystemCommand(
                 "Agent mode with Python",
                 "The agent may also run Python in a sandbox; you confirm each program first",
                 screen.action_agent_python_mode,

@@ -295,6 +295,41 @@ class ChatScreen(AppScreen):
         if self._ready and self.chat_id is not None:
             await self._set_mode("agent", self.ready_services.catalog.get_chat(self.chat_id).kb_name)
 
+    def action_quote_answers(self) -> None:
+        """Switch the chat's knowledge base between quoting its documents (extractive answers) and generating."""
+        if not self._ready or self.chat_id is None:
+            return
+        try:
+            quoting = self.ready_services.chats.toggle_quoting(self.chat_id)
+        except UserError as exc:
+            self.notify(str(exc), severity="warning")
+            return
+        self.notify(
+            "Answers now quote the documents' best sentences, with citations"
+            if quoting
+            else "Answers are generated again (quotes replace any answer that cites nothing)"
+        )
+
+    def action_bad_answer(self) -> None:
+        self._judge("bad")
+
+    def action_good_answer(self) -> None:
+        self._judge("good")
+
+    def _judge(self, verdict: str) -> None:
+        if not self._ready or self.chat_id is None:
+            return
+        try:
+            self.ready_services.chats.judge_answer(self.chat_id, verdict)
+        except UserError as exc:
+            self.notify(str(exc), severity="warning")
+            return
+        self.notify(
+            "Marked bad: `internlocal kb eval NAME --tune` will count this question as one to refuse"
+            if verdict == "bad"
+            else "Marked good, thank you"
+        )
+
     async def action_agent_python_mode(self) -> None:
         if self._ready and self.chat_id is not None:
             kb_name = self.ready_services.catalog.get_chat(self.chat_id).kb_name

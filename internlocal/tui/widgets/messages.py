@@ -94,7 +94,11 @@ def message_stats(message) -> str:
     extra = getattr(message, "sources", None) or {}
     for step in extra.get("agent_steps", []):
         line += f"\n→ {step}"
-    if extra.get("refused"):
+    for step, decision in (extra.get("pipeline") or {}).items():
+        if step == "relevance":
+            decision = ", ".join(f"{v['citation']} {'kept' if v['relevant'] else 'dropped'}" for v in decision)
+        line += f"\n{step}: {decision}"
+    if extra.get("refused") and not extra.get("pipeline"):  # answers stored before the pipeline said why
         line += f"\nno passage was close enough (best similarity {extra['evidence']:.2f} < {extra['threshold']:.2f})"
     for source in extra.get("kb_sources", []):
         line += f"\n[{source['n']}] {source['citation']}" + ("" if source.get("cited") else "  (given, not cited)")
