@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -156,12 +157,17 @@ def test_under_bubblewrap_only_the_scratch_folder_is_there(tmp_path):
         result = run(f"open({str(path)!r}, 'w').write('x')")
         assert result.returncode == 1 and ("FileNotFoundError" in result.stderr or "Read-only" in result.stderr)
         assert not path.exists()
-    # the scratch folder is the working directory and writable; /tmp and home are empty and private
+    # the scratch folder is the working directory and writable; /tmp and home are empty and private, but for
+    # the path down to Python's installation where it lives there (a clone in /tmp, a venv in a home)
     result = run(
-        "import os\nopen('out.txt', 'w').write('kept')\nopen('/tmp/t', 'w').write('x')\n"
-        "print(os.getcwd(), open('out.txt').read(), os.listdir(os.environ['HOME']), sorted(os.listdir('/tmp')))"
+        "import os, sys\nopen('out.txt', 'w').write('kept')\nopen('/tmp/t', 'w').write('x')\n"
+        "print(os.getcwd(), open('out.txt').read(), os.listdir(os.environ['HOME']))\n"
+        "print(*sorted(os.listdir('/tmp')))"
     )
-    assert result.stdout.split() == ["/scratch", "kept", "[]", "['t']"]
+    first, second = result.stdout.splitlines()
+    assert first.split() == ["/scratch", "kept", "[]"]
+    install = {Path(p).parts[2] for p in (sys.prefix, sys.base_prefix) if Path(p).parts[1:2] == ("tmp",)}
+    assert set(second.split()) == {"t"} | install
     assert not Path("/tmp/t").exists()
 
 

@@ -253,7 +253,8 @@ def test_bad_answers_reach_the_threshold_tuning(home, settings, tmp_path, intern
     check.close()
 
 
-def test_cli_pipeline_settings_are_stored_and_bad_values_refused(home, settings, tmp_path, internlocal_bin, cli_env):
+def router_kb(settings, tmp_path: Path) -> None:
+    """A knowledge base "router" over the test set's router guide alone, created and synced."""
     from internlocal.bootstrap import bootstrap
     from internlocal.kb import library
 
@@ -264,6 +265,10 @@ def test_cli_pipeline_settings_are_stored_and_bad_values_refused(home, settings,
     library.create_kb(settings, services.catalog, "router", [str(docs)])
     library.sync_kb(services.catalog, "router")
     services.close()
+
+
+def test_cli_pipeline_settings_are_stored_and_bad_values_refused(home, settings, tmp_path, internlocal_bin, cli_env):
+    router_kb(settings, tmp_path)
 
     def kb(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
         done = subprocess.run([internlocal_bin, "kb", *args], env=cli_env, capture_output=True, text=True, timeout=300)
@@ -276,28 +281,19 @@ def test_cli_pipeline_settings_are_stored_and_bad_values_refused(home, settings,
     assert "answers         extractive" in shown and "chit-chat       off" in shown
     bad = kb("pipeline", "router", "--answers", "poetry", ok=False)
     assert "Pipeline setting answers" in bad.stderr and "poetry" in bad.stderr
-    assert (
-        json.loads(kb("pipeline", "router", "--json").stdout)["answers"] == "extractive"
-    )  # the bad value kept nothing
+    kept = json.loads(kb("pipeline", "router", "--json").stdout)
+    assert kept["answers"] == "extractive"  # the refused value changed nothing
     asked = kb("ask", "router", "How do I reset the router to factory settings?").stdout
     assert "press the pinhole button" in asked and "(devices/router.txt:" not in asked and "(router.txt:6)" in asked
     assert "(answer: quoted: the passages' best sentences)" in asked
 
 
 async def test_the_chat_screen_shows_the_decisions_and_takes_a_bad_answer_verdict(home, settings, tmp_path):
-    from internlocal.bootstrap import bootstrap
-    from internlocal.kb import library
     from internlocal.tui.app import InternLocalApp
     from internlocal.tui.widgets.messages import MessageView
     from tests.test_tui import greedy_settings, ready, until
 
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "router.txt").write_text((DATA / "corpus" / "devices" / "router.txt").read_text(encoding="utf-8"))
-    services = bootstrap(settings)
-    library.create_kb(settings, services.catalog, "router", [str(docs)])
-    library.sync_kb(services.catalog, "router")
-    services.close()
+    router_kb(settings, tmp_path)
 
     app = InternLocalApp(greedy_settings(home))
     async with app.run_test(size=(110, 36)) as pilot:

@@ -171,6 +171,9 @@ def isolation() -> Isolation:
 def _bwrap_args(workdir: str) -> list[str]:
     """bubblewrap's view of the machine: read-only system and Python, a writable scratch folder, nothing else."""
     args = ["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    # the empty /tmp and home first: Python's installation is bound on top of them below, since a venv often
+    # lives under the user's home or /tmp (mounted later, the tmpfs would hide it)
+    args += ["--tmpfs", "/tmp", "--tmpfs", "/home", "--dir", SANDBOX_HOME]
     shared: list[str] = [*_SYSTEM, *_ETC]
     # Python's installation and, for a venv, the venv (its bin/python links to the base interpreter; pyvenv.cfg
     # beside it brings the venv's packages): read-only like the system
@@ -189,8 +192,7 @@ def _bwrap_args(workdir: str) -> list[str]:
             continue
         seen.add(path)
         args += ["--ro-bind-try", path, path]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/home", "--dir", SANDBOX_HOME]
-    args += ["--bind", workdir, SCRATCH, "--chdir", SCRATCH]
+    args += ["--proc", "/proc", "--dev", "/dev", "--bind", workdir, SCRATCH, "--chdir", SCRATCH]
     return args
 
 
