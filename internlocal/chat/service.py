@@ -8,14 +8,13 @@ keeps everything up to the last completed message.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from internlocal.catalog.catalog import Catalog
 from internlocal.catalog.schema import ChatMessage, ChatSession, Model
 from internlocal.config import Settings
-from internlocal.engines.base import Generation, GenerationParams, GenerationResult, Message
+from internlocal.engines.base import CancelAlso, Generation, GenerationParams, GenerationResult, Message
 from internlocal.engines.loader import EngineCache
 from internlocal.errors import NotFound, UserError
 from internlocal.hub.embedded import CHAT_MODEL
@@ -319,7 +318,7 @@ class ChatService:
         )
         earlier = [m for m in self.history(chat) if m["role"] in ("user", "assistant")][:-1]
         steps: list[str] = []
-        cancel = _AgentCancel(agent)
+        cancel = CancelAlso(agent)  # Esc stops the agent's generation in progress, not only its next step
 
         def producer():
             answer, finish = "", "stop"
@@ -342,15 +341,3 @@ class ChatService:
 
         generation = Generation(producer(), cancel)
         return Reply(self, chat, model, generation, engine.context_length, record=lambda _text: {"agent_steps": steps})
-
-
-class _AgentCancel(threading.Event):
-    """Esc on an agent reply stops the agent's generation in progress, not only the next step."""
-
-    def __init__(self, agent) -> None:
-        super().__init__()
-        self.agent = agent
-
-    def set(self) -> None:
-        super().set()
-        self.agent.cancel()

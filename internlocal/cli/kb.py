@@ -185,7 +185,7 @@ def ask(
     as_json: JsonOpt = False,
 ) -> None:
     """Answer from the knowledge base with numbered sources, or say it has no answer."""
-    from internlocal.kb.answer import answer
+    from internlocal.kb.answer import answer, decision_lines
     from internlocal.kb.library import open_index, reranker_for
 
     svc = services()
@@ -217,10 +217,8 @@ def ask(
         from internlocal.engines.base import REPETITION_NOTE
 
         typer.echo(f"({REPETITION_NOTE})")
-    for step, decision in result.decisions.items():
-        if step == "relevance":
-            decision = ", ".join(f"{v['citation']} {'kept' if v['relevant'] else 'dropped'}" for v in decision)
-        typer.echo(f"({step}: {decision})")
+    for line in decision_lines(result.decisions):
+        typer.echo(f"({line})")
     for source in result.sources:
         typer.echo(f"[{source['n']}] {source['citation']}{'' if source.get('cited') else '  (not cited)'}")
 

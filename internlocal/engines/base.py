@@ -262,6 +262,19 @@ class GeneratedLogprobs:
         )
 
 
+class CancelAlso(threading.Event):
+    """A generation's cancel event that also cancels ``target`` (anything with ``cancel()``): a stream built on top
+    of another generation or an agent stops what it waits on, not only its own next piece."""
+
+    def __init__(self, target: Any) -> None:
+        super().__init__()
+        self.target = target
+
+    def set(self) -> None:
+        super().set()
+        self.target.cancel()
+
+
 class Generation:
     """A streamed generation: iterate for text pieces; ``result`` is set when iteration ends.
 

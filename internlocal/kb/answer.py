@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from internlocal.engines.base import Engine, Generation, GenerationParams, GenerationResult, Message
+from internlocal.engines.base import CancelAlso, Engine, Generation, GenerationParams, GenerationResult, Message
 from internlocal.kb.index import Hit, Index
 
 REFUSAL = "The knowledge base has no answer to this question."
@@ -95,12 +95,7 @@ def cited(text: str, count: int) -> list[int]:
 
 def refusal_generation() -> Generation:
     """The refusal as a stream like any reply, so chats and the CLI show and store it the same way."""
-
-    def producer():
-        yield REFUSAL
-        return GenerationResult(text=REFUSAL, finish_reason="stop")
-
-    return Generation(producer(), threading.Event())
+    return _text_generation(REFUSAL)
 
 
 @dataclass
@@ -237,7 +232,7 @@ def answer(
         decisions["answer"] = "generated (streamed, not checked)"
         result.generation = generation
         return result
-    result.generation = Generation(_checked(result, generation, index, pipeline), _Cancel(generation))
+    result.generation = Generation(_checked(result, generation, index, pipeline), CancelAlso(generation))
     return result
 
 
@@ -284,18 +279,6 @@ def _text_generation(text: str) -> Generation:
     return Generation(producer(), threading.Event())
 
 
-class _Cancel(threading.Event):
-    """Stopping a checked answer stops the generation it is waiting for."""
-
-    def __init__(self, inner: Generation) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def set(self) -> None:
-        super().set()
-        self.inner.cancel()
-
-
 # -- the pipeline's judgements ----------------------------------------------------------------------
 
 # Whole messages that are greetings, thanks or small talk, in English and Chinese, after lower-casing and
@@ -314,6 +297,16 @@ _UNKNOWN = re.compile(
     r"(?:passages?|documents?|knowledge base|context) (?:does not|do not|doesn't|don't) "
     r"(?:say|contain|mention|provide|include|specify))|不知道|无法回答|没有提到|没有相关"
 )
+
+
+def decision_lines(decisions: dict[str, Any]) -> list[str]:
+    """The pipeline's decisions as the lines shown under an answer (TUI and `kb ask`)."""
+    lines = []
+    for step, decision in decisions.items():
+        if step == "relevance":
+            decision = ", ".join(f"{v['citation']} {'kept' if v['relevant'] else 'dropped'}" for v in decision)
+        lines.append(f"{step}: {decision}")
+    return lines
 
 
 def is_chit_chat(question: str) -> bool:

@@ -94,10 +94,10 @@ def message_stats(message) -> str:
     extra = getattr(message, "sources", None) or {}
     for step in extra.get("agent_steps", []):
         line += f"\n→ {step}"
-    for step, decision in (extra.get("pipeline") or {}).items():
-        if step == "relevance":
-            decision = ", ".join(f"{v['citation']} {'kept' if v['relevant'] else 'dropped'}" for v in decision)
-        line += f"\n{step}: {decision}"
+    if extra.get("pipeline"):
+        from internlocal.kb.answer import decision_lines  # only once a knowledge-base answer is shown
+
+        line += "".join(f"\n{shown}" for shown in decision_lines(extra["pipeline"]))
     if extra.get("refused") and not extra.get("pipeline"):  # answers stored before the pipeline said why
         line += f"\nno passage was close enough (best similarity {extra['evidence']:.2f} < {extra['threshold']:.2f})"
     for source in extra.get("kb_sources", []):
