@@ -1,8 +1,11 @@
-"""Agreement with lm-evaluation-harness on the same local data and the same HF folder."""
+"""Agreement with lm-evaluation-harness on the same local data and the same HF folder: our task format, and
+lm-eval task files run unchanged through `internlocal eval run`."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 
 import pytest
 
@@ -13,8 +16,9 @@ N = 12
 
 
 @pytest.fixture(scope="module")
-def lm_eval_samples(hf_model_dir, tmp_path_factory):
-    """lm-evaluation-harness (from PyPI) on the first N items of capitals_en, pointed at a local JSONL."""
+def lm_eval_run(hf_model_dir, tmp_path_factory):
+    """lm-evaluation-harness (from PyPI) on the first N items of capitals_en as three task files pointed at local
+    JSONL: (the folder of task files, lm-eval's result with its samples)."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -22,6 +26,61 @@ def lm_eval_samples(hf_model_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("lm-eval-task")
     rows = (BUILTIN_DIR / "capitals_en.jsonl").read_text(encoding="utf-8").splitlines()[:N]
     (folder / "data.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    # cloze choices taken from fields, a description and few-shot examples drawn from the test split itself
+    fields = []
+    for line in rows:
+        row = json.loads(line)
+        fields.append(
+            {"question": row["question"], **dict(zip("ABCD", row["choices"], strict=True)), "answer": row["answer"]}
+        )
+    (folder / "fields.jsonl").write_text("".join(json.dumps(r) + "\n" for r in fields), encoding="utf-8")
+    (folder / "capitals_fields.yaml").write_text(
+        f"""task: capitals_fields
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {folder / "fields.jsonl"}
+test_split: test
+output_type: multiple_choice
+description: "Capitals of the world.\\n\\n"
+doc_to_text: "Question: {{{{question.strip()}}}}\\nAnswer:"
+doc_to_choice: "{{{{[A, B, C, D]}}}}"
+doc_to_target: "{{{{answer}}}}"
+num_fewshot: 2
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+""",
+        encoding="utf-8",
+    )
+    qa = (BUILTIN_DIR / "capitals_en_qa.jsonl").read_text(encoding="utf-8").splitlines()[:N]
+    (folder / "qa.jsonl").write_text("\n".join(qa) + "\n", encoding="utf-8")
+    (folder / "capitals_gen.yaml").write_text(
+        f"""task: capitals_gen
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {folder / "qa.jsonl"}
+test_split: test
+output_type: generate_until
+doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
+doc_to_target: "{{{{answer}}}}"
+generation_kwargs:
+  until: ["\\n"]
+  max_gen_toks: 12
+  do_sample: false
+filter_list:
+  - name: first-word
+    filter:
+      - function: regex
+        regex_pattern: "([A-Z][\\\\w-]+)"
+      - function: take_first
+metric_list:
+  - metric: exact_match
+    ignore_case: true
+""",
+        encoding="utf-8",
+    )
     (folder / "capitals_lme.yaml").write_text(
         f"""task: capitals_lme
 dataset_path: json
@@ -42,12 +101,19 @@ metric_list:
     result = lm_eval.simple_evaluate(
         model="hf",
         model_args=f"pretrained={hf_model_dir},dtype=float32",
-        tasks=["capitals_lme"],
+        tasks=["capitals_lme", "capitals_fields", "capitals_gen"],
         task_manager=TaskManager(include_path=str(folder)),
         log_samples=True,
         batch_size=8,
         device="cpu",
     )
+    return folder, result
+
+
+@pytest.fixture(scope="module")
+def lm_eval_samples(lm_eval_run):
+    """capitals_lme's metrics and per-item log-likelihoods."""
+    _, result = lm_eval_run
     samples = sorted(result["samples"]["capitals_lme"], key=lambda s: s["doc_id"])
     return result["results"]["capitals_lme"], [[r[0] for r in s["filtered_resps"]] for s in samples]
 
@@ -79,3 +145,44 @@ def test_llama_cpp_backend_agrees_within_a_stated_tolerance(engine, lm_eval_samp
     assert sum(diffs) / len(diffs) < 0.6 and max(diffs) < 1.5
     assert ours.metrics["acc"] == theirs_metrics["acc,none"]
     assert ours.metrics["acc_norm"] == theirs_metrics["acc_norm,none"]
+
+
+def _samples(result: dict, task: str) -> list[dict]:
+    return sorted(result["samples"][task], key=lambda s: s["doc_id"])
+
+
+def test_lm_eval_task_files_run_unchanged_through_the_cli(hf_model_dir, lm_eval_run, internlocal_bin, cli_env):
+    """The lm-eval YAMLs above, given to `internlocal eval run` as files: the same per-item log-likelihoods
+    (multiple choice from fields, with a description and two few-shot examples), the same filtered answers
+    of the regex filter, and the same acc, acc_norm and exact_match."""
+    folder, theirs = lm_eval_run
+
+    def cli(*args: str) -> str:
+        out = subprocess.run([internlocal_bin, *args], env=cli_env, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    cli("models", "import", str(hf_model_dir), "--name", "smollm2-hf")
+    out = cli(
+        "eval", "run", "smollm2-hf", str(folder / "capitals_fields.yaml"), str(folder / "capitals_gen.yaml"), "--json"
+    )
+    events = [json.loads(line) for line in out.splitlines()]
+    runs = next(e["result"] for e in events if e["type"] == "result")["models"]["smollm2-hf"]
+
+    mc = runs["capitals_fields"]
+    assert mc["acc"] == theirs["results"]["capitals_fields"]["acc,none"]
+    assert mc["acc_norm"] == theirs["results"]["capitals_fields"]["acc_norm,none"]
+    items = json.loads(cli("eval", "show", str(mc["run"]), "--json"))
+    expected = _samples(theirs, "capitals_fields")
+    assert len(items) == len(expected) == N
+    for item, sample in zip(items, expected, strict=True):
+        assert item["prompt"] == sample["arguments"][0][0]  # description + the same two examples + the question
+        assert item["scores"]["loglikelihoods"] == pytest.approx([r[0] for r in sample["filtered_resps"]], abs=1e-3)
+
+    gen = runs["capitals_gen"]
+    assert gen["exact_match,first-word"] == theirs["results"]["capitals_gen"]["exact_match,first-word"]
+    items = json.loads(cli("eval", "show", str(gen["run"]), "--json"))
+    for item, sample in zip(items, _samples(theirs, "capitals_gen"), strict=True):
+        assert item["response"] == sample["resps"][0][0]
+        assert item["scores"]["extracted"] == sample["filtered_resps"][0]
+        assert item["scores"]["exact_match,first-word"] == sample["exact_match"]

@@ -11,18 +11,40 @@ from internlocal.catalog.schema import EvalItem, EvalRun
 from internlocal.engines.base import Capability, Engine
 from internlocal.engines.loader import choose_engine, load_engine
 from internlocal.evals.runner import RequestCache, evaluate
-from internlocal.evals.tasks import get_task
+from internlocal.evals.tasks import Task, get_tasks
 from internlocal.jobs.context import JobContext
 
 
+def resolve_tasks(
+    names: list[str], home, include_paths: list[str] | None = None, trusted: list[str] | None = None
+) -> list[Task]:
+    """Every task the names stand for (an lm-eval group gives its tasks), each once."""
+    from pathlib import Path
+
+    found: dict[str, Task] = {}
+    for name in names:
+        for task in get_tasks(
+            name, home, include_paths=[Path(p) for p in include_paths or []], trusted=[Path(p) for p in trusted or []]
+        ):
+            found.setdefault(task.name, task)
+    return list(found.values())
+
+
 def run_eval(
-    ctx: JobContext, model: str | list[str], tasks: list[str], limit: int | None = None, seed: int = 1234
+    ctx: JobContext,
+    model: str | list[str],
+    tasks: list[str],
+    limit: int | None = None,
+    seed: int = 1234,
+    circular: bool = False,
+    include_paths: list[str] | None = None,
+    trusted: list[str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate one model, or several in turn (one loaded at a time), on the same tasks."""
     models = [model] if isinstance(model, str) else list(model)
     catalog, settings = ctx.catalog, ctx.settings
     rows = [catalog.get_model(m) for m in models]
-    loaded = [get_task(t, settings.home) for t in tasks]  # every name checked before a model loads
+    loaded = resolve_tasks(tasks, settings.home, include_paths, trusted)  # every name checked before a model loads
     results = {}
     for number, row in enumerate(rows):
         results[row.name] = evaluate_model(
@@ -35,36 +57,28 @@ def run_eval(
             seed,
             done_before=number * len(loaded),
             total=len(rows) * len(loaded),
+            circular=circular,
         )
     ctx.progress(len(rows) * len(loaded), len(rows) * len(loaded), unit="tasks", message="done")
     return {"models": results}
 
 
 def evaluate_model(
-    ctx: JobContext, catalog, settings, row, loaded: list, limit: int | None, seed: int, done_before: int, total: int
+    ctx: JobContext,
+    catalog,
+    settings,
+    row,
+    loaded: list,
+    limit: int | None,
+    seed: int,
+    done_before: int,
+    total: int,
+    circular: bool = False,
 ) -> dict[str, Any]:
     """``row`` on the ``loaded`` tasks: one ``eval_run`` per task (with lineage from the model), answers from the
     request cache where it has them; {task: {run, metrics…, skipped}}. Progress counts tasks of ``total``."""
     engine_name = choose_engine(row, settings)
-    # the requested context (with the model's sha256 it decides the engine's actual one) keys the cache,
-    # so the key is known before, or without, loading the model
-    template_hash = hashlib.sha256((row.chat_template or "").encode()).hexdigest()[:16] if row.chat_template else None
-    meta = row.metadata_dict
-    # everything that changes an answer: the weights (a remote model's name on its server; adapters and
-    # load-time quantization), the engine, the requested context and the chat template
-    namespace = json.dumps(
-        [
-            row.sha256 or row.path,
-            meta.get("remote_model"),
-            meta.get("adapter"),
-            meta.get("gguf_lora"),
-            meta.get("load_in"),
-            engine_name,
-            settings.context_length,
-            row.quantization,
-            template_hash,
-        ]
-    )
+    namespace, template_hash = cache_namespace(row, settings, engine_name)
     cache = RequestCache(catalog, namespace)
     engine = LazyEngine(lambda: load_engine(row, settings), cache)
     try:
@@ -86,7 +100,14 @@ def evaluate_model(
                 )
 
             outcome = evaluate(
-                engine, task, cache, limit=limit, progress=progress, check_cancelled=ctx.check_cancelled, seed=seed
+                engine,
+                task,
+                cache,
+                limit=limit,
+                progress=progress,
+                check_cancelled=ctx.check_cancelled,
+                seed=seed,
+                circular=circular,
             )
             # a limit that covers every item is a full run, comparable with one made without a limit
             effective_limit = limit if limit is not None and limit < len(task.docs) else None
@@ -112,7 +133,10 @@ def evaluate_model(
                             "group": task.group,
                             "requests": outcome.requests,
                             "cached": outcome.cached,
-                        }
+                            **({"circular": True} if circular else {}),
+                            **({"breakdown": outcome.breakdown} if outcome.breakdown else {}),
+                        },
+                        ensure_ascii=False,
                     ),
                     job_id=ctx.job_id,
                 ),
@@ -138,6 +162,18 @@ def evaluate_model(
         return summary
     finally:
         engine.close()
+
+
+def cache_namespace(row, settings, engine_name: str) -> tuple[str, str | None]:
+    """The request cache's namespace for a model, and its chat template's hash. Everything that changes an
+    answer: the weights (a remote model's name on its server; adapters and load-time quantization), the engine,
+    the requested context and the chat template. The requested context (with the model's sha256 it decides the
+    engine's actual one) is known before, or without, loading the model."""
+    template_hash = hashlib.sha256(row.chat_template.encode()).hexdigest()[:16] if row.chat_template else None
+    meta = row.metadata_dict
+    identity = [row.sha256 or row.path, meta.get("remote_model"), meta.get("adapter"), meta.get("gguf_lora")]
+    identity += [meta.get("load_in"), engine_name, settings.context_length, row.quantization, template_hash]
+    return json.dumps(identity), template_hash
 
 
 class LazyEngine:

@@ -4,7 +4,9 @@ Scores sit side by side only when they were made the same way: one row per task 
 (task version, prompt hash and item limit). A model's latest run of a variant fills its cell;
 when a task was run in several variants, each variant is its own row, labelled with what differs.
 Group averages (per task group and metric, over two or more rows) are given only for models that
-have a score on every row of the group, so an average never hides a missing task.
+have a score on every row of the group, so an average never hides a missing task. A run made with
+CircularEval adds a ``circular_acc`` row beside the task's plain one; a task with subjects (MMLU, C-Eval,
+CMMLU) carries per-category and per-subject scores that a row expands into.
 """
 
 from __future__ import annotations
@@ -42,10 +44,21 @@ class Row:
     limit: int | None
     label: str = ""
     scores: dict[str, Score] = field(default_factory=dict)
+    breakdown: dict[str, dict[str, Any]] = field(default_factory=dict)  # model → {"subjects"/"categories": …}
 
     @property
     def variant(self) -> tuple[str, str, int | None]:
         return (self.version, self.prompt_hash, self.limit)
+
+    def details(self) -> list[tuple[str, dict[str, float | None]]]:
+        """(label, {model: score of the row's metric}) per category, then per subject; [] without subjects."""
+        out = []
+        for kind, prefix in (("categories", "category"), ("subjects", "subject")):
+            names = sorted({name for b in self.breakdown.values() for name in b.get(kind, {})})
+            for name in names:
+                values = {m: b.get(kind, {}).get(name, {}).get(self.metric) for m, b in self.breakdown.items()}
+                out.append((f"{prefix}: {name}", values))
+        return out
 
 
 @dataclass
@@ -79,6 +92,7 @@ class Leaderboard:
                     "prompt_hash": r.prompt_hash,
                     "limit": r.limit,
                     "scores": {m: vars(s) for m, s in r.scores.items()},
+                    "details": [{"label": label, "values": values} for label, values in r.details()],
                 }
                 for r in self.rows
             ],
@@ -99,12 +113,18 @@ class Leaderboard:
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), indent=2, ensure_ascii=False)
 
-    def to_markdown(self) -> str:
+    def to_markdown(self, expand: bool = False) -> str:
         lines = ["| task | metric | " + " | ".join(self.models) + " |", "|---|---|" + "---|" * len(self.models)]
         for r in self.rows:
             lines.append(
                 f"| {r.label} | {r.metric} | " + " | ".join(format_score(r.scores.get(m)) for m in self.models) + " |"
             )
+            for label, values in r.details() if expand else []:
+                lines.append(
+                    f"| &nbsp;&nbsp;{label} | {r.metric} | "
+                    + " | ".join(format_value(values.get(m)) for m in self.models)
+                    + " |"
+                )
         for g in self.groups:
             lines.append(
                 f"| **{group_label(g)}** | {g.metric} | "
@@ -151,14 +171,22 @@ class Leaderboard:
                         s.run,
                     ]
                 )
+            for label, values in r.details():
+                for m, value in values.items():
+                    if value is not None:
+                        writer.writerow(
+                            [f"{r.label} / {label}", m, r.metric, value, "", "", "", "", "", "", r.group, ""]
+                        )
         for g in self.groups:
             for m, value in g.values.items():
                 if value is not None:
                     writer.writerow([group_label(g), m, g.metric, value, "", "", "", "", "", "", g.group, ""])
         return out.getvalue()
 
-    def to_text(self, width: int = 26) -> str:
-        first = max([len("task")] + [len(r.label) for r in self.rows] + [len(group_label(g)) for g in self.groups]) + 2
+    def to_text(self, width: int = 26, expand: bool = False) -> str:
+        labels = [r.label for r in self.rows] + [group_label(g) for g in self.groups]
+        labels += [f"  {label}" for r in self.rows for label, _ in (r.details() if expand else [])]
+        first = max([len("task"), *map(len, labels)]) + 2
         lines = ["task".ljust(first) + "metric".ljust(18) + "".join(m[:width].ljust(width + 2) for m in self.models)]
         for r in self.rows:
             lines.append(
@@ -166,6 +194,12 @@ class Leaderboard:
                 + r.metric[:16].ljust(18)
                 + "".join(format_score(r.scores.get(m), "-").ljust(width + 2) for m in self.models)
             )
+            for label, values in r.details() if expand else []:
+                lines.append(
+                    f"  {label}".ljust(first)
+                    + r.metric[:16].ljust(18)
+                    + "".join(format_value(values.get(m), "-").ljust(width + 2) for m in self.models)
+                )
         for g in self.groups:
             lines.append(
                 group_label(g).ljust(first)
@@ -203,18 +237,29 @@ def build(runs: Iterable[EvalRun], task_groups: dict[str, str | None] | None = N
         metrics = run.metrics
         if not metrics:
             continue
-        metric, value = next(iter(metrics.items()))  # a task's primary metric comes first
         config = json.loads(run.config_json or "{}")
         group = config.get("group") or task_groups.get(run.task) or NO_GROUP
-        key = (run.task, metric, run.task_version, run.prompt_hash, config.get("limit"))
-        row = rows.get(key)
-        if row is None:
-            row = rows[key] = Row(run.task, group, metric, run.task_version, run.prompt_hash, config.get("limit"))
-        err = run.stderr.get(metric)
-        row.scores[run.model_name] = Score(
-            run.id or 0, float(value), None if err is None else float(err), run.n_items, run.n_skipped
-        )
-    ordered = sorted(rows.values(), key=lambda r: (r.group, r.task, -max(s.run for s in r.scores.values())))
+        shown = [next(iter(metrics))]  # a task's primary metric comes first
+        if "circular_acc" in metrics:
+            shown.append("circular_acc")
+        for metric in shown:
+            key = (run.task, metric, run.task_version, run.prompt_hash, config.get("limit"))
+            row = rows.get(key)
+            if row is None:
+                row = rows[key] = Row(run.task, group, metric, run.task_version, run.prompt_hash, config.get("limit"))
+            err = run.stderr.get(metric)
+            row.scores[run.model_name] = Score(
+                run.id or 0, float(metrics[metric]), None if err is None else float(err), run.n_items, run.n_skipped
+            )
+            if config.get("breakdown"):
+                row.breakdown[run.model_name] = config["breakdown"]
+            else:
+                row.breakdown.pop(run.model_name, None)
+    # newest variant first within a task; a task's plain score before its circular one
+    ordered = sorted(
+        rows.values(),
+        key=lambda r: (r.group, r.task, -max(s.run for s in r.scores.values()), r.metric == "circular_acc"),
+    )
     _label(ordered)
     models = sorted({m for r in ordered for m in r.scores})
     return Leaderboard(models, ordered, _group_averages(ordered, models))

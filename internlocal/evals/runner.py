@@ -4,6 +4,12 @@
   logits; ``acc`` (argmax) and ``acc_norm`` (argmax of log-likelihood per character of the choice).
 - generate_until: greedy generation to the stop strings, optional regex extraction, ``exact_match``.
 - perplexity: rolling log-likelihood of each text; token, word and byte perplexity, bits per byte.
+- loglikelihood: log P(delimiter + target | prompt); ``acc`` (the target is the greedy continuation) and
+  ``perplexity`` (exp of the negative mean log-likelihood), as lm-evaluation-harness scores them.
+
+CircularEval (``circular=True``, lettered multiple choice): each question is asked once per rotation of
+its options; ``circular_acc`` counts a question only if every rotation is answered right. Rows with a
+``subject`` get per-subject (and, for MMLU, C-Eval and CMMLU, per-category) scores in ``breakdown``.
 
 Every request's answer (and every token count) is cached in the catalog under a key made of the
 model's sha256, engine, context length and the request itself, so a re-run (or a run resumed after
@@ -21,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from internlocal.engines.base import Capability, Engine, GenerationParams
-from internlocal.errors import ContextOverflow
+from internlocal.errors import ContextOverflow, UserError
 from internlocal.evals.tasks import Task
 
 BATCH = 32
@@ -35,6 +41,7 @@ class Outcome:
     skipped: int = 0
     requests: int = 0
     cached: int = 0
+    breakdown: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # subjects/categories → scores
 
 
 class RequestCache:
@@ -63,13 +70,58 @@ def evaluate(
     progress: Callable[[int, int], None] = lambda done, total: None,
     check_cancelled: Callable[[], None] = lambda: None,
     seed: int = 1234,
+    circular: bool = False,
 ) -> Outcome:
     docs = task.docs[:limit] if limit else task.docs
+    if circular and task.output_type != "multiple_choice":
+        raise UserError(f"CircularEval is for lettered multiple choice; task {task.name} is {task.output_type}.")
     if task.output_type == "multiple_choice":
-        return _multiple_choice(engine, task, docs, cache, progress, check_cancelled, seed)
-    if task.output_type == "generate_until":
-        return _generate(engine, task, docs, cache, progress, check_cancelled, seed)
-    return _perplexity(engine, task, docs, cache, progress, check_cancelled, seed)
+        outcome = _multiple_choice(engine, task, docs, cache, progress, check_cancelled, seed, circular)
+    elif task.output_type == "generate_until":
+        outcome = _generate(engine, task, docs, cache, progress, check_cancelled, seed)
+    elif task.output_type == "loglikelihood":
+        outcome = _loglikelihood_task(engine, task, docs, cache, progress, check_cancelled, seed)
+    else:
+        outcome = _perplexity(engine, task, docs, cache, progress, check_cancelled, seed)
+    wanted = task.metric_names
+    if (
+        wanted is not None
+    ):  # the task file's metric_list: only what it asks for (CircularEval's score is asked by the run)
+        keep = [k for k in outcome.metrics if k.split(",")[0] in wanted or k == "circular_acc"]
+        outcome.metrics = {k: outcome.metrics[k] for k in keep}
+        outcome.stderr = {k: outcome.stderr[k] for k in keep if k in outcome.stderr}
+    outcome.breakdown = breakdown(task, docs, outcome.items, list(outcome.metrics))
+    return outcome
+
+
+def breakdown(task: Task, docs: list[dict[str, Any]], items: list[dict[str, Any]], metrics: list[str]) -> dict:
+    """Scores per subject (rows with a ``subject`` field) and per category of the benchmark's standard map:
+    {"subjects": {subject: {metric: mean, "n": items}}, "categories": {…}}; {} for a task without subjects."""
+    from internlocal.evals.categories import benchmark_of, categories_of
+
+    if not docs or "subject" not in docs[0]:
+        return {}
+    benchmark = benchmark_of(task.version, task.name)
+    groups: dict[str, dict[str, dict[str, list[float]]]] = {"subjects": {}, "categories": {}}
+    per_item = [m for m in metrics if m in ("acc", "acc_norm", "circular_acc") or m.startswith("exact_match")]
+    for item in items:
+        scores = item["scores"]
+        if "skipped" in scores:
+            continue
+        subject = str(docs[item["idx"]].get("subject", ""))
+        for kind, name in [("subjects", subject)] + [("categories", c) for c in categories_of(benchmark, subject)]:
+            bucket = groups[kind].setdefault(name, {})
+            for metric in per_item:
+                if metric in scores:
+                    bucket.setdefault(metric, []).append(float(scores[metric]))
+    return {
+        kind: {
+            name: {**{m: sum(v) / len(v) for m, v in values.items()}, "n": max(map(len, values.values()), default=0)}
+            for name, values in sorted(named.items())
+        }
+        for kind, named in groups.items()
+        if named
+    }
 
 
 def _token_counts(engine: Engine, cache: RequestCache, texts: list[str], add_special: bool) -> list[int]:
@@ -109,47 +161,92 @@ def score_choices(loglikelihoods: list[float], choices: list[str], gold: int) ->
     return pred, pred_norm, pred == gold, pred_norm == gold
 
 
-def _multiple_choice(engine, task, docs, cache, progress, check_cancelled, seed) -> Outcome:
-    candidates = []  # (doc index, gold, choices, [(context, continuation)])
+def _multiple_choice(engine, task, docs, cache, progress, check_cancelled, seed, circular=False) -> Outcome:
+    candidates = []  # (doc index, [(gold, [(context, continuation)]) per rotation], choices)
     for i, doc in enumerate(docs):
-        context = task.fewshot_prefix(i) + task.text(doc)
-        if task.apply_chat_template:  # the question as a user turn; choices scored as the assistant's reply
-            context = engine.render_chat([{"role": "user", "content": context}])
-        choices = task.choices(doc)
-        requests = [(context, task.target_delimiter + c) for c in choices]
-        candidates.append((i, task.gold_index(doc, i), choices, requests))
-    longest = [p[3][0][0] + max(p[3], key=lambda r: len(r[1]))[1] for p in candidates]
-    reasons = dict(zip((p[0] for p in candidates), _overflows(engine, cache, longest), strict=True))
+        choices, gold = task.choices(doc), task.gold_index(doc, i)
+        variants = []
+        for shift in range(len(choices) if circular else 1):
+            context = task.context(i, task.rotated(doc, shift) if circular else doc)
+            if task.apply_chat_template:  # the question as a user turn; choices scored as the assistant's reply
+                context = engine.render_chat([{"role": "user", "content": context}])
+            variants.append(((gold - shift) % len(choices), [(context, task.target_delimiter + c) for c in choices]))
+        candidates.append((i, variants, choices))
+    longest = [v[1][0][0] + max(v[1], key=lambda r: len(r[1]))[1] for _, variants, _ in candidates for v in variants]
+    overflow = iter(_overflows(engine, cache, longest))
+    reasons = {i: next((r for r in [next(overflow) for _ in variants] if r), None) for i, variants, _ in candidates}
     plans = [p for p in candidates if reasons[p[0]] is None]
-    answers = _loglikelihoods(engine, [r for p in plans for r in p[3]], cache, progress, check_cancelled)
-    items, correct, correct_norm = [], [], []
+    requests = [r for _, variants, _ in plans for _, reqs in variants for r in reqs]
+    answers = _loglikelihoods(engine, requests, cache, progress, check_cancelled)
+    items, correct, correct_norm, circular_ok = [], [], [], []
     at = 0
-    for i, gold, choices, requests in plans:
-        got = answers[at : at + len(requests)]
-        at += len(requests)
+    for i, variants, choices in plans:
+        got = answers[at : at + sum(len(reqs) for _, reqs in variants)]
+        at += len(got)
         if any(isinstance(a, str) for a in got):  # the endpoint refused a request as too long
             reasons[i] = next(a for a in got if isinstance(a, str))
             continue
-        lls = [a[0] for a in got]
-        pred, _, ok, ok_norm = score_choices(lls, choices, gold)
+        rounds = [got[k * len(choices) : (k + 1) * len(choices)] for k in range(len(variants))]
+        picks = [score_choices([a[0] for a in r], choices, gold) for r, (gold, _) in zip(rounds, variants, strict=True)]
+        pred, _, ok, ok_norm = picks[0]
+        gold = variants[0][0]
         correct.append(ok)
         correct_norm.append(ok_norm)
+        scores: dict[str, Any] = {
+            "loglikelihoods": [a[0] for a in rounds[0]],
+            "acc": float(ok),
+            "acc_norm": float(ok_norm),
+        }
+        if circular:
+            circular_ok.append(all(p[2] for p in picks))
+            scores["circular_acc"] = float(circular_ok[-1])
+            scores["rotations"] = [choices[p[0]] for p in picks]  # the letter picked in each rotation
         items.append(
             {
                 "idx": i,
-                "prompt": requests[0][0],
+                "prompt": variants[0][1][0][0],
                 "target": choices[gold],
                 "response": choices[pred],
-                "scores": {"loglikelihoods": lls, "acc": float(ok), "acc_norm": float(ok_norm)},
+                "scores": scores,
             }
         )
     skipped = [
-        _skipped_item(idx, requests[0][0], choices[gold], reasons[idx])
-        for idx, gold, choices, requests in candidates
-        if reasons[idx]
+        _skipped_item(i, variants[0][1][0][0], choices[variants[0][0]], reasons[i])
+        for i, variants, choices in candidates
+        if reasons[i]
     ]
     metrics = {"acc": _mean(correct), "acc_norm": _mean(correct_norm)}
     stderr = {"acc": _bootstrap(correct, seed), "acc_norm": _bootstrap(correct_norm, seed)}
+    if circular:
+        metrics["circular_acc"], stderr["circular_acc"] = _mean(circular_ok), _bootstrap(circular_ok, seed)
+    return Outcome(metrics, stderr, sorted(items + skipped, key=lambda it: it["idx"]), len(skipped), *answers.stats)
+
+
+def _loglikelihood_task(engine, task, docs, cache, progress, check_cancelled, seed) -> Outcome:
+    """One continuation per document (lm-eval's ``loglikelihood``): is it the greedy one, and how likely."""
+    requests = [(task.context(i, doc), task.target_delimiter + task.target(doc)) for i, doc in enumerate(docs)]
+    reasons = _overflows(engine, cache, [c + x for c, x in requests])
+    todo = [k for k, reason in enumerate(reasons) if reason is None]
+    answers = _loglikelihoods(engine, [requests[k] for k in todo], cache, progress, check_cancelled)
+    items, greedy, lls = [], [], []
+    for k, answer in zip(todo, answers, strict=True):
+        if isinstance(answer, str):
+            reasons[k] = answer
+            continue
+        greedy.append(bool(answer[1]))
+        lls.append(float(answer[0]))
+        items.append(
+            {
+                "idx": k,
+                "prompt": requests[k][0],
+                "target": requests[k][1],
+                "response": None,
+                "scores": {"loglikelihood": answer[0], "acc": float(answer[1])},
+            }
+        )
+    skipped = [_skipped_item(k, requests[k][0], requests[k][1], r) for k, r in enumerate(reasons) if r]
+    metrics = {"acc": _mean(greedy), "perplexity": math.exp(-sum(lls) / len(lls)) if lls else float("nan")}
+    stderr = {"acc": _bootstrap(greedy, seed)}
     return Outcome(metrics, stderr, sorted(items + skipped, key=lambda it: it["idx"]), len(skipped), *answers.stats)
 
 
@@ -195,7 +292,7 @@ def _generate(engine, task, docs, cache, progress, check_cancelled, seed) -> Out
     params = GenerationParams.greedy(max_tokens=task.max_tokens, stop=task.until, stop_on_repetition=False)
     items, scores, skipped, cached = [], [], 0, 0
     progress(0, len(docs))
-    prompts = [task.fewshot_prefix(i) + task.text(doc) for i, doc in enumerate(docs)]
+    prompts = [task.context(i, doc) for i, doc in enumerate(docs)]
     reasons = _overflows(engine, cache, prompts)
     for i, doc in enumerate(docs):
         check_cancelled()
@@ -221,22 +318,16 @@ def _generate(engine, task, docs, cache, progress, check_cancelled, seed) -> Out
             items.append(_skipped_item(i, prompt, target, reasons[i]))
             progress(i + 1, len(docs))
             continue
-        answer = task.extract(hit)
-        ok = task.normalize(answer) == task.normalize(target)
-        scores.append(ok)
+        marks, answer = task.score_generation(hit, doc)
+        scores.append(marks)
         items.append(
-            {
-                "idx": i,
-                "prompt": prompt,
-                "target": target,
-                "response": hit,
-                "scores": {"exact_match": float(ok), "extracted": answer.strip()},
-            }
+            {"idx": i, "prompt": prompt, "target": target, "response": hit, "scores": {**marks, "extracted": answer}}
         )
         progress(i + 1, len(docs))
+    names = list(scores[0]) if scores else ["exact_match"]
     return Outcome(
-        {"exact_match": _mean(scores)},
-        {"exact_match": _bootstrap(scores, seed)},
+        {name: _mean([bool(s[name]) for s in scores]) for name in names},
+        {name: _bootstrap([bool(s[name]) for s in scores], seed) for name in names},
         items,
         skipped,
         len(docs) - skipped,

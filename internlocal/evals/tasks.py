@@ -48,7 +48,7 @@ class Task(BaseModel):
     version: str
     description: str = ""
     group: str | None = None
-    output_type: Literal["multiple_choice", "generate_until", "perplexity"]
+    output_type: Literal["multiple_choice", "generate_until", "perplexity", "loglikelihood"]
     dataset: str
     doc_to_text: str = "{text}"
     doc_to_choice: str | list[str] | None = None
@@ -112,6 +112,16 @@ class Task(BaseModel):
             text = re.sub(pattern, "", text)
         return text.strip().lower() if self.ignore_case else text.strip()
 
+    def score_generation(self, response: str, doc: dict[str, Any]) -> tuple[dict[str, float], str]:
+        """({metric: score}, the extracted answer shown with the item) for one generated response."""
+        answer = self.extract(response)
+        return {"exact_match": float(self.normalize(answer) == self.normalize(self.target(doc)))}, answer.strip()
+
+    @property
+    def metric_names(self) -> set[str] | None:
+        """The metrics the task asks for; None: every metric of its output type."""
+        return None
+
     # -- rendering ---------------------------------------------------------------------------------
 
     def text(self, doc: dict[str, Any]) -> str:
@@ -147,6 +157,49 @@ class Task(BaseModel):
         raise UserError(
             f"{self.dataset_path} row {index + 1}: the answer {target!r} is not one of the choices {choices}."
         )
+
+    def context(self, index: int, doc: dict[str, Any]) -> str:
+        """What the model reads for document ``index``: few-shot examples, then the question."""
+        return self.fewshot_prefix(index) + self.text(doc)
+
+    # -- CircularEval: the same question with its options rotated -------------------------------------
+
+    def option_fields(self, doc: dict[str, Any]) -> list[str]:
+        """The row's fields that hold the option texts (A…/c0…/choices), for CircularEval to rotate; refuses a
+        task whose choices are not letters (nothing positional to rotate) or whose options it cannot find."""
+        choices = [c.strip() for c in self.choices(doc)]
+        if not all(len(c) == 1 and c.isalpha() for c in choices):
+            raise UserError(
+                f"CircularEval rotates lettered options; task {self.name} scores the option texts themselves "
+                f"({', '.join(repr(c) for c in choices[:2])}, …), where no letter stands for a position."
+            )
+        fields = [c for c in choices if c in doc]
+        if len(fields) != len(choices):
+            fields = [f"c{i}" for i in range(len(choices)) if f"c{i}" in doc]
+        if len(fields) != len(choices):
+            fields = []
+        if isinstance(doc.get("choices"), list) and len(doc["choices"]) == len(choices):
+            fields.append("choices")
+        if not fields:
+            raise UserError(
+                f"CircularEval cannot rotate task {self.name}: its rows hold the options in neither fields named "
+                f"{', '.join(choices)}, c0…c{len(choices) - 1}, nor a 'choices' list."
+            )
+        return fields
+
+    def rotated(self, doc: dict[str, Any], shift: int) -> dict[str, Any]:
+        """The row with its options moved ``shift`` places (OpenCompass's ABCD → BCDA → CDAB → DABC): the
+        option shown at position j is the one at (j + shift); the right answer moves to (gold − shift)."""
+        fields = self.option_fields(doc)
+        out = dict(doc)
+        texts = list(doc["choices"]) if fields[-1] == "choices" else None
+        letter_fields = [f for f in fields if f != "choices"]
+        if letter_fields:
+            values = [doc[f] for f in letter_fields]
+            out.update({f: values[(j + shift) % len(values)] for j, f in enumerate(letter_fields)})
+        if texts is not None:
+            out["choices"] = [texts[(j + shift) % len(texts)] for j in range(len(texts))]
+        return out
 
     def fewshot_prefix(self, index: int) -> str:
         if not self.num_fewshot:
@@ -224,21 +277,49 @@ def task_dirs(home: Path | None = None) -> list[Path]:
 
 
 def all_tasks(home: Path | None = None) -> dict[str, Task]:
+    """Our task files, built in and the user's; lm-eval files placed among them are run by path or
+    ``--include-path`` (their code may need the user's trust), so they are left out here."""
+    from internlocal.evals.lmeval import is_lmeval_file
+
     tasks: dict[str, Task] = {}
     for directory in task_dirs(home):
         for path in sorted(directory.glob("*.yaml")) if directory.is_dir() else []:
+            if is_lmeval_file(path):
+                continue
             task = load_task(path)
             tasks[task.name] = task
     return tasks
 
 
 def get_task(name_or_path: str, home: Path | None = None) -> Task:
+    tasks = get_tasks(name_or_path, home)
+    if len(tasks) != 1:
+        raise UserError(f"{name_or_path} is a group of {len(tasks)} tasks; name one of them.")
+    return tasks[0]
+
+
+def get_tasks(
+    name_or_path: str,
+    home: Path | None = None,
+    *,
+    include_paths: list[Path] | None = None,
+    trusted: list[Path] | None = None,
+) -> list[Task]:
+    """The task a name or file stands for: ours, or lm-eval's (a group file or group name gives its tasks).
+    lm-eval names are looked up in ``include_paths``; ``trusted`` folders may run their ``!function`` code."""
+    from internlocal.evals.lmeval import find_lmeval, is_lmeval_file, load_lmeval
+
     if name_or_path.endswith((".yaml", ".yml")) and Path(name_or_path).is_file():
-        return load_task(Path(name_or_path))
+        path = Path(name_or_path)
+        if is_lmeval_file(path):
+            return list(load_lmeval(path, trusted=trusted or [], search=include_paths or [], home=home))
+        return [load_task(path)]
     tasks = all_tasks(home)
-    if name_or_path not in tasks:
-        raise UserError(f"No evaluation task {name_or_path!r}; `internlocal eval tasks` lists them.")
-    return tasks[name_or_path]
+    if name_or_path in tasks:
+        return [tasks[name_or_path]]
+    if include_paths:
+        return list(find_lmeval(name_or_path, include_paths, trusted=trusted or [], home=home))
+    raise UserError(f"No evaluation task {name_or_path!r}; `internlocal eval tasks` lists them.")
 
 
 def add_custom_task(home: Path, name: str, data_file: Path, kind: str) -> Path:

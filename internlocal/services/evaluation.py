@@ -63,11 +63,23 @@ def estimate_eval(svc: Services, models: list[str], tasks: list[Task], *, limit:
     return EvalEstimate(total_items, seconds, measured and bool(models))
 
 
-def start_eval(svc: Services, models: list[str], tasks: list[str], *, limit: int | None = None) -> Job:
-    """Check every model and task name now (a typo fails here, not in the job), then evaluate the models in turn
-    as one resumable job (answers are cached)."""
-    from internlocal.evals.job import run_eval
-    from internlocal.evals.tasks import get_task
+def start_eval(
+    svc: Services,
+    models: list[str],
+    tasks: list[str],
+    *,
+    limit: int | None = None,
+    circular: bool = False,
+    include_paths: list[str] | None = None,
+    trusted: list[str] | None = None,
+) -> Job:
+    """Check every model and task name now (a typo, an unsupported lm-eval setting, untrusted code or a task
+    CircularEval cannot rotate fails here, not in the job), then evaluate the models in turn as one resumable job
+    (answers are cached). ``include_paths`` are searched for lm-eval task names; ``trusted`` folders may run the
+    ``!function`` code of their task files."""
+    from pathlib import Path
+
+    from internlocal.evals.job import resolve_tasks, run_eval
 
     models = [m.strip() for m in models if m.strip()]
     if not models:
@@ -76,7 +88,21 @@ def start_eval(svc: Services, models: list[str], tasks: list[str], *, limit: int
         raise UserError("Name at least one task (`internlocal eval tasks`).")
     for name in models:
         svc.catalog.get_model(name)
-    for name in tasks:
-        get_task(name, svc.settings.home)
-    params = {"model": models[0] if len(models) == 1 else models, "tasks": tasks, "limit": limit}
+    include_paths = [str(Path(p).resolve()) for p in include_paths or []]
+    trusted = [str(Path(p).resolve()) for p in trusted or []]
+    for path in include_paths:
+        if not Path(path).is_dir():
+            raise UserError(f"--include-path {path} is not a folder.")
+    for task in resolve_tasks(tasks, svc.settings.home, include_paths, trusted):
+        if circular:
+            if task.output_type != "multiple_choice":
+                raise UserError(
+                    f"CircularEval is for lettered multiple choice; task {task.name} is {task.output_type}."
+                )
+            task.option_fields(task.docs[0])
+    params: dict = {"model": models[0] if len(models) == 1 else models, "tasks": tasks, "limit": limit}
+    # only what differs from the defaults, so a job's parameters read as the user asked
+    params.update(
+        {k: v for k, v in (("circular", circular), ("include_paths", include_paths), ("trusted", trusted)) if v}
+    )
     return svc.jobs.submit(run_eval, params, kind="eval.run", title=f"Eval {', '.join(models)} on {', '.join(tasks)}")

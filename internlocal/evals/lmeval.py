@@ -1,0 +1,663 @@
+"""lm-evaluation-harness task files, run as they are.
+
+An lm-eval task YAML (``task:``, ``dataset_path``, Jinja ``doc_to_text``…) becomes an ``LmEvalTask``: a
+``Task`` whose prompts, choices, targets, few-shot examples, filters and metrics follow lm-eval's rules, so
+the same YAML gives the same requests and the same scores through either tool. What lm-eval does here:
+
+- a ``doc_to_*`` that names a field is that field; otherwise it is a Jinja template (lm-eval's environment:
+  StrictUndefined, trailing newlines kept, a ``regex_replace`` filter); a ``doc_to_choice`` template renders
+  a Python list literal; a target that renders as digits is a choice index;
+- the context is ``description`` + few-shot examples (``text + target_delimiter + answer +
+  fewshot_delimiter`` each) + the question; few-shot examples come from ``fewshot_split`` (else the test split
+  without the question itself), drawn by one ``random.Random(1234)`` in document order, or the first N
+  (``fewshot_config.sampler: first_n``);
+- ``filter_list`` pipelines (``regex`` with lm-eval's findall semantics and "[invalid]" fallback,
+  ``take_first``, ``remove_whitespace``, ``lowercase``, ``uppercase``) each give their own
+  ``exact_match,<name>`` score, with ``exact_match``'s ``ignore_case``, ``ignore_punctuation`` and
+  ``regexes_to_ignore``.
+
+``include:`` merges a base YAML (relative to the file), group files (``group:`` + ``task: [...]``) expand to
+their tasks, and ``--include-path`` folders are searched for task names. ``!function module.name`` (Python
+next to the YAML) runs only from folders the user trusts; anything else lm-eval knows and this does not is
+refused by name, never ignored.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import json
+import random
+import re
+import string
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from internlocal.errors import UserError
+from internlocal.evals.tasks import Task
+
+FILE_TYPES = {"json": (".json", ".jsonl"), "csv": (".csv",), "parquet": (".parquet",)}
+SPLITS = ("test_split", "validation_split")
+OUTPUT_TYPES = {
+    "multiple_choice": "multiple_choice",
+    "generate_until": "generate_until",
+    "loglikelihood": "loglikelihood",
+    "loglikelihood_rolling": "perplexity",
+}
+METRICS = {
+    "multiple_choice": {"acc", "acc_norm"},
+    "generate_until": {"exact_match"},
+    "loglikelihood": {"acc", "perplexity"},
+    "loglikelihood_rolling": {"word_perplexity", "byte_perplexity", "bits_per_byte"},
+}
+EXACT_MATCH_OPTIONS = {"ignore_case", "ignore_punctuation", "regexes_to_ignore", "ignore_numbers"}
+FILTERS = {"regex", "take_first", "remove_whitespace", "lowercase", "uppercase"}
+FUNCTION_FIELDS = {"process_docs", "doc_to_text", "doc_to_target", "doc_to_choice"}
+# keys that describe a task without changing what is asked or how it is scored here
+HARMLESS = {
+    "task",
+    "tag",
+    "task_alias",
+    "group_alias",
+    "metadata",
+    "should_decontaminate",
+    "doc_to_decontamination_query",
+    "training_split",
+    "dataset_name",
+    "unsafe_code",
+    "include",
+}
+SUPPORTED = {
+    "dataset_path",
+    "dataset_kwargs",
+    "test_split",
+    "validation_split",
+    "fewshot_split",
+    "fewshot_config",
+    "num_fewshot",
+    "fewshot_delimiter",
+    "target_delimiter",
+    "description",
+    "output_type",
+    "doc_to_text",
+    "doc_to_choice",
+    "doc_to_target",
+    "process_docs",
+    "generation_kwargs",
+    "filter_list",
+    "metric_list",
+    "repeats",
+}
+
+
+@dataclass(frozen=True)
+class FunctionRef:
+    """``!function utils.process_docs``: a function in a Python file next to the YAML."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return f"!function {self.name}"
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _function_ref(loader: yaml.SafeLoader, node: yaml.Node) -> FunctionRef:
+    if not isinstance(node, yaml.ScalarNode):
+        raise yaml.constructor.ConstructorError(None, None, "!function takes module.name", node.start_mark)
+    return FunctionRef(str(loader.construct_scalar(node)))
+
+
+_Loader.add_constructor("!function", _function_ref)
+
+
+def _jinja():
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.BaseLoader(), undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters["regex_replace"] = lambda s, pattern, repl, count=0: re.sub(pattern, repl, s, count=count)
+    return env
+
+
+class LmEvalTask(Task):
+    """A task from an lm-eval YAML; ``spec`` is the merged file (after ``include:``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    output_type: str  # type: ignore[assignment]  # multiple_choice | generate_until | loglikelihood | perplexity
+    spec: dict[str, Any] = Field(default_factory=dict)
+    trusted: bool = Field(False, exclude=True)
+    home: str | None = Field(None, exclude=True)  # where a Hub dataset's files are kept
+    _functions: dict[str, Callable[..., Any]] = PrivateAttr(default_factory=dict)
+    _shots: list[list[dict[str, Any]]] = PrivateAttr(default_factory=list)
+
+    # -- the dataset -------------------------------------------------------------------------------
+
+    @property
+    def from_hub(self) -> bool:
+        return self.spec.get("dataset_path") not in FILE_TYPES
+
+    def _hub_files(self, split: str) -> list[Path]:
+        """A Hub dataset's Parquet files of ``split`` (``<dataset_name>/<split>-*.parquet`` or
+        ``…/<split>/*.parquet``), downloaded once into ``<home>/benchmarks/lm-eval/`` through the store."""
+        from internlocal.hub.fetch import fetch_dataset
+
+        repo, config = str(self.spec["dataset_path"]), self.spec.get("dataset_name")
+        if self.home is None:
+            raise UserError(f"Task {self.name} reads the Hub dataset {repo}; run it through `internlocal eval run`.")
+        dest = Path(self.home) / "benchmarks" / "lm-eval" / repo.replace("/", "__") / str(config or "default") / split
+        if not any(dest.rglob("*.parquet")):
+            pattern = f"{config}/{split}[-/]*.parquet" if config else f"*{split}[-/]*.parquet"
+            fetch_dataset(Path(self.home) / "store", dest, f"hf:{repo}:{pattern}")
+        return sorted(dest.rglob("*.parquet"))
+
+    def _split_files(self, split: str) -> list[Path]:
+        if self.from_hub:
+            return self._hub_files(split)
+        kwargs = self.spec.get("dataset_kwargs") or {}
+        files = kwargs.get("data_files")
+        if isinstance(files, dict):
+            files = files.get(split)
+        elif split != self.spec.get("test_split", self.spec.get("validation_split", "train")):
+            files = None  # one file list is the evaluated split only (the datasets library names it "train")
+        if files is None:
+            raise UserError(f"Task {self.name}: dataset_kwargs.data_files has no {split!r} split.")
+        base = Path(self.source_path).parent if self.source_path else Path.cwd()
+        paths = []
+        for name in [files] if isinstance(files, str) else list(files):
+            path = Path(name).expanduser()
+            if not path.is_absolute():
+                path = base / path if (base / path).exists() else Path.cwd() / path
+            if not path.is_file():
+                raise UserError(f"Task {self.name}: the data file {name} does not exist.")
+            paths.append(path)
+        return paths
+
+    def _rows(self, split: str) -> list[dict[str, Any]]:
+        from internlocal.data.formats import read_rows
+
+        kind = "parquet" if self.from_hub else self.spec.get("dataset_path")
+        rows: list[dict[str, Any]] = []
+        for path in self._split_files(split):
+            if path.suffix.lower() not in FILE_TYPES.get(str(kind), ()):
+                raise UserError(f"Task {self.name}: {path.name} is not a {kind} file.")
+            rows += [row for _, row in read_rows(path)]
+        if "process_docs" in self.spec:
+            rows = self._call("process_docs", rows)
+        return rows
+
+    @property
+    def evaluated_split(self) -> str:
+        for key in SPLITS:
+            if self.spec.get(key):
+                return str(self.spec[key])
+        raise UserError(f"Task {self.name} names no test_split or validation_split to evaluate.")
+
+    @cached_property
+    def docs(self) -> list[dict[str, Any]]:
+        rows = self._rows(self.evaluated_split)
+        if not rows:
+            raise UserError(f"Task {self.name}: the {self.evaluated_split} split has no rows.")
+        return rows
+
+    @property
+    def fewshot_split(self) -> str:
+        """lm-eval's rule: ``fewshot_split``, else the training split, else validation, else the test split."""
+        named = self.spec.get("fewshot_split") or (self.spec.get("fewshot_config") or {}).get("split")
+        if named:
+            return str(named)
+        for key in ("training_split", "validation_split", "test_split"):
+            if self.spec.get(key):
+                return str(self.spec[key])
+        return self.evaluated_split
+
+    @cached_property
+    def fewshot_docs(self) -> list[dict[str, Any]]:
+        split = self.fewshot_split
+        return self.docs if split == self.evaluated_split else self._rows(split)
+
+    # -- functions from the task's folder ------------------------------------------------------------
+
+    def _call(self, field: str, *args: Any) -> Any:
+        function = self._functions.get(field)
+        if function is None:
+            ref = self.spec[field]
+            function = load_function(Path(self.source_path or "."), ref, trusted=self.trusted, task=self.name)
+            self._functions[field] = function
+        if field == "process_docs":
+            return _process_docs(function, args[0])
+        return function(*args)
+
+    def _field(self, field: str, doc: dict[str, Any]) -> Any:
+        """lm-eval's ``doc_to_*``: a field name, a Jinja template, a function, a list or an int."""
+        spec = self.spec.get(field)
+        if isinstance(spec, FunctionRef):
+            return self._call(field, doc)
+        if isinstance(spec, str):
+            if spec in doc:
+                return doc[spec]
+            try:
+                rendered = _jinja().from_string(spec).render(**doc)
+            except Exception as exc:  # jinja2's UndefinedError and TemplateSyntaxError: one sentence
+                raise UserError(f"Task {self.name}: {field} {spec!r} fails on a row: {exc}.") from None
+            if field == "doc_to_choice":
+                try:
+                    return ast.literal_eval(rendered)
+                except (ValueError, SyntaxError):
+                    raise UserError(f"Task {self.name}: doc_to_choice rendered {rendered!r}, not a list.") from None
+            if rendered.isdigit() and self.spec.get("doc_to_choice") is not None:
+                return int(rendered)
+            if field == "doc_to_target" and len(rendered) >= 2 and rendered[0] == "[" and rendered[-1] == "]":
+                try:
+                    return ast.literal_eval(rendered)
+                except (ValueError, SyntaxError):
+                    return rendered
+            return rendered
+        return spec
+
+    # -- what the runner asks ------------------------------------------------------------------------
+
+    def text(self, doc: dict[str, Any]) -> str:
+        text = self._field("doc_to_text", doc)
+        if not isinstance(text, str):
+            raise UserError(
+                f"Task {self.name}: doc_to_text gave {type(text).__name__}; tasks with several inputs "
+                "(a context per choice, as in winogrande) are not supported."
+            )
+        return text
+
+    def choices(self, doc: dict[str, Any]) -> list[str]:
+        choices = self._field("doc_to_choice", doc)
+        if isinstance(choices, dict):
+            choices = list(choices.values())
+        if not isinstance(choices, list):
+            raise UserError(f"Task {self.name}: doc_to_choice gave {choices!r}, not a list of choices.")
+        return [str(c) for c in choices]
+
+    def _target(self, doc: dict[str, Any]) -> Any:
+        return self._field("doc_to_target", doc)
+
+    def target(self, doc: dict[str, Any]) -> str:
+        target = self._target(doc)
+        if isinstance(target, list):
+            target = target[0]  # lm-eval's answer text for a list of acceptable answers
+        if isinstance(target, int) and self.spec.get("doc_to_choice") is not None:
+            return self.choices(doc)[target]
+        return str(target)
+
+    def gold_index(self, doc: dict[str, Any], index: int) -> int:
+        target, choices = self._target(doc), self.choices(doc)
+        if isinstance(target, int) and 0 <= target < len(choices):
+            return target
+        if isinstance(target, str) and target in choices:
+            return choices.index(target)
+        raise UserError(f"Task {self.name} row {index + 1}: the target {target!r} is not one of the choices {choices}.")
+
+    def _shot_answer(self, doc: dict[str, Any]) -> str:
+        target = self._target(doc)
+        if isinstance(target, int) and self.spec.get("doc_to_choice") is not None:
+            return self.choices(doc)[target]
+        return str(target[0] if isinstance(target, list) else target)
+
+    def _sample_shots(self, upto: int) -> None:
+        """Few-shot examples for documents 0..upto, drawn in document order from one seeded generator, as
+        lm-eval's sampler draws them (so document i's examples depend on how many were drawn before it)."""
+        config = self.spec.get("fewshot_config") or {}
+        first_n = config.get("sampler") == "first_n"
+        pool = self.fewshot_docs
+        # the question itself is left out only when the file names its test split as the few-shot split
+        # (lm-eval's rule: examples drawn from the test docs by default may include the question)
+        named = self.spec.get("fewshot_split") or config.get("split")
+        same_split = named is not None and named == self.spec.get("test_split")
+        rng = random.Random(self.fewshot_seed)
+        shots: list[list[dict[str, Any]]] = []
+        for doc in self.docs[: upto + 1]:
+            n = self.num_fewshot
+            if first_n:
+                picked = [d for d in pool if d != doc][:n] if same_split else pool[:n]
+            elif same_split:
+                picked = [d for d in rng.sample(pool, min(n + 1, len(pool))) if d != doc][:n]
+            else:
+                picked = rng.sample(pool, min(n, len(pool)))
+            shots.append(picked)
+        self._shots = shots
+
+    def context(self, index: int, doc: dict[str, Any]) -> str:
+        description = self._description(doc)
+        if not self.num_fewshot:
+            return description + self.text(doc)
+        if len(self._shots) <= index:
+            self._sample_shots(max(index, len(self.docs) - 1))
+        examples = "".join(
+            self.text(shot) + self.target_delimiter + self._shot_answer(shot) + self.fewshot_delimiter
+            for shot in self._shots[index]
+        )
+        return description + examples + self.text(doc)
+
+    def _description(self, doc: dict[str, Any]) -> str:
+        description = self.spec.get("description") or ""
+        return _jinja().from_string(description).render(**doc) if "{{" in description else description
+
+    def fewshot_prefix(self, index: int) -> str:  # the runner asks for context(); kept for the base API
+        return self.context(index, self.docs[index])[: -len(self.text(self.docs[index])) or None]
+
+    # -- scoring generated answers -----------------------------------------------------------------
+
+    def score_generation(self, response: str, doc: dict[str, Any]) -> tuple[dict[str, float], str]:
+        targets = self._target(doc)
+        targets = [str(t) for t in targets] if isinstance(targets, list) else [self.target(doc)]
+        scores, shown = {}, ""
+        for name, steps in self.filter_pipelines:
+            answer = response
+            for step in steps:
+                answer = _apply_filter(step, answer)
+            key = "exact_match" if name == "none" else f"exact_match,{name}"
+            scores[key] = float(any(_exact_match(answer, t, self.exact_match_options) for t in targets))
+            shown = shown or answer
+        return scores, shown
+
+    @property
+    def filter_pipelines(self) -> list[tuple[str, list[dict[str, Any]]]]:
+        pipelines = self.spec.get("filter_list") or [{"name": "none", "filter": [{"function": "take_first"}]}]
+        return [(str(p.get("name", "none")), list(p.get("filter", []))) for p in pipelines]
+
+    @property
+    def exact_match_options(self) -> dict[str, Any]:
+        for entry in self.spec.get("metric_list") or []:
+            if entry.get("metric") == "exact_match":
+                return {k: v for k, v in entry.items() if k in EXACT_MATCH_OPTIONS}
+        return {}
+
+    @property
+    def metric_names(self) -> set[str] | None:
+        entries = self.spec.get("metric_list")
+        return {str(e["metric"]) for e in entries} if entries else None
+
+    def prompt_hash(self) -> str:
+        spec = json.dumps(self.spec, sort_keys=True, default=str, ensure_ascii=False)
+        return hashlib.sha256(f"lm-eval:{spec}:{self.fewshot_seed}".encode()).hexdigest()[:16]
+
+
+def _process_docs(function: Callable[..., Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """lm-eval hands process_docs a ``datasets.Dataset``; give it one where the library is installed."""
+    try:
+        import datasets  # type: ignore[import-untyped]
+    except ImportError:
+        return list(function(rows))
+    return [dict(row) for row in function(datasets.Dataset.from_list(rows))]
+
+
+def _apply_filter(step: dict[str, Any], answer: str) -> str:
+    kind = step.get("function")
+    if kind == "regex":
+        pattern = re.compile(step.get("regex_pattern", r"#### (\-?[0-9\.\,]+)"))
+        found: list[Any] = pattern.findall(answer)
+        fallback = step.get("fallback", "[invalid]")
+        if not found:
+            return fallback
+        try:
+            match = found[int(step.get("group_select", 0))]
+        except IndexError:
+            return fallback
+        if isinstance(match, tuple):  # several groups: the first that matched
+            match = next((m for m in match if m), fallback)
+        return match.strip()
+    if kind == "remove_whitespace":
+        return answer.strip()
+    if kind == "lowercase":
+        return answer.lower()
+    if kind == "uppercase":
+        return answer.upper()
+    return answer  # take_first: one generation per question here
+
+
+def _exact_match(answer: str, target: str, options: dict[str, Any]) -> bool:
+    for pattern in options.get("regexes_to_ignore") or []:
+        answer, target = re.sub(pattern, "", answer), re.sub(pattern, "", target)
+    if options.get("ignore_case"):
+        answer, target = answer.lower(), target.lower()
+    if options.get("ignore_punctuation"):
+        table = str.maketrans("", "", string.punctuation)
+        answer, target = answer.translate(table), target.translate(table)
+    if options.get("ignore_numbers"):
+        table = str.maketrans("", "", string.digits)
+        answer, target = answer.translate(table), target.translate(table)
+    return answer == target
+
+
+def load_function(yaml_path: Path, ref: FunctionRef, *, trusted: bool, task: str) -> Callable[..., Any]:
+    folder = yaml_path.parent.resolve()
+    if not trusted:
+        raise UserError(
+            f"Task {task} runs Python code ({ref}) from {folder}; pass --trust-code {folder} if you trust that folder."
+        )
+    module_name, _, name = ref.name.rpartition(".")
+    file = folder / f"{module_name.replace('.', '/')}.py"
+    if not module_name or not file.is_file():
+        raise UserError(f"Task {task}: {ref} needs {file}, which does not exist.")
+    spec = importlib.util.spec_from_file_location(f"internlocal_task_{module_name}", file)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    function = getattr(module, name, None)
+    if not callable(function):
+        raise UserError(f"Task {task}: {file.name} has no function {name}.")
+    return function
+
+
+# -- reading the files -------------------------------------------------------------------------------
+
+
+def is_lmeval_file(path: Path) -> bool:
+    """An lm-eval task or group file (``task:``/``group:`` and no ``name:``), as opposed to ours."""
+    data = read_yaml(path)
+    return isinstance(data, dict) and ("task" in data or "group" in data or "include" in data) and "name" not in data
+
+
+def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> Any:
+    """The file's mapping with ``include:`` merged under it (the including file wins)."""
+    path = Path(path)
+    if path.resolve() in seen:
+        raise UserError(f"{path} includes itself (through {' → '.join(p.name for p in seen)}).")
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # SafeLoader + !function
+    except yaml.YAMLError as exc:
+        raise UserError(f"The task file {path} is not valid YAML: {exc}".replace("\n", " ")) from None
+    except OSError as exc:
+        raise UserError(f"The task file {path} cannot be read ({exc.strerror}).") from None
+    if isinstance(data, dict) and "include" in data:
+        base_path = path.parent / str(data["include"])
+        if not base_path.is_file():
+            raise UserError(f"{path}: the included file {data['include']} does not exist.")
+        base = read_yaml(base_path, (*seen, path.resolve()))
+        data = {**(base if isinstance(base, dict) else {}), **{k: v for k, v in data.items() if k != "include"}}
+    return data
+
+
+def load_lmeval(
+    path: Path, *, trusted: Iterable[Path] = (), search: Iterable[Path] = (), home: Path | None = None
+) -> list[LmEvalTask]:
+    """The tasks of an lm-eval task file, or of a group file (each task with the group as its group)."""
+    path = Path(path)
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise UserError(f"The task file {path} must be a mapping of task settings.")
+    if "group" in data and isinstance(data.get("task"), list):
+        tasks = _group(path, data, trusted=list(trusted), search=list(search))
+    else:
+        tasks = [_task(path, data, trusted=list(trusted))]
+    for task in tasks:
+        task.home = str(home) if home is not None else None
+    return tasks
+
+
+def _group(path: Path, data: dict[str, Any], *, trusted: list[Path], search: list[Path]) -> list[LmEvalTask]:
+    tasks: list[LmEvalTask] = []
+    for entry in data["task"]:
+        if isinstance(entry, str):
+            tasks += find_lmeval(entry, [path.parent, *search], trusted=trusted)
+        elif isinstance(entry, dict):
+            tasks.append(_task(path, entry, trusted=trusted))
+        else:
+            raise UserError(f"{path}: a group's task entry must be a task name or a task mapping.")
+    return [t.model_copy(update={"group": str(data["group"])}) for t in tasks]
+
+
+def _task(path: Path, data: dict[str, Any], *, trusted: list[Path]) -> LmEvalTask:
+    name = data.get("task")
+    if not isinstance(name, str) or not name:
+        raise UserError(f"The task file {path} has no task name (task: NAME).")
+    unknown = sorted(set(data) - SUPPORTED - HARMLESS)
+    if unknown:
+        raise UserError(
+            f"Task {name} ({path}): {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not supported."
+        )
+    output_type = data.get("output_type", "generate_until")
+    if output_type not in OUTPUT_TYPES:
+        raise UserError(f"Task {name}: output_type {output_type!r} is not supported.")
+    kind = data.get("dataset_path")
+    if not isinstance(kind, str) or (kind not in FILE_TYPES and not re.fullmatch(r"[\w.-]+/[\w.-]+", kind)):
+        raise UserError(
+            f"Task {name}: dataset_path {kind!r} is not supported; use json, csv or parquet with "
+            "dataset_kwargs.data_files, or a Hugging Face dataset repository (org/name) that publishes Parquet."
+        )
+    if kind not in FILE_TYPES and data.get("dataset_kwargs"):
+        raise UserError(f"Task {name}: dataset_kwargs are not supported for a Hub dataset ({kind}).")
+    for entry in data.get("metric_list") or []:
+        metric = entry.get("metric") if isinstance(entry, dict) else entry
+        if metric not in METRICS[output_type]:
+            raise UserError(f"Task {name}: metric {metric!r} is not supported for {output_type}.")
+        if isinstance(entry, dict) and entry.get("aggregation", "mean") not in (
+            "mean",
+            "perplexity",
+            "weighted_perplexity",
+            "bits_per_byte",
+        ):
+            raise UserError(f"Task {name}: aggregation {entry['aggregation']!r} is not supported.")
+    for pipeline in data.get("filter_list") or []:
+        for step in pipeline.get("filter", []):
+            if step.get("function") not in FILTERS:
+                raise UserError(f"Task {name}: filter {step.get('function')!r} is not supported.")
+    if int(data.get("repeats", 1)) != 1:
+        raise UserError(f"Task {name}: repeats other than 1 are not supported.")
+    for key, value in data.items():
+        if isinstance(value, FunctionRef) and key not in FUNCTION_FIELDS:
+            raise UserError(f"Task {name}: {key}: {value} is not supported.")
+    folder = path.parent.resolve()
+    is_trusted = any(folder == Path(t).resolve() or Path(t).resolve() in folder.parents for t in trusted)
+    generation = data.get("generation_kwargs") or {}
+    if generation.get("do_sample") or float(generation.get("temperature", 0) or 0) > 0:
+        raise UserError(
+            f"Task {name}: sampled generation (do_sample, temperature > 0) is not supported; scores here are greedy."
+        )
+    fewshot = data.get("fewshot_config") or {}
+    if fewshot.get("sampler", "default") not in ("default", "first_n"):
+        raise UserError(f"Task {name}: fewshot sampler {fewshot['sampler']!r} is not supported.")
+    delimiter = data.get("fewshot_delimiter", "\n\n")
+    metadata = data.get("metadata") or {}
+    task = LmEvalTask(
+        name=re.sub(r"[^A-Za-z0-9_.-]", "_", name),
+        version=str(metadata.get("version", "lm-eval")),
+        description=f"lm-eval task ({path.name})",
+        group=None,
+        output_type=OUTPUT_TYPES[output_type],
+        dataset=f"{kind}:{path.name}",
+        doc_to_text="",
+        target_delimiter=data.get("target_delimiter", " "),
+        fewshot_delimiter=delimiter,
+        num_fewshot=int(data.get("num_fewshot") or 0),
+        until=list(generation.get("until", [delimiter])),
+        max_tokens=int(generation.get("max_gen_toks", 256)),
+        spec=data,
+        trusted=is_trusted,
+        source_path=str(path),
+    )
+    for field in FUNCTION_FIELDS:  # refuse untrusted code now, before a model loads
+        if isinstance(data.get(field), FunctionRef):
+            task._functions[field] = load_function(path, data[field], trusted=is_trusted, task=name)
+    return task
+
+
+def find_lmeval(
+    name: str, folders: Iterable[Path], *, trusted: Iterable[Path] = (), home: Path | None = None
+) -> list[LmEvalTask]:
+    """The task or group called ``name`` in lm-eval YAMLs under ``folders``."""
+    folders = [Path(f) for f in folders]
+    for folder in folders:
+        for path in sorted(folder.rglob("*.y*ml")) if folder.is_dir() else []:
+            try:
+                data = read_yaml(path)
+            except UserError:
+                continue
+            if isinstance(data, dict) and name in (data.get("task"), data.get("group")):
+                return load_lmeval(path, trusted=trusted, search=folders, home=home)
+    raise UserError(f"No lm-eval task or group {name!r} under {', '.join(map(str, folders))}.")
+
+
+# -- writing ours out as lm-eval YAML ----------------------------------------------------------------
+
+
+def _jinja_template(template: str) -> str:
+    """``{field}`` (str.format) → ``{{field}}`` (Jinja); doubled braces are literal braces."""
+    out = re.sub(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*(?:\[\d+\])?)\}(?!\})", r"{{\1}}", template)
+    return out
+
+
+def to_lmeval_yaml(task: Task, data_file: Path) -> str:
+    """An lm-eval task file for one of our tasks (its data copied beside it as ``data_file``)."""
+    if isinstance(task, LmEvalTask):
+        return yaml.safe_dump(
+            {k: str(v) if isinstance(v, FunctionRef) else v for k, v in task.spec.items()},
+            allow_unicode=True,
+            sort_keys=False,
+        )
+    output_type = {"perplexity": "loglikelihood_rolling"}.get(task.output_type, task.output_type)
+    spec: dict[str, Any] = {
+        "task": task.name,
+        "dataset_path": "csv" if data_file.suffix == ".csv" else "json",
+        "dataset_kwargs": {"data_files": {"test": str(data_file)}},
+        "test_split": "test",
+        "output_type": output_type,
+        "doc_to_text": _jinja_template(task.doc_to_text),
+        "num_fewshot": task.num_fewshot,
+        "fewshot_delimiter": task.fewshot_delimiter,
+        "target_delimiter": task.target_delimiter,
+    }
+    if task.output_type == "multiple_choice":
+        choice = task.doc_to_choice
+        spec["doc_to_choice"] = (
+            [c for c in choice] if isinstance(choice, list) else "{{" + str(choice).strip("{}") + "}}"
+        )
+        spec["metric_list"] = [{"metric": "acc"}, {"metric": "acc_norm"}]
+    if task.doc_to_target is not None:
+        spec["doc_to_target"] = _jinja_template(task.doc_to_target)
+    if task.output_type == "generate_until":
+        spec["generation_kwargs"] = {"until": task.until, "max_gen_toks": task.max_tokens, "do_sample": False}
+        options: dict[str, Any] = {"metric": "exact_match"}
+        if task.ignore:
+            options["regexes_to_ignore"] = task.ignore
+        if task.ignore_case:
+            options["ignore_case"] = True
+        spec["metric_list"] = [options]
+        if task.filter is not None:
+            spec["filter_list"] = [
+                {
+                    "name": "extract",
+                    "filter": [
+                        {"function": "regex", "regex_pattern": task.filter.regex, "group_select": task.filter.select},
+                        {"function": "take_first"},
+                    ],
+                }
+            ]
+    if task.output_type == "perplexity":
+        spec["metric_list"] = [{"metric": m} for m in ("word_perplexity", "byte_perplexity", "bits_per_byte")]
+    return yaml.safe_dump(spec, allow_unicode=True, sort_keys=False)
