@@ -99,11 +99,51 @@ def import_(
     typer.echo(f"task {task.name}: {len(task.docs)} items ({path})")
 
 
+@app.command("export")
+def export(
+    task_name: Annotated[str, typer.Argument(help="One of `internlocal eval tasks`.")],
+    folder: Annotated[str, typer.Argument(help="Where to write <task>.yaml and its data, for lm-evaluation-harness.")],
+) -> None:
+    """Write a task out as an lm-evaluation-harness task file (its data copied beside it)."""
+    import shutil
+    from pathlib import Path
+
+    from internlocal.evals.lmeval import to_lmeval_yaml
+    from internlocal.evals.tasks import get_task
+
+    task = get_task(task_name, services().settings.home)
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    data = out / f"{task.name}{task.dataset_path.suffix}"
+    if task.dataset_path.is_file():
+        shutil.copyfile(task.dataset_path, data)
+    path = out / f"{task.name}.yaml"
+    path.write_text(to_lmeval_yaml(task, data.resolve()), encoding="utf-8")
+    typer.echo(f"{path} (run it with: lm_eval --include_path {out} --tasks {task.name})")
+
+
 @app.command("run")
 def run(
     model: Annotated[str, typer.Argument(help="Catalog model, or several separated by commas (evaluated in turn).")],
-    task_names: Annotated[list[str], typer.Argument(help="Task names or task YAML files.")],
+    task_names: Annotated[
+        list[str], typer.Argument(help="Task names, task YAML files (ours or lm-eval's), or lm-eval group files.")
+    ],
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N items (smoke runs).")] = None,
+    circular: Annotated[
+        bool,
+        typer.Option(
+            "--circular",
+            help="CircularEval: ask each lettered multiple-choice question once per rotation of its options; "
+            "circular_acc counts it only if every rotation is right.",
+        ),
+    ] = False,
+    include_path: Annotated[
+        list[str] | None, typer.Option("--include-path", help="A folder of lm-eval task files to find task names in.")
+    ] = None,
+    trust_code: Annotated[
+        list[str] | None,
+        typer.Option("--trust-code", help="A folder whose task files may run their Python (!function) code."),
+    ] = None,
     detach: Annotated[bool, typer.Option("--detach", "-d")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -113,7 +153,10 @@ def run(
 
     svc = services()
     models = [m.strip() for m in model.split(",") if m.strip()]
-    job = follow_job(svc.jobs, start_eval(svc, models, task_names, limit=limit), detach=detach, as_json=as_json)
+    started = start_eval(
+        svc, models, task_names, limit=limit, circular=circular, include_paths=include_path, trusted=trust_code
+    )
+    job = follow_job(svc.jobs, started, detach=detach, as_json=as_json)
     if job is not None and not as_json:
         for name, tasks in (job.result or {}).get("models", {}).items():
             for task, result in tasks.items():
@@ -127,6 +170,12 @@ def results(
     task: Annotated[str | None, typer.Option("--task")] = None,
     as_json: JsonOpt = False,
     export: Annotated[str | None, typer.Option("--format", help="text, md, csv or json.")] = None,
+    subjects: Annotated[
+        bool,
+        typer.Option(
+            "--subjects", help="Expand tasks with subjects (MMLU, C-Eval, CMMLU) into categories and subjects."
+        ),
+    ] = False,
 ) -> None:
     """Leaderboard: tasks as rows, models as columns, group averages.
 
@@ -144,13 +193,13 @@ def results(
     if fmt == "json":
         typer.echo(board.to_json())
     elif fmt == "md":
-        typer.echo(board.to_markdown(), nl=False)
+        typer.echo(board.to_markdown(expand=subjects), nl=False)
     elif fmt == "csv":
         typer.echo(board.to_csv(), nl=False)
     elif not board.rows:
         typer.echo("No evaluation results yet; `internlocal eval run MODEL TASK` makes some.")
     else:
-        typer.echo(board.to_text())
+        typer.echo(board.to_text(expand=subjects))
 
 
 @app.command("show")
@@ -186,3 +235,69 @@ def show(
             )
         else:
             typer.echo(f"#{r['idx']}: target {r['target']!r}, answered {r['response']!r}")
+
+
+@app.command("needle")
+def needle(
+    model: Annotated[str, typer.Argument(help="Catalog chat model.")],
+    kind: Annotated[
+        str, typer.Option("--kind", help="single (one needle), multi (several) or reasoning (a chain to follow).")
+    ] = "single",
+    lang: Annotated[
+        str, typer.Option("--lang", help="en or zh: the haystack's, needles' and question's language.")
+    ] = "en",
+    lengths: Annotated[
+        str | None,
+        typer.Option(
+            "--lengths", help="Document lengths in the model's tokens, e.g. 256,512,1024 (default: up to 2048)."
+        ),
+    ] = None,
+    depths: Annotated[
+        str | None, typer.Option("--depths", help="Needle depths in percent, e.g. 0,25,50,75,100 (the default).")
+    ] = None,
+    needles: Annotated[int, typer.Option("--needles", help="multi and reasoning: how many needles.")] = 3,
+    export: Annotated[str, typer.Option("--format", help="text (a heat map), md, csv or json.")] = "text",
+    detach: Annotated[bool, typer.Option("--detach", "-d")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """NeedleBench: hide facts in long filler text, ask for them; scores by length × depth (a job; answers cached).
+
+    The default grid leaves out lengths that do not fit the model's context and says so; lengths you name
+    that do not fit are refused. `eval needle-show RUN` shows a stored run again.
+    """
+    from internlocal.cli.progress import follow_job
+    from internlocal.errors import UserError
+    from internlocal.evals.needlebench import parse_numbers
+    from internlocal.services.needlebench import needlebench_map, start_needlebench
+
+    if export not in ("text", "md", "csv", "json"):
+        raise UserError(f"--format {export!r}: use text, md, csv or json.")
+    svc = services()
+    started = start_needlebench(
+        svc,
+        model,
+        kind=kind,
+        lang=lang,
+        lengths=parse_numbers(lengths, "--lengths"),
+        depths=parse_numbers(depths, "--depths"),
+        needles=needles,
+    )
+    job = follow_job(svc.jobs, started, detach=detach, as_json=as_json)
+    if job is not None and not as_json:
+        shown = needlebench_map(svc, (job.result or {})["run"]).export(export)
+        typer.echo(shown, nl=not shown.endswith("\n"))
+
+
+@app.command("needle-show")
+def needle_show(
+    run_id: Annotated[int | None, typer.Argument(help="An eval run of NeedleBench; leave out for the newest.")] = None,
+    export: Annotated[str, typer.Option("--format", help="text (a heat map), md, csv or json.")] = "text",
+) -> None:
+    """A stored NeedleBench run's scores, as a heat map (depth × length) or an export."""
+    from internlocal.errors import UserError
+    from internlocal.services.needlebench import needlebench_map
+
+    if export not in ("text", "md", "csv", "json"):
+        raise UserError(f"--format {export!r}: use text, md, csv or json.")
+    shown = needlebench_map(services(), run_id).export(export)
+    typer.echo(shown, nl=not shown.endswith("\n"))

@@ -148,6 +148,16 @@ class InternLocalApp(App):
                 screen.action_agent_python_mode,
             )
             yield SystemCommand("Plain chat", "The model alone, no knowledge base or tools", screen.action_plain_mode)
+        if type(screen).__name__ == "EvalScreen":  # its module loads on the screen's first visit (lazy screens)
+            from internlocal.tui.screens.evaluate import EvalScreen
+
+            assert isinstance(screen, EvalScreen)
+            yield SystemCommand(
+                "NeedleBench", "Needle-in-a-haystack on the first ticked model (Ctrl+N)", screen.action_needlebench
+            )
+            yield SystemCommand(
+                "NeedleBench heat map", "The newest run's depth × length heat map (Ctrl+G)", screen.action_needle_map
+            )
         jobs = sys.modules.get("internlocal.tui.screens.jobs")  # imported once the Jobs screen was opened
         if jobs is not None and isinstance(screen, jobs.JobsScreen):
             yield SystemCommand("Verify models", "Re-hash every model file as a job", screen.action_verify_models)

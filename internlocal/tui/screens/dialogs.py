@@ -1,16 +1,19 @@
-"""Modal dialogs: confirm, text prompt, chat settings (system prompt + parameters), model picker."""
+"""Modal dialogs: confirm, text prompt, chat settings (system prompt + parameters), model picker, NeedleBench map."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Grid, Horizontal, Vertical
+from textual.containers import Grid, Horizontal, ScrollableContainer, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, Static, TextArea
 from textual.widgets.button import ButtonVariant
 from textual.widgets.option_list import Option
+
+if TYPE_CHECKING:
+    from internlocal.evals.needlebench import NeedleMap
 
 DIALOG_CSS = """
 {name} {{ align: center middle; }}
@@ -165,3 +168,35 @@ class ModelPickerDialog(ModalScreen[str | None]):
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(event.option.id)
+
+
+class NeedleMapDialog(ModalScreen[None]):
+    """One NeedleBench run as a heat map: depths as rows, lengths as columns, red (0) to green (1)."""
+
+    DEFAULT_CSS = """
+    NeedleMapDialog { align: center middle; }
+    NeedleMapDialog > Vertical {
+        width: auto; max-width: 95%; height: auto; max-height: 90%; border: thick $primary; background: $surface;
+        padding: 1 2;
+    }
+    NeedleMapDialog .title { text-style: bold; margin-bottom: 1; width: auto; }
+    NeedleMapDialog ScrollableContainer { height: auto; width: auto; max-height: 30; }
+    NeedleMapDialog .note { color: $text-muted; margin-top: 1; width: auto; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q", "dismiss", "Close")]
+
+    def __init__(self, heat_map: NeedleMap) -> None:
+        super().__init__()
+        self.heat_map = heat_map
+
+    def compose(self) -> ComposeResult:
+        from rich.text import Text
+
+        from internlocal.tui.widgets.heatmap import HeatMap
+
+        with Vertical():
+            yield Static(Text(self.heat_map.title()), classes="title")
+            with ScrollableContainer():
+                yield HeatMap(self.heat_map, id="heatmap")
+            legend = "rows: needle depth · columns: document tokens · red 0 → green 1 · Esc closes"
+            yield Static(Text(legend + (f"\n{self.heat_map.note}" if self.heat_map.note else "")), classes="note")

@@ -1,7 +1,8 @@
 """Eval screen: run tasks on a model as a job, the leaderboard (tasks × models), per-item drill-down.
 
 It opens with the chat's current model and the built-in sample tasks ticked, and says how many items the
-ticked choice is and about how long it takes before Ctrl+R runs it."""
+ticked choice is and about how long it takes before Ctrl+R runs it. NeedleBench runs show as a depth × length heat
+map: Enter on their score, Ctrl+G for the newest one; Ctrl+N starts one on the ticked model (the default grid)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, DataTable, Footer, Input, Label, ProgressBar, SelectionList, Static
+from textual.widgets import Button, Checkbox, DataTable, Footer, Input, Label, ProgressBar, SelectionList, Static
 
 from internlocal.errors import UserError
 from internlocal.tui.screens.base import AppScreen
@@ -32,19 +33,24 @@ class EvalScreen(AppScreen):
     EvalScreen #limit-row { height: 3; }
     EvalScreen #limit-row Label { padding: 1 1 0 1; }
     EvalScreen #limit { width: 10; }
+    EvalScreen #circular { border: none; padding: 0 1; height: 1; background: transparent; }
     EvalScreen #status { height: 2; padding: 0 1; }
     EvalScreen #board { height: 1fr; }
     EvalScreen #items { height: 1fr; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+r", "run", "Run evaluation", priority=True),
-        Binding("ctrl+e", "export", "Export leaderboard", priority=True),
+        Binding("ctrl+e", "export", "Export", priority=True),
+        Binding("ctrl+n", "needlebench", "NeedleBench", priority=True),
+        Binding("ctrl+g", "needle_map", "Heat map", priority=True),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self.watcher = JobWatcher()
         self._tasks: dict = {}  # name → Task, as last listed
+        self._needle_job: int | None = None  # the NeedleBench job being watched: its heat map opens when it ends
+        self._expanded: set[tuple] = set()  # leaderboard rows opened into their categories and subjects
 
     def compose(self) -> ComposeResult:
         yield Static(
@@ -64,6 +70,9 @@ class EvalScreen(AppScreen):
                     yield Input("", id="limit", restrict=r"[0-9]*", placeholder="all")
                     yield Label("items")
                     yield Button("Run", id="run", variant="success")
+                yield Checkbox(
+                    "CircularEval", id="circular", tooltip="Ask each lettered question once per rotation of its options"
+                )
             with Vertical():
                 yield Static("", id="estimate")
                 with Vertical(id="status"):
@@ -158,13 +167,23 @@ class EvalScreen(AppScreen):
         for number, row in enumerate(leaderboard.rows):
             key = f"row-{number}"
             self._rows[key] = row
+            details = row.details()
+            open_ = self._row_id(row) in self._expanded
+            marker = ("▾ " if open_ else "▸ ") if details else ""
             # Text, not str: a str cell is read as markup and "[first 8]" would vanish as a tag
             board.add_row(
-                Text(row.label),
+                Text(marker + row.label),
                 Text(row.metric),
                 *(Text(format_score(row.scores.get(m), "-")) for m in leaderboard.models),
                 key=key,
             )
+            for k, (label, values) in enumerate(details if open_ else []):
+                board.add_row(
+                    Text("    " + label, style="dim"),
+                    Text(row.metric, style="dim"),
+                    *(Text(format_value(values.get(m), "-"), style="dim") for m in leaderboard.models),
+                    key=f"detail-{number}-{k}",
+                )
         for number, group in enumerate(leaderboard.groups):
             board.add_row(
                 Text(group_label(group), style="bold"),
@@ -200,17 +219,33 @@ class EvalScreen(AppScreen):
             return
         self.notify(f"Leaderboard saved as {stem}.md / .csv / .json")
 
+    @staticmethod
+    def _row_id(row) -> tuple:
+        return (row.task, row.metric, row.variant)
+
     @on(DataTable.CellSelected, "#board")
     def show_items(self, event: DataTable.CellSelected) -> None:
-        row = getattr(self, "_rows", {}).get(str(event.cell_key.row_key.value))
+        from internlocal.evals.needlebench import is_needlebench
+
+        key = str(event.cell_key.row_key.value)
+        row = getattr(self, "_rows", {}).get(key)
+        if row is not None and str(event.cell_key.column_key.value) == "task" and row.details():
+            # Enter on the task's name opens or closes its categories and subjects
+            self._expanded ^= {self._row_id(row)}
+            self.refresh_board()
+            board = self.query_one("#board", DataTable)
+            board.move_cursor(row=board.get_row_index(key), column=0)
+            return
         score = row.scores.get(str(event.cell_key.column_key.value)) if row else None
         table = self.query_one("#items", DataTable)
         table.clear()
-        if score is None:
+        if score is None or row is None:
             return
+        if is_needlebench(row.task):
+            self.open_needle_map(score.run)
         for item in self.ready_services.catalog.eval_items(score.run):
             scores = json.loads(item.scores_json)
-            value = scores.get("acc", scores.get("exact_match", scores.get("loglikelihood")))
+            value = scores.get("acc", scores.get("exact_match", scores.get("loglikelihood", scores.get("score"))))
             answer = (
                 item.response
                 if item.response is not None
@@ -238,7 +273,13 @@ class EvalScreen(AppScreen):
             self.notify("Tick at least one model and one task.", severity="warning")
             return
         try:
-            job = start_eval(self.ready_services, models, tasks, limit=int(limit) if limit else None)
+            job = start_eval(
+                self.ready_services,
+                models,
+                tasks,
+                limit=int(limit) if limit else None,
+                circular=self.query_one("#circular", Checkbox).value,
+            )
         except UserError as exc:
             self.notify(str(exc), severity="error")
             return
@@ -257,5 +298,48 @@ class EvalScreen(AppScreen):
             self.refresh_board()
             if job.status == "succeeded":
                 self.notify("Evaluation finished")
+                if job.id == self._needle_job:
+                    self.open_needle_map((job.result or {}).get("run"))
             else:
                 self.notify(job.error or job.status, severity="error", timeout=10)
+
+    # -- NeedleBench -------------------------------------------------------------------------------
+
+    def action_needlebench(self) -> None:
+        """NeedleBench (single needle, English, the default grid clipped to the context) on the ticked model."""
+        from internlocal.services.needlebench import start_needlebench
+
+        if self.services is None:
+            return
+        models = list(self.query_one("#models", SelectionList).selected)
+        if not models:
+            self.notify("Tick a model for NeedleBench.", severity="warning")
+            return
+        try:
+            job = start_needlebench(self.ready_services, models[0])
+        except UserError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self._needle_job = job.id
+        self.watcher.watch(job.id)
+        self.query_one("#bar", ProgressBar).display = True
+        others = f" (one model at a time: {len(models) - 1} other ticked)" if len(models) > 1 else ""
+        self.notify(f"NeedleBench on {models[0]} (job {job.id}){others}")
+
+    def action_needle_map(self) -> None:
+        """The heat map of the newest NeedleBench run."""
+        self.open_needle_map(None)
+
+    def open_needle_map(self, run_id: int | None) -> None:
+        from internlocal.services.needlebench import needlebench_map
+
+        if self.services is None:
+            return
+        try:
+            heat_map = needlebench_map(self.ready_services, run_id)
+        except UserError as exc:
+            self.notify(str(exc), severity="warning")
+            return
+        from internlocal.tui.screens.dialogs import NeedleMapDialog
+
+        self.app.push_screen(NeedleMapDialog(heat_map))

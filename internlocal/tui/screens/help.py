@@ -83,8 +83,12 @@ listed first.
 |---|---|
 | Space / Enter in a list | tick or untick a model or a task (at first: the chat's model, the built-in tasks) |
 | Ctrl+R | run the ticked tasks on the ticked models, one model after another (a job; answers are cached) |
-| Enter on a score | that run's items: target, the model's answer, score |
+| Enter on a score | that run's items: target, the model's answer, score (a NeedleBench score: its heat map) |
+| Enter on a task marked ▸ | open or close its per-category and per-subject scores (MMLU, C-Eval, CMMLU) |
+| CircularEval box | ask each lettered question once per rotation of its options: `circular_acc` beside `acc` |
 | Ctrl+E | save the leaderboard as Markdown, CSV and JSON in `<data dir>/exports/` |
+| Ctrl+N | NeedleBench (one needle, English, lengths that fit the context) on the first ticked model |
+| Ctrl+G | the newest NeedleBench run's depth × length heat map |
 
 Only scores made the same way share a row: a task run with another version, prompt or item limit
 ("first N") gets a row of its own. Group averages (bold) are shown for models with every task of
