@@ -81,6 +81,26 @@ metric_list:
 """,
         encoding="utf-8",
     )
+    # no test split: lm-eval evaluates validation and, with no few-shot split named, leaves the question out of its
+    # own examples; loglikelihood sends the target as written; loglikelihood_rolling scores doc_to_target
+    common = f"dataset_path: json\ndataset_kwargs:\n  data_files:\n    validation: {folder / 'fields.jsonl'}\n"
+    common += "validation_split: validation\n"
+    (folder / "capitals_val.yaml").write_text(
+        common + "task: capitals_val\noutput_type: multiple_choice\nnum_fewshot: 2\n"
+        "doc_to_text: 'Q: {{question}}\\nA:'\ndoc_to_choice: '{{[A, B, C, D]}}'\ndoc_to_target: answer\n",
+        encoding="utf-8",
+    )
+    (folder / "capitals_ll.yaml").write_text(
+        common + "task: capitals_ll\noutput_type: loglikelihood\ndoc_to_text: 'Q: {{question}}\\nA:'\n"
+        "doc_to_target: \"{{' ' + A}}\"\nmetric_list:\n  - metric: acc\n  - metric: perplexity\n",
+        encoding="utf-8",
+    )
+    (folder / "capitals_roll.yaml").write_text(
+        common + "task: capitals_roll\noutput_type: loglikelihood_rolling\ndoc_to_text: ''\n"
+        "doc_to_target: '{{question}} The answer is {{A}}.'\nmetric_list:\n  - metric: word_perplexity\n"
+        "  - metric: byte_perplexity\n",
+        encoding="utf-8",
+    )
     (folder / "capitals_lme.yaml").write_text(
         f"""task: capitals_lme
 dataset_path: json
@@ -101,7 +121,7 @@ metric_list:
     result = lm_eval.simple_evaluate(
         model="hf",
         model_args=f"pretrained={hf_model_dir},dtype=float32",
-        tasks=["capitals_lme", "capitals_fields", "capitals_gen"],
+        tasks=["capitals_lme", "capitals_fields", "capitals_gen", "capitals_val", "capitals_ll", "capitals_roll"],
         task_manager=TaskManager(include_path=str(folder)),
         log_samples=True,
         batch_size=8,
@@ -186,3 +206,36 @@ def test_lm_eval_task_files_run_unchanged_through_the_cli(hf_model_dir, lm_eval_
         assert item["response"] == sample["resps"][0][0]
         assert item["scores"]["extracted"] == sample["filtered_resps"][0]
         assert item["scores"]["exact_match,first-word"] == sample["exact_match"]
+
+
+def test_validation_split_loglikelihood_and_rolling_files_agree(hf_model_dir, lm_eval_run):
+    """lm-eval's rules where its defaults are easy to get wrong: a file without a test split (few-shot examples
+    from the validation docs, the question left out), loglikelihood's target sent as written, and
+    loglikelihood_rolling scoring doc_to_target with lm-eval's word count."""
+    from internlocal.engines.transformers_engine import TransformersEngine
+
+    folder, theirs = lm_eval_run
+    with TransformersEngine(hf_model_dir, n_ctx=2048) as engine:
+        for name in ("capitals_val", "capitals_ll", "capitals_roll"):
+            task = get_task(str(folder / f"{name}.yaml"))
+            ours = evaluate(engine, task, RequestCache(None, name))
+            expected = _samples(theirs, name)
+            results = theirs["results"][name]
+            if name == "capitals_roll":
+                for metric in ("word_perplexity", "byte_perplexity"):
+                    assert ours.metrics[metric] == pytest.approx(results[f"{metric},none"], rel=1e-4)
+                continue
+            for item, sample in zip(ours.items, expected, strict=True):
+                assert item["prompt"] == sample["arguments"][0][0]
+            if name == "capitals_val":
+                lls = [r[0] for s in expected for r in s["filtered_resps"]]
+                assert [ll for it in ours.items for ll in it["scores"]["loglikelihoods"]] == pytest.approx(
+                    lls, abs=1e-3
+                )
+                assert ours.metrics["acc"] == results["acc,none"]
+            else:
+                assert [it["target"] for it in ours.items] == [s["arguments"][0][1] for s in expected]
+                lls = [s["filtered_resps"][0][0] for s in expected]
+                assert [it["scores"]["loglikelihood"] for it in ours.items] == pytest.approx(lls, abs=1e-3)
+                assert ours.metrics["acc"] == results["acc,none"]
+                assert ours.metrics["perplexity"] == pytest.approx(results["perplexity,none"], rel=1e-4)

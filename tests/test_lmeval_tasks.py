@@ -78,7 +78,7 @@ def test_include_group_and_include_path(tmp_path):
     by_name = get_tasks("capitals_both", include_paths=[folder])
     assert [t.name for t in by_name] == ["capitals_letters", "capitals_cloze"]
     assert get_tasks("capitals_cloze", include_paths=[folder])[0].prompt_hash() == cloze.prompt_hash()
-    with pytest.raises(UserError, match="No lm-eval task or group 'nope'"):
+    with pytest.raises(UserError, match="No lm-eval task, group or tag 'nope'"):
         get_tasks("nope", include_paths=[folder])
 
 
@@ -174,8 +174,9 @@ def test_loglikelihood_and_rolling_output_types(engine, tmp_path):
     lls = [it["scores"]["loglikelihood"] for it in out.items]
     assert out.metrics["perplexity"] == pytest.approx(math.exp(-sum(lls) / len(lls)))
     assert out.metrics["acc"] == sum(it["scores"]["acc"] for it in out.items) / len(rows)
-    # the same request as a multiple-choice scoring of the target alone
-    direct = engine.loglikelihood([(ll.context(0, ll.docs[0]), " " + rows[0]["target"])])[0]
+    # the target is asked as written (lm-eval adds no delimiter to a loglikelihood request)
+    assert out.items[0]["target"] == rows[0]["target"]
+    direct = engine.loglikelihood([(ll.context(0, ll.docs[0]), rows[0]["target"])])[0]
     assert lls[0] == pytest.approx(direct.logprob, abs=1e-4)
 
     rolling = get_task(
@@ -183,7 +184,7 @@ def test_loglikelihood_and_rolling_output_types(engine, tmp_path):
             write(
                 tmp_path / "r.yaml",
                 common + "task: r\noutput_type: loglikelihood_rolling\n"
-                "doc_to_text: question\nmetric_list:\n  - metric: word_perplexity\n",
+                "doc_to_text: ''\ndoc_to_target: question\nmetric_list:\n  - metric: word_perplexity\n",
             )
         )
     )
@@ -199,7 +200,10 @@ def test_our_task_written_as_lm_eval_yaml_asks_the_same(tmp_path):
         data.write_bytes(ours.dataset_path.read_bytes())
         exported = load_lmeval(write(tmp_path / name / f"{name}.yaml", to_lmeval_yaml(ours, data)))[0]
         for i in range(3):
-            assert exported.context(i, exported.docs[i]) == ours.context(i, ours.docs[i])
+            if ours.output_type == "perplexity":  # lm-eval scores doc_to_target: the exported file puts it there
+                assert exported.rolling_text(exported.docs[i]) == ours.rolling_text(ours.docs[i])
+            else:
+                assert exported.context(i, exported.docs[i]) == ours.context(i, ours.docs[i])
         if ours.output_type == "multiple_choice":
             assert exported.choices(exported.docs[0]) == ours.choices(ours.docs[0])
             assert exported.gold_index(exported.docs[0], 0) == ours.gold_index(ours.docs[0], 0)
@@ -410,3 +414,56 @@ async def test_eval_screen_runs_circular_and_expands_subjects(home, tmp_path):
         board.move_cursor(row=0, column=0)
         await pilot.press("enter")
         await until(pilot, lambda: board.row_count == 2)
+
+
+def test_lm_eval_details_that_are_easy_to_get_wrong(tmp_path):
+    folder = capitals_folder(tmp_path / "tasks")
+    # one stop string is a list of one, not a list of characters
+    gen = write(
+        folder / "gen.yaml",
+        "include: _base.yaml\ntask: gen\noutput_type: generate_until\ndoc_to_target: A\n"
+        "generation_kwargs:\n  until: 'Question:'\n  max_gen_toks: 8\nmetric_list:\n  - metric: exact_match\n",
+    )
+    assert get_task(str(gen)).until == ["Question:"]
+    # a CSV target column is text; a digit there is still the choice's index, as lm-eval (pandas) reads it
+    write(folder / "yn.csv", "question,label\nIs Paris in France?,1\nIs Rome in Spain?,0\n")
+    yn = get_task(
+        str(
+            write(
+                folder / "yn.yaml",
+                f"task: yn\ndataset_path: csv\ndataset_kwargs:\n  data_files: {folder / 'yn.csv'}\n"
+                "test_split: train\noutput_type: multiple_choice\ndoc_to_text: question\n"
+                "doc_to_choice: ['no', 'yes']\ndoc_to_target: label\n",
+            )
+        )
+    )
+    assert [yn.gold_index(d, i) for i, d in enumerate(yn.docs)] == [1, 0]
+    # a group inside itself, and fewshot_config keys that would change the examples, are refused by name
+    write(folder / "loop.yaml", "group: loop\ntask:\n  - capitals_letters\n  - loop\n")
+    with pytest.raises(UserError, match=r"Group loop .* contains itself"):
+        get_tasks(str(folder / "loop.yaml"))
+    samples = write(
+        folder / "samples.yaml",
+        "include: _base.yaml\ntask: s\ndoc_to_choice: ['A', 'B', 'C', 'D']\nfewshot_config:\n  sampler: first_n\n"
+        "  samples: []\n",
+    )
+    with pytest.raises(UserError, match=r"fewshot_config\.samples is not supported"):
+        get_tasks(str(samples))
+    # a tag names every task tagged with it
+    for name in ("capitals_letters", "capitals_cloze"):
+        path = folder / f"{name}.yaml"
+        path.write_text(path.read_text() + "tag: capitals_tag\n")
+    assert [t.name for t in get_tasks("capitals_tag", include_paths=[folder])] == ["capitals_cloze", "capitals_letters"]
+
+
+def test_a_function_named_in_an_included_file_lives_beside_that_file(tmp_path):
+    """lm-eval's layout for hundreds of tasks: a base template one folder up names `!function utils.x`, and
+    utils.py sits beside the template, not beside the task file."""
+    folder = capitals_folder(tmp_path / "tasks")
+    write(folder / "utils.py", "def doc_to_text(doc):\n    return 'Q: ' + doc['question'] + '\\nA:'\n")
+    write(folder / "_coded.yaml", "include: _base.yaml\ndoc_to_text: !function utils.doc_to_text\n")
+    path = write(folder / "sub" / "t.yaml", "include: ../_coded.yaml\ntask: t\ndoc_to_choice: ['A', 'B', 'C', 'D']\n")
+    with pytest.raises(UserError, match=str(folder.resolve())):
+        get_tasks(str(path), trusted=[folder / "sub"])  # trust in the task's folder does not cover the base's
+    task = get_tasks(str(path), trusted=[folder])[0]
+    assert task.context(0, task.docs[0]) == "Q: What is the capital of France?\nA:"

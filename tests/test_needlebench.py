@@ -46,6 +46,11 @@ def test_scoring_by_hand_as_opencompass_scores():
     assert keywords_share("nothing", ["saffron"]) == 0.0
     assert boxed_answer("first \\boxed{Ann}, then \\boxed{ Cal Reyes }") == "Cal Reyes"  # the last one, stripped
     assert boxed_answer("no box here") is None
+    # cleaned as OpenCompass cleans it: nested braces, \text{}, doubled braces, quotes and spacing
+    assert boxed_answer("\\boxed{\\text{Cal Reyes}}") == "Cal Reyes"
+    assert boxed_answer("\\boxed{{Cal}}") == "Cal"
+    assert boxed_answer("\\boxed{ 'Cal   Reyes' }") == "Cal Reyes"
+    assert boxed_answer("\\boxed{never closed") is None
     assert boxed_score("So it is \\boxed{Mara Quinlan}.", "Mara Quinlan") == 1.0
     assert boxed_score("So it is \\boxed{Mara}.", "Mara Quinlan") == 0.0  # exact, not a part of the name
     assert boxed_score("Mara Quinlan", "Mara Quinlan") == 0.0  # unboxed answers do not count

@@ -108,7 +108,7 @@ def export(
     import shutil
     from pathlib import Path
 
-    from internlocal.evals.lmeval import to_lmeval_yaml
+    from internlocal.evals.lmeval import LmEvalTask, to_lmeval_yaml
     from internlocal.evals.tasks import get_task
 
     task = get_task(task_name, services().settings.home)
@@ -120,6 +120,12 @@ def export(
     path = out / f"{task.name}.yaml"
     path.write_text(to_lmeval_yaml(task, data.resolve()), encoding="utf-8")
     typer.echo(f"{path} (run it with: lm_eval --include_path {out} --tasks {task.name})")
+    if task.num_fewshot and not isinstance(task, LmEvalTask):
+        typer.echo(
+            f"note: lm-eval draws its {task.num_fewshot} few-shot examples with its own sampler, so its prompts "
+            "differ from internlocal's for this task.",
+            err=True,
+        )
 
 
 @app.command("run")

@@ -33,7 +33,7 @@ import re
 import string
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -99,9 +99,11 @@ SUPPORTED = {
 
 @dataclass(frozen=True)
 class FunctionRef:
-    """``!function utils.process_docs``: a function in a Python file next to the YAML."""
+    """``!function utils.process_docs``: a function in a Python file beside the YAML file that names it (an
+    included base file's functions live beside the base file, as lm-eval resolves them)."""
 
     name: str
+    folder: str = ""
 
     def __str__(self) -> str:
         return f"!function {self.name}"
@@ -120,12 +122,14 @@ def _function_ref(loader: yaml.SafeLoader, node: yaml.Node) -> FunctionRef:
 _Loader.add_constructor("!function", _function_ref)
 
 
-def _jinja():
+@lru_cache(maxsize=256)
+def _template(source: str):
+    """A compiled Jinja template in lm-eval's environment (StrictUndefined, trailing newlines kept, regex_replace)."""
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.BaseLoader(), undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     env.filters["regex_replace"] = lambda s, pattern, repl, count=0: re.sub(pattern, repl, s, count=count)
-    return env
+    return env.from_string(source)
 
 
 class LmEvalTask(Task):
@@ -135,7 +139,7 @@ class LmEvalTask(Task):
 
     output_type: str  # type: ignore[assignment]  # multiple_choice | generate_until | loglikelihood | perplexity
     spec: dict[str, Any] = Field(default_factory=dict)
-    trusted: bool = Field(False, exclude=True)
+    trusted: list[str] = Field(default_factory=list, exclude=True)  # folders whose !function code may run
     home: str | None = Field(None, exclude=True)  # where a Hub dataset's files are kept
     _functions: dict[str, Callable[..., Any]] = PrivateAttr(default_factory=dict)
     _shots: list[list[dict[str, Any]]] = PrivateAttr(default_factory=list)
@@ -155,10 +159,25 @@ class LmEvalTask(Task):
         if self.home is None:
             raise UserError(f"Task {self.name} reads the Hub dataset {repo}; run it through `internlocal eval run`.")
         dest = Path(self.home) / "benchmarks" / "lm-eval" / repo.replace("/", "__") / str(config or "default") / split
-        if not any(dest.rglob("*.parquet")):
-            pattern = f"{config}/{split}[-/]*.parquet" if config else f"*{split}[-/]*.parquet"
-            fetch_dataset(Path(self.home) / "store", dest, f"hf:{repo}:{pattern}")
-        return sorted(dest.rglob("*.parquet"))
+        if any(dest.rglob("*.parquet")):
+            return sorted(dest.rglob("*.parquet"))
+        # a named configuration's folder; without a name, the layouts of a repository with one configuration
+        # (never a glob over every folder: several configurations' rows must not mix)
+        layouts = [f"{config}/{split}"] if config else [f"data/{split}", split, f"default/{split}"]
+        for layout in layouts:
+            try:
+                fetch_dataset(Path(self.home) / "store", dest, f"hf:{repo}:{layout}[-/]*.parquet")
+            except UserError as exc:
+                if str(exc).startswith("No file in"):
+                    continue
+                raise
+            return sorted(dest.rglob("*.parquet"))
+        where = f"{config}/" if config else "data/, the top folder or default/"
+        raise UserError(
+            f"Task {self.name}: {repo} has no Parquet files of the {split} split in {where}"
+            + ("" if config else "; name its configuration with dataset_name")
+            + "."
+        )
 
     def _split_files(self, split: str) -> list[Path]:
         if self.from_hub:
@@ -171,12 +190,11 @@ class LmEvalTask(Task):
             files = None  # one file list is the evaluated split only (the datasets library names it "train")
         if files is None:
             raise UserError(f"Task {self.name}: dataset_kwargs.data_files has no {split!r} split.")
-        base = Path(self.source_path).parent if self.source_path else Path.cwd()
         paths = []
         for name in [files] if isinstance(files, str) else list(files):
-            path = Path(name).expanduser()
+            path = Path(name).expanduser()  # relative: not beside its file (read_yaml anchors those), so cwd's
             if not path.is_absolute():
-                path = base / path if (base / path).exists() else Path.cwd() / path
+                path = Path.cwd() / path
             if not path.is_file():
                 raise UserError(f"Task {self.name}: the data file {name} does not exist.")
             paths.append(path)
@@ -210,11 +228,16 @@ class LmEvalTask(Task):
         return rows
 
     @property
+    def _named_fewshot_split(self) -> str | None:
+        named = (self.spec.get("fewshot_config") or {}).get("split") or self.spec.get("fewshot_split")
+        return str(named) if named else None  # fewshot_config's split wins, as in lm-eval's FewshotConfig
+
+    @property
     def fewshot_split(self) -> str:
-        """lm-eval's rule: ``fewshot_split``, else the training split, else validation, else the test split."""
-        named = self.spec.get("fewshot_split") or (self.spec.get("fewshot_config") or {}).get("split")
+        """lm-eval's rule: the named few-shot split, else the training split, else validation, else the test split."""
+        named = self._named_fewshot_split
         if named:
-            return str(named)
+            return named
         for key in ("training_split", "validation_split", "test_split"):
             if self.spec.get(key):
                 return str(self.spec[key])
@@ -230,8 +253,7 @@ class LmEvalTask(Task):
     def _call(self, field: str, *args: Any) -> Any:
         function = self._functions.get(field)
         if function is None:
-            ref = self.spec[field]
-            function = load_function(Path(self.source_path or "."), ref, trusted=self.trusted, task=self.name)
+            function = load_function(self.spec[field], trusted=self.trusted, task=self.name)
             self._functions[field] = function
         if field == "process_docs":
             return _process_docs(function, args[0])
@@ -244,9 +266,13 @@ class LmEvalTask(Task):
             return self._call(field, doc)
         if isinstance(spec, str):
             if spec in doc:
-                return doc[spec]
+                value = doc[spec]
+                # a CSV cell is text where lm-eval (pandas) reads a number: a digit target is still an index
+                if field == "doc_to_target" and isinstance(value, str) and value.isdigit() and self._has_choices:
+                    return int(value)
+                return value
             try:
-                rendered = _jinja().from_string(spec).render(**doc)
+                rendered = _template(spec).render(**doc)
             except Exception as exc:  # jinja2's UndefinedError and TemplateSyntaxError: one sentence
                 raise UserError(f"Task {self.name}: {field} {spec!r} fails on a row: {exc}.") from None
             if field == "doc_to_choice":
@@ -254,7 +280,7 @@ class LmEvalTask(Task):
                     return ast.literal_eval(rendered)
                 except (ValueError, SyntaxError):
                     raise UserError(f"Task {self.name}: doc_to_choice rendered {rendered!r}, not a list.") from None
-            if rendered.isdigit() and self.spec.get("doc_to_choice") is not None:
+            if rendered.isdigit() and self._has_choices and field != "description":
                 return int(rendered)
             if field == "doc_to_target" and len(rendered) >= 2 and rendered[0] == "[" and rendered[-1] == "]":
                 try:
@@ -263,6 +289,10 @@ class LmEvalTask(Task):
                     return rendered
             return rendered
         return spec
+
+    @property
+    def _has_choices(self) -> bool:
+        return self.spec.get("doc_to_choice") is not None
 
     # -- what the runner asks ------------------------------------------------------------------------
 
@@ -284,15 +314,27 @@ class LmEvalTask(Task):
         return [str(c) for c in choices]
 
     def _target(self, doc: dict[str, Any]) -> Any:
+        if self.spec.get("doc_to_target") is None:
+            raise UserError(f"Task {self.name} has no doc_to_target.")
         return self._field("doc_to_target", doc)
 
     def target(self, doc: dict[str, Any]) -> str:
+        """The answer as text (a few-shot example's answer too): the chosen choice's text for an index, the first
+        of a list of acceptable answers."""
         target = self._target(doc)
-        if isinstance(target, list):
-            target = target[0]  # lm-eval's answer text for a list of acceptable answers
-        if isinstance(target, int) and self.spec.get("doc_to_choice") is not None:
+        if isinstance(target, int) and self._has_choices:
             return self.choices(doc)[target]
-        return str(target)
+        return str(target[0] if isinstance(target, list) else target)
+
+    def loglikelihood_request(self, index: int, doc: dict[str, Any]) -> tuple[str, str]:
+        # lm-eval asks for the target as it is: a file that wants a leading space writes it (lambada's "{{' '+…}}")
+        return self.context(index, doc), self.target(doc)
+
+    def rolling_text(self, doc: dict[str, Any]) -> str:
+        return self.target(doc)  # lm-eval's loglikelihood_rolling scores doc_to_target
+
+    def count_words(self, text: str) -> int:
+        return len(re.split(r"\s+", text))  # lm-eval's word count for word_perplexity
 
     def gold_index(self, doc: dict[str, Any], index: int) -> int:
         target, choices = self._target(doc), self.choices(doc)
@@ -302,32 +344,29 @@ class LmEvalTask(Task):
             return choices.index(target)
         raise UserError(f"Task {self.name} row {index + 1}: the target {target!r} is not one of the choices {choices}.")
 
-    def _shot_answer(self, doc: dict[str, Any]) -> str:
-        target = self._target(doc)
-        if isinstance(target, int) and self.spec.get("doc_to_choice") is not None:
-            return self.choices(doc)[target]
-        return str(target[0] if isinstance(target, list) else target)
-
     def _sample_shots(self, upto: int) -> None:
         """Few-shot examples for documents 0..upto, drawn in document order from one seeded generator, as
         lm-eval's sampler draws them (so document i's examples depend on how many were drawn before it)."""
         config = self.spec.get("fewshot_config") or {}
         first_n = config.get("sampler") == "first_n"
         pool = self.fewshot_docs
-        # the question itself is left out only when the file names its test split as the few-shot split
-        # (lm-eval's rule: examples drawn from the test docs by default may include the question)
-        named = self.spec.get("fewshot_split") or config.get("split")
-        same_split = named is not None and named == self.spec.get("test_split")
+        # lm-eval leaves the question out of its own examples when the named few-shot split equals the test
+        # split, and both unnamed counts as equal too
+        leave_out = self._named_fewshot_split == self.spec.get("test_split")
+        n = self.num_fewshot
+        if len(pool) < n + (1 if leave_out else 0):
+            raise UserError(f"Task {self.name} asks for {n} few-shot examples; its few-shot split has {len(pool)}.")
         rng = random.Random(self.fewshot_seed)
         shots: list[list[dict[str, Any]]] = []
         for doc in self.docs[: upto + 1]:
-            n = self.num_fewshot
             if first_n:
-                picked = [d for d in pool if d != doc][:n] if same_split else pool[:n]
-            elif same_split:
-                picked = [d for d in rng.sample(pool, min(n + 1, len(pool))) if d != doc][:n]
+                picked = [d for d in pool if d != doc][:n] if leave_out else pool[:n]
+            elif leave_out:
+                picked = [d for d in rng.sample(pool, n + 1) if d != doc][:n]
+                if len(picked) < n:  # the question's duplicates were drawn too: draw again without any of them
+                    picked = rng.sample([d for d in pool if d != doc], n)
             else:
-                picked = rng.sample(pool, min(n, len(pool)))
+                picked = rng.sample(pool, n)
             shots.append(picked)
         self._shots = shots
 
@@ -338,17 +377,18 @@ class LmEvalTask(Task):
         if len(self._shots) <= index:
             self._sample_shots(max(index, len(self.docs) - 1))
         examples = "".join(
-            self.text(shot) + self.target_delimiter + self._shot_answer(shot) + self.fewshot_delimiter
+            self.text(shot) + self.target_delimiter + self.target(shot) + self.fewshot_delimiter
             for shot in self._shots[index]
         )
         return description + examples + self.text(doc)
 
     def _description(self, doc: dict[str, Any]) -> str:
-        description = self.spec.get("description") or ""
-        return _jinja().from_string(description).render(**doc) if "{{" in description else description
+        return str(self._field("description", doc) or "")  # a field name or a template, as lm-eval resolves it
 
-    def fewshot_prefix(self, index: int) -> str:  # the runner asks for context(); kept for the base API
-        return self.context(index, self.docs[index])[: -len(self.text(self.docs[index])) or None]
+    def fewshot_prefix(self, index: int) -> str:
+        """Everything before the question (the base API; the runner asks for ``context``)."""
+        doc = self.docs[index]
+        return self.context(index, doc).removesuffix(self.text(doc))
 
     # -- scoring generated answers -----------------------------------------------------------------
 
@@ -383,8 +423,13 @@ class LmEvalTask(Task):
         return {str(e["metric"]) for e in entries} if entries else None
 
     def prompt_hash(self) -> str:
-        spec = json.dumps(self.spec, sort_keys=True, default=str, ensure_ascii=False)
-        return hashlib.sha256(f"lm-eval:{spec}:{self.fewshot_seed}".encode()).hexdigest()[:16]
+        """Over the file's settings; data files by name, so the same task from another folder shares its row."""
+        spec = dict(self.spec)
+        if isinstance(spec.get("dataset_kwargs"), dict):
+            files = spec["dataset_kwargs"].get("data_files")
+            spec["dataset_kwargs"] = {**spec["dataset_kwargs"], "data_files": _file_names(files)}
+        text = json.dumps(spec, sort_keys=True, default=str, ensure_ascii=False)
+        return hashlib.sha256(f"lm-eval:{text}:{self.fewshot_seed}".encode()).hexdigest()[:16]
 
 
 def _process_docs(function: Callable[..., Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -434,9 +479,15 @@ def _exact_match(answer: str, target: str, options: dict[str, Any]) -> bool:
     return answer == target
 
 
-def load_function(yaml_path: Path, ref: FunctionRef, *, trusted: bool, task: str) -> Callable[..., Any]:
-    folder = yaml_path.parent.resolve()
-    if not trusted:
+def is_trusted(folder: Path, trusted: Iterable[str | Path]) -> bool:
+    folder = folder.resolve()
+    return any(folder == Path(t).resolve() or Path(t).resolve() in folder.parents for t in trusted)
+
+
+def load_function(ref: FunctionRef, *, trusted: Iterable[str | Path], task: str) -> Callable[..., Any]:
+    """The function a ``!function`` names, from the folder of the file that names it, if the user trusts it."""
+    folder = Path(ref.folder or ".").resolve()
+    if not is_trusted(folder, trusted):
         raise UserError(
             f"Task {task} runs Python code ({ref}) from {folder}; pass --trust-code {folder} if you trust that folder."
         )
@@ -474,6 +525,12 @@ def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> Any:
         raise UserError(f"The task file {path} is not valid YAML: {exc}".replace("\n", " ")) from None
     except OSError as exc:
         raise UserError(f"The task file {path} cannot be read ({exc.strerror}).") from None
+    if isinstance(data, dict):  # each !function and data file belongs to the folder of the file that names it
+        folder = str(path.parent.resolve())
+        data = {k: FunctionRef(v.name, folder) if isinstance(v, FunctionRef) else v for k, v in data.items()}
+        if isinstance(data.get("dataset_kwargs"), dict) and "data_files" in data["dataset_kwargs"]:
+            files = _anchored(data["dataset_kwargs"]["data_files"], Path(folder))
+            data["dataset_kwargs"] = {**data["dataset_kwargs"], "data_files": files}
     if isinstance(data, dict) and "include" in data:
         base_path = path.parent / str(data["include"])
         if not base_path.is_file():
@@ -483,16 +540,42 @@ def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> Any:
     return data
 
 
+def _file_names(files: Any) -> Any:
+    if isinstance(files, dict):
+        return {split: _file_names(f) for split, f in files.items()}
+    if isinstance(files, list):
+        return [_file_names(f) for f in files]
+    return Path(str(files)).name
+
+
+def _anchored(files: Any, folder: Path) -> Any:
+    """Relative data files found beside the file that names them, made absolute; others left for the working
+    directory, where lm-eval (the datasets library) looks for them."""
+    if isinstance(files, dict):
+        return {split: _anchored(f, folder) for split, f in files.items()}
+    if isinstance(files, list):
+        return [_anchored(f, folder) for f in files]
+    if isinstance(files, str) and not Path(files).expanduser().is_absolute() and (folder / files).exists():
+        return str(folder / files)
+    return files
+
+
 def load_lmeval(
-    path: Path, *, trusted: Iterable[Path] = (), search: Iterable[Path] = (), home: Path | None = None
+    path: Path,
+    *,
+    trusted: Iterable[Path] = (),
+    search: Iterable[Path] = (),
+    home: Path | None = None,
+    groups: tuple[str, ...] = (),
 ) -> list[LmEvalTask]:
-    """The tasks of an lm-eval task file, or of a group file (each task with the group as its group)."""
+    """The tasks of an lm-eval task file, or of a group file (each task with the group as its group); ``groups``
+    are the groups being expanded around this one (a group inside itself is refused)."""
     path = Path(path)
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise UserError(f"The task file {path} must be a mapping of task settings.")
     if "group" in data and isinstance(data.get("task"), list):
-        tasks = _group(path, data, trusted=list(trusted), search=list(search))
+        tasks = _group(path, data, trusted=list(trusted), search=list(search), groups=groups)
     else:
         tasks = [_task(path, data, trusted=list(trusted))]
     for task in tasks:
@@ -500,11 +583,23 @@ def load_lmeval(
     return tasks
 
 
-def _group(path: Path, data: dict[str, Any], *, trusted: list[Path], search: list[Path]) -> list[LmEvalTask]:
+def _group(
+    path: Path, data: dict[str, Any], *, trusted: list[Path], search: list[Path], groups: tuple[str, ...]
+) -> list[LmEvalTask]:
+    name = str(data["group"])
+    if name in groups:
+        raise UserError(f"Group {name} ({path}) contains itself (through {' → '.join((*groups, name))}).")
+    if data.get("aggregate_metric_list"):
+        for entry in data["aggregate_metric_list"]:
+            if entry.get("weight_by_size", True):  # lm-eval's default; the leaderboard averages tasks equally
+                raise UserError(
+                    f"Group {name}: aggregate_metric_list with weight_by_size is not supported "
+                    "(internlocal's group average weighs each task equally); set weight_by_size: false."
+                )
     tasks: list[LmEvalTask] = []
     for entry in data["task"]:
         if isinstance(entry, str):
-            tasks += find_lmeval(entry, [path.parent, *search], trusted=trusted)
+            tasks += find_lmeval(entry, [path.parent, *search], trusted=trusted, groups=(*groups, name))
         elif isinstance(entry, dict):
             tasks.append(_task(path, entry, trusted=trusted))
         else:
@@ -552,17 +647,22 @@ def _task(path: Path, data: dict[str, Any], *, trusted: list[Path]) -> LmEvalTas
     for key, value in data.items():
         if isinstance(value, FunctionRef) and key not in FUNCTION_FIELDS:
             raise UserError(f"Task {name}: {key}: {value} is not supported.")
-    folder = path.parent.resolve()
-    is_trusted = any(folder == Path(t).resolve() or Path(t).resolve() in folder.parents for t in trusted)
     generation = data.get("generation_kwargs") or {}
     if generation.get("do_sample") or float(generation.get("temperature", 0) or 0) > 0:
         raise UserError(
             f"Task {name}: sampled generation (do_sample, temperature > 0) is not supported; scores here are greedy."
         )
     fewshot = data.get("fewshot_config") or {}
+    for key in sorted(set(fewshot) - {"sampler", "split"}):
+        raise UserError(f"Task {name}: fewshot_config.{key} is not supported.")
     if fewshot.get("sampler", "default") not in ("default", "first_n"):
         raise UserError(f"Task {name}: fewshot sampler {fewshot['sampler']!r} is not supported.")
+    for key in sorted(set(data.get("dataset_kwargs") or {}) - {"data_files"}):
+        raise UserError(f"Task {name}: dataset_kwargs.{key} is not supported.")
+    for key in sorted(set(generation) - {"until", "max_gen_toks", "do_sample", "temperature"}):
+        raise UserError(f"Task {name}: generation_kwargs.{key} is not supported.")
     delimiter = data.get("fewshot_delimiter", "\n\n")
+    until = generation.get("until", [delimiter])
     metadata = data.get("metadata") or {}
     task = LmEvalTask(
         name=re.sub(r"[^A-Za-z0-9_.-]", "_", name),
@@ -575,41 +675,59 @@ def _task(path: Path, data: dict[str, Any], *, trusted: list[Path]) -> LmEvalTas
         target_delimiter=data.get("target_delimiter", " "),
         fewshot_delimiter=delimiter,
         num_fewshot=int(data.get("num_fewshot") or 0),
-        until=list(generation.get("until", [delimiter])),
+        until=[until] if isinstance(until, str) else list(until),  # lm-eval takes one stop string as a list of one
         max_tokens=int(generation.get("max_gen_toks", 256)),
         spec=data,
-        trusted=is_trusted,
+        trusted=[str(Path(t).resolve()) for t in trusted],
         source_path=str(path),
     )
     for field in FUNCTION_FIELDS:  # refuse untrusted code now, before a model loads
         if isinstance(data.get(field), FunctionRef):
-            task._functions[field] = load_function(path, data[field], trusted=is_trusted, task=name)
+            task._functions[field] = load_function(data[field], trusted=trusted, task=name)
     return task
 
 
 def find_lmeval(
-    name: str, folders: Iterable[Path], *, trusted: Iterable[Path] = (), home: Path | None = None
+    name: str,
+    folders: Iterable[Path],
+    *,
+    trusted: Iterable[Path] = (),
+    home: Path | None = None,
+    groups: tuple[str, ...] = (),
 ) -> list[LmEvalTask]:
-    """The task or group called ``name`` in lm-eval YAMLs under ``folders``."""
+    """The task or group called ``name`` in lm-eval YAMLs under ``folders``, or every task tagged ``name``."""
     folders = [Path(f) for f in folders]
+    tagged: list[Path] = []
     for folder in folders:
         for path in sorted(folder.rglob("*.y*ml")) if folder.is_dir() else []:
             try:
                 data = read_yaml(path)
             except UserError:
                 continue
-            if isinstance(data, dict) and name in (data.get("task"), data.get("group")):
-                return load_lmeval(path, trusted=trusted, search=folders, home=home)
-    raise UserError(f"No lm-eval task or group {name!r} under {', '.join(map(str, folders))}.")
+            if not isinstance(data, dict):
+                continue
+            if name in (data.get("task"), data.get("group")):
+                return load_lmeval(path, trusted=trusted, search=folders, home=home, groups=groups)
+            tags = data.get("tag") or []
+            if name in ([tags] if isinstance(tags, str) else tags):
+                tagged.append(path)
+    if tagged:  # a tag (lm-eval's mmlu_stem_tasks): its tasks, in file order
+        return [t for path in tagged for t in load_lmeval(path, trusted=trusted, home=home, groups=groups)]
+    raise UserError(f"No lm-eval task, group or tag {name!r} under {', '.join(map(str, folders))}.")
 
 
 # -- writing ours out as lm-eval YAML ----------------------------------------------------------------
 
 
 def _jinja_template(template: str) -> str:
-    """``{field}`` (str.format) → ``{{field}}`` (Jinja); doubled braces are literal braces."""
-    out = re.sub(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*(?:\[\d+\])?)\}(?!\})", r"{{\1}}", template)
-    return out
+    """Our ``str.format`` template as Jinja: ``{field}`` → ``{{field}}``; literal braces (``{{`` in ours) kept
+    literal inside ``{% raw %}``."""
+    out = []
+    for literal, field, _, _ in string.Formatter().parse(template):
+        out.append(f"{{% raw %}}{literal}{{% endraw %}}" if "{" in literal or "}" in literal else literal)
+        if field is not None:
+            out.append("{{" + field + "}}")
+    return "".join(out)
 
 
 def to_lmeval_yaml(task: Task, data_file: Path) -> str:
@@ -627,7 +745,8 @@ def to_lmeval_yaml(task: Task, data_file: Path) -> str:
         "dataset_kwargs": {"data_files": {"test": str(data_file)}},
         "test_split": "test",
         "output_type": output_type,
-        "doc_to_text": _jinja_template(task.doc_to_text),
+        # lm-eval's loglikelihood_rolling scores the target; the text is the question of the other types
+        "doc_to_text": "" if task.output_type == "perplexity" else _jinja_template(task.doc_to_text),
         "num_fewshot": task.num_fewshot,
         "fewshot_delimiter": task.fewshot_delimiter,
         "target_delimiter": task.target_delimiter,
@@ -659,5 +778,6 @@ def to_lmeval_yaml(task: Task, data_file: Path) -> str:
                 }
             ]
     if task.output_type == "perplexity":
+        spec["doc_to_target"] = _jinja_template(task.doc_to_text)
         spec["metric_list"] = [{"metric": m} for m in ("word_perplexity", "byte_perplexity", "bits_per_byte")]
     return yaml.safe_dump(spec, allow_unicode=True, sort_keys=False)

@@ -42,7 +42,7 @@ from internlocal.evals.needlebench_text import (
     SEPARATOR,
     filler_sentences,
 )
-from internlocal.evals.runner import RequestCache
+from internlocal.evals.runner import RequestCache, generation_key, token_counts
 from internlocal.jobs.context import JobContext
 
 VERSION = "1"
@@ -168,17 +168,30 @@ def keywords_share(answer: str, keywords: Sequence[str]) -> float:
     return sum(keyword in answer for keyword in keywords) / len(keywords) if keywords else 0.0
 
 
-_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
-
-
 def boxed_answer(text: str) -> str | None:
-    """The content of the last \\boxed{…} in ``text``, stripped; None without one."""
-    found = _BOXED.findall(text)
-    return found[-1].strip() if found else None
+    """The content of the last \\boxed{…} in ``text`` (braces inside it balanced), cleaned as OpenCompass's
+    NeedleBench cleans it before the exact match: doubled braces and ``\\text{…}`` unwrapped, quotes and ``~``
+    removed, spaces collapsed. None without one."""
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, at = 0, start + len("\\boxed")
+    for end in range(at, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[end], 0)
+        if depth == 0:
+            break
+    else:
+        return None  # never closed
+    inner = text[at + 1 : end].strip()
+    while inner.startswith("{") and inner.endswith("}"):
+        inner = inner[1:-1].strip()
+    inner = re.sub(r"\\text\{([^{}]*)\}", r"\1", inner)
+    inner = re.sub(r"[\"'“”‘’`~]", "", inner)
+    return re.sub(r"\s+", " ", inner).strip()
 
 
 def boxed_score(answer: str, expected: str) -> float:
-    """Multi-needle reasoning: 1 when the last boxed answer is exactly the expected name."""
+    """Multi-needle reasoning: 1 when the last boxed answer, cleaned, is exactly the expected name."""
     return 1.0 if boxed_answer(answer) == expected.strip() else 0.0
 
 
@@ -203,16 +216,11 @@ class TokenCounter:
         self._known: dict[str, int] = {}
 
     def counts(self, texts: Sequence[str]) -> list[int]:
-        keys = [self._cache.key(["tokens", text, False]) for text in texts]
-        missing = list(dict.fromkeys(k for k in keys if k not in self._known))
-        self._known.update(self._cache.get(missing) if missing else {})
-        fresh: dict[str, int] = {}
-        for key, text in zip(keys, texts, strict=True):
-            if key not in self._known and key not in fresh:
-                fresh[key] = len(self._engine.tokenize(text, add_special=False))
-        self._cache.put(fresh)
-        self._known.update(fresh)
-        return [self._known[k] for k in keys]
+        missing = [t for t in dict.fromkeys(texts) if t not in self._known]  # remembered here, then the cache
+        if missing:
+            counted = token_counts(self._engine, self._cache, missing, add_special=False)
+            self._known.update(zip(missing, counted, strict=True))
+        return [self._known[t] for t in texts]
 
     def count(self, text: str) -> int:
         return self.counts([text])[0]
@@ -493,7 +501,7 @@ def run_grid(
 
 def _ask(engine: Engine, cache: RequestCache, prompt: str, params: GenerationParams) -> tuple[str, bool]:
     """The answer to ``prompt`` as a user turn, and whether it came from the cache."""
-    key = cache.key(["gen", prompt, params.model_dump(), True])
+    key = generation_key(cache, prompt, params, chat=True)
     hit = cache.get([key]).get(key)
     if hit is not None:
         return hit, True

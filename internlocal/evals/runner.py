@@ -124,7 +124,7 @@ def breakdown(task: Task, docs: list[dict[str, Any]], items: list[dict[str, Any]
     }
 
 
-def _token_counts(engine: Engine, cache: RequestCache, texts: list[str], add_special: bool) -> list[int]:
+def token_counts(engine: Engine, cache: RequestCache, texts: list[str], add_special: bool) -> list[int]:
     """Token counts, cached like answers: a re-run whose answers are all cached needs no tokenizer either."""
     keys = [cache.key(["tokens", t, add_special]) for t in texts]
     known = cache.get(list(dict.fromkeys(keys)))
@@ -137,6 +137,12 @@ def _token_counts(engine: Engine, cache: RequestCache, texts: list[str], add_spe
     return [known[k] for k in keys]
 
 
+def generation_key(cache: RequestCache, prompt: str, params: GenerationParams, chat: bool) -> str:
+    """The cache key of a greedy generation: the prompt, every generation setting, and whether it went through the
+    chat template (NeedleBench asks through the same key, so its answers are shared with generation tasks)."""
+    return cache.key(["gen", prompt, params.model_dump(), chat])
+
+
 def _overflows(engine: Engine, cache: RequestCache, texts: list[str]) -> list[str | None]:
     """Why each prompt cannot be asked (too long for the context), or None. An over-long prompt is
     skipped and reported with its item, never truncated: a truncated question scores something else."""
@@ -144,7 +150,7 @@ def _overflows(engine: Engine, cache: RequestCache, texts: list[str]) -> list[st
         return [None] * len(texts)  # a remote endpoint: it reports an over-long prompt itself (ContextOverflow)
     return [
         f"the prompt has {n} tokens; the context holds {engine.context_length}" if n >= engine.context_length else None
-        for n in _token_counts(engine, cache, texts, add_special=True)
+        for n in token_counts(engine, cache, texts, add_special=True)
     ]
 
 
@@ -224,7 +230,7 @@ def _multiple_choice(engine, task, docs, cache, progress, check_cancelled, seed,
 
 def _loglikelihood_task(engine, task, docs, cache, progress, check_cancelled, seed) -> Outcome:
     """One continuation per document (lm-eval's ``loglikelihood``): is it the greedy one, and how likely."""
-    requests = [(task.context(i, doc), task.target_delimiter + task.target(doc)) for i, doc in enumerate(docs)]
+    requests = [task.loglikelihood_request(i, doc) for i, doc in enumerate(docs)]
     reasons = _overflows(engine, cache, [c + x for c, x in requests])
     todo = [k for k, reason in enumerate(reasons) if reason is None]
     answers = _loglikelihoods(engine, [requests[k] for k in todo], cache, progress, check_cancelled)
@@ -298,7 +304,7 @@ def _generate(engine, task, docs, cache, progress, check_cancelled, seed) -> Out
         check_cancelled()
         prompt = prompts[i]
         target = task.target(doc)
-        key = cache.key(["gen", prompt, params.model_dump(), task.apply_chat_template])
+        key = generation_key(cache, prompt, params, task.apply_chat_template)
         hit = None if reasons[i] else cache.get([key]).get(key)
         if hit is None and not reasons[i]:
             try:
@@ -324,7 +330,8 @@ def _generate(engine, task, docs, cache, progress, check_cancelled, seed) -> Out
             {"idx": i, "prompt": prompt, "target": target, "response": hit, "scores": {**marks, "extracted": answer}}
         )
         progress(i + 1, len(docs))
-    names = list(scores[0]) if scores else ["exact_match"]
+    # the metric names a scored item would have, even when every item was skipped (a row of its own otherwise)
+    names = list(scores[0]) if scores else list(task.score_generation("", docs[0])[0]) if docs else ["exact_match"]
     return Outcome(
         {name: _mean([bool(s[name]) for s in scores]) for name in names},
         {name: _bootstrap([bool(s[name]) for s in scores], seed) for name in names},
@@ -336,13 +343,13 @@ def _generate(engine, task, docs, cache, progress, check_cancelled, seed) -> Out
 
 
 def _perplexity(engine, task, docs, cache, progress, check_cancelled, seed) -> Outcome:
-    texts = [task.text(doc) for doc in docs]
+    texts = [task.rolling_text(doc) for doc in docs]
     keys = [cache.key(["rolling", t]) for t in texts]
     known = cache.get(keys)
     items, per_doc = [], []  # per_doc: (log-likelihood, tokens, words, bytes)
     cached = sum(1 for k in keys if k in known)
     can_tokenize = Capability.TOKENIZE in engine.capabilities  # a remote endpoint cannot: no token perplexity
-    counts = _token_counts(engine, cache, texts, add_special=False) if can_tokenize else [0] * len(texts)
+    counts = token_counts(engine, cache, texts, add_special=False) if can_tokenize else [0] * len(texts)
     for i, (text, key) in enumerate(zip(texts, keys, strict=True)):
         check_cancelled()
         if key not in known:
@@ -353,7 +360,7 @@ def _perplexity(engine, task, docs, cache, progress, check_cancelled, seed) -> O
                 continue
             cache.put({key: known[key]})
         ll = known[key]
-        words, nbytes = len(text.split()), len(text.encode("utf-8"))
+        words, nbytes = task.count_words(text), len(text.encode("utf-8"))
         per_doc.append((ll, counts[i], words, nbytes))
         items.append(
             {

@@ -158,6 +158,17 @@ class Task(BaseModel):
             f"{self.dataset_path} row {index + 1}: the answer {target!r} is not one of the choices {choices}."
         )
 
+    def loglikelihood_request(self, index: int, doc: dict[str, Any]) -> tuple[str, str]:
+        """(context, continuation) of a ``loglikelihood`` task: the target after the target delimiter."""
+        return self.context(index, doc), self.target_delimiter + self.target(doc)
+
+    def rolling_text(self, doc: dict[str, Any]) -> str:
+        """The text a ``perplexity`` task scores."""
+        return self.text(doc)
+
+    def count_words(self, text: str) -> int:
+        return len(text.split())
+
     def context(self, index: int, doc: dict[str, Any]) -> str:
         """What the model reads for document ``index``: few-shot examples, then the question."""
         return self.fewshot_prefix(index) + self.text(doc)
@@ -237,6 +248,8 @@ def load_rows(path: Path) -> list[dict[str, Any]]:
                 if None in row or any(v is None for v in row.values()):
                     raise UserError(f"{path} line {n}: the row has a different number of columns than the header.")
                 rows.append(dict(row))
+        if not rows:
+            raise UserError(f"{path} has no rows.")
         return rows
     with path.open(encoding="utf-8") as fh:
         for n, line in enumerate(fh, start=1):

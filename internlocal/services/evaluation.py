@@ -99,7 +99,8 @@ def start_eval(
                 raise UserError(
                     f"CircularEval is for lettered multiple choice; task {task.name} is {task.output_type}."
                 )
-            task.option_fields(task.docs[0])
+            for doc in task.docs[:1]:  # a task without rows was refused when its file was read
+                task.option_fields(doc)
     params: dict = {"model": models[0] if len(models) == 1 else models, "tasks": tasks, "limit": limit}
     # only what differs from the defaults, so a job's parameters read as the user asked
     params.update(

@@ -31,6 +31,8 @@ def start_needlebench(
     row = svc.catalog.get_model(model)
     if row.kind != "chat":
         raise UserError(f"{row.name} is an {row.kind} model; NeedleBench asks a chat model.")
+    if row.format == "remote":  # lengths are cut in the model's own tokens, which an endpoint does not count here
+        raise UserError(f"{row.name} is a remote model; NeedleBench measures documents in a local model's tokens.")
     context = _context_length(svc, row)
     # the tokenizer's exact count waits for the job; a length past the context alone is refused at once
     too_long = [n for n in settings.lengths or () if n + TEMPLATE_ALLOWANCE + settings.answer_tokens > context]
