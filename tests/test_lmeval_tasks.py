@@ -295,8 +295,15 @@ def test_mmlu_from_its_published_files_scores_per_subject_and_category(
     assert any(r[0] == "mmlu / category: STEM" for r in csv_rows)
 
 
-def test_circular_refusals_name_the_reason(services):
-    from internlocal.services.evaluation import start_eval
+def test_circular_refusals_name_the_reason(services, tmp_path):
+    from internlocal.services.evaluation import estimate_eval, start_eval
+
+    # the estimate counts the rotations: four options, four times the time, the same questions
+    folder = capitals_folder(tmp_path / "tasks")
+    letters = get_task(str(folder / "capitals_letters.yaml"))
+    plain = estimate_eval(services, ["smollm2-135m-instruct-q4_1"], [letters])
+    rotated = estimate_eval(services, ["smollm2-135m-instruct-q4_1"], [letters], circular=True)
+    assert rotated.items == plain.items == 8 and rotated.seconds == pytest.approx(4 * plain.seconds)
 
     with pytest.raises(UserError, match="scores the option texts themselves"):
         start_eval(services, ["smollm2-135m-instruct-q4_1"], ["capitals_en"], circular=True)

@@ -45,8 +45,11 @@ def _seconds_per_item(svc: Services, model: str) -> float | None:
     return None
 
 
-def estimate_eval(svc: Services, models: list[str], tasks: list[Task], *, limit: int | None = None) -> EvalEstimate:
-    """How many items ``models`` × ``tasks`` is and about how long it takes here, before anything runs."""
+def estimate_eval(
+    svc: Services, models: list[str], tasks: list[Task], *, limit: int | None = None, circular: bool = False
+) -> EvalEstimate:
+    """How many items ``models`` × ``tasks`` is and about how long it takes here, before anything runs; under
+    CircularEval a multiple-choice question is asked once per option (its first row's count)."""
     total_items, seconds, measured = 0, 0.0, True
     for name in models:
         per_item = _seconds_per_item(svc, name)
@@ -58,6 +61,8 @@ def estimate_eval(svc: Services, models: list[str], tasks: list[Task], *, limit:
         for task in tasks:
             items = len(task.docs) if limit is None else min(limit, len(task.docs))
             factor = GENERATION_FACTOR if guessed and task.output_type == "generate_until" else 1.0
+            if circular and task.output_type == "multiple_choice" and task.docs:
+                factor *= len(task.choices(task.docs[0]))
             total_items += items
             seconds += items * per_item * factor
     return EvalEstimate(total_items, seconds, measured and bool(models))

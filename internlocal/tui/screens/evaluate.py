@@ -132,6 +132,7 @@ class EvalScreen(AppScreen):
 
     @on(SelectionList.SelectedChanged)
     @on(Input.Changed, "#limit")
+    @on(Checkbox.Changed, "#circular")
     def show_estimate(self) -> None:
         from internlocal.services.evaluation import estimate_eval
 
@@ -143,7 +144,10 @@ class EvalScreen(AppScreen):
         text = "Tick a model and a task."
         if models and tasks:
             try:
-                estimate = estimate_eval(self.ready_services, models, tasks, limit=int(limit) if limit else None)
+                circular = self.query_one("#circular", Checkbox).value
+                estimate = estimate_eval(
+                    self.ready_services, models, tasks, limit=int(limit) if limit else None, circular=circular
+                )
                 text = estimate.describe()
             except UserError as exc:
                 text = str(exc)
