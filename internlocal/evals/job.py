@@ -111,47 +111,31 @@ def evaluate_model(
             )
             # a limit that covers every item is a full run, comparable with one made without a limit
             effective_limit = limit if limit is not None and limit < len(task.docs) else None
-            run = catalog.add_eval_run(
-                EvalRun(
-                    model_name=row.name,
-                    model_sha256=row.sha256,
-                    quantization=row.quantization,
-                    engine=engine_name,
-                    task=task.name,
-                    task_version=task.version,
-                    prompt_hash=task.prompt_hash(),
-                    chat_template_hash=template_hash,
-                    n_items=len(outcome.items),
-                    n_skipped=outcome.skipped,
-                    metrics_json=json.dumps(outcome.metrics),
-                    stderr_json=json.dumps(outcome.stderr),
-                    config_json=json.dumps(
-                        {
-                            "limit": effective_limit,
-                            "seed": seed,
-                            "num_fewshot": task.num_fewshot,
-                            "group": task.group,
-                            "requests": outcome.requests,
-                            "cached": outcome.cached,
-                            **({"circular": True} if circular else {}),
-                            **({"breakdown": outcome.breakdown} if outcome.breakdown else {}),
-                        },
-                        ensure_ascii=False,
-                    ),
-                    job_id=ctx.job_id,
-                ),
-                [
-                    EvalItem(
-                        idx=it["idx"],
-                        prompt=it["prompt"],
-                        target=it["target"],
-                        response=it["response"],
-                        scores_json=json.dumps(it["scores"], ensure_ascii=False),
-                    )
-                    for it in outcome.items
-                ],
+            config = {
+                "limit": effective_limit,
+                "seed": seed,
+                "num_fewshot": task.num_fewshot,
+                "group": task.group,
+                "requests": outcome.requests,
+                "cached": outcome.cached,
+                **({"circular": True} if circular else {}),
+                **({"breakdown": outcome.breakdown} if outcome.breakdown else {}),
+            }
+            run = record_run(
+                catalog,
+                row,
+                outcome.items,
+                engine=engine_name,
+                task=task.name,
+                task_version=task.version,
+                prompt_hash=task.prompt_hash(),
+                chat_template_hash=template_hash,
+                n_skipped=outcome.skipped,
+                metrics_json=json.dumps(outcome.metrics),
+                stderr_json=json.dumps(outcome.stderr),
+                config_json=json.dumps(config, ensure_ascii=False),
+                job_id=ctx.job_id,
             )
-            catalog.add_lineage(("model", row.id), ("eval_run", run.id), "evaluate", {"task": task.name})
             ctx.log(
                 f"{row.name} · {task.name}: {outcome.metrics} ({outcome.skipped} skipped, "
                 f"{outcome.cached}/{outcome.requests} cached)"
@@ -162,6 +146,29 @@ def evaluate_model(
         return summary
     finally:
         engine.close()
+
+
+def record_run(catalog, row, items: list[dict[str, Any]], **fields: Any) -> EvalRun:
+    """An ``eval_run`` of the model ``row`` (``fields``: task, version, hashes, metrics, config …) with its items
+    ({idx, prompt, target, response, scores}), and the lineage model → run; every evaluation job stores this way."""
+    run = EvalRun(
+        model_name=row.name, model_sha256=row.sha256, quantization=row.quantization, n_items=len(items), **fields
+    )
+    stored = catalog.add_eval_run(
+        run,
+        [
+            EvalItem(
+                idx=it["idx"],
+                prompt=it["prompt"],
+                target=it["target"],
+                response=it["response"],
+                scores_json=json.dumps(it["scores"], ensure_ascii=False),
+            )
+            for it in items
+        ],
+    )
+    catalog.add_lineage(("model", row.id), ("eval_run", stored.id), "evaluate", {"task": fields["task"]})
+    return stored
 
 
 def cache_namespace(row, settings, engine_name: str) -> tuple[str, str | None]:

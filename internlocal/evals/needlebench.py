@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any
 
-from internlocal.catalog.schema import EvalItem, EvalRun
+from internlocal.catalog.schema import EvalRun
 from internlocal.engines.base import Capability, Engine, GenerationParams
 from internlocal.errors import NotFound, UserError
 from internlocal.evals.needlebench_text import (
@@ -560,33 +560,30 @@ def store_run(
         "cached": outcome.cached,
         "note": outcome.map.note,
     }
-    run = catalog.add_eval_run(
-        EvalRun(
-            model_name=row.name,
-            model_sha256=row.sha256,
-            quantization=row.quantization,
-            engine=engine_name,
-            task=settings.task,
-            task_version=VERSION,
-            prompt_hash=settings.prompt_hash(lengths),
-            chat_template_hash=template_hash,
-            n_items=len(outcome.cells),
-            metrics_json=json.dumps({"score": outcome.map.mean}),
-            config_json=json.dumps(config),
-            job_id=job_id,
-        ),
+    from internlocal.evals.job import record_run
+
+    run = record_run(
+        catalog,
+        row,
         [
-            EvalItem(
-                idx=number,
-                prompt=cell.question,
-                target=", ".join(cell.keywords),
-                response=cell.answer,
-                scores_json=json.dumps(cell.scores(), ensure_ascii=False),
-            )
+            {
+                "idx": number,
+                "prompt": cell.question,
+                "target": ", ".join(cell.keywords),
+                "response": cell.answer,
+                "scores": cell.scores(),
+            }
             for number, cell in enumerate(outcome.cells)
         ],
+        engine=engine_name,
+        task=settings.task,
+        task_version=VERSION,
+        prompt_hash=settings.prompt_hash(lengths),
+        chat_template_hash=template_hash,
+        metrics_json=json.dumps({"score": outcome.map.mean}),
+        config_json=json.dumps(config),
+        job_id=job_id,
     )
-    catalog.add_lineage(("model", row.id), ("eval_run", run.id), "evaluate", {"task": settings.task})
     outcome.map.run = run.id
     return run
 
