@@ -50,6 +50,16 @@ class Model(SQLModel, table=True):
         found = self.metadata_dict.get("sampling") or {}
         return {k: v for k, v in found.items() if k in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty")}
 
+    @property
+    def vision(self) -> bool:
+        """The model reads images: a GGUF with its projector (``metadata.projector``), or an HF vision folder."""
+        return bool(self.metadata_dict.get("vision"))
+
+    @property
+    def projector_path(self) -> str | None:
+        """A GGUF vision model's projector file (mmproj), linked in the catalog by a ``projector`` lineage edge."""
+        return self.metadata_dict.get("projector")
+
     def summary(self) -> dict[str, Any]:
         """The fields a listing shows (``models list --json``)."""
         return {
@@ -68,6 +78,7 @@ class Model(SQLModel, table=True):
             "storage": self.storage,
             "source": self.source,
             "created_at": self.created_at,
+            "vision": self.vision,
         }
 
 

@@ -55,11 +55,12 @@ def list_models(as_json: JsonOpt = False) -> None:
     if as_json:
         print_json([m.summary() for m in models])
         return
-    table = _table("name", "kind", "format", "arch", "quant", "params", "ctx", "size", "where")
+    table = _table("name", "kind", "vision", "format", "arch", "quant", "params", "ctx", "size", "where")
     for m in models:
         table.add_row(
             m.name,
             m.kind,
+            "vision" if m.vision else "-",
             m.format,
             m.architecture or "-",
             m.quantization or "-",
@@ -91,8 +92,11 @@ def show(name: str, as_json: JsonOpt = False) -> None:
         }.get(kind, {})
         return f"{kind} {names.get(ident, ident)}"
 
+    projector_edges = [(op, t, i) for op, t, i, _ in parents if op == "projector"]
     info = {
         **model.summary(),
+        "projector": model.projector_path,
+        "projector_model": next((label(t, i) for _, t, i in projector_edges), None),
         "metadata": model.metadata_dict,
         "chat_template": model.chat_template,
         "parents": [{"operation": op, "from": label(t, i), "params": p} for op, t, i, p in parents],
@@ -117,10 +121,18 @@ def show(name: str, as_json: JsonOpt = False) -> None:
         "created_at",
     ):
         typer.echo(f"{key:15} {info[key]}")
+    if model.vision:
+        typer.echo(f"{'vision':15} yes: it reads images")
+    if info["projector"] or info["projector_model"]:
+        typer.echo(f"{'projector':15} {info['projector_model'] or '-'} ({info['projector'] or 'path not recorded'})")
     for p in info["parents"]:
-        typer.echo(f"{'made from':15} {p['from']} by {p['operation']} {p['params']}")
+        if p["operation"] != "projector":
+            typer.echo(f"{'made from':15} {p['from']} by {p['operation']} {p['params']}")
     for c in info["children"]:
-        typer.echo(f"{'used for':15} {c['to']} ({c['operation']})")
+        if c["operation"] == "projector":
+            typer.echo(f"{'projector of':15} {c['to']}")
+        else:
+            typer.echo(f"{'used for':15} {c['to']} ({c['operation']})")
 
 
 @app.command("search")
@@ -143,6 +155,8 @@ def search(
                     "context_length": m.context_length,
                     "license": m.license,
                     "gated": m.gated,
+                    "vision": m.vision,
+                    "projector": m.gguf.projector.file if m.gguf and m.gguf.projector else None,
                     "tags": m.tags,
                     "default_tag": m.default,
                     "hf": m.hf,
@@ -154,11 +168,12 @@ def search(
             ]
         )
         return
-    table = _table("name", "params", "ctx", "default", "size", "memory", "licence", "tags")
+    table = _table("name", "vision", "params", "ctx", "default", "size", "memory", "licence", "tags")
     for _, m in hits:
         tag = m.default
         table.add_row(
             m.name,
+            "vision" if m.vision else "-",
             f"{m.parameters_b:g}B",
             str(m.context_length),
             tag,
@@ -198,6 +213,10 @@ def import_(
     copy: Annotated[
         bool, typer.Option("--copy", help="Copy into the store instead of referencing the file where it is.")
     ] = False,
+    mmproj: Annotated[
+        str | None,
+        typer.Option("--mmproj", help="The projector (mmproj .gguf) of a GGUF vision model, registered with it."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Add a model file you already have to the catalog."""
@@ -207,8 +226,20 @@ def import_(
     from internlocal.hub.store import Store
 
     svc = services()
-    model = import_model(svc.catalog, Store(svc.settings.store_dir), Path(path), name=name, copy=copy)
-    print_json(model.summary()) if as_json else typer.echo(f"{model.name}: imported ({model.storage}, {model.path})")
+    model = import_model(
+        svc.catalog,
+        Store(svc.settings.store_dir),
+        Path(path),
+        name=name,
+        copy=copy,
+        mmproj=Path(mmproj) if mmproj else None,
+    )
+    if as_json:
+        print_json({**model.summary(), "projector": model.projector_path})
+        return
+    typer.echo(f"{model.name}: imported ({model.storage}, {model.path})")
+    if model.projector_path:
+        typer.echo(f"vision: reads images through the projector {model.projector_path}")
 
 
 @app.command("add-remote")
@@ -251,6 +282,8 @@ def rm(names: Annotated[list[str], typer.Argument(help="Models to remove.")], as
         extra = (
             f", kept your file {r['kept_file']}" if r["kept_file"] else f", {len(r['blobs_removed'])} file(s) deleted"
         )
+        if r.get("projectors_removed"):
+            extra += f"; its projector {', '.join(r['projectors_removed'])} went with it"
         typer.echo(f"{r['model']}: removed{extra}")
 
 

@@ -169,6 +169,8 @@ def read_hf_dir(path: Path) -> ModelFileInfo:
     sampling = _generation_config_sampling(path / "generation_config.json")
     if sampling:
         metadata["sampling"] = sampling
+    if isinstance(config.get("vision_config"), dict):  # Idefics3/SmolVLM, InternVL, Llava…: the folder reads images
+        metadata["vision"] = True
     return ModelFileInfo(
         format="hf",
         architecture=architectures[0],

@@ -33,6 +33,14 @@ def guess_family(*hints: str | None) -> str | None:
     return next((family for key, family in _FAMILIES if key in text), None)
 
 
+PROJECTOR_ARCHITECTURE = "clip"  # llama.cpp's projector GGUFs (mmproj) say general.architecture = clip
+PROJECTOR_EDGE = "projector"  # lineage operation: (model, projector) --projector--> (model, vision model)
+
+
+def is_projector(info: ModelFileInfo) -> bool:
+    return info.format == "gguf" and (info.architecture or "").lower() == PROJECTOR_ARCHITECTURE
+
+
 def inspect_path(path: Path) -> ModelFileInfo:
     path = Path(path)
     if path.is_dir():
@@ -57,6 +65,8 @@ def model_fields(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Catalog columns for a model file, from what the file says about itself."""
+    if kind is None and is_projector(info):
+        kind = "projector"  # never offered for chat: a vision model's half, linked to it by a lineage edge
     if kind is None:
         kind = "embedding" if (info.architecture or "").lower().startswith(("bert", "xlmroberta")) else "chat"
         if kind == "chat" and not (info.chat_template or chat_template) and info.format == "gguf":
@@ -100,6 +110,7 @@ def register(
     parent: Model | None = None,
     operation: str | None = None,
     params: dict | None = None,
+    kind: str | None = None,
 ) -> Model:
     """Add a model to the catalog from what its file says about itself (and link it to its parent)."""
     info = info or inspect_path(path)
@@ -110,6 +121,7 @@ def register(
         source=source,
         sha256=sha256,
         family=(extra or {}).get("family") or guess_family(info.architecture, info.name, name),
+        kind=kind,
         chat_template=parent.chat_template if parent else None,
         extra=extra,
     )
@@ -141,15 +153,134 @@ def add_to_store(
     return manifest, store.model_path(manifest)
 
 
-def import_model(catalog: Catalog, store: Store, path: Path, *, name: str | None = None, copy: bool = False) -> Model:
-    """Register a GGUF file or HF folder the user has: by reference (default) or copied into the store."""
+# -- vision models: a GGUF and its projector ------------------------------------------------------
+
+
+def check_projector(path: Path) -> ModelFileInfo:
+    """What a projector file says about itself; a ``UserError`` sentence when it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist; give the path of the model's mmproj .gguf file.")
+    try:
+        info = read_gguf(path)
+    except ModelFileError:
+        raise UserError(
+            f"{path} is not a projector (not a readable GGUF file); give the model's mmproj file."
+        ) from None
+    if not is_projector(info):
+        raise UserError(
+            f"{path} is not a projector: its GGUF architecture is {info.architecture!r}, not 'clip'; give the model's "
+            "mmproj file."
+        )
+    return info
+
+
+def projector_metadata(projector: Model) -> dict[str, Any]:
+    """What a vision model's row says about its projector (``Model.vision``, ``Model.projector_path``)."""
+    return {"vision": True, "projector": projector.path}
+
+
+def link_projector(catalog: Catalog, projector: Model, model: Model) -> None:
+    catalog.add_lineage(("model", projector.id), ("model", model.id), PROJECTOR_EDGE, {})
+
+
+def projector_with_sha256(catalog: Catalog, sha256: str | None) -> Model | None:
+    """A projector already in the catalog with these bytes (two quantizations of a model share one)."""
+    if not sha256:
+        return None
+    return next((m for m in catalog.list_models(kind="projector") if m.sha256 == sha256), None)
+
+
+def _model_by_id(catalog: Catalog, model_id: int) -> Model | None:
+    found = catalog.find_model(model_id)
+    return found if found is not None and found.id == model_id else None
+
+
+def projector_users(catalog: Catalog, projector: Model, *, besides: int | None = None) -> list[Model]:
+    """The models in the catalog that read images through ``projector`` (other than the one ``besides``)."""
+    users = []
+    for edge in catalog.children(("model", projector.id)):
+        if edge.operation == PROJECTOR_EDGE and edge.child_type == "model" and edge.child_id != besides:
+            found = _model_by_id(catalog, edge.child_id)
+            if found is not None:
+                users.append(found)
+    return users
+
+
+def projectors_of(catalog: Catalog, model: Model) -> list[Model]:
+    found = []
+    for edge in catalog.parents(("model", model.id)):
+        if edge.operation == PROJECTOR_EDGE and edge.parent_type == "model":
+            projector = _model_by_id(catalog, edge.parent_id)
+            if projector is not None:
+                found.append(projector)
+    return found
+
+
+def _drop(catalog: Catalog, store: Store, model: Model) -> list[str]:
+    """Remove a row and, when the store owns it, its manifest and unshared blobs."""
+    removed = store.remove_manifest(model.name) if model.storage == "store" else []
+    catalog.delete_model(model.id)
+    return removed
+
+
+def import_model(
+    catalog: Catalog,
+    store: Store,
+    path: Path,
+    *,
+    name: str | None = None,
+    copy: bool = False,
+    mmproj: Path | None = None,
+) -> Model:
+    """Register a GGUF file or HF folder the user has: by reference (default) or copied into the store.
+
+    ``mmproj``: the projector of a GGUF vision model, registered with it (its own row, ``kind="projector"``,
+    linked by a lineage edge) and named in the model's metadata. Both files are checked before anything is written.
+    """
     path = Path(path).expanduser().resolve()
     if not path.exists():
         raise UserError(f"{path} does not exist; give the path of a .gguf file or a model folder.")
     info = inspect_path(path)  # refuses non-models before anything is written
+    projector_info = None
+    if mmproj is not None:
+        mmproj = Path(mmproj).expanduser().resolve()
+        if info.format != "gguf":
+            raise UserError(f"--mmproj goes with a GGUF model; {path} is a Hugging Face folder, which needs none.")
+        if is_projector(info):
+            raise UserError(f"{path} is itself a projector; import the text model with --mmproj {path.name}.")
+        projector_info = check_projector(mmproj)
     name = check_model_name(name) if name else unique_name(catalog, path.stem if path.is_file() else path.name)
     if catalog.has_model(name):
         raise UserError(f"A model named {name!r} is already in the catalog; choose another with --name.")
+    if mmproj is None or projector_info is None:
+        return _import_one(catalog, store, path, name=name, copy=copy, info=info)
+    projector = projector_with_sha256(catalog, sha256_path(mmproj))
+    created = projector is None
+    if projector is None:
+        projector = _import_one(
+            catalog, store, mmproj, name=unique_name(catalog, mmproj.stem), copy=copy, info=projector_info
+        )
+    try:
+        model = _import_one(catalog, store, path, name=name, copy=copy, info=info, extra=projector_metadata(projector))
+        link_projector(catalog, projector, model)
+    except BaseException:
+        if created:  # nothing of a failed import stays
+            _drop(catalog, store, projector)
+        raise
+    return model
+
+
+def _import_one(
+    catalog: Catalog,
+    store: Store,
+    path: Path,
+    *,
+    name: str,
+    copy: bool,
+    info: ModelFileInfo,
+    extra: dict[str, Any] | None = None,
+) -> Model:
     if not copy:
         return register(
             catalog,
@@ -159,6 +290,7 @@ def import_model(catalog: Catalog, store: Store, path: Path, *, name: str | None
             source=f"import:{path}",
             sha256=sha256_path(path),
             info=info,
+            extra=extra,
         )
     if path.is_dir():
         files = [
@@ -170,29 +302,50 @@ def import_model(catalog: Catalog, store: Store, path: Path, *, name: str | None
         files = [(path, path.name)]
     manifest, model_path = add_to_store(store, name, f"import:{path}", files, move=False)
     digest = manifest.files[0].digest.removeprefix("sha256-") if path.is_file() else sha256_path(model_path)
-    return register(
-        catalog, name=name, path=model_path, storage="store", source=f"import:{path}", sha256=digest, info=info
-    )
+    try:
+        return register(
+            catalog,
+            name=name,
+            path=model_path,
+            storage="store",
+            source=f"import:{path}",
+            sha256=digest,
+            info=info,
+            extra=extra,
+        )
+    except BaseException:
+        store.remove_manifest(name)
+        raise
 
 
 def remove_model(catalog: Catalog, store: Store, ref: str) -> dict[str, Any]:
     """Remove a model from the catalog and, if the store owns it, its manifest and unshared blobs.
 
     A user's own files (imported by reference) are never deleted; embedded models cannot be
-    removed (they come back on the next start).
+    removed (they come back on the next start). A vision model's projector goes with it when no
+    other model uses it; a projector still in use is not removed on its own.
     """
     model = catalog.get_model(ref)
     if (model.source or "").startswith("embedded:"):
         raise UserError(f"{model.name} is built into the installation and cannot be removed.")
-    removed: list[str] = []
-    if model.storage == "store":
-        removed = store.remove_manifest(model.name)
-    catalog.delete_model(model.id)
+    if model.kind == "projector":
+        users = projector_users(catalog, model)
+        if users:
+            names = ", ".join(u.name for u in users)
+            raise UserError(f"{model.name} is the projector of {names}; remove that model and its projector goes too.")
+    projectors = projectors_of(catalog, model)
+    removed = _drop(catalog, store, model)
+    dropped = []
+    for projector in projectors:
+        if not projector_users(catalog, projector, besides=model.id):
+            removed += _drop(catalog, store, projector)
+            dropped.append(projector.name)
     return {
         "model": model.name,
         "storage": model.storage,
         "blobs_removed": removed,
         "kept_file": model.path if model.storage == "reference" and model.format != "remote" else None,
+        "projectors_removed": dropped,
     }
 
 

@@ -3,6 +3,11 @@
 Progress is in bytes over all files of the model. Files already in the store (another model
 shares them) or in the user's Hugging Face cache are not downloaded again. Cancel or a crash
 keeps partial files; running the same pull again (or resuming the job) continues them.
+
+A vision GGUF comes with its projector (mmproj): one job downloads both, with one progress, and
+only when every file is here are they registered — the projector as its own row (``kind="projector"``,
+shared by the quantizations that use the same file), the model with ``vision``/``projector`` in its
+metadata and a ``projector`` lineage edge. A failed download registers nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +19,15 @@ from typing import Any
 from internlocal.errors import ModelFileError, UserError
 from internlocal.hub.download import Downloader, DownloadError, RemoteFile
 from internlocal.hub.files import sha256_file
-from internlocal.hub.library import register
+from internlocal.hub.inspect import read_gguf
+from internlocal.hub.library import (
+    is_projector,
+    link_projector,
+    projector_metadata,
+    projector_with_sha256,
+    register,
+    unique_name,
+)
 from internlocal.hub.sources import Resolved, resolve
 from internlocal.hub.store import Manifest, ManifestFile, Store, check_model_name
 from internlocal.jobs.context import JobContext
@@ -45,11 +58,13 @@ def _pull_locked(ctx: JobContext, spec: str, resolved: Resolved, name: str, part
         raise UserError(f"A model named {name!r} is already in the catalog; pull with --name to choose another.")
     if not resolved.files:
         raise UserError(f"{spec} lists no files to download.")
-    _check_disk(store, resolved.files)
+    wanted = resolved.files + ([resolved.projector] if resolved.projector else [])
+    _check_disk(store, wanted)
 
-    total = sum(f.size or 0 for f in resolved.files) or None
+    total = sum(f.size or 0 for f in wanted) or None
     done = 0
     downloaded = 0
+    current = ""
 
     def on_bytes(n: int) -> None:
         nonlocal done, downloaded
@@ -58,8 +73,9 @@ def _pull_locked(ctx: JobContext, spec: str, resolved: Resolved, name: str, part
         ctx.progress(done, total, unit="bytes", message=current)
 
     downloader = Downloader(store, parts=parts)
-    entries = []
-    for remote in sorted(resolved.files, key=lambda f: f.path):
+
+    def fetch(remote: RemoteFile) -> ManifestFile:
+        nonlocal current, done
         current = remote.path
         ctx.check_cancelled()
         digest = _from_store_or_cache(store, resolved, remote)
@@ -70,13 +86,20 @@ def _pull_locked(ctx: JobContext, spec: str, resolved: Resolved, name: str, part
             before = downloaded
             _, digest = downloader.fetch(remote, on_bytes, ctx.check_cancelled)
             ctx.log(f"{remote.path}: {downloaded - before} bytes downloaded, sha256 {digest[:12]}… verified")
-        entries.append(
-            ManifestFile(path=remote.path, digest=f"sha256-{digest}", size=store.blob_path(digest).stat().st_size)
-        )
+        return ManifestFile(path=remote.path, digest=f"sha256-{digest}", size=store.blob_path(digest).stat().st_size)
+
+    # every file first (model and projector): nothing is registered until all of them are here
+    entries = [fetch(remote) for remote in sorted(resolved.files, key=lambda f: f.path)]
+    projector_entry = fetch(resolved.projector) if resolved.projector else None
+
+    projector, created = (None, False)
+    if projector_entry is not None:
+        projector, created = _register_projector(ctx, store, spec, resolved, projector_entry)
     manifest = Manifest(name=name, source=resolved.source, files=entries, metadata=resolved.metadata)
-    store.write_manifest(manifest)
-    model_path = store.model_path(manifest)
+    extra = {**resolved.metadata, **(projector_metadata(projector) if projector else {})}
     try:
+        store.write_manifest(manifest)
+        model_path = store.model_path(manifest)
         model = register(
             catalog,
             name=name,
@@ -84,20 +107,67 @@ def _pull_locked(ctx: JobContext, spec: str, resolved: Resolved, name: str, part
             storage="store",
             source=resolved.source,
             sha256=manifest.model_sha256(),
-            extra=resolved.metadata,
+            extra=extra,
         )
-    except ModelFileError as exc:
+        if projector is not None:
+            link_projector(catalog, projector, model)
+    except BaseException as exc:
         store.remove_manifest(name)  # not a model after all: nothing of it stays
-        raise ModelFileError(f"{spec} downloaded, but it is not a usable model: {exc}") from None
+        if created and projector is not None:
+            store.remove_manifest(projector.name)
+            catalog.delete_model(projector.id)
+        if isinstance(exc, ModelFileError):
+            raise ModelFileError(f"{spec} downloaded, but it is not a usable model: {exc}") from None
+        raise
     ctx.progress(total or done, total or done, unit="bytes", message="done")
     return {
         "model": model.name,
         "status": "pulled",
         "bytes": downloaded,
-        "files": len(entries),
+        "files": len(entries) + (1 if projector_entry else 0),
         "path": model.path,
         "source": resolved.source,
+        **({"projector": projector.name, "projector_path": projector.path} if projector else {}),
     }
+
+
+def _register_projector(ctx: JobContext, store: Store, spec: str, resolved: Resolved, entry: ManifestFile):
+    """The catalog row of a pulled projector: one already there with the same bytes, or a new one (``kind=
+    "projector"``, its own manifest, named after its file). Returns (row, whether it was created here)."""
+    catalog, settings = ctx.catalog, ctx.settings
+    digest = entry.digest.removeprefix("sha256-")
+    with exclusive(settings.store_dir / "locks" / f"projector-{digest[:16]}.lock", "a projector's registration",
+                   wait=True, ctx=ctx):  # fmt: skip
+        existing = projector_with_sha256(catalog, digest)
+        if existing is not None:
+            return existing, False
+        info = read_gguf(store.blob_path(digest))
+        if not is_projector(info):
+            raise ModelFileError(
+                f"{spec}: {entry.path} is not a projector (its GGUF architecture is {info.architecture!r}, "
+                "not 'clip'); nothing was registered."
+            )
+        name = unique_name(catalog, entry.path.rsplit("/", 1)[-1].removesuffix(".gguf"))
+        manifest = Manifest(
+            name=name, source=resolved.projector_source or resolved.source, files=[entry], metadata={"projector": True}
+        )
+        store.write_manifest(manifest)
+        try:
+            row = register(
+                catalog,
+                name=name,
+                path=store.model_path(manifest),
+                storage="store",
+                source=manifest.source,
+                sha256=digest,
+                info=info,
+                kind="projector",
+                extra={k: v for k, v in resolved.metadata.items() if k in ("repo", "revision", "registry", "license")},
+            )
+        except BaseException:
+            store.remove_manifest(name)
+            raise
+        return row, True
 
 
 def _from_store_or_cache(store: Store, resolved: Resolved, remote: RemoteFile) -> str | None:

@@ -4,6 +4,9 @@ A registry name pulls a GGUF quantization (``internlm2_5-7b-chat:q4_k_m``; the e
 tag when none is given) or the Hugging Face weights folder (``:hf``), from the Hugging Face Hub
 or, with ``--hub modelscope`` / ``INTERNLOCAL_HUB=modelscope``, from ModelScope.
 
+A vision model's GGUF comes with its projector (``gguf.projector``: the "mmproj" file of the same
+repository); a pull takes both, and the registry model says ``vision: true``.
+
 The registry only turns a name into a ``RegistryChoice`` (hub, repository, file pattern, metadata); it
 fetches nothing and imports no source: ``sources.resolve`` turns a choice into remote files.
 """
@@ -28,12 +31,25 @@ class QuantFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     file: str = Field(description="file name (or glob for a split GGUF) in the GGUF repository")
-    size_gb: float = Field(gt=0)
+    size_gb: float | None = Field(gt=0, description="download size; null (stated, not omitted) when unverified")
     ram_gb: float | None = Field(None, gt=0, description="memory to run it at 4k context; default size + 15% + 0.5")
 
     @property
-    def memory_gb(self) -> float:
-        return self.ram_gb or round(self.size_gb * 1.15 + 0.5, 1)
+    def memory_gb(self) -> float | None:
+        if self.ram_gb:
+            return self.ram_gb
+        return round(self.size_gb * 1.15 + 0.5, 1) if self.size_gb else None
+
+
+class Projector(BaseModel):
+    """A vision model's projector ("mmproj", GGUF architecture ``clip``): one file beside the quantizations,
+    used with each of them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str = Field(min_length=1, description="file name in the GGUF repository")
+    size_gb: float | None = Field(gt=0, description="download size; null (stated, not omitted) when unverified")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="checked against the hub's when known")
 
 
 class Sampling(BaseModel):
@@ -59,6 +75,7 @@ class GgufRepos(BaseModel):
     hf: str | None = None
     modelscope: str | None = None
     files: dict[str, QuantFile]
+    projector: Projector | None = None  # a vision model's mmproj, pulled with every quantization
 
     @field_validator("files")
     @classmethod
@@ -81,6 +98,7 @@ class RegistryModel(BaseModel):
     gguf: GgufRepos | None = None
     default_tag: str | None = None
     sampling: Sampling | None = None  # the family's when absent
+    vision: bool = Field(False, description="reads images: its GGUF needs gguf.projector")
 
     @model_validator(mode="after")
     def _check(self) -> RegistryModel:
@@ -88,6 +106,10 @@ class RegistryModel(BaseModel):
             raise ValueError(f"{self.name}: give at least one of hf, modelscope, gguf")
         if self.default_tag and self.default_tag != "hf" and (not self.gguf or self.default_tag not in self.gguf.files):
             raise ValueError(f"{self.name}: default_tag {self.default_tag!r} is not one of its gguf files")
+        if self.gguf and self.gguf.projector and not self.vision:
+            raise ValueError(f"{self.name}: a gguf projector is for a vision model; set vision: true")
+        if self.vision and self.gguf and not self.gguf.projector:
+            raise ValueError(f"{self.name}: a vision model's GGUF needs its projector (gguf.projector)")
         return self
 
     @property
@@ -102,14 +124,29 @@ class RegistryModel(BaseModel):
         return self.default_tag or (next(iter(self.gguf.files)) if self.gguf else "hf")
 
     def size_gb(self, tag: str) -> float | None:
+        """The download: the folder, or the quantization plus its projector (None when either size is unknown)."""
         if tag == "hf":
             return self.hf_size_gb
-        return self.gguf.files[tag].size_gb if self.gguf and tag in self.gguf.files else None
+        if not self.gguf or tag not in self.gguf.files:
+            return None
+        size = self.gguf.files[tag].size_gb
+        projector = self.gguf.projector
+        extra = projector.size_gb if projector is not None else 0.0
+        if size is None or extra is None:
+            return None
+        return round(size + extra, 3)
 
     def memory_gb(self, tag: str) -> float | None:
         if tag == "hf":
             return round(self.hf_size_gb * 1.2 + 1, 1) if self.hf_size_gb else None
-        return self.gguf.files[tag].memory_gb if self.gguf and tag in self.gguf.files else None
+        if not self.gguf or tag not in self.gguf.files:
+            return None
+        memory = self.gguf.files[tag].memory_gb
+        projector = self.gguf.projector
+        extra = projector.size_gb if projector is not None else 0.0
+        if memory is None or extra is None:
+            return None
+        return round(memory + extra, 1)
 
 
 class Family(BaseModel):
@@ -131,6 +168,8 @@ class RegistryChoice:
     pattern: str | None  # file (or glob, for a split GGUF) of a quantization; None: the safetensors folder
     default_name: str  # the catalog name a pull gives the model
     metadata: dict[str, Any] = field(default_factory=dict)  # registry name, tag, license, context length
+    projector: str | None = None  # a vision GGUF's mmproj file in the same repository, pulled with it
+    projector_sha256: str | None = None  # what the registry states for it, checked against the hub's
 
 
 class Registry:
@@ -149,7 +188,9 @@ class Registry:
         words = text.lower().split()
         out = []
         for family, model in self.models.values():
-            hay = " ".join([family.family, model.name, model.description, model.license]).lower()
+            hay = " ".join(
+                [family.family, model.name, model.description, model.license, "vision" if model.vision else ""]
+            ).lower()
             if all(w in hay for w in words):
                 out.append((family, model))
         return out
@@ -165,6 +206,7 @@ class Registry:
             raise UserError(f"{name} has no tag {tag!r}; choose one of {', '.join(model.tags)}.")
         if hub not in ("hf", "modelscope"):
             raise UserError(f"Unknown hub {hub!r}; use hf or modelscope.")
+        projector = None
         if tag == "hf":
             repo = model.hf if hub == "hf" else model.modelscope
             pattern = None
@@ -173,6 +215,7 @@ class Registry:
                 raise UserError(f"{name} has no GGUF files in the registry; pull {name}:hf.")
             repo = model.gguf.hf if hub == "hf" else model.gguf.modelscope
             pattern = model.gguf.files[tag].file
+            projector = model.gguf.projector
         if not repo:
             raise UserError(f"{name}:{tag} is not published on {hub}; try the other hub (--hub).")
         return RegistryChoice(
@@ -186,7 +229,10 @@ class Registry:
                 "license": model.license,
                 "context_length": model.context_length,
                 **({"sampling": recommended.model_dump(exclude_none=True)} if recommended else {}),
+                **({"vision": True} if model.vision else {}),
             },
+            projector=projector.file if projector else None,
+            projector_sha256=projector.sha256 if projector else None,
         )
 
     def sampling(self, name: str) -> Sampling | None:

@@ -38,6 +38,8 @@ class Resolved:
     files: list[RemoteFile]
     metadata: dict[str, Any] = field(default_factory=dict)
     hf_repo: tuple[str, str] | None = None  # (repo_id, revision) for Hugging Face cache reuse
+    projector: RemoteFile | None = None  # a vision GGUF's mmproj, downloaded and registered with the model
+    projector_source: str | None = None  # the projector's own canonical spec (its catalog row's source)
 
 
 def parse_repo_spec(rest: str) -> tuple[str, str | None, str | None]:
@@ -65,11 +67,33 @@ def resolve(spec: str, hub: str = "hf") -> Resolved:
 
 
 def resolve_choice(choice: RegistryChoice) -> Resolved:
-    """A registry name's choice → its files on the hub it names, under the registry's name and metadata."""
-    resolved = (resolve_hf if choice.hub == "hf" else resolve_modelscope)(choice.repo, choice.pattern, None)
+    """A registry name's choice → its files on the hub it names, under the registry's name and metadata (and, for
+    a vision GGUF, its projector file from the same repository)."""
+    resolver = resolve_hf if choice.hub == "hf" else resolve_modelscope
+    resolved = resolver(choice.repo, choice.pattern, None, projector=choice.projector)
     resolved.default_name = choice.default_name
     resolved.metadata.update(choice.metadata)
+    if resolved.projector is not None and choice.projector_sha256:
+        published = resolved.projector.sha256
+        if published and published != choice.projector_sha256:
+            raise UserError(
+                f"{choice.repo} publishes {choice.projector} with another sha256 than the registry states; the "
+                "file changed upstream, so it is not pulled (update models/*.yaml after checking it)."
+            )
+        resolved.projector.sha256 = choice.projector_sha256
     return resolved
+
+
+def _split_projector(
+    names: list[str], chosen: set[str], projector: str | None, repo: str
+) -> tuple[set[str], str | None]:
+    """The model's files without the projector, and the projector's name in the repository (None: not asked)."""
+    if projector is None:
+        return chosen, None
+    if projector not in names:
+        listed = ", ".join(n for n in names if "mmproj" in n.lower()) or "none"
+        raise UserError(f"{repo} has no projector file {projector!r}; its mmproj files: {listed}.")
+    return chosen - {projector}, projector
 
 
 # -- plain URLs ------------------------------------------------------------------------------------
@@ -104,7 +128,7 @@ def hf_endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
 
-def resolve_hf(repo: str, pattern: str | None, revision: str | None) -> Resolved:
+def resolve_hf(repo: str, pattern: str | None, revision: str | None, *, projector: str | None = None) -> Resolved:
     from huggingface_hub import HfApi
     from huggingface_hub.utils import build_hf_headers
 
@@ -115,8 +139,9 @@ def resolve_hf(repo: str, pattern: str | None, revision: str | None) -> Resolved
     commit = info.sha or revision or "main"
     siblings = info.siblings or []
     names = [s.rfilename for s in siblings]
-    chosen = _choose_files(names, pattern, repo)
-    files = _hf_files(siblings, chosen, f"{endpoint}/{repo}/resolve/{commit}", build_hf_headers(token=token))
+    chosen, projector = _split_projector(names, _choose_files(names, pattern, repo), projector, repo)
+    base_url, headers = f"{endpoint}/{repo}/resolve/{commit}", build_hf_headers(token=token)
+    files = _hf_files(siblings, chosen, base_url, headers)
     fmt = "gguf" if all(f.path.endswith(".gguf") for f in files) else "hf"
     return Resolved(
         source=f"hf:{repo}" + (f":{pattern}" if pattern else "") + f"@{commit}",
@@ -125,6 +150,8 @@ def resolve_hf(repo: str, pattern: str | None, revision: str | None) -> Resolved
         files=files,
         metadata={"repo": repo, "revision": commit},
         hf_repo=(repo, commit),
+        projector=_hf_files(siblings, {projector}, base_url, headers)[0] if projector else None,
+        projector_source=f"hf:{repo}:{projector}@{commit}" if projector else None,
     )
 
 
@@ -250,7 +277,9 @@ def _modelscope_get(url: str, params: dict[str, str], headers: dict[str, str], w
     return body
 
 
-def resolve_modelscope(repo: str, pattern: str | None, revision: str | None) -> Resolved:
+def resolve_modelscope(
+    repo: str, pattern: str | None, revision: str | None, *, projector: str | None = None
+) -> Resolved:
     endpoint = modelscope_endpoint()
     revision = revision or "master"
     headers = _modelscope_headers()
@@ -262,17 +291,18 @@ def resolve_modelscope(repo: str, pattern: str | None, revision: str | None) -> 
     )
     entries = [f for f in body["Data"].get("Files", []) if f.get("Type", "blob") == "blob"]
     by_path = {f["Path"]: f for f in entries}
-    chosen = _choose_files(list(by_path), pattern, repo)
-    files = [
-        RemoteFile(
+    chosen, projector = _split_projector(list(by_path), _choose_files(list(by_path), pattern, repo), projector, repo)
+
+    def remote(path: str) -> RemoteFile:
+        return RemoteFile(
             url=f"{endpoint}/api/v1/models/{repo}/repo?Revision={quote(revision)}&FilePath={quote(path)}",
             path=safe_relative_path(path),
             size=by_path[path].get("Size"),
             sha256=(by_path[path].get("Sha256") or None),
             headers=dict(headers),
         )
-        for path in sorted(chosen)
-    ]
+
+    files = [remote(path) for path in sorted(chosen)]
     fmt = "gguf" if all(f.path.endswith(".gguf") for f in files) else "hf"
     return Resolved(
         source=f"modelscope:{repo}" + (f":{pattern}" if pattern else "") + f"@{revision}",
@@ -280,6 +310,8 @@ def resolve_modelscope(repo: str, pattern: str | None, revision: str | None) -> 
         format=fmt,
         files=files,
         metadata={"repo": repo, "revision": revision},
+        projector=remote(projector) if projector else None,
+        projector_source=f"modelscope:{repo}:{projector}@{revision}" if projector else None,
     )
 
 

@@ -69,6 +69,9 @@ def pull_question(spec: str) -> str | None:
     model = registry.get(name)
     tag = (tag or model.default).lower()
     size = model.size_gb(tag)
+    if size is None and tag in model.tags and model.parameters_b >= 2:
+        # the registry does not state this download's size (unverified); 2B parameters are over 1 GB at 4 bits
+        return f"Pull {name}:{tag}? The registry does not state its download size ({model.parameters_b:g}B parameters)."
     if size is None or size <= BIG_PULL_GB:
         return None
     memory = model.memory_gb(tag)
