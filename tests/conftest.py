@@ -130,6 +130,15 @@ def hf_model_dir(tmp_path_factory, gguf_path) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_vlm(tmp_path_factory):
+    """A tiny random vision-language model (SmolVLM's architecture) as an HF folder and as GGUF + projector,
+    built once per session (tests/tiny_vlm.py: no vision weights can be downloaded here)."""
+    from tests.tiny_vlm import build_tiny_vlm
+
+    return build_tiny_vlm(tmp_path_factory.mktemp("tiny-vlm"))
+
+
 def pytest_collection_modifyitems(items):
     """``subprocess`` for every test that runs the real console script (the fixtures say so)."""
     for item in items:

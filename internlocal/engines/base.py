@@ -27,8 +27,8 @@ Message = dict[str, Any]
 class Capability(StrEnum):
     """What an engine can do beyond the protocol's shape; each value names the method(s) it unlocks.
 
-    Coming next, as a value here with its method or parameter on ``Engine`` when an engine really
-    implements it (not before): ``vision`` (image content parts in chat messages).
+    A new ability becomes a value here with its method or parameter on ``Engine`` when an engine really
+    implements it (not before).
     """
 
     CHAT = "chat"  # streamed, cancellable chat through the model's own template
@@ -39,6 +39,7 @@ class Capability(StrEnum):
     TOOLS = "tools"  # tool calls
     PROMPT_LOGPROBS = "prompt_logprobs"  # prompt_logprobs(): each prompt token's log-probability (echo + logprobs)
     LOGPROBS = "logprobs"  # GenerationParams.logprobs: each generated token's log-probability and alternatives
+    VISION = "vision"  # image content parts in chat messages (engines/images.py); others refuse them by name
 
 
 # GenerationParams fields beyond temperature/top_p/top_k/repeat_penalty/max_tokens/seed/stop that an

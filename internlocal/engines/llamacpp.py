@@ -31,6 +31,8 @@ from internlocal.engines.base import (
     TokenLogprob,
     top_logprobs,
 )
+from internlocal.engines.images import fit_image, has_images, message_images, text_only, with_markers
+from internlocal.engines.mtmd import MediaPrompt
 from internlocal.errors import ContextOverflow, ModelFileError, NotEnoughMemory, Unsupported, UserError
 from internlocal.hub.inspect import read_gguf
 
@@ -74,6 +76,7 @@ class LlamaCppEngine(EngineBase):
         kv_cache: str = "f16",
         lora_path: str | Path | None = None,
         flash_attention: bool = False,
+        projector_path: str | Path | None = None,
     ):
         path = Path(path)
         info = read_gguf(path)  # clear errors for missing / foreign / truncated files before llama.cpp sees them
@@ -109,6 +112,18 @@ class LlamaCppEngine(EngineBase):
                 f"llama.cpp could not load {path} ({exc}); the file may be corrupt, download it again."
             ) from None
         self.context_length = self._llm.n_ctx()
+        self.projector = None
+        if projector_path is not None:  # a vision model: its projector turns images into the model's tokens
+            from internlocal.engines.mtmd import Projector
+
+            self.projector = Projector(
+                projector_path,
+                self._llm._model.model,
+                n_threads=n_threads or default_threads(),
+                use_gpu=n_gpu_layers != 0,
+                flash_attn=bool(extra.get("flash_attn")),
+            )
+            self.capabilities = type(self).capabilities | {Capability.VISION}
         self._lock = threading.Lock()  # one generation at a time per loaded model
         # (context tokens, logits at its last position) of the last scoring request
         self._context_logits: tuple[tuple[int, ...], Any] | None = None
@@ -159,6 +174,11 @@ class LlamaCppEngine(EngineBase):
 
     def chat(self, messages, params=None, *, response_format=None, tools=None, tool_choice=None) -> Generation:
         params = params or GenerationParams()
+        if has_images(messages) and self.projector is not None:
+            self._require_images(tools)
+            media = self.fit_media(list(messages), params.max_tokens)
+            return self._generation(media.tokens, params, response_format, media=media)
+        messages = text_only(messages, self.model_name)
         if tools:
             from internlocal.engines.tool_calls import plan_tools
 
@@ -177,6 +197,35 @@ class LlamaCppEngine(EngineBase):
                 f"The prompt has {len(tokens)} tokens but the context holds {self.context_length}; shorten it."
             )
         return self._generation(tokens, params, response_format)
+
+    def _require_images(self, tools) -> None:
+        self.require(Capability.VISION)
+        if tools:
+            raise Unsupported(
+                "Tools and images in one request are not supported yet; send them separately.", field="tools"
+            )
+
+    def fit_media(self, messages: list[Message], max_tokens: int) -> MediaPrompt:
+        """The prompt with its images as llama.cpp chunks; the oldest turns after the system prompt are dropped
+        (images and all) until it fits, as ``_fit_chat`` does for text."""
+        assert self.projector is not None
+        budget = self.context_length - min(max_tokens, self.context_length // 4)
+        first = 1 if messages and messages[0].get("role") == "system" else 0
+        max_side = self.projector.max_side
+        while True:
+            images = [fit_image(data, max_side=max_side).data for data in message_images(messages)]
+            prompt = self.render_chat(with_markers(messages, self.projector.marker))
+            media = self.projector.tokenize(prompt, images)
+            if len(media.tokens) <= budget or len(messages) - first <= 1:
+                if not media.tail:
+                    raise UserError(
+                        f"The chat template of {self.model_name} ends the prompt with an image; it needs text after it."
+                    )
+                return media
+            media.close()
+            del messages[first]
+            while len(messages) - first > 1 and messages[first].get("role") != "user":
+                del messages[first]
 
     def _fit_chat(self, messages: list[Message], max_tokens: int, tools: list[dict] | None = None) -> list[int]:
         """Tokenized prompt; the oldest turns after the system prompt are dropped until it fits.
@@ -204,7 +253,9 @@ class LlamaCppEngine(EngineBase):
         check_bias(params, self.vocab_size)
         return super().check(params)
 
-    def _generation(self, prompt_tokens: list[int], params: GenerationParams, response_format) -> Generation:
+    def _generation(
+        self, prompt_tokens: list[int], params: GenerationParams, response_format, media: MediaPrompt | None = None
+    ) -> Generation:
         self.check(params)
         grammar = _grammar(response_format) if response_format else None
         cancel = threading.Event()
@@ -212,11 +263,27 @@ class LlamaCppEngine(EngineBase):
         logprobs = (
             GeneratedLogprobs(params.logprobs, lambda t: token_bytes(vocab, t)) if params.logprobs is not None else None
         )
-        stream = self._stream(prompt_tokens, params, grammar, cancel, logprobs)
+        stream = self._stream(prompt_tokens, params, grammar, cancel, logprobs, media)
         return Generation(stream, cancel, params.watch(), logprobs)
 
+    def _put_media(self, media: MediaPrompt) -> None:
+        """Decode the prompt's text and images up to its last image into the context, unless the context already
+        holds exactly that (the next turn of a chat about the same images); ``generate`` then matches that prefix
+        through the placeholder ids and decodes only the rest."""
+        assert self.projector is not None
+        llm = self._llm
+        head = [t for chunk in media.head for t in chunk.tokens]
+        if llm.n_tokens >= len(head) and list(llm.input_ids[: len(head)]) == head:
+            return
+        llm.reset()
+        llm._ctx.kv_cache_clear()
+        end = self.projector.evaluate(llm._ctx.ctx, media, seq=0, n_batch=llm.n_batch, limit=self.context_length)
+        llm.input_ids[:end] = head
+        llm.n_tokens = end
+        llm._requires_eval = True
+
     def _stream(
-        self, prompt_tokens, params: GenerationParams, grammar, cancel: threading.Event, logprobs=None
+        self, prompt_tokens, params: GenerationParams, grammar, cancel: threading.Event, logprobs=None, media=None
     ) -> Generator[str, None, GenerationResult]:
         import llama_cpp
 
@@ -227,6 +294,11 @@ class LlamaCppEngine(EngineBase):
         vocab = llm._model.vocab
         with self._lock:
             self._context_logits = None  # generation moves the KV cache on
+            if media is not None:
+                try:
+                    self._put_media(media)
+                finally:
+                    media.close()
             llm.set_seed(params.seed if params.seed is not None else random.getrandbits(31))
             tokens = llm.generate(
                 prompt_tokens,
@@ -434,6 +506,8 @@ class LlamaCppEngine(EngineBase):
         llm = getattr(self, "_llm", None)
         if llm is not None:
             with self._lock:
+                if self.projector is not None:
+                    self.projector.close()
                 llm.close()
             self._llm = None
 

@@ -30,6 +30,7 @@ from internlocal.engines.base import (
     StreamTimer,
     TextAssembler,
 )
+from internlocal.engines.images import has_images, text_only
 from internlocal.engines.llamacpp import (
     LlamaCppEngine,
     check_bias,
@@ -37,6 +38,7 @@ from internlocal.engines.llamacpp import (
     kv_cache_type,
     token_bytes,
 )
+from internlocal.engines.mtmd import MediaPrompt
 from internlocal.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ class _Request:
     params: GenerationParams
     grammar: str | None
     logprobs: GeneratedLogprobs | None = None
+    media: MediaPrompt | None = None  # a prompt with images: its chunks up to the last image are put by mtmd
     out: queue.Queue = field(default_factory=queue.Queue)  # ("piece", str) … then ("done", GenerationResult)
     cancel: threading.Event = field(default_factory=threading.Event)
     enqueued: float = field(default_factory=time.perf_counter)
@@ -90,7 +93,7 @@ class _SavedPrefix:
 
 class BatchedLlamaCpp(EngineBase):
     engine_name = "llama.cpp (batched)"
-    capabilities = frozenset(
+    base_capabilities = frozenset(
         {
             Capability.CHAT,
             Capability.COMPLETION,
@@ -121,6 +124,8 @@ class BatchedLlamaCpp(EngineBase):
 
         self.engine = engine
         self.model_name = engine.model_name
+        # images when the wrapped engine has a projector (it tokenizes them; this engine puts them in its slots)
+        self.capabilities = self.base_capabilities | (engine.capabilities & {Capability.VISION})
         self.slots_n = max(1, slots)
         self.context_length = ctx_per_slot or engine.context_length
         self.n_batch = n_batch
@@ -190,6 +195,11 @@ class BatchedLlamaCpp(EngineBase):
 
     def chat(self, messages, params=None, *, response_format=None, tools=None, tool_choice=None) -> Generation:
         params = params or GenerationParams()
+        if has_images(messages) and self.engine.projector is not None:
+            self.engine._require_images(tools)
+            media = self.engine.fit_media(list(messages), params.max_tokens)
+            return self._submit(media.tokens, params, response_format, media=media)
+        messages = text_only(messages, self.model_name)
         if tools:
             from internlocal.engines.tool_calls import plan_tools
 
@@ -225,11 +235,13 @@ class BatchedLlamaCpp(EngineBase):
         check_bias(params, self._n_vocab)
         return super().check(params)
 
-    def _submit(self, prompt: list[int], params: GenerationParams, response_format) -> Generation:
+    def _submit(
+        self, prompt: list[int], params: GenerationParams, response_format, media: MediaPrompt | None = None
+    ) -> Generation:
         self.check(params)
         grammar = grammar_for(response_format) if response_format else None
         logprobs = GeneratedLogprobs(params.logprobs, self._piece) if params.logprobs is not None else None
-        request = _Request(prompt=prompt, params=params, grammar=grammar, logprobs=logprobs)
+        request = _Request(prompt=prompt, params=params, grammar=grammar, logprobs=logprobs, media=media)
         self._waiting.put(request)
         self._wake.set()
         return Generation(self._receive(request), request.cancel, params.watch(), logprobs)
@@ -326,12 +338,17 @@ class BatchedLlamaCpp(EngineBase):
             except queue.Empty:
                 return
             if request.cancel.is_set():
+                if request.media is not None:
+                    request.media.close()
                 request.out.put(
                     ("done", GenerationResult(finish_reason="cancelled", prompt_tokens=len(request.prompt)))
                 )
                 continue
             slot, source, prefix = self._place(request.prompt, free)
             prefix = min(prefix, len(request.prompt) - 1)  # the last prompt token is decoded again for its logits
+            head = 0 if request.media is None else sum(c.n_tokens for c in request.media.head)
+            if prefix < head:  # an image's KV is reused whole (same image bytes, same place) or put again from 0
+                source, prefix = slot, 0
             self._save(slot, keep=prefix if source is slot else 0)
             if source is not slot and not self._copy_cache(source, slot):
                 prefix = 0  # the copy failed (no room in the slot): decode the whole prompt
@@ -340,6 +357,16 @@ class BatchedLlamaCpp(EngineBase):
             slot.request = request
             slot.pending = list(request.prompt[prefix:])
             slot.position = prefix
+            if request.media is not None:
+                try:
+                    if head and prefix == 0:
+                        self._put_media(slot, request.media)
+                except Exception as exc:  # this request's images: it fails alone
+                    request.out.put(("error", exc))
+                    self._free(slot, keep_cache=False)
+                    continue
+                finally:
+                    request.media.close()
             slot.last_token = None
             slot.text = TextAssembler(request.params.stop)
             slot.timer = StreamTimer(started=request.enqueued)
@@ -351,6 +378,22 @@ class BatchedLlamaCpp(EngineBase):
                 self._free(slot, keep_cache=False)
                 continue
             self.reused_tokens += prefix
+
+    def _put_media(self, slot: _Slot, media: MediaPrompt) -> None:
+        """Put the prompt's text and images up to its last image into the slot's sequence, here in the scheduler
+        thread between two decode steps (the other slots wait for the image's encoding, as in llama-server); the
+        text after the last image is left pending and joins the next batch like any prompt."""
+        projector = self.engine.projector
+        assert projector is not None
+        started = time.perf_counter()
+        position = projector.evaluate(self._ctx, media, seq=slot.seq, n_batch=self.n_batch, limit=self.context_length)
+        head = [t for chunk in media.head for t in chunk.tokens]
+        assert position == len(head), "mtmd gave the images a different number of positions than tokens"
+        slot.cached = list(head)
+        slot.position = position
+        slot.pending = media.tail
+        self.stats.batch_tokens += position
+        self.costs.decoded(position, time.perf_counter() - started)
 
     def _place(self, prompt: list[int], free: list[_Slot]) -> tuple[_Slot, _Slot | _SavedPrefix, int]:
         """The free slot for a prompt, the cache it starts from, and how many tokens it reuses.

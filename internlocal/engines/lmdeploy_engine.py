@@ -186,6 +186,9 @@ class LMDeployEngine(EngineBase):
     # -- the Engine protocol (through the server) --------------------------------------------------
 
     def chat(self, messages, params=None, *, response_format=None, tools=None, tool_choice=None) -> Generation:
+        from internlocal.engines.images import text_only
+
+        messages = text_only(messages, self.model_name)  # LMDeploy's VLM pipelines are not wired here yet
         return self._ensure_alive().chat(
             messages, params, response_format=response_format, tools=tools, tool_choice=tool_choice
         )

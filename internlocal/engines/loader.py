@@ -49,6 +49,8 @@ def load_engine(model: Model, settings: Settings) -> Engine:
     """The engine for ``model`` (see ``choose_engine``)."""
     if model.kind == "embedding":
         raise UserError(f"{model.name} is an embedding model and cannot chat; pick a chat model.")
+    if model.kind == "projector":
+        raise UserError(f"{model.name} is a vision model's projector; chat with the model it belongs to.")
     name = choose_engine(model, settings)
     meta = model.metadata_dict
     if name == "remote":
@@ -75,6 +77,17 @@ def load_engine(model: Model, settings: Settings) -> Engine:
             chat_template=model.chat_template,
             kv_cache=settings.kv_cache,
             lora_path=meta.get("gguf_lora"),
+            projector_path=model.projector_path if model.vision else None,
+        )
+    if name == "transformers" and model.vision:
+        from internlocal.engines.transformers_vision import TransformersVisionEngine
+
+        return TransformersVisionEngine(
+            model.path,
+            model_name=model.name,
+            chat_template=model.chat_template,
+            n_ctx=settings.context_length,
+            threads=settings.threads,
         )
     if name == "transformers":
         from internlocal.engines.transformers_engine import TransformersEngine

@@ -30,7 +30,14 @@ from internlocal.errors import ContextOverflow, NetworkError, Unsupported, UserE
 class RemoteEngine(EngineBase):
     engine_name = "remote OpenAI endpoint"
     capabilities = frozenset(
-        {Capability.CHAT, Capability.COMPLETION, Capability.CONSTRAINED, Capability.TOOLS, Capability.LOGLIKELIHOOD}
+        {
+            Capability.CHAT,
+            Capability.COMPLETION,
+            Capability.CONSTRAINED,
+            Capability.TOOLS,
+            Capability.LOGLIKELIHOOD,
+            Capability.VISION,  # image parts are sent on as data: URIs; a text-only endpoint answers for itself
+        }
     )
     sampling_fields = frozenset(OPTIONAL_SAMPLING)  # sent on; the endpoint answers for them
 

@@ -52,7 +52,6 @@ class TransformersEngine(EngineBase):
         threads: int | None = None,
     ):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = Path(path)
         if not (path / "config.json").is_file():
@@ -79,8 +78,7 @@ class TransformersEngine(EngineBase):
             raise UserError(f"Quantization {quantization!r} is not one of 4bit, 8bit.")
         torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device == "cuda" else torch.float32)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(path))
-            self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype, **kwargs)
+            self.model = self._load_model(path, torch_dtype, kwargs)
         except (OSError, ValueError) as exc:
             raise ModelFileError(f"transformers could not load {path}: {exc}") from None
         if adapter:
@@ -94,7 +92,12 @@ class TransformersEngine(EngineBase):
         self.model.eval()
         if chat_template and not self.tokenizer.chat_template:
             self.tokenizer.chat_template = chat_template
-        limit = getattr(self.model.config, "max_position_embeddings", None) or 4096
+        config = self.model.config
+        limit = (  # vision-language models keep it in their text config
+            getattr(config, "max_position_embeddings", None)
+            or getattr(getattr(config, "text_config", None), "max_position_embeddings", None)
+            or 4096
+        )
         self.context_length = min(n_ctx or limit, limit)
         configured = getattr(self.model.generation_config, "eos_token_id", None)
         configured = configured if isinstance(configured, list) else [configured]
@@ -110,6 +113,13 @@ class TransformersEngine(EngineBase):
         self._keep_logits = "logits_to_keep" in forward
         # packing options needs position_ids and a custom 4-D mask, which remote-code models may ignore
         self._packing = "position_ids" in forward and not getattr(self.model.config, "auto_map", None)
+
+    def _load_model(self, path: Path, dtype, kwargs: dict[str, Any]):
+        """The model, with ``self.tokenizer`` set; a subclass loads another model class (transformers_vision.py)."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
+        return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **kwargs)
 
     # -- text --------------------------------------------------------------------------------------
 
@@ -132,7 +142,9 @@ class TransformersEngine(EngineBase):
         if response_format and response_format.get("type") not in (None, "text"):
             self.require(Capability.CONSTRAINED)
         params = params or GenerationParams()
-        prompt = self.tokenize(self.render_chat(messages), add_special=False)
+        from internlocal.engines.images import text_only
+
+        prompt = self.tokenize(self.render_chat(text_only(messages, self.model_name)), add_special=False)
         return self._generation(prompt, params)
 
     def complete(self, prompt, params=None, *, response_format=None) -> Generation:
@@ -140,7 +152,9 @@ class TransformersEngine(EngineBase):
             self.require(Capability.CONSTRAINED)
         return self._generation(self.tokenize(prompt, add_special=True), params or GenerationParams())
 
-    def _generation(self, prompt: list[int], params: GenerationParams) -> Generation:
+    def _generation(
+        self, prompt: list[int], params: GenerationParams, first_inputs: dict[str, Any] | None = None
+    ) -> Generation:
         if len(prompt) + 1 >= self.context_length:
             raise ContextOverflow(
                 f"The prompt has {len(prompt)} tokens but {self.model_name}'s context holds "
@@ -156,11 +170,20 @@ class TransformersEngine(EngineBase):
             if params.logprobs is not None
             else None
         )
-        return Generation(self._stream(prompt, params, cancel, logprobs), cancel, params.watch(), logprobs)
+        stream = self._stream(prompt, params, cancel, logprobs, first_inputs=first_inputs)
+        return Generation(stream, cancel, params.watch(), logprobs)
 
     def _stream(
-        self, prompt: list[int], params: GenerationParams, cancel: threading.Event, logprobs=None
+        self,
+        prompt: list[int],
+        params: GenerationParams,
+        cancel: threading.Event,
+        logprobs=None,
+        *,
+        first_inputs: dict[str, Any] | None = None,
     ) -> Generator[str, None, GenerationResult]:
+        """The token loop; ``first_inputs`` (an image's ``pixel_values``, the prompt's ``attention_mask`` …) go
+        to the first forward pass only, as ``generate`` does: later steps read the KV cache."""
         import torch
 
         result = GenerationResult(prompt_tokens=len(prompt), finish_reason="length")
@@ -176,7 +199,10 @@ class TransformersEngine(EngineBase):
                 if cancel.is_set():
                     result.finish_reason = "cancelled"
                     break
-                out = self.model(input_ids=ids, use_cache=True, **{self._cache_arg: past}, **self._last_logits_only)
+                extra, first_inputs = first_inputs or {}, None
+                out = self.model(
+                    input_ids=ids, use_cache=True, **{self._cache_arg: past}, **self._last_logits_only, **extra
+                )
                 past = getattr(out, "cache", None) or out.past_key_values
                 logits = out.logits[0, -1].float()
                 raw = logits.cpu().numpy().copy() if logprobs is not None else None  # _sample edits logits
