@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from sqlmodel import Session, col, create_engine, select
 from internlocal.catalog import db
 from internlocal.catalog.schema import (
     AnswerFeedback,
+    ChatImage,
     ChatMessage,
     ChatSession,
     Dataset,
@@ -181,14 +182,54 @@ class Catalog:
             s.add(chat)
             return chat
 
-    def delete_chat(self, chat_id: int) -> None:
+    def delete_chat(self, chat_id: int) -> list[str]:
+        """Delete the chat, its messages and their image rows; returns the sha256 of images no message names
+        any more (their files can go)."""
         with self.session() as s:
             chat = s.get(ChatSession, chat_id)
             if chat is None:
                 raise NotFound(f"No chat with id {chat_id}.")
-            for message in s.exec(select(ChatMessage).where(ChatMessage.session_id == chat_id)).all():
+            messages = s.exec(select(ChatMessage).where(ChatMessage.session_id == chat_id)).all()
+            ids = [m.id for m in messages]
+            images = s.exec(select(ChatImage).where(col(ChatImage.message_id).in_(ids))).all() if ids else []
+            shas = {image.sha256 for image in images}
+            for image in images:
+                s.delete(image)
+            for message in messages:
                 s.delete(message)
             s.delete(chat)
+            s.flush()
+            still = (
+                set(s.exec(select(ChatImage.sha256).where(col(ChatImage.sha256).in_(shas))).all()) if shas else set()
+            )
+        return sorted(shas - still)
+
+    def add_images(self, message_id: int, images: Sequence[ChatImage]) -> list[ChatImage]:
+        with self.session() as s:
+            for position, image in enumerate(images):
+                image.message_id, image.position = message_id, position
+                s.add(image)
+        return list(images)
+
+    def message_images(self, message_ids: Sequence[int]) -> dict[int, list[ChatImage]]:
+        """The images of each of ``message_ids`` (those that have any), in order."""
+        if not message_ids:
+            return {}
+        with self.session() as s:
+            rows = s.exec(
+                select(ChatImage)
+                .where(col(ChatImage.message_id).in_(list(message_ids)))
+                .order_by(col(ChatImage.message_id), col(ChatImage.position))
+            ).all()
+        out: dict[int, list[ChatImage]] = {}
+        for row in rows:
+            out.setdefault(row.message_id, []).append(row)
+        return out
+
+    def image_shas(self) -> set[str]:
+        """Every image sha256 a message names (what the image store must keep)."""
+        with self.session() as s:
+            return set(s.exec(select(ChatImage.sha256)).all())
 
     def add_message(self, session_id: int, role: str, content: str, **stats: Any) -> ChatMessage:
         """Append one complete message; the chat's ``updated_at`` moves with it (same transaction)."""

@@ -214,6 +214,26 @@ MIGRATIONS: list[list[str]] = [
         """,
         "CREATE INDEX answer_feedback_kb ON answer_feedback (kb_name)",
     ],
+    # 7: images attached to chat messages; the files live content-addressed under <home>/images (sha256), so
+    # the same picture in two chats is stored once and freed when no message names it
+    [
+        """
+        CREATE TABLE chat_image (
+            id INTEGER PRIMARY KEY,
+            message_id INTEGER NOT NULL REFERENCES chat_message (id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,                  -- order among the message's images
+            sha256 TEXT NOT NULL,
+            mime TEXT NOT NULL,                         -- image/png | image/jpeg (as stored, after preparing)
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL,
+            size_bytes INTEGER NOT NULL,
+            name TEXT NOT NULL,                         -- the file name the user attached
+            created_at TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX ix_chat_image_message ON chat_image (message_id, position)",
+        "CREATE INDEX ix_chat_image_sha ON chat_image (sha256)",
+    ],
 ]
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -140,6 +140,23 @@ class ChatMessage(SQLModel, table=True):
         return json.loads(self.sources_json) if self.sources_json else {}
 
 
+class ChatImage(SQLModel, table=True):
+    """An image attached to a chat message; its bytes are ``<home>/images/<sha256[:2]>/<sha256>`` (chat/images.py)."""
+
+    __tablename__ = "chat_image"
+
+    id: int = Field(default=None, primary_key=True)  # None until inserted; every stored row has one
+    message_id: int = Field(foreign_key="chat_message.id")
+    position: int
+    sha256: str
+    mime: str
+    width: int
+    height: int
+    size_bytes: int
+    name: str
+    created_at: str = Field(default_factory=utcnow)
+
+
 class Job(SQLModel, table=True):
     __tablename__ = "job"
 

@@ -12,9 +12,11 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from internlocal.catalog.catalog import Catalog
-from internlocal.catalog.schema import ChatMessage, ChatSession, Model
+from internlocal.catalog.schema import ChatImage, ChatMessage, ChatSession, Model
+from internlocal.chat.images import ImageStore
 from internlocal.config import Settings
 from internlocal.engines.base import CancelAlso, Generation, GenerationParams, GenerationResult, Message
+from internlocal.engines.images import content_text, fit_image, image_part
 from internlocal.engines.loader import EngineCache
 from internlocal.errors import NotFound, UserError
 from internlocal.hub.embedded import CHAT_MODEL
@@ -101,6 +103,7 @@ class ChatService:
         self.catalog = catalog
         self.settings = settings
         self.engines = engines or EngineCache(settings)
+        self.images = ImageStore(settings.home)
         self._indexes: dict[str, Any] = {}  # open knowledge-base indexes, by name
         self._index_synced: dict[str, Any] = {}  # the sync each open index has seen
 
@@ -229,15 +232,57 @@ class ChatService:
         return self.catalog.update_chat(chat_id, params_json=json.dumps(params.model_dump(exclude_unset=True)))
 
     def history(self, chat: ChatSession) -> list[Message]:
-        """The conversation as the engine receives it: system prompt, then stored messages."""
+        """The conversation as the engine receives it: system prompt, then stored messages (a message with
+        images as OpenAI content parts: its text, then its pictures)."""
         messages: list[Message] = []
         if chat.system_prompt:
             messages.append({"role": "system", "content": chat.system_prompt})
-        for m in self.catalog.messages(chat.id):
+        stored = self.catalog.messages(chat.id)
+        images = self.catalog.message_images([m.id for m in stored])
+        for m in stored:
             if m.finish_reason == "cancelled" and not m.content:
                 continue
-            messages.append({"role": m.role, "content": m.content})
+            content: Any = m.content
+            if m.id in images:
+                parts = [self.images.part(image) for image in images[m.id]]
+                missing = [image.name for image, part in zip(images[m.id], parts, strict=True) if part is None]
+                text = m.content + "".join(f"\n[image {name} is no longer stored]" for name in missing)
+                content = [{"type": "text", "text": text}, *(p for p in parts if p is not None)]
+            messages.append({"role": m.role, "content": content})
         return messages
+
+    def message_images(self, chat_id: int) -> dict[int, list[ChatImage]]:
+        """The images of the chat's messages, by message id (the transcript shows them)."""
+        return self.catalog.message_images([m.id for m in self.catalog.messages(chat_id)])
+
+    def delete_chat(self, chat_id: int) -> None:
+        """Delete the chat with its messages, and the image files no other message shows."""
+        self.images.free(self.catalog.delete_chat(chat_id))
+
+    def _earlier_text(self, chat: ChatSession) -> list[Message]:
+        """The turns before the last, as text (knowledge-base answers and the agent read text only)."""
+        return [
+            {"role": m["role"], "content": content_text(m["content"])}
+            for m in self.history(chat)
+            if m["role"] in ("user", "assistant")
+        ][:-1]
+
+    def _check_images(self, engine, model: Model, images: Sequence[tuple[str, bytes]], mode: str = "chat") -> None:
+        """Refuse images a reply could not use, before anything is stored."""
+        if not images:
+            return
+        from internlocal.engines.base import Capability
+        from internlocal.errors import Unsupported
+
+        if Capability.VISION not in engine.capabilities:
+            raise Unsupported(
+                f"{model.name} reads text only and cannot see images; pick a vision model "
+                "(the model picker marks them) or send the message without the image."
+            )
+        if mode != "chat":
+            raise UserError(
+                "Images can be sent in plain chats; this chat answers from a knowledge base or as an agent."
+            )
 
     def ask(
         self,
@@ -245,32 +290,49 @@ class ChatService:
         model_name: str | None = None,
         system_prompt: str | None = None,
         params: GenerationParams | None = None,
+        images: Sequence[tuple[str, bytes]] = (),
     ) -> tuple[Model, Generation]:
-        """One question outside any stored chat (``internlocal chat "…"``)."""
+        """One question outside any stored chat (``internlocal chat "…" [--image PATH]``)."""
         prompt = prompt.strip()
         if not prompt:
             raise UserError("The question is empty; type something to ask.")
         model = self.catalog.get_model(model_name) if model_name else self.default_model()
+        engine = self.engines.get(model)
+        self._check_images(engine, model, images)
         system_prompt = self.settings.system_prompt if system_prompt is None else system_prompt
         messages: list[Message] = [{"role": "system", "content": system_prompt}] if system_prompt else []
-        messages.append({"role": "user", "content": prompt})
+        content: Any = prompt
+        if images:
+            content = [{"type": "text", "text": prompt}, *(image_part(fit_image(data)) for _, data in images)]
+        messages.append({"role": "user", "content": content})
         explicit = params.model_dump(exclude_unset=True) if params is not None else {}
-        return model, self.engines.get(model).chat(messages, effective_params(explicit, model))
+        return model, engine.chat(messages, effective_params(explicit, model))
 
     # -- replies -----------------------------------------------------------------------------------
 
-    def send(self, chat_id: int, text: str, confirm: Confirm | None = None) -> Reply:
-        """Save the user's message and start the reply (the model is loaded here if needed). ``confirm`` asks the
-        user before an agent chat runs a tool that acts (python); without it such a call is refused."""
+    def send(
+        self,
+        chat_id: int,
+        text: str,
+        confirm: Confirm | None = None,
+        images: Sequence[tuple[str, bytes]] = (),
+    ) -> Reply:
+        """Save the user's message (with its ``images``: (file name, bytes) each) and start the reply (the model
+        is loaded here if needed). ``confirm`` asks the user before an agent chat runs a tool that acts (python);
+        without it such a call is refused. Images are checked and stored before the message is."""
         text = text.strip()
-        if not text:
+        if not text and not images:
             raise UserError("The message is empty; type something to send.")
         chat = self.catalog.get_chat(chat_id)
         model = self.model_for(chat)
         engine = self.engines.get(model)
-        self.catalog.add_message(chat_id, "user", text)
+        self._check_images(engine, model, images, chat.mode)
+        stored_images = [self.images.put(name, data) for name, data in images]
+        message = self.catalog.add_message(chat_id, "user", text)
+        if stored_images:
+            self.catalog.add_images(message.id, stored_images)
         if chat.title == NEW_CHAT_TITLE:
-            title = " ".join(text.split())
+            title = " ".join(text.split()) or ", ".join(name for name, _ in images)
             chat = self.catalog.update_chat(
                 chat_id, title=title[:TITLE_CHARS] + ("…" if len(title) > TITLE_CHARS else "")
             )
@@ -278,7 +340,7 @@ class ChatService:
             from internlocal.kb.answer import AnswerPipeline, answer
 
             kb = self.catalog.get_kb(chat.kb_name)
-            earlier = [m for m in self.history(chat) if m["role"] in ("user", "assistant")][:-1]
+            earlier = self._earlier_text(chat)
             result = answer(
                 engine,
                 self.kb_index(kb.name),
@@ -316,7 +378,7 @@ class ChatService:
         agent = Agent(
             engine, tools, params=GenerationParams.greedy(max_tokens=max(params.max_tokens, 64)), confirm=confirm
         )
-        earlier = [m for m in self.history(chat) if m["role"] in ("user", "assistant")][:-1]
+        earlier = self._earlier_text(chat)
         steps: list[str] = []
         cancel = CancelAlso(agent)  # Esc stops the agent's generation in progress, not only its next step
 

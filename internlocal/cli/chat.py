@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -38,15 +39,21 @@ def chat(
     session: Annotated[
         int | None, typer.Option("--session", "-s", help="Continue (and save to) this stored chat.")
     ] = None,
+    image: Annotated[
+        list[Path] | None,
+        typer.Option("--image", "-i", help="An image the question is about (repeatable; needs a vision model)."),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object with the answer and its statistics.")
     ] = False,
 ) -> None:
     """Answer one question on stdout, streamed as it is generated."""
+    from internlocal.chat.images import read_image_file
     from internlocal.engines.base import GenerationParams
 
     if prompt is None or prompt == "-":
         prompt = sys.stdin.read()
+    images = [read_image_file(path) for path in image or ()]  # a missing file is refused before any model loads
     svc = services()
     overrides = {
         k: v
@@ -66,11 +73,11 @@ def chat(
         if overrides:
             stored = json.loads(svc.catalog.get_chat(session).params_json or "{}")  # what the chat's settings set
             svc.chats.set_params(session, GenerationParams.from_user(**{**stored, **overrides}))
-        reply = svc.chats.send(session, prompt)
+        reply = svc.chats.send(session, prompt, images=images)
         stream: Reply | Generation = reply
         model_name = reply.model.name
     else:
-        model_row, stream = svc.chats.ask(prompt, model, system, GenerationParams.from_user(**overrides))
+        model_row, stream = svc.chats.ask(prompt, model, system, GenerationParams.from_user(**overrides), images=images)
         model_name = model_row.name
     try:
         for piece in stream:

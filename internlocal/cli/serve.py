@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -60,6 +61,16 @@ def serve(
         str,
         typer.Option("--keep-alive", help="How long a model stays loaded after its last request (5m, 1h; -1: always)."),
     ] = "5m",
+    allow_image_urls: Annotated[
+        bool,
+        typer.Option(
+            "--allow-image-urls", help="Fetch http(s) image URLs in chat requests (default: data: URIs only)."
+        ),
+    ] = False,
+    allow_image_folder: Annotated[
+        list[Path] | None,
+        typer.Option("--allow-image-folder", help="A folder file:// image URLs may be read from (repeatable)."),
+    ] = None,
 ) -> None:
     """Serve models over the OpenAI API (chat, completions, embeddings, tools, JSON output) and Ollama's API."""
     from internlocal.server.serve import ServeOptions
@@ -90,6 +101,8 @@ def serve(
             max_models=max_models,
             models_memory_mb=models_memory_mb,
             keep_alive=keep_alive,
+            allow_image_urls=allow_image_urls,
+            image_folders=tuple(allow_image_folder or ()),
         ),
         services(),
         on_ready=ready,

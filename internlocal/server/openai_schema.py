@@ -90,6 +90,7 @@ class ChatMessageIn(_Lenient):
     tool_call_id: str | None = None
 
     def text(self) -> str:
+        """The content as text, for endpoints that take text only (the Ollama API's chat)."""
         if isinstance(self.content, list):  # content parts: only text parts are supported here
             parts = []
             for part in self.content:

@@ -47,6 +47,8 @@ class ServeOptions:
     max_models: int = 3  # catalog models loaded at once; the least recently used is unloaded for another
     models_memory_mb: int | None = None  # what they may hold together (None: whatever memory is free)
     keep_alive: str = "5m"  # an on-demand model stays this long after its last request (Ollama's default)
+    allow_image_urls: bool = False  # fetch http(s) image_url parts
+    image_folders: tuple[Path, ...] = ()  # folders file:// image_url parts may be read from
 
 
 def build(options: ServeOptions, services):
@@ -80,6 +82,7 @@ def build(options: ServeOptions, services):
             n_gpu_layers=services.settings.gpu_layers,
             chat_template=row.chat_template,
             flash_attention=True,  # scores independent of batch shape, as the batched engine's (logprobs)
+            projector_path=row.projector_path if row.vision else None,
         )
         batched = BatchedLlamaCpp(
             scorer, slots=options.slots, kv_cache=services.settings.kv_cache, prompt_cache_mb=options.prompt_cache_mb
@@ -98,8 +101,9 @@ def build(options: ServeOptions, services):
         """Bytes a model will hold: a chat model's weights and every slot's KV cache; an embedder's files."""
         if card.kind != "chat":
             return int((card.size_bytes or 0) * 1.2)
-        info = read_gguf(Path(catalog.get_model(card.name).path))
-        return memory_estimate(info, engine.context_length * options.slots)
+        row = catalog.get_model(card.name)
+        projector = Path(row.projector_path).stat().st_size if row.vision and row.projector_path else 0
+        return memory_estimate(read_gguf(Path(row.path)), engine.context_length * options.slots) + projector
 
     def load(card: ModelCard) -> LoadedModel:
         row = catalog.get_model(card.name)
@@ -120,6 +124,8 @@ def build(options: ServeOptions, services):
         max_models=options.max_models,
         models_memory_bytes=options.models_memory_mb * 2**20 if options.models_memory_mb else None,
         keep_alive_s=keep_alive_seconds(options.keep_alive, None),
+        allow_image_urls=options.allow_image_urls,
+        image_folders=[Path(p) for p in options.image_folders],
     )
     app = create_app(
         engine,

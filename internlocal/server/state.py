@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
@@ -27,7 +28,7 @@ class ServerConfig:
     slots: int = 4
     max_queue: int = 16  # requests waiting beyond the busy slots before 503
     max_tokens_limit: int = 4096
-    max_body_bytes: int = 4 << 20
+    max_body_bytes: int = 32 << 20  # images travel inside the body as data: URIs (20 MiB each at most)
     api_key: str | None = None
     embedding_model: str | None = None
     stop_on_repetition: bool = True  # a request's stop_on_repetition overrides it
@@ -35,6 +36,8 @@ class ServerConfig:
     models_memory_bytes: int | None = None  # what loaded models may hold together (None: what is free)
     keep_alive_s: float | None = DEFAULT_KEEP_ALIVE_S  # after its last request (None: while the server runs)
     cors_origins: list[str] = field(default_factory=list)  # browser origins allowed to call; none by default
+    allow_image_urls: bool = False  # fetch http(s) image_url parts (off: only data: URIs)
+    image_folders: list[Path] = field(default_factory=list)  # where file:// image_url parts may be read
     created: int = field(default_factory=lambda: int(time.time()))
 
 

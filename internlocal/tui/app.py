@@ -120,6 +120,14 @@ class InternLocalApp(App):
             yield SystemCommand("Rename chat", "Rename this conversation (F2)", screen.action_rename_chat)
             yield SystemCommand("Delete chat", "Delete this conversation (Ctrl+D)", screen.action_delete_chat)
             yield SystemCommand("Choose model", "Pick the model for this chat (F3)", screen.action_pick_model)
+            yield SystemCommand(
+                "Attach image",
+                "An image for the next message; a vision model sees it (Ctrl+O, or paste its path)",
+                screen.action_attach_image,
+            )
+            yield SystemCommand(
+                "Remove attachments", "Send the next message without them", screen.action_clear_attachments
+            )
             yield SystemCommand("Chat settings", "System prompt and parameters (F4)", screen.action_chat_settings)
             yield SystemCommand(
                 "Answer from a knowledge base",

@@ -26,6 +26,7 @@ from internlocal.server.generation import (
     start_all,
     usage,
 )
+from internlocal.server.images import resolve_content
 from internlocal.server.openai_schema import APIError, ChatCompletionRequest
 from internlocal.server.sse import sse_response
 from internlocal.server.state import StateDep
@@ -40,7 +41,10 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
         raise APIError(400, "top_logprobs needs logprobs set to true.", param="top_logprobs")
     top = (body.top_logprobs or 0) if body.logprobs else None
     params = sampling(body, state.config, logprobs=top, recommended=state.models.card(model).sampling)
-    messages = [m.model_dump(exclude_none=True) | {"content": m.text()} for m in body.messages]
+    messages = [
+        m.model_dump(exclude_none=True) | {"content": resolve_content(m.content, state.config, where=f"messages[{i}]")}
+        for i, m in enumerate(body.messages)
+    ]
     tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
     wants_tools = bool(tools) and body.tool_choice != "none"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from textual import on, work
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from textual.widgets.markdown import MarkdownStream
 
     from internlocal.chat.service import Reply
-from internlocal.tui.widgets.messages import ChatLog, MessageView, message_stats
+from internlocal.tui.widgets.messages import ChatLog, MessageView, ShownImage, message_stats
 from internlocal.tui.widgets.status import StatusLine
 
 
@@ -68,6 +69,8 @@ class ChatScreen(AppScreen):
     ChatScreen.-wide.-sidebar-closed #sidebar { display: none; }
     ChatScreen #sessions { height: 1fr; }
     ChatScreen #prompt { margin: 0 1; }
+    ChatScreen #attachments { margin: 0 2; color: $accent; height: auto; display: none; }
+    ChatScreen #attachments.-shown { display: block; }
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -77,6 +80,7 @@ class ChatScreen(AppScreen):
         Binding("ctrl+d", "delete_chat", "Delete chat", priority=True),  # the prompt Input binds ctrl+d too
         Binding("f3", "pick_model", "Model"),
         Binding("f4", "chat_settings", "Settings"),
+        Binding("ctrl+o", "attach_image", "Attach image"),
         Binding("escape", "stop_reply", "Stop reply"),
     ]
 
@@ -90,6 +94,7 @@ class ChatScreen(AppScreen):
         self._reply_view: MessageView | None = None
         self._ready = False  # sessions listed, a chat open, the prompt enabled
         self._starting = False
+        self.attached: list[tuple[str, bytes]] = []  # images going with the next message: (file name, bytes)
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -98,6 +103,7 @@ class ChatScreen(AppScreen):
                 yield ListView(id="sessions")
             with Vertical(id="main"):
                 yield ChatLog(id="log")
+                yield Static("", id="attachments")
                 yield Input(placeholder="Ask anything — Enter sends, Esc stops the reply", id="prompt", disabled=True)
         yield StatusLine(id="status")
         yield Footer()
@@ -180,9 +186,14 @@ class ChatScreen(AppScreen):
     async def open_chat(self, chat_id: int) -> None:
         self.chat_id = chat_id
         chat = self.ready_services.catalog.get_chat(chat_id)
+        chats = self.ready_services.chats
+        images = chats.message_images(chat_id)
         views = []
         for m in self.ready_services.catalog.messages(chat_id):
-            views.append(MessageView(m.role, m.content, message_stats(m) if m.role == "assistant" else ""))
+            shown = [
+                ShownImage(i.name, i.size_bytes, i.width, i.height, chats.images.read(i)) for i in images.get(m.id, [])
+            ]
+            views.append(MessageView(m.role, m.content, message_stats(m) if m.role == "assistant" else "", shown))
         log = self.query_one(ChatLog)
         if not views:
             views_or_hint = [Static("Type a question below and press Enter.", classes="empty")]
@@ -245,7 +256,7 @@ class ChatScreen(AppScreen):
         async def done(confirmed: bool | None) -> None:
             if not confirmed:
                 return
-            self.ready_services.catalog.delete_chat(chat.id)
+            self.ready_services.chats.delete_chat(chat.id)
             remaining = self.ready_services.catalog.list_chats()
             self.chat_id = remaining[0].id if remaining else self.ready_services.chats.new_chat().id
             await self.refresh_sessions()
@@ -262,7 +273,7 @@ class ChatScreen(AppScreen):
 
         chat = self.ready_services.catalog.get_chat(self.chat_id)
         models = [
-            (m.name, f"{m.name}  ({m.quantization or m.format}, {human_bytes(m.size_bytes)})")
+            (m.name, f"{m.name}  ({m.quantization or m.format}, {human_bytes(m.size_bytes)}{_vision(m)})")
             for m in self.ready_services.catalog.list_models(kind="chat")
         ]
 
@@ -414,32 +425,86 @@ class ChatScreen(AppScreen):
         dialog = ChatSettingsDialog(chat.system_prompt, chat_params(chat, model).model_dump(), recommended=note)
         self.app.push_screen(dialog, done)
 
+    # -- images --------------------------------------------------------------------------------------
+
+    def action_attach_image(self) -> None:
+        """Ask for an image file's path; the image goes with the next message."""
+        from internlocal.tui.screens.dialogs import TextPromptDialog  # dialogs load when first opened
+
+        if not self._ready or self.chat_id is None:
+            return
+
+        def done(path: str | None) -> None:
+            if path and path.strip():
+                self.attach(path.strip().strip("'\""))
+
+        self.app.push_screen(TextPromptDialog("Attach an image (path to a PNG, JPEG, WebP … file)", ""), done)
+
+    def attach(self, path: str | Path) -> bool:
+        from internlocal.chat.images import read_image_file
+        from internlocal.engines.images import open_image
+
+        try:
+            name, data = read_image_file(path)
+            open_image(data)  # unreadable or oversized pictures are refused now, not when the message is sent
+        except UserError as exc:
+            self.notify(str(exc), severity="error")
+            return False
+        self.attached.append((name, data))
+        self._show_attachments()
+        return True
+
+    def action_clear_attachments(self) -> None:
+        self.attached = []
+        self._show_attachments()
+
+    def _show_attachments(self) -> None:
+        from internlocal.formatting import human_bytes
+
+        line = self.query_one("#attachments", Static)
+        names = "  ".join(f"📎 {name} ({human_bytes(len(data))})" for name, data in self.attached)
+        line.update(f"{names}  — sent with your next message" if names else "")
+        line.set_class(bool(self.attached), "-shown")
+
+    @on(Input.Changed, "#prompt")
+    def path_pasted(self, event: Input.Changed) -> None:
+        """A path pasted or dropped into the prompt (the whole input an image file's path) is attached."""
+        from internlocal.chat.images import looks_like_image_path
+
+        path = looks_like_image_path(event.value) if len(event.value) > 4 else None
+        if path is not None and self.attach(path):
+            event.input.value = ""
+            self.notify(f"Attached {path.name}; type your question about it.")
+
     # -- replies -----------------------------------------------------------------------------------
 
     @on(Input.Submitted, "#prompt")
     async def send(self, event: Input.Submitted) -> None:
         text = event.value.strip()
-        if not text or self.chat_id is None:
+        if (not text and not self.attached) or self.chat_id is None:
             return
         if self.generating:
             self.notify("Wait for the reply to finish, or press Esc to stop it.", severity="warning")
             return
         event.input.value = ""
+        images, self.attached = self.attached, []
+        self._show_attachments()
         log = self.query_one(ChatLog)
         for hint in log.query(".empty"):
             await hint.remove()
-        await log.add(MessageView("user", text))
+        shown = [_shown(name, data) for name, data in images]
+        await log.add(MessageView("user", text, images=shown))
         self._reply_view = await log.add(MessageView("assistant", "", "…"))
         log.anchor()
         self._stream = self._reply_view.markdown.get_stream(self._reply_view.markdown)
         self.generating, self._stop_requested = True, False
         self.status.state = "thinking…"
-        self.generate(self.chat_id, text)
+        self.generate(self.chat_id, text, images)
 
     @work(thread=True, exclusive=True, group="reply")
-    def generate(self, chat_id: int, text: str) -> None:
+    def generate(self, chat_id: int, text: str, images: list[tuple[str, bytes]]) -> None:
         try:
-            reply = self.ready_services.chats.send(chat_id, text, confirm=self.confirm_tool)
+            reply = self.ready_services.chats.send(chat_id, text, confirm=self.confirm_tool, images=images)
         except UserError as exc:
             self.post_message(ReplyFailed(str(exc)))
             return
@@ -508,3 +573,15 @@ class ChatScreen(AppScreen):
 
     def on_unmount(self) -> None:
         self.action_stop_reply()
+
+
+def _vision(model) -> str:
+    return ", vision" if model.vision else ""
+
+
+def _shown(name: str, data: bytes) -> ShownImage:
+    """An image about to be sent, as the transcript shows it (prepared as it will be stored)."""
+    from internlocal.engines.images import prepare_image
+
+    prepared = prepare_image(data)
+    return ShownImage(name, len(prepared.data), prepared.width, prepared.height, prepared.data)

@@ -40,6 +40,10 @@ Chat with local models, run long work as background jobs, and keep everything in
 | Ctrl+D | delete the chat |
 | F3 | choose the chat's model |
 | F4 | system prompt and generation parameters |
+| Ctrl+O | attach an image to the next message (or paste an image file's path into the prompt) |
+
+A vision model (marked "vision" in the F3 picker) sees attached images; a text-only model says it
+cannot. Images are shown in the transcript with a preview and kept with the chat.
 
 Replies stream as Markdown. The view follows new text while you are at the bottom; scroll
 up to read and it stays put. Chats are saved as you go: every completed message is in the

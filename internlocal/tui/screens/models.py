@@ -124,7 +124,7 @@ class ModelsScreen(AppScreen):
                 m.name,
                 (
                     m.name,
-                    m.kind,
+                    f"{m.kind} · vision" if m.vision else m.kind,
                     m.format,
                     m.quantization or "-",
                     human_count(m.parameters),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
@@ -12,6 +13,60 @@ if TYPE_CHECKING:
     from textual.widgets import Markdown
 
 ROLE_LABELS = {"user": "You", "assistant": "Assistant", "system": "System", "error": "Error"}
+PREVIEW_COLUMNS = 24  # an image's preview width in cells (two pixels per cell vertically)
+
+
+@dataclass(frozen=True)
+class ShownImage:
+    """An image as a message shows it: caption facts, and its bytes for the preview (None: the file is gone)."""
+
+    name: str
+    size_bytes: int
+    width: int
+    height: int
+    data: bytes | None
+
+
+def image_caption(image: ShownImage) -> str:
+    from internlocal.formatting import human_bytes
+
+    gone = "" if image.data is not None else " · file no longer stored"
+    return f"🖼 {image.name} · {image.width}×{image.height} · {human_bytes(image.size_bytes)}{gone}"
+
+
+def image_preview(image: ShownImage, columns: int = PREVIEW_COLUMNS):
+    """The picture drawn with half-block characters (rich-pixels: two pixels per cell, any terminal), or None."""
+    if image.data is None:
+        return None
+    import io
+
+    from PIL import Image
+    from rich_pixels import Pixels
+
+    picture = Image.open(io.BytesIO(image.data)).convert("RGB")
+    width = min(columns, picture.width)
+    rows = max(1, round(picture.height * width / picture.width / 2))  # a cell is about twice as tall as wide
+    return Pixels.from_image(picture, resize=(width, rows * 2))
+
+
+class ImageView(Vertical):
+    """One attached image: its caption line and a small preview."""
+
+    DEFAULT_CSS = """
+    ImageView { height: auto; padding: 0 0 0 1; }
+    ImageView .caption { color: $text-muted; }
+    ImageView .preview { height: auto; width: auto; }
+    """
+
+    def __init__(self, image: ShownImage) -> None:
+        super().__init__()
+        self.image = image
+
+    def compose(self) -> ComposeResult:
+        yield Static(image_caption(self.image), classes="caption")
+        preview = image_preview(self.image)
+        if preview is not None:
+            yield Static(preview, classes="preview")
 
 
 class MessageView(Vertical):
@@ -27,17 +82,22 @@ class MessageView(Vertical):
     MessageView.-error Markdown { color: $error; }
     """
 
-    def __init__(self, role: str, content: str = "", stats: str = "", **kwargs) -> None:
+    def __init__(
+        self, role: str, content: str = "", stats: str = "", images: list[ShownImage] | None = None, **kwargs
+    ) -> None:
         super().__init__(classes=f"-{role}", **kwargs)
         self.role = role
         self._content = content
         self._stats = stats
+        self.images = images or []
 
     def compose(self) -> ComposeResult:
         from textual.widgets import Markdown  # markdown-it and Textual's Markdown: imported with the first message,
         # after the first paint (no message is shown before the catalog is open)
 
         yield Static(ROLE_LABELS.get(self.role, self.role), classes="role")
+        for image in self.images:
+            yield ImageView(image)
         yield Markdown(self._content)
         yield Static(self._stats, classes="stats")
 
