@@ -306,6 +306,18 @@ def test_server_answers_image_url_parts_like_the_engine(vision_server, vision_en
     # the embedded text model, served beside it, refuses the image with a sentence
     with pytest.raises(openai.BadRequestError, match="cannot see images"):
         completion(data_uri(png("red")), model="smollm2-135m-instruct-q4_1")
+    # Ollama's API on the same port: images as base64 beside the text, through Ollama's own client
+    import ollama
+
+    greedy = {"temperature": 0, "top_k": 1, "top_p": 1, "repeat_penalty": 1.0, "num_predict": 4}
+    client = ollama.Client(host=vision_server.url)
+    asked = [{"role": "user", "content": QUESTION, "images": [png("red")]}]
+    reply = client.chat(model="tiny-vlm", messages=asked, options=greedy)
+    assert (reply.message.content, reply.prompt_eval_count) == (expected.text, expected.prompt_tokens)
+    generated = client.generate(model="tiny-vlm", prompt=QUESTION, images=[png("red")], options=greedy)
+    assert generated.response == expected.text
+    with pytest.raises(ollama.ResponseError, match="cannot see images"):
+        client.chat(model="smollm2-135m-instruct-q4_1", messages=asked, options=greedy)
 
 
 async def test_tui_shows_attached_images_and_a_reopened_chat_still_shows_them(home, tiny_vlm, tmp_path, vision_engine):

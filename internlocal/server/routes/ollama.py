@@ -241,6 +241,20 @@ def _params(body: _OllamaRequest, config: ServerConfig, engine: Engine, card: Mo
     return GenerationParams(**values)
 
 
+def _with_images(text: str, images: list[str] | None, state, where: str) -> Any:
+    """Ollama's ``images`` (base64 strings beside the text) as OpenAI content parts, checked like the OpenAI
+    route's (``server/images.py``); a model that cannot see them refuses in the engine."""
+    if not images:
+        return text
+    from internlocal.server.images import resolve_content
+
+    parts = [{"type": "text", "text": text}]
+    parts += [
+        {"type": "image_url", "image_url": {"url": f"data:application/octet-stream;base64,{data}"}} for data in images
+    ]
+    return resolve_content(parts, state.config, where=where)
+
+
 def _format(body: _OllamaRequest) -> dict[str, Any] | None:
     if body.format is None:
         return None
@@ -325,10 +339,11 @@ async def chat(body: ChatRequest, request: Request, state: StateDep):
         return {"model": name, "created_at": _timestamp(), "message": {"role": "assistant", "content": ""},
                 "done": True, "done_reason": "load"}  # fmt: skip
     messages: list[dict[str, Any]] = []
-    for m in body.messages:
-        if m.images:
-            raise APIError(400, f"{name} cannot see images; send text.", param="images")
-        message: dict[str, Any] = {"role": m.role, "content": m.content}
+    for i, m in enumerate(body.messages):
+        message: dict[str, Any] = {
+            "role": m.role,
+            "content": _with_images(m.content, m.images, state, f"messages[{i}]"),
+        }
         if m.tool_calls:  # Ollama's arguments are objects; the engines take OpenAI's strings
             message["tool_calls"] = [
                 {
@@ -380,10 +395,12 @@ def _arguments(text: str) -> Any:
 async def generate(body: GenerateRequest, request: Request, state: StateDep):
     name, engine = await state.models.engine_for(body.model)
     params = _params(body, state.config, engine, state.models.card(name))
-    for field_name in ("suffix", "template", "context", "images"):
+    for field_name in ("suffix", "template", "context"):
         if getattr(body, field_name):
             raise APIError(400, f"The field {field_name!r} is not supported by this server; leave it out.",
                            param=field_name)  # fmt: skip
+    if body.raw and body.images:
+        raise APIError(400, "Images go through the model's template; leave out raw.", param="images")
     if not body.prompt:  # Ollama's way to load a model ahead of use
         state.models.used(body.model, body.keep_alive)
         return {"model": name, "created_at": _timestamp(), "response": "", "done": True, "done_reason": "load"}
@@ -392,7 +409,7 @@ async def generate(body: GenerateRequest, request: Request, state: StateDep):
         if body.raw:  # the prompt as it is, no template
             return engine.complete(body.prompt, params, response_format=_format(body))
         messages = ([{"role": "system", "content": body.system}] if body.system else []) + [
-            {"role": "user", "content": body.prompt}
+            {"role": "user", "content": _with_images(body.prompt, body.images, state, "images")}
         ]
         return engine.chat(messages, params, response_format=_format(body))
 
