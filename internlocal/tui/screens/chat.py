@@ -462,8 +462,8 @@ class ChatScreen(AppScreen):
         from internlocal.formatting import human_bytes
 
         line = self.query_one("#attachments", Static)
-        names = "  ".join(f"📎 {name} ({human_bytes(len(data))})" for name, data in self.attached)
-        line.update(f"{names}  — sent with your next message" if names else "")
+        names = ", ".join(f"{name} ({human_bytes(len(data))})" for name, data in self.attached)
+        line.update(f"Attached: {names} — sent with your next message (palette: Remove attachments)" if names else "")
         line.set_class(bool(self.attached), "-shown")
 
     @on(Input.Changed, "#prompt")

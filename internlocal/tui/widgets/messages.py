@@ -31,7 +31,7 @@ def image_caption(image: ShownImage) -> str:
     from internlocal.formatting import human_bytes
 
     gone = "" if image.data is not None else " · file no longer stored"
-    return f"🖼 {image.name} · {image.width}×{image.height} · {human_bytes(image.size_bytes)}{gone}"
+    return f"image {image.name} · {image.width}×{image.height} · {human_bytes(image.size_bytes)}{gone}"
 
 
 def image_preview(image: ShownImage, columns: int = PREVIEW_COLUMNS):
