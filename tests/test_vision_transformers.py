@@ -191,3 +191,26 @@ def test_a_text_model_refuses_images(text_model_dir):
         assert engine.chat(ask(None), GenerationParams.greedy(max_tokens=1)).collect().prompt_tokens > 3
     finally:
         engine.close()
+
+
+def test_an_imported_hf_vision_folder_chats_about_an_image_through_the_service(services, tiny_vlm):
+    """The catalog marks the folder as vision (its config has a vision_config) and the loader picks this engine."""
+
+    from PIL import Image
+
+    from internlocal.engines.transformers_vision import TransformersVisionEngine
+    from internlocal.hub.library import import_model
+    from internlocal.hub.store import Store
+
+    model = import_model(services.catalog, Store(services.settings.store_dir), tiny_vlm.hf_dir, name="tiny-vlm-hf")
+    assert model.vision and model.format == "hf"
+    picture = io.BytesIO()
+    Image.new("RGB", (80, 60), "orange").save(picture, format="PNG")
+    images = [("orange.png", picture.getvalue())]
+    _, generation = services.chats.ask(
+        "What is this?", model.name, "", GenerationParams.greedy(max_tokens=3), images=images
+    )
+    with_image = generation.collect()
+    assert isinstance(services.chats.engines.get(model), TransformersVisionEngine)
+    _, plain = services.chats.ask("What is this?", model.name, "", GenerationParams.greedy(max_tokens=3))
+    assert with_image.prompt_tokens > plain.collect().prompt_tokens
