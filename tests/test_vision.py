@@ -13,6 +13,7 @@ import base64
 import io
 import json
 import subprocess
+import warnings
 from contextlib import contextmanager
 
 import openai
@@ -20,7 +21,7 @@ import pytest
 from PIL import Image
 
 from internlocal.engines.base import Capability, GenerationParams
-from internlocal.engines.images import image_part, prepare_image
+from internlocal.engines.images import fit_image, image_part, prepare_image
 from internlocal.errors import Unsupported
 
 QUESTION = "What is in this picture?"
@@ -151,6 +152,15 @@ def test_images_are_upright_scaled_and_unreadable_ones_refused():
     with pytest.raises(ImageError, match="pixels") as refused:
         prepare_image(bomb.getvalue())
     assert refused.value.status == 413
+    # past Pillow's own bomb limit (its warning or error): the same 413 sentence, nothing on stderr
+    giant = io.BytesIO()
+    Image.new("1", (20_000, 10_000)).save(giant, format="PNG")
+    for read in (prepare_image, fit_image):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(ImageError, match="too many pixels") as refused:
+                read(giant.getvalue())
+        assert refused.value.status == 413
     from internlocal.engines.images import decode_data_uri
 
     with pytest.raises(ImageError, match="larger than 20 MiB") as huge:
@@ -175,6 +185,11 @@ def test_a_chat_keeps_its_images_and_deleting_it_frees_them(services, tiny_vlm):
     assert path.is_file()
     history = chats.history(services.catalog.get_chat(chat.id))
     assert history[-2]["content"][1]["image_url"]["url"].startswith("data:image/png;base64,")
+    # the chat goes on with a text-only model: earlier pictures become a note naming them, not a refusal
+    services.catalog.update_chat(chat.id, model_name="smollm2-135m-instruct-q4_1")
+    list(chats.send(chat.id, "What is the capital of France? Answer in one word."))
+    assert chats.history(services.catalog.get_chat(chat.id), images=False)[1]["content"].endswith("[image purple.png]")
+    services.catalog.update_chat(chat.id, model_name=model.name)
     # the same picture in a second chat is one file; deleting the first chat keeps it for the second
     other = chats.new_chat(model_name=model.name)
     list(chats.send(other.id, "Again?", images=[("copy.png", picture)]))
@@ -281,11 +296,19 @@ def test_server_answers_image_url_parts_like_the_engine(vision_server, vision_en
     answer = completion(data_uri(png("red")))
     assert answer.choices[0].message.content == expected.text
     assert answer.usage.prompt_tokens == expected.prompt_tokens  # the image's tokens are counted
+    # an assistant turn that only called tools has content null: it reaches the template as empty text
+    from internlocal.server.images import resolve_content
+
+    assert resolve_content(None, None, where="messages[1]") == ""
     # file:// inside an allowed folder is read; outside it, and http(s) without --allow-image-urls, refused
     (vision_server.allowed / "red.png").write_bytes(png("red"))
     assert completion((vision_server.allowed / "red.png").as_uri()).choices[0].message.content == expected.text
     with pytest.raises(openai.BadRequestError, match="outside the folders"):
         completion("file:///etc/passwd")
+    with pytest.raises(openai.BadRequestError, match="outside the folders"):  # .. is resolved before the check
+        completion((vision_server.allowed / ".." / ".." / "etc" / "passwd").as_posix().join(["file://", ""]))
+    with pytest.raises(openai.BadRequestError, match="cannot be read"):
+        completion("file://" + (vision_server.allowed / "a%00b.png").as_posix())
     with pytest.raises(openai.BadRequestError, match="--allow-image-urls"):
         completion("http://127.0.0.1:9/cat.png")
     # with --allow-image-urls an http URL is fetched (a real server on 127.0.0.1), and its failures are sentences

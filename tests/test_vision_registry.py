@@ -285,6 +285,21 @@ def test_import_copied_into_the_store_and_removed_with_its_projector(services, t
     assert store.all_manifests() == [] and not catalog.list_models(kind="projector")
 
 
+def test_a_stale_projector_edge_never_takes_an_unrelated_model_along(services, text_gguf, projector_gguf, tmp_path):
+    """Lineage edges outlive deleted rows and SQLite reuses their ids: the next two models imported get the ids
+    the projector and the vision model had, and removing the second must not remove the first."""
+    catalog, store = services.catalog, Store(services.settings.store_dir)
+    vision = import_model(catalog, store, text_gguf, name="tiny-vlm", mmproj=projector_gguf)
+    (projector,) = catalog.list_models(kind="projector")
+    remove_model(catalog, store, "tiny-vlm")
+    first = import_model(catalog, store, write_gguf(tmp_path / "a.gguf", "llama", seed=5), name="plain-a")
+    second = import_model(catalog, store, write_gguf(tmp_path / "b.gguf", "llama", seed=6), name="plain-b")
+    assert (first.id, second.id) == (projector.id, vision.id)  # the ids came back; the old edge points at them
+    result = remove_model(catalog, store, "plain-b")
+    assert not result.get("projectors_removed")
+    assert catalog.find_model("plain-a") is not None
+
+
 def test_a_hugging_face_folder_with_a_vision_config_is_a_vision_model(services, tmp_path, text_gguf):
     folder = tmp_path / "SmolVLM-256M-Instruct"
     folder.mkdir()

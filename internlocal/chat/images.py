@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -63,9 +64,12 @@ class ImageStore:
         target = self.path(sha)
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(f"{sha}.partial-{os.getpid()}")
-            partial.write_bytes(prepared.data)
-            partial.replace(target)  # readers never see half a file
+            partial = target.with_name(f"{sha}.partial-{os.getpid()}-{threading.get_ident()}")
+            try:
+                partial.write_bytes(prepared.data)
+                partial.replace(target)  # readers never see half a file
+            finally:
+                partial.unlink(missing_ok=True)
         return ChatImage(
             message_id=0,
             position=0,

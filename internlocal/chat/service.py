@@ -231,21 +231,24 @@ class ChatService:
         recommended sampling, or ours)."""
         return self.catalog.update_chat(chat_id, params_json=json.dumps(params.model_dump(exclude_unset=True)))
 
-    def history(self, chat: ChatSession) -> list[Message]:
+    def history(self, chat: ChatSession, *, images: bool = True) -> list[Message]:
         """The conversation as the engine receives it: system prompt, then stored messages (a message with
-        images as OpenAI content parts: its text, then its pictures)."""
+        images as OpenAI content parts: its text, then its pictures; with ``images=False``, for a model that
+        cannot see them, a note naming each picture instead, so a chat about a picture can go on in text)."""
         messages: list[Message] = []
         if chat.system_prompt:
             messages.append({"role": "system", "content": chat.system_prompt})
         stored = self.catalog.messages(chat.id)
-        images = self.catalog.message_images([m.id for m in stored])
+        attached = self.catalog.message_images([m.id for m in stored])
         for m in stored:
             if m.finish_reason == "cancelled" and not m.content:
                 continue
             content: Any = m.content
-            if m.id in images:
-                parts = [self.images.part(image) for image in images[m.id]]
-                missing = [image.name for image, part in zip(images[m.id], parts, strict=True) if part is None]
+            if m.id in attached and not images:
+                content = m.content + "".join(f"\n[image {image.name}]" for image in attached[m.id])
+            elif m.id in attached:
+                parts = [self.images.part(image) for image in attached[m.id]]
+                missing = [image.name for image, part in zip(attached[m.id], parts, strict=True) if part is None]
                 text = m.content + "".join(f"\n[image {name} is no longer stored]" for name in missing)
                 content = [{"type": "text", "text": text}, *(p for p in parts if p is not None)]
             messages.append({"role": m.role, "content": content})
@@ -358,7 +361,10 @@ class ChatService:
             return Reply(self, chat, model, result.generation, engine.context_length, record=record)
         if chat.mode == "agent":
             return self._agent_reply(chat, model, engine, text, confirm)
-        generation = engine.chat(self.history(chat), chat_params(chat, model))
+        from internlocal.engines.base import Capability
+
+        sees = Capability.VISION in engine.capabilities
+        generation = engine.chat(self.history(chat, images=sees), chat_params(chat, model))
         return Reply(self, chat, model, generation, engine.context_length)
 
     def _agent_reply(self, chat: ChatSession, model: Model, engine, text: str, confirm: Confirm | None) -> Reply:

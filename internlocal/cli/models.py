@@ -92,11 +92,15 @@ def show(name: str, as_json: JsonOpt = False) -> None:
         }.get(kind, {})
         return f"{kind} {names.get(ident, ident)}"
 
-    projector_edges = [(op, t, i) for op, t, i, _ in parents if op == "projector"]
+    from internlocal.hub.library import projector_users, projectors_of
+
+    # the projector edges both ends still agree on (an edge outlives a deleted row whose id SQLite reuses)
+    linked = projectors_of(svc.catalog, model)
+    users = {m.name for m in projector_users(svc.catalog, model)} if model.kind == "projector" else set()
     info = {
         **model.summary(),
         "projector": model.projector_path,
-        "projector_model": next((label(t, i) for _, t, i in projector_edges), None),
+        "projector_model": linked[0].name if linked else None,
         "metadata": model.metadata_dict,
         "chat_template": model.chat_template,
         "parents": [{"operation": op, "from": label(t, i), "params": p} for op, t, i, p in parents],
@@ -130,7 +134,8 @@ def show(name: str, as_json: JsonOpt = False) -> None:
             typer.echo(f"{'made from':15} {p['from']} by {p['operation']} {p['params']}")
     for c in info["children"]:
         if c["operation"] == "projector":
-            typer.echo(f"{'projector of':15} {c['to']}")
+            if c["to"] in users:
+                typer.echo(f"{'projector of':15} {c['to']}")
         else:
             typer.echo(f"{'used for':15} {c['to']} ({c['operation']})")
 

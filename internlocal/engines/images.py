@@ -146,24 +146,40 @@ def decode_data_uri(url: str, *, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
         raise ImageError("The image's data: URI is not valid base64.") from None
 
 
-def open_image(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS):
-    """A Pillow image, upright (EXIF orientation applied) and in RGB; a clear error for anything unreadable."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+def _opened(data: bytes, max_pixels: int):
+    """``Image.open`` (the header only) with the size checked before any pixel is decoded; Pillow's own bomb
+    warning and error become the same 413 sentence instead of noise or a traceback."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
 
     if len(data) > MAX_IMAGE_BYTES:
         raise ImageError(f"The image is larger than {MAX_IMAGE_BYTES >> 20} MiB; send a smaller one.", status=413)
+    too_many = "The image has {}×{} pixels, more than the {:,} allowed; scale it down."
     try:
-        image = Image.open(io.BytesIO(data))
-        width, height = image.size
-        if width * height > max_pixels:
-            raise ImageError(
-                f"The image has {width}×{height} pixels, more than the {max_pixels:,} allowed; scale it down.",
-                status=413,
-            )
-        image.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise ImageError("That file is not an image Pillow can read (PNG, JPEG, WebP, GIF, BMP …).") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError("The image has far too many pixels; scale it down.", status=413) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"The image could not be read ({exc}).") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError(too_many.format(width, height, max_pixels), status=413)
+    return image
+
+
+def open_image(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS):
+    """A Pillow image, upright (EXIF orientation applied) and in RGB; a clear error for anything unreadable."""
+    from PIL import Image, ImageOps
+
+    image = _opened(data, max_pixels)
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"The image could not be read ({exc}).") from None
     upright: Image.Image = ImageOps.exif_transpose(image)
     if upright.mode == "RGB":
@@ -200,24 +216,17 @@ def prepare_image(
 
 
 def fit_image(data: bytes, *, max_side: int = DEFAULT_MAX_SIDE, max_pixels: int = MAX_IMAGE_PIXELS) -> PreparedImage:
-    """``prepare_image``, except that a PNG or JPEG already upright and small enough is passed on as it is: its
-    header is read, not its pixels (re-encoding a photo costs tens of milliseconds of time to first token)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            kind, (width, height) = image.format, image.size
-            upright = image.getexif().get(0x0112, 1) == 1
-    except UnidentifiedImageError:
-        raise ImageError("That file is not an image Pillow can read (PNG, JPEG, WebP, GIF, BMP …).") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"The image could not be read ({exc}).") from None
-    if width * height > max_pixels:
-        raise ImageError(
-            f"The image has {width}×{height} pixels, more than the {max_pixels:,} allowed; scale it down.", status=413
-        )
-    if kind in ("PNG", "JPEG") and upright and max(width, height) <= max_side:
-        return PreparedImage(data, f"image/{kind.lower()}", width, height)
+    """``prepare_image``, except that an opaque RGB or grey JPEG, or a PNG without EXIF, already small enough is
+    passed on as it is, from its header alone (re-encoding a photo costs tens of milliseconds of time to first
+    token). Anything else (EXIF orientation, transparency, palettes, other formats, too large) is prepared."""
+    with _opened(data, max_pixels) as image:
+        kind, mode, (width, height) = image.format, image.mode, image.size
+        if kind == "JPEG":
+            upright = image.getexif().get(0x0112, 1) == 1  # a JPEG's EXIF is in its header: no pixels decoded
+        else:
+            upright = kind == "PNG" and "exif" not in image.info  # a PNG's EXIF may follow its pixels: not read
+    if upright and mode in ("RGB", "L") and max(width, height) <= max_side:
+        return PreparedImage(data, f"image/{str(kind).lower()}", width, height)
     return prepare_image(data, max_side=max_side, max_pixels=max_pixels)
 
 

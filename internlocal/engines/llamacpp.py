@@ -216,7 +216,13 @@ class LlamaCppEngine(EngineBase):
             images = [fit_image(data, max_side=max_side).data for data in message_images(messages)]
             prompt = self.render_chat(with_markers(messages, self.projector.marker))
             media = self.projector.tokenize(prompt, images)
-            if len(media.tokens) <= budget or len(messages) - first <= 1:
+            if len(media.tokens) > budget and len(messages) - first <= 1:
+                media.close()
+                raise ContextOverflow(
+                    f"The message with its images is {len(media.tokens)} tokens but {self.model_name}'s context holds "
+                    f"{self.context_length}; send fewer or smaller images, or raise the context length."
+                )
+            if len(media.tokens) <= budget:
                 if not media.tail:
                     raise UserError(
                         f"The chat template of {self.model_name} ends the prompt with an image; it needs text after it."

@@ -39,7 +39,7 @@ from internlocal.engines.llamacpp import (
     token_bytes,
 )
 from internlocal.engines.mtmd import MediaPrompt
-from internlocal.errors import UserError
+from internlocal.errors import ContextOverflow, UserError
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ class BatchedLlamaCpp(EngineBase):
         if not tokens:  # a model without a BOS token has nothing to continue from
             raise UserError("The prompt is empty; send some text to continue.")
         if len(tokens) >= self.context_length:
-            raise UserError(
+            raise ContextOverflow(
                 f"The prompt has {len(tokens)} tokens but the context holds {self.context_length}; shorten it."
             )
         return self._submit(tokens, params, response_format)

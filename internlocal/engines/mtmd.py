@@ -90,6 +90,8 @@ class Projector:
 
         from internlocal.hub.inspect import read_gguf
 
+        self.lock = threading.Lock()
+        self._ctx = None
         path = Path(path)
         if not path.is_file():
             raise ModelFileError(f"The projector file {path} is gone; pull or import the model again.")
@@ -100,9 +102,10 @@ class Projector:
             )
         self.lib = lib
         self.path = path
-        # the side the encoder takes (idefics3 tiles at preproc_image_size): larger images only cost time
-        meta = info.metadata
-        side = meta.get("clip.vision.preproc_image_size") or meta.get("clip.vision.image_size")
+        # what mtmd scales an image to before tiling it (idefics3/SmolVLM: preproc_image_size): larger only costs
+        # time. Projectors that tile by the image's own size (InternVL, llava-uhd) say no such size: scaling to
+        # their tile (clip.vision.image_size) would leave one tile and lose the detail, so they get the default.
+        side = info.metadata.get("clip.vision.preproc_image_size")
         self.max_side = int(side) if isinstance(side, int) and side > 0 else DEFAULT_MAX_SIDE
         # llama-cpp-python's callback prints only at its logger's verbose level: quiet unless --verbose
         lib.mtmd_log_set(llama_log_callback, ctypes.c_void_p(0))
@@ -131,7 +134,6 @@ class Projector:
             self._ctx = None
             raise UserError(f"{path.name} needs M-RoPE positions (Qwen2-VL style), which internlocal does not run yet.")
         self.marker = lib.mtmd_default_marker().decode("utf-8")
-        self.lock = threading.Lock()
 
     def tokenize(self, prompt: str, images: Sequence[bytes]) -> MediaPrompt:
         """``prompt`` (rendered, one marker per image, special tokens already in it) and its images, as chunks."""
@@ -210,5 +212,6 @@ class Projector:
 
     def close(self) -> None:
         if getattr(self, "_ctx", None):
-            self.lib.mtmd_free(self._ctx)
-            self._ctx = None
+            with self.lock:  # not while another thread tokenizes or encodes with it
+                self.lib.mtmd_free(self._ctx)
+                self._ctx = None

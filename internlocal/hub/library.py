@@ -196,13 +196,26 @@ def _model_by_id(catalog: Catalog, model_id: int) -> Model | None:
     return found if found is not None and found.id == model_id else None
 
 
+# Lineage edges outlive deleted rows and SQLite reuses the highest ids, so an edge is believed only when both
+# ends still agree: the parent is a projector and the model's metadata names that projector's file.
+
+
+def _links(projector: Model | None, model: Model | None) -> bool:
+    return (
+        projector is not None
+        and model is not None
+        and projector.kind == "projector"
+        and model.projector_path == projector.path
+    )
+
+
 def projector_users(catalog: Catalog, projector: Model, *, besides: int | None = None) -> list[Model]:
     """The models in the catalog that read images through ``projector`` (other than the one ``besides``)."""
     users = []
     for edge in catalog.children(("model", projector.id)):
         if edge.operation == PROJECTOR_EDGE and edge.child_type == "model" and edge.child_id != besides:
             found = _model_by_id(catalog, edge.child_id)
-            if found is not None:
+            if found is not None and _links(projector, found):
                 users.append(found)
     return users
 
@@ -212,7 +225,7 @@ def projectors_of(catalog: Catalog, model: Model) -> list[Model]:
     for edge in catalog.parents(("model", model.id)):
         if edge.operation == PROJECTOR_EDGE and edge.parent_type == "model":
             projector = _model_by_id(catalog, edge.parent_id)
-            if projector is not None:
+            if projector is not None and _links(projector, model):
                 found.append(projector)
     return found
 

@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import Request
 
 from internlocal.engines.base import Engine, Generation, GenerationParams, TokenLogprob
-from internlocal.errors import Unsupported, UserError
+from internlocal.errors import ContextOverflow, Unsupported, UserError
 from internlocal.server.metrics import ServerMetrics
 from internlocal.server.openai_schema import APIError, SamplingFields
 from internlocal.server.state import ServerConfig, ServerState
@@ -95,9 +95,12 @@ async def start(state: ServerState, engine: Engine, make: Callable[[], Generatio
     except Unsupported as exc:  # a field this engine cannot honour
         state.admission.leave()
         raise APIError(400, str(exc), param=exc.field) from None
-    except UserError as exc:
+    except ContextOverflow as exc:
         state.admission.leave()
         raise context_error(engine, exc) from None
+    except UserError as exc:  # the request's content (an image llama.cpp cannot decode, a template's refusal)
+        state.admission.leave()
+        raise APIError(getattr(exc, "status", 400), str(exc), param="messages") from None
     except BaseException:
         state.admission.leave()
         raise

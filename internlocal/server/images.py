@@ -31,7 +31,7 @@ FETCH_TIMEOUT_S = 20.0
 def resolve_content(content: Any, config, *, where: str) -> Any:
     """A message's content with every image part as a checked ``data:`` URI; text parts as they are."""
     if not isinstance(content, list):
-        return content
+        return content if content is not None else ""  # an assistant turn that only called tools
     out = []
     for part in content:
         kind = part.get("type") if isinstance(part, dict) else None
@@ -66,18 +66,27 @@ def _image_bytes(url: str, config) -> bytes:
 
 
 def _fetch(url: str) -> bytes:
+    """The image at ``url``: redirects are not followed (each hop would need checking again), and the whole
+    download has one deadline (a per-read timeout alone lets a slow server hold the request for ever)."""
+    import time
+
     import requests
 
+    deadline = time.monotonic() + FETCH_TIMEOUT_S
     try:
-        with requests.get(url, stream=True, timeout=FETCH_TIMEOUT_S) as response:
+        with requests.get(url, stream=True, timeout=FETCH_TIMEOUT_S, allow_redirects=False) as response:
+            if response.is_redirect:
+                raise ImageError("the image URL redirects elsewhere; give the final URL.")
             if response.status_code != 200:
                 raise ImageError(f"fetching the image answered HTTP {response.status_code}.")
-            data = b""
+            data = bytearray()
             for block in response.iter_content(1 << 16):
                 data += block
                 if len(data) > MAX_IMAGE_BYTES:
                     raise ImageError(f"the image is larger than {MAX_IMAGE_BYTES >> 20} MiB.", status=413)
-            return data
+                if time.monotonic() > deadline:
+                    raise ImageError(f"the image took longer than {FETCH_TIMEOUT_S:.0f} s to download.")
+            return bytes(data)
     except requests.RequestException as exc:
         raise ImageError(f"the image could not be fetched ({type(exc).__name__}).") from None
 
@@ -88,11 +97,14 @@ def _read_file(url: str, folders: list[Path]) -> bytes:
     parsed = urlparse(url)
     if parsed.netloc not in ("", "localhost"):
         raise ImageError("a file: image URL must name a local path (file:///…).")
-    path = Path(unquote(parsed.path)).resolve()
-    if not any(path.is_relative_to(folder.resolve()) for folder in folders):
-        raise ImageError("that file is outside the folders this server may read images from.")
-    if not path.is_file():
-        raise ImageError(f"there is no file {path.name} in the allowed folders.")
-    if path.stat().st_size > MAX_IMAGE_BYTES:
-        raise ImageError(f"the image is larger than {MAX_IMAGE_BYTES >> 20} MiB.", status=413)
-    return path.read_bytes()
+    try:
+        path = Path(unquote(parsed.path)).resolve()  # symlinks and .. resolved before the folder check
+        if not any(path.is_relative_to(folder.resolve()) for folder in folders):
+            raise ImageError("that file is outside the folders this server may read images from.")
+        if not path.is_file():
+            raise ImageError(f"there is no file {path.name} in the allowed folders.")
+        if path.stat().st_size > MAX_IMAGE_BYTES:
+            raise ImageError(f"the image is larger than {MAX_IMAGE_BYTES >> 20} MiB.", status=413)
+        return path.read_bytes()
+    except (OSError, ValueError) as exc:  # a NUL in the path, no permission
+        raise ImageError(f"that file cannot be read ({type(exc).__name__}).") from None

@@ -102,7 +102,8 @@ def build(options: ServeOptions, services):
         if card.kind != "chat":
             return int((card.size_bytes or 0) * 1.2)
         row = catalog.get_model(card.name)
-        projector = Path(row.projector_path).stat().st_size if row.vision and row.projector_path else 0
+        projector_file = Path(row.projector_path) if row.vision and row.projector_path else None
+        projector = projector_file.stat().st_size if projector_file and projector_file.is_file() else 0
         return memory_estimate(read_gguf(Path(row.path)), engine.context_length * options.slots) + projector
 
     def load(card: ModelCard) -> LoadedModel:

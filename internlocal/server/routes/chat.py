@@ -7,6 +7,7 @@ when no call came). With ``logprobs`` each chunk carries the log-probabilities o
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -41,10 +42,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
         raise APIError(400, "top_logprobs needs logprobs set to true.", param="top_logprobs")
     top = (body.top_logprobs or 0) if body.logprobs else None
     params = sampling(body, state.config, logprobs=top, recommended=state.models.card(model).sampling)
-    messages = [
-        m.model_dump(exclude_none=True) | {"content": resolve_content(m.content, state.config, where=f"messages[{i}]")}
-        for i, m in enumerate(body.messages)
-    ]
+    # images are decoded, checked and scaled off the event loop: other clients' streams go on meanwhile
+    messages = await asyncio.to_thread(
+        lambda: [
+            m.model_dump(exclude_none=True)
+            | {"content": resolve_content(m.content, state.config, where=f"messages[{i}]")}
+            for i, m in enumerate(body.messages)
+        ]
+    )
     tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
     wants_tools = bool(tools) and body.tool_choice != "none"
 

@@ -10,6 +10,7 @@ Every option is honoured or refused by name, as on the OpenAI side.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -340,10 +341,8 @@ async def chat(body: ChatRequest, request: Request, state: StateDep):
                 "done": True, "done_reason": "load"}  # fmt: skip
     messages: list[dict[str, Any]] = []
     for i, m in enumerate(body.messages):
-        message: dict[str, Any] = {
-            "role": m.role,
-            "content": _with_images(m.content, m.images, state, f"messages[{i}]"),
-        }
+        content = await asyncio.to_thread(_with_images, m.content, m.images, state, f"messages[{i}]")
+        message: dict[str, Any] = {"role": m.role, "content": content}
         if m.tool_calls:  # Ollama's arguments are objects; the engines take OpenAI's strings
             message["tool_calls"] = [
                 {
@@ -404,12 +403,13 @@ async def generate(body: GenerateRequest, request: Request, state: StateDep):
     if not body.prompt:  # Ollama's way to load a model ahead of use
         state.models.used(body.model, body.keep_alive)
         return {"model": name, "created_at": _timestamp(), "response": "", "done": True, "done_reason": "load"}
+    prompt = await asyncio.to_thread(_with_images, body.prompt, body.images, state, "images")
 
     def make() -> Generation:
         if body.raw:  # the prompt as it is, no template
             return engine.complete(body.prompt, params, response_format=_format(body))
         messages = ([{"role": "system", "content": body.system}] if body.system else []) + [
-            {"role": "user", "content": _with_images(body.prompt, body.images, state, "images")}
+            {"role": "user", "content": prompt}
         ]
         return engine.chat(messages, params, response_format=_format(body))
 
