@@ -303,7 +303,7 @@ def test_bad_requests_get_openai_style_errors(server):
     raw = requests.post(f"{server.url}/v1/chat/completions", json={"messages": "hello"})
     assert raw.status_code == 400 and raw.json()["error"]["param"] == "messages"
     raw = requests.post(
-        f"{server.url}/v1/chat/completions", data=b"x" * (5 << 20), headers={"content-type": "application/json"}
+        f"{server.url}/v1/chat/completions", data=b"x" * (33 << 20), headers={"content-type": "application/json"}
     )
     assert raw.status_code == 413
 

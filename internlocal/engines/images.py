@@ -221,10 +221,9 @@ def fit_image(data: bytes, *, max_side: int = DEFAULT_MAX_SIDE, max_pixels: int 
     token). Anything else (EXIF orientation, transparency, palettes, other formats, too large) is prepared."""
     with _opened(data, max_pixels) as image:
         kind, mode, (width, height) = image.format, image.mode, image.size
-        if kind == "JPEG":
-            upright = image.getexif().get(0x0112, 1) == 1  # a JPEG's EXIF is in its header: no pixels decoded
-        else:
-            upright = kind == "PNG" and "exif" not in image.info  # a PNG's EXIF may follow its pixels: not read
+        # a JPEG's EXIF is in its header (no pixel decoded to read it); a PNG's may follow its pixels: not read
+        jpeg_upright = kind == "JPEG" and image.getexif().get(0x0112, 1) == 1
+        upright = jpeg_upright or (kind == "PNG" and "exif" not in image.info)
     if upright and mode in ("RGB", "L") and max(width, height) <= max_side:
         return PreparedImage(data, f"image/{str(kind).lower()}", width, height)
     return prepare_image(data, max_side=max_side, max_pixels=max_pixels)

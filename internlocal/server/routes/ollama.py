@@ -249,7 +249,7 @@ def _with_images(text: str, images: list[str] | None, state, where: str) -> Any:
         return text
     from internlocal.server.images import resolve_content
 
-    parts = [{"type": "text", "text": text}]
+    parts: list[dict[str, Any]] = [{"type": "text", "text": text}]
     parts += [
         {"type": "image_url", "image_url": {"url": f"data:application/octet-stream;base64,{data}"}} for data in images
     ]
