@@ -21,6 +21,7 @@ from internlocal.cli import (
     pretrain,
     serve,
     train,
+    web,
 )
 
 app = typer.Typer(
@@ -64,6 +65,7 @@ app.command("doctor")(doctor.doctor)
 app.command("serve")(serve.serve)
 app.command("backup")(backup.backup)
 app.command("restore")(backup.restore)
+app.command("web")(web.web)
 app.add_typer(models.app, name="models")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(engines.app, name="engines")
