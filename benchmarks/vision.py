@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.tiny_vlm, when run from the repository
@@ -56,8 +57,14 @@ def messages(image: bytes) -> list[dict]:
     return [{"role": "user", "content": content}]
 
 
-def median_ms(values: list[float]) -> float:
-    return statistics.median(values) * 1000
+def interleaved(ours: Callable[[], float], raw: Callable[[], float], reps: int) -> tuple[float, float]:
+    """Median milliseconds of each, after one warm-up each, the runs alternating so noise hits both alike."""
+    ours(), raw()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(reps):
+        times[0].append(ours())
+        times[1].append(raw())
+    return statistics.median(times[0]) * 1000, statistics.median(times[1]) * 1000
 
 
 def bench_llamacpp(gguf: Path, mmproj: Path, image: bytes, reps: int, n_ctx: int) -> tuple[float, float]:
@@ -96,14 +103,11 @@ def bench_llamacpp(gguf: Path, mmproj: Path, image: bytes, reps: int, n_ctx: int
                 break
         return time.perf_counter() - start
 
-    run_ours(), run_raw()  # warm-up
-    times: dict[str, list[float]] = {"ours": [], "raw": []}
-    for _ in range(reps):
-        times["ours"].append(run_ours())
-        times["raw"].append(run_raw())
-    ours.close()
-    raw.close()
-    return median_ms(times["ours"]), median_ms(times["raw"])
+    try:
+        return interleaved(run_ours, run_raw, reps)
+    finally:
+        ours.close()
+        raw.close()
 
 
 def bench_transformers(hf_dir: Path, image: bytes, reps: int) -> tuple[float, float]:
@@ -135,13 +139,10 @@ def bench_transformers(hf_dir: Path, image: bytes, reps: int) -> tuple[float, fl
             model.generate(**inputs, max_new_tokens=1, do_sample=False)
         return time.perf_counter() - start
 
-    run_ours(), run_raw()  # warm-up
-    times: dict[str, list[float]] = {"ours": [], "raw": []}
-    for _ in range(reps):
-        times["ours"].append(run_ours())
-        times["raw"].append(run_raw())
-    ours.close()
-    return median_ms(times["ours"]), median_ms(times["raw"])
+    try:
+        return interleaved(run_ours, run_raw, reps)
+    finally:
+        ours.close()
 
 
 def main() -> None:

@@ -199,6 +199,23 @@ def test_a_chat_keeps_its_images_and_deleting_it_frees_them(services, tiny_vlm):
     assert not path.exists()
 
 
+def test_a_backup_keeps_the_chats_pictures_and_a_restore_brings_them_back(services, tmp_path):
+    from internlocal.chat.images import ImageStore
+    from internlocal.config import Settings
+    from internlocal.services.backup import backup, restore
+
+    chat = services.chats.new_chat()
+    image = services.chats.images.put("red.png", png("red"))  # stored as a message's picture, as send() does
+    message = services.catalog.add_message(chat.id, "user", QUESTION)
+    services.catalog.add_images(message.id, [image])
+    made = backup(services.settings, tmp_path / "backup")
+    assert json.loads((tmp_path / "backup" / "manifest.json").read_text())["images"] == 1 and made
+    elsewhere = Settings(home=tmp_path / "elsewhere")
+    restore(elsewhere, tmp_path / "backup")
+    restored = ImageStore(elsewhere.home).path(image.sha256)
+    assert restored.read_bytes() == services.chats.images.path(image.sha256).read_bytes()
+
+
 def test_a_text_only_chat_refuses_an_image_before_storing_anything(services):
     chat = services.chats.new_chat()
     with pytest.raises(Unsupported, match="cannot see images"):

@@ -1,5 +1,5 @@
-"""``internlocal backup`` / ``restore``: the catalog (chats, model records, lineage, runs, knowledge bases) and the
-knowledge-base indexes, into a folder a user can keep elsewhere.
+"""``internlocal backup`` / ``restore``: the catalog (chats, model records, lineage, runs, knowledge bases), the
+knowledge-base indexes and the pictures attached to chats, into a folder a user can keep elsewhere.
 
 The catalog is copied with SQLite's online backup, so the app may keep running; each index is copied under its
 sync lock, so no sync changes it half-way. Model files are not copied (they are large and can be pulled or
@@ -19,6 +19,7 @@ from typing import Any
 from internlocal import __version__
 from internlocal.catalog import db
 from internlocal.catalog.catalog import Catalog
+from internlocal.chat.images import ImageStore
 from internlocal.config import Settings
 from internlocal.errors import UserError
 from internlocal.hub.embedded import register_embedded
@@ -50,6 +51,7 @@ def backup(settings: Settings, target: Path) -> dict[str, Any]:
         catalog.close()
     copied = Catalog(work / "catalog.sqlite")  # the copy opens and is sound before the backup counts as made
     summary = _summary(copied)
+    images = _copy_images(ImageStore(settings.home), ImageStore(work), copied.image_shas())
     copied.close()
     problem = db.integrity(work / "catalog.sqlite")
     if problem != "ok":
@@ -60,6 +62,7 @@ def backup(settings: Settings, target: Path) -> dict[str, Any]:
         "home": str(settings.home),
         "indexes": [kb.name for kb in kbs],  # the knowledge bases whose index folders are in kb/
         "models_not_copied": models,
+        "images": images,  # the chats' pictures, in images/ as in the data directory
         **summary,
     }
     (work / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
@@ -101,6 +104,10 @@ def restore(settings: Settings, source: Path, *, force: bool = False) -> dict[st
             moved.append(str(aside_kb))
         shutil.copytree(source / "kb" / name, path)
         restored_kbs.append(name)
+    # content-addressed: a picture already in the data directory is the same file, so nothing is overwritten
+    _copy_images(
+        ImageStore(source), ImageStore(home), {p.name for p in (source / "images").glob("*/*") if len(p.name) == 64}
+    )
     tmp = settings.catalog_path.with_name("catalog.sqlite.restoring")
     db.copy_database(source / "catalog.sqlite", tmp)
     os.replace(tmp, settings.catalog_path)
@@ -121,6 +128,19 @@ def restore(settings: Settings, source: Path, *, force: bool = False) -> dict[st
         "models_without_files": missing,
         **summary,
     }
+
+
+def _copy_images(source: ImageStore, target: ImageStore, shas: set[str]) -> int:
+    """Copy the picture files of ``shas`` that ``source`` has and ``target`` lacks; returns how many ``target``
+    then has of them (a picture freed meanwhile by a deleted chat is skipped)."""
+    have = 0
+    for sha in sorted(shas):
+        origin, copy = source.path(sha), target.path(sha)
+        if not copy.exists() and origin.is_file():
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(origin, copy)
+        have += copy.exists()
+    return have
 
 
 def _summary(catalog: Catalog) -> dict[str, int]:
