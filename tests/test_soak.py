@@ -18,6 +18,7 @@ import requests
 from tests.test_server import SYSTEM, served
 
 SOAK_S = 90
+OVERSIZED = b"x" * (33 << 20)  # past the server's 32 MiB body limit (images travel in bodies); made once, sent often
 CLIENTS = 16
 MEMORY_BOUND = 200 << 20  # growth of the serving process's RSS after warm-up, beyond the prompt cache's own
 PROMPT_CACHE_MB = 64  # small enough that the soak fills it and evicts from it
@@ -75,7 +76,7 @@ def test_a_soak_with_disconnects_and_bad_requests_leaks_nothing(tmp_path_factory
             note("/v1/chat/completions", r.status_code)
             assert r.status_code == 400, r.text
         else:
-            r = requests.post(chat, data=b"x" * (5 << 20), headers={"content-type": "application/json"}, timeout=60)
+            r = requests.post(chat, data=OVERSIZED, headers={"content-type": "application/json"}, timeout=60)
             note("/v1/chat/completions", r.status_code)
             assert r.status_code == 413, r.text
 
