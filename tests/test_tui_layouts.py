@@ -240,6 +240,23 @@ async def test_train_at_80x24_shows_what_fits_first_and_a_filter_and_enter_start
         [job] = [j for j in app.services.catalog.list_jobs() if j.kind == "train.run"]
         assert job.params["recipe"] == "smollm2-135m_qlora_cpu"
         app.services.jobs.cancel(job.id)
+        # the worker stops at its next check; on a loaded machine it may still be importing torch, so the test waits
+        # for it (and forces it after a minute) rather than leaving it to the stray-process check's 15 s
+        try:
+            await _wait(pilot, lambda: not _worker_alive(app.services.catalog.get_job(job.id)))
+        except AssertionError:
+            app.services.jobs.cancel(job.id, force=True)
+
+
+def _worker_alive(job) -> bool:
+    import psutil
+
+    if not job.pid:
+        return job.status in ("queued", "running")
+    try:
+        return psutil.Process(job.pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 async def test_train_asks_before_starting_a_gpu_recipe_where_no_gpu_is_visible(home, fixed_machine):
