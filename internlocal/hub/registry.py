@@ -129,24 +129,20 @@ class RegistryModel(BaseModel):
             return self.hf_size_gb
         if not self.gguf or tag not in self.gguf.files:
             return None
-        size = self.gguf.files[tag].size_gb
-        projector = self.gguf.projector
-        extra = projector.size_gb if projector is not None else 0.0
-        if size is None or extra is None:
-            return None
-        return round(size + extra, 3)
+        return self._with_projector(self.gguf.files[tag].size_gb, digits=3)
 
     def memory_gb(self, tag: str) -> float | None:
         if tag == "hf":
             return round(self.hf_size_gb * 1.2 + 1, 1) if self.hf_size_gb else None
         if not self.gguf or tag not in self.gguf.files:
             return None
-        memory = self.gguf.files[tag].memory_gb
-        projector = self.gguf.projector
+        return self._with_projector(self.gguf.files[tag].memory_gb, digits=1)
+
+    def _with_projector(self, gb: float | None, *, digits: int) -> float | None:
+        """``gb`` plus the projector's size (a vision GGUF is both files); None when either is unknown."""
+        projector = self.gguf.projector if self.gguf else None
         extra = projector.size_gb if projector is not None else 0.0
-        if memory is None or extra is None:
-            return None
-        return round(memory + extra, 1)
+        return None if gb is None or extra is None else round(gb + extra, digits)
 
 
 class Family(BaseModel):
