@@ -16,35 +16,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from internlocal.errors import DataDirError
+from internlocal.i18n import LANGUAGES, normalize, resolve_language
+from internlocal.paths import config_path, default_home
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
-
-
-def default_home() -> Path:
-    env = os.environ.get("INTERNLOCAL_HOME")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("internlocal", appauthor=False))
-
-
-def config_path() -> Path:
-    """The settings file (see the module's docstring); an earlier version's file in the data directory is moved."""
-    env = os.environ.get("INTERNLOCAL_HOME")
-    if env:
-        return Path(env).expanduser() / "config.toml"
-    import platformdirs
-
-    path = Path(platformdirs.user_config_dir("internlocal", appauthor=False)) / "config.toml"
-    legacy = default_home() / "config.toml"
-    if legacy.is_file() and not path.exists():
-        _move(legacy, path)
-    return path
 
 
 def cache_dir() -> Path:
@@ -52,18 +31,6 @@ def cache_dir() -> Path:
     from huggingface_hub import constants
 
     return Path(constants.HF_HUB_CACHE)
-
-
-def _move(source: Path, target: Path) -> None:
-    """Copy to a temporary name beside the target, rename it into place, then remove the source: a crash
-    leaves the old file or both, never neither."""
-    import shutil
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".toml.tmp")
-    shutil.copy2(source, tmp)
-    os.replace(tmp, target)
-    source.unlink()
 
 
 class Settings(BaseSettings):
@@ -81,7 +48,13 @@ class Settings(BaseSettings):
         "f16", description="llama.cpp KV-cache type (quantized halves or quarters its memory)."
     )
     hub: Literal["hf", "modelscope"] = Field(
-        "hf", description="Where registry names are pulled from (modelscope: mirror for China)."
+        "hf",
+        description="Where registry names are pulled from (modelscope: mirror for China; the default when the "
+        "language is zh-CN).",
+    )
+    language: str | None = Field(
+        None,
+        description="Interface language: en or zh-CN (unset: INTERNLOCAL_LANG, then the locale).",
     )
     engine: Literal["auto", "llama.cpp", "transformers", "lmdeploy"] = Field(
         "auto",
@@ -97,6 +70,23 @@ class Settings(BaseSettings):
     kb_max_chunks_per_file: int = Field(5_000, ge=1, description="Knowledge bases skip files that make more chunks.")
     data_max_rows: int = Field(5_000_000, ge=1, description="Datasets with more rows are refused.")
     data_max_row_chars: int = Field(1_000_000, ge=100, description="Datasets with a longer row are refused.")
+
+    @field_validator("language")
+    @classmethod
+    def _known_language(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        known = normalize(value)
+        if known is None:
+            raise ValueError(f"unknown language {value!r}; choose one of: {', '.join(LANGUAGES)}")
+        return known
+
+    @model_validator(mode="after")
+    def _modelscope_for_chinese(self) -> Settings:
+        # Chinese users reach ModelScope where the Hugging Face Hub is slow or blocked; an explicit hub still wins
+        if "hub" not in self.model_fields_set and (self.language or resolve_language()) == "zh-CN":
+            self.hub = "modelscope"
+        return self
 
     @classmethod
     def settings_customise_sources(

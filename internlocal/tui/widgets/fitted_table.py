@@ -1,6 +1,7 @@
 """A DataTable that fits the terminal: essential columns stay, the others are dropped (least important first)
 when the table is too narrow to show them all, and come back when it widens."""
 
+from internlocal.i18n import _
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -15,12 +16,12 @@ from textual.widgets import DataTable
 @dataclass(frozen=True)
 class Column:
     key: str
-    label: str | None = None  # the key when not given
+    label: str | None = None  # N_("…"): translated when drawn (the key when not given, shown as it is)
     drop: int = 0  # 0: always shown; otherwise the higher, the sooner it is dropped when space runs out
 
     @property
     def title(self) -> str:
-        return self.label if self.label is not None else self.key
+        return _(self.label) if self.label is not None else self.key
 
 
 def _width(cell: Any) -> int:
@@ -93,7 +94,7 @@ class FittedTable(DataTable):
             return tuple(s.key for s in shown)
         pad = 2 * self.cell_padding
         widths = {
-            spec.key: max([cell_len(spec.title)] + [_width(cells[i]) for _, cells in self._all_rows]) + pad
+            spec.key: max([cell_len(spec.title)] + [_width(cells[i]) for __, cells in self._all_rows]) + pad
             for i, spec in enumerate(self.specs)
         }
         while sum(widths[s.key] for s in shown) > available:
