@@ -1,7 +1,6 @@
 """A DataTable that fits the terminal: essential columns stay, the others are dropped (least important first)
 when the table is too narrow to show them all, and come back when it widens."""
 
-from internlocal.i18n import _
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -11,6 +10,8 @@ from typing import Any
 from rich.cells import cell_len
 from rich.text import Text
 from textual.widgets import DataTable
+
+from internlocal.i18n import _
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class FittedTable(DataTable):
     def put_row(self, key: str, cells: Sequence[Any]) -> None:
         """Add one row, or update the shown cells of the row with this key in place (the cursor stays put)."""
         cells = tuple(cells)
-        for i, (row_key, _) in enumerate(self._all_rows):
+        for i, (row_key, __) in enumerate(self._all_rows):
             if row_key == key:
                 self._all_rows[i] = (key, cells)
                 break
