@@ -40,15 +40,19 @@ def web(
     token = token or None  # an empty variable is no token
     if not is_loopback(host) and not token:
         raise UserError(
-            f"Serving the app on {host} lets anyone who reaches this machine use it; "
-            f"set --token (or {TOKEN_ENV}), or bind 127.0.0.1."
+            _(
+                "Serving the app on {host} lets anyone who reaches this machine use it; "
+                "set --token (or {variable}), or bind 127.0.0.1."
+            ).format(host=host, variable=TOKEN_ENV)
         )
     if verbose:
         from internlocal.logs import configure
 
         configure(verbose=True)  # the app processes inherit INTERNLOCAL_LOG too
     quiet = logging.getLogger().getEffectiveLevel() > logging.INFO
-    for name in ("aiohttp", "textual-serve"):
+    # asyncio's child watcher may note a session process that the kernel reaped first ("Unknown child process
+    # pid"): harmless, and noise to the user like the servers' own logs
+    for name in ("aiohttp", "textual-serve", "asyncio"):
         logging.getLogger(name).setLevel(logging.ERROR if quiet else logging.INFO)
     check_port(host, port)
 
