@@ -17,7 +17,7 @@ TORCH_INDEX ?=
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 LLAMA_WHEEL_INDEX ?=
 
-.PHONY: run test test-fast test-long test-fuzz test-install test-snapshots-update lint install dist bench clean
+.PHONY: run test test-fast test-long test-fuzz test-install test-snapshots-update lint i18n i18n-library install dist bench clean
 
 run: $(STAMP)
 	$(VENV)/bin/internlocal
@@ -55,6 +55,20 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	$(PY) tools/check_i18n.py
+
+# translations (docs/architecture.md, "Languages"): extract every _()/N_() string, merge them into each language's
+# catalog (internlocal/locale/<lang>/LC_MESSAGES/internlocal.po: translate the new empty entries there), compile
+# the .mo files the app reads; tests/test_i18n.py fails while an entry is untranslated or a .mo is stale
+I18N_POT := $(VENV)/internlocal.pot
+i18n: $(STAMP)
+	$(VENV)/bin/pybabel -q extract -F babel.cfg -k Np_:1,2 --no-location --sort-output --omit-header -o $(I18N_POT) .
+	$(VENV)/bin/pybabel -q update -i $(I18N_POT) -d internlocal/locale -D internlocal --no-fuzzy-matching --ignore-obsolete
+	$(VENV)/bin/pybabel compile -d internlocal/locale -D internlocal --statistics
+
+# after upgrading click or typer: the sentences they translate through gettext (internlocal/cli/library_strings.py)
+i18n-library: $(STAMP)
+	$(PY) tools/i18n_library_strings.py
 
 install: $(STAMP)
 

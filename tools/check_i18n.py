@@ -211,7 +211,8 @@ class Checker(ast.NodeVisitor):
 
 
 def main(argv: list[str]) -> int:
-    paths = [Path(a) for a in argv] or sorted(PACKAGE.rglob("*.py"))
+    given = [Path(a) for a in argv] or [PACKAGE]
+    paths = [f for p in given for f in (sorted(p.rglob("*.py")) if p.is_dir() else [p])]
     every = sorted(PACKAGE.rglob("*.py"))
     user_errors = user_error_classes(every)
     problems: list[str] = []

@@ -9,10 +9,13 @@ from __future__ import annotations
 import os
 import sys
 
+from internlocal.i18n import _, resolve_language, set_language
+
 
 def main() -> None:
     from internlocal.errors import EXIT_BUG, EXIT_INTERRUPTED, UserError
 
+    set_language(resolve_language())  # before the CLI's help and the screens are made: they are translated
     completing = any(name.startswith("_INTERNLOCAL_COMPLETE") for name in os.environ)
     try:
         if len(sys.argv) == 1 and not completing:
@@ -21,11 +24,11 @@ def main() -> None:
 
             configure()
             sys.exit(run())
-        from internlocal.cli.main import app
+        from internlocal.cli.main import run as run_cli
 
-        app()
+        run_cli()
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(_("error: {message}").format(message=exc), file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
@@ -34,13 +37,14 @@ def main() -> None:
 
         full = disk_full(exc)
         if full is not None:  # not a bug: the machine's disk is full
-            print(f"error: {full}", file=sys.stderr)
+            print(_("error: {message}").format(message=full), file=sys.stderr)
             sys.exit(full.exit_code)
         import traceback
 
         traceback.print_exc()
         print(
-            "internal error: this is a bug in internlocal; please report it with the traceback above.", file=sys.stderr
+            _("internal error: this is a bug in internlocal; please report it with the traceback above."),
+            file=sys.stderr,
         )
         sys.exit(EXIT_BUG)
 
