@@ -7,8 +7,12 @@ from typing import Annotated, Any
 import typer
 
 from internlocal.cli.common import print_json
+from internlocal.i18n import N_, _
 
-app = typer.Typer(help="Settings: show them, change them, find the file.", no_args_is_help=True)
+app = typer.Typer(help=_("Settings: show them, change them, find the file."), no_args_is_help=True)
+
+# where a value comes from, as --json prints it → as a person reads it
+SOURCE_LABELS = {"environment": N_("environment"), "file": N_("file"), "default": N_("default")}
 
 
 def _sources(file: dict[str, Any]) -> dict[str, str]:
@@ -23,91 +27,55 @@ def _sources(file: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def _read(path) -> Any:
-    import tomlkit
-
-    from internlocal.errors import UserError
-
-    if not path.exists():
-        return tomlkit.document()
-    try:
-        return tomlkit.parse(path.read_text(encoding="utf-8"))
-    except tomlkit.exceptions.ParseError as exc:
-        raise UserError(f"{path} is not valid TOML ({exc}); fix or remove it.") from None
-
-
-@app.command("path")
+@app.command("path", help=_("The settings file (it may not exist yet: `config set` creates it)."))
 def path() -> None:
-    """The settings file (it may not exist yet: `config set` creates it)."""
     from internlocal.config import config_path
 
     typer.echo(str(config_path()))
 
 
-@app.command("show")
-def show(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
-    """Every setting in effect, with where its value comes from (environment, file, default)."""
-    from internlocal.config import config_path, load_settings
+@app.command("show", help=_("Every setting in effect, with where its value comes from (environment, file, default)."))
+def show(as_json: Annotated[bool, typer.Option("--json", help=_("Machine-readable output."))] = False) -> None:
+    from internlocal.config import config_path, load_settings, read_settings_document
 
     file = config_path()
     settings = load_settings()
-    sources = _sources(dict(_read(file)))
+    sources = _sources(dict(read_settings_document(file)))
     values = settings.model_dump(mode="json")
     if as_json:
         print_json({"file": str(file), "settings": {k: {"value": v, "from": sources[k]} for k, v in values.items()}})
         return
-    typer.echo(f"# {file}{'' if file.exists() else ' (not created yet)'}")
+    typer.echo(f"# {file}" if file.exists() else _("# {file} (not created yet)").format(file=file))
     for name, value in values.items():
-        typer.echo(f"{name:16} {value!s:40} ({sources[name]})")
+        source = _(SOURCE_LABELS.get(sources[name], sources[name]))
+        typer.echo(f"{name:16} {value!s:40} ({source})")
 
 
-@app.command("set")
+@app.command("set", help=_("Change a setting in the settings file; it is checked before anything is written."))
 def set_(
-    key: Annotated[str, typer.Argument(help="A setting (`internlocal config show` lists them).")],
-    value: Annotated[str, typer.Argument(help='Its new value (read as TOML when it parses: 8192, true, "text").')],
+    key: Annotated[str, typer.Argument(help=_("A setting (`internlocal config show` lists them)."))],
+    value: Annotated[str, typer.Argument(help=_('Its new value (read as TOML when it parses: 8192, true, "text").'))],
 ) -> None:
-    """Change a setting in the settings file; it is checked before anything is written."""
     _write(key, value)
 
 
-@app.command("unset")
-def unset(key: Annotated[str, typer.Argument(help="A setting to take out of the file (back to its default).")]) -> None:
-    """Take a setting out of the settings file."""
+@app.command("unset", help=_("Take a setting out of the settings file."))
+def unset(
+    key: Annotated[str, typer.Argument(help=_("A setting to take out of the file (back to its default)."))],
+) -> None:
     _write(key, None)
 
 
 def _write(key: str, raw: str | None) -> None:
     import os
-    import tempfile
 
-    import tomlkit
-    from pydantic import ValidationError
+    from internlocal.config import write_setting
 
-    from internlocal.config import Settings, config_path
-    from internlocal.errors import UserError
-
-    if key not in Settings.model_fields:
-        raise UserError(f"There is no setting {key!r}; `internlocal config show` lists them.")
-    file = config_path()
-    document = _read(file)
-    if raw is None:
-        document.pop(key, None)
-    else:
-        try:
-            value = tomlkit.parse(f"v = {raw}")["v"]
-        except tomlkit.exceptions.ParseError:
-            value = raw  # a bare word: a string
-        document[key] = value
-    try:  # the whole file as it would be, validated (the environment does not hide a bad value here)
-        Settings.model_validate({k: v for k, v in document.unwrap().items() if k in Settings.model_fields})
-    except ValidationError as exc:
-        raise UserError(f"Invalid setting {key}: {exc.errors()[0]['msg'].lower()}; nothing was written.") from None
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=".config.", suffix=".toml")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        text = tomlkit.dumps(document)
-        fh.write(text if text.endswith("\n") else text + "\n")
-    os.replace(tmp, file)  # the old file or the new one, never half of either
-    typer.echo(f"{key} = {document[key]!s}" if raw is not None else f"{key} unset", err=False)
+    written = write_setting(key, raw)
+    typer.echo(f"{key} = {written!s}" if raw is not None else _("{key} unset").format(key=key), err=False)
     if f"INTERNLOCAL_{key.upper()}" in os.environ:
-        typer.echo(f"note: INTERNLOCAL_{key.upper()} is set and takes precedence over the file.")
+        typer.echo(
+            _("note: {variable} is set and takes precedence over the file.").format(
+                variable=f"INTERNLOCAL_{key.upper()}"
+            )
+        )

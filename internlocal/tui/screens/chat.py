@@ -8,24 +8,29 @@ import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.widgets import Footer, Input, Label, ListItem, ListView, Static
+from textual.widgets import Input, Label, ListItem, ListView, Static
 
 from internlocal.errors import UserError
+from internlocal.i18n import N_, _
 from internlocal.tui.screens.base import AppScreen
 
 if TYPE_CHECKING:
     from textual.widgets.markdown import MarkdownStream
 
     from internlocal.chat.service import Reply
+from internlocal.tui.widgets.footer import Footer
 from internlocal.tui.widgets.messages import ChatLog, MessageView, ShownImage, message_stats
 from internlocal.tui.widgets.status import StatusLine
+
+# a chat's mode as the status line names it (the catalog stores the key)
+MODE_LABELS = {"kb": N_("kb"), "agent": N_("agent")}
 
 
 class ServicesReady(Message):
@@ -57,7 +62,9 @@ class ReplyFailed(Message):
 
 class SessionItem(ListItem):
     def __init__(self, chat_id: int, title: str) -> None:
-        super().__init__(Label(title))
+        from internlocal.chat.service import shown_title  # the chat stack loads after the first paint
+
+        super().__init__(Label(shown_title(title)))
         self.chat_id = chat_id
 
 
@@ -74,14 +81,14 @@ class ChatScreen(AppScreen):
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+b", "toggle_sidebar", "Chats"),
-        Binding("ctrl+n", "new_chat", "New chat"),
-        Binding("f2", "rename_chat", "Rename"),
-        Binding("ctrl+d", "delete_chat", "Delete chat", priority=True),  # the prompt Input binds ctrl+d too
-        Binding("f3", "pick_model", "Model"),
-        Binding("f4", "chat_settings", "Settings"),
-        Binding("ctrl+o", "attach_image", "Attach image"),
-        Binding("escape", "stop_reply", "Stop reply"),
+        Binding("ctrl+b", "toggle_sidebar", N_("Chats")),
+        Binding("ctrl+n", "new_chat", N_("New chat")),
+        Binding("f2", "rename_chat", N_("Rename")),
+        Binding("ctrl+d", "delete_chat", N_("Delete chat"), priority=True),  # the prompt Input binds ctrl+d too
+        Binding("f3", "pick_model", N_("Model")),
+        Binding("f4", "chat_settings", N_("Settings")),
+        Binding("ctrl+o", "attach_image", N_("Attach image")),
+        Binding("escape", "stop_reply", N_("Stop reply")),
     ]
 
     def __init__(self) -> None:
@@ -95,16 +102,19 @@ class ChatScreen(AppScreen):
         self._ready = False  # sessions listed, a chat open, the prompt enabled
         self._starting = False
         self.attached: list[tuple[str, bytes]] = []  # images going with the next message: (file name, bytes)
+        self._draft = ""  # the prompt's text, taken over from the screen this one replaced (a language switch)
 
     def compose(self) -> ComposeResult:
         with Horizontal():
             with Vertical(id="sidebar"):
-                yield Static("Chats  (ctrl+n new)", classes="heading")
+                yield Static(_("Chats  (ctrl+n new)"), classes="heading")
                 yield ListView(id="sessions")
             with Vertical(id="main"):
                 yield ChatLog(id="log")
                 yield Static("", id="attachments")
-                yield Input(placeholder="Ask anything — Enter sends, Esc stops the reply", id="prompt", disabled=True)
+                yield Input(
+                    placeholder=_("Ask anything — Enter sends, Esc stops the reply"), id="prompt", disabled=True
+                )
         yield StatusLine(id="status")
         yield Footer()
 
@@ -115,23 +125,37 @@ class ChatScreen(AppScreen):
     # -- start-up ----------------------------------------------------------------------------------
 
     def on_mount(self) -> None:
-        self.query_one(ChatLog).mount(Static("Opening the catalog…", classes="empty"))
+        self.query_one(ChatLog).mount(Static(_("Opening the catalog…"), classes="empty"))
         if self.state.startup_error:  # start-up failed before this screen existed
             self.show_startup_error(self.state.startup_error)
         elif self.services is not None:
             self.post_message(ServicesReady())
 
+    # -- a language switch composes a new screen: what the person was doing goes across (tui/language.py)
+
+    def carry_over(self) -> dict[str, Any]:
+        draft = self.query_one("#prompt", Input).value if self.is_mounted else self._draft
+        return {"chat_id": self.chat_id, "draft": draft, "attached": list(self.attached)}
+
+    def take_over(self, state: dict[str, Any]) -> None:
+        self.chat_id = state["chat_id"]
+        self._draft = state["draft"]
+        self.attached = state["attached"]
+
     def on_screen_resume(self) -> None:
         if self.services is not None and not self._ready:
             self.post_message(ServicesReady())
 
-    async def on_services_ready(self, _: ServicesReady) -> None:
+    async def on_services_ready(self, __: ServicesReady) -> None:
         if self._ready or self._starting:
             return
         self._starting = True
         try:
             chats = self.ready_services.catalog.list_chats()
-            chat_id = chats[0].id if chats else self.ready_services.chats.new_chat().id
+            if self.chat_id is not None and any(chat.id == self.chat_id for chat in chats):
+                chat_id = self.chat_id  # taken over from the screen this one replaced
+            else:
+                chat_id = chats[0].id if chats else self.ready_services.chats.new_chat().id
         except UserError as exc:  # e.g. no chat model in the catalog at all
             self.show_startup_error(str(exc))
             return
@@ -139,6 +163,9 @@ class ChatScreen(AppScreen):
         await self.open_chat(chat_id)
         prompt = self.query_one("#prompt", Input)
         prompt.disabled = False
+        if self._draft:
+            prompt.value = self._draft
+        self._show_attachments()
         prompt.focus()
         self._ready = True
         self.preload_model()
@@ -196,13 +223,14 @@ class ChatScreen(AppScreen):
             views.append(MessageView(m.role, m.content, message_stats(m) if m.role == "assistant" else "", shown))
         log = self.query_one(ChatLog)
         if not views:
-            views_or_hint = [Static("Type a question below and press Enter.", classes="empty")]
+            views_or_hint = [Static(_("Type a question below and press Enter."), classes="empty")]
             await log.remove_children()
             await log.mount_all(views_or_hint)
         else:
             await log.show(views)
+        mode = _(MODE_LABELS.get(chat.mode, chat.mode))
         self.status.model = (chat.model_name or "") + (
-            f" · {chat.mode} {chat.kb_name or ''}".rstrip() if chat.mode != "chat" else ""
+            f" · {mode} {chat.kb_name or ''}".rstrip() if chat.mode != "chat" else ""
         )
         self.status.context_used = 0
         self.status.state = "ready"
@@ -214,7 +242,7 @@ class ChatScreen(AppScreen):
     @on(ListView.Selected, "#sessions")
     async def session_selected(self, event: ListView.Selected) -> None:
         if self.generating:
-            self.notify("A reply is still being written; press Esc to stop it first.", severity="warning")
+            self.notify(_("A reply is still being written; press Esc to stop it first."), severity="warning")
             return
         if isinstance(event.item, SessionItem) and event.item.chat_id != self.chat_id:
             await self.open_chat(event.item.chat_id)
@@ -244,7 +272,7 @@ class ChatScreen(AppScreen):
                 self.ready_services.catalog.update_chat(chat.id, title=title)
                 await self.refresh_sessions()
 
-        self.app.push_screen(TextPromptDialog("Rename chat", chat.title), done)
+        self.app.push_screen(TextPromptDialog(_("Rename chat"), chat.title), done)
 
     def action_delete_chat(self) -> None:
         from internlocal.tui.screens.dialogs import ConfirmDialog  # dialogs load when first opened
@@ -262,7 +290,10 @@ class ChatScreen(AppScreen):
             await self.refresh_sessions()
             await self.open_chat(self.chat_id)
 
-        self.app.push_screen(ConfirmDialog(f"Delete the chat “{chat.title}” and its messages?"), done)
+        from internlocal.chat.service import shown_title
+
+        question = _("Delete the chat “{title}” and its messages?").format(title=shown_title(chat.title))
+        self.app.push_screen(ConfirmDialog(question), done)
 
     def action_pick_model(self) -> None:
         from internlocal.tui.screens.dialogs import ModelPickerDialog  # dialogs load when first opened
@@ -292,7 +323,7 @@ class ChatScreen(AppScreen):
             return
         names = [kb.name for kb in self.ready_services.catalog.list_kbs()]
         if not names:
-            self.notify("No knowledge base yet; create one on the Knowledge screen (F11).", severity="warning")
+            self.notify(_("No knowledge base yet; create one on the Knowledge screen (F11)."), severity="warning")
             return
         chat = self.ready_services.catalog.get_chat(self.chat_id)
 
@@ -300,7 +331,8 @@ class ChatScreen(AppScreen):
             if name:
                 await self._set_mode("kb", name.strip())
 
-        self.app.push_screen(TextPromptDialog(f"Knowledge base ({', '.join(names)})", chat.kb_name or names[0]), done)
+        title = _("Knowledge base ({names})").format(names=", ".join(names))
+        self.app.push_screen(TextPromptDialog(title, chat.kb_name or names[0]), done)
 
     async def action_agent_mode(self) -> None:
         if self._ready and self.chat_id is not None:
@@ -316,9 +348,9 @@ class ChatScreen(AppScreen):
             self.notify(str(exc), severity="warning")
             return
         self.notify(
-            "Answers now quote the documents' best sentences, with citations"
+            _("Answers now quote the documents' best sentences, with citations")
             if quoting
-            else "Answers are generated again (quotes replace any answer that cites nothing)"
+            else _("Answers are generated again (quotes replace any answer that cites nothing)")
         )
 
     def action_bad_answer(self) -> None:
@@ -336,9 +368,9 @@ class ChatScreen(AppScreen):
             self.notify(str(exc), severity="warning")
             return
         self.notify(
-            "Marked bad: `internlocal kb eval NAME --tune` will count this question as one to refuse"
+            _("Marked bad: `internlocal kb eval NAME --tune` will count this question as one to refuse")
             if verdict == "bad"
-            else "Marked good, thank you"
+            else _("Marked good, thank you")
         )
 
     async def action_agent_python_mode(self) -> None:
@@ -364,16 +396,16 @@ class ChatScreen(AppScreen):
 
             note = isolation().note  # said where the user turns python on, so it is seen before any code runs
             self.notify(
-                "Agent mode with Python: you are asked before each program runs" + (f"\n{note}" if note else ""),
+                _("Agent mode with Python: you are asked before each program runs") + (f"\n{note}" if note else ""),
                 severity="warning" if note else "information",
                 timeout=15 if note else 5,
             )
             return
         self.notify(
             {
-                "kb": f"Answers now come from {kb_name}, with sources",
-                "agent": "Agent mode: the model may call tools",
-                "chat": "Plain chat",
+                "kb": _("Answers now come from {kb_name}, with sources").format(kb_name=kb_name),
+                "agent": _("Agent mode: the model may call tools"),
+                "chat": _("Plain chat"),
             }[mode]
         )
 
@@ -394,7 +426,9 @@ class ChatScreen(AppScreen):
             answered.set()
 
         dialog = ConfirmDialog(
-            f"The agent wants to run {name}:\n\n{shown}\n\nRun it?", confirm_label="Run", variant="warning"
+            _("The agent wants to run {name}:\n\n{shown}\n\nRun it?").format(name=name, shown=shown),
+            confirm_label=_("Run"),
+            variant="warning",
         )
         self.app.call_from_thread(self.app.push_screen, dialog, answer)
         while not answered.wait(0.2):
@@ -404,7 +438,7 @@ class ChatScreen(AppScreen):
         return allowed[0]
 
     def action_chat_settings(self) -> None:
-        from internlocal.tui.screens.dialogs import ChatSettingsDialog  # dialogs load when first opened
+        from internlocal.tui.screens.dialogs import ChatSettingsDialog, param_label  # dialogs load when first opened
 
         if not self._ready or self.chat_id is None:
             return
@@ -416,12 +450,18 @@ class ChatScreen(AppScreen):
             if result:
                 self.ready_services.catalog.update_chat(chat.id, system_prompt=result["system_prompt"])
                 self.ready_services.chats.set_params(chat.id, result["params"])
-                self.notify("Chat settings saved.")
+                self.notify(_("Chat settings saved."))
 
         model = self.ready_services.chats.model_for(chat)
         source = (model.metadata_dict.get("sampling") or {}).get("source")
-        recommended = " · ".join(f"{k.replace('_', ' ')} {v}" for k, v in model.sampling.items())
-        note = f"Recommended for {model.name}: {recommended} ({source})." if recommended else ""
+        recommended = " · ".join(f"{param_label(k)} {v}" for k, v in model.sampling.items())
+        note = (
+            _("Recommended for {model}: {recommended} ({source}).").format(
+                model=model.name, recommended=recommended, source=source
+            )
+            if recommended
+            else ""
+        )
         dialog = ChatSettingsDialog(chat.system_prompt, chat_params(chat, model).model_dump(), recommended=note)
         self.app.push_screen(dialog, done)
 
@@ -438,7 +478,7 @@ class ChatScreen(AppScreen):
             if path and path.strip():
                 self.attach(path.strip().strip("'\""))
 
-        self.app.push_screen(TextPromptDialog("Attach an image (path to a PNG, JPEG, WebP … file)", ""), done)
+        self.app.push_screen(TextPromptDialog(_("Attach an image (path to a PNG, JPEG, WebP … file)"), ""), done)
 
     def attach(self, path: str | Path) -> bool:
         from internlocal.chat.images import read_image_file
@@ -463,7 +503,11 @@ class ChatScreen(AppScreen):
 
         line = self.query_one("#attachments", Static)
         names = ", ".join(f"{name} ({human_bytes(len(data))})" for name, data in self.attached)
-        line.update(f"Attached: {names} — sent with your next message (palette: Remove attachments)" if names else "")
+        line.update(
+            _("Attached: {names} — sent with your next message (palette: Remove attachments)").format(names=names)
+            if names
+            else ""
+        )
         line.set_class(bool(self.attached), "-shown")
 
     @on(Input.Changed, "#prompt")
@@ -474,7 +518,7 @@ class ChatScreen(AppScreen):
         path = looks_like_image_path(event.value) if len(event.value) > 4 else None
         if path is not None and self.attach(path):
             event.input.value = ""
-            self.notify(f"Attached {path.name}; type your question about it.")
+            self.notify(_("Attached {name}; type your question about it.").format(name=path.name))
 
     # -- replies -----------------------------------------------------------------------------------
 
@@ -484,7 +528,7 @@ class ChatScreen(AppScreen):
         if (not text and not self.attached) or self.chat_id is None:
             return
         if self.generating:
-            self.notify("Wait for the reply to finish, or press Esc to stop it.", severity="warning")
+            self.notify(_("Wait for the reply to finish, or press Esc to stop it."), severity="warning")
             return
         event.input.value = ""
         images, self.attached = self.attached, []
@@ -529,7 +573,7 @@ class ChatScreen(AppScreen):
             )
         )
 
-    async def on_reply_started(self, _: ReplyStarted) -> None:
+    async def on_reply_started(self, __: ReplyStarted) -> None:
         await self.refresh_sessions()
 
     async def on_reply_piece(self, message: ReplyPiece) -> None:
@@ -576,7 +620,7 @@ class ChatScreen(AppScreen):
 
 
 def _vision(model) -> str:
-    return ", vision" if model.vision else ""
+    return ", " + _("vision") if model.vision else ""
 
 
 def _shown(name: str, data: bytes) -> ShownImage:
