@@ -18,6 +18,8 @@ import os
 import sys
 from pathlib import Path
 
+from internlocal.i18n import _
+
 
 def env_dir(home: Path, tool: str) -> Path:
     return Path(home) / "envs" / tool
@@ -64,5 +66,5 @@ def converter_install_commands(home: Path, python: str = sys.executable) -> list
     if uv is None:
         from internlocal.errors import UserError
 
-        raise UserError("Installing the converter needs pip or uv, and this environment has neither; install uv.")
+        raise UserError(_("Installing the converter needs pip or uv, and this environment has neither; install uv."))
     return [[uv, "pip", "install", "--python", python, *target]]

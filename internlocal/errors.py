@@ -10,6 +10,8 @@ off: the Hub, ModelScope, a download, a remote endpoint); 70 a bug (with its tra
 interrupted (Ctrl+C).
 """
 
+from internlocal.i18n import _
+
 EXIT_USAGE = 2  # click's own code for usage errors
 EXIT_BUG = 70  # sysexits' EX_SOFTWARE
 EXIT_INTERRUPTED = 130
@@ -83,8 +85,10 @@ def disk_full(exc: BaseException) -> DiskFull | None:
     if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or any(
         sign in text for sign in ("database or disk is full", "No space left on device", "disk is full")
     ):
+        reason = text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
         return DiskFull(
-            f"The disk is full ({text.strip().splitlines()[-1] if text.strip() else type(exc).__name__}); free some "
-            "space and try again. What was stored before is intact."
+            _("The disk is full ({reason}); free some space and try again. What was stored before is intact.").format(
+                reason=reason
+            )
         )
     return None

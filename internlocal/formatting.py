@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from internlocal.i18n import _
+
 
 def human_bytes(n: float | None) -> str:
     if n is None:
@@ -26,10 +28,10 @@ def human_count(n: int | None) -> str:
 def rough_duration(seconds: float) -> str:
     """An estimate in words: "under a minute", "about 4 min", "about 2.5 h"."""
     if seconds < 60:
-        return "under a minute"
+        return _("under a minute")
     if seconds < 3600:
-        return f"about {round(seconds / 60)} min"
-    return f"about {seconds / 3600:.1f} h"
+        return _("about {minutes} min").format(minutes=round(seconds / 60))
+    return _("about {hours:.1f} h").format(hours=seconds / 3600)
 
 
 def human_duration(seconds: float | None) -> str:

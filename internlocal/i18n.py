@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gettext
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 DOMAIN = "internlocal"
@@ -38,8 +39,19 @@ def N_(message: str) -> str:
     return message
 
 
+def Np_(singular: str, plural: str) -> tuple[str, str]:
+    """Marks a singular/plural pair for extraction (for ``ngettext`` calls made elsewhere, e.g. by click)."""
+    return singular, plural
+
+
 def ngettext(singular: str, plural: str, n: int) -> str:
     return _translation.ngettext(singular, plural, n)
+
+
+def label(labels: Mapping[str, str], value: str) -> str:
+    """A stored value (a status, a kind: identifiers in the catalog and in --json) as shown: its label from
+    ``labels`` (``N_()``-marked) translated, or the value itself when it has none."""
+    return _(labels[value]) if value in labels else value
 
 
 def current_language() -> str:
@@ -118,10 +130,12 @@ def set_language(language: str) -> None:
     else:
         _translation = gettext.translation(DOMAIN, LOCALE_DIR, languages=[gettext_code(known)])
     _language = known
-    # click and typer call gettext.gettext: its global domain is ours, its language LANGUAGE (inherited by jobs)
+    # click and typer call gettext.gettext: its global domain is ours, its language LANGUAGE
     gettext.bindtextdomain(DOMAIN, str(LOCALE_DIR))
     gettext.textdomain(DOMAIN)
     os.environ["LANGUAGE"] = gettext_code(known)
+    # the processes started from now on (jobs, `internlocal serve`, a browser's app) speak it too
+    os.environ["INTERNLOCAL_LANG"] = known
 
 
 def display_width(text: str) -> int:

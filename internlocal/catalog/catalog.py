@@ -30,6 +30,7 @@ from internlocal.catalog.schema import (
     utcnow,
 )
 from internlocal.errors import NotFound, UserError
+from internlocal.i18n import _
 
 Artefact = tuple[str, int]  # ("model", 3)
 
@@ -67,7 +68,9 @@ class Catalog:
             with self.session() as s:
                 s.add(model)
         except sqlalchemy.exc.IntegrityError:
-            raise UserError(f"A model named {model.name!r} is already in the catalog; choose another name.") from None
+            raise UserError(
+                _("A model named {name!r} is already in the catalog; choose another name.").format(name=model.name)
+            ) from None
         return model
 
     def find_model(self, ref: str | int) -> Model | None:
@@ -93,13 +96,17 @@ class Catalog:
         with self.session() as s:
             model = s.get(Model, model_id)
             if model is None:
-                raise NotFound(f"No model with id {model_id} in the catalog.")
+                raise NotFound(_("No model with id {model_id} in the catalog.").format(model_id=model_id))
             s.delete(model)
 
     def get_model(self, ref: str | int) -> Model:
         found = self.find_model(ref)
         if found is None:
-            raise NotFound(f"No model {ref!r} in the catalog; `internlocal models list` shows the ones there are.")
+            raise NotFound(
+                _("No model {ref!r} in the catalog; `internlocal models list` shows the ones there are.").format(
+                    ref=ref
+                )
+            )
         return found
 
     def list_models(self, kind: str | None = None) -> list[Model]:
@@ -113,7 +120,7 @@ class Catalog:
         with self.session() as s:
             model = s.get(Model, model_id)
             if model is None:
-                raise NotFound(f"No model with id {model_id} in the catalog.")
+                raise NotFound(_("No model with id {model_id} in the catalog.").format(model_id=model_id))
             for key, value in fields.items():
                 setattr(model, key, value)
             s.add(model)
@@ -168,14 +175,14 @@ class Catalog:
         with self.session() as s:
             chat = s.get(ChatSession, chat_id)
         if chat is None:
-            raise NotFound(f"No chat with id {chat_id}.")
+            raise NotFound(_("No chat with id {chat_id}.").format(chat_id=chat_id))
         return chat
 
     def update_chat(self, chat_id: int, **fields: Any) -> ChatSession:
         with self.session() as s:
             chat = s.get(ChatSession, chat_id)
             if chat is None:
-                raise NotFound(f"No chat with id {chat_id}.")
+                raise NotFound(_("No chat with id {chat_id}.").format(chat_id=chat_id))
             for key, value in fields.items():
                 setattr(chat, key, value)
             chat.updated_at = utcnow()
@@ -188,7 +195,7 @@ class Catalog:
         with self.session() as s:
             chat = s.get(ChatSession, chat_id)
             if chat is None:
-                raise NotFound(f"No chat with id {chat_id}.")
+                raise NotFound(_("No chat with id {chat_id}.").format(chat_id=chat_id))
             messages = s.exec(select(ChatMessage).where(ChatMessage.session_id == chat_id)).all()
             ids = [m.id for m in messages]
             images = s.exec(select(ChatImage).where(col(ChatImage.message_id).in_(ids))).all() if ids else []
@@ -237,7 +244,7 @@ class Catalog:
         with self.session() as s:
             chat = s.get(ChatSession, session_id)
             if chat is None:
-                raise NotFound(f"No chat with id {session_id}.")
+                raise NotFound(_("No chat with id {chat_id}.").format(chat_id=session_id))
             chat.updated_at = utcnow()
             s.add(chat)
             s.add(message)
@@ -259,14 +266,16 @@ class Catalog:
         with self.session() as s:
             job = s.get(Job, job_id)
         if job is None:
-            raise NotFound(f"No job with id {job_id}; `internlocal jobs list` shows the ones there are.")
+            raise NotFound(
+                _("No job with id {job_id}; `internlocal jobs list` shows the ones there are.").format(job_id=job_id)
+            )
         return job
 
     def update_job(self, job_id: int, **fields: Any) -> Job:
         with self.session() as s:
             job = s.get(Job, job_id)
             if job is None:
-                raise NotFound(f"No job with id {job_id}.")
+                raise NotFound(_("No job with id {job_id}.").format(job_id=job_id))
             for key, value in fields.items():
                 setattr(job, key, value)
             s.add(job)
@@ -337,7 +346,7 @@ class Catalog:
                 s.add(dataset)
         except sqlalchemy.exc.IntegrityError:
             raise UserError(
-                f"A dataset named {dataset.name!r} is already in the catalog; choose another name."
+                _("A dataset named {name!r} is already in the catalog; choose another name.").format(name=dataset.name)
             ) from None
         return dataset
 
@@ -348,7 +357,11 @@ class Catalog:
     def get_dataset(self, name: str) -> Dataset:
         found = self.find_dataset(name)
         if found is None:
-            raise NotFound(f"No dataset {name!r} in the catalog; `internlocal data list` shows the ones there are.")
+            raise NotFound(
+                _("No dataset {name!r} in the catalog; `internlocal data list` shows the ones there are.").format(
+                    name=name
+                )
+            )
         return found
 
     def list_datasets(self) -> list[Dataset]:
@@ -359,7 +372,7 @@ class Catalog:
         with self.session() as s:
             found = s.exec(select(Dataset).where(Dataset.name == name)).first()
             if found is None:
-                raise NotFound(f"No dataset {name!r} in the catalog.")
+                raise NotFound(_("No dataset {name!r} in the catalog.").format(name=name))
             s.delete(found)
             return found
 
@@ -370,7 +383,9 @@ class Catalog:
             with self.session() as s:
                 s.add(kb)
         except sqlalchemy.exc.IntegrityError:
-            raise UserError(f"A knowledge base named {kb.name!r} exists already; choose another name.") from None
+            raise UserError(
+                _("A knowledge base named {name!r} exists already; choose another name.").format(name=kb.name)
+            ) from None
         return kb
 
     def find_kb(self, name: str) -> KnowledgeBase | None:
@@ -380,7 +395,9 @@ class Catalog:
     def get_kb(self, name: str) -> KnowledgeBase:
         found = self.find_kb(name)
         if found is None:
-            raise NotFound(f"No knowledge base {name!r}; `internlocal kb list` shows the ones there are.")
+            raise NotFound(
+                _("No knowledge base {name!r}; `internlocal kb list` shows the ones there are.").format(name=name)
+            )
         return found
 
     def list_kbs(self) -> list[KnowledgeBase]:
@@ -400,13 +417,13 @@ class Catalog:
         with self.session() as s:
             found = s.exec(select(KnowledgeBase).where(KnowledgeBase.name == name)).first()
             if found is None:
-                raise NotFound(f"No knowledge base {name!r}.")
+                raise NotFound(_("No knowledge base {name!r}.").format(name=name))
             s.delete(found)
             return found
 
     def add_feedback(self, feedback: AnswerFeedback) -> AnswerFeedback:
         if feedback.verdict not in ("bad", "good"):
-            raise UserError(f"A verdict is bad or good, not {feedback.verdict!r}.")
+            raise UserError(_("A verdict is bad or good, not {verdict!r}.").format(verdict=feedback.verdict))
         self.get_kb(feedback.kb_name)
         with self.session() as s:
             s.add(feedback)
@@ -424,7 +441,9 @@ class Catalog:
             with self.session() as s:
                 s.add(run)
         except sqlalchemy.exc.IntegrityError:
-            raise UserError(f"A training run named {run.name!r} exists already; choose another name.") from None
+            raise UserError(
+                _("A training run named {name!r} exists already; choose another name.").format(name=run.name)
+            ) from None
         return run
 
     def get_train_run(self, ref: str | int) -> TrainRun:
@@ -432,7 +451,7 @@ class Catalog:
             found = s.get(TrainRun, int(ref)) if str(ref).isdigit() else None
             found = found or s.exec(select(TrainRun).where(TrainRun.name == str(ref))).first()
             if found is None:
-                raise NotFound(f"No training run {ref!r}; `internlocal train runs` lists them.")
+                raise NotFound(_("No training run {ref!r}; `internlocal train runs` lists them.").format(ref=ref))
             return found
 
     def list_train_runs(self) -> list[TrainRun]:
@@ -443,7 +462,7 @@ class Catalog:
         with self.session() as s:
             run = s.get(TrainRun, run_id)
             if run is None:
-                raise NotFound(f"No training run with id {run_id}.")
+                raise NotFound(_("No training run with id {run_id}.").format(run_id=run_id))
             for key, value in fields.items():
                 setattr(run, key, value)
             run.updated_at = utcnow()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from internlocal.catalog.migrations import LATEST_VERSION, MIGRATIONS
 from internlocal.errors import CatalogError, UserError, disk_full
+from internlocal.i18n import _
 
 BUSY_TIMEOUT_S = 30.0  # a writer waits this long for another (a job, the TUI, the CLI) before "locked"
 
@@ -19,18 +20,25 @@ def _explain(path: Path, exc: sqlite3.Error) -> UserError:
     text = str(exc).lower()
     if "locked" in text or "busy" in text:
         return CatalogError(
-            f"The catalog {path} is locked by another program; close other internlocal windows or jobs and try again."
+            _(
+                "The catalog {path} is locked by another program; close other internlocal windows or jobs "
+                "and try again."
+            ).format(path=path)
         )
     if "not a database" in text or "malformed" in text or "corrupt" in text:
         return CatalogError(
-            f"The catalog {path} is corrupt; move it aside (your model files are untouched) and start again, "
-            "or restore the latest catalog.sqlite.bak-* backup next to it."
+            _(
+                "The catalog {path} is corrupt; move it aside (your model files are untouched) and start again, "
+                "or restore the latest catalog.sqlite.bak-* backup next to it."
+            ).format(path=path)
         )
     if "readonly" in text or "unable to open" in text or "disk i/o" in text:
         return CatalogError(
-            f"Cannot write the catalog {path} ({exc}); set INTERNLOCAL_HOME to a folder you can write to."
+            _("Cannot write the catalog {path} ({exc}); set INTERNLOCAL_HOME to a folder you can write to.").format(
+                path=path, exc=exc
+            )
         )
-    return CatalogError(f"Cannot open the catalog {path}: {exc}.")
+    return CatalogError(_("Cannot open the catalog {path}: {exc}.").format(path=path, exc=exc))
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -51,12 +59,18 @@ def migrate(path: Path) -> int:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > LATEST_VERSION:  # checked before anything is written to the file
                 raise CatalogError(
-                    f"The catalog {path} was written by a newer internlocal (schema {version}, this one knows "
-                    f"{LATEST_VERSION}); upgrade internlocal."
+                    _(
+                        "The catalog {path} was written by a newer internlocal (schema {version}, this one knows "
+                        "{latest}); upgrade internlocal."
+                    ).format(path=path, version=version, latest=LATEST_VERSION)
                 )
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
-                raise CatalogError(f"The catalog {path} cannot use WAL mode (got {mode}); put it on a local disk.")
+                raise CatalogError(
+                    _("The catalog {path} cannot use WAL mode (got {mode}); put it on a local disk.").format(
+                        path=path, mode=mode
+                    )
+                )
             if version < LATEST_VERSION:
                 if version > 0:
                     _backup(conn, path.with_name(f"{path.name}.bak-v{version}"))

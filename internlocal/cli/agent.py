@@ -10,34 +10,39 @@ from typing import Annotated
 import typer
 
 from internlocal.cli.common import services
+from internlocal.i18n import _
 
 
 def agent(
-    question: Annotated[str | None, typer.Argument(help="The question; read from stdin when omitted or '-'.")] = None,
+    question: Annotated[
+        str | None, typer.Argument(help=_("The question; read from stdin when omitted or '-'."))
+    ] = None,
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Catalog model name (default: the embedded chat model).")
+        str | None, typer.Option("--model", "-m", help=_("Catalog model name (default: the embedded chat model)."))
     ] = None,
     kb: Annotated[
-        str | None, typer.Option("--kb", help="Knowledge base the agent may search (kb_search tool).")
+        str | None, typer.Option("--kb", help=_("Knowledge base the agent may search (kb_search tool)."))
     ] = None,
     files: Annotated[
-        list[Path] | None, typer.Option("--files", help="Folder the agent may read files from (repeatable).")
+        list[Path] | None, typer.Option("--files", help=_("Folder the agent may read files from (repeatable)."))
     ] = None,
     allow_python: Annotated[
         bool,
         typer.Option(
             "--allow-python",
-            help="Let the agent run Python without asking for each call: in a sandboxed subprocess (bubblewrap where "
-            "installed: only a scratch folder, no network; limited time and memory).",
+            help=_(
+                "Let the agent run Python without asking for each call: in a sandboxed subprocess (bubblewrap where "
+                "installed: only a scratch folder, no network; limited time and memory)."
+            ),
         ),
     ] = False,
     max_steps: Annotated[
-        int, typer.Option("--max-steps", min=1, max=50, help="Most tool calls before a final answer.")
+        int, typer.Option("--max-steps", min=1, max=50, help=_("Most tool calls before a final answer."))
     ] = 6,
-    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Most tokens per model reply.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per step (JSON lines).")] = False,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help=_("Most tokens per model reply."))] = None,
+    as_json: Annotated[bool, typer.Option("--json", help=_("One JSON object per step (JSON lines)."))] = False,
 ) -> None:
-    """Answer a question with tools (calculator, date and time, and those you allow), showing each step."""
+    # its --help is where main.py registers it
     from internlocal.agent.builtin import default_tools, kb_search_tool, python_tool, read_file_tool
     from internlocal.agent.loop import DEFAULT_MAX_TOKENS, Agent
     from internlocal.engines.base import GenerationParams
@@ -47,7 +52,7 @@ def agent(
         question = sys.stdin.read()
     question = question.strip()
     if not question:
-        raise UserError("The question is empty; type something to ask.")
+        raise UserError(_("The question is empty; type something to ask."))
     svc = services()
     tools = default_tools()
     if kb:
@@ -61,7 +66,7 @@ def agent(
 
         tools.append(python_tool())
         if note := isolation().note:  # once, before anything runs: the user chose a weaker sandbox than they think
-            typer.secho(f"note: {note}", err=True, fg=typer.colors.YELLOW)
+            typer.secho(_("note: {note}").format(note=note), err=True, fg=typer.colors.YELLOW)
     model_row = svc.catalog.get_model(model) if model else svc.chats.default_model()
     engine = svc.chats.engines.get(model_row)
     params = GenerationParams.greedy(max_tokens=max_tokens or DEFAULT_MAX_TOKENS)
@@ -87,8 +92,10 @@ def _kb_search(svc, name: str):
         from internlocal.kb.library import open_index
     except ImportError:
         raise UserError(
-            "Knowledge bases are not available in this installation (the internlocal.kb package "
-            "cannot be imported); run without --kb."
+            _(
+                "Knowledge bases are not available in this installation (the internlocal.kb package "
+                "cannot be imported); run without --kb."
+            )
         ) from None
     index = open_index(svc.catalog, name)
 
@@ -106,9 +113,9 @@ def _show(step) -> str:
         body = step.content if len(step.content) <= 600 else step.content[:600] + " …"
         return "  " + body.replace("\n", "\n  ")
     if step.kind == "stopped":
-        return f"stopped: {step.content}"
+        return _("stopped: {reason}").format(reason=step.content)
     if step.finish_reason == "repetition":
         from internlocal.engines.base import REPETITION_NOTE
 
-        return f"{step.content}\n({REPETITION_NOTE})"
+        return f"{step.content}\n({_(REPETITION_NOTE)})"
     return step.content

@@ -8,16 +8,16 @@ from typing import Annotated
 import typer
 
 from internlocal.cli.common import print_json
+from internlocal.i18n import _
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help=_("Machine-readable output."))]
 
 
 def backup(
-    path: Annotated[Path, typer.Argument(help="A new (or empty) folder for the backup.")],
+    path: Annotated[Path, typer.Argument(help=_("A new (or empty) folder for the backup."))],
     as_json: JsonOpt = False,
 ) -> None:
-    """Copy the catalog (chats, model records, runs, knowledge bases) and the knowledge-base indexes into PATH.
-    Safe while the app runs; model files are not copied (the backup lists them)."""
+    # its --help is where main.py registers it
     from internlocal.config import load_settings
     from internlocal.services.backup import backup as make_backup
 
@@ -26,19 +26,27 @@ def backup(
         print_json(result)
         return
     typer.echo(
-        f"backed up {result['chats']} chats, {result['models']} model records, {result['knowledge_bases']} knowledge "
-        f"bases and {result['train_runs']} training runs to {result['backup']}"
+        _(
+            "backed up {chats} chats, {models} model records, {knowledge_bases} knowledge bases and {train_runs} "
+            "training runs to {backup}"
+        ).format(
+            chats=result["chats"],
+            models=result["models"],
+            knowledge_bases=result["knowledge_bases"],
+            train_runs=result["train_runs"],
+            backup=result["backup"],
+        )
     )
 
 
 def restore(
-    path: Annotated[Path, typer.Argument(help="A folder `internlocal backup` made.")],
+    path: Annotated[Path, typer.Argument(help=_("A folder `internlocal backup` made."))],
     force: Annotated[
-        bool, typer.Option("--force", help="Move the data directory's own catalog aside first (it is kept).")
+        bool, typer.Option("--force", help=_("Move the data directory's own catalog aside first (it is kept)."))
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Fill the data directory from a backup; a backup from an older version is upgraded on the way."""
+    # its --help is where main.py registers it
     from internlocal.config import load_settings
     from internlocal.services.backup import restore as do_restore
 
@@ -47,13 +55,18 @@ def restore(
         print_json(result)
         return
     typer.echo(
-        f"restored {result['chats']} chats, {result['models']} model records and {result['knowledge_bases']} "
-        f"knowledge bases into {result['into']}"
+        _("restored {chats} chats, {models} model records and {knowledge_bases} knowledge bases into {into}").format(
+            chats=result["chats"],
+            models=result["models"],
+            knowledge_bases=result["knowledge_bases"],
+            into=result["into"],
+        )
     )
     for aside in result["moved_aside"]:
-        typer.echo(f"kept what was there as {aside}")
+        typer.echo(_("kept what was there as {path}").format(path=aside))
     if result["models_without_files"]:
         typer.echo(
-            f"{len(result['models_without_files'])} model records have no files on this machine "
-            f"({', '.join(result['models_without_files'][:5])}); pull or convert them again to use them"
+            _(
+                "{count} model records have no files on this machine ({names}); pull or convert them again to use them"
+            ).format(count=len(result["models_without_files"]), names=", ".join(result["models_without_files"][:5]))
         )

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from internlocal.cli.common import print_json, services
+from internlocal.i18n import _
 
 if TYPE_CHECKING:
     from internlocal.chat.service import Reply
@@ -17,37 +18,37 @@ if TYPE_CHECKING:
 
 
 def chat(
-    prompt: Annotated[str | None, typer.Argument(help="The question; read from stdin when omitted or '-'.")] = None,
+    prompt: Annotated[str | None, typer.Argument(help=_("The question; read from stdin when omitted or '-'."))] = None,
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Catalog model name (default: the embedded chat model).")
+        str | None, typer.Option("--model", "-m", help=_("Catalog model name (default: the embedded chat model)."))
     ] = None,
-    system: Annotated[str | None, typer.Option("--system", help="System prompt.")] = None,
-    temperature: Annotated[float | None, typer.Option(help="0 = greedy.")] = None,
+    system: Annotated[str | None, typer.Option("--system", help=_("System prompt."))] = None,
+    temperature: Annotated[float | None, typer.Option(help=_("0 = greedy."))] = None,
     top_p: Annotated[float | None, typer.Option("--top-p")] = None,
     top_k: Annotated[int | None, typer.Option("--top-k")] = None,
     repeat_penalty: Annotated[float | None, typer.Option("--repeat-penalty")] = None,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens")] = None,
-    seed: Annotated[int | None, typer.Option(help="Fixed seed for reproducible sampling.")] = None,
-    stop: Annotated[list[str] | None, typer.Option("--stop", help="Stop string (repeatable).")] = None,
+    seed: Annotated[int | None, typer.Option(help=_("Fixed seed for reproducible sampling."))] = None,
+    stop: Annotated[list[str] | None, typer.Option("--stop", help=_("Stop string (repeatable)."))] = None,
     repetition_stop: Annotated[
         bool | None,
         typer.Option(
             "--repetition-stop/--no-repetition-stop",
-            help="End an answer that repeats itself (on unless the chat's settings say otherwise).",
+            help=_("End an answer that repeats itself (on unless the chat's settings say otherwise)."),
         ),
     ] = None,
     session: Annotated[
-        int | None, typer.Option("--session", "-s", help="Continue (and save to) this stored chat.")
+        int | None, typer.Option("--session", "-s", help=_("Continue (and save to) this stored chat."))
     ] = None,
     image: Annotated[
         list[Path] | None,
-        typer.Option("--image", "-i", help="An image the question is about (repeatable; needs a vision model)."),
+        typer.Option("--image", "-i", help=_("An image the question is about (repeatable; needs a vision model).")),
     ] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object with the answer and its statistics.")
+        bool, typer.Option("--json", help=_("Print one JSON object with the answer and its statistics."))
     ] = False,
 ) -> None:
-    """Answer one question on stdout, streamed as it is generated."""
+    # its --help is where main.py registers it
     from internlocal.chat.images import read_image_file
     from internlocal.engines.base import GenerationParams
 
@@ -106,4 +107,4 @@ def chat(
         if result.finish_reason == "repetition":
             from internlocal.engines.base import REPETITION_NOTE
 
-            sys.stderr.write(f"({REPETITION_NOTE})\n")
+            sys.stderr.write(f"({_(REPETITION_NOTE)})\n")

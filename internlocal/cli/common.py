@@ -1,4 +1,4 @@
-"""Helpers shared by CLI commands: services on first use, JSON output."""
+"""Helpers shared by CLI commands: services on first use, JSON output, statuses and columns in words."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from functools import lru_cache
 from typing import Any
 
 from internlocal.bootstrap import bootstrap
+from internlocal.i18n import display_width
 from internlocal.services import Services
 
 
@@ -18,3 +19,8 @@ def services() -> Services:
 
 def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+def pad(text: str, width: int) -> str:
+    """``text`` left-aligned in ``width`` terminal cells (``f"{text:width}"`` counts a Chinese character as one)."""
+    return text + " " * max(0, width - display_width(text))

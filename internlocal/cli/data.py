@@ -8,12 +8,15 @@ from typing import Annotated
 import typer
 
 from internlocal.cli.common import print_json, services
+from internlocal.i18n import _
 
 app = typer.Typer(
-    help="Training datasets: import, list, show, preview which tokens are trained on.", no_args_is_help=True
+    help=_("Training datasets: import, list, show, preview which tokens are trained on."), no_args_is_help=True
 )
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-TrustOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Run the tokenizer code a model ships (InternLM).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help=_("Machine-readable output."))]
+TrustOpt = Annotated[
+    bool, typer.Option("--trust-remote-code", help=_("Run the tokenizer code a model ships (InternLM)."))
+]
 
 
 def _tokenizer(model: str | None, trust_remote_code: bool = False):
@@ -24,18 +27,21 @@ def _tokenizer(model: str | None, trust_remote_code: bool = False):
     return row, load_tokenizer(svc.catalog, row, trust_remote_code=trust_remote_code)
 
 
-@app.command("import")
+@app.command(
+    "import", help=_("Import a dataset: every row checked (file and line of each problem), split, token statistics.")
+)
 def import_(
-    file: Annotated[str, typer.Argument(help="JSONL, JSON, CSV or Parquet file, or a folder of them.")],
+    file: Annotated[str, typer.Argument(help=_("JSONL, JSON, CSV or Parquet file, or a folder of them."))],
     name: Annotated[str | None, typer.Option("--name")] = None,
-    form: Annotated[str, typer.Option("--format", help="auto, messages, sharegpt, alpaca or text.")] = "auto",
-    validation: Annotated[float, typer.Option("--validation", help="Held-out share (0.05) or count (200).")] = 0.05,
-    model: Annotated[str | None, typer.Option("--model", help="Tokenizer for the statistics (default model).")] = None,
+    form: Annotated[str, typer.Option("--format", help=_("auto, messages, sharegpt, alpaca or text."))] = "auto",
+    validation: Annotated[float, typer.Option("--validation", help=_("Held-out share (0.05) or count (200)."))] = 0.05,
+    model: Annotated[
+        str | None, typer.Option("--model", help=_("Tokenizer for the statistics (default model)."))
+    ] = None,
     seed: int = 42,
     trust_remote_code: TrustOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Import a dataset: every row checked (file and line of each problem), split, token statistics."""
     from internlocal.data.library import import_dataset
 
     svc = services()
@@ -56,12 +62,22 @@ def import_(
         return
     stats = dataset.stats
     typer.echo(
-        f"dataset {dataset.name}: {dataset.train_rows} train + {dataset.validation_rows} validation ({dataset.form})"
+        _("dataset {name}: {train} train + {validation} validation ({form})").format(
+            name=dataset.name, train=dataset.train_rows, validation=dataset.validation_rows, form=dataset.form
+        )
     )
     typer.echo(
-        f"tokens per example ({row.name}): mean {stats['tokens_mean']}, p50 {stats['tokens_p50']}, "
-        f"p95 {stats['tokens_p95']}, max {stats['tokens_max']}; trained {stats['tokens_trained']} of "
-        f"{stats['tokens_total']}"
+        _(
+            "tokens per example ({model}): mean {mean}, p50 {p50}, p95 {p95}, max {max}; trained {trained} of {total}"
+        ).format(
+            model=row.name,
+            mean=stats["tokens_mean"],
+            p50=stats["tokens_p50"],
+            p95=stats["tokens_p95"],
+            max=stats["tokens_max"],
+            trained=stats["tokens_trained"],
+            total=stats["tokens_total"],
+        )
     )
 
 
@@ -75,8 +91,14 @@ def list_(as_json: JsonOpt = False) -> None:
     for d in rows:
         stats = d.stats
         typer.echo(
-            f"{d.name:28} {d.form:9} {d.train_rows:>7} train {d.validation_rows:>6} val  "
-            f"{stats.get('tokens_mean', '?')} tok/example  {d.source}"
+            _("{name:28} {form:9} {train:>7} train {validation:>6} val  {tokens} tok/example  {source}").format(
+                name=d.name,
+                form=d.form,
+                train=d.train_rows,
+                validation=d.validation_rows,
+                tokens=stats.get("tokens_mean", "?"),
+                source=d.source,
+            )
         )
 
 
@@ -89,16 +111,20 @@ def show(name: str, as_json: JsonOpt = False) -> None:
     )
 
 
-@app.command("preview")
+@app.command(
+    "preview",
+    help=_(
+        "One example through the model's chat template; trained tokens are highlighted (Axolotl's preprocess --debug)."
+    ),
+)
 def preview(
     name: str,
     index: Annotated[int, typer.Option("--index", "-i")] = 0,
     model: Annotated[str | None, typer.Option("--model")] = None,
-    train_on: Annotated[str, typer.Option("--train-on", help="assistant or all")] = "assistant",
+    train_on: Annotated[str, typer.Option("--train-on", help=_("assistant or all"))] = "assistant",
     trust_remote_code: TrustOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """One example through the model's chat template; trained tokens are highlighted (Axolotl's preprocess --debug)."""
     from rich.console import Console
     from rich.text import Text
 
@@ -110,8 +136,12 @@ def preview(
     d = svc.catalog.get_dataset(name)
     rows = read_split(Path(d.path), "train") + read_split(Path(d.path), "validation")
     if not 0 <= index < len(rows):
-        raise UserError(f"Dataset {name} has {len(rows)} examples; --index must be 0 to {len(rows) - 1}.")
-    _, tokenizer = _tokenizer(model, trust_remote_code)
+        raise UserError(
+            _("Dataset {name} has {count} examples; --index must be 0 to {last}.").format(
+                name=name, count=len(rows), last=len(rows) - 1
+            )
+        )
+    __, tokenizer = _tokenizer(model, trust_remote_code)
     tokens = render_preview(tokenizer, rows[index], train_on=train_on)
     if as_json:
         print_json([{"token": t, "trained": trained} for t, trained in tokens])
@@ -121,7 +151,10 @@ def preview(
         text.append(piece, style="bold black on green" if trained else "dim")
     console = Console()
     console.print(text)
-    console.print(f"\n{sum(1 for _, t in tokens if t)} of {len(tokens)} tokens trained (highlighted)")
+    trained_count = sum(1 for __, t in tokens if t)
+    console.print(
+        "\n" + _("{trained} of {total} tokens trained (highlighted)").format(trained=trained_count, total=len(tokens))
+    )
 
 
 @app.command("rm")
@@ -129,4 +162,4 @@ def rm(name: str) -> None:
     from internlocal.data.library import remove_dataset
 
     remove_dataset(services().catalog, name)
-    typer.echo(f"removed dataset {name}")
+    typer.echo(_("removed dataset {name}").format(name=name))

@@ -9,10 +9,11 @@ import typer
 
 from internlocal.cli.common import print_json
 from internlocal.formatting import human_bytes
+from internlocal.i18n import _
 
 
-def doctor(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
-    """Where settings, data and the Hugging Face cache live, what is installed, and what hardware is here."""
+def doctor(as_json: Annotated[bool, typer.Option("--json", help=_("Machine-readable output."))] = False) -> None:
+    # its --help is where main.py registers it
     from internlocal.config import load_settings
     from internlocal.doctor import report
 
@@ -42,32 +43,49 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
         return
     out = typer.echo
     out(f"internlocal {info['internlocal']}  (Python {info['python']}, {info['platform']})")
-    out("paths:")
+    out(_("paths:"))
     for key, value in info["paths"].items():
         out(f"  {key:14} {value}")
     cat = info["catalog"]
     if cat["status"] == "ok":
-        out(f"catalog:         ok (schema {cat['schema_version']}, {cat['models']} models, {cat['chats']} chats)")
-        out(f"  integrity:     {cat['integrity']}")
+        out(
+            _("catalog:         ok (schema {schema}, {models} models, {chats} chats)").format(
+                schema=cat["schema_version"], models=cat["models"], chats=cat["chats"]
+            )
+        )
+        out(_("  integrity:     {state}").format(state=cat["integrity"]))
         for name, state in cat["indexes"].items():
-            out(f"  index {name}: {state}")
+            out(_("  index {name}: {state}").format(name=name, state=state))
     else:
-        out(f"catalog:         {cat['status']}")
+        out(_("catalog:         {status}").format(status=cat["status"]))
     cpu = info["cpu"]
-    out(f"cpu:             {cpu['model']} ({cpu['physical_cores']} cores, {cpu['logical_cores']} threads)")
+    out(
+        _("cpu:             {model} ({cores} cores, {threads} threads)").format(
+            model=cpu["model"], cores=cpu["physical_cores"], threads=cpu["logical_cores"]
+        )
+    )
     mem = info["memory"]
-    out(f"memory:          {human_bytes(mem['available_bytes'])} free of {human_bytes(mem['total_bytes'])}")
-    out(f"disk free:       {human_bytes(info['disk_free_bytes'])}")
+    out(
+        _("memory:          {free} free of {total}").format(
+            free=human_bytes(mem["available_bytes"]), total=human_bytes(mem["total_bytes"])
+        )
+    )
+    out(_("disk free:       {free}").format(free=human_bytes(info["disk_free_bytes"])))
     if info["gpus"]:
         for gpu in info["gpus"]:
             free, total = human_bytes(gpu["free_bytes"]), human_bytes(gpu["total_bytes"])
-            out(f"gpu {gpu['index']}:           {gpu['name']} ({free} free of {total})")
+            out(
+                _("gpu {index}:           {name} ({free} free of {total})").format(
+                    index=gpu["index"], name=gpu["name"], free=free, total=total
+                )
+            )
     else:
-        out("gpus:            none (torch sees no CUDA/MPS device)")
-    out(f"llama.cpp gpu offload: {'yes' if info['llama_cpp_gpu_offload'] else 'no (CPU build)'}")
-    out("packages:")
+        out(_("gpus:            none (torch sees no CUDA/MPS device)"))
+    offload = _("yes") if info["llama_cpp_gpu_offload"] else _("no (CPU build)")
+    out(_("llama.cpp gpu offload: {answer}").format(answer=offload))
+    out(_("packages:"))
     for name, version in info["packages"].items():
         out(f"  {name:22} {version or '-'}")
-    out("embedded models:")
+    out(_("embedded models:"))
     for name, path in info["embedded_models"].items():
-        out(f"  {name:28} {path or 'MISSING: run `make install`'}")
+        out(f"  {name:28} {path or _('MISSING: run `make install`')}")

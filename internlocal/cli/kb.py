@@ -9,11 +9,14 @@ from typing import Annotated, Any, Literal
 import typer
 
 from internlocal.cli.common import print_json, services
+from internlocal.i18n import N_, _, label
 
-app = typer.Typer(help="Knowledge bases: answers from your own documents, with sources.", no_args_is_help=True)
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-Mode = Annotated[str, typer.Option("--mode", help="hybrid (dense + BM25, fused), dense or bm25.")]
+app = typer.Typer(help=_("Knowledge bases: answers from your own documents, with sources."), no_args_is_help=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help=_("Machine-readable output."))]
+Mode = Annotated[str, typer.Option("--mode", help=_("hybrid (dense + BM25, fused), dense or bm25."))]
 SEARCH_MODES: dict[str, Literal["hybrid", "dense", "bm25"]] = {"hybrid": "hybrid", "dense": "dense", "bm25": "bm25"}
+# a file's status as stored in the index (chunkdb: indexed | skipped), as `kb show` prints it
+FILE_STATUS_LABELS = {"indexed": N_("indexed"), "skipped": N_("skipped")}
 
 
 def _sync(name: str, detach: bool, as_json: bool) -> None:
@@ -26,26 +29,35 @@ def _sync(name: str, detach: bool, as_json: bool) -> None:
         return
     r = job.result
     typer.echo(
-        f"{name}: {r['files']} files, {r['chunks']} chunks ({r['files_indexed']} files indexed, "
-        f"{r['files_unchanged']} unchanged, {r['files_removed']} removed; {r['chunks_embedded']} chunks embedded)"
+        _(
+            "{name}: {files} files, {chunks} chunks ({files_indexed} files indexed, "
+            "{files_unchanged} unchanged, {files_removed} removed; {chunks_embedded} chunks embedded)"
+        ).format(
+            name=name,
+            files=r["files"],
+            chunks=r["chunks"],
+            files_indexed=r["files_indexed"],
+            files_unchanged=r["files_unchanged"],
+            files_removed=r["files_removed"],
+            chunks_embedded=r["chunks_embedded"],
+        )
     )
     for skipped in r["skipped"]:
-        typer.echo(f"  skipped {skipped['path']}: {skipped['reason']}")
+        typer.echo(_("  skipped {path}: {reason}").format(path=skipped["path"], reason=skipped["reason"]))
 
 
-@app.command("create")
+@app.command("create", help=_("Create a knowledge base, and index its folders when given."))
 def create(
     name: str,
-    folders: Annotated[list[str] | None, typer.Argument(help="Folders or files to index.")] = None,
+    folders: Annotated[list[str] | None, typer.Argument(help=_("Folders or files to index."))] = None,
     model: Annotated[
-        str | None, typer.Option("--model", help="Catalog embedding model (default: all-minilm-l6-v2).")
+        str | None, typer.Option("--model", help=_("Catalog embedding model (default: all-minilm-l6-v2)."))
     ] = None,
-    chunk_size: Annotated[int, typer.Option("--chunk-size", help="Characters per chunk.")] = 800,
-    overlap: Annotated[int, typer.Option("--overlap", help="Characters a chunk repeats from the one before.")] = 120,
-    detach: Annotated[bool, typer.Option("--detach", "-d", help="Index in the background.")] = False,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", help=_("Characters per chunk."))] = 800,
+    overlap: Annotated[int, typer.Option("--overlap", help=_("Characters a chunk repeats from the one before."))] = 120,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help=_("Index in the background."))] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create a knowledge base, and index its folders when given."""
     from internlocal.kb.library import create_kb
 
     svc = services()
@@ -53,34 +65,39 @@ def create(
         svc.settings, svc.catalog, name, folders or [], embedder=model, chunk_size=chunk_size, chunk_overlap=overlap
     )
     if not as_json:
-        typer.echo(f"created {kb.name} ({kb.embedder}, {kb.dimension} dimensions)")
+        typer.echo(
+            _("created {name} ({embedder}, {dimension} dimensions)").format(
+                name=kb.name, embedder=kb.embedder, dimension=kb.dimension
+            )
+        )
     if folders:
         _sync(name, detach, as_json)
     elif as_json:
         print_json({"knowledge_base": kb.name, "embedder": kb.embedder, "dimension": kb.dimension})
 
 
-@app.command("add")
+@app.command("add", help=_("Add folders or files to a knowledge base and index them."))
 def add(
     name: str,
     folders: list[str],
     detach: Annotated[bool, typer.Option("--detach", "-d")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Add folders or files to a knowledge base and index them."""
     from internlocal.kb.library import add_folders
 
     add_folders(services().catalog, name, folders)
     _sync(name, detach, as_json)
 
 
-@app.command("remove-folder")
+@app.command(
+    "remove-folder",
+    help=_("Take folders or files out of a knowledge base: their passages leave the index; the documents stay."),
+)
 def remove_folder(
     name: str,
-    folders: Annotated[list[str], typer.Argument(help="Folders or files to take out, as `kb list` shows them.")],
+    folders: Annotated[list[str], typer.Argument(help=_("Folders or files to take out, as `kb list` shows them."))],
     as_json: JsonOpt = False,
 ) -> None:
-    """Take folders or files out of a knowledge base: their passages leave the index; the documents stay."""
     from internlocal.kb.library import remove_folders
 
     result = remove_folders(services().catalog, name, folders)
@@ -88,19 +105,27 @@ def remove_folder(
         print_json(result)
         return
     typer.echo(
-        f"{name}: removed {', '.join(result['removed_folders'])} ({result['files_removed']} files, "
-        f"{result['chunks_removed']} chunks); {result['files']} files, {result['chunks']} chunks remain"
+        _(
+            "{name}: removed {folders} ({files_removed} files, "
+            "{chunks_removed} chunks); {files} files, {chunks} chunks remain"
+        ).format(
+            name=name,
+            folders=", ".join(result["removed_folders"]),
+            files_removed=result["files_removed"],
+            chunks_removed=result["chunks_removed"],
+            files=result["files"],
+            chunks=result["chunks"],
+        )
     )
 
 
-@app.command("sync")
+@app.command("sync", help=_("Bring the index up to date: new and changed files indexed, deleted ones removed."))
 def sync(
     name: str,
-    watch: Annotated[bool, typer.Option("--watch", help="Stay running and re-sync when files change.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help=_("Stay running and re-sync when files change."))] = False,
     detach: Annotated[bool, typer.Option("--detach", "-d")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Bring the index up to date: new and changed files indexed, deleted ones removed."""
     if not watch:
         _sync(name, detach, as_json)
         return
@@ -111,8 +136,15 @@ def sync(
             print_json({k: v for k, v in summary.items()})
         else:
             typer.echo(
-                f"{name}: {summary['files_indexed']} indexed, {summary['files_removed']} removed, "
-                f"{summary['chunks_embedded']} chunks embedded; watching for changes (Ctrl+C stops)"
+                _(
+                    "{name}: {files_indexed} indexed, {files_removed} removed, "
+                    "{chunks_embedded} chunks embedded; watching for changes (Ctrl+C stops)"
+                ).format(
+                    name=name,
+                    files_indexed=summary["files_indexed"],
+                    files_removed=summary["files_removed"],
+                    chunks_embedded=summary["chunks_embedded"],
+                )
             )
 
     try:
@@ -121,28 +153,28 @@ def sync(
         raise typer.Exit(0) from None
 
 
-@app.command("search")
+@app.command("search", help=_("Ranked passages with their sources."))
 def search(
     name: str,
     query: str,
-    k: Annotated[int, typer.Option("-k", help="Passages to show.")] = 5,
+    k: Annotated[int, typer.Option("-k", help=_("Passages to show."))] = 5,
     mode: Mode = "hybrid",
     file_type: Annotated[
-        list[str] | None, typer.Option("--type", help="Only these kinds: markdown, text, pdf, html, docx, code.")
+        list[str] | None, typer.Option("--type", help=_("Only these kinds: markdown, text, pdf, html, docx, code."))
     ] = None,
-    folder: Annotated[str | None, typer.Option("--folder", help="Only files under this folder.")] = None,
+    folder: Annotated[str | None, typer.Option("--folder", help=_("Only files under this folder."))] = None,
     rerank: Annotated[
-        str | None, typer.Option("--rerank", help="Cross-encoder (catalog model or folder) to reorder the results.")
+        str | None,
+        typer.Option("--rerank", help=_("Cross-encoder (catalog model or folder) to reorder the results.")),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Ranked passages with their sources."""
     from internlocal.errors import UserError
     from internlocal.kb.library import open_index, reranker_for
 
     search_mode = SEARCH_MODES.get(mode)
     if search_mode is None:
-        raise UserError("--mode is one of hybrid, dense, bm25.")
+        raise UserError(_("--mode is one of hybrid, dense, bm25."))
     svc = services()
     reranker = reranker_for(svc.catalog, rerank) if rerank else None
     index = open_index(svc.catalog, name)
@@ -154,37 +186,46 @@ def search(
         print_json([h.as_dict() for h in hits])
         return
     if not hits:
-        typer.echo("nothing found")
+        typer.echo(_("nothing found"))
     for n, hit in enumerate(hits, start=1):
         heading = f"  ({hit.heading})" if hit.heading else ""
-        typer.echo(f"[{n}] {hit.citation}{heading}  similarity {hit.similarity:.3f}")
+        typer.echo(
+            _("[{n}] {citation}{heading}  similarity {similarity:.3f}").format(
+                n=n, citation=hit.citation, heading=heading, similarity=hit.similarity
+            )
+        )
         typer.echo("    " + " ".join(hit.text.split())[:300])
 
 
-@app.command("ask")
+@app.command("ask", help=_("Answer from the knowledge base with numbered sources, or say it has no answer."))
 def ask(
     name: str,
     question: str,
-    model: Annotated[str | None, typer.Option("--model", help="Chat model (default: the default chat model).")] = None,
-    k: Annotated[int, typer.Option("-k", help="Passages given to the model.")] = 4,
+    model: Annotated[
+        str | None, typer.Option("--model", help=_("Chat model (default: the default chat model)."))
+    ] = None,
+    k: Annotated[int, typer.Option("-k", help=_("Passages given to the model."))] = 4,
     rerank: Annotated[
-        str | None, typer.Option("--rerank", help="Cross-encoder (catalog model or folder) to reorder passages.")
+        str | None, typer.Option("--rerank", help=_("Cross-encoder (catalog model or folder) to reorder passages."))
     ] = None,
     answers: Annotated[
         str | None,
         typer.Option(
             "--answers",
-            help="auto (quotes replace an answer citing nothing), generate, or extractive (quotes only). "
-            "Default: the knowledge base's pipeline.",
+            help=_(
+                "auto (quotes replace an answer citing nothing), generate, or extractive (quotes only). "
+                "Default: the knowledge base's pipeline."
+            ),
         ),
     ] = None,
     relevance_gate: Annotated[
         bool | None,
-        typer.Option("--relevance-gate/--no-relevance-gate", help="Let the model drop passages it judges irrelevant."),
+        typer.Option(
+            "--relevance-gate/--no-relevance-gate", help=_("Let the model drop passages it judges irrelevant.")
+        ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Answer from the knowledge base with numbered sources, or say it has no answer."""
     from internlocal.kb.answer import answer, decision_lines
     from internlocal.kb.library import open_index, reranker_for
 
@@ -220,7 +261,10 @@ def ask(
     for line in decision_lines(result.decisions):
         typer.echo(f"({line})")
     for source in result.sources:
-        typer.echo(f"[{source['n']}] {source['citation']}{'' if source.get('cited') else '  (not cited)'}")
+        if source.get("cited"):
+            typer.echo(f"[{source['n']}] {source['citation']}")
+        else:
+            typer.echo(_("[{n}] {citation}  (not cited)").format(n=source["n"], citation=source["citation"]))
 
 
 def _pipeline(kb, **overrides: Any):
@@ -236,32 +280,37 @@ def _pipeline(kb, **overrides: Any):
     except ValidationError as exc:
         error = exc.errors()[0]
         field = ".".join(str(p) for p in error["loc"])
-        raise UserError(f"Pipeline setting {field}: {error['msg']} (got {error.get('input')!r}).") from None
+        raise UserError(
+            _("Pipeline setting {field}: {message} (got {value!r}).").format(
+                field=field, message=error["msg"], value=error.get("input")
+            )
+        ) from None
 
 
-@app.command("pipeline")
+@app.command(
+    "pipeline", help=_("Show or change the steps around retrieval for a knowledge base (HuixiangDou's pipeline).")
+)
 def pipeline(
     name: str,
     chit_chat: Annotated[
-        bool | None, typer.Option("--chit-chat/--no-chit-chat", help="Answer small talk without retrieval.")
+        bool | None, typer.Option("--chit-chat/--no-chit-chat", help=_("Answer small talk without retrieval."))
     ] = None,
     relevance_gate: Annotated[
         bool | None,
         typer.Option(
             "--relevance-gate/--no-relevance-gate",
-            help="The model judges each passage; irrelevant ones are dropped (for models stronger than 135M).",
+            help=_("The model judges each passage; irrelevant ones are dropped (for models stronger than 135M)."),
         ),
     ] = None,
     answer_check: Annotated[
         bool | None,
-        typer.Option("--answer-check/--no-answer-check", help="Withhold a reply that only says it does not know."),
+        typer.Option("--answer-check/--no-answer-check", help=_("Withhold a reply that only says it does not know.")),
     ] = None,
     answers: Annotated[
-        str | None, typer.Option("--answers", help="auto, generate or extractive (see `kb ask --help`).")
+        str | None, typer.Option("--answers", help=_("auto, generate or extractive (see `kb ask --help`)."))
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show or change the steps around retrieval for a knowledge base (HuixiangDou's pipeline)."""
     svc = services()
     kb = svc.catalog.get_kb(name)
     chosen = _pipeline(
@@ -273,13 +322,12 @@ def pipeline(
         print_json(chosen.model_dump())
         return
     for key, value in chosen.model_dump().items():
-        shown = ("on" if value else "off") if isinstance(value, bool) else value
+        shown = (_("on") if value else _("off")) if isinstance(value, bool) else value
         typer.echo(f"{key.replace('_', '-'):15} {shown}")
 
 
-@app.command("list")
+@app.command("list", help=_("Knowledge bases with their folders and sizes."))
 def list_(as_json: JsonOpt = False) -> None:
-    """Knowledge bases with their folders and sizes."""
     kbs = services().catalog.list_kbs()
     if as_json:
         print_json(
@@ -297,18 +345,23 @@ def list_(as_json: JsonOpt = False) -> None:
         )
         return
     if not kbs:
-        typer.echo("no knowledge bases; `internlocal kb create NAME FOLDER` makes one")
+        typer.echo(_("no knowledge bases; `internlocal kb create NAME FOLDER` makes one"))
     for kb in kbs:
         stats = kb.stats
         typer.echo(
-            f"{kb.name}  {stats.get('files', 0)} files, {stats.get('chunks', 0)} chunks  {kb.embedder}  "
-            f"threshold {kb.threshold:.3f}  {', '.join(kb.folders)}"
+            _("{name}  {files} files, {chunks} chunks  {embedder}  threshold {threshold:.3f}  {folders}").format(
+                name=kb.name,
+                files=stats.get("files", 0),
+                chunks=stats.get("chunks", 0),
+                embedder=kb.embedder,
+                threshold=kb.threshold,
+                folders=", ".join(kb.folders),
+            )
         )
 
 
-@app.command("show")
+@app.command("show", help=_("The files a knowledge base indexes, and those it skipped with the reason."))
 def show(name: str, as_json: JsonOpt = False) -> None:
-    """The files a knowledge base indexes, and those it skipped with the reason."""
     from internlocal.kb.library import open_index
 
     index = open_index(services().catalog, name)
@@ -320,12 +373,12 @@ def show(name: str, as_json: JsonOpt = False) -> None:
         print_json(files)
         return
     for f in files:
-        typer.echo(f"{f['status']:8} {f['chunks']:5} {f['path']}" + (f"  ({f['reason']})" if f["reason"] else ""))
+        status = label(FILE_STATUS_LABELS, f["status"])
+        typer.echo(f"{status:8} {f['chunks']:5} {f['path']}" + (f"  ({f['reason']})" if f["reason"] else ""))
 
 
-@app.command("rm")
+@app.command("rm", help=_("Remove knowledge bases (their index only; your documents are not touched)."))
 def rm(names: list[str], as_json: JsonOpt = False) -> None:
-    """Remove knowledge bases (their index only; your documents are not touched)."""
     from internlocal.kb.library import remove_kb
 
     results = [remove_kb(services().catalog, name) for name in names]
@@ -333,48 +386,57 @@ def rm(names: list[str], as_json: JsonOpt = False) -> None:
         print_json(results)
         return
     for r in results:
-        typer.echo(f"{r['knowledge_base']}: removed")
+        typer.echo(_("{name}: removed").format(name=r["knowledge_base"]))
 
 
-@app.command("reembed")
+@app.command("reembed", help=_("Rebuild the vectors with another embedding model (documents are not read again)."))
 def reembed(
-    name: str, model: Annotated[str, typer.Option("--model", help="Catalog embedding model.")], as_json: JsonOpt = False
+    name: str,
+    model: Annotated[str, typer.Option("--model", help=_("Catalog embedding model."))],
+    as_json: JsonOpt = False,
 ) -> None:
-    """Rebuild the vectors with another embedding model (documents are not read again)."""
     from internlocal.kb.library import reembed_kb
 
     kb = reembed_kb(services().catalog, name, model)
     if as_json:
         print_json({"knowledge_base": kb.name, "embedder": kb.embedder, "dimension": kb.dimension})
     else:
-        typer.echo(f"{kb.name}: vectors now from {kb.embedder} ({kb.dimension} dimensions)")
+        typer.echo(
+            _("{name}: vectors now from {embedder} ({dimension} dimensions)").format(
+                name=kb.name, embedder=kb.embedder, dimension=kb.dimension
+            )
+        )
 
 
-@app.command("eval")
+@app.command(
+    "eval",
+    help=_("Retrieval quality (recall@k, MRR, nDCG@10) and refusal precision/recall on labelled questions."),
+)
 def eval_(
     name: str,
     questions: Annotated[
         Path | None,
         typer.Argument(
-            help='JSONL: {"question": …, "sources": [relative paths]} ([] = unanswerable). Answers marked bad in '
-            "chats are added as questions to refuse."
+            help=_(
+                'JSONL: {"question": …, "sources": [relative paths]} ([] = unanswerable). Answers marked bad in '
+                "chats are added as questions to refuse."
+            )
         ),
     ] = None,
-    k: Annotated[int, typer.Option("-k", help="Cut-off for recall@k.")] = 5,
+    k: Annotated[int, typer.Option("-k", help=_("Cut-off for recall@k."))] = 5,
     mode: Mode = "hybrid",
     tune: Annotated[
-        bool, typer.Option("--tune", help="Store the refusal threshold fitted on these questions.")
+        bool, typer.Option("--tune", help=_("Store the refusal threshold fitted on these questions."))
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Retrieval quality (recall@k, MRR, nDCG@10) and refusal precision/recall on labelled questions."""
     from internlocal.errors import UserError
     from internlocal.kb.evaluate import evaluate, load_questions
     from internlocal.kb.library import open_index
 
     search_mode = SEARCH_MODES.get(mode)
     if search_mode is None:
-        raise UserError("--mode is one of hybrid, dense, bm25.")
+        raise UserError(_("--mode is one of hybrid, dense, bm25."))
     svc = services()
     kb = svc.catalog.get_kb(name)
     rows = load_questions(questions) if questions is not None else []
@@ -388,7 +450,7 @@ def eval_(
         if q not in asked
     ]
     if not rows:
-        raise UserError("No questions: give a questions file, or mark answers bad in a knowledge-base chat first.")
+        raise UserError(_("No questions: give a questions file, or mark answers bad in a knowledge-base chat first."))
     index = open_index(svc.catalog, name)
     try:
         result = evaluate(index, rows, threshold=kb.threshold, k=k, mode=search_mode)
@@ -397,7 +459,7 @@ def eval_(
     result["from_feedback"] = sum(1 for r in rows if r.get("from") == "feedback")
     if tune:
         if "fitted_threshold" not in result:
-            raise UserError('Tuning the threshold needs answerable and unanswerable questions ("sources": []).')
+            raise UserError(_('Tuning the threshold needs answerable and unanswerable questions ("sources": []).'))
         svc.catalog.update_kb(name, threshold=result["fitted_threshold"])
     if as_json:
         print_json(result)
@@ -408,16 +470,27 @@ def eval_(
 
     from_feedback = result["from_feedback"]
     typer.echo(
-        f"{result['questions']} questions ({result['answerable']} answerable), {mode} retrieval"
-        + (f"; {from_feedback} from answers marked bad in chats" if from_feedback else "")
+        _("{questions} questions ({answerable} answerable), {mode} retrieval").format(
+            questions=result["questions"], answerable=result["answerable"], mode=mode
+        )
+        + (_("; {count} from answers marked bad in chats").format(count=from_feedback) if from_feedback else "")
     )
-    typer.echo(f"recall@{k} {fmt(result[f'recall@{k}'])}  MRR {fmt(result['mrr'])}  nDCG@10 {fmt(result['ndcg@10'])}")
     typer.echo(
-        f"refusal at threshold {result['threshold']:.3f}: precision {fmt(result['refusal_precision'])}, "
-        f"recall {fmt(result['refusal_recall'])}"
+        _("recall@{k} {recall}  MRR {mrr}  nDCG@10 {ndcg}").format(
+            k=k, recall=fmt(result[f"recall@{k}"]), mrr=fmt(result["mrr"]), ndcg=fmt(result["ndcg@10"])
+        )
+    )
+    typer.echo(
+        _("refusal at threshold {threshold:.3f}: precision {precision}, recall {recall}").format(
+            threshold=result["threshold"],
+            precision=fmt(result["refusal_precision"]),
+            recall=fmt(result["refusal_recall"]),
+        )
     )
     if "fitted_threshold" in result:
         typer.echo(
-            f"fitted threshold {result['fitted_threshold']:.4f} (accuracy {result['fitted_accuracy']:.3f})"
-            + ("; stored" if tune else "; --tune stores it")
+            _("fitted threshold {threshold:.4f} (accuracy {accuracy:.3f})").format(
+                threshold=result["fitted_threshold"], accuracy=result["fitted_accuracy"]
+            )
+            + (_("; stored") if tune else _("; --tune stores it"))
         )

@@ -7,31 +7,34 @@ from typing import Annotated
 import typer
 
 from internlocal.cli.common import print_json, services
+from internlocal.i18n import _
 
 app = typer.Typer(
-    help="Pretraining: corpora → token shards, models from scratch or continued on your text.", no_args_is_help=True
+    help=_("Pretraining: corpora → token shards, models from scratch or continued on your text."), no_args_is_help=True
 )
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help=_("Machine-readable output."))]
 
 
-@app.command("prepare")
+@app.command(
+    "prepare",
+    help=_("Tokenize, de-duplicate and pack a corpus into shards (once; a pretrain recipe can then name it)."),
+)
 def prepare(
     source: Annotated[
-        str, typer.Argument(help='Folder of .txt/.md, JSONL with "text", Parquet, or hf:org/name[:glob].')
+        str, typer.Argument(help=_('Folder of .txt/.md, JSONL with "text", Parquet, or hf:org/name[:glob].'))
     ],
     model: Annotated[
-        str, typer.Option("--model", help="Catalog model whose tokenizer to use.")
+        str, typer.Option("--model", help=_("Catalog model whose tokenizer to use."))
     ] = "smollm2-135m-instruct-q4_1",
-    seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per training sequence.")] = 2048,
-    validation: Annotated[float, typer.Option("--validation", help="Fraction of documents held out.")] = 0.01,
-    name: Annotated[str | None, typer.Option("--name", help="Dataset name (default: from the source).")] = None,
+    seq_len: Annotated[int, typer.Option("--seq-len", help=_("Tokens per training sequence."))] = 2048,
+    validation: Annotated[float, typer.Option("--validation", help=_("Fraction of documents held out."))] = 0.01,
+    name: Annotated[str | None, typer.Option("--name", help=_("Dataset name (default: from the source)."))] = None,
     trust_remote_code: Annotated[
-        bool, typer.Option("--trust-remote-code", help="Run the tokenizer code a model ships (InternLM).")
+        bool, typer.Option("--trust-remote-code", help=_("Run the tokenizer code a model ships (InternLM)."))
     ] = False,
     detach: Annotated[bool, typer.Option("--detach", "-d")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Tokenize, de-duplicate and pack a corpus into shards (once; a pretrain recipe can then name it)."""
     from internlocal.cli.progress import follow_job
     from internlocal.services.training import prepare_corpus
 
@@ -43,15 +46,24 @@ def prepare(
     if done is not None and not as_json:
         r = done.result
         typer.echo(
-            f"{r['dataset']}: {r['documents']:,} documents ({r['duplicates']:,} duplicates removed), "
-            f"{r['tokens']:,} tokens → {r['train_sequences']:,} training and {r['validation_sequences']:,} "
-            f"validation sequences of {r['seq_len']} ({r['dtype']})"
+            _(
+                "{dataset}: {documents:,} documents ({duplicates:,} duplicates removed), {tokens:,} tokens → "
+                "{train_sequences:,} training and {validation_sequences:,} validation sequences of {seq_len} ({dtype})"
+            ).format(
+                dataset=r["dataset"],
+                documents=r["documents"],
+                duplicates=r["duplicates"],
+                tokens=r["tokens"],
+                train_sequences=r["train_sequences"],
+                validation_sequences=r["validation_sequences"],
+                seq_len=r["seq_len"],
+                dtype=r["dtype"],
+            )
         )
 
 
-@app.command("corpora")
+@app.command("corpora", help=_("Prepared corpora with their statistics."))
 def corpora(as_json: JsonOpt = False) -> None:
-    """Prepared corpora with their statistics."""
     rows = [d for d in services().catalog.list_datasets() if d.form == "tokens"]
     if as_json:
         print_json([{"name": d.name, "path": d.path, **d.stats} for d in rows])
@@ -59,34 +71,45 @@ def corpora(as_json: JsonOpt = False) -> None:
     for d in rows:
         s = d.stats
         typer.echo(
-            f"{d.name:32} {s.get('documents', 0):>9,} docs {s.get('tokens', 0):>13,} tokens  "
-            f"seq {s.get('seq_len')}  {s.get('tokenizer')}  from {s.get('source')}"
+            f"{d.name:32} "
+            + _("{documents:>9,} docs {tokens:>13,} tokens  seq {seq_len}  {tokenizer}  from {source}").format(
+                documents=s.get("documents", 0),
+                tokens=s.get("tokens", 0),
+                seq_len=s.get("seq_len"),
+                tokenizer=s.get("tokenizer"),
+                source=s.get("source"),
+            )
         )
 
 
-@app.command("list")
+@app.command("list", help=_("Pretraining recipes (from scratch and continued) with their memory estimate."))
 def list_(as_json: JsonOpt = False) -> None:
-    """Pretraining recipes (from scratch and continued) with their memory estimate."""
     from internlocal.cli.train import print_recipes
 
     print_recipes(lambda recipe: recipe.method == "pretrain", as_json)
 
 
-@app.command("run")
+@app.command(
+    "run",
+    help=_(
+        "Pretrain from a recipe (the same job as `train run`): prepare the corpus if needed, train, export, register."
+    ),
+)
 def run(
     recipe: str,
-    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. corpus=~/texts")] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(help=_("key=value overrides, e.g. corpus=~/texts"))] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the resolved recipe and memory estimate only.")
+        bool, typer.Option("--dry-run", help=_("Print the resolved recipe and memory estimate only."))
     ] = False,
-    gpus: Annotated[int | None, typer.Option("--gpus", help="Processes per node under torchrun.", min=1)] = None,
-    nodes: Annotated[int | None, typer.Option("--nodes", help="Machines (each runs this same command).")] = None,
-    rdzv_endpoint: Annotated[str | None, typer.Option("--rdzv-endpoint", help="host:port of the rendezvous.")] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Run name (the same on every node).")] = None,
+    gpus: Annotated[int | None, typer.Option("--gpus", help=_("Processes per node under torchrun."), min=1)] = None,
+    nodes: Annotated[int | None, typer.Option("--nodes", help=_("Machines (each runs this same command)."))] = None,
+    rdzv_endpoint: Annotated[
+        str | None, typer.Option("--rdzv-endpoint", help=_("host:port of the rendezvous."))
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help=_("Run name (the same on every node)."))] = None,
     detach: Annotated[bool, typer.Option("--detach", "-d")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Pretrain from a recipe (the same job as `train run`): prepare the corpus if needed, train, export, register."""
     from internlocal.cli import train as train_cli
     from internlocal.train.recipe import parse_overrides
 

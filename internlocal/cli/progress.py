@@ -9,6 +9,8 @@ from typing import Any
 
 from internlocal.catalog.schema import Job
 from internlocal.errors import DiskFull, JobFailed
+from internlocal.i18n import _
+from internlocal.jobs import job_status_label
 from internlocal.jobs.events import ProgressTracker
 from internlocal.jobs.runner import JobRunner
 
@@ -68,7 +70,9 @@ def follow(runner: JobRunner, job_id: int, *, as_json: bool, poll_s: float = 0.1
                 # the worker died of the full disk and not even its end could be written; the job reads
                 # "interrupted" (resumable) the first time it is looked at with space again
                 consume()
-                raise JobFailed(f"{exc} `internlocal jobs resume {job_id}` continues the job.") from None
+                raise JobFailed(
+                    _("{error} `internlocal jobs resume {job_id}` continues the job.").format(error=exc, job_id=job_id)
+                ) from None
             if job.status not in ("queued", "running"):
                 consume()
                 return job
@@ -91,7 +95,7 @@ def follow_job(runner: JobRunner, job: Job, *, detach: bool, as_json: bool) -> J
     assert job.id is not None
     if detach:
         print_json({"job": job.id}) if as_json else typer.echo(
-            f"job {job.id} started; `internlocal jobs watch {job.id}`"
+            _("job {id} started; `internlocal jobs watch {id}`").format(id=job.id)
         )
         return None
     try:
@@ -99,14 +103,17 @@ def follow_job(runner: JobRunner, job: Job, *, detach: bool, as_json: bool) -> J
     except KeyboardInterrupt:
         runner.cancel(job.id)
         typer.echo(
-            f"\ncancelled; `internlocal jobs resume {job.id}` continues where it stopped "
-            f"(one that does not stop: `internlocal jobs cancel {job.id} --force`)",
+            "\n"
+            + _(
+                "cancelled; `internlocal jobs resume {id}` continues where it stopped "
+                "(one that does not stop: `internlocal jobs cancel {id} --force`)"
+            ).format(id=job.id),
             err=True,
         )
         raise typer.Exit(130) from None
     if job.status != "succeeded":
         if not as_json:
-            typer.echo(f"error: {job.error or job.status}", err=True)
+            typer.echo(_("error: {message}").format(message=job.error or job_status_label(job.status)), err=True)
         raise typer.Exit(failed_exit_code(runner, job))
     return job
 
@@ -116,7 +123,7 @@ def failed_exit_code(runner: JobRunner, job: Job) -> int:
     from internlocal.errors import JobFailed, NetworkError
 
     assert job.id is not None
-    events, _ = runner.read_events(job.id)
+    events, __ = runner.read_events(job.id)
     errors = [e for e in events if e.get("type") == "error"]
     if errors and errors[-1].get("exit_code") == NetworkError.exit_code:
         return NetworkError.exit_code

@@ -8,82 +8,104 @@ from typing import Annotated
 import typer
 
 from internlocal.cli.common import services
+from internlocal.i18n import _
 
 
 def serve(
-    model: Annotated[str | None, typer.Argument(help="Catalog GGUF model (default: the embedded chat model).")] = None,
-    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --api-key.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8000,
-    api_key: Annotated[
-        str | None, typer.Option("--api-key", envvar="INTERNLOCAL_API_KEY", help="Required bearer token.")
+    model: Annotated[
+        str | None, typer.Argument(help=_("Catalog GGUF model (default: the embedded chat model)."))
     ] = None,
-    slots: Annotated[int, typer.Option(help="Requests decoded together (batched); each gets its own context.")] = 4,
-    ctx: Annotated[int | None, typer.Option("--ctx", help="Context length per slot.")] = None,
-    max_queue: Annotated[int, typer.Option("--max-queue", help="Requests waiting beyond busy slots before 503.")] = 16,
+    host: Annotated[str, typer.Option(help=_("Address to bind; anything but loopback needs --api-key."))] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help=_("Port."))] = 8000,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", envvar="INTERNLOCAL_API_KEY", help=_("Required bearer token."))
+    ] = None,
+    slots: Annotated[int, typer.Option(help=_("Requests decoded together (batched); each gets its own context."))] = 4,
+    ctx: Annotated[int | None, typer.Option("--ctx", help=_("Context length per slot."))] = None,
+    max_queue: Annotated[
+        int, typer.Option("--max-queue", help=_("Requests waiting beyond busy slots before 503."))
+    ] = 16,
     max_tokens: Annotated[
         int | None,
-        typer.Option("--max-tokens", min=1, help="Most tokens one request may generate (default: the context length)."),
+        typer.Option(
+            "--max-tokens", min=1, help=_("Most tokens one request may generate (default: the context length).")
+        ),
     ] = None,
     prompt_cache_mb: Annotated[
         int,
         typer.Option(
-            "--prompt-cache-mb", min=0, help="Host memory for prompts' KV that left the slots, reused later (0: off)."
+            "--prompt-cache-mb",
+            min=0,
+            help=_("Host memory for prompts' KV that left the slots, reused later (0: off)."),
         ),
     ] = 256,
     repetition_stop: Annotated[
         bool,
         typer.Option(
             "--repetition-stop/--no-repetition-stop",
-            help="End generations that repeat themselves (finish_reason stop, stop_reason repetition); "
-            "turn off to let evaluation harnesses see every generation run to its limit.",
+            help=_(
+                "End generations that repeat themselves (finish_reason stop, stop_reason repetition); "
+                "turn off to let evaluation harnesses see every generation run to its limit."
+            ),
         ),
     ] = True,
     cors_origin: Annotated[
         list[str] | None,
-        typer.Option("--cors-origin", help="A browser origin allowed to call the API (repeatable; none: CORS off)."),
+        typer.Option("--cors-origin", help=_("A browser origin allowed to call the API (repeatable; none: CORS off).")),
     ] = None,
     max_models: Annotated[
         int,
         typer.Option(
             "--max-models",
             min=1,
-            help="Catalog models loaded at once (a request may name any); the least recently "
-            "used is unloaded for another.",
+            help=_(
+                "Catalog models loaded at once (a request may name any); the least recently "
+                "used is unloaded for another."
+            ),
         ),
     ] = 3,
     models_memory_mb: Annotated[
         int | None,
         typer.Option(
-            "--models-memory-mb", min=1, help="Memory the loaded models may hold together (default: what is free)."
+            "--models-memory-mb", min=1, help=_("Memory the loaded models may hold together (default: what is free).")
         ),
     ] = None,
     keep_alive: Annotated[
         str,
-        typer.Option("--keep-alive", help="How long a model stays loaded after its last request (5m, 1h; -1: always)."),
+        typer.Option(
+            "--keep-alive", help=_("How long a model stays loaded after its last request (5m, 1h; -1: always).")
+        ),
     ] = "5m",
     allow_image_urls: Annotated[
         bool,
         typer.Option(
-            "--allow-image-urls", help="Fetch http(s) image URLs in chat requests (default: data: URIs only)."
+            "--allow-image-urls", help=_("Fetch http(s) image URLs in chat requests (default: data: URIs only).")
         ),
     ] = False,
     allow_image_folder: Annotated[
         list[Path] | None,
-        typer.Option("--allow-image-folder", help="A folder file:// image URLs may be read from (repeatable)."),
+        typer.Option("--allow-image-folder", help=_("A folder file:// image URLs may be read from (repeatable).")),
     ] = None,
 ) -> None:
-    """Serve models over the OpenAI API (chat, completions, embeddings, tools, JSON output) and Ollama's API."""
+    # its --help is where main.py registers it
+    from internlocal import i18n
     from internlocal.server.serve import ServeOptions
     from internlocal.server.serve import serve as run
 
+    # the person reads these two lines in their language; the server's answers are read by programs (OpenAI
+    # and Ollama clients match their messages), so from here on everything, errors included, is English
+    serving, trying = _("serving {name} at {url}/v1  (Ctrl-C stops)"), _("try: {command}")
+    i18n.set_language(i18n.DEFAULT_LANGUAGE)
+
     def ready(url: str, name: str) -> None:
-        typer.echo(f"serving {name} at {url}/v1  (Ctrl-C stops)")
+        typer.echo(serving.format(name=name, url=url))
         # the variable's name, never the key itself: logs (a container's too) keep this line
         auth = ' -H "Authorization: Bearer $INTERNLOCAL_API_KEY"' if api_key else ""
-        typer.echo(
-            f"try: curl {url}/v1/chat/completions{auth} -H 'Content-Type: application/json' "
+        command = (
+            f"curl {url}/v1/chat/completions{auth} -H 'Content-Type: application/json' "
             f'-d \'{{"model": "{name}", "messages": [{{"role": "user", "content": "Hello"}}]}}\''
         )
+        typer.echo(trying.format(command=command))
 
     run(
         ServeOptions(

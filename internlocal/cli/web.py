@@ -17,21 +17,24 @@ from typing import Annotated
 
 import typer
 
+from internlocal.i18n import _
+
 TOKEN_ENV = "INTERNLOCAL_WEB_TOKEN"
 
 
 def web(
-    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --token.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8001,
+    host: Annotated[str, typer.Option(help=_("Address to bind; anything but loopback needs --token."))] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help=_("Port."))] = 8001,
     token: Annotated[
         str | None,
-        typer.Option(envvar=TOKEN_ENV, help="Token every request must carry (the URL printed at start has it)."),
+        typer.Option(envvar=TOKEN_ENV, help=_("Token every request must carry (the URL printed at start has it).")),
     ] = None,
     verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Show the web server's request log and its libraries' warnings.")
+        bool,
+        typer.Option("--verbose", "-v", help=_("Show the web server's request log and its libraries' warnings.")),
     ] = False,
 ) -> None:
-    """Serve the terminal UI to web browsers: each browser tab gets its own app on the same data directory."""
+    # its --help is where main.py registers it
     import logging
 
     from internlocal.errors import UserError
@@ -61,10 +64,10 @@ def web(
     server = _make_server(host, port, token)
     url = f"http://{_url_host(host)}:{port}/" + (f"?token={token}" if token else "")
 
-    def ready(*_: object) -> None:
-        typer.echo(f"internlocal in the browser at {url}  (Ctrl-C stops)")
+    def ready(*__: object) -> None:
+        typer.echo(_("internlocal in the browser at {url}  (Ctrl-C stops)").format(url=url))
         if host in ("0.0.0.0", "::"):
-            typer.echo("(listening on every address: use this machine's name or address instead of the one shown)")
+            typer.echo(_("(listening on every address: use this machine's name or address instead of the one shown)"))
 
     aioweb.run_app(
         server.make_app(),
@@ -110,7 +113,7 @@ def page_template() -> str:
         src: url("{{ config.static.url }}fonts/RobotoMono-Italic-VariableFont_wght.ttf") format("truetype");
       }
     </style>"""
-    page, replaced = re.subn(r"<link[^>]*fonts\.googleapis\.com[^>]*>", lambda _: fonts, page, flags=re.S)
+    page, replaced = re.subn(r"<link[^>]*fonts\.googleapis\.com[^>]*>", lambda __: fonts, page, flags=re.S)
     if not replaced:  # a textual-serve that no longer links Google Fonts: declare the bundled ones anyway
         page = page.replace("</head>", fonts + "\n  </head>", 1)
     wait_for_fonts = """<script>
@@ -164,10 +167,10 @@ def _make_server(host: str, port: int, token: str | None):
         origin = request.headers.get("Origin")
         if websocket and origin and origin.split("://", 1)[-1].rstrip("/").lower() != request.host.lower():
             # another site's page must not drive the app (the browser sends its origin; the Host is ours)
-            return aioweb.Response(status=403, text="This websocket is for pages from this server only.\n")
+            return aioweb.Response(status=403, text=_("This websocket is for pages from this server only.") + "\n")
         if token is None:
             if not is_loopback(host_name(request.host)):  # a DNS name rebound to 127.0.0.1
-                return aioweb.Response(status=403, text="This server answers requests to localhost only.\n")
+                return aioweb.Response(status=403, text=_("This server answers requests to localhost only.") + "\n")
             return await handler(request)
         if carries(request.query.get("token")):
             if websocket or request.method != "GET":
@@ -181,7 +184,8 @@ def _make_server(host: str, port: int, token: str | None):
         if carries(request.cookies.get(cookie)) or (bearer.startswith("Bearer ") and carries(bearer[7:])):
             return await handler(request)
         return aioweb.Response(
-            status=401, text="This internlocal web server needs its token: open the URL it printed (…/?token=…).\n"
+            status=401,
+            text=_("This internlocal web server needs its token: open the URL it printed (…/?token=…).") + "\n",
         )
 
     class WebServer(Server):
@@ -236,7 +240,7 @@ def _make_server(host: str, port: int, token: str | None):
             try:
                 await session.start(width, height)
                 if session._task is not None:  # the app ended (quit, crashed): the page says "Session ended"
-                    session._task.add_done_callback(lambda _: asyncio.ensure_future(close()))
+                    session._task.add_done_callback(lambda __: asyncio.ensure_future(close()))
                 async for message in websocket:
                     if message.type != WSMsgType.TEXT:
                         continue
@@ -273,7 +277,7 @@ def _make_server(host: str, port: int, token: str | None):
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(process.wait(), grace_s)
 
-        async def end_sessions(self, _: aioweb.Application) -> None:
+        async def end_sessions(self, __: aioweb.Application) -> None:
             await asyncio.gather(*(self.end(s) for s in list(self.sessions)), return_exceptions=True)
 
     return WebServer()

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from internlocal.errors import UserError
+from internlocal.i18n import _
 from internlocal.jobs.processes import die_with_parent
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".text"}
@@ -39,12 +40,12 @@ def documents(source: Path) -> Iterator[tuple[str, str]]:
             p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES | {".jsonl", ".parquet"}
         )
         if not files:
-            raise UserError(f"{source} holds no .txt, .md, .jsonl or .parquet files.")
+            raise UserError(_("{source} holds no .txt, .md, .jsonl or .parquet files.").format(source=source))
         for file in files:
             yield from documents(file)
         return
     if not source.is_file():
-        raise UserError(f"{source} does not exist.")
+        raise UserError(_("{source} does not exist.").format(source=source))
     suffix = source.suffix.lower()
     if suffix in (".jsonl", ".parquet"):
         from internlocal.data.formats import read_rows
@@ -52,17 +53,19 @@ def documents(source: Path) -> Iterator[tuple[str, str]]:
         for where, row in read_rows(source):
             text = row.get("text") if isinstance(row, dict) else None
             if not isinstance(text, str):
-                raise UserError(f'{source}, {where}: a pretraining row needs a "text" string.')
+                raise UserError(
+                    _('{source}, {where}: a pretraining row needs a "text" string.').format(source=source, where=where)
+                )
             if text.strip():
                 yield f"{source.name} {where}", text
         return
     data = source.read_bytes()
     if b"\x00" in data[:8192]:
-        raise UserError(f"{source} is a binary file, not text.")
+        raise UserError(_("{source} is a binary file, not text.").format(source=source))
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise UserError(f"{source} is not UTF-8 text.") from None
+        raise UserError(_("{source} is not UTF-8 text.").format(source=source)) from None
     if text.strip():
         yield source.name, text
 
@@ -106,7 +109,9 @@ class CorpusIndex:
     def load(cls, path: Path) -> CorpusIndex:
         index = Path(path) / "index.json"
         if not index.exists():
-            raise UserError(f"{path} is not a prepared corpus (no index.json: its preparation did not finish).")
+            raise UserError(
+                _("{path} is not a prepared corpus (no index.json: its preparation did not finish).").format(path=path)
+            )
         data = json.loads(index.read_text())
         return cls(
             Path(path),
@@ -149,16 +154,16 @@ def prepare_corpus(
     from internlocal.data.tokenizer import hf_tokenizer
 
     if seq_len < 8:
-        raise UserError("seq_len must be at least 8 tokens.")
+        raise UserError(_("seq_len must be at least 8 tokens."))
     if not 0 <= validation < 0.5:
-        raise UserError("The validation fraction must be between 0 and 0.5.")
+        raise UserError(_("The validation fraction must be between 0 and 0.5."))
     out = Path(out)
     if (out / "index.json").exists():
         return CorpusIndex.load(out)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = hf_tokenizer(tokenizer_dir, trust_remote_code=trust_remote_code)
     if tokenizer.eos_token_id is None:
-        raise UserError("The tokenizer has no end-of-sequence token to separate documents.")
+        raise UserError(_("The tokenizer has no end-of-sequence token to separate documents."))
     vocab_size = len(tokenizer)
     dtype = "uint16" if vocab_size <= 65536 else "uint32"
     fingerprint = tokenizer_fingerprint(tokenizer)
@@ -166,8 +171,10 @@ def prepare_corpus(
     state: dict[str, Any] = json.loads(state_path.read_text()) if state_path.exists() else {}
     if state and (state.get("tokenizer") != fingerprint or state.get("seq_len") != seq_len):
         raise UserError(
-            f"{out} holds an unfinished preparation with another tokenizer or seq_len; remove the folder "
-            "or prepare into another one."
+            _(
+                "{out} holds an unfinished preparation with another tokenizer or seq_len; remove the "
+                "folder or prepare into another one."
+            ).format(out=out)
         )
     splits = state.get("splits") or {
         "train": {"shards": [], "carry": [], "buffer": []},
@@ -241,7 +248,7 @@ def prepare_corpus(
     ) as pool:
 
         def run(batch: list[tuple[str, str]], upto: int) -> None:
-            texts = [t for _, t in batch]
+            texts = [t for __, t in batch]
             chunks = [texts[i : i + DOCS_PER_TASK] for i in range(0, len(texts), DOCS_PER_TASK)]
             for where_text, ids in zip(
                 batch, [ids for part in pool.map(_tokenize, chunks) for ids in part], strict=True
@@ -277,12 +284,14 @@ def prepare_corpus(
         elif position == docs_done:
             save_state(position)
     if position == 0 or stats["documents"] == 0:
-        raise UserError(f"{source} has no text to train on.")
+        raise UserError(_("{source} has no text to train on.").format(source=source))
     flush(position, final=True)
     train_sequences = sum(s["sequences"] for s in splits["train"]["shards"])
     if train_sequences == 0:
         raise UserError(
-            f"{source} holds {stats['tokens']} tokens, fewer than one sequence of {seq_len}; add text or lower seq_len."
+            _(
+                "{source} holds {tokens} tokens, fewer than one sequence of {seq_len}; add text or lower seq_len."
+            ).format(source=source, tokens=stats["tokens"], seq_len=seq_len)
         )
     stats.update(
         train_sequences=train_sequences,

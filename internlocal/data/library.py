@@ -16,6 +16,7 @@ from internlocal.data.rendering import is_pair, render, render_pair
 from internlocal.errors import UserError
 from internlocal.hub.files import sha256_file
 from internlocal.hub.store import check_model_name
+from internlocal.i18n import _
 
 if TYPE_CHECKING:
     from internlocal.jobs.context import JobContext
@@ -77,17 +78,23 @@ def import_dataset(
     path = Path(path)
     name = check_model_name(name or path.stem.lower().replace(" ", "-"))
     if catalog.find_dataset(name) is not None:
-        raise UserError(f"A dataset named {name!r} is already in the catalog; choose another --name or remove it.")
+        raise UserError(
+            _("A dataset named {name!r} is already in the catalog; choose another --name or remove it.").format(
+                name=name
+            )
+        )
     files = sorted(f for f in path.rglob("*") if f.suffix.lower() in DATA_SUFFIXES) if path.is_dir() else [path]
     if not files:
-        raise UserError(f"{path} holds no .jsonl, .json, .csv or .parquet files.")
+        raise UserError(_("{path} holds no .jsonl, .json, .csv or .parquet files.").format(path=path))
     examples, forms = [], set()
     for file in files:
         used, rows = load_examples(file, form)
         forms.add(used)
         examples += rows
     if "preference" in forms and len(forms) > 1:
-        raise UserError(f"{path} mixes preference pairs with other examples; import them as separate datasets.")
+        raise UserError(
+            _("{path} mixes preference pairs with other examples; import them as separate datasets.").format(path=path)
+        )
     used = forms.pop() if len(forms) == 1 else "mixed"
     stats: dict[str, Any] = {
         "rows": len(examples),
@@ -97,7 +104,9 @@ def import_dataset(
         stats.update(token_stats(tokenizer, examples), tokenizer=tokenizer_name)
         if stats["tokens_trained"] == 0:
             raise UserError(
-                f"{path}: no example has a token to train on (no assistant answers survive the chat template)."
+                _(
+                    "{path}: no example has a token to train on (no assistant answers survive the chat template)."
+                ).format(path=path)
             )
     train, held = split(examples, validation, seed)
     target = dataset_dir(home, name)
@@ -155,7 +164,9 @@ def load_tokenizer(catalog: Catalog, model: Model, *, trust_remote_code: bool = 
             tokenizer.chat_template = model.chat_template
         return tokenizer
     raise UserError(
-        f"{model.name} is a {model.format} model; datasets are tokenized with a GGUF or Hugging Face model."
+        _("{name} is a {format} model; datasets are tokenized with a GGUF or Hugging Face model.").format(
+            name=model.name, format=model.format
+        )
     )
 
 
@@ -210,8 +221,10 @@ def import_once(
     else:
         if file is None:
             raise UserError(
-                f"The dataset {spec!r} is neither a catalog dataset nor a file; "
-                "import one with `internlocal data import FILE --name NAME`."
+                _(
+                    "The dataset {spec!r} is neither a catalog dataset nor a file; import one with "
+                    "`internlocal data import FILE --name NAME`."
+                ).format(spec=spec)
             )
         name = dataset_name(str(file))
         existing = catalog.find_dataset(name)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from internlocal.errors import UserError
+from internlocal.i18n import _
 
 IGNORE = -100
 
@@ -43,8 +44,10 @@ def trained_spans(tokenizer, example: dict[str, Any], train_on: str = "assistant
     messages = example["messages"]
     if not getattr(tokenizer, "chat_template", None):
         raise UserError(
-            "This model's tokenizer has no chat template, so conversations cannot be rendered; "
-            "use a chat model or text data."
+            _(
+                "This model's tokenizer has no chat template, so conversations cannot be rendered; use a "
+                "chat model or text data."
+            )
         )
     full = _template(tokenizer, messages, generation_prompt=False)
     if train_on == "all":
@@ -63,8 +66,10 @@ def trained_spans(tokenizer, example: dict[str, Any], train_on: str = "assistant
             start = full.find(message["content"], cursor)
             if start < 0:
                 raise UserError(
-                    "The chat template does not reproduce an assistant message verbatim; "
-                    "train on all tokens (train_on: all) for this model."
+                    _(
+                        "The chat template does not reproduce an assistant message verbatim; train on all tokens "
+                        "(train_on: all) for this model."
+                    )
                 )
             end = start + len(message["content"])
             eot = _end_of_turn(tokenizer)
@@ -129,9 +134,9 @@ def preview(tokenizer, example: dict[str, Any], train_on: str = "assistant") -> 
     if is_pair(example):
         chosen, rejected = render_pair(tokenizer, example)
         return [
-            ("── chosen ──\n", False),
+            (_("── chosen ──") + "\n", False),
             *_tokens(tokenizer, chosen),
-            ("\n── rejected ──\n", False),
+            ("\n" + _("── rejected ──") + "\n", False),
             *_tokens(tokenizer, rejected),
         ]
     return _tokens(tokenizer, render(tokenizer, example, train_on=train_on))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from internlocal.errors import UserError
+from internlocal.i18n import _
 
 
 def hf_tokenizer(path: str | Path, *, trust_remote_code: bool = False, **kwargs):
@@ -17,7 +18,9 @@ def hf_tokenizer(path: str | Path, *, trust_remote_code: bool = False, **kwargs)
     except ValueError as exc:
         if not trust_remote_code and "trust_remote_code" in str(exc):
             raise UserError(
-                f"The tokenizer in {path} runs code shipped with the model; if you trust it, set "
-                "trust_remote_code: true in the recipe (or pass --trust-remote-code)."
+                _(
+                    "The tokenizer in {path} runs code shipped with the model; if you trust it, set "
+                    "trust_remote_code: true in the recipe (or pass --trust-remote-code)."
+                ).format(path=path)
             ) from None
         raise

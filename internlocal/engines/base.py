@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from internlocal.errors import Unsupported
+from internlocal.i18n import N_, _
 
 Message = dict[str, Any]
 
@@ -178,7 +179,7 @@ class GenerationParams(BaseModel):
         except ValidationError as exc:
             err = exc.errors()[0]
             field = ".".join(str(p) for p in err["loc"]) or "parameters"
-            raise UserError(f"Invalid {field}: {err['msg'].lower()}.") from None
+            raise UserError(_("Invalid {field}: {problem}.").format(field=field, problem=err["msg"].lower())) from None
 
     @classmethod
     def greedy(cls, **overrides: Any) -> GenerationParams:
@@ -188,8 +189,8 @@ class GenerationParams(BaseModel):
         return RepetitionGuard().watch() if self.stop_on_repetition else None
 
 
-# how every front end says why a generation ended early with finish_reason "repetition"
-REPETITION_NOTE = "stopped: the answer was repeating itself"
+# how every front end says why a generation ended early with finish_reason "repetition" (shown through _())
+REPETITION_NOTE = N_("stopped: the answer was repeating itself")
 
 
 @dataclass
@@ -337,7 +338,7 @@ class Generation:
 
     def collect(self) -> GenerationResult:
         """Run to the end and return the result (text included)."""
-        for _ in self:
+        for __ in self:
             pass
         assert self.result is not None
         return self.result
@@ -417,7 +418,7 @@ class Engine(Protocol):
     """A loaded model that can generate (and, per its capabilities, score, constrain, call tools)."""
 
     model_name: str
-    engine_name: str  # the runtime, for messages ("llama.cpp")
+    engine_name: str  # the runtime, for messages ("llama.cpp"; a description in words is marked with N_())
     capabilities: frozenset[Capability]
     context_length: int
 
@@ -468,8 +469,9 @@ class EngineBase:
     def require(self, capability: Capability) -> None:
         if capability not in self.capabilities:
             raise Unsupported(
-                f"The {self.engine_name} engine cannot do {capability.value} with {self.model_name}; "
-                "choose another engine or model for this."
+                _(
+                    "The {engine} engine cannot do {capability} with {model}; choose another engine or model for this."
+                ).format(engine=_(self.engine_name), capability=capability.value, model=self.model_name)
             )
 
     def check(self, params: GenerationParams) -> GenerationParams:
@@ -477,7 +479,9 @@ class EngineBase:
         for name in OPTIONAL_SAMPLING:
             if name not in self.sampling_fields and getattr(params, name):
                 raise Unsupported(
-                    f"The {self.engine_name} engine does not support {name}; leave it out or choose another engine.",
+                    _("The {engine} engine does not support {name}; leave it out or choose another engine.").format(
+                        engine=_(self.engine_name), name=name
+                    ),
                     field=name,
                 )
         if params.logprobs is not None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from internlocal.errors import UserError
+from internlocal.i18n import _
 
 # what a front end accepts before anything is decoded (the server answers 413/400 with these)
 MAX_IMAGE_BYTES = 20 << 20
@@ -61,7 +62,7 @@ def part_url(part: dict[str, Any]) -> str:
     if isinstance(value, dict):
         value = value.get("url")
     if not isinstance(value, str) or not value:
-        raise ImageError("An image_url content part has no url.")
+        raise ImageError(_("An image_url content part has no url."))
     return value
 
 
@@ -116,8 +117,10 @@ def text_only(messages: Sequence[dict[str, Any]], model_name: str) -> list[dict[
 
     if has_images(messages):
         raise Unsupported(
-            f"{model_name} reads text only and cannot see images; choose a vision model "
-            "(`internlocal models list` marks them) or send the message without the image.",
+            _(
+                "{model} reads text only and cannot see images; choose a vision model "
+                "(`internlocal models list` marks them) or send the message without the image."
+            ).format(model=model_name),
             field="messages",
         )
     return [{**m, "content": content_text(m["content"])} if isinstance(m.get("content"), list) else m for m in messages]
@@ -132,10 +135,12 @@ def decode_data_uri(url: str, *, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
     match = _DATA_URI.match(url)
     if match is None:
         scheme = url.split(":", 1)[0] if ":" in url else url[:20]
-        raise ImageError(f"Images must be sent as data: URIs here, not {scheme}: URLs.")
+        raise ImageError(_("Images must be sent as data: URIs here, not {scheme}: URLs.").format(scheme=scheme))
     body = url[match.end() :]
     if len(body) * 3 // 4 > max_bytes:
-        raise ImageError(f"The image is larger than {max_bytes >> 20} MiB; send a smaller one.", status=413)
+        raise ImageError(
+            _("The image is larger than {size} MiB; send a smaller one.").format(size=max_bytes >> 20), status=413
+        )
     if not match.group("b64"):
         from urllib.parse import unquote_to_bytes
 
@@ -143,7 +148,7 @@ def decode_data_uri(url: str, *, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
     try:
         return base64.b64decode(body, validate=False)
     except (binascii.Error, ValueError):
-        raise ImageError("The image's data: URI is not valid base64.") from None
+        raise ImageError(_("The image's data: URI is not valid base64.")) from None
 
 
 def _opened(data: bytes, max_pixels: int):
@@ -154,21 +159,28 @@ def _opened(data: bytes, max_pixels: int):
     from PIL import Image, UnidentifiedImageError
 
     if len(data) > MAX_IMAGE_BYTES:
-        raise ImageError(f"The image is larger than {MAX_IMAGE_BYTES >> 20} MiB; send a smaller one.", status=413)
-    too_many = "The image has {}×{} pixels, more than the {:,} allowed; scale it down."
+        raise ImageError(
+            _("The image is larger than {size} MiB; send a smaller one.").format(size=MAX_IMAGE_BYTES >> 20),
+            status=413,
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise ImageError("That file is not an image Pillow can read (PNG, JPEG, WebP, GIF, BMP …).") from None
+        raise ImageError(_("That file is not an image Pillow can read (PNG, JPEG, WebP, GIF, BMP …).")) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError("The image has far too many pixels; scale it down.", status=413) from None
+        raise ImageError(_("The image has far too many pixels; scale it down."), status=413) from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"The image could not be read ({exc}).") from None
+        raise ImageError(_("The image could not be read ({error}).").format(error=exc)) from None
     width, height = image.size
     if width * height > max_pixels:
-        raise ImageError(too_many.format(width, height, max_pixels), status=413)
+        raise ImageError(
+            _("The image has {width}×{height} pixels, more than the {limit:,} allowed; scale it down.").format(
+                width=width, height=height, limit=max_pixels
+            ),
+            status=413,
+        )
     return image
 
 
@@ -180,7 +192,7 @@ def open_image(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS):
     try:
         image.load()
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"The image could not be read ({exc}).") from None
+        raise ImageError(_("The image could not be read ({error}).").format(error=exc)) from None
     upright: Image.Image = ImageOps.exif_transpose(image)
     if upright.mode == "RGB":
         return upright

@@ -35,6 +35,7 @@ from internlocal.engines.images import fit_image, has_images, message_images, te
 from internlocal.engines.mtmd import MediaPrompt
 from internlocal.errors import ContextOverflow, ModelFileError, NotEnoughMemory, Unsupported, UserError
 from internlocal.hub.inspect import read_gguf
+from internlocal.i18n import _
 
 # Bytes of memory per KV-cache element (f16) and a margin for compute buffers, for the fit check.
 _KV_BYTES = 2
@@ -109,7 +110,9 @@ class LlamaCppEngine(EngineBase):
             )
         except (ValueError, RuntimeError) as exc:
             raise ModelFileError(
-                f"llama.cpp could not load {path} ({exc}); the file may be corrupt, download it again."
+                _("llama.cpp could not load {path} ({error}); the file may be corrupt, download it again.").format(
+                    path=path, error=exc
+                )
             ) from None
         self.context_length = self._llm.n_ctx()
         self.projector = None
@@ -146,11 +149,19 @@ class LlamaCppEngine(EngineBase):
     def render_chat(self, messages: Sequence[Message], tools: list[dict] | None = None) -> str:
         """The prompt the model sees: its own chat template applied, generation prompt added."""
         if self._formatter is None:
-            raise UserError(f"{self.model_name} has no chat template; use completion, or import it with a template.")
+            raise UserError(
+                _("{model} has no chat template; use completion, or import it with a template.").format(
+                    model=self.model_name
+                )
+            )
         try:
             return self._formatter(messages=list(messages), tools=tools).prompt
         except Exception as exc:  # jinja2 raise_exception() from the template (e.g. roles out of order)
-            raise UserError(f"The chat template of {self.model_name} rejected the conversation: {exc}.") from None
+            raise UserError(
+                _("The chat template of {model} rejected the conversation: {error}.").format(
+                    model=self.model_name, error=exc
+                )
+            ) from None
 
     def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
         return self._llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=True)
@@ -194,7 +205,9 @@ class LlamaCppEngine(EngineBase):
         tokens = self.tokenize(prompt, add_special=True)
         if len(tokens) >= self.context_length:
             raise ContextOverflow(
-                f"The prompt has {len(tokens)} tokens but the context holds {self.context_length}; shorten it."
+                _("The prompt has {count} tokens but the context holds {context}; shorten it.").format(
+                    count=len(tokens), context=self.context_length
+                )
             )
         return self._generation(tokens, params, response_format)
 
@@ -202,7 +215,7 @@ class LlamaCppEngine(EngineBase):
         self.require(Capability.VISION)
         if tools:
             raise Unsupported(
-                "Tools and images in one request are not supported yet; send them separately.", field="tools"
+                _("Tools and images in one request are not supported yet; send them separately."), field="tools"
             )
 
     def fit_media(self, messages: list[Message], max_tokens: int) -> MediaPrompt:
@@ -219,13 +232,17 @@ class LlamaCppEngine(EngineBase):
             if len(media.tokens) > budget and len(messages) - first <= 1:
                 media.close()
                 raise ContextOverflow(
-                    f"The message with its images is {len(media.tokens)} tokens but {self.model_name}'s context holds "
-                    f"{self.context_length}; send fewer or smaller images, or raise the context length."
+                    _(
+                        "The message with its images is {count} tokens but {model}'s context holds {context}; send "
+                        "fewer or smaller images, or raise the context length."
+                    ).format(count=len(media.tokens), model=self.model_name, context=self.context_length)
                 )
             if len(media.tokens) <= budget:
                 if not media.tail:
                     raise UserError(
-                        f"The chat template of {self.model_name} ends the prompt with an image; it needs text after it."
+                        _("The chat template of {model} ends the prompt with an image; it needs text after it.").format(
+                            model=self.model_name
+                        )
                     )
                 return media
             media.close()
@@ -247,8 +264,10 @@ class LlamaCppEngine(EngineBase):
                 return tokens
             if len(messages) - first <= 1:
                 raise ContextOverflow(
-                    f"The message is {len(tokens)} tokens but {self.model_name}'s context holds {self.context_length}; "
-                    "shorten it or raise the context length."
+                    _(
+                        "The message is {count} tokens but {model}'s context holds {context}; shorten it or raise "
+                        "the context length."
+                    ).format(count=len(tokens), model=self.model_name, context=self.context_length)
                 )
             excess, dropped = len(tokens) - budget, 0
             while len(messages) - first > 1 and (dropped < excess or messages[first].get("role") != "user"):
@@ -366,7 +385,7 @@ class LlamaCppEngine(EngineBase):
                 ctx_tokens = self.tokenize(context, add_special=True)
                 cont_tokens = self.tokenize(continuation, add_special=False)
                 if not cont_tokens:
-                    raise UserError("A log-likelihood request has an empty continuation; give it some text.")
+                    raise UserError(_("A log-likelihood request has an empty continuation; give it some text."))
                 out.append(self._score(ctx_tokens, cont_tokens))
         return out
 
@@ -398,9 +417,13 @@ class LlamaCppEngine(EngineBase):
         with self._lock:
             tokens = self.tokenize(text, add_special=True)
             if not tokens:
-                raise UserError("The prompt is empty; give it some text.")
+                raise UserError(_("The prompt is empty; give it some text."))
             if len(tokens) + int(next_token) > self.context_length:
-                raise ContextOverflow(f"The prompt is {len(tokens)} tokens; the context holds {self.context_length}.")
+                raise ContextOverflow(
+                    _("The prompt is {count} tokens; the context holds {context}.").format(
+                        count=len(tokens), context=self.context_length
+                    )
+                )
             # row i predicts tokens[i + 1]; a placeholder target makes the last row the next-token one
             rows = self._logprob_rows(tokens[:1], [*tokens[1:], 0])
         vocab = self._llm._model.vocab
@@ -522,7 +545,9 @@ def check_bias(params: GenerationParams, n_vocab: int) -> None:
     bad = [t for t in params.logit_bias if not 0 <= t < n_vocab]
     if bad:
         raise Unsupported(
-            f"logit_bias names token {bad[0]}, which is not in this model's vocabulary of {n_vocab} tokens.",
+            _("logit_bias names token {token}, which is not in this model's vocabulary of {n_vocab} tokens.").format(
+                token=bad[0], n_vocab=n_vocab
+            ),
             field="logit_bias",
         )
 
@@ -570,10 +595,12 @@ def grammar_for(response_format: dict[str, Any]) -> str | None:
         try:
             return json_schema_to_gbnf(json.dumps(schema))
         except Exception as exc:
-            raise UserError(f"The JSON schema cannot be turned into a grammar ({exc}); simplify it.") from None
+            raise UserError(
+                _("The JSON schema cannot be turned into a grammar ({error}); simplify it.").format(error=exc)
+            ) from None
     if kind == "grammar":
         return str(response_format["grammar"])
-    raise UserError(f"Unknown response_format type {kind!r}; use text, json_object or json_schema.")
+    raise UserError(_("Unknown response_format type {kind!r}; use text, json_object or json_schema.").format(kind=kind))
 
 
 def _grammar(response_format: dict[str, Any]):
@@ -590,7 +617,7 @@ def kv_cache_type(name: str) -> int | None:
 
     types = {"f16": None, "q8_0": llama_cpp.GGML_TYPE_Q8_0, "q4_0": llama_cpp.GGML_TYPE_Q4_0}
     if name not in types:
-        raise UserError(f"KV cache type {name!r} is not one of {', '.join(types)}.")
+        raise UserError(_("KV cache type {name!r} is not one of {types}.").format(name=name, types=", ".join(types)))
     return types[name]
 
 
@@ -615,6 +642,8 @@ def _check_fits(path: Path, info, n_ctx: int) -> None:
     free = psutil.virtual_memory().available
     if need > free:
         raise NotEnoughMemory(
-            f"{path.name} needs about {need / 2**30:.1f} GiB of memory but {free / 2**30:.1f} GiB is free; "
-            "choose a smaller quantization, lower the context length, or close other programs."
+            _(
+                "{name} needs about {need:.1f} GiB of memory but {free:.1f} GiB is free; choose a smaller "
+                "quantization, lower the context length, or close other programs."
+            ).format(name=path.name, need=need / 2**30, free=free / 2**30)
         )

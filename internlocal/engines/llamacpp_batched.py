@@ -40,6 +40,7 @@ from internlocal.engines.llamacpp import (
 )
 from internlocal.engines.mtmd import MediaPrompt
 from internlocal.errors import ContextOverflow, UserError
+from internlocal.i18n import N_, _
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class _SavedPrefix:
 
 
 class BatchedLlamaCpp(EngineBase):
-    engine_name = "llama.cpp (batched)"
+    engine_name = N_("llama.cpp (batched)")
     base_capabilities = frozenset(
         {
             Capability.CHAT,
@@ -149,8 +150,10 @@ class BatchedLlamaCpp(EngineBase):
         self._ctx = llama_cpp.llama_init_from_model(model.model, params)
         if not self._ctx:
             raise UserError(
-                f"llama.cpp could not create a {self.slots_n}-slot context for {self.model_name}; "
-                "lower --slots or the context length."
+                _(
+                    "llama.cpp could not create a {slots}-slot context for {model}; lower --slots or the "
+                    "context length."
+                ).format(slots=self.slots_n, model=self.model_name)
             )
         self._mem = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(n_batch + self.slots_n, 0, self.slots_n)
@@ -215,10 +218,12 @@ class BatchedLlamaCpp(EngineBase):
         params = params or GenerationParams()
         tokens = self.tokenize(prompt, add_special=True)
         if not tokens:  # a model without a BOS token has nothing to continue from
-            raise UserError("The prompt is empty; send some text to continue.")
+            raise UserError(_("The prompt is empty; send some text to continue."))
         if len(tokens) >= self.context_length:
             raise ContextOverflow(
-                f"The prompt has {len(tokens)} tokens but the context holds {self.context_length}; shorten it."
+                _("The prompt has {count} tokens but the context holds {context}; shorten it.").format(
+                    count=len(tokens), context=self.context_length
+                )
             )
         return self._submit(tokens, params, response_format)
 
@@ -306,7 +311,7 @@ class BatchedLlamaCpp(EngineBase):
         code = llama_cpp.llama_decode(self._ctx, self._batch)
         decoded = time.perf_counter()
         if code != 0:
-            error = UserError(f"llama.cpp could not decode (code {code}); the context may be full.")
+            error = UserError(_("llama.cpp could not decode (code {code}); the context may be full.").format(code=code))
             for slot in busy:
                 if slot.request is not None:
                     slot.request.out.put(("error", error))
@@ -417,7 +422,7 @@ class BatchedLlamaCpp(EngineBase):
             return own, slot
 
         reuses = {s.seq: reuse(s) for s in free}
-        best = max(prefix for prefix, _ in reuses.values())
+        best = max(prefix for prefix, __ in reuses.values())
         slot = next(s for s in free if reuses[s.seq][0] > best - MIN_GAIN)  # ``free`` is in slot order
         prefix, source = reuses[slot.seq]
         return slot, source, prefix
@@ -480,7 +485,7 @@ class BatchedLlamaCpp(EngineBase):
         if request.grammar:
             grammar = llama_cpp.llama_sampler_init_grammar(self._vocab, request.grammar.encode(), b"root")
             if not grammar:
-                raise UserError("The output grammar could not be compiled; simplify the JSON schema.")
+                raise UserError(_("The output grammar could not be compiled; simplify the JSON schema."))
             llama_cpp.llama_sampler_chain_add(chain, grammar)
         if p.logit_bias:
             biases = (llama_cpp.llama_logit_bias * len(p.logit_bias))(

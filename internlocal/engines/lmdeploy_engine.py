@@ -22,6 +22,7 @@ from internlocal.engines.base import Capability, EngineBase, Generation
 from internlocal.engines.remote import RemoteEngine
 from internlocal.envs import lmdeploy_executable
 from internlocal.errors import UserError
+from internlocal.i18n import _
 from internlocal.jobs.processes import owned_child
 
 KV_QUANT = {"none": 0, "int8": 8, "int4": 4}
@@ -39,9 +40,13 @@ class LMDeployOptions:
 
 def server_command(lmdeploy: Path, model_path: str, model_name: str, port: int, options: LMDeployOptions) -> list[str]:
     if options.backend not in ("turbomind", "pytorch"):
-        raise UserError(f"LMDeploy backend {options.backend!r} is not turbomind or pytorch.")
+        raise UserError(_("LMDeploy backend {backend!r} is not turbomind or pytorch.").format(backend=options.backend))
     if options.kv_cache not in KV_QUANT:
-        raise UserError(f"KV cache type {options.kv_cache!r} is not one of {', '.join(KV_QUANT)}.")
+        raise UserError(
+            _("KV cache type {kv_cache!r} is not one of {types}.").format(
+                kv_cache=options.kv_cache, types=", ".join(KV_QUANT)
+            )
+        )
     command = [
         str(lmdeploy),
         "serve",
@@ -92,7 +97,10 @@ class LMDeployEngine(EngineBase):
         lmdeploy = lmdeploy_executable(home)
         if lmdeploy is None:
             raise UserError(
-                "LMDeploy is not installed; run `internlocal engines install lmdeploy` on a machine with an NVIDIA GPU."
+                _(
+                    "LMDeploy is not installed; run `internlocal engines install lmdeploy` on a machine with "
+                    "an NVIDIA GPU."
+                )
             )
         self.model_name = model_name
         self.options = options or LMDeployOptions()
@@ -133,7 +141,9 @@ class LMDeployEngine(EngineBase):
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise UserError(
-                    f"LMDeploy exited with code {self.process.returncode} while starting: {self.last_log()}"
+                    _("LMDeploy exited with code {code} while starting: {log}").format(
+                        code=self.process.returncode, log=self.last_log()
+                    )
                 )
             try:
                 if requests.get(f"{self.url}/models", timeout=2).status_code == 200:
@@ -142,14 +152,18 @@ class LMDeployEngine(EngineBase):
                 pass
             time.sleep(0.2)
         self.stop()
-        raise UserError(f"LMDeploy did not answer within {self._start_timeout:.0f} s; see {self._log_path}.")
+        raise UserError(
+            _("LMDeploy did not answer within {timeout:.0f} s; see {log}.").format(
+                timeout=self._start_timeout, log=self._log_path
+            )
+        )
 
     def last_log(self, lines: int = 3) -> str:
         try:
             text = self._log_path.read_text(errors="replace").strip().splitlines()
         except OSError:
-            return "(no log)"
-        return " | ".join(text[-lines:]) or "(empty log)"
+            return _("(no log)")
+        return " | ".join(text[-lines:]) or _("(empty log)")
 
     @property
     def alive(self) -> bool:
@@ -160,7 +174,9 @@ class LMDeployEngine(EngineBase):
         if not self.alive:
             code = self.process.returncode if self.process else None
             if self.restarts >= 3:
-                raise UserError(f"LMDeploy keeps exiting (last code {code}): {self.last_log()}")
+                raise UserError(
+                    _("LMDeploy keeps exiting (last code {code}): {log}").format(code=code, log=self.last_log())
+                )
             self.restarts += 1
             self.start()
         assert self._remote is not None

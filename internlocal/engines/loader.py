@@ -9,6 +9,7 @@ from internlocal.catalog.schema import Model
 from internlocal.config import Settings
 from internlocal.engines.base import Embedder, Engine
 from internlocal.errors import ModelFileError, Unsupported, UserError
+from internlocal.i18n import _
 
 
 def choose_engine(model: Model, settings: Settings) -> str:
@@ -28,10 +29,16 @@ def choose_engine(model: Model, settings: Settings) -> str:
         wanted = "lmdeploy" if lmdeploy_executable(settings.home) is not None and _has_cuda() else "transformers"
     if wanted == "llama.cpp" and model.format != "gguf":
         raise UserError(
-            f"llama.cpp runs GGUF files; {model.name} is {model.format} (convert it, or choose another engine)."
+            _("llama.cpp runs GGUF files; {name} is {format} (convert it, or choose another engine).").format(
+                name=model.name, format=model.format
+            )
         )
     if wanted == "transformers" and model.format != "hf":
-        raise UserError(f"transformers runs Hugging Face folders; {model.name} is {model.format}.")
+        raise UserError(
+            _("transformers runs Hugging Face folders; {name} is {format}.").format(
+                name=model.name, format=model.format
+            )
+        )
     return wanted
 
 
@@ -48,9 +55,11 @@ def _has_cuda() -> bool:
 def load_engine(model: Model, settings: Settings) -> Engine:
     """The engine for ``model`` (see ``choose_engine``)."""
     if model.kind == "embedding":
-        raise UserError(f"{model.name} is an embedding model and cannot chat; pick a chat model.")
+        raise UserError(_("{name} is an embedding model and cannot chat; pick a chat model.").format(name=model.name))
     if model.kind == "projector":
-        raise UserError(f"{model.name} is a vision model's projector; chat with the model it belongs to.")
+        raise UserError(
+            _("{name} is a vision model's projector; chat with the model it belongs to.").format(name=model.name)
+        )
     name = choose_engine(model, settings)
     meta = model.metadata_dict
     if name == "remote":
@@ -64,7 +73,11 @@ def load_engine(model: Model, settings: Settings) -> Engine:
             context_length=model.context_length or 0,
         )
     if not Path(model.path).exists():
-        raise ModelFileError(f"The file of {model.name} is gone ({model.path}); import or download it again.")
+        raise ModelFileError(
+            _("The file of {name} is gone ({path}); import or download it again.").format(
+                name=model.name, path=model.path
+            )
+        )
     if name == "llama.cpp":
         from internlocal.engines.llamacpp import LlamaCppEngine
 
@@ -106,12 +119,16 @@ def load_engine(model: Model, settings: Settings) -> Engine:
 
         options = LMDeployOptions(session_len=settings.context_length, model_format=meta.get("model_format"))
         return LMDeployEngine(model.path, home=settings.home, model_name=model.name, options=options)
-    raise Unsupported(f"No engine here runs {model.format} models like {model.name}.")
+    raise Unsupported(
+        _("No engine here runs {format} models like {name}.").format(format=model.format, name=model.name)
+    )
 
 
 def load_embedder(model: Model) -> Embedder:
     if model.kind != "embedding":
-        raise UserError(f"{model.name} is not an embedding model; pick one such as all-minilm-l6-v2.")
+        raise UserError(
+            _("{name} is not an embedding model; pick one such as all-minilm-l6-v2.").format(name=model.name)
+        )
     if model.format == "remote":
         from internlocal.engines.remote import RemoteEmbedder
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from internlocal.engines.images import DEFAULT_MAX_SIDE
 from internlocal.errors import ContextOverflow, ModelFileError, UserError
+from internlocal.i18n import _
 
 
 @dataclass
@@ -94,11 +95,15 @@ class Projector:
         self._ctx = None
         path = Path(path)
         if not path.is_file():
-            raise ModelFileError(f"The projector file {path} is gone; pull or import the model again.")
+            raise ModelFileError(
+                _("The projector file {path} is gone; pull or import the model again.").format(path=path)
+            )
         info = read_gguf(path)
         if (info.architecture or "").lower() != "clip":
             raise ModelFileError(
-                f"{path.name} is not a projector (mmproj) file; its architecture is {info.architecture}."
+                _("{name} is not a projector (mmproj) file; its architecture is {architecture}.").format(
+                    name=path.name, architecture=info.architecture
+                )
             )
         self.lib = lib
         self.path = path
@@ -121,18 +126,26 @@ class Projector:
         self._ctx = lib.mtmd_init_from_file(str(path).encode(), model, params)
         if not self._ctx:
             raise ModelFileError(
-                f"llama.cpp could not load the projector {path.name} for this model; "
-                "it may belong to another model or be corrupt."
+                _(
+                    "llama.cpp could not load the projector {name} for this model; it may belong to another "
+                    "model or be corrupt."
+                ).format(name=path.name)
             )
         if not lib.mtmd_support_vision(self._ctx):
             lib.mtmd_free(self._ctx)
             self._ctx = None
-            raise ModelFileError(f"{path.name} is a projector without vision (audio only); it cannot read images.")
+            raise ModelFileError(
+                _("{name} is a projector without vision (audio only); it cannot read images.").format(name=path.name)
+            )
         if lib.mtmd_decode_use_mrope(self._ctx):
             # M-RoPE models (Qwen2-VL) give an image fewer positions than tokens; the engines count one per token
             lib.mtmd_free(self._ctx)
             self._ctx = None
-            raise UserError(f"{path.name} needs M-RoPE positions (Qwen2-VL style), which internlocal does not run yet.")
+            raise UserError(
+                _("{name} needs M-RoPE positions (Qwen2-VL style), which internlocal does not run yet.").format(
+                    name=path.name
+                )
+            )
         self.marker = lib.mtmd_default_marker().decode("utf-8")
 
     def tokenize(self, prompt: str, images: Sequence[bytes]) -> MediaPrompt:
@@ -140,8 +153,10 @@ class Projector:
         lib = self.lib
         if prompt.count(self.marker) != len(images):
             raise UserError(
-                f"The chat template placed {prompt.count(self.marker)} image markers for {len(images)} images; "
-                "this model's template may not support images."
+                _(
+                    "The chat template placed {markers} image markers for {count} images; this model's "
+                    "template may not support images."
+                ).format(markers=prompt.count(self.marker), count=len(images))
             )
         with self.lock:
             bitmaps = []
@@ -150,7 +165,7 @@ class Projector:
                     buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
                     bitmap = lib.mtmd_helper_bitmap_init_from_buf(self._ctx, buffer, len(data), False)
                     if not bitmap:
-                        raise UserError("llama.cpp could not decode an image; send a PNG or JPEG.")
+                        raise UserError(_("llama.cpp could not decode an image; send a PNG or JPEG."))
                     bitmaps.append(bitmap)
                     # an image may become several chunks (tiles); each carries its bitmap's id
                     lib.mtmd_bitmap_set_id(bitmap, hashlib.sha256(data).hexdigest().encode())
@@ -165,7 +180,9 @@ class Projector:
                 code = lib.mtmd_tokenize(self._ctx, handle, ctypes.byref(text), array, len(bitmaps))
                 if code != 0:
                     lib.mtmd_input_chunks_free(handle)
-                    raise UserError(f"llama.cpp could not tokenize the prompt with its images (code {code}).")
+                    raise UserError(
+                        _("llama.cpp could not tokenize the prompt with its images (code {code}).").format(code=code)
+                    )
             finally:
                 for bitmap in bitmaps:
                     lib.mtmd_bitmap_free(bitmap)
@@ -195,8 +212,10 @@ class Projector:
         needed = len(prompt.tokens)
         if needed >= limit:
             raise ContextOverflow(
-                f"The message with its images is {needed} tokens but the context holds {limit}; "
-                "send fewer or smaller images, or raise the context length."
+                _(
+                    "The message with its images is {needed} tokens but the context holds {limit}; send fewer "
+                    "or smaller images, or raise the context length."
+                ).format(needed=needed, limit=limit)
             )
         position = 0
         with self.lock:
@@ -206,7 +225,11 @@ class Projector:
                     self._ctx, context, chunk.handle, position, seq, n_batch, False, ctypes.byref(new_position)
                 )
                 if code != 0:
-                    raise UserError(f"llama.cpp could not evaluate an image (code {code}); the context may be full.")
+                    raise UserError(
+                        _("llama.cpp could not evaluate an image (code {code}); the context may be full.").format(
+                            code=code
+                        )
+                    )
                 position = new_position.value
         return position
 

@@ -25,10 +25,11 @@ from internlocal.engines.base import (
     StreamTimer,
 )
 from internlocal.errors import ContextOverflow, NetworkError, Unsupported, UserError
+from internlocal.i18n import N_, _
 
 
 class RemoteEngine(EngineBase):
-    engine_name = "remote OpenAI endpoint"
+    engine_name = N_("remote OpenAI endpoint")
     capabilities = frozenset(
         {
             Capability.CHAT,
@@ -121,18 +122,24 @@ class RemoteEngine(EngineBase):
                 url, headers=self._headers, data=json.dumps(body), stream=True, timeout=(10, self._timeout)
             )
         except requests.RequestException as exc:
-            raise NetworkError(f"Cannot reach {self.base_url} ({exc}); is the server running?") from None
+            raise NetworkError(
+                _("Cannot reach {url} ({error}); is the server running?").format(url=self.base_url, error=exc)
+            ) from None
         with response:
             if response.status_code >= 400:
                 try:
                     message = response.json().get("error", {}).get("message") or response.text[:200]
                 except ValueError:
                     message = response.text[:200]
-                hint = " (check the API key)" if response.status_code in (401, 403) else ""
+                hint = _(" (check the API key)") if response.status_code in (401, 403) else ""
                 error = (
                     ContextOverflow if response.status_code == 400 and "context" in str(message).lower() else UserError
                 )
-                raise error(f"{self.base_url} answered {response.status_code}: {message}{hint}")
+                raise error(
+                    _("{url} answered {status_code}: {message}{hint}").format(
+                        url=self.base_url, status_code=response.status_code, message=message, hint=hint
+                    )
+                )
             for line in response.iter_lines(decode_unicode=True):
                 if cancel.is_set():
                     result.finish_reason = "cancelled"
@@ -182,13 +189,17 @@ class RemoteEngine(EngineBase):
         out = []
         for context, continuation in requests:
             if not continuation:
-                raise UserError("A log-likelihood request has an empty continuation; give it some text.")
+                raise UserError(_("A log-likelihood request has an empty continuation; give it some text."))
             entries = self._prompt_logprobs(context + continuation)
             boundary = len(context)
             first = next((i for i, e in enumerate(entries) if e["end"] > boundary), len(entries))
             scored = entries[first:]
             if not scored or any(e["logprob"] is None for e in scored):
-                raise Unsupported(f"{self.base_url} gave no log-probability for the continuation {continuation!r}.")
+                raise Unsupported(
+                    _("{url} gave no log-probability for the continuation {continuation!r}.").format(
+                        url=self.base_url, continuation=continuation
+                    )
+                )
             greedy = all(e["logprob"] >= max(e["top"].values(), default=e["logprob"]) - 1e-6 for e in scored)
             out.append(LogLikelihood(logprob=sum(e["logprob"] for e in scored), is_greedy=greedy, n_tokens=len(scored)))
         return out
@@ -216,11 +227,15 @@ class RemoteEngine(EngineBase):
                 timeout=(10, self._timeout),
             )
         except requests.RequestException as exc:
-            raise NetworkError(f"Cannot reach {self.base_url} ({exc}); is the server running?") from None
+            raise NetworkError(
+                _("Cannot reach {url} ({error}); is the server running?").format(url=self.base_url, error=exc)
+            ) from None
         unsupported = Unsupported(
-            f"{self.base_url} does not return prompt log-probabilities (completions with echo and "
-            "logprobs), so it cannot score multiple-choice or perplexity tasks; run generation "
-            "tasks against it, or serve the model with internlocal or vLLM."
+            _(
+                "{url} does not return prompt log-probabilities (completions with echo and logprobs), so "
+                "it cannot score multiple-choice or perplexity tasks; run generation tasks against it, or "
+                "serve the model with internlocal or vLLM."
+            ).format(url=self.base_url)
         )
         if response.status_code in (400, 404, 422, 501):
             message = response.text[:300]
@@ -228,7 +243,11 @@ class RemoteEngine(EngineBase):
                 raise ContextOverflow(f"{self.base_url}: {message}")
             raise Unsupported(f"{unsupported} ({response.status_code}: {message})")
         if response.status_code >= 400:
-            raise UserError(f"{self.base_url} answered {response.status_code}: {response.text[:200]}")
+            raise UserError(
+                _("{url} answered {status_code}: {body}").format(
+                    url=self.base_url, status_code=response.status_code, body=response.text[:200]
+                )
+            )
         try:
             logprobs = response.json()["choices"][0]["logprobs"]
             tokens, values, offsets = logprobs["tokens"], logprobs["token_logprobs"], logprobs["text_offset"]
@@ -286,15 +305,25 @@ class RemoteEmbedder:
                     data=json.dumps({"model": self.remote_model, "input": batch}),
                 )
             except requests.RequestException as exc:
-                raise NetworkError(f"Cannot reach {self.base_url} ({exc}); is the embedding server running?") from None
+                raise NetworkError(
+                    _("Cannot reach {url} ({error}); is the embedding server running?").format(
+                        url=self.base_url, error=exc
+                    )
+                ) from None
             if response.status_code >= 400:
-                raise UserError(f"{self.base_url}/embeddings answered {response.status_code}: {response.text[:200]}")
+                raise UserError(
+                    _("{url}/embeddings answered {status_code}: {body}").format(
+                        url=self.base_url, status_code=response.status_code, body=response.text[:200]
+                    )
+                )
             try:
                 answer = response.json()
                 data = sorted(answer["data"], key=lambda d: d["index"])
                 vectors.extend([float(x) for x in d["embedding"]] for d in data)
             except (ValueError, KeyError, TypeError):
-                raise UserError(f"{self.base_url}/embeddings did not answer in the OpenAI format.") from None
+                raise UserError(
+                    _("{url}/embeddings did not answer in the OpenAI format.").format(url=self.base_url)
+                ) from None
             usage = answer.get("usage") if isinstance(answer, dict) else None
             used = usage.get("prompt_tokens") if isinstance(usage, dict) else None
             tokens = tokens + used if tokens is not None and isinstance(used, int) else None
@@ -309,5 +338,7 @@ class RemoteEmbedder:
             self.embed(texts)
             last = self._last_usage
         if last is None or last[1] is None:
-            raise Unsupported(f"{self.base_url}/embeddings reports no token usage, so its tokens cannot be counted.")
+            raise Unsupported(
+                _("{url}/embeddings reports no token usage, so its tokens cannot be counted.").format(url=self.base_url)
+            )
         return last[1]

@@ -26,6 +26,7 @@ from typing import Any
 
 from internlocal.engines.base import Generation, GenerationResult, Message
 from internlocal.errors import UserError
+from internlocal.i18n import _
 
 _BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
 
@@ -37,7 +38,7 @@ def has_native_tool_format(template: str | None) -> bool:
 def _function(tool: dict[str, Any]) -> dict[str, Any]:
     fn = tool.get("function") if isinstance(tool, dict) else None
     if not fn or not fn.get("name"):
-        raise UserError("Each tool needs a function with a name.")
+        raise UserError(_("Each tool needs a function with a name."))
     return fn
 
 
@@ -85,9 +86,11 @@ def plan_tools(
         name = (choice.get("function") or {}).get("name")
         allowed, may_answer = [f for f in functions if f["name"] == name], False
         if not allowed:
-            raise UserError(f"tool_choice names {name!r}, which is not among the tools.")
+            raise UserError(_("tool_choice names {name!r}, which is not among the tools.").format(name=name))
     else:
-        raise UserError(f"tool_choice {choice!r} is not one of none, auto, required or a function.")
+        raise UserError(
+            _("tool_choice {choice!r} is not one of none, auto, required or a function.").format(choice=choice)
+        )
 
     if has_native_tool_format(template):
         grammar = None if may_answer else _native_grammar(allowed)
@@ -258,4 +261,6 @@ def _schema_grammar(schema: dict[str, Any]) -> str:
     try:
         return json_schema_to_gbnf(json.dumps(schema))
     except Exception as exc:
-        raise UserError(f"A tool's parameter schema cannot be turned into a grammar ({exc}); simplify it.") from None
+        raise UserError(
+            _("A tool's parameter schema cannot be turned into a grammar ({error}); simplify it.").format(error=exc)
+        ) from None

@@ -28,6 +28,7 @@ from internlocal.engines.base import (
     TextAssembler,
 )
 from internlocal.errors import ContextOverflow, ModelFileError, Unsupported, UserError
+from internlocal.i18n import _
 
 
 class TransformersEngine(EngineBase):
@@ -55,7 +56,7 @@ class TransformersEngine(EngineBase):
 
         path = Path(path)
         if not (path / "config.json").is_file():
-            raise ModelFileError(f"{path} is not a Hugging Face model folder (no config.json).")
+            raise ModelFileError(_("{path} is not a Hugging Face model folder (no config.json).").format(path=path))
         self.model_name = model_name or path.name
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if threads and self.device == "cpu":
@@ -65,7 +66,7 @@ class TransformersEngine(EngineBase):
             try:
                 from transformers import BitsAndBytesConfig
             except ImportError:  # pragma: no cover - transformers always has it
-                raise UserError("This transformers has no bitsandbytes support.") from None
+                raise UserError(_("This transformers has no bitsandbytes support.")) from None
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=quantization == "4bit",
                 load_in_8bit=quantization == "8bit",
@@ -75,12 +76,16 @@ class TransformersEngine(EngineBase):
             )
             kwargs["device_map"] = {"": 0} if self.device == "cuda" else "cpu"
         elif quantization not in (None, "", "none"):
-            raise UserError(f"Quantization {quantization!r} is not one of 4bit, 8bit.")
+            raise UserError(
+                _("Quantization {quantization!r} is not one of 4bit, 8bit.").format(quantization=quantization)
+            )
         torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device == "cuda" else torch.float32)
         try:
             self.model = self._load_model(path, torch_dtype, kwargs)
         except (OSError, ValueError) as exc:
-            raise ModelFileError(f"transformers could not load {path}: {exc}") from None
+            raise ModelFileError(
+                _("transformers could not load {path}: {error}").format(path=path, error=exc)
+            ) from None
         if adapter:
             from peft import PeftModel
 
@@ -125,7 +130,7 @@ class TransformersEngine(EngineBase):
 
     def render_chat(self, messages) -> str:
         if not self.tokenizer.chat_template:
-            raise UserError(f"{self.model_name} has no chat template; use completion.")
+            raise UserError(_("{model} has no chat template; use completion.").format(model=self.model_name))
         return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
 
     def tokenize(self, text, *, add_special=False) -> list[int]:
@@ -157,13 +162,17 @@ class TransformersEngine(EngineBase):
     ) -> Generation:
         if len(prompt) + 1 >= self.context_length:
             raise ContextOverflow(
-                f"The prompt has {len(prompt)} tokens but {self.model_name}'s context holds "
-                f"{self.context_length}; shorten it."
+                _("The prompt has {count} tokens but {model}'s context holds {context}; shorten it.").format(
+                    count=len(prompt), model=self.model_name, context=self.context_length
+                )
             )
         self.check(params)
         vocab = self.model.get_output_embeddings().weight.shape[0]
         if any(not 0 <= t < vocab for t in params.logit_bias):
-            raise Unsupported(f"logit_bias names a token outside this model's {vocab} tokens.", field="logit_bias")
+            raise Unsupported(
+                _("logit_bias names a token outside this model's {vocab} tokens.").format(vocab=vocab),
+                field="logit_bias",
+            )
         cancel = threading.Event()
         logprobs = (
             GeneratedLogprobs(params.logprobs, lambda t: _token_bytes(self.tokenizer, t))
@@ -249,7 +258,7 @@ class TransformersEngine(EngineBase):
             ctx = self.tokenize(context, add_special=True)
             cont = self.tokenize(continuation, add_special=False)
             if not cont:
-                raise UserError("A log-likelihood request has an empty continuation; give it some text.")
+                raise UserError(_("A log-likelihood request has an empty continuation; give it some text."))
             tokens = (ctx + cont)[-self.context_length :]
             n_cont = min(len(cont), len(tokens) - 1)
             encoded.append((tokens[:-n_cont], tokens[-n_cont:]))
@@ -431,4 +440,4 @@ class _Pack:
             yield request, predictors, self.ids[start : start + length]
 
     def scored_rows(self) -> set[int]:
-        return {i for _, predictors, _ in self.scoring() for i in predictors}
+        return {i for __, predictors, ___ in self.scoring() for i in predictors}

@@ -17,6 +17,7 @@ from internlocal.engines.base import Capability, Generation, GenerationParams
 from internlocal.engines.images import DEFAULT_MAX_SIDE, content_text, has_images, is_image_part, message_images
 from internlocal.engines.transformers_engine import TransformersEngine
 from internlocal.errors import UserError
+from internlocal.i18n import _
 
 
 class TransformersVisionEngine(TransformersEngine):
@@ -70,10 +71,12 @@ class TransformersVisionEngine(TransformersEngine):
         """The prompt as the processor's chat template writes it, one image placeholder per image."""
         if not getattr(self.processor, "chat_template", None):
             if has_images(messages):  # a tokenizer's template has no place for an image: never drop one
-                raise UserError(f"{self.model_name} has no chat template that places images; give it one.")
+                raise UserError(
+                    _("{model} has no chat template that places images; give it one.").format(model=self.model_name)
+                )
             if self.tokenizer.chat_template:  # a folder whose template only the tokenizer carries
                 return super().render_chat(processor_messages(messages, strings=True))
-            raise UserError(f"{self.model_name} has no chat template; use completion.")
+            raise UserError(_("{model} has no chat template; use completion.").format(model=self.model_name))
         return self.processor.apply_chat_template(
             processor_messages(messages), tokenize=False, add_generation_prompt=True
         )

@@ -31,6 +31,7 @@ import yaml
 
 from internlocal.data.formats import read_rows
 from internlocal.errors import UserError
+from internlocal.i18n import _
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -42,7 +43,11 @@ def _files(folder: Path, *groups: tuple[str, ...]) -> list[Path]:
         if found:
             return found
     wanted = " or ".join(p for patterns in groups for p in patterns)
-    raise UserError(f"No {wanted} files under {folder}; point at the benchmark's data folder.")
+    raise UserError(
+        _("No {wanted} files under {folder}; point at the benchmark's data folder.").format(
+            wanted=wanted, folder=folder
+        )
+    )
 
 
 def _csv(path: Path, header: bool) -> Iterator[tuple[str, Any]]:
@@ -77,7 +82,7 @@ def mmlu(folder: Path) -> tuple[list[dict], dict]:
         if path.suffix == ".csv":
             for n, row in _csv(path, header=False):
                 if len(row) != 6 or row[5].strip() not in ("A", "B", "C", "D"):
-                    raise UserError(f"{path} {n}: expected question,A,B,C,D,answer (A-D).")
+                    raise UserError(_("{path} {n}: expected question,A,B,C,D,answer (A-D).").format(path=path, n=n))
                 rows.append(
                     {
                         "subject": _subject(path),
@@ -89,7 +94,11 @@ def mmlu(folder: Path) -> tuple[list[dict], dict]:
         else:
             for n, row in read_rows(path):
                 if not isinstance(row.get("choices"), list) or not isinstance(row.get("answer"), int):
-                    raise UserError(f"{path} {n}: expected question, subject, choices (list) and answer (index).")
+                    raise UserError(
+                        _("{path} {n}: expected question, subject, choices (list) and answer (index).").format(
+                            path=path, n=n
+                        )
+                    )
                 rows.append(
                     {
                         "subject": str(row.get("subject", "")).replace("_", " "),
@@ -115,7 +124,7 @@ def _chinese_mcq(
     for path in _files(folder, *groups):
         for n, row in _rows(path):
             if answer not in row or row[answer] not in ("A", "B", "C", "D"):
-                raise UserError(f"{path} {n}: the answer must be one of A, B, C, D.")
+                raise UserError(_("{path} {n}: the answer must be one of A, B, C, D.").format(path=path, n=n))
             rows.append(
                 {
                     "subject": _subject(path),
@@ -169,7 +178,11 @@ def arc(folder: Path) -> tuple[list[dict], dict]:
             choices = row.get("choices") or {}
             labels, texts = choices.get("label", []), choices.get("text", [])
             if row.get("answerKey") not in labels:
-                raise UserError(f"{path} {n}: answerKey {row.get('answerKey')!r} is not one of the labels {labels}.")
+                raise UserError(
+                    _("{path} {n}: answerKey {answer_key!r} is not one of the labels {labels}.").format(
+                        path=path, n=n, answer_key=row.get("answerKey"), labels=labels
+                    )
+                )
             rows.append({"question": row["question"], "choices": texts, "answer": labels.index(row["answerKey"])})
     return rows, {
         "output_type": "multiple_choice",
@@ -193,7 +206,9 @@ def hellaswag(folder: Path) -> tuple[list[dict], dict]:
                 ctx = row["ctx_a"] + " " + row["ctx_b"].capitalize()
                 label = int(row["label"])
             except (KeyError, ValueError):
-                raise UserError(f"{path} {n}: expected ctx_a, ctx_b, endings and a numeric label.") from None
+                raise UserError(
+                    _("{path} {n}: expected ctx_a, ctx_b, endings and a numeric label.").format(path=path, n=n)
+                ) from None
             rows.append(
                 {
                     "query": _hellaswag_clean(row["activity_label"] + ": " + ctx),
@@ -218,7 +233,9 @@ def truthfulqa_mc1(folder: Path) -> tuple[list[dict], dict]:
                 targets = {"choices": list(targets), "labels": list(targets.values())}
             labels = targets.get("labels", [])
             if labels.count(1) != 1:
-                raise UserError(f"{path} {n}: mc1_targets must have exactly one correct label.")
+                raise UserError(
+                    _("{path} {n}: mc1_targets must have exactly one correct label.").format(path=path, n=n)
+                )
             rows.append({"question": row["question"], "choices": targets["choices"], "answer": labels.index(1)})
     return rows, {
         "output_type": "multiple_choice",
@@ -234,7 +251,7 @@ def gsm8k(folder: Path) -> tuple[list[dict], dict]:
         for n, row in read_rows(path):
             match = re.search(r"####\s*(-?[\d,\.]+)", row.get("answer", ""))
             if not match:
-                raise UserError(f"{path} {n}: the answer has no final '#### N' line.")
+                raise UserError(_("{path} {n}: the answer has no final '#### N' line.").format(path=path, n=n))
             rows.append({"question": row["question"], "target": match.group(1).replace(",", "")})
     # lm-evaluation-harness's "flexible-extract": the last number in the answer, compared without commas,
     # dollar signs or a final full stop, ignoring case
@@ -254,7 +271,7 @@ def wikitext(folder: Path) -> tuple[list[dict], dict]:
     lines: list[str] = []
     for path in _files(folder, (*ROWS, "*.txt", "*.raw")):
         if path.suffix in (".jsonl", ".parquet"):
-            lines += [row.get("text", "") for _, row in read_rows(path)]
+            lines += [row.get("text", "") for __, row in read_rows(path)]
         else:
             lines += path.read_text(encoding="utf-8").splitlines(keepends=True)
     documents: list[str] = []
@@ -298,9 +315,13 @@ def fetch_benchmark(
     from internlocal.hub.fetch import fetch_dataset
 
     if benchmark not in LOADERS:
-        raise UserError(f"Unknown benchmark {benchmark!r}; choose one of {', '.join(LOADERS)}.")
+        raise UserError(
+            _("Unknown benchmark {benchmark!r}; choose one of {choices}.").format(
+                benchmark=benchmark, choices=", ".join(LOADERS)
+            )
+        )
     folder = Path(home) / "benchmarks" / benchmark
-    source, _ = fetch_dataset(
+    source, __ = fetch_dataset(
         store_dir, folder, spec or HUB_SOURCES[benchmark], on_bytes=on_bytes, check_cancelled=check_cancelled
     )
     return folder, source
@@ -323,10 +344,14 @@ def import_benchmark(
 ) -> Path:
     """Convert a benchmark's published files into a task; returns the task YAML path."""
     if benchmark not in LOADERS:
-        raise UserError(f"Unknown benchmark {benchmark!r}; choose one of {', '.join(LOADERS)}.")
+        raise UserError(
+            _("Unknown benchmark {benchmark!r}; choose one of {choices}.").format(
+                benchmark=benchmark, choices=", ".join(LOADERS)
+            )
+        )
     rows, spec = LOADERS[benchmark](Path(folder))
     if not rows:
-        raise UserError(f"{folder} holds no {benchmark} items.")
+        raise UserError(_("{folder} holds no {benchmark} items.").format(folder=folder, benchmark=benchmark))
     name = name or benchmark
     out = Path(home) / "tasks"
     out.mkdir(parents=True, exist_ok=True)

@@ -42,6 +42,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from internlocal.errors import UserError
 from internlocal.evals.tasks import Task
+from internlocal.i18n import _
 
 FILE_TYPES = {"json": (".json", ".jsonl"), "csv": (".csv",), "parquet": (".parquet",)}
 SPLITS = ("test_split", "validation_split")
@@ -154,10 +155,15 @@ class LmEvalTask(Task):
         """A Hub dataset's Parquet files of ``split`` (``<dataset_name>/<split>-*.parquet`` or
         ``…/<split>/*.parquet``), downloaded once into ``<home>/benchmarks/lm-eval/`` through the store."""
         from internlocal.hub.fetch import fetch_dataset
+        from internlocal.hub.sources import NoMatchingFile
 
         repo, config = str(self.spec["dataset_path"]), self.spec.get("dataset_name")
         if self.home is None:
-            raise UserError(f"Task {self.name} reads the Hub dataset {repo}; run it through `internlocal eval run`.")
+            raise UserError(
+                _("Task {name} reads the Hub dataset {repo}; run it through `internlocal eval run`.").format(
+                    name=self.name, repo=repo
+                )
+            )
         dest = Path(self.home) / "benchmarks" / "lm-eval" / repo.replace("/", "__") / str(config or "default") / split
         if any(dest.rglob("*.parquet")):
             return sorted(dest.rglob("*.parquet"))
@@ -167,17 +173,19 @@ class LmEvalTask(Task):
         for layout in layouts:
             try:
                 fetch_dataset(Path(self.home) / "store", dest, f"hf:{repo}:{layout}[-/]*.parquet")
-            except UserError as exc:
-                if str(exc).startswith("No file in"):
-                    continue
-                raise
+            except NoMatchingFile:
+                continue
             return sorted(dest.rglob("*.parquet"))
-        where = f"{config}/" if config else "data/, the top folder or default/"
-        raise UserError(
-            f"Task {self.name}: {repo} has no Parquet files of the {split} split in {where}"
-            + ("" if config else "; name its configuration with dataset_name")
-            + "."
+        where = f"{config}/" if config else _("data/, the top folder or default/")
+        message = (
+            _("Task {name}: {repo} has no Parquet files of the {split} split in {where}.")
+            if config
+            else _(
+                "Task {name}: {repo} has no Parquet files of the {split} split in {where}; "
+                "name its configuration with dataset_name."
+            )
         )
+        raise UserError(message.format(name=self.name, repo=repo, split=split, where=where))
 
     def _split_files(self, split: str) -> list[Path]:
         if self.from_hub:
@@ -189,14 +197,18 @@ class LmEvalTask(Task):
         elif split != self.spec.get("test_split", self.spec.get("validation_split", "train")):
             files = None  # one file list is the evaluated split only (the datasets library names it "train")
         if files is None:
-            raise UserError(f"Task {self.name}: dataset_kwargs.data_files has no {split!r} split.")
+            raise UserError(
+                _("Task {name}: dataset_kwargs.data_files has no {split!r} split.").format(name=self.name, split=split)
+            )
         paths = []
         for name in [files] if isinstance(files, str) else list(files):
             path = Path(name).expanduser()  # relative: not beside its file (read_yaml anchors those), so cwd's
             if not path.is_absolute():
                 path = Path.cwd() / path
             if not path.is_file():
-                raise UserError(f"Task {self.name}: the data file {name} does not exist.")
+                raise UserError(
+                    _("Task {task}: the data file {name} does not exist.").format(task=self.name, name=name)
+                )
             paths.append(path)
         return paths
 
@@ -207,8 +219,10 @@ class LmEvalTask(Task):
         rows: list[dict[str, Any]] = []
         for path in self._split_files(split):
             if path.suffix.lower() not in FILE_TYPES.get(str(kind), ()):
-                raise UserError(f"Task {self.name}: {path.name} is not a {kind} file.")
-            rows += [row for _, row in read_rows(path)]
+                raise UserError(
+                    _("Task {name}: {file} is not a {kind} file.").format(name=self.name, file=path.name, kind=kind)
+                )
+            rows += [row for __, row in read_rows(path)]
         if "process_docs" in self.spec:
             rows = self._call("process_docs", rows)
         return rows
@@ -218,13 +232,15 @@ class LmEvalTask(Task):
         for key in SPLITS:
             if self.spec.get(key):
                 return str(self.spec[key])
-        raise UserError(f"Task {self.name} names no test_split or validation_split to evaluate.")
+        raise UserError(_("Task {name} names no test_split or validation_split to evaluate.").format(name=self.name))
 
     @cached_property
     def docs(self) -> list[dict[str, Any]]:
         rows = self._rows(self.evaluated_split)
         if not rows:
-            raise UserError(f"Task {self.name}: the {self.evaluated_split} split has no rows.")
+            raise UserError(
+                _("Task {name}: the {split} split has no rows.").format(name=self.name, split=self.evaluated_split)
+            )
         return rows
 
     @property
@@ -274,12 +290,20 @@ class LmEvalTask(Task):
             try:
                 rendered = _template(spec).render(**doc)
             except Exception as exc:  # jinja2's UndefinedError and TemplateSyntaxError: one sentence
-                raise UserError(f"Task {self.name}: {field} {spec!r} fails on a row: {exc}.") from None
+                raise UserError(
+                    _("Task {name}: {field} {spec!r} fails on a row: {error}.").format(
+                        name=self.name, field=field, spec=spec, error=exc
+                    )
+                ) from None
             if field == "doc_to_choice":
                 try:
                     return ast.literal_eval(rendered)
                 except (ValueError, SyntaxError):
-                    raise UserError(f"Task {self.name}: doc_to_choice rendered {rendered!r}, not a list.") from None
+                    raise UserError(
+                        _("Task {name}: doc_to_choice rendered {rendered!r}, not a list.").format(
+                            name=self.name, rendered=rendered
+                        )
+                    ) from None
             if rendered.isdigit() and self._has_choices and field != "description":
                 return int(rendered)
             if field == "doc_to_target" and len(rendered) >= 2 and rendered[0] == "[" and rendered[-1] == "]":
@@ -300,8 +324,10 @@ class LmEvalTask(Task):
         text = self._field("doc_to_text", doc)
         if not isinstance(text, str):
             raise UserError(
-                f"Task {self.name}: doc_to_text gave {type(text).__name__}; tasks with several inputs "
-                "(a context per choice, as in winogrande) are not supported."
+                _(
+                    "Task {name}: doc_to_text gave {type}; tasks with several inputs "
+                    "(a context per choice, as in winogrande) are not supported."
+                ).format(name=self.name, type=type(text).__name__)
             )
         return text
 
@@ -310,12 +336,16 @@ class LmEvalTask(Task):
         if isinstance(choices, dict):
             choices = list(choices.values())
         if not isinstance(choices, list):
-            raise UserError(f"Task {self.name}: doc_to_choice gave {choices!r}, not a list of choices.")
+            raise UserError(
+                _("Task {name}: doc_to_choice gave {choices!r}, not a list of choices.").format(
+                    name=self.name, choices=choices
+                )
+            )
         return [str(c) for c in choices]
 
     def _target(self, doc: dict[str, Any]) -> Any:
         if self.spec.get("doc_to_target") is None:
-            raise UserError(f"Task {self.name} has no doc_to_target.")
+            raise UserError(_("Task {name} has no doc_to_target.").format(name=self.name))
         return self._field("doc_to_target", doc)
 
     def target(self, doc: dict[str, Any]) -> str:
@@ -342,7 +372,11 @@ class LmEvalTask(Task):
             return target
         if isinstance(target, str) and target in choices:
             return choices.index(target)
-        raise UserError(f"Task {self.name} row {index + 1}: the target {target!r} is not one of the choices {choices}.")
+        raise UserError(
+            _("Task {name} row {row}: the target {target!r} is not one of the choices {choices}.").format(
+                name=self.name, row=index + 1, target=target, choices=choices
+            )
+        )
 
     def _sample_shots(self, upto: int) -> None:
         """Few-shot examples for documents 0..upto, drawn in document order from one seeded generator, as
@@ -355,7 +389,11 @@ class LmEvalTask(Task):
         leave_out = self._named_fewshot_split == self.spec.get("test_split")
         n = self.num_fewshot
         if len(pool) < n + (1 if leave_out else 0):
-            raise UserError(f"Task {self.name} asks for {n} few-shot examples; its few-shot split has {len(pool)}.")
+            raise UserError(
+                _("Task {name} asks for {n} few-shot examples; its few-shot split has {count}.").format(
+                    name=self.name, n=n, count=len(pool)
+                )
+            )
         rng = random.Random(self.fewshot_seed)
         shots: list[list[dict[str, Any]]] = []
         for doc in self.docs[: upto + 1]:
@@ -489,19 +527,24 @@ def load_function(ref: FunctionRef, *, trusted: Iterable[str | Path], task: str)
     folder = Path(ref.folder or ".").resolve()
     if not is_trusted(folder, trusted):
         raise UserError(
-            f"Task {task} runs Python code ({ref}) from {folder}; pass --trust-code {folder} if you trust that folder."
+            _(
+                "Task {task} runs Python code ({ref}) from {folder}; "
+                "pass --trust-code {folder} if you trust that folder."
+            ).format(task=task, ref=ref, folder=folder)
         )
-    module_name, _, name = ref.name.rpartition(".")
+    module_name, __, name = ref.name.rpartition(".")
     file = folder / f"{module_name.replace('.', '/')}.py"
     if not module_name or not file.is_file():
-        raise UserError(f"Task {task}: {ref} needs {file}, which does not exist.")
+        raise UserError(
+            _("Task {task}: {ref} needs {file}, which does not exist.").format(task=task, ref=ref, file=file)
+        )
     spec = importlib.util.spec_from_file_location(f"internlocal_task_{module_name}", file)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     function = getattr(module, name, None)
     if not callable(function):
-        raise UserError(f"Task {task}: {file.name} has no function {name}.")
+        raise UserError(_("Task {task}: {file} has no function {name}.").format(task=task, file=file.name, name=name))
     return function
 
 
@@ -518,13 +561,19 @@ def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> Any:
     """The file's mapping with ``include:`` merged under it (the including file wins)."""
     path = Path(path)
     if path.resolve() in seen:
-        raise UserError(f"{path} includes itself (through {' → '.join(p.name for p in seen)}).")
+        raise UserError(
+            _("{path} includes itself (through {chain}).").format(path=path, chain=" → ".join(p.name for p in seen))
+        )
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # SafeLoader + !function
     except yaml.YAMLError as exc:
-        raise UserError(f"The task file {path} is not valid YAML: {exc}".replace("\n", " ")) from None
+        raise UserError(
+            _("The task file {path} is not valid YAML: {error}").format(path=path, error=exc).replace("\n", " ")
+        ) from None
     except OSError as exc:
-        raise UserError(f"The task file {path} cannot be read ({exc.strerror}).") from None
+        raise UserError(
+            _("The task file {path} cannot be read ({reason}).").format(path=path, reason=exc.strerror)
+        ) from None
     if isinstance(data, dict):  # each !function and data file belongs to the folder of the file that names it
         folder = str(path.parent.resolve())
         data = {k: FunctionRef(v.name, folder) if isinstance(v, FunctionRef) else v for k, v in data.items()}
@@ -534,7 +583,9 @@ def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> Any:
     if isinstance(data, dict) and "include" in data:
         base_path = path.parent / str(data["include"])
         if not base_path.is_file():
-            raise UserError(f"{path}: the included file {data['include']} does not exist.")
+            raise UserError(
+                _("{path}: the included file {include} does not exist.").format(path=path, include=data["include"])
+            )
         base = read_yaml(base_path, (*seen, path.resolve()))
         data = {**(base if isinstance(base, dict) else {}), **{k: v for k, v in data.items() if k != "include"}}
     return data
@@ -573,7 +624,7 @@ def load_lmeval(
     path = Path(path)
     data = read_yaml(path)
     if not isinstance(data, dict):
-        raise UserError(f"The task file {path} must be a mapping of task settings.")
+        raise UserError(_("The task file {path} must be a mapping of task settings.").format(path=path))
     if "group" in data and isinstance(data.get("task"), list):
         tasks = _group(path, data, trusted=list(trusted), search=list(search), groups=groups)
     else:
@@ -588,13 +639,19 @@ def _group(
 ) -> list[LmEvalTask]:
     name = str(data["group"])
     if name in groups:
-        raise UserError(f"Group {name} ({path}) contains itself (through {' → '.join((*groups, name))}).")
+        raise UserError(
+            _("Group {name} ({path}) contains itself (through {chain}).").format(
+                name=name, path=path, chain=" → ".join((*groups, name))
+            )
+        )
     if data.get("aggregate_metric_list"):
         for entry in data["aggregate_metric_list"]:
             if entry.get("weight_by_size", True):  # lm-eval's default; the leaderboard averages tasks equally
                 raise UserError(
-                    f"Group {name}: aggregate_metric_list with weight_by_size is not supported "
-                    "(internlocal's group average weighs each task equally); set weight_by_size: false."
+                    _(
+                        "Group {name}: aggregate_metric_list with weight_by_size is not supported "
+                        "(internlocal's group average weighs each task equally); set weight_by_size: false."
+                    ).format(name=name)
                 )
     tasks: list[LmEvalTask] = []
     for entry in data["task"]:
@@ -603,71 +660,96 @@ def _group(
         elif isinstance(entry, dict):
             tasks.append(_task(path, entry, trusted=trusted))
         else:
-            raise UserError(f"{path}: a group's task entry must be a task name or a task mapping.")
+            raise UserError(_("{path}: a group's task entry must be a task name or a task mapping.").format(path=path))
     return [t.model_copy(update={"group": str(data["group"])}) for t in tasks]
 
 
 def _task(path: Path, data: dict[str, Any], *, trusted: list[Path]) -> LmEvalTask:
     name = data.get("task")
     if not isinstance(name, str) or not name:
-        raise UserError(f"The task file {path} has no task name (task: NAME).")
+        raise UserError(_("The task file {path} has no task name (task: NAME).").format(path=path))
     unknown = sorted(set(data) - SUPPORTED - HARMLESS)
     if unknown:
-        raise UserError(
-            f"Task {name} ({path}): {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not supported."
+        message = (
+            _("Task {name} ({path}): {keys} is not supported.")
+            if len(unknown) == 1
+            else _("Task {name} ({path}): {keys} are not supported.")
         )
+        raise UserError(message.format(name=name, path=path, keys=", ".join(unknown)))
     output_type = data.get("output_type", "generate_until")
     if output_type not in OUTPUT_TYPES:
-        raise UserError(f"Task {name}: output_type {output_type!r} is not supported.")
+        raise UserError(
+            _("Task {name}: output_type {output_type!r} is not supported.").format(name=name, output_type=output_type)
+        )
     kind = data.get("dataset_path")
     if not isinstance(kind, str) or (kind not in FILE_TYPES and not re.fullmatch(r"[\w.-]+/[\w.-]+", kind)):
         raise UserError(
-            f"Task {name}: dataset_path {kind!r} is not supported; use json, csv or parquet with "
-            "dataset_kwargs.data_files, or a Hugging Face dataset repository (org/name) that publishes Parquet."
+            _(
+                "Task {name}: dataset_path {kind!r} is not supported; use json, csv or parquet with "
+                "dataset_kwargs.data_files, or a Hugging Face dataset repository (org/name) that publishes Parquet."
+            ).format(name=name, kind=kind)
         )
     if kind not in FILE_TYPES and data.get("dataset_kwargs"):
-        raise UserError(f"Task {name}: dataset_kwargs are not supported for a Hub dataset ({kind}).")
+        raise UserError(
+            _("Task {name}: dataset_kwargs are not supported for a Hub dataset ({kind}).").format(name=name, kind=kind)
+        )
     for entry in data.get("metric_list") or []:
         metric = entry.get("metric") if isinstance(entry, dict) else entry
         if metric not in METRICS[output_type]:
-            raise UserError(f"Task {name}: metric {metric!r} is not supported for {output_type}.")
+            raise UserError(
+                _("Task {name}: metric {metric!r} is not supported for {output_type}.").format(
+                    name=name, metric=metric, output_type=output_type
+                )
+            )
         if isinstance(entry, dict) and entry.get("aggregation", "mean") not in (
             "mean",
             "perplexity",
             "weighted_perplexity",
             "bits_per_byte",
         ):
-            raise UserError(f"Task {name}: aggregation {entry['aggregation']!r} is not supported.")
+            raise UserError(
+                _("Task {name}: aggregation {aggregation!r} is not supported.").format(
+                    name=name, aggregation=entry["aggregation"]
+                )
+            )
     for pipeline in data.get("filter_list") or []:
         for step in pipeline.get("filter", []):
             if step.get("function") not in FILTERS:
-                raise UserError(f"Task {name}: filter {step.get('function')!r} is not supported.")
+                raise UserError(
+                    _("Task {name}: filter {filter!r} is not supported.").format(name=name, filter=step.get("function"))
+                )
     if int(data.get("repeats", 1)) != 1:
-        raise UserError(f"Task {name}: repeats other than 1 are not supported.")
+        raise UserError(_("Task {name}: repeats other than 1 are not supported.").format(name=name))
     for key, value in data.items():
         if isinstance(value, FunctionRef) and key not in FUNCTION_FIELDS:
-            raise UserError(f"Task {name}: {key}: {value} is not supported.")
+            raise UserError(_("Task {name}: {key}: {value} is not supported.").format(name=name, key=key, value=value))
     generation = data.get("generation_kwargs") or {}
     if generation.get("do_sample") or float(generation.get("temperature", 0) or 0) > 0:
         raise UserError(
-            f"Task {name}: sampled generation (do_sample, temperature > 0) is not supported; scores here are greedy."
+            _(
+                "Task {name}: sampled generation (do_sample, temperature > 0) is not supported; scores here are greedy."
+            ).format(name=name)
         )
     fewshot = data.get("fewshot_config") or {}
     for key in sorted(set(fewshot) - {"sampler", "split"}):
-        raise UserError(f"Task {name}: fewshot_config.{key} is not supported.")
+        raise UserError(_("Task {name}: fewshot_config.{key} is not supported.").format(name=name, key=key))
     if fewshot.get("sampler", "default") not in ("default", "first_n"):
-        raise UserError(f"Task {name}: fewshot sampler {fewshot['sampler']!r} is not supported.")
+        raise UserError(
+            _("Task {name}: fewshot sampler {sampler!r} is not supported.").format(
+                name=name, sampler=fewshot["sampler"]
+            )
+        )
     for key in sorted(set(data.get("dataset_kwargs") or {}) - {"data_files"}):
-        raise UserError(f"Task {name}: dataset_kwargs.{key} is not supported.")
+        raise UserError(_("Task {name}: dataset_kwargs.{key} is not supported.").format(name=name, key=key))
     for key in sorted(set(generation) - {"until", "max_gen_toks", "do_sample", "temperature"}):
-        raise UserError(f"Task {name}: generation_kwargs.{key} is not supported.")
+        raise UserError(_("Task {name}: generation_kwargs.{key} is not supported.").format(name=name, key=key))
     delimiter = data.get("fewshot_delimiter", "\n\n")
     until = generation.get("until", [delimiter])
     metadata = data.get("metadata") or {}
     task = LmEvalTask(
         name=re.sub(r"[^A-Za-z0-9_.-]", "_", name),
         version=str(metadata.get("version", "lm-eval")),
-        description=f"lm-eval task ({path.name})",
+        description=_("lm-eval task ({file})").format(file=path.name),
         group=None,
         output_type=OUTPUT_TYPES[output_type],
         dataset=f"{kind}:{path.name}",
@@ -713,7 +795,11 @@ def find_lmeval(
                 tagged.append(path)
     if tagged:  # a tag (lm-eval's mmlu_stem_tasks): its tasks, in file order
         return [t for path in tagged for t in load_lmeval(path, trusted=trusted, home=home, groups=groups)]
-    raise UserError(f"No lm-eval task, group or tag {name!r} under {', '.join(map(str, folders))}.")
+    raise UserError(
+        _("No lm-eval task, group or tag {name!r} under {folders}.").format(
+            name=name, folders=", ".join(map(str, folders))
+        )
+    )
 
 
 # -- writing ours out as lm-eval YAML ----------------------------------------------------------------
@@ -723,7 +809,7 @@ def _jinja_template(template: str) -> str:
     """Our ``str.format`` template as Jinja: ``{field}`` → ``{{field}}``; literal braces (``{{`` in ours) kept
     literal inside ``{% raw %}``."""
     out = []
-    for literal, field, _, _ in string.Formatter().parse(template):
+    for literal, field, __, __ in string.Formatter().parse(template):
         out.append(f"{{% raw %}}{literal}{{% endraw %}}" if "{" in literal or "}" in literal else literal)
         if field is not None:
             out.append("{{" + field + "}}")

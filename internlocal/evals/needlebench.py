@@ -43,6 +43,7 @@ from internlocal.evals.needlebench_text import (
     filler_sentences,
 )
 from internlocal.evals.runner import RequestCache, generation_key, token_counts
+from internlocal.i18n import _
 from internlocal.jobs.context import JobContext
 
 VERSION = "1"
@@ -75,21 +76,25 @@ class NeedleSettings:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise UserError(f"NeedleBench kind {self.kind!r}: use single, multi or reasoning.")
+            raise UserError(_("NeedleBench kind {kind!r}: use single, multi or reasoning.").format(kind=self.kind))
         if self.lang not in LANGS:
-            raise UserError(f"NeedleBench language {self.lang!r}: use en or zh.")
+            raise UserError(_("NeedleBench language {lang!r}: use en or zh.").format(lang=self.lang))
         if self.lengths is not None:
             if not self.lengths or any(n < MIN_LENGTH for n in self.lengths):
-                raise UserError(f"NeedleBench lengths are token counts of at least {MIN_LENGTH}, like 256,512,1024.")
+                raise UserError(
+                    _("NeedleBench lengths are token counts of at least {min}, like 256,512,1024.").format(
+                        min=MIN_LENGTH
+                    )
+                )
             object.__setattr__(self, "lengths", tuple(sorted(set(self.lengths))))
         if not self.depths or any(not 0 <= d <= 100 for d in self.depths):
-            raise UserError("NeedleBench depths are percentages from 0 to 100, like 0,25,50,75,100.")
+            raise UserError(_("NeedleBench depths are percentages from 0 to 100, like 0,25,50,75,100."))
         object.__setattr__(self, "depths", tuple(sorted(set(self.depths))))
         most = len(FACTS[self.lang]) if self.kind == "multi" else len(NAMES[self.lang]) - 1
         if self.kind != "single" and not 1 <= self.needles <= most:
-            raise UserError(f"NeedleBench {self.kind} takes 1 to {most} needles.")
+            raise UserError(_("NeedleBench {kind} takes 1 to {most} needles.").format(kind=self.kind, most=most))
         if self.max_tokens is not None and self.max_tokens < 1:
-            raise UserError("The answer's token limit must be at least 1.")
+            raise UserError(_("The answer's token limit must be at least 1."))
 
     @property
     def task(self) -> str:
@@ -117,7 +122,9 @@ def parse_numbers(text: str | None, option: str) -> tuple[int, ...] | None:
     try:
         return tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise UserError(f"{option}: give whole numbers separated by commas, like 256,512,1024.") from None
+        raise UserError(
+            _("{option}: give whole numbers separated by commas, like 256,512,1024.").format(option=option)
+        ) from None
 
 
 # -- needles and scoring --------------------------------------------------------------------------------------------
@@ -243,7 +250,7 @@ class Haystack:
     def sentences_within(self, budget: int) -> int:
         """How many sentences from the start fit in ``budget`` tokens."""
         while sum(self.tokens) <= budget:
-            drawn = [next(self._source) for _ in range(self.DRAW)]
+            drawn = [next(self._source) for __ in range(self.DRAW)]
             self.sentences += drawn
             self.tokens += self._counter.counts([self.separator + s for s in drawn])
         return bisect.bisect_right(list(accumulate(self.tokens)), budget)
@@ -295,7 +302,11 @@ def build_cell(settings: NeedleSettings, haystack: Haystack, counter: TokenCount
     puzzle = make_puzzle(settings.kind, settings.lang, settings.needle_count, rng)
     needle_tokens = sum(counter.counts([haystack.separator + n for n in puzzle.needles]))
     if needle_tokens >= length:
-        raise UserError(f"Length {length} is too short for the needles ({needle_tokens} tokens); choose longer ones.")
+        raise UserError(
+            _("Length {length} is too short for the needles ({needle_tokens} tokens); choose longer ones.").format(
+                length=length, needle_tokens=needle_tokens
+            )
+        )
     kept = haystack.sentences_within(length - needle_tokens)
     depths = needle_depths(settings.kind, depth, len(puzzle.needles))
     while True:  # separators can merge into tokens differently in the whole text: measure it, drop a sentence if over
@@ -335,14 +346,18 @@ def plan_lengths(settings: NeedleSettings, counter: TokenCounter, context_length
     too_long = [n for n in lengths if n > room]
     if settings.lengths is not None and too_long:
         raise UserError(
-            f"Length {too_long[0]} does not fit: the context holds {context_length} tokens and the question and "
-            f"answer need {needs} of them; use lengths up to {max(room, 0)} or raise context_length."
+            _(
+                "Length {length} does not fit: the context holds {context_length} tokens and the question and "
+                "answer need {needs} of them; use lengths up to {room} or raise context_length."
+            ).format(length=too_long[0], context_length=context_length, needs=needs, room=max(room, 0))
         )
     kept = [n for n in lengths if n <= room]
     if not kept:
         raise UserError(
-            f"A context of {context_length} tokens leaves no room for NeedleBench's shortest length "
-            f"({lengths[0]}) with the question and answer ({needs} tokens); raise context_length."
+            _(
+                "A context of {context_length} tokens leaves no room for NeedleBench's shortest length "
+                "({shortest}) with the question and answer ({needs} tokens); raise context_length."
+            ).format(context_length=context_length, shortest=lengths[0], needs=needs)
         )
     note = None
     if too_long:
@@ -441,7 +456,7 @@ class NeedleMap:
         """The map as ``text``, ``md``, ``csv`` or ``json``."""
         exports = {"text": self.to_text, "md": self.to_markdown, "csv": self.to_csv, "json": self.to_json}
         if fmt not in exports:
-            raise UserError(f"--format {fmt!r}: use text, md, csv or json.")
+            raise UserError(_("--format {fmt!r}: use text, md, csv or json.").format(fmt=fmt))
         return exports[fmt]()
 
 
@@ -472,8 +487,10 @@ def run_grid(
     """Every cell of the grid asked (or found in the cache) and scored."""
     if Capability.TOKENIZE not in engine.capabilities or not engine.context_length:
         raise UserError(
-            f"NeedleBench measures lengths in the model's own tokens, and {model_name or 'this model'}'s engine "
-            "cannot tokenize; run it on a local model."
+            _(
+                "NeedleBench measures lengths in the model's own tokens, and {model}'s engine "
+                "cannot tokenize; run it on a local model."
+            ).format(model=model_name or _("this model"))
         )
     counter = TokenCounter(engine, cache)
     lengths, note = plan_lengths(settings, counter, engine.context_length)
@@ -598,15 +615,17 @@ def load_map(catalog, run_id: int) -> NeedleMap:
     run = next((r for r in catalog.eval_runs() if r.id == run_id), None)
     if run is None or not is_needlebench(run.task):
         raise NotFound(
-            f"No NeedleBench run {run_id}; `internlocal eval results --task needlebench_single_en` lists them."
+            _(
+                "No NeedleBench run {run_id}; `internlocal eval results --task needlebench_single_en` lists them."
+            ).format(run_id=run_id)
         )
     config = json.loads(run.config_json or "{}")
     scores = {}
     for item in catalog.eval_items(run_id):
         cell = json.loads(item.scores_json)
         scores[(int(cell["length"]), int(cell["depth"]))] = float(cell["score"])
-    lengths = config.get("lengths") or sorted({n for n, _ in scores})
-    depths = config.get("depths") or sorted({d for _, d in scores})
+    lengths = config.get("lengths") or sorted({n for n, __ in scores})
+    depths = config.get("depths") or sorted({d for __, d in scores})
     return NeedleMap(run.task, run.model_name, lengths, depths, scores, run=run.id, note=config.get("note"))
 
 

@@ -29,6 +29,7 @@ from typing import Any
 from internlocal.engines.base import Capability, Engine, GenerationParams
 from internlocal.errors import ContextOverflow, UserError
 from internlocal.evals.tasks import Task
+from internlocal.i18n import _
 
 BATCH = 32
 
@@ -74,7 +75,11 @@ def evaluate(
 ) -> Outcome:
     docs = task.docs[:limit] if limit else task.docs
     if circular and task.output_type != "multiple_choice":
-        raise UserError(f"CircularEval is for lettered multiple choice; task {task.name} is {task.output_type}.")
+        raise UserError(
+            _("CircularEval is for lettered multiple choice; task {name} is {output_type}.").format(
+                name=task.name, output_type=task.output_type
+            )
+        )
     if task.output_type == "multiple_choice":
         outcome = _multiple_choice(engine, task, docs, cache, progress, check_cancelled, seed, circular)
     elif task.output_type == "generate_until":
@@ -178,23 +183,25 @@ def _multiple_choice(engine, task, docs, cache, progress, check_cancelled, seed,
                 context = engine.render_chat([{"role": "user", "content": context}])
             variants.append(((gold - shift) % len(choices), [(context, task.target_delimiter + c) for c in choices]))
         candidates.append((i, variants, choices))
-    longest = [v[1][0][0] + max(v[1], key=lambda r: len(r[1]))[1] for _, variants, _ in candidates for v in variants]
+    longest = [v[1][0][0] + max(v[1], key=lambda r: len(r[1]))[1] for __, variants, __ in candidates for v in variants]
     overflow = iter(_overflows(engine, cache, longest))
-    reasons = {i: next((r for r in [next(overflow) for _ in variants] if r), None) for i, variants, _ in candidates}
+    reasons = {i: next((r for r in [next(overflow) for __ in variants] if r), None) for i, variants, __ in candidates}
     plans = [p for p in candidates if reasons[p[0]] is None]
-    requests = [r for _, variants, _ in plans for _, reqs in variants for r in reqs]
+    requests = [r for __, variants, __ in plans for __, reqs in variants for r in reqs]
     answers = _loglikelihoods(engine, requests, cache, progress, check_cancelled)
     items, correct, correct_norm, circular_ok = [], [], [], []
     at = 0
     for i, variants, choices in plans:
-        got = answers[at : at + sum(len(reqs) for _, reqs in variants)]
+        got = answers[at : at + sum(len(reqs) for __, reqs in variants)]
         at += len(got)
         if any(isinstance(a, str) for a in got):  # the endpoint refused a request as too long
             reasons[i] = next(a for a in got if isinstance(a, str))
             continue
         rounds = [got[k * len(choices) : (k + 1) * len(choices)] for k in range(len(variants))]
-        picks = [score_choices([a[0] for a in r], choices, gold) for r, (gold, _) in zip(rounds, variants, strict=True)]
-        pred, _, ok, ok_norm = picks[0]
+        picks = [
+            score_choices([a[0] for a in r], choices, gold) for r, (gold, __) in zip(rounds, variants, strict=True)
+        ]
+        pred, __, ok, ok_norm = picks[0]
         gold = variants[0][0]
         correct.append(ok)
         correct_norm.append(ok_norm)

@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from internlocal.errors import UserError
+from internlocal.i18n import _
 
 BUILTIN_DIR = Path(__file__).with_name("builtin")
 
@@ -79,7 +80,7 @@ class Task(BaseModel):
     @model_validator(mode="after")
     def _chat_template_needs_a_prompt(self) -> Task:
         if self.apply_chat_template and self.output_type == "perplexity":
-            raise ValueError("apply_chat_template has no meaning for perplexity (a text is scored as it is)")
+            raise ValueError(_("apply_chat_template has no meaning for perplexity (a text is scored as it is)"))
         return self
 
     def prompt_hash(self) -> str:
@@ -130,17 +131,19 @@ class Task(BaseModel):
     def choices(self, doc: dict[str, Any]) -> list[str]:
         spec = self.doc_to_choice
         if spec is None:
-            raise UserError(f"Task {self.name} is multiple_choice but has no doc_to_choice.")
+            raise UserError(_("Task {name} is multiple_choice but has no doc_to_choice.").format(name=self.name))
         if isinstance(spec, list):
             return [render(c, doc) for c in spec]
         field = spec.strip("{}")
         if spec.startswith("{") and spec.endswith("}") and isinstance(doc.get(field), list):
             return [str(c) for c in doc[field]]
-        raise UserError(f"Task {self.name}: doc_to_choice must name a list field or be a list of templates.")
+        raise UserError(
+            _("Task {name}: doc_to_choice must name a list field or be a list of templates.").format(name=self.name)
+        )
 
     def target(self, doc: dict[str, Any]) -> str:
         if self.doc_to_target is None:
-            raise UserError(f"Task {self.name} has no doc_to_target.")
+            raise UserError(_("Task {name} has no doc_to_target.").format(name=self.name))
         return render(self.doc_to_target, doc)
 
     def gold_index(self, doc: dict[str, Any], index: int) -> int:
@@ -155,7 +158,9 @@ class Task(BaseModel):
         if target in choices:
             return choices.index(target)
         raise UserError(
-            f"{self.dataset_path} row {index + 1}: the answer {target!r} is not one of the choices {choices}."
+            _("{dataset} row {row}: the answer {target!r} is not one of the choices {choices}.").format(
+                dataset=self.dataset_path, row=index + 1, target=target, choices=choices
+            )
         )
 
     def loglikelihood_request(self, index: int, doc: dict[str, Any]) -> tuple[str, str]:
@@ -181,8 +186,10 @@ class Task(BaseModel):
         choices = [c.strip() for c in self.choices(doc)]
         if not all(len(c) == 1 and c.isalpha() for c in choices):
             raise UserError(
-                f"CircularEval rotates lettered options; task {self.name} scores the option texts themselves "
-                f"({', '.join(repr(c) for c in choices[:2])}, …), where no letter stands for a position."
+                _(
+                    "CircularEval rotates lettered options; task {name} scores the option texts themselves "
+                    "({examples}, …), where no letter stands for a position."
+                ).format(name=self.name, examples=", ".join(repr(c) for c in choices[:2]))
             )
         fields = [c for c in choices if c in doc]
         if len(fields) != len(choices):
@@ -193,8 +200,10 @@ class Task(BaseModel):
             fields.append("choices")
         if not fields:
             raise UserError(
-                f"CircularEval cannot rotate task {self.name}: its rows hold the options in neither fields named "
-                f"{', '.join(choices)}, c0…c{len(choices) - 1}, nor a 'choices' list."
+                _(
+                    "CircularEval cannot rotate task {name}: its rows hold the options in neither fields named "
+                    "{fields}, c0…c{last}, nor a 'choices' list."
+                ).format(name=self.name, fields=", ".join(choices), last=len(choices) - 1)
             )
         return fields
 
@@ -233,23 +242,31 @@ def render(template: str, doc: dict[str, Any]) -> str:
     try:
         return template.format(**doc)
     except KeyError as exc:
-        raise UserError(f"The template {template!r} uses {exc}, which the dataset row does not have.") from None
+        raise UserError(
+            _("The template {template!r} uses {field}, which the dataset row does not have.").format(
+                template=template, field=exc
+            )
+        ) from None
 
 
 def load_rows(path: Path) -> list[dict[str, Any]]:
     """JSONL (one object per line) or CSV (header row); errors name the file and line."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"The dataset {path} does not exist.")
+        raise UserError(_("The dataset {path} does not exist.").format(path=path))
     rows: list[dict[str, Any]] = []
     if path.suffix.lower() == ".csv":
         with path.open(encoding="utf-8", newline="") as fh:
             for n, row in enumerate(csv.DictReader(fh), start=2):
                 if None in row or any(v is None for v in row.values()):
-                    raise UserError(f"{path} line {n}: the row has a different number of columns than the header.")
+                    raise UserError(
+                        _("{path} line {n}: the row has a different number of columns than the header.").format(
+                            path=path, n=n
+                        )
+                    )
                 rows.append(dict(row))
         if not rows:
-            raise UserError(f"{path} has no rows.")
+            raise UserError(_("{path} has no rows.").format(path=path))
         return rows
     with path.open(encoding="utf-8") as fh:
         for n, line in enumerate(fh, start=1):
@@ -258,12 +275,14 @@ def load_rows(path: Path) -> list[dict[str, Any]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise UserError(f"{path} line {n}: not valid JSON ({exc.msg}).") from None
+                raise UserError(
+                    _("{path} line {n}: not valid JSON ({reason}).").format(path=path, n=n, reason=exc.msg)
+                ) from None
             if not isinstance(row, dict):
-                raise UserError(f"{path} line {n}: each line must be a JSON object.")
+                raise UserError(_("{path} line {n}: each line must be a JSON object.").format(path=path, n=n))
             rows.append(row)
     if not rows:
-        raise UserError(f"{path} has no rows.")
+        raise UserError(_("{path} has no rows.").format(path=path))
     return rows
 
 
@@ -273,12 +292,18 @@ def load_task(path: Path) -> Task:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
         task = Task.model_validate({**data, "source_path": str(path)})
     except yaml.YAMLError as exc:
-        raise UserError(f"The task file {path} is not valid YAML: {exc}".replace("\n", " ")) from None
+        raise UserError(
+            _("The task file {path} is not valid YAML: {error}").format(path=path, error=exc).replace("\n", " ")
+        ) from None
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise UserError(f"The task file {path} is invalid: {'.'.join(map(str, err['loc']))}: {err['msg']}.") from None
+        raise UserError(
+            _("The task file {path} is invalid: {field}: {reason}.").format(
+                path=path, field=".".join(map(str, err["loc"])), reason=err["msg"]
+            )
+        ) from None
     except (TypeError, AttributeError):
-        raise UserError(f"The task file {path} must be a mapping of task settings.") from None
+        raise UserError(_("The task file {path} must be a mapping of task settings.").format(path=path)) from None
     return task
 
 
@@ -307,7 +332,9 @@ def all_tasks(home: Path | None = None) -> dict[str, Task]:
 def get_task(name_or_path: str, home: Path | None = None) -> Task:
     tasks = get_tasks(name_or_path, home)
     if len(tasks) != 1:
-        raise UserError(f"{name_or_path} is a group of {len(tasks)} tasks; name one of them.")
+        raise UserError(
+            _("{name} is a group of {count} tasks; name one of them.").format(name=name_or_path, count=len(tasks))
+        )
     return tasks[0]
 
 
@@ -332,7 +359,7 @@ def get_tasks(
         return [tasks[name_or_path]]
     if include_paths:
         return list(find_lmeval(name_or_path, include_paths, trusted=trusted or [], home=home))
-    raise UserError(f"No evaluation task {name_or_path!r}; `internlocal eval tasks` lists them.")
+    raise UserError(_("No evaluation task {name!r}; `internlocal eval tasks` lists them.").format(name=name_or_path))
 
 
 def add_custom_task(home: Path, name: str, data_file: Path, kind: str) -> Path:
@@ -340,13 +367,21 @@ def add_custom_task(home: Path, name: str, data_file: Path, kind: str) -> Path:
     rows = load_rows(Path(data_file))
     need = {"mcq": ["question", "A", "B", "C", "D", "answer"], "qa": ["question", "answer"]}
     if kind not in need:
-        raise UserError(f"Custom task type {kind!r} is not mcq or qa.")
+        raise UserError(_("Custom task type {kind!r} is not mcq or qa.").format(kind=kind))
     for n, row in enumerate(rows, start=1):
         missing = [c for c in need[kind] if c not in row]
         if missing:
-            raise UserError(f"{data_file} row {n}: missing column(s) {', '.join(missing)}.")
+            raise UserError(
+                _("{data_file} row {n}: missing column(s) {columns}.").format(
+                    data_file=data_file, n=n, columns=", ".join(missing)
+                )
+            )
         if kind == "mcq" and str(row["answer"]).strip().upper() not in "ABCD":
-            raise UserError(f"{data_file} row {n}: the answer {row['answer']!r} is not one of A, B, C, D.")
+            raise UserError(
+                _("{data_file} row {n}: the answer {answer!r} is not one of A, B, C, D.").format(
+                    data_file=data_file, n=n, answer=row["answer"]
+                )
+            )
     folder = Path(home) / "tasks"
     folder.mkdir(parents=True, exist_ok=True)
     data_copy = folder / f"{name}{Path(data_file).suffix.lower()}"

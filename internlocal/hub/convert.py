@@ -31,6 +31,7 @@ from internlocal.envs import converter_dir
 from internlocal.errors import UserError
 from internlocal.hub.library import add_to_store, register, unique_name
 from internlocal.hub.store import Store, check_model_name
+from internlocal.i18n import _
 from internlocal.jobs.context import JobContext
 from internlocal.jobs.locks import exclusive
 from internlocal.jobs.processes import owned_child
@@ -60,7 +61,9 @@ def _output_name(catalog: Catalog, wanted: str | None, default: str) -> str:
     if wanted:
         check_model_name(wanted)
         if catalog.has_model(wanted):
-            raise UserError(f"A model named {wanted!r} is already in the catalog; choose another name.")
+            raise UserError(
+                _("A model named {name!r} is already in the catalog; choose another name.").format(name=wanted)
+            )
         return wanted
     return unique_name(catalog, default)
 
@@ -86,7 +89,7 @@ def one_at_a_time(job: Callable[..., dict[str, Any]]) -> Callable[..., dict[str,
     @functools.wraps(job)
     def locked(ctx: JobContext, model: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
         key = hashlib.sha256(json.dumps([job.__name__, model, args, sorted(kwargs.items())], default=str).encode())
-        what = f"{job.__name__.replace('_', ' ')} of {model}"
+        what = _("{job} of {model}").format(job=job.__name__.replace("_", " "), model=model)
         with exclusive(ctx.settings.store_dir / "locks" / f"{key.hexdigest()[:16]}.lock", what, wait=False, ctx=ctx):
             return job(ctx, model, *args, **kwargs)
 
@@ -98,14 +101,14 @@ def gguf_to_hf(ctx: JobContext, model: str, name: str | None = None, dtype: str 
     catalog, store = ctx.catalog, Store(ctx.settings.store_dir)
     source = catalog.get_model(model)
     if source.format != "gguf":
-        raise UserError(f"{source.name} is not a GGUF model; gguf→hf converts GGUF files.")
+        raise UserError(_("{name} is not a GGUF model; gguf→hf converts GGUF files.").format(name=source.name))
     out_name = _output_name(catalog, name, f"{_base_name(source)}-hf")
-    ctx.progress(0, 3, unit="steps", message="loading and dequantizing the GGUF (transformers)")
+    ctx.progress(0, 3, unit="steps", message=_("loading and dequantizing the GGUF (transformers)"))
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if dtype not in ("bfloat16", "float16", "float32"):
-        raise UserError(f"dtype {dtype!r} is not one of bfloat16, float16, float32.")
+        raise UserError(_("dtype {dtype!r} is not one of bfloat16, float16, float32.").format(dtype=dtype))
     path = Path(source.path).resolve()
     try:
         hf_model = AutoModelForCausalLM.from_pretrained(
@@ -113,7 +116,11 @@ def gguf_to_hf(ctx: JobContext, model: str, name: str | None = None, dtype: str 
         )
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     except (ValueError, KeyError, NotImplementedError) as exc:
-        raise UserError(f"transformers cannot convert {source.name} ({source.architecture}) from GGUF: {exc}") from None
+        raise UserError(
+            _("transformers cannot convert {name} ({architecture}) from GGUF: {exc}").format(
+                name=source.name, architecture=source.architecture, exc=exc
+            )
+        ) from None
     ctx.check_cancelled()
     # the loaded model still carries the GGUF "quantizer"; a saved folder must not claim to be GGUF-quantized
     hf_model.hf_quantizer = None
@@ -121,13 +128,13 @@ def gguf_to_hf(ctx: JobContext, model: str, name: str | None = None, dtype: str 
         del hf_model.config.quantization_config
     if source.chat_template and not tokenizer.chat_template:
         tokenizer.chat_template = source.chat_template
-    ctx.progress(1, 3, unit="steps", message="saving safetensors")
+    ctx.progress(1, 3, unit="steps", message=_("saving safetensors"))
     work = store.partial / f"convert-{ctx.job_id}"
     shutil.rmtree(work, ignore_errors=True)
     hf_model.save_pretrained(work)
     tokenizer.save_pretrained(work)
     del hf_model
-    ctx.progress(2, 3, unit="steps", message="adding to the store")
+    ctx.progress(2, 3, unit="steps", message=_("adding to the store"))
     files = [(f, f.relative_to(work).as_posix()) for f in sorted(work.rglob("*")) if f.is_file()]
     manifest, model_path = add_to_store(store, out_name, f"convert:{source.name}", files, move=True)
     shutil.rmtree(work, ignore_errors=True)
@@ -143,7 +150,7 @@ def gguf_to_hf(ctx: JobContext, model: str, name: str | None = None, dtype: str 
         params={"dtype": dtype},
         extra={"family": source.family},
     )
-    ctx.progress(3, 3, unit="steps", message="done")
+    ctx.progress(3, 3, unit="steps", message=_("done"))
     return {"model": result.name, "path": result.path, "parent": source.name}
 
 
@@ -155,19 +162,25 @@ def hf_to_gguf(ctx: JobContext, model: str, name: str | None = None, outtype: st
     catalog, store = ctx.catalog, Store(ctx.settings.store_dir)
     source = catalog.get_model(model)
     if source.format != "hf":
-        raise UserError(f"{source.name} is already GGUF; use `models quantize` to change its quantization.")
+        raise UserError(
+            _("{name} is already GGUF; use `models quantize` to change its quantization.").format(name=source.name)
+        )
     outtype = outtype.lower()
     if outtype not in GGUF_OUTTYPES:
-        raise UserError(f"GGUF output type {outtype!r} is not one of {', '.join(GGUF_OUTTYPES)}.")
+        raise UserError(
+            _("GGUF output type {outtype!r} is not one of {choices}.").format(
+                outtype=outtype, choices=", ".join(GGUF_OUTTYPES)
+            )
+        )
     tool = converter_dir(ctx.settings.home)
     script = tool / "convert_hf_to_gguf.py"
     if not script.exists():
-        raise UserError("The HF→GGUF converter is not installed; run `internlocal engines install converter`.")
+        raise UserError(_("The HF→GGUF converter is not installed; run `internlocal engines install converter`."))
     base = source.name.removesuffix("-hf")
     out_name = _output_name(catalog, name, f"{base}-{outtype}")
     work = store.partial / f"convert-{ctx.job_id}.gguf"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tool), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    ctx.progress(0, 2, unit="steps", message=f"converting to GGUF {outtype}")
+    ctx.progress(0, 2, unit="steps", message=_("converting to GGUF {outtype}").format(outtype=outtype))
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -195,8 +208,12 @@ def hf_to_gguf(ctx: JobContext, model: str, name: str | None = None, outtype: st
     ctx.check_cancelled()
     if code != 0:
         work.unlink(missing_ok=True)
-        raise UserError(f"The GGUF converter failed for {source.name}: {' | '.join(t for t in tail[-3:] if t)}")
-    ctx.progress(1, 2, unit="steps", message="adding to the store")
+        raise UserError(
+            _("The GGUF converter failed for {name}: {tail}").format(
+                name=source.name, tail=" | ".join(t for t in tail[-3:] if t)
+            )
+        )
+    ctx.progress(1, 2, unit="steps", message=_("adding to the store"))
     manifest, model_path = add_to_store(
         store, out_name, f"convert:{source.name}", [(work, f"{out_name}.gguf")], move=True
     )
@@ -212,7 +229,7 @@ def hf_to_gguf(ctx: JobContext, model: str, name: str | None = None, outtype: st
         params={"outtype": outtype},
         extra={"family": source.family},
     )
-    ctx.progress(2, 2, unit="steps", message="done")
+    ctx.progress(2, 2, unit="steps", message=_("done"))
     return {"model": result.name, "path": result.path, "parent": source.name}
 
 
@@ -231,11 +248,15 @@ def quantize_gguf(
     source = catalog.get_model(model)
     if source.format != "gguf":
         raise UserError(
-            f"{source.name} is a Hugging Face folder; convert it to GGUF first (`models convert --to gguf`)."
+            _("{name} is a Hugging Face folder; convert it to GGUF first (`models convert --to gguf`).").format(
+                name=source.name
+            )
         )
     qtype = qtype.upper()
     if qtype not in QUANT_TYPES:
-        raise UserError(f"Quantization {qtype!r} is not one of {', '.join(QUANT_TYPES)}.")
+        raise UserError(
+            _("Quantization {qtype!r} is not one of {choices}.").format(qtype=qtype, choices=", ".join(QUANT_TYPES))
+        )
     out_name = _output_name(catalog, name, f"{_base_name(source)}-{qtype.lower()}")
     work = store.partial / f"quantize-{ctx.job_id}.gguf"
     params = llama_cpp.llama_model_quantize_default_params()
@@ -243,14 +264,18 @@ def quantize_gguf(
     params.nthread = threads or os.cpu_count() or 1
     params.allow_requantize = True  # sources are often quantized already (e.g. the embedded Q4_1)
     requantized = bool(source.quantization and source.quantization.upper() not in ("F16", "BF16", "F32"))
-    ctx.progress(0, 1, unit="steps", message=f"quantizing to {qtype}")
+    ctx.progress(0, 1, unit="steps", message=_("quantizing to {qtype}").format(qtype=qtype))
     started = time.monotonic()
     code = llama_cpp.llama_model_quantize(
         str(Path(source.path).resolve()).encode(), str(work).encode(), ctypes.byref(params)
     )
     if code != 0 or not work.exists():
         work.unlink(missing_ok=True)
-        raise UserError(f"llama.cpp could not quantize {source.name} to {qtype} (code {code}).")
+        raise UserError(
+            _("llama.cpp could not quantize {name} to {qtype} (code {code}).").format(
+                name=source.name, qtype=qtype, code=code
+            )
+        )
     manifest, model_path = add_to_store(
         store, out_name, f"quantize:{source.name}", [(work, f"{out_name}.gguf")], move=True
     )
@@ -266,7 +291,7 @@ def quantize_gguf(
         params={"type": qtype, "requantized_from": source.quantization if requantized else None},
         extra={"family": source.family},
     )
-    ctx.progress(1, 1, unit="steps", message="done")
+    ctx.progress(1, 1, unit="steps", message=_("done"))
     return {
         "model": result.name,
         "path": result.path,
@@ -274,7 +299,11 @@ def quantize_gguf(
         "type": qtype,
         "seconds": round(time.monotonic() - started, 2),
         "size_bytes": result.size_bytes,
-        "warning": f"requantized from {source.quantization}: quality is bounded by the source" if requantized else None,
+        "warning": _("requantized from {quantization}: quality is bounded by the source").format(
+            quantization=source.quantization
+        )
+        if requantized
+        else None,
     }
 
 
@@ -292,11 +321,13 @@ def quantize_awq(
     store = Store(settings.store_dir)
     source = catalog.get_model(model)
     if source.format != "hf":
-        raise UserError(f"AWQ quantizes Hugging Face folders; {source.name} is {source.format}.")
+        raise UserError(
+            _("AWQ quantizes Hugging Face folders; {name} is {format}.").format(name=source.name, format=source.format)
+        )
     lmdeploy = lmdeploy_executable(settings.home)
     if lmdeploy is None:
         raise UserError(
-            "AWQ needs LMDeploy: run `internlocal engines install lmdeploy` on a machine with an NVIDIA GPU."
+            _("AWQ needs LMDeploy: run `internlocal engines install lmdeploy` on a machine with an NVIDIA GPU.")
         )
     out_name = _output_name(catalog, name, f"{source.name.removesuffix('-hf')}-awq")
     work = store.partial / f"awq-{ctx.job_id}"
@@ -313,8 +344,8 @@ def quantize_awq(
     if proc.returncode != 0 or not (work / "config.json").exists():
         shutil.rmtree(work, ignore_errors=True)
         tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-        raise UserError(f"lmdeploy lite auto_awq failed for {source.name}: {tail}")
-    ctx.progress(1, 2, unit="steps", message="adding to the store")
+        raise UserError(_("lmdeploy lite auto_awq failed for {name}: {tail}").format(name=source.name, tail=tail))
+    ctx.progress(1, 2, unit="steps", message=_("adding to the store"))
     files = [(f, f.relative_to(work).as_posix()) for f in sorted(work.rglob("*")) if f.is_file()]
     manifest, model_path = add_to_store(store, out_name, f"awq:{source.name}", files, move=True)
     shutil.rmtree(work, ignore_errors=True)
@@ -331,7 +362,7 @@ def quantize_awq(
         extra={"family": source.family, "model_format": "awq", "engine": "lmdeploy"},
     )
     catalog.update_model(result.id, quantization="AWQ-W4A16")
-    ctx.progress(2, 2, unit="steps", message="done")
+    ctx.progress(2, 2, unit="steps", message=_("done"))
     return {"model": result.name, "path": result.path, "parent": source.name}
 
 

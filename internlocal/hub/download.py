@@ -25,6 +25,7 @@ from pathlib import Path
 
 from internlocal.errors import NetworkError, UserError
 from internlocal.hub.store import Store
+from internlocal.i18n import _
 
 CHUNK = 4 << 20
 MIN_PART = 32 << 20
@@ -69,17 +70,23 @@ def _session():
 def _raise_for_status(status: int, remote: RemoteFile) -> None:
     if status in (401, 403):
         raise DownloadError(
-            f"Access to {remote.url} was refused ({status}); for a gated or private Hugging Face repository accept its "
-            "licence on the model page and set HF_TOKEN to a token with read access."
+            _(
+                "Access to {url} was refused ({status}); for a gated or private Hugging Face repository accept its "
+                "licence on the model page and set HF_TOKEN to a token with read access."
+            ).format(url=remote.url, status=status)
         )
     if status == 404:
-        raise DownloadError(f"{remote.url} was not found (404); check the repository, file name and revision.")
+        raise DownloadError(
+            _("{url} was not found (404); check the repository, file name and revision.").format(url=remote.url)
+        )
     if status == 416:
-        raise _Retry("range not satisfiable")
+        raise _Retry(_("range not satisfiable"))
     if status >= 500 or status == 429:
-        raise _Retry(f"server answered {status}")
+        raise _Retry(_("server answered {status}").format(status=status))
     if status >= 400:
-        raise DownloadError(f"{remote.url} answered {status}; the download cannot continue.")
+        raise DownloadError(
+            _("{url} answered {status}; the download cannot continue.").format(url=remote.url, status=status)
+        )
 
 
 class _Retry(Exception):
@@ -266,8 +273,9 @@ class Downloader:
                 size = int(length) if length and length.isdigit() else remote.size
                 if remote.size is not None and size is not None and size != remote.size:
                     raise DownloadError(
-                        f"{remote.url} is {size} bytes but the source lists {remote.size}; "
-                        "the remote file changed, pull again."
+                        _(
+                            "{url} is {size} bytes but the source lists {listed}; the remote file changed, pull again."
+                        ).format(url=remote.url, size=size, listed=remote.size)
                     )
                 return size, resp.headers.get("Accept-Ranges", "").lower() == "bytes"
             except (requests.ConnectionError, requests.Timeout, _Retry) as exc:
@@ -275,7 +283,11 @@ class Downloader:
                 if attempt + 1 >= (UNREACHED_TRIES if _never_connected(exc) else self.retries):
                     break  # no wait after the last try
                 self._backoff(attempt)
-        raise Unreachable(f"{remote.url} could not be reached ({error}); check the connection and pull again.")
+        raise Unreachable(
+            _("{url} could not be reached ({error}); check the connection and pull again.").format(
+                url=remote.url, error=error
+            )
+        )
 
     def _run_parts(
         self, remote, partial: Path, sidecar: Path, state: dict, on_bytes, check_cancelled, hasher: _Hasher | None
@@ -347,7 +359,9 @@ class Downloader:
                     _raise_for_status(resp.status_code, remote)
                     if "Range" in headers and resp.status_code != 206:
                         if len(state["parts"]) > 1:
-                            raise DownloadError(f"{remote.url} stopped honouring byte ranges; pull again.")
+                            raise DownloadError(
+                                _("{url} stopped honouring byte ranges; pull again.").format(url=remote.url)
+                            )
                         part["done"] = 0  # the server sent the whole file again: start over
                         start = part["start"]
                         if hasher is not None:
@@ -370,8 +384,10 @@ class Downloader:
                         except OSError as exc:
                             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                                 raise DownloadError(
-                                    f"The disk filled up while downloading {remote.path}; free some space and pull "
-                                    "again: the bytes already downloaded are kept and the download resumes."
+                                    _(
+                                        "The disk filled up while downloading {path}; free some space and pull "
+                                        "again: the bytes already downloaded are kept and the download resumes."
+                                    ).format(path=remote.path)
                                 ) from None
                             raise
                         if hasher is not None:
@@ -386,14 +402,16 @@ class Downloader:
                     part["end"] = offset  # the size was unknown: what arrived is the file
                     return
                 if offset < end:
-                    raise _Retry(f"connection closed at byte {offset} of {end}")
+                    raise _Retry(_("connection closed at byte {offset} of {end}").format(offset=offset, end=end))
                 return
             except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError, _Retry) as exc:
                 # a retry asks for the remaining range; a server without ranges answers 200 and we start over
                 attempt += 1
                 if attempt >= self.retries:
                     raise Unreachable(
-                        f"Downloading {remote.path} failed after {attempt} tries ({exc}); run the pull again to resume."
+                        _(
+                            "Downloading {path} failed after {attempt} tries ({exc}); run the pull again to resume."
+                        ).format(path=remote.path, attempt=attempt, exc=exc)
                     ) from None
                 self._backoff(attempt - 1)
 
@@ -414,8 +432,9 @@ class Downloader:
         if bad:
             self.discard(remote)
             raise DownloadError(
-                f"{remote.path} does not match the checksum its source publishes; "
-                "the download was discarded, pull again."
+                _(
+                    "{path} does not match the checksum its source publishes; the download was discarded, pull again."
+                ).format(path=remote.path)
             )
         return digest
 

@@ -17,6 +17,7 @@ from internlocal.errors import UserError
 from internlocal.hub.download import Downloader
 from internlocal.hub.sources import resolve_dataset
 from internlocal.hub.store import Store
+from internlocal.i18n import _
 
 
 def fetch_dataset(
@@ -30,7 +31,7 @@ def fetch_dataset(
     """Returns (canonical source with its revision, the local files). ``dest`` is replaced."""
     source, files = resolve_dataset(spec, default_pattern)
     if not files:
-        raise UserError(f"{source} lists no files.")
+        raise UserError(_("{source} lists no files.").format(source=source))
     dest = Path(dest)
     shutil.rmtree(dest, ignore_errors=True)  # a fresh copy: files of another source must not mix in
     dest.mkdir(parents=True)
@@ -38,7 +39,7 @@ def fetch_dataset(
     local = []
     for remote in files:
         check_cancelled()
-        blob, _ = downloader.fetch(remote, on_bytes, check_cancelled)
+        blob, __ = downloader.fetch(remote, on_bytes, check_cancelled)
         target = dest / remote.path
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -56,8 +57,12 @@ def unzip(archive: Path, into: Path) -> list[Path]:
         with zipfile.ZipFile(archive) as zf:
             for member in zf.infolist():
                 if not (into / member.filename).resolve().is_relative_to(into.resolve()):
-                    raise UserError(f"{archive} holds a path outside itself ({member.filename}); not unpacked.")
+                    raise UserError(
+                        _("{archive} holds a path outside itself ({member}); not unpacked.").format(
+                            archive=archive, member=member.filename
+                        )
+                    )
             zf.extractall(into)
             return [into / m.filename for m in zf.infolist() if not m.is_dir()]
     except zipfile.BadZipFile:
-        raise UserError(f"{archive} is not a valid zip archive.") from None
+        raise UserError(_("{archive} is not a valid zip archive.").format(archive=archive)) from None

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from internlocal.errors import ModelFileError
+from internlocal.i18n import _
 
 GGUF_MAGIC = b"GGUF"
 
@@ -44,7 +45,11 @@ class _Reader:
     def read(self, n: int) -> bytes:
         data = self.fh.read(n)
         if len(data) != n:
-            raise ModelFileError(f"{self.path} ends inside its GGUF header; the file is truncated, download it again.")
+            raise ModelFileError(
+                _("{path} ends inside its GGUF header; the file is truncated, download it again.").format(
+                    path=self.path
+                )
+            )
         return data
 
     def unpack(self, fmt: str) -> Any:
@@ -53,7 +58,9 @@ class _Reader:
     def string(self) -> str:
         length = self.unpack("<Q")
         if length > 1 << 26:
-            raise ModelFileError(f"{self.path} has an implausible GGUF string length; the file is corrupt.")
+            raise ModelFileError(
+                _("{path} has an implausible GGUF string length; the file is corrupt.").format(path=self.path)
+            )
         return self.read(length).decode("utf-8", errors="replace")
 
     def value(self, vtype: int, keep_arrays: bool) -> Any:
@@ -66,36 +73,46 @@ class _Reader:
             if item_type in _SCALARS and not keep_arrays:
                 self.fh.seek(struct.calcsize(_SCALARS[item_type]) * count, 1)
                 return {"array_len": count}
-            items = [self.value(item_type, keep_arrays=False) for _ in range(count)]
+            items = [self.value(item_type, keep_arrays=False) for __ in range(count)]
             return items if keep_arrays else {"array_len": count}
-        raise ModelFileError(f"{self.path} has an unknown GGUF value type {vtype}; the file is corrupt.")
+        raise ModelFileError(
+            _("{path} has an unknown GGUF value type {vtype}; the file is corrupt.").format(path=self.path, vtype=vtype)
+        )
 
 
 def read_gguf(path: Path) -> ModelFileInfo:
     """Parse a GGUF header; raise ``ModelFileError`` for a missing, foreign, corrupt or truncated file."""
     path = Path(path)
     if not path.is_file():
-        raise ModelFileError(f"Model file {path} does not exist; import it again or fix the path.")
+        raise ModelFileError(_("Model file {path} does not exist; import it again or fix the path.").format(path=path))
     size = path.stat().st_size
     with path.open("rb") as fh:
         reader = _Reader(fh, path)
         magic = fh.read(4)
         if magic != GGUF_MAGIC:
-            raise ModelFileError(f"{path} is not a GGUF file (it starts with {magic!r}); choose a .gguf model file.")
+            raise ModelFileError(
+                _("{path} is not a GGUF file (it starts with {magic!r}); choose a .gguf model file.").format(
+                    path=path, magic=magic
+                )
+            )
         version = reader.unpack("<I")
         if version not in (2, 3):
-            raise ModelFileError(f"{path} is GGUF version {version}, which is not supported; convert it again.")
+            raise ModelFileError(
+                _("{path} is GGUF version {version}, which is not supported; convert it again.").format(
+                    path=path, version=version
+                )
+            )
         n_tensors, n_kv = reader.unpack("<Q"), reader.unpack("<Q")
         kv: dict[str, Any] = {}
-        for _ in range(n_kv):
+        for __ in range(n_kv):
             key = reader.string()
             vtype = reader.unpack("<I")
             kv[key] = reader.value(vtype, keep_arrays=key == "general.languages")
         tensors = []
-        for _ in range(n_tensors):
+        for __ in range(n_tensors):
             name = reader.string()
             n_dims = reader.unpack("<I")
-            dims = [reader.unpack("<Q") for _ in range(n_dims)]
+            dims = [reader.unpack("<Q") for __ in range(n_dims)]
             ggml_type, offset = reader.unpack("<I"), reader.unpack("<Q")
             tensors.append((name, dims, ggml_type, offset))
         header_end = fh.tell()
@@ -114,11 +131,17 @@ def read_gguf(path: Path) -> ModelFileInfo:
             block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]
         except (ValueError, KeyError):
             raise ModelFileError(
-                f"{path} uses tensor type {ggml_type} (in {name}), unknown to this version; update internlocal."
+                _(
+                    "{path} uses tensor type {ggml_type} (in {name}), unknown to this version; update internlocal."
+                ).format(path=path, ggml_type=ggml_type, name=name)
             ) from None
         data_end = max(data_end, data_start + offset + n_elements // block * type_size)
     if data_end > size:
-        raise ModelFileError(f"{path} is truncated ({size} of {data_end} bytes); download or copy it again.")
+        raise ModelFileError(
+            _("{path} is truncated ({size} of {data_end} bytes); download or copy it again.").format(
+                path=path, size=size, data_end=data_end
+            )
+        )
 
     arch = kv.get("general.architecture")
     return ModelFileInfo(
@@ -151,11 +174,13 @@ def read_hf_dir(path: Path) -> ModelFileInfo:
     path = Path(path)
     config_file = path / "config.json"
     if not config_file.is_file():
-        raise ModelFileError(f"{path} has no config.json; choose a Hugging Face model directory.")
+        raise ModelFileError(_("{path} has no config.json; choose a Hugging Face model directory.").format(path=path))
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{config_file} is not valid JSON ({exc}); fix or replace it.") from None
+        raise ModelFileError(
+            _("{path} is not valid JSON ({exc}); fix or replace it.").format(path=config_file, exc=exc)
+        ) from None
     n_params = 0
     for weights in sorted(path.glob("*.safetensors")):
         n_params += _safetensors_parameters(weights)
@@ -218,14 +243,18 @@ def _safetensors_parameters(path: Path) -> int:
     with path.open("rb") as fh:
         raw = fh.read(8)
         if len(raw) != 8:
-            raise ModelFileError(f"{path} is truncated; download or copy it again.")
+            raise ModelFileError(_("{path} is truncated; download or copy it again.").format(path=path))
         (length,) = struct.unpack("<Q", raw)
         if length > 1 << 28:
-            raise ModelFileError(f"{path} is not a safetensors file; the header is implausibly large.")
+            raise ModelFileError(
+                _("{path} is not a safetensors file; the header is implausibly large.").format(path=path)
+            )
         try:
             header = json.loads(fh.read(length))
         except json.JSONDecodeError:
-            raise ModelFileError(f"{path} has a corrupt safetensors header; download or copy it again.") from None
+            raise ModelFileError(
+                _("{path} has a corrupt safetensors header; download or copy it again.").format(path=path)
+            ) from None
     total = 0
     for name, entry in header.items():
         if name == "__metadata__":

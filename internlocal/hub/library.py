@@ -13,6 +13,7 @@ from internlocal.errors import ModelFileError, NetworkError, UserError
 from internlocal.hub.files import path_size, sha256_file, sha256_path
 from internlocal.hub.inspect import ModelFileInfo, read_gguf, read_hf_dir
 from internlocal.hub.store import Manifest, ManifestFile, Store, check_model_name
+from internlocal.i18n import _
 
 # how a model's family is guessed from its architecture or name when nothing says otherwise
 _FAMILIES = (
@@ -48,7 +49,9 @@ def inspect_path(path: Path) -> ModelFileInfo:
     if path.suffix.lower() != ".gguf":
         with path.open("rb") as fh:
             if fh.read(4) != b"GGUF":
-                raise ModelFileError(f"{path} is neither a GGUF file nor a Hugging Face model folder.")
+                raise ModelFileError(
+                    _("{path} is neither a GGUF file nor a Hugging Face model folder.").format(path=path)
+                )
     return read_gguf(path)
 
 
@@ -160,17 +163,19 @@ def check_projector(path: Path) -> ModelFileInfo:
     """What a projector file says about itself; a ``UserError`` sentence when it is not one."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path} does not exist; give the path of the model's mmproj .gguf file.")
+        raise UserError(_("{path} does not exist; give the path of the model's mmproj .gguf file.").format(path=path))
     try:
         info = read_gguf(path)
     except ModelFileError:
         raise UserError(
-            f"{path} is not a projector (not a readable GGUF file); give the model's mmproj file."
+            _("{path} is not a projector (not a readable GGUF file); give the model's mmproj file.").format(path=path)
         ) from None
     if not is_projector(info):
         raise UserError(
-            f"{path} is not a projector: its GGUF architecture is {info.architecture!r}, not 'clip'; give the model's "
-            "mmproj file."
+            _(
+                "{path} is not a projector: its GGUF architecture is {architecture!r}, not 'clip'; give the model's "
+                "mmproj file."
+            ).format(path=path, architecture=info.architecture)
         )
     return info
 
@@ -253,19 +258,29 @@ def import_model(
     """
     path = Path(path).expanduser().resolve()
     if not path.exists():
-        raise UserError(f"{path} does not exist; give the path of a .gguf file or a model folder.")
+        raise UserError(_("{path} does not exist; give the path of a .gguf file or a model folder.").format(path=path))
     info = inspect_path(path)  # refuses non-models before anything is written
     projector_info = None
     if mmproj is not None:
         mmproj = Path(mmproj).expanduser().resolve()
         if info.format != "gguf":
-            raise UserError(f"--mmproj goes with a GGUF model; {path} is a Hugging Face folder, which needs none.")
+            raise UserError(
+                _("--mmproj goes with a GGUF model; {path} is a Hugging Face folder, which needs none.").format(
+                    path=path
+                )
+            )
         if is_projector(info):
-            raise UserError(f"{path} is itself a projector; import the text model with --mmproj {path.name}.")
+            raise UserError(
+                _("{path} is itself a projector; import the text model with --mmproj {file}.").format(
+                    path=path, file=path.name
+                )
+            )
         projector_info = check_projector(mmproj)
     name = check_model_name(name) if name else unique_name(catalog, path.stem if path.is_file() else path.name)
     if catalog.has_model(name):
-        raise UserError(f"A model named {name!r} is already in the catalog; choose another with --name.")
+        raise UserError(
+            _("A model named {name!r} is already in the catalog; choose another with --name.").format(name=name)
+        )
     if mmproj is None or projector_info is None:
         return _import_one(catalog, store, path, name=name, copy=copy, info=info)
     projector = projector_with_sha256(catalog, sha256_path(mmproj))
@@ -340,12 +355,16 @@ def remove_model(catalog: Catalog, store: Store, ref: str) -> dict[str, Any]:
     """
     model = catalog.get_model(ref)
     if (model.source or "").startswith("embedded:"):
-        raise UserError(f"{model.name} is built into the installation and cannot be removed.")
+        raise UserError(_("{name} is built into the installation and cannot be removed.").format(name=model.name))
     if model.kind == "projector":
         users = projector_users(catalog, model)
         if users:
             names = ", ".join(u.name for u in users)
-            raise UserError(f"{model.name} is the projector of {names}; remove that model and its projector goes too.")
+            raise UserError(
+                _("{name} is the projector of {names}; remove that model and its projector goes too.").format(
+                    name=model.name, names=names
+                )
+            )
     projectors = projectors_of(catalog, model)
     removed = _drop(catalog, store, model)
     dropped = []
@@ -399,7 +418,7 @@ def add_remote(
 
     check_model_name(name)
     if catalog.has_model(name):
-        raise UserError(f"A model named {name!r} is already in the catalog; choose another name.")
+        raise UserError(_("A model named {name!r} is already in the catalog; choose another name.").format(name=name))
     base = url.rstrip("/")
     if not base.endswith("/v1"):
         base += "/v1"
@@ -408,20 +427,32 @@ def add_remote(
     try:
         response = requests.get(f"{base}/models", headers=headers, timeout=10)
     except requests.RequestException as exc:
-        raise NetworkError(f"Cannot reach {base} ({exc}); check the URL and that the server runs.") from None
+        raise NetworkError(
+            _("Cannot reach {base} ({exc}); check the URL and that the server runs.").format(base=base, exc=exc)
+        ) from None
     if response.status_code in (401, 403):
         raise UserError(
-            f"{base} refused the request ({response.status_code}); pass --api-key-env with the key's variable."
+            _("{base} refused the request ({status}); pass --api-key-env with the key's variable.").format(
+                base=base, status=response.status_code
+            )
         )
     if response.status_code >= 400:
-        raise UserError(f"{base}/models answered {response.status_code}; is this an OpenAI-compatible server?")
+        raise UserError(
+            _("{base}/models answered {status}; is this an OpenAI-compatible server?").format(
+                base=base, status=response.status_code
+            )
+        )
     served = [m.get("id") for m in response.json().get("data", [])]
     if model is None:
         if not served:
-            raise UserError(f"{base} lists no models; give one with --model.")
+            raise UserError(_("{base} lists no models; give one with --model.").format(base=base))
         model = served[0]
     elif served and model not in served:
-        raise UserError(f"{base} does not serve {model!r}; it serves {', '.join(served)}.")
+        raise UserError(
+            _("{base} does not serve {model!r}; it serves {served}.").format(
+                base=base, model=model, served=", ".join(served)
+            )
+        )
     return catalog.add_model(
         Model(
             name=name,

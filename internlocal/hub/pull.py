@@ -30,6 +30,7 @@ from internlocal.hub.library import (
 )
 from internlocal.hub.sources import Resolved, resolve
 from internlocal.hub.store import Manifest, ManifestFile, Store, check_model_name
+from internlocal.i18n import _
 from internlocal.jobs.context import JobContext
 from internlocal.jobs.locks import exclusive
 
@@ -44,7 +45,8 @@ def pull_model(
     resolved = resolve(spec, hub or settings.hub)
     name = check_model_name(name) if name else resolved.default_name
     # the same pull started twice: the second waits, then finds the model registered (one download, one record)
-    with exclusive(settings.store_dir / "locks" / f"pull-{name}.lock", f"a pull of {name}", wait=True, ctx=ctx):
+    what = _("a pull of {name}").format(name=name)
+    with exclusive(settings.store_dir / "locks" / f"pull-{name}.lock", what, wait=True, ctx=ctx):
         return _pull_locked(ctx, spec, resolved, name, parts)
 
 
@@ -55,9 +57,11 @@ def _pull_locked(ctx: JobContext, spec: str, resolved: Resolved, name: str, part
         existing = catalog.get_model(name)
         if existing.source == resolved.source or existing.source == spec:
             return {"model": name, "status": "already present", "bytes": 0}
-        raise UserError(f"A model named {name!r} is already in the catalog; pull with --name to choose another.")
+        raise UserError(
+            _("A model named {name!r} is already in the catalog; pull with --name to choose another.").format(name=name)
+        )
     if not resolved.files:
-        raise UserError(f"{spec} lists no files to download.")
+        raise UserError(_("{spec} lists no files to download.").format(spec=spec))
     wanted = resolved.files + ([resolved.projector] if resolved.projector else [])
     _check_disk(store, wanted)
 
@@ -81,10 +85,10 @@ def _pull_locked(ctx: JobContext, spec: str, resolved: Resolved, name: str, part
         digest = _from_store_or_cache(store, resolved, remote)
         if digest is not None:
             done += remote.size or 0
-            ctx.progress(done, total, unit="bytes", message=f"{remote.path} (already here)")
+            ctx.progress(done, total, unit="bytes", message=_("{path} (already here)").format(path=remote.path))
         else:
             before = downloaded
-            _, digest = downloader.fetch(remote, on_bytes, ctx.check_cancelled)
+            __, digest = downloader.fetch(remote, on_bytes, ctx.check_cancelled)
             ctx.log(f"{remote.path}: {downloaded - before} bytes downloaded, sha256 {digest[:12]}… verified")
         return ManifestFile(path=remote.path, digest=f"sha256-{digest}", size=store.blob_path(digest).stat().st_size)
 
@@ -117,9 +121,11 @@ def _pull_locked(ctx: JobContext, spec: str, resolved: Resolved, name: str, part
             store.remove_manifest(projector.name)
             catalog.delete_model(projector.id)
         if isinstance(exc, ModelFileError):
-            raise ModelFileError(f"{spec} downloaded, but it is not a usable model: {exc}") from None
+            raise ModelFileError(
+                _("{spec} downloaded, but it is not a usable model: {exc}").format(spec=spec, exc=exc)
+            ) from None
         raise
-    ctx.progress(total or done, total or done, unit="bytes", message="done")
+    ctx.progress(total or done, total or done, unit="bytes", message=_("done"))
     return {
         "model": model.name,
         "status": "pulled",
@@ -136,7 +142,7 @@ def _register_projector(ctx: JobContext, store: Store, spec: str, resolved: Reso
     "projector"``, its own manifest, named after its file). Returns (row, whether it was created here)."""
     catalog, settings = ctx.catalog, ctx.settings
     digest = entry.digest.removeprefix("sha256-")
-    with exclusive(settings.store_dir / "locks" / f"projector-{digest[:16]}.lock", "a projector's registration",
+    with exclusive(settings.store_dir / "locks" / f"projector-{digest[:16]}.lock", _("a projector's registration"),
                    wait=True, ctx=ctx):  # fmt: skip
         existing = projector_with_sha256(catalog, digest)
         if existing is not None:
@@ -144,8 +150,10 @@ def _register_projector(ctx: JobContext, store: Store, spec: str, resolved: Reso
         info = read_gguf(store.blob_path(digest))
         if not is_projector(info):
             raise ModelFileError(
-                f"{spec}: {entry.path} is not a projector (its GGUF architecture is {info.architecture!r}, "
-                "not 'clip'); nothing was registered."
+                _(
+                    "{spec}: {path} is not a projector (its GGUF architecture is {architecture!r}, "
+                    "not 'clip'); nothing was registered."
+                ).format(spec=spec, path=entry.path, architecture=info.architecture)
             )
         name = unique_name(catalog, entry.path.rsplit("/", 1)[-1].removesuffix(".gguf"))
         manifest = Manifest(
@@ -197,7 +205,9 @@ def _check_disk(store: Store, files: list[RemoteFile]) -> None:
         from internlocal.formatting import human_bytes
 
         raise DownloadError(
-            f"This model needs {human_bytes(need)}, and {human_bytes(DISK_MARGIN)} are kept free beside it, but only "
-            f"{human_bytes(free)} is free in {store.root}; free some space (`internlocal models du`, `models rm`) or "
-            "set INTERNLOCAL_HOME to a bigger disk."
+            _(
+                "This model needs {need}, and {margin} are kept free beside it, but only "
+                "{free} is free in {root}; free some space (`internlocal models du`, `models rm`) or "
+                "set INTERNLOCAL_HOME to a bigger disk."
+            ).format(need=human_bytes(need), margin=human_bytes(DISK_MARGIN), free=human_bytes(free), root=store.root)
         )

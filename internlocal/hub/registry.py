@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from internlocal.errors import UserError
+from internlocal.i18n import _
 from internlocal.resources import resource_dir
 
 REGISTRY_DIR = resource_dir("models")  # the curated registry shipped with the package (in a clone: models/)
@@ -176,8 +177,15 @@ class Registry:
     def get(self, name: str) -> RegistryModel:
         if name not in self.models:
             close = [n for n in self.models if name.lower() in n]
-            hint = f" Did you mean {', '.join(close[:3])}?" if close else " `internlocal models search` lists them."
-            raise UserError(f"{name!r} is not in the model registry.{hint}")
+            if close:
+                raise UserError(
+                    _("{name!r} is not in the model registry. Did you mean {names}?").format(
+                        name=name, names=", ".join(close[:3])
+                    )
+                )
+            raise UserError(
+                _("{name!r} is not in the model registry. `internlocal models search` lists them.").format(name=name)
+            )
         return self.models[name][1]
 
     def search(self, text: str = "") -> list[tuple[Family, RegistryModel]]:
@@ -194,26 +202,34 @@ class Registry:
     def choose(self, spec: str, hub: str = "hf") -> RegistryChoice:
         """``name[:tag]`` → the repository on ``hub`` (hf or modelscope) and the files to take from it.
         Nothing is fetched: ``sources.resolve`` turns the choice into remote files."""
-        name, _, tag = spec.partition(":")
+        name, __, tag = spec.partition(":")
         model = self.get(name)
         recommended = self.sampling(name)
         tag = (tag or model.default).lower()
         if tag not in model.tags:
-            raise UserError(f"{name} has no tag {tag!r}; choose one of {', '.join(model.tags)}.")
+            raise UserError(
+                _("{name} has no tag {tag!r}; choose one of {tags}.").format(
+                    name=name, tag=tag, tags=", ".join(model.tags)
+                )
+            )
         if hub not in ("hf", "modelscope"):
-            raise UserError(f"Unknown hub {hub!r}; use hf or modelscope.")
+            raise UserError(_("Unknown hub {hub!r}; use hf or modelscope.").format(hub=hub))
         projector = None
         if tag == "hf":
             repo = model.hf if hub == "hf" else model.modelscope
             pattern = None
         else:
             if model.gguf is None:  # tags other than hf are GGUF quantizations: validated with the file
-                raise UserError(f"{name} has no GGUF files in the registry; pull {name}:hf.")
+                raise UserError(_("{name} has no GGUF files in the registry; pull {name}:hf.").format(name=name))
             repo = model.gguf.hf if hub == "hf" else model.gguf.modelscope
             pattern = model.gguf.files[tag].file
             projector = model.gguf.projector
         if not repo:
-            raise UserError(f"{name}:{tag} is not published on {hub}; try the other hub (--hub).")
+            raise UserError(
+                _("{name}:{tag} is not published on {hub}; try the other hub (--hub).").format(
+                    name=name, tag=tag, hub=hub
+                )
+            )
         return RegistryChoice(
             hub=hub,
             repo=repo,
@@ -248,9 +264,13 @@ def _load(directory: str) -> Registry:
         try:
             families.append(Family.model_validate(yaml.safe_load(path.read_text(encoding="utf-8"))))
         except (ValidationError, yaml.YAMLError) as exc:
-            raise UserError(f"The registry file {path} is invalid: {exc}".replace("\n", " ")) from None
+            raise UserError(
+                _("The registry file {path} is invalid: {exc}").format(path=path, exc=exc).replace("\n", " ")
+            ) from None
     names = [m.name for f in families for m in f.models]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
-        raise UserError(f"The registry lists {', '.join(sorted(dupes))} more than once; fix models/*.yaml.")
+        raise UserError(
+            _("The registry lists {names} more than once; fix models/*.yaml.").format(names=", ".join(sorted(dupes)))
+        )
     return Registry(families)

@@ -24,10 +24,15 @@ from internlocal.errors import NetworkError, UserError
 from internlocal.hub.download import DownloadError, RemoteFile
 from internlocal.hub.registry import RegistryChoice, load_registry
 from internlocal.hub.store import safe_relative_path
+from internlocal.i18n import _
 
 # files of a Hugging Face model directory worth fetching; other formats (.bin, .pt, onnx, gguf) are skipped
 _HF_DIR_PATTERNS = ("*.json", "*.safetensors", "*.model", "*.tiktoken", "*.txt", "*.py", "*.jinja", "tokenizer*")
 _SPLIT_GGUF = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
+
+
+class NoMatchingFile(UserError):
+    """A file pattern that matches nothing in a repository (callers that try several patterns go on)."""
 
 
 @dataclass
@@ -47,10 +52,12 @@ def parse_repo_spec(rest: str) -> tuple[str, str | None, str | None]:
     revision = None
     if "@" in rest:
         rest, revision = rest.rsplit("@", 1)
-    repo, _, pattern = rest.partition(":")
+    repo, __, pattern = rest.partition(":")
     if repo.count("/") != 1 or not all(repo.split("/")):
         raise UserError(
-            f"{repo!r} is not a repository id; write it as org/name, e.g. hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF."
+            _("{repo!r} is not a repository id; write it as org/name, e.g. hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF.").format(
+                repo=repo
+            )
         )
     return repo, pattern or None, revision
 
@@ -77,8 +84,10 @@ def resolve_choice(choice: RegistryChoice) -> Resolved:
         published = resolved.projector.sha256
         if published and published != choice.projector_sha256:
             raise UserError(
-                f"{choice.repo} publishes {choice.projector} with another sha256 than the registry states; the "
-                "file changed upstream, so it is not pulled (update models/*.yaml after checking it)."
+                _(
+                    "{repo} publishes {projector} with another sha256 than the registry states; the "
+                    "file changed upstream, so it is not pulled (update models/*.yaml after checking it)."
+                ).format(repo=choice.repo, projector=choice.projector)
             )
         resolved.projector.sha256 = choice.projector_sha256
     return resolved
@@ -91,8 +100,12 @@ def _split_projector(
     if projector is None:
         return chosen, None
     if projector not in names:
-        listed = ", ".join(n for n in names if "mmproj" in n.lower()) or "none"
-        raise UserError(f"{repo} has no projector file {projector!r}; its mmproj files: {listed}.")
+        listed = ", ".join(n for n in names if "mmproj" in n.lower()) or _("none")
+        raise UserError(
+            _("{repo} has no projector file {projector!r}; its mmproj files: {listed}.").format(
+                repo=repo, projector=projector, listed=listed
+            )
+        )
     return chosen - {projector}, projector
 
 
@@ -100,15 +113,15 @@ def _split_projector(
 
 
 def resolve_url(url: str) -> Resolved:
-    url, _, fragment = url.partition("#")
+    url, __, fragment = url.partition("#")
     sha256 = None
     if fragment.startswith("sha256="):
         sha256 = fragment.split("=", 1)[1].lower()
         if not re.fullmatch(r"[0-9a-f]{64}", sha256):
-            raise UserError("The #sha256= part of the URL is not a 64-character hex digest.")
+            raise UserError(_("The #sha256= part of the URL is not a 64-character hex digest."))
     name = os.path.basename(urlparse(url).path)
     if not name:
-        raise UserError(f"{url} does not end in a file name; give the URL of the file itself.")
+        raise UserError(_("{url} does not end in a file name; give the URL of the file itself.").format(url=url))
     path = safe_relative_path(name)
     stem = re.sub(r"\.gguf$", "", path, flags=re.I)
     return Resolved(
@@ -163,25 +176,40 @@ def _hf_info(call, repo: str, revision: str | None, endpoint: str):
         return call()
     except GatedRepoError:
         raise UserError(
-            f"{repo} is gated: accept its licence on the model page, then set HF_TOKEN to a token with read access."
+            _(
+                "{repo} is gated: accept its licence on the model page, then set HF_TOKEN to a token with read access."
+            ).format(repo=repo)
         ) from None
     except RepositoryNotFoundError:
-        raise UserError(f"Hugging Face repository {repo} was not found (or is private: set HF_TOKEN).") from None
+        raise UserError(
+            _("Hugging Face repository {repo} was not found (or is private: set HF_TOKEN).").format(repo=repo)
+        ) from None
     except RevisionNotFoundError:
-        raise UserError(f"{repo} has no revision {revision!r}.") from None
+        raise UserError(_("{repo} has no revision {revision!r}.").format(repo=repo, revision=revision)) from None
     except HfHubHTTPError as exc:
         status = getattr(getattr(exc, "response", None), "status_code", None)
         if status == 404:
-            raise UserError(f"Hugging Face repository {repo} was not found (or is private: set HF_TOKEN).") from None
+            raise UserError(
+                _("Hugging Face repository {repo} was not found (or is private: set HF_TOKEN).").format(repo=repo)
+            ) from None
         if status in (401, 403):
             raise UserError(
-                f"The Hugging Face Hub refused access to {repo} ({status}); set HF_TOKEN to a token that can read it."
+                _(
+                    "The Hugging Face Hub refused access to {repo} ({status}); set HF_TOKEN to a token that can "
+                    "read it."
+                ).format(repo=repo, status=status)
             ) from None
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"The Hugging Face Hub at {endpoint} answered an error for {repo} ({first_line}).") from None
+        raise UserError(
+            _("The Hugging Face Hub at {endpoint} answered an error for {repo} ({error}).").format(
+                endpoint=endpoint, repo=repo, error=first_line
+            )
+        ) from None
     except OSError as exc:
         raise NetworkError(
-            f"Cannot reach the Hugging Face Hub at {endpoint} ({exc}); check the connection or HF_ENDPOINT."
+            _("Cannot reach the Hugging Face Hub at {endpoint} ({exc}); check the connection or HF_ENDPOINT.").format(
+                endpoint=endpoint, exc=exc
+            )
         ) from None
 
 
@@ -212,8 +240,12 @@ def _choose_files(names: list[str], pattern: str | None, repo: str) -> set[str]:
             if n == pattern or fnmatch.fnmatch(n, pattern) or fnmatch.fnmatch(n.lower(), pattern.lower())
         }
         if not chosen:
-            listed = ", ".join(n for n in names if n.endswith(".gguf")) or "none"
-            raise UserError(f"No file in {repo} matches {pattern!r}; its GGUF files: {listed}.")
+            listed = ", ".join(n for n in names if n.endswith(".gguf")) or _("none")
+            raise UserError(
+                _("No file in {repo} matches {pattern!r}; its GGUF files: {listed}.").format(
+                    repo=repo, pattern=pattern, listed=listed
+                )
+            )
         # one part of a split GGUF brings the others
         for name in list(chosen):
             match = _SPLIT_GGUF.search(name)
@@ -224,8 +256,14 @@ def _choose_files(names: list[str], pattern: str | None, repo: str) -> set[str]:
     wanted = {n for n in names if any(fnmatch.fnmatch(os.path.basename(n), p) for p in _HF_DIR_PATTERNS)}
     if not any(n.endswith(".safetensors") for n in wanted):
         ggufs = [n for n in names if n.endswith(".gguf")]
-        hint = f" It has GGUF files: pick one with :FILE, e.g. hf:{repo}:{ggufs[0]}." if ggufs else ""
-        raise UserError(f"{repo} has no safetensors weights to download as a model folder.{hint}")
+        if ggufs:
+            raise UserError(
+                _(
+                    "{repo} has no safetensors weights to download as a model folder. "
+                    "It has GGUF files: pick one with :FILE, e.g. hf:{repo}:{gguf}."
+                ).format(repo=repo, gguf=ggufs[0])
+            )
+        raise UserError(_("{repo} has no safetensors weights to download as a model folder.").format(repo=repo))
     return wanted
 
 
@@ -260,20 +298,28 @@ def _modelscope_get(url: str, params: dict[str, str], headers: dict[str, str], w
         resp = requests.get(url, params=params, headers=headers, timeout=30)
     except requests.RequestException as exc:
         raise NetworkError(
-            f"Cannot reach ModelScope at {modelscope_endpoint()} ({exc}); check the connection or MODELSCOPE_DOMAIN."
+            _("Cannot reach ModelScope at {endpoint} ({exc}); check the connection or MODELSCOPE_DOMAIN.").format(
+                endpoint=modelscope_endpoint(), exc=exc
+            )
         ) from None
     if resp.status_code in (401, 403):
         raise UserError(
-            f"ModelScope refused access to {what}; set MODELSCOPE_API_TOKEN for private or gated repositories."
+            _(
+                "ModelScope refused access to {what}; set MODELSCOPE_API_TOKEN for private or gated repositories."
+            ).format(what=what)
         )
     if resp.status_code == 404:
-        raise UserError(f"ModelScope {what} was not found.")
+        raise UserError(_("ModelScope {what} was not found.").format(what=what))
     try:
         body = resp.json()
     except ValueError:
         body = {}
     if resp.status_code >= 400 or not body.get("Data"):
-        raise UserError(f"ModelScope answered {resp.status_code} for {what}: {body.get('Message') or resp.text[:200]}.")
+        raise UserError(
+            _("ModelScope answered {status} for {what}: {message}.").format(
+                status=resp.status_code, what=what, message=body.get("Message") or resp.text[:200]
+            )
+        )
     return body
 
 
@@ -287,7 +333,7 @@ def resolve_modelscope(
         f"{endpoint}/api/v1/models/{repo}/repo/files",
         {"Revision": revision, "Recursive": "True"},
         headers,
-        f"model {repo}",
+        _("model {repo}").format(repo=repo),
     )
     entries = [f for f in body["Data"].get("Files", []) if f.get("Type", "blob") == "blob"]
     by_path = {f["Path"]: f for f in entries}
@@ -331,7 +377,9 @@ def resolve_dataset(spec: str, default_pattern: str | None = None) -> tuple[str,
         kind, rest = "modelscope", spec.split(":", 1)[1]
     else:
         raise UserError(
-            f"{spec!r} is not a dataset repository; write hf:org/name[:glob] or modelscope:org/name[:glob]."
+            _("{spec!r} is not a dataset repository; write hf:org/name[:glob] or modelscope:org/name[:glob].").format(
+                spec=spec
+            )
         )
     repo, pattern, revision = parse_repo_spec(rest)
     pattern = pattern or default_pattern
@@ -376,7 +424,11 @@ def _pick(names: list[str], pattern: str | None, repo: str) -> set[str]:
     chosen = {n for n in names if n == pattern or fnmatch.fnmatch(n, pattern)}
     if not chosen:
         shown = ", ".join(names[:12]) + (" …" if len(names) > 12 else "")
-        raise UserError(f"No file in {repo} matches {pattern!r}; it has: {shown or 'no files'}.")
+        raise NoMatchingFile(
+            _("No file in {repo} matches {pattern!r}; it has: {shown}.").format(
+                repo=repo, pattern=pattern, shown=shown or _("no files")
+            )
+        )
     return chosen
 
 
@@ -393,7 +445,7 @@ def _modelscope_dataset_tree(endpoint: str, repo: str, revision: str, headers: d
             f"{endpoint}/api/v1/datasets/{repo}/repo/tree",
             {"Revision": revision, "Root": root, "PageSize": "10000"},
             headers,
-            f"dataset {repo}",
+            _("dataset {repo}").format(repo=repo),
         )
         for entry in body["Data"].get("Files") or []:
             path = entry.get("Path") or entry.get("Name")

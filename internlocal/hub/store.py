@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from internlocal.errors import UserError
+from internlocal.i18n import _
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$")
 
@@ -65,7 +66,11 @@ class Manifest:
 
 def check_model_name(name: str) -> str:
     if not _NAME.match(name) or ".." in name:
-        raise UserError(f"{name!r} cannot be a model name; use letters, digits and . _ - : + (up to 128 characters).")
+        raise UserError(
+            _("{name!r} cannot be a model name; use letters, digits and . _ - : + (up to 128 characters).").format(
+                name=name
+            )
+        )
     return name
 
 
@@ -73,7 +78,9 @@ def safe_relative_path(path: str) -> str:
     """A remote file name as a path inside a model folder; traversal and absolute paths are refused."""
     pure = PurePosixPath(path.replace("\\", "/"))
     if not path or pure.is_absolute() or any(part in ("..", "") for part in pure.parts) or ":" in pure.parts[0]:
-        raise UserError(f"The remote file name {path!r} would escape the model folder; refusing to download it.")
+        raise UserError(
+            _("The remote file name {path!r} would escape the model folder; refusing to download it.").format(path=path)
+        )
     return pure.as_posix()
 
 
@@ -129,7 +136,11 @@ class Store:
         for f in manifest.files:
             safe_relative_path(f.path)
             if not self.blob_path(f.digest.removeprefix("sha256-")).is_file():
-                raise UserError(f"Blob {f.digest} of {manifest.name} is missing; pull the model again.")
+                raise UserError(
+                    _("Blob {digest} of {name} is missing; pull the model again.").format(
+                        digest=f.digest, name=manifest.name
+                    )
+                )
         folder = self.model_dir(manifest.name)
         tmp_folder = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp_folder, ignore_errors=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from internlocal.hub.files import path_size, sha256_path
+from internlocal.i18n import _
 from internlocal.jobs.context import JobContext
 
 
@@ -21,7 +22,7 @@ def verify_models(ctx: JobContext, names: list[str] | None = None) -> dict[str, 
     sizes = {m.name: path_size(Path(m.path)) if Path(m.path).exists() else 0 for m in models}
     total = sum(sizes.values())
     done = sum(sizes[name] for name in results if name in sizes)
-    ctx.progress(done, total, unit="bytes", message="resuming" if results else "")
+    ctx.progress(done, total, unit="bytes", message=_("resuming") if results else "")
     for model in models:
         if model.name in results:
             continue
@@ -43,5 +44,5 @@ def verify_models(ctx: JobContext, names: list[str] | None = None) -> dict[str, 
             results[model.name] = "ok" if sha256_path(path, on_bytes) == model.sha256 else "changed"
         ctx.log(f"{model.name}: {results[model.name]}")
         ctx.save_state()
-    ctx.progress(total, total, unit="bytes", message="done")
+    ctx.progress(total, total, unit="bytes", message=_("done"))
     return results

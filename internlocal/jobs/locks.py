@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from internlocal.errors import UserError
+from internlocal.i18n import _
 from internlocal.jobs.context import JobContext
 
 
@@ -22,9 +23,11 @@ def holder(lock_path: Path) -> str:
     """Who holds the lock, as the holder wrote it ("pid 1234, job 7"), or "another process"."""
     try:
         info = json.loads(lock_path.with_name(lock_path.name + ".owner").read_text())
-        return f"pid {info['pid']}" + (f", job {info['job']}" if info.get("job") else "")
+        if info.get("job"):
+            return _("pid {pid}, job {job}").format(pid=info["pid"], job=info["job"])
+        return _("pid {pid}").format(pid=info["pid"])
     except (OSError, ValueError, KeyError):
-        return "another process"
+        return _("another process")
 
 
 @contextmanager
@@ -40,7 +43,11 @@ def exclusive(lock_path: Path, what: str, *, wait: bool, ctx: JobContext | None 
     except Timeout:
         who = holder(lock_path)
         if not wait:
-            raise UserError(f"{what} is already running ({who}); wait for it to finish, or cancel it first.") from None
+            raise UserError(
+                _("{what} is already running ({who}); wait for it to finish, or cancel it first.").format(
+                    what=what, who=who
+                )
+            ) from None
         if ctx is not None:
             ctx.log(f"waiting: {what} is already running ({who})")
         while True:

@@ -32,6 +32,8 @@ from internlocal.catalog.catalog import Catalog
 from internlocal.catalog.schema import Job, utcnow
 from internlocal.config import Settings
 from internlocal.errors import UserError, disk_full
+from internlocal.i18n import _
+from internlocal.jobs import job_status_label
 from internlocal.jobs.context import JobCancelled, JobContext
 from internlocal.jobs.events import EventWriter, read_events
 
@@ -43,7 +45,7 @@ def target_name(fn: Callable[..., Any] | str) -> str:
 
 
 def resolve_target(target: str) -> Callable[..., Any]:
-    module, _, name = target.partition(":")
+    module, __, name = target.partition(":")
     obj: Any = importlib.import_module(module)
     for part in name.split("."):
         obj = getattr(obj, part)
@@ -137,7 +139,9 @@ class JobRunner:
         if job_id in self._threads:
             if force:
                 raise UserError(
-                    f"Job {job_id} runs inside this program and cannot be killed alone; it stops at its next check."
+                    _(
+                        "Job {job_id} runs inside this program and cannot be killed alone; it stops at its next check."
+                    ).format(job_id=job_id)
                 )
             for ctx in self._threads[job_id][1]:
                 ctx.request_cancel()
@@ -186,7 +190,11 @@ class JobRunner:
         parameters it was submitted with (a training job resumed on another number of GPUs)."""
         job = self.refresh_one(self.catalog.get_job(job_id))
         if job.status not in RESUMABLE:
-            raise UserError(f"Job {job_id} is {job.status}; only failed, cancelled or interrupted jobs can be resumed.")
+            raise UserError(
+                _("Job {job_id} is {status}; only failed, cancelled or interrupted jobs can be resumed.").format(
+                    job_id=job_id, status=job_status_label(job.status)
+                )
+            )
         self.cancel_path(job_id).unlink(missing_ok=True)
         changed = {"params_json": json.dumps({**job.params, **params}, sort_keys=True)} if params else {}
         job = self.catalog.update_job(job_id, status="queued", error=None, finished_at=None, **changed)

@@ -10,6 +10,7 @@ import sys
 
 from internlocal.catalog import open_catalog
 from internlocal.config import load_settings
+from internlocal.i18n import resolve_language, set_language
 from internlocal.jobs.context import JobContext
 from internlocal.jobs.runner import JobRunner, execute
 from internlocal.logs import configure
@@ -18,6 +19,7 @@ from internlocal.logs import configure
 def main(argv: list[str]) -> int:
     job_id = int(argv[1])
     configure()  # INTERNLOCAL_LOG, inherited from the front end that started the job, decides the level
+    set_language(resolve_language())  # INTERNLOCAL_LANG, inherited too: progress and errors in the UI's language
     settings = load_settings()
     catalog = open_catalog(settings)
     runner = JobRunner(catalog, settings)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from internlocal.errors import UserError
+from internlocal.i18n import _
 from internlocal.kb.answer import fit_threshold
 from internlocal.kb.index import Index
 
@@ -27,13 +28,15 @@ def load_questions(path: Path) -> list[dict[str, Any]]:
     rows = []
     for where, row in read_rows(Path(path)):
         if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not row["question"].strip():
-            raise UserError(f'{path}, {where}: needs a non-empty "question".')
+            raise UserError(_('{path}, {where}: needs a non-empty "question".').format(path=path, where=where))
         sources = row.get("sources", [])
         if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
-            raise UserError(f'{path}, {where}: "sources" must be a list of file paths.')
+            raise UserError(
+                _('{path}, {where}: "sources" must be a list of file paths.').format(path=path, where=where)
+            )
         rows.append({"question": row["question"], "sources": [s.strip("/") for s in sources]})
     if not rows:
-        raise UserError(f"{path} has no questions.")
+        raise UserError(_("{path} has no questions.").format(path=path))
     return rows
 
 

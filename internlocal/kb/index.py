@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from internlocal.engines.base import Embedder
 from internlocal.errors import UserError
+from internlocal.i18n import _
 from internlocal.kb import chunkdb
 from internlocal.kb.chunking import Chunk, chunk_blocks
 from internlocal.kb.extract import Block, Unreadable, extract, kind_of
@@ -178,7 +179,7 @@ class Index:
         report.skipped.extend(skipped)
         for path, _reason in skipped:
             self._remove_file(path)
-        seen = {str(p) for p, _ in found} | {p for p, _ in skipped}
+        seen = {str(p) for p, __ in found} | {p for p, __ in skipped}
         pending: list[_Prepared] = []
         for done, (file, root) in enumerate(found, start=1):
             if should_stop is not None and should_stop():
@@ -266,7 +267,7 @@ class Index:
         ids = chunk_ids(relpath if root != file else str(file), chunks)
         old = set(chunkdb.file_cids(self.db, str(file)))
         new = [(cid, c) for cid, c in zip(ids, chunks, strict=True) if cid not in old]
-        present = set(self.vectors.get(ids=[cid for cid, _ in new], include=[])["ids"]) if new else set()
+        present = set(self.vectors.get(ids=[cid for cid, __ in new], include=[])["ids"]) if new else set()
         todo = [(cid, c) for cid, c in new if cid not in present]
         report.chunks_reused += len(new) - len(todo)
         return _Prepared(file, root, relpath, kind, stat, sha, ids, chunks, todo, sorted(old - set(ids)))
@@ -277,11 +278,11 @@ class Index:
         todo = [(cid, c, p) for p in pending for cid, c in p.todo]
         for start in range(0, len(todo), 2 * EMBED_BATCH):
             batch = todo[start : start + 2 * EMBED_BATCH]
-            vectors = self.embed([c.embed_text for _, c, _ in batch])
+            vectors = self.embed([chunk.embed_text for __, chunk, __p in batch])
             self.vectors.upsert(
-                ids=[cid for cid, _, _ in batch],
+                ids=[cid for cid, __c, __p in batch],
                 embeddings=vectors,
-                metadatas=[{"kind": p.kind or "", "relpath": p.relpath} for _, _, p in batch],
+                metadatas=[{"kind": p.kind or "", "relpath": p.relpath} for __cid, __c, p in batch],
             )
         report.chunks_embedded += len(todo)
         for p in pending:
@@ -300,7 +301,9 @@ class Index:
         self.embedded += len(texts)
         if vectors and len(vectors[0]) != self.embedder.dimension:
             raise UserError(
-                f"{self.embedder_name} returned {len(vectors[0])}-dimensional vectors, not {self.embedder.dimension}."
+                _("{embedder} returned {got}-dimensional vectors, not {dimension}.").format(
+                    embedder=self.embedder_name, got=len(vectors[0]), dimension=self.embedder.dimension
+                )
             )
         return vectors
 
@@ -357,7 +360,7 @@ class Index:
         20) are read together with the query by the cross-encoder and reordered by its scores."""
         query = query.strip()
         if not query:
-            raise UserError("The search query is empty.")
+            raise UserError(_("The search query is empty."))
         wanted = max(3 * k, 20) if reranker is not None else k
         depth = max(4 * wanted, 20) if (kinds or folder) else max(2 * wanted, 20)
         query_vector = self.embed([query])[0]

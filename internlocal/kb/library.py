@@ -18,6 +18,7 @@ from internlocal.config import Settings, load_settings
 from internlocal.engines.base import Embedder
 from internlocal.errors import UserError
 from internlocal.hub.library import check_model_name
+from internlocal.i18n import _
 from internlocal.jobs.context import JobCancelled, JobContext
 from internlocal.jobs.locks import exclusive
 from internlocal.kb.index import FileLimits, Index
@@ -66,7 +67,9 @@ def reranker_for(catalog: Catalog, name_or_path: str):
             model = catalog.find_model(name_or_path)
             path = Path(model.path) if model is not None else Path(name_or_path).expanduser()
             if not path.is_dir():
-                raise UserError(f"{name_or_path} is neither a catalog model nor a folder with a cross-encoder.")
+                raise UserError(
+                    _("{name} is neither a catalog model nor a folder with a cross-encoder.").format(name=name_or_path)
+                )
             _rerankers[name_or_path] = CrossEncoderReranker(path, model_name=name_or_path)
         return _rerankers[name_or_path]
 
@@ -87,9 +90,9 @@ def create_kb(
 ) -> KnowledgeBase:
     check_model_name(name)
     if catalog.find_kb(name) is not None:
-        raise UserError(f"A knowledge base named {name!r} exists already; choose another name.")
+        raise UserError(_("A knowledge base named {name!r} exists already; choose another name.").format(name=name))
     if chunk_size < 50 or not 0 <= chunk_overlap < chunk_size:
-        raise UserError("The chunk size must be at least 50 characters and the overlap smaller than the size.")
+        raise UserError(_("The chunk size must be at least 50 characters and the overlap smaller than the size."))
     embedder = embedder or DEFAULT_EMBEDDER
     dimension = embedding_dimension(catalog, embedder)
     roots = _checked_folders(folders or [])
@@ -117,9 +120,9 @@ def _checked_folders(folders: list[str]) -> list[str]:
     for folder in folders:
         path = Path(folder).expanduser().absolute()
         if not path.exists():
-            raise UserError(f"{folder} does not exist.")
+            raise UserError(_("{folder} does not exist.").format(folder=folder))
         if not (path.is_dir() or path.is_file()):
-            raise UserError(f"{folder} is neither a folder nor a file.")
+            raise UserError(_("{folder} is neither a folder nor a file.").format(folder=folder))
         out.append(str(path))
     return out
 
@@ -142,7 +145,9 @@ def remove_folders(catalog: Catalog, name: str, folders: list[str]) -> dict[str,
     unknown = drop - set(kb.folders)
     if unknown:
         raise UserError(
-            f"{', '.join(sorted(unknown))} is not among {name}'s folders: {', '.join(kb.folders) or 'none'}."
+            _("{folders} is not among {name}'s folders: {known}.").format(
+                folders=", ".join(sorted(unknown)), name=name, known=", ".join(kb.folders) or _("none")
+            )
         )
     remaining = [f for f in kb.folders if f not in drop]
     with sync_lock(kb):
@@ -185,14 +190,18 @@ def open_index(catalog: Catalog, name: str, *, embedder: str | None = None, limi
     kb = catalog.get_kb(name)
     if embedder is not None and embedder != kb.embedder:
         raise UserError(
-            f"Knowledge base {name} was built with {kb.embedder} ({kb.dimension} dimensions), not {embedder}; "
-            f"`internlocal kb reembed {name} --model {embedder}` rebuilds it with that model."
+            _(
+                "Knowledge base {name} was built with {built} ({dimension} dimensions), not {embedder}; "
+                "`internlocal kb reembed {name} --model {embedder}` rebuilds it with that model."
+            ).format(name=name, built=kb.embedder, dimension=kb.dimension, embedder=embedder)
         )
     model = embedder_for(catalog, kb.embedder)
     if model.dimension != kb.dimension:
         raise UserError(
-            f"{kb.embedder} now gives {model.dimension}-dimensional vectors but {name} holds {kb.dimension}; "
-            f"`internlocal kb reembed {name}` rebuilds it."
+            _(
+                "{embedder} now gives {got}-dimensional vectors but {name} holds {dimension}; "
+                "`internlocal kb reembed {name}` rebuilds it."
+            ).format(embedder=kb.embedder, got=model.dimension, name=name, dimension=kb.dimension)
         )
     return Index(
         Path(kb.path),
@@ -213,7 +222,11 @@ def sync_lock(kb: KnowledgeBase, ctx: JobContext | None = None, *, wait: bool = 
 def sync_kb(catalog: Catalog, name: str, ctx: JobContext | None = None) -> dict[str, Any]:
     kb = catalog.get_kb(name)
     if not kb.folders:
-        raise UserError(f"Knowledge base {name} has no folders yet; `internlocal kb add {name} FOLDER` adds one.")
+        raise UserError(
+            _("Knowledge base {name} has no folders yet; `internlocal kb add {name} FOLDER` adds one.").format(
+                name=name
+            )
+        )
     with sync_lock(kb, ctx):
         return _sync_locked(catalog, name, ctx)
 

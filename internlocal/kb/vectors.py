@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from internlocal.errors import UserError
+from internlocal.i18n import _
 
 PAGE = 5000  # ids read or deleted per chromadb call
 
@@ -76,13 +77,22 @@ def open_vectors(path: Path, embedder: str, dimension: int, *, create: bool):
             collection = client.get_collection(name, embedding_function=function)
         except Exception:
             raise UserError(
-                f"The knowledge base's vectors for {embedder} are missing; `internlocal kb reembed` rebuilds them."
+                _(
+                    "The knowledge base's vectors for {embedder} are missing; `internlocal kb reembed` rebuilds them."
+                ).format(embedder=embedder)
             ) from None
     meta = collection.metadata or {}
     if meta.get("embedder") != embedder or int(meta.get("dimension", -1)) != dimension:
         raise UserError(
-            f"The knowledge base's vectors come from {meta.get('embedder')} ({meta.get('dimension')} dimensions), "
-            f"not {embedder} ({dimension}); `internlocal kb reembed` rebuilds them with another model."
+            _(
+                "The knowledge base's vectors come from {stored} ({stored_dimension} dimensions), "
+                "not {embedder} ({dimension}); `internlocal kb reembed` rebuilds them with another model."
+            ).format(
+                stored=meta.get("embedder"),
+                stored_dimension=meta.get("dimension"),
+                embedder=embedder,
+                dimension=dimension,
+            )
         )
     return client, collection
 

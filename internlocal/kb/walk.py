@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from internlocal.errors import UserError
+from internlocal.i18n import _
 from internlocal.kb.extract import kind_of
 
 SKIPPED_DIRS = {".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".mypy_cache", ".idea"}
@@ -25,8 +26,10 @@ def walk(roots: list[Path]) -> tuple[list[tuple[Path, Path]], list[tuple[str, st
     for root in roots:
         if not root.exists():
             raise UserError(
-                f"{root} does not exist (any more); restore it, or take it out of the knowledge base with "
-                "`internlocal kb remove-folder`."
+                _(
+                    "{root} does not exist (any more); restore it, or take it out of the knowledge base with "
+                    "`internlocal kb remove-folder`."
+                ).format(root=root)
             )
         if root.is_file():
             if str(root) not in seen_files:

@@ -23,6 +23,7 @@ from internlocal.chat.images import ImageStore
 from internlocal.config import Settings
 from internlocal.errors import UserError
 from internlocal.hub.embedded import register_embedded
+from internlocal.i18n import _
 from internlocal.kb.library import kb_dir, sync_lock
 
 MANIFEST = "manifest.json"
@@ -33,9 +34,11 @@ NOT_COPIED = ("-wal", "-shm", ".lock", ".owner")  # live-database side files and
 def backup(settings: Settings, target: Path) -> dict[str, Any]:
     target = Path(target).expanduser().absolute()
     if target.exists() and any(target.iterdir()):
-        raise UserError(f"{target} exists and is not empty; choose a new folder for the backup.")
+        raise UserError(
+            _("{target} exists and is not empty; choose a new folder for the backup.").format(target=target)
+        )
     if not settings.catalog_path.exists():
-        raise UserError(f"There is no catalog at {settings.catalog_path} to back up.")
+        raise UserError(_("There is no catalog at {path} to back up.").format(path=settings.catalog_path))
     work = target.with_name(target.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -55,7 +58,11 @@ def backup(settings: Settings, target: Path) -> dict[str, Any]:
     copied.close()
     problem = db.integrity(work / "catalog.sqlite")
     if problem != "ok":
-        raise UserError(f"The catalog copy failed SQLite's integrity check ({problem}); the backup was not kept.")
+        raise UserError(
+            _("The catalog copy failed SQLite's integrity check ({problem}); the backup was not kept.").format(
+                problem=problem
+            )
+        )
     manifest = {
         "internlocal": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -76,19 +83,25 @@ def restore(settings: Settings, source: Path, *, force: bool = False) -> dict[st
     source = Path(source).expanduser().absolute()
     manifest_path = source / MANIFEST
     if not manifest_path.is_file() or not (source / "catalog.sqlite").is_file():
-        raise UserError(f"{source} is not an internlocal backup (no {MANIFEST} and catalog.sqlite in it).")
+        raise UserError(
+            _("{source} is not an internlocal backup (no {manifest} and catalog.sqlite in it).").format(
+                source=source, manifest=MANIFEST
+            )
+        )
     manifest = json.loads(manifest_path.read_text())
     problem = db.integrity(source / "catalog.sqlite")
     if problem != "ok":
-        raise UserError(f"The backup's catalog is damaged ({problem}); nothing was restored.")
+        raise UserError(_("The backup's catalog is damaged ({problem}); nothing was restored.").format(problem=problem))
     settings.ensure_dirs()
     home, moved = settings.home, []
     stamp = time.strftime("%Y%m%d-%H%M%S")
     if settings.catalog_path.exists():
         if not force:
             raise UserError(
-                f"{home} already has a catalog; `internlocal restore --force {source}` moves it aside "
-                f"(catalog.sqlite.before-restore-{stamp}) and restores the backup."
+                _(
+                    "{home} already has a catalog; `internlocal restore --force {source}` moves it aside "
+                    "(catalog.sqlite.before-restore-{stamp}) and restores the backup."
+                ).format(home=home, source=source, stamp=stamp)
             )
         aside = settings.catalog_path.with_name(f"catalog.sqlite.before-restore-{stamp}")
         db.copy_database(settings.catalog_path, aside)

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from internlocal.errors import UserError
+from internlocal.i18n import _
 from internlocal.services import Services
 
 if TYPE_CHECKING:
@@ -29,8 +30,10 @@ class EvalEstimate:
     def describe(self) -> str:
         from internlocal.formatting import rough_duration
 
-        basis = "measured here" if self.measured else "guessed from the model's size"
-        return f"{self.items} items, {rough_duration(self.seconds)} ({basis})"
+        basis = _("measured here") if self.measured else _("guessed from the model's size")
+        return _("{items} items, {duration} ({basis})").format(
+            items=self.items, duration=rough_duration(self.seconds), basis=basis
+        )
 
 
 def _seconds_per_item(svc: Services, model: str) -> float | None:
@@ -88,21 +91,23 @@ def start_eval(
 
     models = [m.strip() for m in models if m.strip()]
     if not models:
-        raise UserError("Name at least one model (`internlocal models list`).")
+        raise UserError(_("Name at least one model (`internlocal models list`)."))
     if not tasks:
-        raise UserError("Name at least one task (`internlocal eval tasks`).")
+        raise UserError(_("Name at least one task (`internlocal eval tasks`)."))
     for name in models:
         svc.catalog.get_model(name)
     include_paths = [str(Path(p).resolve()) for p in include_paths or []]
     trusted = [str(Path(p).resolve()) for p in trusted or []]
     for path in include_paths:
         if not Path(path).is_dir():
-            raise UserError(f"--include-path {path} is not a folder.")
+            raise UserError(_("--include-path {path} is not a folder.").format(path=path))
     for task in resolve_tasks(tasks, svc.settings.home, include_paths, trusted):
         if circular:
             if task.output_type != "multiple_choice":
                 raise UserError(
-                    f"CircularEval is for lettered multiple choice; task {task.name} is {task.output_type}."
+                    _("CircularEval is for lettered multiple choice; task {name} is {kind}.").format(
+                        name=task.name, kind=task.output_type
+                    )
                 )
             for doc in task.docs[:1]:  # a task without rows was refused when its file was read
                 task.option_fields(doc)
@@ -111,4 +116,9 @@ def start_eval(
     params.update(
         {k: v for k, v in (("circular", circular), ("include_paths", include_paths), ("trusted", trusted)) if v}
     )
-    return svc.jobs.submit(run_eval, params, kind="eval.run", title=f"Eval {', '.join(models)} on {', '.join(tasks)}")
+    return svc.jobs.submit(
+        run_eval,
+        params,
+        kind="eval.run",
+        title=_("Eval {models} on {tasks}").format(models=", ".join(models), tasks=", ".join(tasks)),
+    )

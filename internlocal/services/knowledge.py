@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from internlocal.i18n import _
 from internlocal.services import Services
 
 if TYPE_CHECKING:
@@ -15,4 +16,4 @@ def start_sync(svc: Services, name: str) -> Job:
     from internlocal.kb.library import sync_job
 
     svc.catalog.get_kb(name)  # an unknown name fails now, not in the job
-    return svc.jobs.submit(sync_job, {"name": name}, kind="kb.sync", title=f"Sync {name}")
+    return svc.jobs.submit(sync_job, {"name": name}, kind="kb.sync", title=_("Sync {name}").format(name=name))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from internlocal.errors import UserError
+from internlocal.i18n import _
 from internlocal.services import Services
 
 if TYPE_CHECKING:
@@ -36,8 +37,8 @@ def memory_for_models() -> int:
     offloads the layers there)."""
     from internlocal.train.plan import free_memory
 
-    ram, _ = free_memory("cpu")
-    gpu, _ = free_memory("cuda")
+    ram, __ = free_memory("cpu")
+    gpu, __ = free_memory("cuda")
     return max(ram or 0, gpu or 0)
 
 
@@ -48,7 +49,7 @@ def registry_rows(text: str = "", *, available: int | None = None) -> list[Regis
 
     available = memory_for_models() if available is None else available
     rows = []
-    for _, model in load_registry().search(text):
+    for __, model in load_registry().search(text):
         tag = model.default
         memory = model.memory_gb(tag)
         fits = None if memory is None else memory * GB <= available
@@ -62,7 +63,7 @@ def pull_question(spec: str) -> str | None:
     and the memory it needs against what is free. None: small, or not a registry name (its size is unknown)."""
     from internlocal.hub.registry import load_registry
 
-    name, _, tag = spec.partition(":")
+    name, __, tag = spec.partition(":")
     registry = load_registry()
     if name not in registry.models:
         return None
@@ -71,16 +72,20 @@ def pull_question(spec: str) -> str | None:
     size = model.size_gb(tag)
     if size is None and tag in model.tags and model.parameters_b >= 2:
         # the registry does not state this download's size (unverified); 2B parameters are over 1 GB at 4 bits
-        return f"Pull {name}:{tag}? The registry does not state its download size ({model.parameters_b:g}B parameters)."
+        return _(
+            "Pull {name}:{tag}? The registry does not state its download size ({parameters:g}B parameters)."
+        ).format(name=name, tag=tag, parameters=model.parameters_b)
     if size is None or size <= BIG_PULL_GB:
         return None
     memory = model.memory_gb(tag)
     free = memory_for_models() / GB
     need = ""
     if memory is not None:
-        verdict = "it fits" if memory <= free else "more than is free, so it would not run here"
-        need = f" To run it needs about {memory:g} GB of memory; {free:.1f} GB is free ({verdict})."
-    return f"Pull {name}:{tag}? It is a {size:g} GB download.{need}"
+        verdict = _("it fits") if memory <= free else _("more than is free, so it would not run here")
+        need = _(" To run it needs about {memory:g} GB of memory; {free:.1f} GB is free ({verdict}).").format(
+            memory=memory, free=free, verdict=verdict
+        )
+    return _("Pull {name}:{tag}? It is a {size:g} GB download.{need}").format(name=name, tag=tag, size=size, need=need)
 
 
 def start_pull(svc: Services, spec: str, *, name: str | None = None, hub: str | None = None, parts: int = 4) -> Job:
@@ -88,7 +93,7 @@ def start_pull(svc: Services, spec: str, *, name: str | None = None, hub: str | 
     from internlocal.hub.pull import pull_model
 
     params = {"spec": spec, "name": name, "hub": hub, "parts": parts}
-    return svc.jobs.submit(pull_model, params, kind="models.pull", title=f"Pull {spec}")
+    return svc.jobs.submit(pull_model, params, kind="models.pull", title=_("Pull {spec}").format(spec=spec))
 
 
 def start_convert(
@@ -101,11 +106,15 @@ def start_convert(
     to = to or ("hf" if found.format == "gguf" else "gguf")
     if to == "hf":
         params = {"model": model, "name": name, "dtype": outtype or "bfloat16"}
-        return svc.jobs.submit(gguf_to_hf, params, kind="models.convert", title=f"Convert {model} to HF")
+        return svc.jobs.submit(
+            gguf_to_hf, params, kind="models.convert", title=_("Convert {model} to HF").format(model=model)
+        )
     if to == "gguf":
         params = {"model": model, "name": name, "outtype": outtype or "f16"}
-        return svc.jobs.submit(hf_to_gguf, params, kind="models.convert", title=f"Convert {model} to GGUF")
-    raise UserError(f"--to {to!r}: convert to hf or gguf.")
+        return svc.jobs.submit(
+            hf_to_gguf, params, kind="models.convert", title=_("Convert {model} to GGUF").format(model=model)
+        )
+    raise UserError(_("--to {to!r}: convert to hf or gguf.").format(to=to))
 
 
 def start_quantize(
@@ -124,9 +133,9 @@ def start_quantize(
             quantize_gguf,
             {"model": model, "qtype": qtype, "name": name},
             kind="models.quantize",
-            title=f"Quantize {model} to {qtype.upper()}",
+            title=_("Quantize {model} to {qtype}").format(model=model, qtype=qtype.upper()),
         )
-    raise UserError(f"--method {method!r}: use gguf or awq.")
+    raise UserError(_("--method {method!r}: use gguf or awq.").format(method=method))
 
 
 def start_verify(svc: Services, names: list[str] | None = None) -> Job:
@@ -135,4 +144,4 @@ def start_verify(svc: Services, names: list[str] | None = None) -> Job:
 
     for name in names or []:
         svc.catalog.get_model(name)  # fail now, not in the job, on a typo
-    return svc.jobs.submit(verify_models, {"names": names or None}, kind="models.verify", title="Verify models")
+    return svc.jobs.submit(verify_models, {"names": names or None}, kind="models.verify", title=_("Verify models"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from internlocal.errors import UserError
+from internlocal.i18n import _
 from internlocal.services import Services
 
 if TYPE_CHECKING:
@@ -30,16 +31,24 @@ def start_needlebench(
     settings = NeedleSettings(kind, lang, lengths, depths or DEFAULT_DEPTHS, needles, seed)
     row = svc.catalog.get_model(model)
     if row.kind != "chat":
-        raise UserError(f"{row.name} is an {row.kind} model; NeedleBench asks a chat model.")
+        raise UserError(
+            _("{name} is an {kind} model; NeedleBench asks a chat model.").format(name=row.name, kind=row.kind)
+        )
     if row.format == "remote":  # lengths are cut in the model's own tokens, which an endpoint does not count here
-        raise UserError(f"{row.name} is a remote model; NeedleBench measures documents in a local model's tokens.")
+        raise UserError(
+            _("{name} is a remote model; NeedleBench measures documents in a local model's tokens.").format(
+                name=row.name
+            )
+        )
     context = _context_length(svc, row)
     # the tokenizer's exact count waits for the job; a length past the context alone is refused at once
     too_long = [n for n in settings.lengths or () if n + TEMPLATE_ALLOWANCE + settings.answer_tokens > context]
     if too_long:
         raise UserError(
-            f"Length {too_long[0]} does not fit {row.name}'s context of {context} tokens with the question and "
-            "answer; use shorter lengths or raise context_length."
+            _(
+                "Length {length} does not fit {name}'s context of {context} tokens with the question and "
+                "answer; use shorter lengths or raise context_length."
+            ).format(length=too_long[0], name=row.name, context=context)
         )
     params = {
         "model": row.name,
@@ -51,7 +60,10 @@ def start_needlebench(
         "seed": settings.seed,
     }
     return svc.jobs.submit(
-        run_needlebench, params, kind="eval.needlebench", title=f"NeedleBench {settings.task} on {row.name}"
+        run_needlebench,
+        params,
+        kind="eval.needlebench",
+        title=_("NeedleBench {task} on {name}").format(task=settings.task, name=row.name),
     )
 
 
@@ -69,6 +81,6 @@ def needlebench_map(svc: Services, run_id: int | None = None, model: str | None 
     if run_id is None:
         runs = needlebench_runs(svc.catalog, model)
         if not runs:
-            raise UserError("No NeedleBench run yet; `internlocal eval needle MODEL` makes one.")
+            raise UserError(_("No NeedleBench run yet; `internlocal eval needle MODEL` makes one."))
         run_id = runs[-1].id
     return load_map(svc.catalog, run_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from internlocal.i18n import _
 from internlocal.services import Services
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ def start_training(
 
     refuse_if_too_big(plan_run(svc.catalog, recipe, overrides, gpus=gpus))
     params = {"recipe": recipe, "overrides": overrides or {}, "name": name, "gpus": gpus}
-    return svc.jobs.submit(train, params, kind="train.run", title=f"Train {recipe}")
+    return svc.jobs.submit(train, params, kind="train.run", title=_("Train {recipe}").format(recipe=recipe))
 
 
 def save_now(svc: Services, run: str | int) -> TrainRun:
@@ -113,4 +114,6 @@ def prepare_corpus(
         "name": name,
         "trust_remote_code": trust_remote_code,
     }
-    return svc.jobs.submit(prepare_corpus_job, params, kind="pretrain.prepare", title=f"Prepare {source}")
+    return svc.jobs.submit(
+        prepare_corpus_job, params, kind="pretrain.prepare", title=_("Prepare {source}").format(source=source)
+    )

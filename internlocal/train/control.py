@@ -12,6 +12,7 @@ from pathlib import Path
 from internlocal.catalog.catalog import Catalog
 from internlocal.catalog.schema import Job, TrainRun
 from internlocal.errors import UserError
+from internlocal.i18n import _
 from internlocal.jobs.runner import JobRunner
 from internlocal.train.plan import free_memory
 from internlocal.train.run_config import RunConfig
@@ -20,7 +21,11 @@ from internlocal.train.run_config import RunConfig
 def touch_trigger(run: TrainRun, trigger: str) -> Path:
     """``SAVE_NOW`` or ``STOP`` in the run's folder; the loop acts on it at its next step."""
     if run.status not in ("running", "created"):
-        raise UserError(f"Run {run.name} is {run.status}; only a running run can be asked to save or stop.")
+        raise UserError(
+            _("Run {name} is {status}; only a running run can be asked to save or stop.").format(
+                name=run.name, status=run.status
+            )
+        )
     path = Path(run.run_dir) / trigger
     path.touch()
     return path
@@ -34,21 +39,27 @@ def resume_run(
     was). A run reads ``stopped`` a moment before its job has wound down (the job records the run first, then
     ends), so a resume right after a stop waits for that."""
     if run.job_id is None:
-        raise UserError(f"Run {run.name} has no job to resume.")
+        raise UserError(_("Run {name} has no job to resume.").format(name=run.name))
     if run.status == "finished":
-        raise UserError(f"Run {run.name} has finished; nothing to resume.")
+        raise UserError(_("Run {name} has finished; nothing to resume.").format(name=run.name))
     params = None
     if gpus is not None:
         recipe = RunConfig.model_validate(run.config).recipe
         if gpus != recipe.gpus and recipe.method != "pretrain" and recipe.distributed != "fsdp":
             raise UserError(
-                f"Run {run.name}'s checkpoints hold one full copy per run ({recipe.distributed}); "
-                "only pretraining and FSDP runs resume on another number of GPUs."
+                _(
+                    "Run {name}'s checkpoints hold one full copy per run ({distributed}); "
+                    "only pretraining and FSDP runs resume on another number of GPUs."
+                ).format(name=run.name, distributed=recipe.distributed)
             )
         if recipe.on_gpu:
-            _, visible = free_memory("cuda")
+            __, visible = free_memory("cuda")
             if gpus > (visible or 0):
-                raise UserError(f"Run {run.name} cannot resume on {gpus} GPUs: {visible or 0} CUDA GPU(s) are visible.")
+                raise UserError(
+                    _("Run {name} cannot resume on {gpus} GPUs: {visible} CUDA GPU(s) are visible.").format(
+                        name=run.name, gpus=gpus, visible=visible or 0
+                    )
+                )
         params = {"gpus": gpus}
     deadline = time.monotonic() + settle_s
     while True:
@@ -56,5 +67,7 @@ def resume_run(
         if job.status not in ("queued", "running"):
             return jobs.resume(run.job_id, params=params)
         if run.status != "stopped" or time.monotonic() > deadline:
-            raise UserError(f"Run {run.name} is still running (job {run.job_id}); stop it first.")
+            raise UserError(
+                _("Run {name} is still running (job {job_id}); stop it first.").format(name=run.name, job_id=run.job_id)
+            )
         time.sleep(0.1)

@@ -12,6 +12,7 @@ from typing import Any
 
 from internlocal.catalog.schema import TrainRun
 from internlocal.errors import UserError
+from internlocal.i18n import _
 from internlocal.jobs.context import JobContext
 from internlocal.train.run_config import RunConfig
 
@@ -113,4 +114,4 @@ def first_user_prompt(config: RunConfig) -> str:
                 for message in example.get("messages", []):
                     if message["role"] == "user":
                         return message["content"]
-    raise UserError("No probe prompt for the merge check: set probe: or sample_prompts: in the recipe.")
+    raise UserError(_("No probe prompt for the merge check: set probe: or sample_prompts: in the recipe."))

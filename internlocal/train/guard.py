@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from internlocal.i18n import _
 from internlocal.jobs.context import JobContext
 from internlocal.train.recipe import Recipe
 
@@ -28,11 +29,11 @@ def run_guard(ctx: JobContext, recipe: Recipe, result_model: str | None) -> dict
     lost more than the recipe allows."""
     guard = recipe.guard
     if not guard.enabled:
-        return {"enabled": False, "note": "the recipe switches the forgetting guard off (guard.enabled: false)"}
+        return {"enabled": False, "note": _("the recipe switches the forgetting guard off (guard.enabled: false)")}
     if recipe.method == "pretrain" and recipe.init == "scratch":
-        return {"enabled": False, "note": "a model trained from scratch has no base to compare with"}
+        return {"enabled": False, "note": _("a model trained from scratch has no base to compare with")}
     if result_model is None:
-        return {"enabled": False, "note": "the run made no merged model to measure (export.merge: false)"}
+        return {"enabled": False, "note": _("the run made no merged model to measure (export.merge: false)")}
     # here, not at the top: the Train screen and the CLI import this module for guard_summary / guard_lines only
     from internlocal.evals.job import evaluate_model
     from internlocal.evals.tasks import get_task
@@ -93,17 +94,19 @@ def warning(checks: list[dict[str, Any]], recipe: Recipe) -> str | None:
     g = recipe.guard
     first, *gentler = knobs(recipe)
     if recipe.objective == "orpo":  # no replay (pairs), no reference to stay near: only gentler training
-        advice = f"Train more gently ({first} or {gentler[0]})."
-    else:
-        advice = f"Train more gently ({gentler[0]} or {gentler[1]}) or " + (
-            f"stay closer to the base ({first})."
-            if recipe.objective == "dpo"
-            else f"mix in general examples the base answered ({first})."
+        advice = _("Train more gently ({first} or {second}).").format(first=first, second=gentler[0])
+    elif recipe.objective == "dpo":
+        advice = _("Train more gently ({first} or {second}) or stay closer to the base ({closer}).").format(
+            first=gentler[0], second=gentler[1], closer=first
         )
-    return (
-        f"The finetune lost general ability: {what} (limits: a fall of {g.max_drop:g} in score, "
-        f"a rise of {g.max_perplexity_rise:.0%} in perplexity). {advice}"
-    )
+    else:
+        advice = _(
+            "Train more gently ({first} or {second}) or mix in general examples the base answered ({replay})."
+        ).format(first=gentler[0], second=gentler[1], replay=first)
+    return _(
+        "The finetune lost general ability: {what} (limits: a fall of {drop} in score, "
+        "a rise of {rise} in perplexity). {advice}"
+    ).format(what=what, drop=f"{g.max_drop:g}", rise=f"{g.max_perplexity_rise:.0%}", advice=advice)
 
 
 def knobs(recipe: Recipe) -> list[str]:
@@ -124,14 +127,16 @@ def guard_lines(guard: dict[str, Any]) -> list[str]:
     if not guard:
         return []
     if not guard.get("enabled"):
-        return [f"forgetting guard: off — {guard.get('note', '')}"]
-    lines = [f"forgetting guard: {guard['base_model']} (base) → {guard['result_model']}"]
+        return [_("forgetting guard: off — {note}").format(note=guard.get("note", ""))]
+    lines = [
+        _("forgetting guard: {base} (base) → {result}").format(base=guard["base_model"], result=guard["result_model"])
+    ]
     for c in guard["tasks"]:
         change = f"{c['change']:+.0%}" if lower_is_better(c["metric"]) else f"{c['change']:+.2f}"
-        mark = "✗ worse" if c["worse"] else "✓ kept"
+        mark = _("✗ worse") if c["worse"] else _("✓ kept")
         lines.append(f"  {c['task']} {c['metric']}: {_value(c['base'])} → {_value(c['result'])} ({change}) {mark}")
     if guard.get("warning"):
-        lines.append(f"warning: {guard['warning']}")
+        lines.append(_("warning: {warning}").format(warning=guard["warning"]))
     return lines
 
 
@@ -140,14 +145,14 @@ def guard_summary(guard: dict[str, Any]) -> tuple[str, str | None]:
     if not guard:
         return "", None
     if not guard.get("enabled"):
-        return f"forgetting guard off: {guard.get('note', '')}", None
+        return _("forgetting guard off: {note}").format(note=guard.get("note", "")), None
     checks = " · ".join(
         f"{c['task']} {_value(c['base'])} → {_value(c['result'])} {'✗' if c['worse'] else '✓'}" for c in guard["tasks"]
     )
     said = guard.get("warning")
     if said and guard.get("knobs"):  # the whole sentence is in the CLI's output and the run's log
-        said = f"lost general ability: try {' or '.join(guard['knobs'])}"
-    return f"forgetting guard vs {guard['base_model']}: {checks}", said
+        said = _("lost general ability: try {knobs}").format(knobs=_(" or ").join(guard["knobs"]))
+    return _("forgetting guard vs {base}: {checks}").format(base=guard["base_model"], checks=checks), said
 
 
 def _value(v: float) -> str:

@@ -12,6 +12,7 @@ from internlocal.catalog.catalog import Catalog
 from internlocal.catalog.schema import Dataset, Model
 from internlocal.data.library import REPO_PREFIXES, find_imported, import_corpus, import_once, load_tokenizer
 from internlocal.errors import UserError
+from internlocal.i18n import _
 from internlocal.jobs.context import JobContext
 from internlocal.train.recipe import Recipe, dataset_file, recipes_dir
 
@@ -27,7 +28,11 @@ def hf_base(ctx: JobContext, model: Model) -> Model:
     if model.format == "hf":
         return model
     if model.format != "gguf":
-        raise UserError(f"{model.name} is a {model.format} model; finetuning needs a GGUF or Hugging Face model.")
+        raise UserError(
+            _("{name} is a {format} model; finetuning needs a GGUF or Hugging Face model.").format(
+                name=model.name, format=model.format
+            )
+        )
     assert model.id is not None
     for edge in catalog.children(("model", model.id)):
         if edge.operation == "convert.gguf_to_hf" and edge.child_type == "model":
@@ -64,7 +69,11 @@ def corpus(ctx: JobContext, recipe: Recipe, base_hf: Model) -> Dataset:
     found = ctx.catalog.find_dataset(recipe.corpus)
     if found is not None:
         if found.form != "tokens":
-            raise UserError(f"Dataset {found.name} is a {found.form} dataset, not a prepared pretraining corpus.")
+            raise UserError(
+                _("Dataset {name} is a {form} dataset, not a prepared pretraining corpus.").format(
+                    name=found.name, form=found.form
+                )
+            )
         return found
     return import_corpus(
         ctx,

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from internlocal.errors import TrainingError, UserError
+from internlocal.i18n import _
 from internlocal.jobs.processes import die_with_parent
 from internlocal.train.checkpoint import Checkpoints, TrainingParts, save_final_model
 from internlocal.train.distributed import Processes, wrap_for_processes
@@ -105,7 +106,7 @@ class Trainer:
         self._load_model()
         self._load_data()
         # what a step's loss is averaged over: trained tokens, or pairs
-        self.trained_in = (lambda _: 1) if self.preference else trained_per_example(self.examples)
+        self.trained_in = (lambda __: 1) if self.preference else trained_per_example(self.examples)
         reference_event = None
         if r.objective == "dpo":  # before a resume restores its checkpoint: the weights are still the reference
             started = time.monotonic()
@@ -128,7 +129,7 @@ class Trainer:
             self.emit("reference", **reference_event)
         signal.signal(signal.SIGTERM, self._on_sigterm)
 
-    def _on_sigterm(self, *_: Any) -> None:
+    def _on_sigterm(self, *__: Any) -> None:
         self.stop_requested = True
 
     def _load_model(self) -> None:
@@ -341,7 +342,7 @@ class Trainer:
             world_size=self.world,
             precision=self.precision,
             device=str(self.device),
-            trainable_parameters=sum(p.numel() for _, p in self.trainable),
+            trainable_parameters=sum(p.numel() for __, p in self.trainable),
             resumed_from=self.step or None,
             flops_per_token=self.flops_per_token,
             peak_flops_per_device=self.peak,
@@ -396,12 +397,12 @@ class Trainer:
                         f"({self.skipped_batches} so far)",
                     )
                     if self.skipped_batches > 50 and self.skipped_batches > self.step:
-                        raise TrainingError("The loss is not finite for most batches; lower lr or check the data.")
+                        raise TrainingError(_("The loss is not finite for most batches; lower lr or check the data."))
                     continue
                 if self.scaler:
                     self.scaler.unscale_(self.optimizer)
                 grad_norm = torch.nn.utils.clip_grad_norm_(
-                    [p for _, p in self.trainable], r.max_grad_norm or float("inf")
+                    [p for __, p in self.trainable], r.max_grad_norm or float("inf")
                 )
                 if hasattr(grad_norm, "full_tensor"):  # FSDP: a sharded norm
                     grad_norm = grad_norm.full_tensor()
@@ -548,10 +549,14 @@ class Trainer:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(description="internlocal training loop")
+    # the job runner starts this entry point (train/process.py); a person never reads its --help
+    parser = argparse.ArgumentParser(description="internlocal training loop")  # i18n: not translated
     parser.add_argument("run_dir")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
+    from internlocal.i18n import resolve_language, set_language
+
+    set_language(resolve_language())  # INTERNLOCAL_LANG, inherited: its errors reach the UI in the UI's language
     if "TORCHELASTIC_RUN_ID" in os.environ:  # a rank torchrun started ends with it (a SIGKILLed agent cleans nothing)
         die_with_parent()
     trainer = Trainer(Path(args.run_dir), resume=args.resume)
@@ -579,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except UserError as exc:  # TrainingError, and what the data layer and tokenizer loader refuse
         trainer.emit("error", message=str(exc))
-        print(f"error: {exc}", file=sys.stderr)
+        print(_("error: {error}").format(error=exc), file=sys.stderr)
         return 2
     finally:
         trainer.cleanup()

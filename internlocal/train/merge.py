@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from internlocal.errors import UserError
+from internlocal.i18n import _
 
 LOGIT_TOLERANCE = 1e-3  # max |merged − (base + adapter)| over the probe's logits, relative to their scale
 
@@ -79,14 +80,18 @@ def check_merge_fits(base_path: Path, out_dir: Path) -> None:
     gib = 1024**3
     if need_ram > free_ram:
         raise UserError(
-            f"Merging needs about {need_ram / gib:.1f} GiB of memory (the base in fp32) and "
-            f"{free_ram / gib:.1f} GiB is free; set export.merge=false to keep the adapter, "
-            "or merge on a machine with more memory."
+            _(
+                "Merging needs about {need:.1f} GiB of memory (the base in fp32) and "
+                "{free:.1f} GiB is free; set export.merge=false to keep the adapter, "
+                "or merge on a machine with more memory."
+            ).format(need=need_ram / gib, free=free_ram / gib)
         )
     if fp32 > free_disk:
         raise UserError(
-            f"The merged model needs about {fp32 / gib:.1f} GiB on disk and {free_disk / gib:.1f} GiB is "
-            f"free under {parent}; free some space or set export.merge=false."
+            _(
+                "The merged model needs about {need:.1f} GiB on disk and {free:.1f} GiB is "
+                "free under {parent}; free some space or set export.merge=false."
+            ).format(need=fp32 / gib, free=free_disk / gib, parent=parent)
         )
 
 
@@ -169,14 +174,18 @@ def merge_adapter(
     )
     if diff > LOGIT_TOLERANCE * max(1.0, scale):
         raise UserError(
-            f"The merged model's logits differ from base + adapter by {diff:.4g} on the probe "
-            f"(tolerance {LOGIT_TOLERANCE * max(1.0, scale):.4g}); the merge is wrong, nothing was saved."
+            _(
+                "The merged model's logits differ from base + adapter by {diff:.4g} on the probe "
+                "(tolerance {tolerance:.4g}); the merge is wrong, nothing was saved."
+            ).format(diff=diff, tolerance=LOGIT_TOLERANCE * max(1.0, scale))
         )
     if merged_answer == base_answer:
         raise UserError(
-            f"The merged model answers the probe {probe!r} exactly like the base ({base_answer!r}): the "
-            "adapter changed nothing visible. Train longer or with a higher lr, or set a probe the data "
-            "teaches; nothing was saved."
+            _(
+                "The merged model answers the probe {probe!r} exactly like the base ({base_answer!r}): the "
+                "adapter changed nothing visible. Train longer or with a higher lr, or set a probe the data "
+                "teaches; nothing was saved."
+            ).format(probe=probe, base_answer=base_answer)
         )
     out_dir = Path(out_dir)
     merged.save_pretrained(out_dir)

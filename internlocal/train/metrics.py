@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from internlocal.errors import TrainingError
+from internlocal.i18n import _
 
 KEPT_ON_RESUME = ("step", "eval", "checkpoint", "warning")
 
@@ -36,8 +37,9 @@ class MetricsLog:
             if kind == "error":
                 return  # reporting the error itself failed: stderr still has it
             raise TrainingError(
-                f"Could not write {self.path.name} ({exc.strerror or exc}); free disk space "
-                "and resume the run from its last checkpoint."
+                _(
+                    "Could not write {file} ({reason}); free disk space and resume the run from its last checkpoint."
+                ).format(file=self.path.name, reason=exc.strerror or exc)
             ) from None
 
     def start_over(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from internlocal.errors import TrainingError
+from internlocal.i18n import _
 from internlocal.train.recipe import Architecture, Recipe
 
 
@@ -19,8 +20,9 @@ def device_and_precision(recipe: Recipe, local_rank: int):
 
     if recipe.on_gpu and not torch.cuda.is_available():
         raise TrainingError(
-            f"This recipe is for hardware: {recipe.hardware}, but no CUDA GPU is visible; "
-            "use a cpu recipe or hardware=cpu."
+            _(
+                "This recipe is for hardware: {hardware}, but no CUDA GPU is visible; use a cpu recipe or hardware=cpu."
+            ).format(hardware=recipe.hardware)
         )
     device = torch.device(f"cuda:{local_rank}" if recipe.on_gpu else "cpu")
     if device.type == "cuda":
@@ -49,7 +51,7 @@ def scratch_model(architecture: Architecture, seed: int, tokenizer, dtype, atten
 
     if tokenizer is None:
         raise TrainingError(
-            "A from-scratch model takes its vocabulary from a tokenizer, and the recipe's model has none."
+            _("A from-scratch model takes its vocabulary from a tokenizer, and the recipe's model has none.")
         )
     a = architecture
     config = LlamaConfig(

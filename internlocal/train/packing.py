@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from internlocal.errors import TrainingError
+from internlocal.i18n import _
 
 IGNORE = -100
 
@@ -49,7 +50,7 @@ def render_examples(
     for row in rows:
         if "chosen" in row and "rejected" in row:
             raise TrainingError(
-                "This dataset holds preference pairs (chosen, rejected); train on them with objective: dpo or orpo."
+                _("This dataset holds preference pairs (chosen, rejected); train on them with objective: dpo or orpo.")
             )
         if "input_ids" in row:  # already tokenized (pretraining data, benchmarks): labels default to every token
             ids = list(row["input_ids"])[:seq_len]
@@ -77,10 +78,12 @@ def load_examples(
     train, dropped = render_examples(tokenizer, read_jsonl(train_file), seq_len, train_on)
     if not train:
         raise TrainingError(
-            "No training example has a token to train on (assistant answers empty or cut off by "
-            f"seq_len={seq_len}); check the dataset or raise seq_len."
+            _(
+                "No training example has a token to train on (assistant answers empty or cut off by "
+                "seq_len={seq_len}); check the dataset or raise seq_len."
+            ).format(seq_len=seq_len)
         )
-    validation, _ = render_examples(tokenizer, read_jsonl(validation_file), seq_len, train_on)
+    validation, __ = render_examples(tokenizer, read_jsonl(validation_file), seq_len, train_on)
     return train, validation, dropped
 
 
@@ -94,15 +97,23 @@ def load_corpus(
     index = CorpusIndex.load(corpus_dir)  # a missing or damaged corpus is a UserError
     if tokenizer is not None and tokenizer_fingerprint(tokenizer) != index.tokenizer:
         raise TrainingError(
-            f"The corpus {index.path} was tokenized with another tokenizer than {model_path}'s; "
-            "prepare it again for this model."
+            _(
+                "The corpus {path} was tokenized with another tokenizer than {model}'s; "
+                "prepare it again for this model."
+            ).format(path=index.path, model=model_path)
         )
     if index.seq_len != seq_len:
         raise TrainingError(
-            f"The corpus holds sequences of {index.seq_len} tokens but the recipe says seq_len={seq_len}."
+            _("The corpus holds sequences of {corpus_len} tokens but the recipe says seq_len={seq_len}.").format(
+                corpus_len=index.seq_len, seq_len=seq_len
+            )
         )
     if tokenizer is not None and index.vocab_size > embeddings:
-        raise TrainingError(f"The corpus's tokenizer has {index.vocab_size} tokens, more than the model's embeddings.")
+        raise TrainingError(
+            _("The corpus's tokenizer has {vocab_size} tokens, more than the model's embeddings.").format(
+                vocab_size=index.vocab_size
+            )
+        )
     return Sequences(index.sequences("train")), Sequences(index.sequences("validation")), index.eos_id
 
 
@@ -174,7 +185,7 @@ def trained_per_example(examples: Examples) -> Callable[[int], int]:
     that every rank can count every other rank's share of a step without a collective (the shuffle is seeded)."""
     if isinstance(examples, Sequences):
         per_sequence = max(0, examples.width - 1)
-        return lambda _: per_sequence
+        return lambda __: per_sequence
     counts = [sum(1 for label in examples[i][1][1:] if label != IGNORE) for i in range(len(examples))]
     return counts.__getitem__
 

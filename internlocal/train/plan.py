@@ -15,6 +15,7 @@ from typing import Any
 from internlocal.catalog.catalog import Catalog
 from internlocal.catalog.schema import Model
 from internlocal.errors import NotEnoughMemory, UserError
+from internlocal.i18n import _
 from internlocal.train.adapt import Adaptation, adapt_recipe
 from internlocal.train.inputs import recipe_dataset
 from internlocal.train.memory import GIB, Estimate, Shape, estimate, fp32_master_weights
@@ -170,13 +171,16 @@ def plan_run(
 def refuse_if_too_big(plan: Plan) -> None:
     if plan.device == "cuda" and plan.available_bytes is None:
         raise UserError(
-            f"Recipe {plan.name} needs a CUDA GPU (hardware: {plan.recipe.hardware}) and none is visible; "
-            "pick a cpu recipe."
+            _("Recipe {name} needs a CUDA GPU (hardware: {hardware}) and none is visible; pick a cpu recipe.").format(
+                name=plan.name, hardware=plan.recipe.hardware
+            )
         )
     if plan.device == "cuda" and plan.visible_gpus is not None and plan.recipe.gpus > plan.visible_gpus:
         raise UserError(
-            f"Recipe {plan.name} asks for gpus={plan.recipe.gpus} but only {plan.visible_gpus} CUDA GPU(s) "
-            f"are visible; run it with gpus={plan.visible_gpus} (--gpus {plan.visible_gpus})."
+            _(
+                "Recipe {name} asks for gpus={gpus} but only {visible} CUDA GPU(s) "
+                "are visible; run it with gpus={visible} (--gpus {visible})."
+            ).format(name=plan.name, gpus=plan.recipe.gpus, visible=plan.visible_gpus)
         )
     if plan.fits is False:
         assert plan.estimate is not None and plan.available_bytes is not None
@@ -190,6 +194,11 @@ def refuse_if_too_big(plan: Plan) -> None:
         if r.method != "qlora":
             knobs.append("method=qlora")
         raise NotEnoughMemory(
-            f"Recipe {plan.name} needs about {plan.estimate.total / GIB:.2f} GiB but "
-            f"{plan.available_bytes / GIB:.2f} GiB is free:\n{plan.estimate.table()}\nTry: {', or '.join(knobs)}."
+            _("Recipe {name} needs about {need:.2f} GiB but {free:.2f} GiB is free:\n{table}\nTry: {knobs}.").format(
+                name=plan.name,
+                need=plan.estimate.total / GIB,
+                free=plan.available_bytes / GIB,
+                table=plan.estimate.table(),
+                knobs=_(", or ").join(knobs),
+            )
         )

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from internlocal.errors import TrainingError
+from internlocal.i18n import _
 from internlocal.train.loss import fast_loss_path, trained_token_logps
 from internlocal.train.packing import IGNORE, Batch, make_batch, read_jsonl
 
@@ -57,9 +58,11 @@ def load_pairs(
     train, dropped = render_pairs(tokenizer, read_jsonl(train_file), seq_len, objective)
     if not train:
         raise TrainingError(
-            f"No preference pair keeps both answers within seq_len={seq_len}; raise seq_len or shorten the prompts."
+            _(
+                "No preference pair keeps both answers within seq_len={seq_len}; raise seq_len or shorten the prompts."
+            ).format(seq_len=seq_len)
         )
-    validation, _ = render_pairs(tokenizer, read_jsonl(validation_file), seq_len, objective)
+    validation, __ = render_pairs(tokenizer, read_jsonl(validation_file), seq_len, objective)
     return train, validation, dropped
 
 
@@ -71,8 +74,10 @@ def render_pairs(tokenizer, rows: list[dict[str, Any]], seq_len: int, objective:
     for row in rows:
         if not is_pair(row):
             raise TrainingError(
-                f"objective {objective} trains on preference pairs (prompt, chosen, rejected), and this dataset "
-                "holds other examples; import a preference dataset or use objective: sft."
+                _(
+                    "objective {objective} trains on preference pairs (prompt, chosen, rejected), and this dataset "
+                    "holds other examples; import a preference dataset or use objective: sft."
+                ).format(objective=objective)
             )
         chosen, rejected = render_pair(tokenizer, row, max_len=seq_len)
         if not all(any(label != IGNORE for label in r.labels[1:]) for r in (chosen, rejected)):
@@ -120,7 +125,10 @@ def preference_loss(model, objective: str, beta: float, sft_weight: float = 0.0)
             counts = keep.sum(dim=1).to(sums.dtype)
             if objective == "dpo":
                 if reference is None:
-                    raise TrainingError("DPO needs the reference log-probabilities of every pair")
+                    # an internal invariant (the loop computes them first), not something a person can fix
+                    raise TrainingError(
+                        "DPO needs the reference log-probabilities of every pair"  # i18n: not translated
+                    )
                 reference = reference.to(sums.dtype)
                 chosen_reward = beta * (chosen - reference[:pairs])
                 rejected_reward = beta * (rejected - reference[pairs:])

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from internlocal.errors import UserError
+from internlocal.i18n import _
 from internlocal.resources import resource_dir
 from internlocal.train.memory import Shape
 
@@ -210,7 +211,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
-            raise UserError(f"Override {pair!r} is not key=value.")
+            raise UserError(_("Override {pair!r} is not key=value.").format(pair=pair))
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
@@ -238,8 +239,8 @@ def recipe_path(name_or_path: str) -> Path:
         return candidate
     path = recipes_dir() / f"{name_or_path}.yaml"
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in recipes_dir().glob("*.yaml"))) or "none"
-        raise UserError(f"No recipe {name_or_path!r}; recipes: {known}.")
+        known = ", ".join(sorted(p.stem for p in recipes_dir().glob("*.yaml"))) or _("none")
+        raise UserError(_("No recipe {name!r}; recipes: {known}.").format(name=name_or_path, known=known))
     return path
 
 
@@ -253,10 +254,14 @@ def load_recipe(
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)}).") from None
+        where = _(" line {line}").format(line=mark.line + 1) if mark else ""
+        raise UserError(
+            _("{path}{where}: not valid YAML ({problem}).").format(
+                path=path, where=where, problem=getattr(exc, "problem", exc)
+            )
+        ) from None
     if not isinstance(raw, dict):
-        raise UserError(f"{path}: a recipe is a mapping of settings.")
+        raise UserError(_("{path}: a recipe is a mapping of settings.").format(path=path))
     try:
         merged = _merge(raw, overrides or {})
         if gpus is not None:
@@ -291,7 +296,7 @@ def list_recipes() -> list[tuple[str, Recipe | None, str]]:
     out: list[tuple[str, Recipe | None, str]] = []
     for path in sorted(recipes_dir().glob("*.yaml")):
         try:
-            _, recipe = load_recipe(str(path))
+            __, recipe = load_recipe(str(path))
             out.append((path.stem, recipe, launch_command(path)))
         except UserError as exc:
             out.append((path.stem, None, str(exc)))

@@ -16,6 +16,7 @@ from typing import Any
 
 from internlocal.catalog.schema import Model
 from internlocal.errors import UserError
+from internlocal.i18n import _
 from internlocal.jobs.context import JobContext
 from internlocal.train.recipe import Recipe, recipes_dir
 
@@ -26,7 +27,11 @@ def replay_prompts(recipe: Recipe) -> tuple[Path, list[str]]:
     if not path.is_absolute():
         path = recipes_dir() / path
     if not path.is_file():
-        raise UserError(f"Replay prompts {recipe.replay.prompts!r} not found (looked for {path}).")
+        raise UserError(
+            _("Replay prompts {prompts!r} not found (looked for {path}).").format(
+                prompts=recipe.replay.prompts, path=path
+            )
+        )
     prompts = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -34,12 +39,14 @@ def replay_prompts(recipe: Recipe) -> tuple[Path, list[str]]:
         try:
             prompt = json.loads(line)["prompt"]
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise UserError(f'{path} line {number}: expected {{"prompt": "…"}}.') from None
+            raise UserError(
+                _('{path} line {number}: expected {{"prompt": "…"}}.').format(path=path, number=number)
+            ) from None
         if not isinstance(prompt, str) or not prompt.strip():
-            raise UserError(f"{path} line {number}: the prompt is empty.")
+            raise UserError(_("{path} line {number}: the prompt is empty.").format(path=path, number=number))
         prompts.append(prompt)
     if not prompts:
-        raise UserError(f"{path} holds no prompts.")
+        raise UserError(_("{path} holds no prompts.").format(path=path))
     return path, prompts
 
 
@@ -84,7 +91,11 @@ def mix_replay(
     answers = base_answers(ctx, base, prompts, recipe.replay.max_tokens)
     usable = [(p, a) for p, a in answers.items() if a]
     if not usable:
-        raise UserError(f"{base.name} answered none of the replay prompts in {path} within replay.max_tokens.")
+        raise UserError(
+            _("{base} answered none of the replay prompts in {path} within replay.max_tokens.").format(
+                base=base.name, path=path
+            )
+        )
     wanted = round(len(rows) * recipe.replay.ratio)
     rng = random.Random(recipe.seed)
     order: list[tuple[str, str]] = []
@@ -104,7 +115,7 @@ def mix_replay(
     out.write_text("".join(line + "\n" for line in mixed), encoding="utf-8")
     info = {
         "examples": len(replay),
-        "distinct_prompts": len({p for p, _ in order}),
+        "distinct_prompts": len({p for p, __ in order}),
         "ratio": recipe.replay.ratio,
         "prompts": str(path),
         "answered_by": base.name,

@@ -12,6 +12,8 @@ from textual.widgets import Button, Input, Label, OptionList, Static, TextArea
 from textual.widgets.button import ButtonVariant
 from textual.widgets.option_list import Option
 
+from internlocal.i18n import N_, _
+
 if TYPE_CHECKING:
     from internlocal.evals.needlebench import NeedleMap
 
@@ -30,11 +32,12 @@ DIALOG_CSS = """
 class ConfirmDialog(ModalScreen[bool]):
     DEFAULT_CSS = DIALOG_CSS.format(name="ConfirmDialog")
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "dismiss(False)", "Cancel"),
-        Binding("y", "dismiss(True)", "Yes", show=False),
+        Binding("escape", "dismiss(False)", N_("Cancel")),
+        Binding("y", "dismiss(True)", N_("Yes"), show=False),
     ]
 
-    def __init__(self, question: str, confirm_label: str = "Delete", variant: ButtonVariant = "error") -> None:
+    def __init__(self, question: str, confirm_label: str | None = None, variant: ButtonVariant = "error") -> None:
+        """``confirm_label``: the confirming button's text, already translated (Delete when not given)."""
         super().__init__()
         self.question, self.confirm_label, self.variant = question, confirm_label, variant
 
@@ -42,8 +45,8 @@ class ConfirmDialog(ModalScreen[bool]):
         with Vertical():
             yield Static(self.question, classes="title")
             with Horizontal(classes="buttons"):
-                yield Button("Cancel", id="no")
-                yield Button(self.confirm_label, id="yes", variant=self.variant)
+                yield Button(_("Cancel"), id="no")
+                yield Button(self.confirm_label or _("Delete"), id="yes", variant=self.variant)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")
@@ -51,7 +54,7 @@ class ConfirmDialog(ModalScreen[bool]):
 
 class TextPromptDialog(ModalScreen[str | None]):
     DEFAULT_CSS = DIALOG_CSS.format(name="TextPromptDialog")
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss(None)", "Cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss(None)", N_("Cancel"))]
 
     def __init__(self, title: str, value: str = "") -> None:
         super().__init__()
@@ -62,8 +65,8 @@ class TextPromptDialog(ModalScreen[str | None]):
             yield Static(self.title_text, classes="title")
             yield Input(self.value, id="value")
             with Horizontal(classes="buttons"):
-                yield Button("Cancel", id="cancel")
-                yield Button("OK", id="ok", variant="primary")
+                yield Button(_("Cancel"), id="cancel")
+                yield Button(_("OK"), id="ok", variant="primary")
 
     def on_input_submitted(self) -> None:
         self._submit()
@@ -80,6 +83,21 @@ class TextPromptDialog(ModalScreen[str | None]):
 
 
 PARAM_FIELDS = ("temperature", "top_p", "top_k", "repeat_penalty", "max_tokens", "seed")
+# a sampling parameter as a person reads it (the key with spaces for underscores, translated)
+PARAM_LABELS = {
+    "temperature": N_("temperature"),
+    "top_p": N_("top p"),
+    "top_k": N_("top k"),
+    "min_p": N_("min p"),
+    "repeat_penalty": N_("repeat penalty"),
+    "max_tokens": N_("max tokens"),
+    "seed": N_("seed"),
+}
+
+
+def param_label(name: str) -> str:
+    """``top_p`` → ``top p``, in the language of the moment."""
+    return _(PARAM_LABELS[name]) if name in PARAM_LABELS else name.replace("_", " ")
 
 
 class ChatSettingsDialog(ModalScreen[dict[str, Any] | None]):
@@ -94,8 +112,8 @@ class ChatSettingsDialog(ModalScreen[dict[str, Any] | None]):
     """
     )
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "dismiss(None)", "Cancel"),
-        Binding("ctrl+s", "save", "Save"),
+        Binding("escape", "dismiss(None)", N_("Cancel")),
+        Binding("ctrl+s", "save", N_("Save")),
     ]
 
     def __init__(self, system_prompt: str, params: dict[str, Any], recommended: str = "") -> None:
@@ -104,22 +122,22 @@ class ChatSettingsDialog(ModalScreen[dict[str, Any] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static("Chat settings", classes="title")
-            yield Label("System prompt")
+            yield Static(_("Chat settings"), classes="title")
+            yield Label(_("System prompt"))
             yield TextArea(self.system_prompt, id="system_prompt")
             with Grid():
                 for name in PARAM_FIELDS:
-                    yield Label(name.replace("_", " "))
+                    yield Label(param_label(name))
                     value = self.params.get(name)
                     yield Input(
-                        "" if value is None else str(value), id=name, placeholder="random" if name == "seed" else ""
+                        "" if value is None else str(value), id=name, placeholder=_("random") if name == "seed" else ""
                     )
             if self.recommended:  # the model's own sampling, used for whatever this chat does not set
                 yield Static(self.recommended, id="recommended")
             yield Static("", classes="error", id="error")
             with Horizontal(classes="buttons"):
-                yield Button("Cancel", id="cancel")
-                yield Button("Save", id="save", variant="primary")
+                yield Button(_("Cancel"), id="cancel")
+                yield Button(_("Save"), id="save", variant="primary")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "save":
@@ -149,7 +167,7 @@ class ModelPickerDialog(ModalScreen[str | None]):
     DEFAULT_CSS = (
         DIALOG_CSS.format(name="ModelPickerDialog") + "ModelPickerDialog OptionList { height: auto; max-height: 20; }"
     )
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss(None)", "Cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss(None)", N_("Cancel"))]
 
     def __init__(self, models: list[tuple[str, str]], current: str | None) -> None:
         super().__init__()
@@ -157,12 +175,12 @@ class ModelPickerDialog(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static("Choose the model for this chat", classes="title")
+            yield Static(_("Choose the model for this chat"), classes="title")
             yield OptionList(*[Option(f"{label}", id=name) for name, label in self.models], id="models")
 
     def on_mount(self) -> None:
         options = self.query_one(OptionList)
-        for index, (name, _) in enumerate(self.models):
+        for index, (name, __) in enumerate(self.models):
             if name == self.current:
                 options.highlighted = index
 
@@ -183,7 +201,7 @@ class NeedleMapDialog(ModalScreen[None]):
     NeedleMapDialog ScrollableContainer { height: auto; width: auto; max-height: 30; }
     NeedleMapDialog .note { color: $text-muted; margin-top: 1; width: auto; }
     """
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q", "dismiss", "Close")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q", "dismiss", N_("Close"))]
 
     def __init__(self, heat_map: NeedleMap) -> None:
         super().__init__()
@@ -198,5 +216,5 @@ class NeedleMapDialog(ModalScreen[None]):
             yield Static(Text(self.heat_map.title()), classes="title")
             with ScrollableContainer():
                 yield HeatMap(self.heat_map, id="heatmap")
-            legend = "rows: needle depth · columns: document tokens · red 0 → green 1 · Esc closes"
+            legend = _("rows: needle depth · columns: document tokens · red 0 → green 1 · Esc closes")
             yield Static(Text(legend + (f"\n{self.heat_map.note}" if self.heat_map.note else "")), classes="note")

@@ -16,11 +16,22 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Checkbox, DataTable, Footer, Input, Label, ProgressBar, SelectionList, Static
+from textual.widgets import Button, Checkbox, DataTable, Input, Label, ProgressBar, SelectionList, Static
 
 from internlocal.errors import UserError
+from internlocal.i18n import N_, _
+from internlocal.jobs import job_status_label
 from internlocal.tui.screens.base import AppScreen
+from internlocal.tui.widgets.footer import Footer
 from internlocal.tui.widgets.job_watch import JobWatcher
+
+# a task's output type (an identifier in its YAML) → what the task list shows, translated with _() when drawn
+OUTPUT_TYPE_LABELS = {
+    "multiple_choice": N_("multiple choice"),
+    "generate_until": N_("generate until"),
+    "perplexity": N_("perplexity"),
+    "loglikelihood": N_("loglikelihood"),
+}
 
 
 class EvalScreen(AppScreen):
@@ -39,10 +50,10 @@ class EvalScreen(AppScreen):
     EvalScreen #items { height: 1fr; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+r", "run", "Run evaluation", priority=True),
-        Binding("ctrl+e", "export", "Export", priority=True),
-        Binding("ctrl+n", "needlebench", "NeedleBench", priority=True),
-        Binding("ctrl+g", "needle_map", "Heat map", priority=True),
+        Binding("ctrl+r", "run", N_("Run evaluation"), priority=True),
+        Binding("ctrl+e", "export", N_("Export"), priority=True),
+        Binding("ctrl+n", "needlebench", N_("NeedleBench"), priority=True),
+        Binding("ctrl+g", "needle_map", N_("Heat map"), priority=True),
     ]
 
     def __init__(self) -> None:
@@ -54,24 +65,26 @@ class EvalScreen(AppScreen):
 
     def compose(self) -> ComposeResult:
         yield Static(
-            "Evaluate  —  tick models and tasks, Ctrl+R runs them; Enter on a score shows the model's answers",
+            _("Evaluate  —  tick models and tasks, Ctrl+R runs them; Enter on a score shows the model's answers"),
             classes="heading",
         )
         with Horizontal():
             with Vertical(id="pickers"):
                 models = SelectionList[str](id="models")
-                models.border_title = "models"
+                models.border_title = _("models")
                 yield models
                 tasks = SelectionList[str](id="tasks")
-                tasks.border_title = "tasks"
+                tasks.border_title = _("tasks")
                 yield tasks
                 with Horizontal(id="limit-row"):
-                    yield Label("first")
-                    yield Input("", id="limit", restrict=r"[0-9]*", placeholder="all")
-                    yield Label("items")
-                    yield Button("Run", id="run", variant="success")
+                    yield Label(_("first"))
+                    yield Input("", id="limit", restrict=r"[0-9]*", placeholder=_("all"))
+                    yield Label(_("items"))
+                    yield Button(_("Run"), id="run", variant="success")
                 yield Checkbox(
-                    "CircularEval", id="circular", tooltip="Ask each lettered question once per rotation of its options"
+                    _("CircularEval"),
+                    id="circular",
+                    tooltip=_("Ask each lettered question once per rotation of its options"),
                 )
             with Vertical():
                 yield Static("", id="estimate")
@@ -83,8 +96,8 @@ class EvalScreen(AppScreen):
 
     def on_mount(self) -> None:
         items = self.query_one("#items", DataTable)
-        for column in ("#", "target", "answer", "score"):
-            items.add_column(column, key=column)
+        for key, label in (("#", "#"), ("target", _("target")), ("answer", _("answer")), ("score", _("score"))):
+            items.add_column(label, key=key)
         self.query_one("#bar", ProgressBar).display = False
         self.set_interval(0.5, self.poll)
 
@@ -119,7 +132,7 @@ class EvalScreen(AppScreen):
         chosen = set(tasks.selected) or builtin
         tasks.clear_options()
         tasks.add_options(
-            [(f"{t.name}  ({t.output_type.replace('_', ' ')})", t.name, t.name in chosen) for t in found.values()]
+            [(f"{t.name}  ({_output_type(t.output_type)})", t.name, t.name in chosen) for t in found.values()]
         )
         self.show_estimate()
 
@@ -141,7 +154,7 @@ class EvalScreen(AppScreen):
         models = list(self.query_one("#models", SelectionList).selected)
         tasks = [self._tasks[n] for n in self.query_one("#tasks", SelectionList).selected if n in self._tasks]
         limit = self.query_one("#limit", Input).value.strip()
-        text = "Tick a model and a task."
+        text = _("Tick a model and a task.")
         if models and tasks:
             try:
                 circular = self.query_one("#circular", Checkbox).value
@@ -163,8 +176,8 @@ class EvalScreen(AppScreen):
         leaderboard = build_from_catalog(self.ready_services.catalog, self.ready_services.settings.home)
         board = self.query_one("#board", DataTable)
         board.clear(columns=True)
-        board.add_column("task", key="task")
-        board.add_column("metric", key="metric")
+        board.add_column(_("task"), key="task")
+        board.add_column(_("metric"), key="metric")
         for m in leaderboard.models:
             board.add_column(m, key=m)
         self._rows = {}
@@ -206,7 +219,7 @@ class EvalScreen(AppScreen):
             return
         leaderboard = build_from_catalog(self.ready_services.catalog, self.ready_services.settings.home)
         if not leaderboard.rows:
-            self.notify("Nothing to export yet: run an evaluation first.", severity="warning")
+            self.notify(_("Nothing to export yet: run an evaluation first."), severity="warning")
             return
         folder = self.ready_services.settings.home / "exports"
         stem = folder / f"leaderboard-{datetime.now():%Y%m%d-%H%M%S}"
@@ -219,9 +232,9 @@ class EvalScreen(AppScreen):
             ):
                 stem.with_suffix(suffix).write_text(text, encoding="utf-8")
         except OSError as exc:
-            self.notify(f"Could not write the export: {exc}", severity="error")
+            self.notify(_("Could not write the export: {error}").format(error=exc), severity="error")
             return
-        self.notify(f"Leaderboard saved as {stem}.md / .csv / .json")
+        self.notify(_("Leaderboard saved as {path}.md / .csv / .json").format(path=stem))
 
     @staticmethod
     def _row_id(row) -> tuple:
@@ -253,7 +266,7 @@ class EvalScreen(AppScreen):
             answer = (
                 item.response
                 if item.response is not None
-                else (f"skipped: {scores['skipped']}" if "skipped" in scores else "")
+                else (_("skipped: {reason}").format(reason=scores["skipped"]) if "skipped" in scores else "")
             )
             table.add_row(
                 str(item.idx), (item.target or "")[:40], answer[:60], f"{value:.3g}" if value is not None else "-"
@@ -274,7 +287,7 @@ class EvalScreen(AppScreen):
         tasks = list(self.query_one("#tasks", SelectionList).selected)
         limit = self.query_one("#limit", Input).value.strip()
         if not models or not tasks:
-            self.notify("Tick at least one model and one task.", severity="warning")
+            self.notify(_("Tick at least one model and one task."), severity="warning")
             return
         try:
             job = start_eval(
@@ -289,7 +302,11 @@ class EvalScreen(AppScreen):
             return
         self.watcher.watch(job.id)
         self.query_one("#bar", ProgressBar).display = True
-        self.notify(f"Evaluating {', '.join(models)} on {len(tasks)} task(s) (job {job.id})")
+        self.notify(
+            _("Evaluating {models} on {count} task(s) (job {job_id})").format(
+                models=", ".join(models), count=len(tasks), job_id=job.id
+            )
+        )
 
     def poll(self) -> None:
         state = self.watcher.update(self.services)
@@ -301,11 +318,11 @@ class EvalScreen(AppScreen):
         if ended:
             self.refresh_board()
             if job.status == "succeeded":
-                self.notify("Evaluation finished")
+                self.notify(_("Evaluation finished"))
                 if job.id == self._needle_job:
                     self.open_needle_map((job.result or {}).get("run"))
             else:
-                self.notify(job.error or job.status, severity="error", timeout=10)
+                self.notify(job.error or job_status_label(job.status), severity="error", timeout=10)
 
     # -- NeedleBench -------------------------------------------------------------------------------
 
@@ -317,7 +334,7 @@ class EvalScreen(AppScreen):
             return
         models = list(self.query_one("#models", SelectionList).selected)
         if not models:
-            self.notify("Tick a model for NeedleBench.", severity="warning")
+            self.notify(_("Tick a model for NeedleBench."), severity="warning")
             return
         try:
             job = start_needlebench(self.ready_services, models[0])
@@ -327,8 +344,11 @@ class EvalScreen(AppScreen):
         self._needle_job = job.id
         self.watcher.watch(job.id)
         self.query_one("#bar", ProgressBar).display = True
-        others = f" (one model at a time: {len(models) - 1} other ticked)" if len(models) > 1 else ""
-        self.notify(f"NeedleBench on {models[0]} (job {job.id}){others}")
+        if len(models) > 1:
+            message = _("NeedleBench on {model} (job {job_id}) (one model at a time: {others} other ticked)")
+        else:
+            message = _("NeedleBench on {model} (job {job_id})")
+        self.notify(message.format(model=models[0], job_id=job.id, others=len(models) - 1))
 
     def action_needle_map(self) -> None:
         """The heat map of the newest NeedleBench run."""
@@ -347,3 +367,9 @@ class EvalScreen(AppScreen):
         from internlocal.tui.screens.dialogs import NeedleMapDialog
 
         self.app.push_screen(NeedleMapDialog(heat_map))
+
+
+def _output_type(output_type: str) -> str:
+    """A task's output type as the task list shows it ("multiple choice"), translated."""
+    label = OUTPUT_TYPE_LABELS.get(output_type)
+    return _(label) if label is not None else output_type.replace("_", " ")

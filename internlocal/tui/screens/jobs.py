@@ -7,12 +7,32 @@ from typing import ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from internlocal.formatting import human_bytes, human_duration
+from internlocal.i18n import N_, _, label
+from internlocal.jobs import job_status_label
 from internlocal.jobs.events import ProgressTracker
 from internlocal.tui.screens.base import AppScreen
 from internlocal.tui.widgets.fitted_table import Column, FittedTable
+from internlocal.tui.widgets.footer import Footer
+
+# a job's kind as stored in the catalog (identifiers) → what is shown, translated with _() when drawn
+KIND_LABELS = {
+    "models.pull": N_("models.pull"),
+    "models.convert": N_("models.convert"),
+    "models.quantize": N_("models.quantize"),
+    "models.verify": N_("models.verify"),
+    "train.run": N_("train.run"),
+    "pretrain.prepare": N_("pretrain.prepare"),
+    "eval.run": N_("eval.run"),
+    "eval.needlebench": N_("eval.needlebench"),
+    "kb.sync": N_("kb.sync"),
+}
+
+
+def kind_label(kind: str) -> str:
+    return label(KIND_LABELS, kind)
 
 
 def _bar(fraction: float | None, width: int = 20) -> str:
@@ -28,21 +48,21 @@ class JobsScreen(AppScreen):
     JobsScreen #detail { height: auto; max-height: 4; padding: 0 1; background: $panel; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("c", "cancel_job", "Cancel job"),
-        Binding("r", "resume_job", "Resume job"),
-        Binding("v", "verify_models", "Verify models"),
+        Binding("c", "cancel_job", N_("Cancel job")),
+        Binding("r", "resume_job", N_("Resume job")),
+        Binding("v", "verify_models", N_("Verify models")),
     ]
     # on a narrow terminal the kind goes first (the title says it too), then the rate, then the drawn bar
     COLUMNS = (
-        Column("id"),
-        Column("kind", drop=4),
-        Column("title"),
-        Column("status"),
-        Column("progress", drop=2),
+        Column("id", N_("id")),
+        Column("kind", N_("kind"), drop=4),
+        Column("title", N_("title")),
+        Column("status", N_("status")),
+        Column("progress", N_("progress"), drop=2),
         Column("%"),
-        Column("rate", drop=3),
-        Column("ETA"),
-        Column("message", drop=1),
+        Column("rate", N_("rate"), drop=3),
+        Column("ETA", N_("ETA")),
+        Column("message", N_("message"), drop=1),
     )
 
     def __init__(self) -> None:
@@ -52,7 +72,9 @@ class JobsScreen(AppScreen):
         self._cancel_asked: set[int] = set()  # jobs asked to stop: the next cancel press kills them
 
     def compose(self) -> ComposeResult:
-        yield Static("Jobs  (downloads, training, evaluation, indexing run here in the background)", classes="heading")
+        yield Static(
+            _("Jobs  (downloads, training, evaluation, indexing run here in the background)"), classes="heading"
+        )
         yield FittedTable(self.COLUMNS, id="jobs", cursor_type="row", zebra_stripes=True)
         # the highlighted job's whole message: the column is the first to go on a narrow terminal
         yield Static("", id="detail")
@@ -84,9 +106,9 @@ class JobsScreen(AppScreen):
             )
             row = (
                 str(job.id),
-                job.kind,
+                kind_label(job.kind),
                 job.title,
-                job.status,
+                job_status_label(job.status),
                 _bar(fraction),
                 f"{fraction * 100:.0f}" if fraction is not None else "-",
                 rate if job.status == "running" else "-",
@@ -132,10 +154,14 @@ class JobsScreen(AppScreen):
         self._final.discard(job_id)
         if job.status in ("queued", "running"):
             self._cancel_asked.add(job_id)
-            self.notify(f"Job {job_id}: asked to stop; press c again to stop it by force")
+            self.notify(_("Job {job_id}: asked to stop; press c again to stop it by force").format(job_id=job_id))
         else:
             self._cancel_asked.discard(job_id)
-            self.notify(f"Job {job_id}: {job.status}" + (" (by force)" if force else ""))
+            self.notify(
+                (_("Job {job_id}: {status} (by force)") if force else _("Job {job_id}: {status}")).format(
+                    job_id=job_id, status=job_status_label(job.status)
+                )
+            )
 
     def action_resume_job(self) -> None:
         from internlocal.errors import UserError
@@ -154,5 +180,5 @@ class JobsScreen(AppScreen):
 
         if self.services is not None:
             job = start_verify(self.ready_services)
-            self.notify(f"Started job {job.id}: verify models")
+            self.notify(_("Started job {job_id}: verify models").format(job_id=job.id))
             self.refresh_jobs()

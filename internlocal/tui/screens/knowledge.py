@@ -9,14 +9,17 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, DataTable, Footer, Input, OptionList, ProgressBar, Static
+from textual.widgets import Button, DataTable, Input, OptionList, ProgressBar, Static
 from textual.widgets.option_list import Option
 
 from internlocal.errors import UserError
+from internlocal.i18n import N_, _
+from internlocal.jobs import job_status_label
 from internlocal.tui.screens.base import AppScreen
 from internlocal.tui.screens.chat import ChatScreen
 from internlocal.tui.screens.dialogs import DIALOG_CSS, ConfirmDialog
 from internlocal.tui.widgets.fitted_table import Column, FittedTable
+from internlocal.tui.widgets.footer import Footer
 from internlocal.tui.widgets.job_watch import JobWatcher
 
 
@@ -31,10 +34,10 @@ class KnowledgeScreen(AppScreen):
     KnowledgeScreen #hits { height: 2fr; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+s", "sync", "Sync", priority=True),
-        Binding("ctrl+r", "remove_folder", "Remove folder", priority=True),
-        Binding("ctrl+d", "delete_kb", "Delete", priority=True),
-        Binding("ctrl+t", "chat_with_kb", "Chat with it", priority=True),
+        Binding("ctrl+s", "sync", N_("Sync"), priority=True),
+        Binding("ctrl+r", "remove_folder", N_("Remove folder"), priority=True),
+        Binding("ctrl+d", "delete_kb", N_("Delete"), priority=True),
+        Binding("ctrl+t", "chat_with_kb", N_("Chat with it"), priority=True),
     ]
 
     def __init__(self) -> None:
@@ -44,41 +47,49 @@ class KnowledgeScreen(AppScreen):
 
     def compose(self) -> ComposeResult:
         yield Static(
-            "Knowledge  —  your documents, searchable, with sources "
-            "(ctrl+s sync · ctrl+r remove a folder · ctrl+t chat with it · ctrl+d delete)",
+            _(
+                "Knowledge  —  your documents, searchable, with sources "
+                "(ctrl+s sync · ctrl+r remove a folder · ctrl+t chat with it · ctrl+d delete)"
+            ),
             classes="heading",
         )
         with Horizontal(id="form"):
-            yield Input(placeholder="knowledge base", id="kb-name")
+            yield Input(placeholder=_("knowledge base"), id="kb-name")
             yield Input(
-                placeholder="folder or file to add (Enter creates the base or adds to it, then indexes)", id="folder"
+                placeholder=_("folder or file to add (Enter creates the base or adds to it, then indexes)"),
+                id="folder",
             )
-            yield Button("Add", id="add", variant="success")
+            yield Button(_("Add"), id="add", variant="success")
         with Vertical(id="status"):
             yield ProgressBar(id="bar", show_eta=True)
             yield Static("", id="info")
         yield FittedTable(
             [
-                Column("name"),
-                Column("files"),
-                Column("chunks"),
-                Column("skipped", drop=2),
-                Column("embedder", drop=3),
-                Column("threshold", drop=4),
-                Column("folders", drop=1),
+                Column("name", N_("name")),
+                Column("files", N_("files")),
+                Column("chunks", N_("chunks")),
+                Column("skipped", N_("skipped"), drop=2),
+                Column("embedder", N_("embedder"), drop=3),
+                Column("threshold", N_("threshold"), drop=4),
+                Column("folders", N_("folders"), drop=1),
             ],
             id="kbs",
             cursor_type="row",
             zebra_stripes=True,
         )
-        yield Input(placeholder="search the highlighted knowledge base (Enter)", id="query")
+        yield Input(placeholder=_("search the highlighted knowledge base (Enter)"), id="query")
         yield DataTable(id="hits", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
     def on_mount(self) -> None:
         hits = self.query_one("#hits", DataTable)
-        for column in ("#", "source", "similarity", "passage"):
-            hits.add_column(column, key=column)
+        for key, label in (
+            ("#", "#"),
+            ("source", _("source")),
+            ("similarity", _("similarity")),
+            ("passage", _("passage")),
+        ):
+            hits.add_column(label, key=key)
         self.query_one("#bar", ProgressBar).display = False
         self.set_interval(0.3, self.poll)
         self.refresh_kbs()
@@ -121,7 +132,7 @@ class KnowledgeScreen(AppScreen):
         name = self.query_one("#kb-name", Input).value.strip() or self.selected()
         folder = self.query_one("#folder", Input).value.strip()
         if self.services is None or not name or not folder:
-            self.notify("Give a knowledge base name and a folder.", severity="warning")
+            self.notify(_("Give a knowledge base name and a folder."), severity="warning")
             return
         try:
             if self.ready_services.catalog.find_kb(name) is None:
@@ -140,7 +151,8 @@ class KnowledgeScreen(AppScreen):
         from internlocal.kb.library import create_kb
 
         self.app.call_from_thread(
-            self.query_one("#info", Static).update, f"Creating {name} (loading the embedding model) …"
+            self.query_one("#info", Static).update,
+            _("Creating {name} (loading the embedding model) …").format(name=name),
         )
         try:
             create_kb(self.ready_services.settings, self.ready_services.catalog, name, [folder])
@@ -166,7 +178,7 @@ class KnowledgeScreen(AppScreen):
         job = start_sync(self.ready_services, name)
         self.watcher.watch(job.id)
         self.query_one("#bar", ProgressBar).display = True
-        self.query_one("#info", Static).update(f"Indexing {name} (job {job.id}) …")
+        self.query_one("#info", Static).update(_("Indexing {name} (job {job_id}) …").format(name=name, job_id=job.id))
 
     def poll(self) -> None:
         state = self.watcher.update(self.services)
@@ -175,24 +187,30 @@ class KnowledgeScreen(AppScreen):
         job, p, ended = state
         if p.total:
             self.query_one("#bar", ProgressBar).update(total=p.total, progress=p.done)
-            self.query_one("#info", Static).update(f"{p.done:.0f}/{p.total:.0f} files  {p.message}")
+            self.query_one("#info", Static).update(
+                _("{done:.0f}/{total:.0f} files  {message}").format(done=p.done, total=p.total, message=p.message)
+            )
         if ended:
             self.refresh_kbs()
             if job.status == "succeeded":
                 r = job.result or {}
                 skipped = r.get("skipped", [])
+                counts = {
+                    "files": r.get("files", 0),
+                    "chunks": r.get("chunks", 0),
+                    "embedded": r.get("chunks_embedded", 0),
+                }
                 self.query_one("#info", Static).update(
-                    f"{r.get('files', 0)} files, {r.get('chunks', 0)} chunks; "
-                    f"{r.get('chunks_embedded', 0)} chunks embedded"
-                    + (
-                        f"; skipped {len(skipped)}: "
-                        + "; ".join(f"{s['path'].rsplit('/', 1)[-1]} ({s['reason']})" for s in skipped[:3])
-                        if skipped
-                        else ""
+                    _("{files} files, {chunks} chunks; {embedded} chunks embedded; skipped {count}: {which}").format(
+                        **counts,
+                        count=len(skipped),
+                        which="; ".join(f"{s['path'].rsplit('/', 1)[-1]} ({s['reason']})" for s in skipped[:3]),
                     )
+                    if skipped
+                    else _("{files} files, {chunks} chunks; {embedded} chunks embedded").format(**counts)
                 )
             else:
-                self.notify(job.error or job.status, severity="error", timeout=10)
+                self.notify(job.error or job_status_label(job.status), severity="error", timeout=10)
 
     # -- search ----------------------------------------------------------------------------------------
 
@@ -201,7 +219,7 @@ class KnowledgeScreen(AppScreen):
         name = self.selected()
         if name is None or not event.value.strip():
             return
-        self.query_one("#info", Static).update(f"Searching {name} …")
+        self.query_one("#info", Static).update(_("Searching {name} …").format(name=name))
         self._search(name, event.value.strip())
 
     @work(thread=True, exclusive=True, group="kb-search")
@@ -220,7 +238,9 @@ class KnowledgeScreen(AppScreen):
         for n, hit in enumerate(hits, start=1):
             table.add_row(str(n), hit.citation, f"{hit.similarity:.3f}", " ".join(hit.text.split())[:120], key=hit.cid)
         self.query_one("#info", Static).update(
-            f"{len(hits)} passages from {name}" if hits else f"nothing found in {name}"
+            _("{count} passages from {name}").format(count=len(hits), name=name)
+            if hits
+            else _("nothing found in {name}").format(name=name)
         )
 
     # -- remove a folder -------------------------------------------------------------------------------
@@ -232,7 +252,7 @@ class KnowledgeScreen(AppScreen):
             return
         folders = self.ready_services.catalog.get_kb(name).folders
         if not folders:
-            self.notify(f"{name} has no folders.", severity="warning")
+            self.notify(_("{name} has no folders.").format(name=name), severity="warning")
         elif len(folders) == 1:
             self._confirm_remove(name, folders[0])
         else:
@@ -250,7 +270,10 @@ class KnowledgeScreen(AppScreen):
 
         self.app.push_screen(
             ConfirmDialog(
-                f"Take {folder} out of {name}? Its passages leave the index; your files stay.", confirm_label="Remove"
+                _("Take {folder} out of {name}? Its passages leave the index; your files stay.").format(
+                    folder=folder, name=name
+                ),
+                confirm_label=_("Remove"),
             ),
             done,
         )
@@ -271,8 +294,12 @@ class KnowledgeScreen(AppScreen):
         self.hits = []
         self.query_one("#hits", DataTable).clear()  # they may quote the folder's files
         self.query_one("#info", Static).update(
-            f"Removed {', '.join(result['removed_folders'])} from {result['knowledge_base']}: "
-            f"{result['files_removed']} files, {result['chunks_removed']} chunks left the index (your files stay)"
+            _("Removed {folders} from {name}: {files} files, {chunks} chunks left the index (your files stay)").format(
+                folders=", ".join(result["removed_folders"]),
+                name=result["knowledge_base"],
+                files=result["files_removed"],
+                chunks=result["chunks_removed"],
+            )
         )
 
     # -- delete / chat ---------------------------------------------------------------------------------
@@ -289,10 +316,11 @@ class KnowledgeScreen(AppScreen):
                 self.ready_services.chats.close_kb(name)
                 remove_kb(self.ready_services.catalog, name)
                 self.refresh_kbs()
-                self.notify(f"Removed {name} (your documents are untouched)")
+                self.notify(_("Removed {name} (your documents are untouched)").format(name=name))
 
         self.app.push_screen(
-            ConfirmDialog(f"Remove knowledge base {name}? Its index is deleted; your files stay."), done
+            ConfirmDialog(_("Remove knowledge base {name}? Its index is deleted; your files stay.").format(name=name)),
+            done,
         )
 
     async def action_chat_with_kb(self) -> None:
@@ -314,7 +342,7 @@ class FolderPickerDialog(ModalScreen[str | None]):
     DEFAULT_CSS = (
         DIALOG_CSS.format(name="FolderPickerDialog") + "FolderPickerDialog OptionList { height: auto; max-height: 20; }"
     )
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss(None)", "Cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss(None)", N_("Cancel"))]
 
     def __init__(self, name: str, folders: list[str]) -> None:
         super().__init__()
@@ -322,7 +350,7 @@ class FolderPickerDialog(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(f"Which folder leaves {self.kb_name}?", classes="title")
+            yield Static(_("Which folder leaves {name}?").format(name=self.kb_name), classes="title")
             yield OptionList(*[Option(folder) for folder in self.folders], id="folders")
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:

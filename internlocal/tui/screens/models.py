@@ -9,14 +9,23 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.widgets import DataTable, Footer, Input, ProgressBar, Static
+from textual.widgets import DataTable, Input, ProgressBar, Static
 
 from internlocal.errors import UserError
 from internlocal.formatting import human_bytes, human_count, human_duration
+from internlocal.i18n import N_, _, label
+from internlocal.jobs import job_status_label
 from internlocal.tui.screens.base import AppScreen
 from internlocal.tui.screens.dialogs import ConfirmDialog, TextPromptDialog
 from internlocal.tui.widgets.fitted_table import Column, FittedTable
+from internlocal.tui.widgets.footer import Footer
 from internlocal.tui.widgets.job_watch import JobWatcher
+
+# a model's kind and where its files are, as stored in the catalog → what is shown (translated with _() when drawn)
+KIND_LABELS = {"chat": N_("chat"), "base": N_("base"), "embedding": N_("embedding")}
+STORAGE_LABELS = {"reference": N_("reference"), "store": N_("store")}
+# a pull's result status (also in the CLI's --json output) → what the notification says
+PULL_STATUS_LABELS = {"pulled": N_("pulled"), "already present": N_("already present")}
 
 
 class ModelsScreen(AppScreen):
@@ -29,11 +38,11 @@ class ModelsScreen(AppScreen):
     ModelsScreen #search { margin: 0 1; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+d", "delete_model", "Delete model", priority=True),
-        Binding("x", "cancel_pull", "Cancel pull"),
-        Binding("r", "resume_pull", "Resume pull"),
-        Binding("k", "quantize", "Quantize"),
-        Binding("t", "convert", "Convert"),
+        Binding("ctrl+d", "delete_model", N_("Delete model"), priority=True),
+        Binding("x", "cancel_pull", N_("Cancel pull")),
+        Binding("r", "resume_pull", N_("Resume pull")),
+        Binding("k", "quantize", N_("Quantize")),
+        Binding("t", "convert", N_("Convert")),
     ]
 
     def __init__(self) -> None:
@@ -47,47 +56,47 @@ class ModelsScreen(AppScreen):
 
     def compose(self) -> ComposeResult:
         yield Static(
-            "Models  —  pull from the registry, Hugging Face (hf:org/repo[:file]), ModelScope or a URL",
+            _("Models  —  pull from the registry, Hugging Face (hf:org/repo[:file]), ModelScope or a URL"),
             classes="heading",
         )
         yield Input(
-            placeholder="pull: NAME[:TAG] | hf:org/repo[:FILE] | modelscope:org/repo[:FILE] | https://…  (Enter)",
+            placeholder=_("pull: NAME[:TAG] | hf:org/repo[:FILE] | modelscope:org/repo[:FILE] | https://…  (Enter)"),
             id="pull",
             compact=True,
         )
         with Vertical(id="pull-status"):
             yield ProgressBar(id="pull-bar", show_eta=False)
             yield Static("", id="pull-info")
-        yield Static("In the catalog  (ctrl+d delete · k quantize · t convert)", classes="heading")
+        yield Static(_("In the catalog  (ctrl+d delete · k quantize · t convert)"), classes="heading")
         yield FittedTable(
             [
-                Column("name"),
-                Column("kind", drop=1),
-                Column("format"),
-                Column("quant"),
-                Column("params", drop=2),
-                Column("ctx", drop=3),
-                Column("size"),
-                Column("where", drop=4),
-                Column("source", drop=5),
+                Column("name", N_("name")),
+                Column("kind", N_("kind"), drop=1),
+                Column("format", N_("format")),
+                Column("quant", N_("quant")),
+                Column("params", N_("params"), drop=2),
+                Column("ctx", N_("ctx"), drop=3),
+                Column("size", N_("size")),
+                Column("where", N_("where"), drop=4),
+                Column("source", N_("source"), drop=5),
             ],
             id="local",
             cursor_type="row",
             zebra_stripes=True,
         )
-        yield Static("Registry  (what fits this machine first · Enter pulls the default tag)", classes="heading")
-        yield Input(placeholder="search the registry: internlm, qwen 7b, apache…", id="search", compact=True)
+        yield Static(_("Registry  (what fits this machine first · Enter pulls the default tag)"), classes="heading")
+        yield Input(placeholder=_("search the registry: internlm, qwen 7b, apache…"), id="search", compact=True)
         yield FittedTable(
             [
-                Column("name"),
-                Column("params", drop=2),
-                Column("ctx", drop=3),
-                Column("default", drop=1),
-                Column("size"),
-                Column("memory"),
-                Column("fit"),
-                Column("licence", drop=4),
-                Column("tags", drop=5),
+                Column("name", N_("name")),
+                Column("params", N_("params"), drop=2),
+                Column("ctx", N_("ctx"), drop=3),
+                Column("default", N_("default"), drop=1),
+                Column("size", N_("size")),
+                Column("memory", N_("memory")),
+                Column("fit", N_("fit")),
+                Column("licence", N_("licence"), drop=4),
+                Column("tags", N_("tags"), drop=5),
             ],
             id="registry",
             cursor_type="row",
@@ -124,13 +133,15 @@ class ModelsScreen(AppScreen):
                 m.name,
                 (
                     m.name,
-                    f"{m.kind} · vision" if m.vision else m.kind,
+                    _("{kind} · vision").format(kind=label(KIND_LABELS, m.kind))
+                    if m.vision
+                    else label(KIND_LABELS, m.kind),
                     m.format,
                     m.quantization or "-",
                     human_count(m.parameters),
                     str(m.context_length or "-"),
                     human_bytes(m.size_bytes),
-                    m.storage,
+                    label(STORAGE_LABELS, m.storage),
                     m.source or "-",
                 ),
             )
@@ -145,7 +156,7 @@ class ModelsScreen(AppScreen):
         except UserError as exc:
             self.notify(str(exc), severity="error")
             return
-        fit = {True: "✓ fits", False: "✗ too big", None: "?"}
+        fit = {True: _("✓ fits"), False: _("✗ too big"), None: "?"}
         self.query_one("#registry", FittedTable).set_rows(
             (
                 row.name,
@@ -157,7 +168,9 @@ class ModelsScreen(AppScreen):
                     f"{row.size_gb or '-'} GB",
                     f"{row.memory_gb or '-'} GB",
                     fit[row.fits],
-                    row.model.license.split(" ")[0] + (" (gated)" if row.model.gated else ""),
+                    _("{licence} (gated)").format(licence=row.model.license.split(" ")[0])
+                    if row.model.gated
+                    else row.model.license.split(" ")[0],
                     " ".join(row.model.tags),
                 ),
             )
@@ -197,14 +210,14 @@ class ModelsScreen(AppScreen):
         if self.services is None:
             return
         if self.job_id is not None and self.ready_services.catalog.get_job(self.job_id).status in ("queued", "running"):
-            self.notify("A pull is running; wait for it or cancel it (x) first.", severity="warning")
+            self.notify(_("A pull is running; wait for it or cancel it (x) first."), severity="warning")
             return
         question = pull_question(spec)
         if question is None:
             self._pull(spec)
         else:
             self.app.push_screen(
-                ConfirmDialog(question, confirm_label="Pull", variant="primary"),
+                ConfirmDialog(question, confirm_label=_("Pull"), variant="primary"),
                 lambda yes: self._pull(spec) if yes else None,
             )
 
@@ -214,7 +227,7 @@ class ModelsScreen(AppScreen):
         job = start_pull(self.ready_services, spec)
         self._watch(job.id)
         self.query_one("#local", DataTable).focus()  # so x / r act on the pull at once
-        self.notify(f"Pulling {spec} (job {job.id}); x cancels, r resumes")
+        self.notify(_("Pulling {spec} (job {job_id}); x cancels, r resumes").format(spec=spec, job_id=job.id))
 
     def _watch(self, job_id: int) -> None:
         self.watcher.watch(job_id)
@@ -231,11 +244,11 @@ class ModelsScreen(AppScreen):
         bar = self.query_one("#pull-bar", ProgressBar)
         if p.total:
             bar.update(total=p.total, progress=p.done)
-        parts = [job.title, job.status]
+        parts = [job.title, job_status_label(job.status)]
         if p.total:
-            parts.append(f"{human_bytes(p.done)} of {human_bytes(p.total)}")
+            parts.append(_("{done} of {total}").format(done=human_bytes(p.done), total=human_bytes(p.total)))
         if job.status == "running" and p.rate:
-            parts.append(f"{human_bytes(p.rate)}/s · ETA {human_duration(p.eta_s)}")
+            parts.append(_("{rate}/s · ETA {eta}").format(rate=human_bytes(p.rate), eta=human_duration(p.eta_s)))
         if p.message:
             parts.append(p.message)
         if job.error:
@@ -244,14 +257,17 @@ class ModelsScreen(AppScreen):
         if ended:
             self.refresh_local()
             if job.status == "succeeded":
-                self.notify(f"{(job.result or {}).get('model')}: {(job.result or {}).get('status')}")
+                result = job.result or {}
+                self.notify(f"{result.get('model')}: {label(PULL_STATUS_LABELS, str(result.get('status')))}")
             elif job.status == "failed":
-                self.notify(job.error or "the pull failed", severity="error", timeout=10)
+                self.notify(job.error or _("the pull failed"), severity="error", timeout=10)
 
     def action_cancel_pull(self) -> None:
         if self.job_id is not None:
             job = self.ready_services.jobs.cancel(self.job_id)
-            self.notify(f"Job {job.id}: {job.status}; r resumes it.")
+            self.notify(
+                _("Job {job_id}: {status}; r resumes it.").format(job_id=job.id, status=job_status_label(job.status))
+            )
 
     def action_resume_pull(self) -> None:
         if self.job_id is None:
@@ -283,10 +299,14 @@ class ModelsScreen(AppScreen):
                 return
             self.refresh_local()
             self.notify(
-                f"{name} removed" + (f"; your file {result['kept_file']} is kept" if result["kept_file"] else "")
+                _("{name} removed; your file {file} is kept").format(name=name, file=result["kept_file"])
+                if result["kept_file"]
+                else _("{name} removed").format(name=name)
             )
 
-        self.app.push_screen(ConfirmDialog(f"Remove the model “{name}”? Files only it uses are deleted."), done)
+        self.app.push_screen(
+            ConfirmDialog(_("Remove the model “{name}”? Files only it uses are deleted.").format(name=name)), done
+        )
 
     def action_quantize(self) -> None:
         name = self._selected_local()
@@ -304,7 +324,9 @@ class ModelsScreen(AppScreen):
                     return
                 self._watch(job.id)
 
-        self.app.push_screen(TextPromptDialog(f"Quantize {name} to (Q4_K_M, Q5_K_M, Q8_0, …)", "Q4_K_M"), done)
+        self.app.push_screen(
+            TextPromptDialog(_("Quantize {name} to (Q4_K_M, Q5_K_M, Q8_0, …)").format(name=name), "Q4_K_M"), done
+        )
 
     def action_convert(self) -> None:
         name = self._selected_local()

@@ -14,10 +14,12 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.widgets import Button, DataTable, Footer, Input, Label, Static
+from textual.widgets import Button, DataTable, Input, Label, Static
 
+from internlocal.i18n import N_, _
 from internlocal.jobs.processes import owned_child
 from internlocal.tui.screens.base import AppScreen
+from internlocal.tui.widgets.footer import Footer
 
 
 class ServeScreen(AppScreen):
@@ -31,7 +33,7 @@ class ServeScreen(AppScreen):
     ServeScreen #totals { padding: 0 1; height: 1; color: $text-muted; }
     ServeScreen DataTable { height: 1fr; }
     """
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("ctrl+s", "toggle_server", "Start/stop server", priority=True)]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("ctrl+s", "toggle_server", N_("Start/stop server"), priority=True)]
 
     def __init__(self) -> None:
         super().__init__()
@@ -41,26 +43,32 @@ class ServeScreen(AppScreen):
 
     def compose(self) -> ComposeResult:
         yield Static(
-            "Serve  —  an OpenAI-compatible API on this machine (chat, completions, embeddings, tools)",
+            _("Serve  —  an OpenAI-compatible API on this machine (chat, completions, embeddings, tools)"),
             classes="heading",
         )
         with Horizontal(id="form"):
-            yield Label("model")
-            yield Input(placeholder="catalog GGUF model (empty: the default)", id="model")
-            yield Label("port")
+            yield Label(_("model"))
+            yield Input(placeholder=_("catalog GGUF model (empty: the default)"), id="model")
+            yield Label(_("port"))
             yield Input("8000", id="port", restrict=r"[0-9]*")
-            yield Label("slots")
+            yield Label(_("slots"))
             yield Input("4", id="slots", restrict=r"[0-9]*")
-            yield Button("Start", id="toggle", variant="success")
-        yield Static("stopped", id="state")
+            yield Button(_("Start"), id="toggle", variant="success")
+        yield Static(_("stopped"), id="state")
         yield Static("", id="totals")
         yield DataTable(id="log", zebra_stripes=True)
         yield Footer()
 
     def on_mount(self) -> None:
         table = self.query_one("#log", DataTable)
-        for column in ("time", "method", "path", "status", "ms"):
-            table.add_column(column, key=column)
+        for key, label in (
+            ("time", _("time")),
+            ("method", _("method")),
+            ("path", _("path")),
+            ("status", _("status")),
+            ("ms", "ms"),
+        ):
+            table.add_column(label, key=key)
         self.set_interval(1.0, self.poll)
 
     @on(Button.Pressed, "#toggle")
@@ -95,13 +103,13 @@ class ServeScreen(AppScreen):
                 preexec_fn=owned_child(),  # the server ends with the window that started it, even a killed one
             )
         self.url = f"http://127.0.0.1:{port}"
-        self.query_one("#toggle", Button).label = "Stop"
-        self.query_one("#state", Static).update(f"starting on {self.url} … (log: {log})")
+        self.query_one("#toggle", Button).label = _("Stop")
+        self.query_one("#state", Static).update(_("starting on {url} … (log: {log})").format(url=self.url, log=log))
 
     def stop(self) -> None:
         self._stop_process()
-        self.query_one("#toggle", Button).label = "Start"
-        self.query_one("#state", Static).update("stopped")
+        self.query_one("#toggle", Button).label = _("Start")
+        self.query_one("#state", Static).update(_("stopped"))
 
     def _stop_process(self) -> None:
         import signal
@@ -139,23 +147,39 @@ class ServeScreen(AppScreen):
             if log and Path(log).exists():
                 lines = [line for line in Path(log).read_text(errors="replace").splitlines() if line.strip()]
                 last = lines[-1] if lines else ""
-            self.query_one("#state", Static).update(f"the server stopped (exit {code}) {last}")
-            self.query_one("#toggle", Button).label = "Start"
+            self.query_one("#state", Static).update(
+                _("the server stopped (exit {code}) {last}").format(code=code, last=last)
+            )
+            self.query_one("#toggle", Button).label = _("Start")
             self.process = None
 
     def _show(self, data: dict) -> None:
         model = data["model"]
         self.query_one("#state", Static).update(
-            f"serving [b]{model}[/b] at {self.url}/v1\n"
-            f"curl {self.url}/v1/chat/completions -H 'Content-Type: application/json' "
+            _("serving [b]{model}[/b] at {url}/v1").format(model=model, url=self.url)
+            + "\n"
+            # an example command to copy and run: its text is read by curl and the server
+            + f"curl {self.url}/v1/chat/completions -H 'Content-Type: application/json' "  # i18n: not translated
             f'-d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello"}}]}}\''
         )
         t = data["totals"]
-        speed = f" · last {t['last_tokens_per_s']} tok/s" if t.get("last_tokens_per_s") else ""
+        speed = (
+            " · " + _("last {speed} tok/s").format(speed=t["last_tokens_per_s"]) if t.get("last_tokens_per_s") else ""
+        )
         self.query_one("#totals", Static).update(
-            f"{t['requests']} requests · {t['prompt_tokens']} prompt + {t['completion_tokens']} generated tokens · "
-            f"{data['in_flight']} in flight · {data['queue_depth']} queued{speed}\n"
-            f"loaded: {loaded_line(data.get('loaded', []))}"
+            _(
+                "{requests} requests · {prompt_tokens} prompt + {completion_tokens} generated tokens · "
+                "{in_flight} in flight · {queued} queued"
+            ).format(
+                requests=t["requests"],
+                prompt_tokens=t["prompt_tokens"],
+                completion_tokens=t["completion_tokens"],
+                in_flight=data["in_flight"],
+                queued=data["queue_depth"],
+            )
+            + speed
+            + "\n"
+            + _("loaded: {models}").format(models=loaded_line(data.get("loaded", [])))
         )
         table = self.query_one("#log", DataTable)
         for entry in data["recent"]:
@@ -180,12 +204,12 @@ def loaded_line(loaded: list[dict]) -> str:
     for model in loaded:
         expires = model.get("expires_at")
         if expires is None:
-            parts.append(f"{model['name']} (kept)")
+            parts.append(_("{name} (kept)").format(name=model["name"]))
             continue
         left = max(0.0, expires - time.time())
         parts.append(
-            f"{model['name']} (unloads in {left / 60:.0f} min)"
+            _("{name} (unloads in {minutes:.0f} min)").format(name=model["name"], minutes=left / 60)
             if left >= 60
-            else f"{model['name']} (unloads in {left:.0f} s)"
+            else _("{name} (unloads in {seconds:.0f} s)").format(name=model["name"], seconds=left)
         )
-    return " · ".join(parts) or "none"
+    return " · ".join(parts) or _("none")

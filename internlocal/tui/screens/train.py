@@ -19,13 +19,16 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Footer, Input, ProgressBar, Static
+from textual.widgets import DataTable, Input, ProgressBar, Static
 
 from internlocal.errors import UserError
 from internlocal.formatting import human_bytes, human_count, human_duration
+from internlocal.i18n import N_, _, label
+from internlocal.jobs import job_status_label
 from internlocal.tui.screens.base import HEIGHT_BREAKPOINTS, AppScreen
 from internlocal.tui.screens.dialogs import ConfirmDialog
 from internlocal.tui.widgets.fitted_table import Column, FittedTable
+from internlocal.tui.widgets.footer import Footer
 
 if TYPE_CHECKING:
     from internlocal.train.plan import Plan
@@ -40,7 +43,7 @@ class MaskPreview(ModalScreen[None]):
         width: 90%; height: 80%; border: thick $primary; background: $surface; padding: 1 2;
     }
     """
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss", "Close")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss", N_("Close"))]
 
     def __init__(self, title: str, tokens: list[tuple[str, bool]]) -> None:
         super().__init__()
@@ -52,10 +55,24 @@ class MaskPreview(ModalScreen[None]):
         text = Text()
         for piece, trained in self.tokens:
             text.append(piece, style="bold black on green" if trained else "dim")
-        count = sum(1 for _, t in self.tokens if t)
+        count = sum(1 for __, t in self.tokens if t)
         with VerticalScroll():
-            yield Static(f"{self.title_text}  —  {count} of {len(self.tokens)} tokens trained (green)  ·  Esc closes")
+            yield Static(
+                _("{title}  —  {count} of {total} tokens trained (green)  ·  Esc closes").format(
+                    title=self.title_text, count=count, total=len(self.tokens)
+                )
+            )
             yield Static(text, id="preview-text")
+
+
+# a training run's status as stored in the catalog → what is shown, translated with _() when drawn
+RUN_STATUS_LABELS = {
+    "created": N_("created"),
+    "running": N_("running"),
+    "stopped": N_("stopped"),
+    "failed": N_("failed"),
+    "finished": N_("finished"),
+}
 
 
 FIT_ORDER = {True: 0, None: 1, False: 2}  # what fits first, then what cannot be judged here, then what does not
@@ -85,11 +102,11 @@ class TrainScreen(AppScreen):
     """
     VERTICAL_BREAKPOINTS = HEIGHT_BREAKPOINTS
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("s", "save_now", "Save now"),
-        Binding("x", "stop", "Stop"),
-        Binding("r", "resume", "Resume"),
-        Binding("p", "preview", "Preview data"),
-        Binding("m", "curve", "Curve"),
+        Binding("s", "save_now", N_("Save now")),
+        Binding("x", "stop", N_("Stop")),
+        Binding("r", "resume", N_("Resume")),
+        Binding("p", "preview", N_("Preview data")),
+        Binding("m", "curve", N_("Curve")),
     ]
 
     def __init__(self) -> None:
@@ -108,25 +125,27 @@ class TrainScreen(AppScreen):
         from textual_plotext import PlotextPlot
 
         yield Static(
-            "Train  —  Enter starts the highlighted recipe · s save now · x stop · r resume · p preview data",
+            _("Train  —  Enter starts the highlighted recipe · s save now · x stop · r resume · p preview data"),
             classes="heading",
         )
-        yield Input(placeholder="filter recipes: qlora, cpu, 7b …  (Enter starts the first)", id="filter", compact=True)
+        yield Input(
+            placeholder=_("filter recipes: qlora, cpu, 7b …  (Enter starts the first)"), id="filter", compact=True
+        )
         with Horizontal(id="top"):
             yield FittedTable(
                 [
-                    Column("recipe"),
-                    Column("method", drop=1),
-                    Column("hardware", drop=2),
-                    Column("memory"),
-                    Column("fit"),
+                    Column("recipe", N_("recipe")),
+                    Column("method", N_("method"), drop=1),
+                    Column("hardware", N_("hardware"), drop=2),
+                    Column("memory", N_("memory")),
+                    Column("fit", N_("fit")),
                 ],
                 id="recipes",
                 cursor_type="row",
                 zebra_stripes=True,
             )
             yield FittedTable(
-                [Column("run"), Column("status"), Column("loss", drop=1)],
+                [Column("run", N_("run")), Column("status", N_("status")), Column("loss", N_("loss"), drop=1)],
                 id="runs",
                 cursor_type="row",
                 zebra_stripes=True,
@@ -163,10 +182,10 @@ class TrainScreen(AppScreen):
         for row in recipe_rows(self.services, measure_gpus=True):
             recipe, plan = row.recipe, row.plan
             if recipe is None:
-                rows.append((row.name, (row.name, "-", "-", "-", "invalid"), False, None))
+                rows.append((row.name, (row.name, "-", "-", "-", _("invalid")), False, None))
                 continue
             fits = plan.fits if plan else None
-            fit = {True: "✓ fits", False: "✗ too big", None: "? no GPU" if recipe.on_gpu else "?"}
+            fit = {True: _("✓ fits"), False: _("✗ too big"), None: _("? no GPU") if recipe.on_gpu else "?"}
             memory = human_bytes(plan.estimate.total) if plan and plan.estimate else "?"
             kind = recipe.method if recipe.objective == "sft" else f"{recipe.method} {recipe.objective}"
             rows.append((row.name, (row.name, kind, recipe.hardware, memory, fit[fits]), fits, plan))
@@ -175,8 +194,8 @@ class TrainScreen(AppScreen):
         self.app.call_from_thread(self._show_recipes, rows)
 
     def _show_recipes(self, rows: list) -> None:
-        self.plans = {name: plan for name, _, _, plan in rows}
-        self._recipe_rows = [(name, cells, fits) for name, cells, fits, _ in rows]
+        self.plans = {name: plan for name, __, __, plan in rows}
+        self._recipe_rows = [(name, cells, fits) for name, cells, fits, __ in rows]
         self.show_filtered()
         self.refresh_runs()
 
@@ -184,7 +203,7 @@ class TrainScreen(AppScreen):
     def show_filtered(self) -> None:
         words = self.query_one("#filter", Input).value.lower().split()
         table = self.query_one("#recipes", FittedTable)
-        table.set_rows((name, cells) for name, cells, _ in self._recipe_rows if recipe_matches(words, *cells))
+        table.set_rows((name, cells) for name, cells, __ in self._recipe_rows if recipe_matches(words, *cells))
         if words and table.row_count:
             table.move_cursor(row=0)  # Enter in the box starts the best match: the first that fits
 
@@ -220,7 +239,16 @@ class TrainScreen(AppScreen):
         rows = []
         for run in reversed(runs):
             loss = run.summary.get("final_loss")
-            rows.append((str(run.id), (run.name, run.status, f"{loss:.4f}" if isinstance(loss, (int, float)) else "-")))
+            rows.append(
+                (
+                    str(run.id),
+                    (
+                        run.name,
+                        label(RUN_STATUS_LABELS, run.status),
+                        f"{loss:.4f}" if isinstance(loss, (int, float)) else "-",
+                    ),
+                )
+            )
         table.set_rows(rows)
         if self.watched is None and runs:
             self.watch_run(runs[-1])
@@ -279,30 +307,36 @@ class TrainScreen(AppScreen):
             bar.display = True
             bar.update(total=last_step["total_steps"], progress=last_step["step"])
             estimate = (run.estimate or {}).get("total_bytes")
-            self.query_one("#info", Static).update(
-                f"{run.name}  ·  {run.status}  ·  step {last_step['step']}/{last_step['total_steps']}  ·  "
-                f"loss {last_step['loss']:.4f}  ·  "
-                + (
-                    f"margin {last_step['reward_margin']:.3f}  ·  accuracy {last_step['reward_accuracy']:.0%}  ·  "
-                    if "reward_margin" in last_step
-                    else ""
-                )
-                + (f"held-out accuracy {self._val_accuracy:.0%}  ·  " if self._val_accuracy is not None else "")
-                + f"{last_step['tokens_per_s']:.0f} tok/s  ·  "
-                f"peak {human_bytes(last_step['peak_memory'])}"
-                + (f" (estimated {human_bytes(estimate)})" if estimate else "")
-                + (
-                    f"  ·  {human_count(last_step['consumed_tokens'])} tokens"
-                    if last_step.get("consumed_tokens")
-                    else ""
-                )
-                + (f"  ·  MFU {last_step['mfu']:.1%}" if last_step.get("mfu") else "")
-                + (f"  ·  val ppl {self._val_ppl:.2f}" if self._val_ppl else "")
-                + (f"  ·  {last_step['skipped_batches']} skipped" if last_step.get("skipped_batches") else "")
-                + f"  ·  ETA {human_duration(last_step['eta'])}"
+            parts = [
+                run.name,
+                label(RUN_STATUS_LABELS, run.status),
+                _("step {step}/{total_steps}").format(step=last_step["step"], total_steps=last_step["total_steps"]),
+                _("loss {loss:.4f}").format(loss=last_step["loss"]),
+            ]
+            if "reward_margin" in last_step:
+                parts.append(_("margin {margin:.3f}").format(margin=last_step["reward_margin"]))
+                parts.append(_("accuracy {accuracy:.0%}").format(accuracy=last_step["reward_accuracy"]))
+            if self._val_accuracy is not None:
+                parts.append(_("held-out accuracy {accuracy:.0%}").format(accuracy=self._val_accuracy))
+            parts.append(f"{last_step['tokens_per_s']:.0f} tok/s")
+            peak = human_bytes(last_step["peak_memory"])
+            parts.append(
+                _("peak {peak} (estimated {estimate})").format(peak=peak, estimate=human_bytes(estimate))
+                if estimate
+                else _("peak {peak}").format(peak=peak)
             )
+            if last_step.get("consumed_tokens"):
+                parts.append(_("{count} tokens").format(count=human_count(last_step["consumed_tokens"])))
+            if last_step.get("mfu"):
+                parts.append(f"MFU {last_step['mfu']:.1%}")
+            if self._val_ppl:
+                parts.append(_("val ppl {ppl:.2f}").format(ppl=self._val_ppl))
+            if last_step.get("skipped_batches"):
+                parts.append(_("{count} skipped").format(count=last_step["skipped_batches"]))
+            parts.append(_("ETA {eta}").format(eta=human_duration(last_step["eta"])))
+            self.query_one("#info", Static).update("  ·  ".join(parts))
         elif not self._steps:
-            self.query_one("#info", Static).update(f"{run.name}  ·  {run.status}")
+            self.query_one("#info", Static).update(f"{run.name}  ·  {label(RUN_STATUS_LABELS, run.status)}")
 
     def show_guard(self, guard: dict | None) -> None:
         """The forgetting guard's before → after for the watched run (hidden until a run has one)."""
@@ -324,13 +358,15 @@ class TrainScreen(AppScreen):
         plot = self.query_one("#curve", PlotextPlot)
         plt = plot.plt
         plt.clear_data()
-        plt.title("loss · reward margin" if self._margins else "loss")
+        plt.title(_("loss · reward margin") if self._margins else _("loss"))
         if self._steps:
-            plt.plot([s for s, _ in self._steps], [v for _, v in self._steps], label="train", marker="braille")
+            plt.plot([s for s, __ in self._steps], [v for __, v in self._steps], label=_("train"), marker="braille")
         if self._margins:
-            plt.plot([s for s, _ in self._margins], [v for _, v in self._margins], label="margin", marker="braille")
+            plt.plot(
+                [s for s, __ in self._margins], [v for __, v in self._margins], label=_("margin"), marker="braille"
+            )
         if self._evals:
-            plt.scatter([s for s, _ in self._evals], [v for _, v in self._evals], label="validation")
+            plt.scatter([s for s, __ in self._evals], [v for __, v in self._evals], label=_("validation"))
         plot.refresh()
 
     # -- actions ---------------------------------------------------------------------------------------
@@ -341,16 +377,27 @@ class TrainScreen(AppScreen):
             return
         plan = self.plans.get(name)
         if plan is None:
-            self.notify(f"Recipe {name} is not valid; `internlocal train show {name}` says why.", severity="error")
+            self.notify(
+                _("Recipe {name} is not valid; `internlocal train show {name}` says why.").format(name=name),
+                severity="error",
+            )
             return
         if plan.recipe.on_gpu and plan.fits is None:
             # a GPU recipe where no GPU answered: say what it needs before anything is submitted
-            estimate = f" about {human_bytes(plan.estimate.total)} of GPU memory" if plan.estimate else " a GPU"
+            if plan.estimate:
+                question = _(
+                    "{name} is a GPU recipe and needs about {memory} of GPU memory; no GPU is visible here, "
+                    "so it will most likely fail. Start it anyway?"
+                ).format(name=name, memory=human_bytes(plan.estimate.total))
+            else:
+                question = _(
+                    "{name} is a GPU recipe and needs a GPU; no GPU is visible here, so it will most likely fail. "
+                    "Start it anyway?"
+                ).format(name=name)
             self.app.push_screen(
                 ConfirmDialog(
-                    f"{name} is a GPU recipe and needs{estimate}; no GPU is visible here, so it will most likely "
-                    "fail. Start it anyway?",
-                    confirm_label="Start",
+                    question,
+                    confirm_label=_("Start"),
                     variant="warning",
                 ),
                 lambda yes: self._start_if(yes, name),
@@ -381,7 +428,10 @@ class TrainScreen(AppScreen):
         except UserError as exc:
             self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=15)
             return
-        self.app.call_from_thread(self.notify, f"Training {name} (job {job.id}); the curve appears with the first step")
+        self.app.call_from_thread(
+            self.notify,
+            _("Training {name} (job {job_id}); the curve appears with the first step").format(name=name, job_id=job.id),
+        )
         self.app.call_from_thread(self.query_one("#runs", FittedTable).focus)  # so s / x / r act on the run at once
         self.app.call_from_thread(self.set_timer, 1.0, lambda: self._follow_job(job.id))
 
@@ -390,7 +440,7 @@ class TrainScreen(AppScreen):
         if run is None:
             job = self.ready_services.jobs.refresh_one(self.ready_services.catalog.get_job(job_id))
             if job.status in ("failed", "cancelled"):
-                self.notify(job.error or job.status, severity="error", timeout=15)
+                self.notify(job.error or job_status_label(job.status), severity="error", timeout=15)
             elif tries < 600:
                 self.set_timer(1.0, lambda: self._follow_job(job_id, tries + 1))
             return
@@ -409,12 +459,12 @@ class TrainScreen(AppScreen):
     def action_save_now(self) -> None:
         from internlocal.services.training import save_now
 
-        self._trigger(save_now, "A checkpoint is written after this step")
+        self._trigger(save_now, _("A checkpoint is written after this step"))
 
     def action_stop(self) -> None:
         from internlocal.services.training import stop
 
-        self._trigger(stop, "Stopping after this step (a checkpoint is written; r resumes)")
+        self._trigger(stop, _("Stopping after this step (a checkpoint is written; r resumes)"))
 
     def action_resume(self) -> None:
         if self.services is not None and self.watched is not None:
@@ -431,12 +481,12 @@ class TrainScreen(AppScreen):
         except UserError as exc:
             self.app.call_from_thread(self.notify, str(exc), severity="error")
             return
-        self.app.call_from_thread(self.notify, f"Resuming {run.name} from its newest checkpoint")
+        self.app.call_from_thread(self.notify, _("Resuming {name} from its newest checkpoint").format(name=run.name))
 
     def action_preview(self) -> None:
         name = self.selected_recipe()
         if name is not None and self.services is not None:
-            self.notify(f"Rendering an example of {name}'s data …")
+            self.notify(_("Rendering an example of {name}'s data …").format(name=name))
             self._preview(name)
 
     @work(thread=True, exclusive=True, group="preview", exit_on_error=False)
@@ -448,12 +498,14 @@ class TrainScreen(AppScreen):
         from internlocal.train.recipe import dataset_file, load_recipe
 
         try:
-            _, recipe = load_recipe(name)
+            __, recipe = load_recipe(name)
             if recipe.dataset is None:  # pretraining: raw text, every token trained, nothing masked to show
                 self.app.call_from_thread(
                     self.notify,
-                    f"{name} pretrains on a raw corpus where every token is "
-                    "trained; the preview shows the masking of chat datasets only.",
+                    _(
+                        "{name} pretrains on a raw corpus where every token is "
+                        "trained; the preview shows the masking of chat datasets only."
+                    ).format(name=name),
                 )
                 return
             catalog = self.ready_services.catalog
@@ -463,7 +515,11 @@ class TrainScreen(AppScreen):
             else:
                 file = dataset_file(recipe)
                 if file is None:
-                    raise UserError(f"{recipe.dataset} is not downloaded yet; it is fetched when the run starts.")
+                    raise UserError(
+                        _("{dataset} is not downloaded yet; it is fetched when the run starts.").format(
+                            dataset=recipe.dataset
+                        )
+                    )
                 example = load_examples(file, recipe.dataset_form)[1][0]
             tokenizer = load_tokenizer(
                 catalog, catalog.get_model(recipe.model), trust_remote_code=recipe.trust_remote_code
@@ -474,7 +530,12 @@ class TrainScreen(AppScreen):
             return
         except Exception as exc:  # a broken model folder must not take the whole app down
             self.app.call_from_thread(
-                self.notify, f"Could not preview {name}'s data: {exc}", severity="error", timeout=15
+                self.notify,
+                _("Could not preview {name}'s data: {error}").format(name=name, error=exc),
+                severity="error",
+                timeout=15,
             )
             return
-        self.app.call_from_thread(self.app.push_screen, MaskPreview(f"{name}: first example", tokens))
+        self.app.call_from_thread(
+            self.app.push_screen, MaskPreview(_("{name}: first example").format(name=name), tokens)
+        )

@@ -9,6 +9,8 @@ from textual.color import Color
 from textual.containers import Grid
 from textual.widgets import Static
 
+from internlocal.i18n import _
+
 if TYPE_CHECKING:
     from internlocal.evals.needlebench import NeedleMap
 
@@ -39,8 +41,9 @@ class HeatCell(Static):
         background = score_colour(self.score)
         self.styles.background = background
         self.styles.color = background.get_contrast_text(1.0)
-        self.tooltip = f"{self.length} tokens, needle at {self.depth} %: " + (
-            "no score" if self.score is None else f"{self.score:.2f}"
+        score = _("no score") if self.score is None else f"{self.score:.2f}"
+        self.tooltip = _("{length} tokens, needle at {depth} %: {score}").format(
+            length=self.length, depth=self.depth, score=score
         )
 
 
@@ -58,7 +61,7 @@ class HeatMap(Grid):
         self.heat_map = heat_map
 
     def compose(self) -> ComposeResult:
-        yield Static("depth", classes="label depth")
+        yield Static(_("depth"), classes="label depth")
         for length in self.heat_map.lengths:
             yield Static(str(length), classes="label")
         for depth in self.heat_map.depths:

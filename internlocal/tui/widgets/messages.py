@@ -9,10 +9,12 @@ from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Static
 
+from internlocal.i18n import N_, _
+
 if TYPE_CHECKING:
     from textual.widgets import Markdown
 
-ROLE_LABELS = {"user": "You", "assistant": "Assistant", "system": "System", "error": "Error"}
+ROLE_LABELS = {"user": N_("You"), "assistant": N_("Assistant"), "system": N_("System"), "error": N_("Error")}
 PREVIEW_COLUMNS = 24  # an image's preview width in cells (two pixels per cell vertically)
 
 
@@ -30,8 +32,10 @@ class ShownImage:
 def image_caption(image: ShownImage) -> str:
     from internlocal.formatting import human_bytes
 
-    gone = "" if image.data is not None else " · file no longer stored"
-    return f"image {image.name} · {image.width}×{image.height} · {human_bytes(image.size_bytes)}{gone}"
+    caption = _("image {name} · {width}×{height} · {size}").format(
+        name=image.name, width=image.width, height=image.height, size=human_bytes(image.size_bytes)
+    )
+    return caption if image.data is not None else caption + " · " + _("file no longer stored")
 
 
 def image_preview(image: ShownImage, columns: int = PREVIEW_COLUMNS):
@@ -95,7 +99,7 @@ class MessageView(Vertical):
         from textual.widgets import Markdown  # markdown-it and Textual's Markdown: imported with the first message,
         # after the first paint (no message is shown before the catalog is open)
 
-        yield Static(ROLE_LABELS.get(self.role, self.role), classes="role")
+        yield Static(_(ROLE_LABELS.get(self.role, self.role)), classes="role")
         for image in self.images:
             yield ImageView(image)
         yield Markdown(self._content)
@@ -137,19 +141,19 @@ def message_stats(message) -> str:
     """'42 tokens · 85.1 tok/s · first token 120 ms' for a stored assistant message."""
     parts = []
     if message.completion_tokens is not None:
-        parts.append(f"{message.completion_tokens} tokens")
+        parts.append(_("{n} tokens").format(n=message.completion_tokens))
     if message.tokens_per_s:
         parts.append(f"{message.tokens_per_s:.1f} tok/s")
     if message.ttft_ms is not None:
-        parts.append(f"first token {message.ttft_ms:.0f} ms")
+        parts.append(_("first token {ms:.0f} ms").format(ms=message.ttft_ms))
     if message.finish_reason == "cancelled":
-        parts.append("stopped")
+        parts.append(_("stopped"))
     elif message.finish_reason == "length":
-        parts.append("cut at max tokens")
+        parts.append(_("cut at max tokens"))
     elif message.finish_reason == "repetition":
         from internlocal.engines.base import REPETITION_NOTE
 
-        parts.append(REPETITION_NOTE)
+        parts.append(_(REPETITION_NOTE))  # marked with N_() where it is defined
     line = " · ".join(parts)
     extra = getattr(message, "sources", None) or {}
     for step in extra.get("agent_steps", []):
@@ -159,7 +163,11 @@ def message_stats(message) -> str:
 
         line += "".join(f"\n{shown}" for shown in decision_lines(extra["pipeline"]))
     if extra.get("refused") and not extra.get("pipeline"):  # answers stored before the pipeline said why
-        line += f"\nno passage was close enough (best similarity {extra['evidence']:.2f} < {extra['threshold']:.2f})"
+        line += "\n" + _("no passage was close enough (best similarity {evidence:.2f} < {threshold:.2f})").format(
+            evidence=extra["evidence"], threshold=extra["threshold"]
+        )
     for source in extra.get("kb_sources", []):
-        line += f"\n[{source['n']}] {source['citation']}" + ("" if source.get("cited") else "  (given, not cited)")
+        line += f"\n[{source['n']}] {source['citation']}" + (
+            "" if source.get("cited") else "  " + _("(given, not cited)")
+        )
     return line

@@ -5,6 +5,18 @@ from __future__ import annotations
 from textual.reactive import reactive
 from textual.widgets import Static
 
+from internlocal.i18n import N_, _
+
+# the chat screen sets ``state`` to one of these keys (tests wait for "ready"); the line shows it translated
+STATE_LABELS = {
+    "starting…": N_("starting…"),
+    "ready": N_("ready"),
+    "thinking…": N_("thinking…"),
+    "writing…": N_("writing…"),
+    "stopping…": N_("stopping…"),
+    "cannot start": N_("cannot start"),
+}
+
 
 class StatusLine(Static):
     DEFAULT_CSS = """
@@ -18,10 +30,10 @@ class StatusLine(Static):
     state: reactive[str] = reactive("starting…")
 
     def render(self) -> str:
-        parts = [f"model {self.model or '-'}"]
+        parts = [_("model {name}").format(name=self.model or "-")]
         if self.context_size:
-            parts.append(f"context {self.context_used}/{self.context_size}")
+            parts.append(_("context {used}/{size}").format(used=self.context_used, size=self.context_size))
         if self.tokens_per_s:
             parts.append(f"{self.tokens_per_s:.1f} tok/s")
-        parts.append(self.state)
+        parts.append(_(STATE_LABELS.get(self.state, self.state)))
         return "  ·  ".join(parts)
