@@ -35,6 +35,10 @@ def pytest_configure(config):
     base = Path(tempfile.mkdtemp(prefix="internlocal-xdg-"))
     for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME"):
         os.environ[name] = str(base / name.lower())
+    # the tests read English whatever this machine's locale is (tests/test_i18n.py sets other languages itself)
+    os.environ["INTERNLOCAL_LANG"] = "en"
+    for name in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+        os.environ.pop(name, None)
 
 
 @pytest.fixture(scope="session")
@@ -194,6 +198,17 @@ def _end(procs, grace_s: float):
         with contextlib.suppress(psutil.Error):
             proc.kill()
     return alive
+
+
+@pytest.fixture(autouse=True)
+def english_after_each_test():
+    """A test that switched the language (tests/test_i18n.py) does not leave it switched for the next one."""
+    yield
+    from internlocal import i18n
+
+    if i18n.current_language() != "en" or os.environ.get("LANGUAGE") not in (None, "en"):
+        i18n.set_language("en")
+    os.environ["INTERNLOCAL_LANG"] = "en"
 
 
 @pytest.fixture(autouse=True)
