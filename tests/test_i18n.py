@@ -208,6 +208,26 @@ def test_a_cli_error_is_chinese_and_the_english_one_is_unchanged(tmp_path):
     assert re.search(r"[\u4e00-\u9fff]", chinese.stderr) and not re.search(r"[\u4e00-\u9fff]", english.stderr)
 
 
+def test_a_plain_cli_table_aligns_chinese_words_by_terminal_cells(tmp_path):
+    """`train list` mixes "适合"-like words (two cells a character) with "?": its last column still starts in one
+    terminal column on every row."""
+    import json
+
+    from rich.cells import cell_len
+
+    env = dict(os.environ, INTERNLOCAL_HOME=str(tmp_path), INTERNLOCAL_LANG="zh-CN", COLUMNS="200")
+    args = [sys.executable, "-m", "internlocal.cli.entry", "train", "list"]
+    rows = json.loads(subprocess.run([*args, "--json"], capture_output=True, text=True, env=env, check=True).stdout)
+    lines = subprocess.run(args, capture_output=True, text=True, env=env, check=True).stdout.splitlines()
+    starts = {
+        cell_len(line[: line.index(row["description"])])
+        for line, row in zip(lines, rows, strict=True)
+        if "error" not in row
+    }
+    assert any(re.search(r"[\u4e00-\u9fff]", line) for line in lines), lines  # a translated verdict is there
+    assert len(starts) == 1, lines
+
+
 # -- the TUI ------------------------------------------------------------------------------------------------------
 
 
