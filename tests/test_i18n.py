@@ -333,11 +333,10 @@ async def test_switching_the_language_in_a_running_tui_relabels_every_screen_in_
 def test_the_servers_errors_stay_english_for_its_clients_in_a_chinese_setup(internlocal_bin, cli_env):
     """OpenAI clients parse the server's messages: a Chinese interface does not change them."""
     import signal
-    import time
 
     import requests
 
-    from tests.test_server import free_port
+    from tests.test_server import free_port, wait_healthy
 
     port = free_port()
     proc = subprocess.Popen(
@@ -348,13 +347,7 @@ def test_the_servers_errors_stay_english_for_its_clients_in_a_chinese_setup(inte
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(0.1)
+        wait_healthy(port)
         answer = requests.post(
             f"http://127.0.0.1:{port}/v1/chat/completions",
             json={"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]},
@@ -368,6 +361,7 @@ def test_the_servers_errors_stay_english_for_its_clients_in_a_chinese_setup(inte
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
+    assert re.search(r"[\u4e00-\u9fff]", proc.stdout.read())  # the person's start-up lines are in Chinese
     for response in (answer, too_long):
         assert response.status_code in (400, 404), response.text
         message = response.json()["error"]["message"]

@@ -34,6 +34,18 @@ CAPITALS = {
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
 
 
+def wait_healthy(port: int, timeout: float = 60) -> None:
+    """Until `internlocal serve` on ``port`` answers /health (a served model is loaded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing healthy on port {port} after {timeout:.0f} s")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -410,13 +422,7 @@ def test_api_key_is_enforced_and_ctrl_c_stops_cleanly(internlocal_bin, cli_env):
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(0.1)
+        wait_healthy(port)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="wrong", max_retries=0)
         with pytest.raises(openai.AuthenticationError):
             client.models.list()

@@ -215,13 +215,25 @@ def web_server(internlocal_bin: str, env: dict[str, str], *args: str, token: str
 # -- the tests -----------------------------------------------------------------------------------------------------
 
 
+# what shows the Chat screen is up in each language: the sidebar's heading, the prompt's placeholder, the status
+# line's "ready"; and the one line `internlocal web` prints
+SIGNS = {
+    "en": ("Chats", "Ask anything", "ready", "internlocal in the browser at {url}/  (Ctrl-C stops)"),
+    "zh-CN": ("对话列表", "随便问", "就绪", "在浏览器中打开 internlocal：{url}/  （Ctrl-C 停止）"),
+}
+
+
 @pytest.mark.slow
-async def test_browser_chats_with_the_embedded_model(browser_path, internlocal_bin, cli_env, services, tmp_path):
+@pytest.mark.parametrize("language", list(SIGNS))
+async def test_browser_chats_with_the_embedded_model(
+    language, browser_path, internlocal_bin, cli_env, services, tmp_path
+):
     from internlocal.engines.base import GenerationParams
 
+    heading, placeholder, ready_word, banner = SIGNS[language]
     chat = services.chats.new_chat(params=GenerationParams.greedy(max_tokens=32))  # the chat the app opens
     started = time.monotonic()
-    with web_server(internlocal_bin, cli_env) as (url, server):
+    with web_server(internlocal_bin, dict(cli_env, INTERNLOCAL_LANG=language)) as (url, server):
         async with browser(browser_path, tmp_path / "profile") as page:
             port = url.rsplit(":", 1)[1]
 
@@ -257,9 +269,10 @@ async def test_browser_chats_with_the_embedded_model(browser_path, internlocal_b
                     await asyncio.sleep(0.25)
                 raise AssertionError(f"the page never showed {what}; its screen:\n{text}")
 
-            # the Chat screen: its sidebar, the prompt, and a status line that says ready (the chat is open)
+            # the Chat screen: its sidebar, the prompt, and a status line that says ready (the chat is open); in
+            # Chinese too (xterm.js holds a double-width character once in its buffer)
             await screen_until(
-                lambda s: "Chats" in s and "Ask anything" in s and re.search(r"·\s+ready", s) is not None,
+                lambda s: heading in s and placeholder in s and re.search(rf"·\s+{ready_word}", s) is not None,
                 "the Chat screen",
             )
             loaded = time.monotonic() - started
@@ -289,12 +302,12 @@ async def test_browser_chats_with_the_embedded_model(browser_path, internlocal_b
 
     printed = server.stdout.read()
     assert server.returncode == 0, printed
-    assert printed.splitlines() == [f"internlocal in the browser at {url}/  (Ctrl-C stops)"], printed  # no noise
+    assert printed.splitlines() == [banner.format(url=url)], printed  # no noise
     png = base64.b64decode(shot["data"])
     path = tmp_path / "web.png"
     path.write_bytes(png)
     with contextlib.suppress(OSError):
-        SHOT_COPY.write_bytes(png)
+        (SHOT_COPY if language == "en" else SHOT_COPY.with_name(f"web_shot-{language}.png")).write_bytes(png)
     from PIL import Image
 
     image = Image.open(io.BytesIO(png))
