@@ -29,13 +29,7 @@ def backup(
         _(
             "backed up {chats} chats, {models} model records, {knowledge_bases} knowledge bases and {train_runs} "
             "training runs to {backup}"
-        ).format(
-            chats=result["chats"],
-            models=result["models"],
-            knowledge_bases=result["knowledge_bases"],
-            train_runs=result["train_runs"],
-            backup=result["backup"],
-        )
+        ).format_map(result)
     )
 
 

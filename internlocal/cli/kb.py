@@ -32,15 +32,7 @@ def _sync(name: str, detach: bool, as_json: bool) -> None:
         _(
             "{name}: {files} files, {chunks} chunks ({files_indexed} files indexed, "
             "{files_unchanged} unchanged, {files_removed} removed; {chunks_embedded} chunks embedded)"
-        ).format(
-            name=name,
-            files=r["files"],
-            chunks=r["chunks"],
-            files_indexed=r["files_indexed"],
-            files_unchanged=r["files_unchanged"],
-            files_removed=r["files_removed"],
-            chunks_embedded=r["chunks_embedded"],
-        )
+        ).format_map({**r, "name": name})
     )
     for skipped in r["skipped"]:
         typer.echo(_("  skipped {path}: {reason}").format(path=skipped["path"], reason=skipped["reason"]))
@@ -139,12 +131,7 @@ def sync(
                 _(
                     "{name}: {files_indexed} indexed, {files_removed} removed, "
                     "{chunks_embedded} chunks embedded; watching for changes (Ctrl+C stops)"
-                ).format(
-                    name=name,
-                    files_indexed=summary["files_indexed"],
-                    files_removed=summary["files_removed"],
-                    chunks_embedded=summary["chunks_embedded"],
-                )
+                ).format_map({**summary, "name": name})
             )
 
     try:

@@ -49,16 +49,7 @@ def prepare(
             _(
                 "{dataset}: {documents:,} documents ({duplicates:,} duplicates removed), {tokens:,} tokens → "
                 "{train_sequences:,} training and {validation_sequences:,} validation sequences of {seq_len} ({dtype})"
-            ).format(
-                dataset=r["dataset"],
-                documents=r["documents"],
-                duplicates=r["duplicates"],
-                tokens=r["tokens"],
-                train_sequences=r["train_sequences"],
-                validation_sequences=r["validation_sequences"],
-                seq_len=r["seq_len"],
-                dtype=r["dtype"],
-            )
+            ).format_map(r)
         )
 
 
